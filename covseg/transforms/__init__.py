@@ -1,0 +1,1 @@
+"""covseg.transforms"""
