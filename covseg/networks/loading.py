@@ -1,0 +1,71 @@
+"""Load a ready-to-run network: by registry name, from a MONAI bundle folder, or the shipped default."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from covseg.networks.registry import get_network
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "infnet"
+DEFAULT_NETWORK = "infnet"
+
+
+@dataclass
+class LoadedModel:
+    """A network in eval mode plus what inference needs to feed it."""
+
+    network: nn.Module
+    name: str
+    image_size: int = 352
+    out_channels: int = 1
+    trained: bool = False
+    meta: dict = field(default_factory=dict)
+
+
+def load_model(model: str | None = None, bundle: str | Path | None = None, device: str = "cpu") -> LoadedModel:
+    """Resolve ``--model NAME`` / ``--bundle PATH`` (or neither: the shipped Inf-Net bundle) to a network."""
+    if model is not None and bundle is not None:
+        raise ValueError("give either a model name or a bundle, not both")
+    if model is not None:
+        net = get_network(model)
+        log.warning("network %r is freshly initialised (no weights): outputs are not meaningful", model)
+        return LoadedModel(net.to(device).eval(), name=model)
+    bundle_dir = Path(bundle) if bundle is not None else DEFAULT_BUNDLE
+    if bundle is None and not (bundle_dir / "models" / "model.pt").exists():
+        log.warning("no shipped weights at %s: using a freshly initialised %s", bundle_dir, DEFAULT_NETWORK)
+        return LoadedModel(get_network(DEFAULT_NETWORK).to(device).eval(), name=DEFAULT_NETWORK)
+    return load_bundle(bundle_dir, device)
+
+
+def load_bundle(bundle_dir: str | Path, device: str = "cpu") -> LoadedModel:
+    """Build ``network_def`` from a bundle's inference config and load ``models/model.pt`` into it."""
+    from monai.bundle import ConfigParser
+
+    bundle_dir = Path(bundle_dir)
+    config_file = bundle_dir / "configs" / "inference.yaml"
+    weights = bundle_dir / "models" / "model.pt"
+    for path in (config_file, weights):
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: not found (is {bundle_dir} a covseg bundle?)")
+    parser = ConfigParser()
+    parser.read_config(str(config_file))
+    parser["bundle_root"] = str(bundle_dir)
+    net: nn.Module = parser.get_parsed_content("network_def")
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    net.load_state_dict({k: v.float() for k, v in state.items()})
+    meta = parser.get("covseg", {}) or {}
+    return LoadedModel(
+        net.to(device).eval(),
+        name=str(meta.get("network", bundle_dir.name)),
+        image_size=int(meta.get("image_size", 352)),
+        out_channels=int(meta.get("out_channels", 1)),
+        trained=True,
+        meta=dict(meta),
+    )

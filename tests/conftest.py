@@ -1,0 +1,29 @@
+"""Shared pytest fixtures: where the real data lives, and skips when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("COVSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (set COVSEG_SHARED_DATA to the shared/data folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def semiseg_dir() -> Path:
+    """The COVID-SemiSeg dataset folder (skips the test when absent)."""
+    return _require(SHARED_DATA / "covid-semiseg")
+
+
+@pytest.fixture(scope="session")
+def ct_volumes_dir() -> Path:
+    """The folder of small real CT volumes (skips the test when absent)."""
+    return _require(SHARED_DATA / "ct-volumes")
