@@ -38,4 +38,4 @@ def list_networks() -> list[str]:
 
 
 def _load_builtin() -> None:
-    from covseg.networks import baselines  # noqa: F401  (registers on import)
+    from covseg.networks import baselines, infnet  # noqa: F401  (register on import)
