@@ -159,8 +159,8 @@ def adaptive_threshold(pred_n: np.ndarray) -> float:
     return min(2.0 * float(pred_n.mean()), 1.0)
 
 
-def _scores(pred: np.ndarray, gt: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
-    """Per-image scalars (:data:`IMAGE_KEYS`) and the (len(CURVES), 256) curves."""
+def score_with_curves(pred: np.ndarray, gt: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+    """:func:`score_map`'s scores and the per-threshold curves, shape (len(CURVES), 256)."""
     pred_n = normalize_map(pred)
     gt_b = binarize_gt(gt)
     if pred_n.shape != gt_b.shape:
@@ -200,7 +200,7 @@ def score_map(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     bool.
     ``adpIoU`` here is this image's IoU at the adaptive threshold.
     """
-    return _scores(pred, gt)[0]
+    return score_with_curves(pred, gt)[0]
 
 
 def figures_from_sums(curve_sum: np.ndarray, score_sum: dict[str, float], n_images: int) -> dict[str, float]:
@@ -231,7 +231,7 @@ class ToolboxAccumulator:
 
     def add(self, pred: np.ndarray, gt: np.ndarray, name: str | None = None) -> dict[str, float]:
         """Score one map (see :func:`score_map`), add it to the sums and return its scores."""
-        scores, curves = _scores(pred, gt)
+        scores, curves = score_with_curves(pred, gt)
         self.n += 1
         self.curve_sum += curves
         for k in IMAGE_KEYS:
