@@ -1,0 +1,197 @@
+"""Supervised training of covseg's 2D networks on pytorch-ignite: multi-scale steps, deep supervision,
+validation on a split of the labelled slices, checkpoints that resume after a kill, TensorBoard, progress bars.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, DiskSaver, ProgressBar
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from covseg.engines.cpu import autocast_context
+from covseg.networks.infnet import InfNetOutput
+
+log = logging.getLogger(__name__)
+
+
+def edge_from_mask(mask: Tensor, width: int = 3) -> Tensor:
+    """Binary edge band of a (B, 1, H, W) mask: dilation minus erosion with a ``width`` square."""
+    dilated = F.max_pool2d(mask, width, stride=1, padding=width // 2)
+    eroded = -F.max_pool2d(-mask, width, stride=1, padding=width // 2)
+    return (dilated - eroded).clamp(0, 1)
+
+
+def scaled_size(base: int, rate: float, multiple: int = 32) -> int:
+    """``base * rate`` rounded to a multiple of the network's largest stride."""
+    return max(multiple, int(round(base * rate / multiple)) * multiple)
+
+
+def make_train_step(network: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, device: torch.device,
+                    image_size: int = 352, scales: Sequence[float] = (0.75, 1.0, 1.25), all_scales: bool = False,
+                    bf16: bool = False, channels_last: bool = False, grad_clip: float = 10.0):
+    """An ignite process function: one batch at one random scale (or every scale, as the paper's code does)."""
+
+    def step(engine: Engine, batch: dict) -> dict:
+        network.train()
+        images = batch["image"].to(device)
+        masks = batch["label"].to(device).float()
+        rates = list(scales) if all_scales else [random.choice(list(scales))]
+        total = 0.0
+        for rate in rates:
+            size = scaled_size(image_size, rate)
+            x, y = images, masks
+            if size != images.shape[-1]:
+                x = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+                y = (F.interpolate(masks, size=(size, size), mode="bilinear", align_corners=False) > 0.5).float()
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            optimizer.zero_grad(set_to_none=True)
+            with autocast_context(device, bf16):
+                out = network(x)
+            loss = loss_fn(out, y, edge_from_mask(y)) if isinstance(out, InfNetOutput) else loss_fn(out, y)
+            loss.backward()
+            if grad_clip:
+                nn.utils.clip_grad_norm_(network.parameters(), grad_clip)
+            optimizer.step()
+            total += float(loss.detach())
+        return {"loss": total / len(rates)}
+
+    return step
+
+
+@torch.inference_mode()
+def validate(network: nn.Module, loader: DataLoader, device: torch.device, bf16: bool = False) -> dict[str, float]:
+    """Mean Dice (threshold 0.5) and MAE over validation slices, each scored at its own mask size."""
+    network.eval()
+    dices, maes = [], []
+    for batch in loader:
+        with autocast_context(device, bf16):
+            logits = network(batch["image"].to(device))
+        for logit, mask in zip(logits, batch["label"]):
+            prob = torch.sigmoid(F.interpolate(logit[None].float(), size=mask.shape[-2:], mode="bilinear",
+                                               align_corners=False))[0].cpu()
+            pred, gt = prob >= 0.5, mask > 0.5
+            inter = (pred & gt).sum().item()
+            denom = pred.sum().item() + gt.sum().item()
+            dices.append(1.0 if denom == 0 else 2 * inter / denom)
+            maes.append((prob - gt.float()).abs().mean().item())
+    network.train()
+    n = max(len(dices), 1)
+    return {"val_dice": sum(dices) / n, "val_mae": sum(maes) / n}
+
+
+def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str | Path, *,
+                  val_loader: DataLoader | None = None, max_epochs: int = 100, lr: float = 1e-4,
+                  weight_decay: float = 0.0, lr_schedule: str = "cosine", image_size: int = 352,
+                  scales: Sequence[float] = (0.75, 1.0, 1.25), all_scales: bool = False,
+                  loss_fn: nn.Module | None = None, device: str | torch.device = "cpu", bf16: bool = False,
+                  channels_last: bool = False, val_interval: int = 5, resume: bool = True,
+                  tensorboard: bool = True, progress: bool = True, seed: int = 0) -> Engine:
+    """Assemble the ignite trainer with optimiser, schedule, validation, checkpoints and logging.
+
+    ``output_dir`` receives ``checkpoint_*.pt`` (everything needed to resume; the newest is loaded when
+    ``resume``), ``model_best.pt`` (network weights with the best validation Dice) and ``model_final.pt``.
+    """
+    from covseg.losses import InfNetLoss
+
+    torch.manual_seed(seed)
+    random.seed(seed)
+    device = torch.device(device)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    network.to(device)
+    if channels_last:
+        network.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = max(len(train_loader), 1)
+    total_steps = max_epochs * steps_per_epoch
+    if lr_schedule == "cosine":
+        def factor(step: int) -> float:
+            return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    else:
+        def factor(step: int) -> float:
+            return 1.0
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    step = make_train_step(network, optimizer, loss_fn or InfNetLoss(), device, image_size, scales,
+                           all_scales, bf16, channels_last)
+    trainer = Engine(step)
+    best_file = output_dir / "best.json"
+    best = {"val_dice": json.loads(best_file.read_text())["val_dice"] if best_file.exists() else -1.0}
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: scheduler.step())
+
+    to_save = {"network": network, "optimizer": optimizer, "scheduler": scheduler, "trainer": trainer}
+    checkpoint = Checkpoint(to_save, DiskSaver(str(output_dir), require_empty=False), n_saved=1,
+                            filename_prefix="checkpoint")
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, checkpoint)
+    if resume:
+        last = latest_checkpoint(output_dir)
+        if last is not None:
+            Checkpoint.load_objects(to_save, torch.load(last, map_location=device, weights_only=False))
+            log.info("resumed from %s at epoch %d", last, trainer.state.epoch)
+
+    writer = None
+    if tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(output_dir / "tensorboard"))
+
+        @trainer.on(Events.ITERATION_COMPLETED(every=10))
+        def _log_loss(engine: Engine) -> None:
+            writer.add_scalar("train/loss", engine.state.output["loss"], engine.state.iteration)
+            writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], engine.state.iteration)
+
+    if progress:
+        ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": out["loss"]})
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def _epoch_done(engine: Engine) -> None:
+        epoch = engine.state.epoch
+        msg = f"epoch {epoch}/{engine.state.max_epochs} loss {engine.state.output['loss']:.4f}"
+        if val_loader is not None and (epoch % val_interval == 0 or epoch == engine.state.max_epochs):
+            scores = validate(network, val_loader, device, bf16)
+            msg += f" val_dice {scores['val_dice']:.4f} val_mae {scores['val_mae']:.4f}"
+            if writer is not None:
+                for key, value in scores.items():
+                    writer.add_scalar(f"val/{key}", value, epoch)
+            if scores["val_dice"] > best["val_dice"]:
+                best["val_dice"] = scores["val_dice"]
+                save_weights(network, output_dir / "model_best.pt")
+                best_file.write_text(json.dumps({"val_dice": scores["val_dice"], "epoch": epoch}))
+                msg += " (best)"
+        log.info(msg)
+        print(msg, flush=True)
+
+    @trainer.on(Events.COMPLETED)
+    def _finish(engine: Engine) -> None:
+        save_weights(network, output_dir / "model_final.pt")
+        if writer is not None:
+            writer.close()
+
+    return trainer
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest ``checkpoint_*.pt`` in ``output_dir``, if any."""
+    found = sorted(Path(output_dir).glob("checkpoint_*.pt"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def save_weights(network: nn.Module, path: Path, half: bool = False) -> None:
+    """Atomically save the network's state dict (fp16 when ``half``, for shipping)."""
+    state = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in
+             network.state_dict().items()}
+    tmp = path.with_name(f".tmp-{path.name}")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+

@@ -1,0 +1,48 @@
+"""The 2D COVID-SemiSeg slices (8-bit JPEG images, 0/255 PNG masks) as in-memory training items."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def read_grey(path: Path) -> np.ndarray:
+    """An 8-bit image as float32 in [0, 1], shape (H, W)."""
+    with Image.open(path) as img:
+        return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files of a folder, sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def semiseg_items(dataset_dir: str | Path, split: str = "train", limit: int | None = None) -> list[dict]:
+    """Items ``{"name", "image", "label"}`` (channel-first float arrays) of the labelled train or test split."""
+    root = Path(dataset_dir)
+    base = root / "train" / "labeled" if split == "train" else root / "test"
+    if not (base / "images").is_dir():
+        raise FileNotFoundError(f"{base / 'images'}: not found (is {root} the COVID-SemiSeg folder?)")
+    items = []
+    for image_path in list_images(base / "images"):
+        mask_path = base / "masks" / f"{image_path.stem}.png"
+        if not mask_path.exists():
+            raise FileNotFoundError(f"{mask_path}: mask missing for {image_path.name}")
+        mask = (read_grey(mask_path) > 0.5).astype(np.float32)
+        items.append({"name": image_path.stem, "image": read_grey(image_path)[None], "label": mask[None]})
+    return items[:limit] if limit else items
+
+
+def split_train_val(items: list[dict], val_count: int = 5, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """A fixed random validation subset carved from the training items (never the test split)."""
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    val_ids = set(order[:val_count]) if val_count < len(items) else set()
+    train = [it for i, it in enumerate(items) if i not in val_ids]
+    val = [it for i, it in enumerate(items) if i in val_ids]
+    return train, val

@@ -1,0 +1,50 @@
+"""Training augmentation for 2D slices: orientation invariance (flips, 90° turns), mild affine, intensity jitter.
+
+COVID-SemiSeg slices come in several orientations and windows (see the dataset README), and slices cut from a CT
+volume come in yet another, so the recipe trains orientation- and window-invariant.
+"""
+
+from __future__ import annotations
+
+from monai.transforms import (
+    Compose,
+    EnsureTyped,
+    RandAdjustContrastd,
+    RandAffined,
+    RandFlipd,
+    RandGaussianNoised,
+    RandRotate90d,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    Resized,
+    ThresholdIntensityd,
+)
+
+KEYS = ("image", "label")
+
+
+def train_transforms(image_size: int = 352) -> Compose:
+    """Resize to ``image_size``² then augment; labels stay binary (nearest resampling after the affine)."""
+    return Compose([
+        Resized(keys=KEYS, spatial_size=(image_size, image_size), mode=("bilinear", "nearest")),
+        RandFlipd(keys=KEYS, prob=0.5, spatial_axis=0),
+        RandFlipd(keys=KEYS, prob=0.5, spatial_axis=1),
+        RandRotate90d(keys=KEYS, prob=0.75, max_k=3),
+        RandAffined(keys=KEYS, prob=0.5, rotate_range=0.26, scale_range=0.15, translate_range=20,
+                    mode=("bilinear", "nearest"), padding_mode="zeros"),
+        RandAdjustContrastd(keys="image", prob=0.3, gamma=(0.7, 1.5)),
+        RandScaleIntensityd(keys="image", prob=0.3, factors=0.15),
+        RandShiftIntensityd(keys="image", prob=0.3, offsets=0.08),
+        RandGaussianNoised(keys="image", prob=0.2, std=0.02),
+        ThresholdIntensityd(keys="image", threshold=0.0, above=True, cval=0.0),
+        ThresholdIntensityd(keys="image", threshold=1.0, above=False, cval=1.0),
+        EnsureTyped(keys=KEYS, track_meta=False),
+    ])
+
+
+def eval_transforms(image_size: int = 352) -> Compose:
+    """Resize the image only (labels are scored at their own size)."""
+    return Compose([
+        Resized(keys="image", spatial_size=(image_size, image_size), mode="bilinear"),
+        EnsureTyped(keys=KEYS, track_meta=False),
+    ])
