@@ -148,10 +148,7 @@ class InfNet(nn.Module):
         size = x.shape[-2:]
         x1, x2, x3, x4 = self.backbone((x - self.mean) / self.std)
         f2, f3, f4 = self.rfb2(x2), self.rfb3(x3), self.rfb4(x4)
-        if self.use_ppd:
-            global_map = self.global_head(f4, f3, f2)
-        else:
-            global_map = self.global_head(_up(f4, f2))
+        global_map = self.global_head(f4, f3, f2) if self.use_ppd else self.global_head(_up(f4, f2))
         edge_feats, edge_map = self.edge(x1) if self.edge is not None else (None, None)
         maps = [global_map]
         if self.use_ra:
