@@ -197,8 +197,8 @@ def score_map(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     """Toolbox scores of one prediction map against its mask (same shape), keys :data:`IMAGE_KEYS`.
 
     ``pred``: 0-255 uint8 map or float array (min-max normalised here); ``gt``: 0-255 mask (``> 128``) or
-    bool.
-    ``adpIoU`` here is this image's IoU at the adaptive threshold.
+    bool. ``adpIoU`` here is this image's IoU at the adaptive threshold (the set's figure differs, see the
+    module docstring).
     """
     return score_with_curves(pred, gt)[0]
 
