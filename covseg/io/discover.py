@@ -1,0 +1,339 @@
+"""Find the CT volumes behind a list of input paths.
+
+Each input is a file or a folder (searched recursively, hidden entries skipped). Recognised:
+
+* NIfTI (``.nii``, ``.nii.gz``) -> kind ``"nifti"``; MetaImage (``.mha``, ``.mhd``) and NRRD (``.nrrd``,
+  ``.nhdr``) -> kind ``"itk"``;
+* DICOM files, with or without a ``.dcm`` extension, recognised by the ``DICM`` preamble (or, for old
+  preamble-less files, by pydicom reading an image header). Within one input they are grouped by
+  ``SeriesInstanceUID`` (files with an empty UID: by folder, image size and orientation), so a folder
+  holding two series gives two volumes. DICOM files without pixels (DICOMDIR, reports) are skipped.
+
+Inside folders, every other file (``.json``, ``.txt``, ``.csv``, ``.md``, ``.png``, ``.raw`` …) is ignored.
+A file given explicitly with an unknown extension is kept (kind ``"itk"``) and SimpleITK is tried on it
+at read time, which fails with a clear message if it is not a readable 3D image.
+
+**Errors never stop discovery.** A missing path, a folder with no volume, an unreadable folder or a
+DICOM file whose header cannot be parsed becomes a :class:`VolumeSource` whose ``error`` is set;
+:func:`covseg.io.read.read_volume` raises ``CovsegInputError("<path>: <error>")`` for it. So the caller
+loops over ``find_volumes(paths)`` and handles every failure at one place, at read time.
+
+Names are safe folder names (``[A-Za-z0-9._-]``), predictable and unique within one call:
+
+* a file: its path relative to the input folder without the image suffix, ``/`` -> ``_``
+  (``case1/ct.nii.gz`` -> ``case1_ct``); a file given explicitly: its stem (``ct``);
+* a DICOM series: its folder relative to the input folder, or the folder's own name when the input is
+  the series folder (``dicom``); when one folder holds several series: ``<folder>_<SeriesNumber>``
+  (or ``_<last 8 UID digits>`` when series numbers are missing or repeated);
+* remaining duplicates get ``_2``, ``_3`` … in discovery order.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pydicom
+
+__all__ = ["VolumeSource", "find_volumes", "image_suffix", "safe_name"]
+
+Kind = Literal["nifti", "dicom", "itk"]
+
+IMAGE_SUFFIXES: dict[str, Kind] = {
+    ".nii.gz": "nifti",
+    ".nii": "nifti",
+    ".mha": "itk",
+    ".mhd": "itk",
+    ".nrrd": "itk",
+    ".nhdr": "itk",
+}
+# Never DICOM and never a volume by themselves: skipped inside folders without opening them.
+_SKIP_SUFFIXES = {
+    ".json", ".txt", ".csv", ".tsv", ".md", ".rst", ".html", ".xml", ".yaml", ".yml", ".log", ".py",
+    ".ipynb", ".pdf", ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".raw", ".zraw", ".img",
+    ".hdr", ".npy", ".npz", ".pt", ".pth", ".pkl", ".zip", ".tar", ".gz", ".bz2", ".xz", ".7z", ".ini",
+    ".cfg", ".toml", ".sh", ".bat", ".exe", ".dll", ".so",
+}
+_DICOM_TAGS = [
+    "SOPClassUID", "Modality", "SeriesInstanceUID", "SeriesNumber", "Rows", "Columns",
+    "ImageOrientationPatient",
+]
+
+
+@dataclass
+class VolumeSource:
+    """One volume to read: a NIfTI/ITK file or one DICOM series.
+
+    ``path`` is the file, or for DICOM the folder holding the series (common parent of ``files``).
+    ``files`` lists the DICOM files (empty for other kinds). ``error`` is set when discovery already
+    knows the source cannot be read; ``warnings`` are carried over to the :class:`CTVolume`.
+    """
+
+    name: str
+    path: Path
+    kind: Kind
+    files: list[Path] = field(default_factory=list)
+    series_uid: str | None = None
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def find_volumes(paths: Sequence[str | Path] | str | Path) -> list[VolumeSource]:
+    """Return one :class:`VolumeSource` per volume found in ``paths`` (files or folders), in order.
+
+    Never raises for a bad input: problems become sources with ``error`` set (see module docstring).
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    sources: list[VolumeSource] = []
+    seen: set[Path] = set()
+    explicit_dicom: list[tuple[Path, _DicomInfo]] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists() and not path.is_symlink():
+            sources.append(_error_source(path, _stem(path), "does not exist"))
+        elif path.is_dir():
+            sources.extend(_scan_folder(path, seen))
+        else:
+            key = _key(path)
+            if key in seen:
+                continue
+            seen.add(key)
+            src = _explicit_file(path)
+            if isinstance(src, _DicomInfo):
+                explicit_dicom.append((path, src))
+            else:
+                sources.append(src)
+    if explicit_dicom:
+        sources.extend(_series_sources(explicit_dicom, root=None))
+    _make_unique(sources)
+    return sources
+
+
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class _DicomInfo:
+    series_uid: str
+    series_number: str
+    group: tuple
+
+
+def _scan_folder(root: Path, seen: set[Path]) -> list[VolumeSource]:
+    found: list[VolumeSource] = []
+    dicoms: list[tuple[Path, _DicomInfo]] = []
+    problems: list[VolumeSource] = []
+
+    def onerror(exc: OSError) -> None:
+        where = Path(exc.filename) if exc.filename else root
+        reason = f"folder cannot be read ({exc.strerror})"
+        problems.append(_error_source(where, _rel_name(where, root), reason))
+
+    for folder, dirnames, filenames in os.walk(root, onerror=onerror):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for fname in sorted(filenames):
+            if fname.startswith("."):
+                continue
+            path = Path(folder) / fname
+            suffix = image_suffix(path)
+            if suffix in IMAGE_SUFFIXES:
+                key = _key(path)
+                if key in seen:
+                    continue
+                seen.add(key)
+                name = _rel_name(path.parent, root, path.name[: -len(suffix)])
+                found.append(VolumeSource(name=name, path=path, kind=IMAGE_SUFFIXES[suffix]))
+                continue
+            if path.suffix.lower() in _SKIP_SUFFIXES or not path.is_file():
+                continue
+            try:
+                info = _dicom_info(path, sniffed=True)
+            except _NotDicom:
+                continue
+            except Exception as exc:  # a DICOM file whose header is broken: report, go on
+                problems.append(_error_source(path, _rel_name(path.parent, root, path.name),
+                                              f"DICOM header cannot be read ({_exc_text(exc)})", "dicom"))
+                continue
+            if info is None:  # DICOM without pixels (DICOMDIR, report, …)
+                continue
+            key = _key(path)
+            if key in seen:
+                continue
+            seen.add(key)
+            dicoms.append((path, info))
+    found.extend(_series_sources(dicoms, root))
+    found.sort(key=lambda s: (str(s.path), s.name))
+    if not found and not problems:
+        problems.append(_error_source(
+            root, safe_name(root.resolve().name),
+            "no CT volume found in folder (looked for NIfTI, MHA/MHD, NRRD and DICOM files)", "dicom"))
+    return found + problems
+
+
+def _explicit_file(path: Path) -> VolumeSource | _DicomInfo:
+    suffix = image_suffix(path)
+    if suffix in IMAGE_SUFFIXES:
+        return VolumeSource(name=safe_name(path.name[: -len(suffix)]), path=path, kind=IMAGE_SUFFIXES[suffix])
+    try:
+        info = _dicom_info(path, sniffed=True)
+    except _NotDicom:
+        return VolumeSource(name=_stem(path), path=path, kind="itk")  # SimpleITK will say what it is
+    except Exception as exc:
+        return _error_source(path, _stem(path), f"DICOM header cannot be read ({_exc_text(exc)})", "dicom")
+    if info is None:
+        return _error_source(path, _stem(path), "DICOM file holds no image (no Rows/Columns)", "dicom")
+    return info
+
+
+def _series_sources(dicoms: list[tuple[Path, _DicomInfo]], root: Path | None) -> list[VolumeSource]:
+    groups: dict[tuple, list[tuple[Path, _DicomInfo]]] = {}
+    for path, info in dicoms:
+        groups.setdefault(info.group, []).append((path, info))
+    # name every group after its folder; folders holding several series get a per-series suffix
+    by_folder: dict[str, list[tuple[Path, list[tuple[Path, _DicomInfo]]]]] = {}
+    for members in groups.values():
+        files = sorted(p for p, _ in members)
+        folder = Path(os.path.commonpath([str(p.parent) for p in files]))
+        base = _rel_name(folder, root) if root is not None else safe_name(folder.resolve().name)
+        by_folder.setdefault(base, []).append((folder, members))
+    out: list[VolumeSource] = []
+    for base, entries in by_folder.items():
+        numbers = [m[0][1].series_number for _, m in entries]
+        use_numbers = all(numbers) and len(set(numbers)) == len(numbers)
+        entries.sort(key=lambda e: (_num_key(e[1][0][1].series_number), e[1][0][1].series_uid))
+        for index, (folder, members) in enumerate(entries, start=1):
+            info = members[0][1]
+            name = base
+            if len(entries) > 1:
+                if use_numbers:
+                    tag = info.series_number
+                elif info.series_uid:
+                    tag = re.sub(r"\D", "", info.series_uid)[-8:] or str(index)
+                else:
+                    tag = str(index)
+                name = safe_name(f"{base}_{tag}")
+            warnings = []
+            if not info.series_uid:
+                warnings.append("DICOM files have no SeriesInstanceUID; grouped by folder, image size "
+                                "and orientation")
+            out.append(VolumeSource(name=name, path=folder, kind="dicom",
+                                    files=sorted(p for p, _ in members),
+                                    series_uid=info.series_uid or None, warnings=warnings))
+    out.sort(key=lambda s: (str(s.path), s.name))
+    return out
+
+
+class _NotDicom(Exception):
+    pass
+
+
+def _dicom_info(path: Path, sniffed: bool) -> _DicomInfo | None:
+    """Header summary of a DICOM file, ``None`` for DICOM without an image; raises _NotDicom."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError as exc:
+        raise _NotDicom from exc
+    force = False
+    if head[128:132] != b"DICM":
+        # old preamble-less files start with a group 0002 or 0008 tag (little endian)
+        if head[:2] not in (b"\x02\x00", b"\x08\x00") or len(head) < 8:
+            raise _NotDicom
+        force = True
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_DICOM_TAGS, force=force)
+    except Exception:
+        if force:
+            raise _NotDicom from None
+        raise
+    if "Rows" not in ds or "Columns" not in ds:
+        if force:
+            raise _NotDicom
+        return None
+    uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
+    number = str(ds.get("SeriesNumber", "") or "").strip()
+    if uid:
+        group: tuple = ("uid", uid)
+    else:
+        iop = tuple(round(float(v), 4) for v in (ds.get("ImageOrientationPatient") or ()))
+        group = ("nouid", str(path.parent), int(ds.Rows), int(ds.Columns), iop)
+    return _DicomInfo(series_uid=uid, series_number=number, group=group)
+
+
+# ---------------------------------------------------------------------------------------------------
+def image_suffix(path: str | Path) -> str:
+    """The image suffix of ``path`` in lower case (``.nii.gz`` counts as one), or its last suffix."""
+    name = Path(path).name.lower()
+    for suffix in IMAGE_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return suffix
+    return Path(name).suffix
+
+
+def safe_name(text: str) -> str:
+    """``text`` made safe as a folder name: ``[A-Za-z0-9._-]`` only, no leading dot, at most 100 chars."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
+    return name[:100] or "volume"
+
+
+def _stem(path: Path) -> str:
+    suffix = image_suffix(path)
+    name = path.name
+    if suffix and name.lower().endswith(suffix) and len(name) > len(suffix):
+        name = name[: -len(suffix)]
+    return safe_name(name)
+
+
+def _rel_name(folder: Path, root: Path | None, leaf: str | None = None) -> str:
+    parts: list[str] = []
+    if root is not None:
+        try:
+            rel = folder.relative_to(root)
+            parts = [p for p in rel.parts if p not in ("", ".")]
+        except ValueError:
+            parts = [folder.name]
+        if not parts and leaf is None:
+            parts = [root.resolve().name]
+    else:
+        parts = [folder.resolve().name]
+    if leaf is not None:
+        parts.append(leaf)
+    return safe_name("_".join(parts))
+
+
+def _error_source(path: Path, name: str, error: str, kind: Kind | None = None) -> VolumeSource:
+    if kind is None:
+        kind = IMAGE_SUFFIXES.get(image_suffix(path), "itk")
+    return VolumeSource(name=safe_name(name), path=path, kind=kind, error=error)
+
+
+def _make_unique(sources: list[VolumeSource]) -> None:
+    taken: set[str] = set()
+    for src in sources:
+        name, n = src.name, 1
+        while name.lower() in taken:  # case-insensitive: safe on macOS/Windows file systems too
+            n += 1
+            name = f"{src.name}_{n}"
+        src.name = name
+        taken.add(name.lower())
+
+
+def _key(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except OSError:
+        return path.absolute()
+
+
+def _num_key(number: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(number), number)
+    except ValueError:
+        return (1, 0.0, number)
+
+
+def _exc_text(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200] or exc.__class__.__name__

@@ -1,0 +1,410 @@
+"""Read one volume into a :class:`CTVolume`: float32 HU ``[z, y, x]`` in LPS, with its geometry.
+
+NIfTI / MHA / MHD / NRRD are read with SimpleITK; a DICOM series with SimpleITK's
+``ImageSeriesReader`` (which applies RescaleSlope / RescaleIntercept) on the files ordered by
+ImagePositionPatient projected on the slice normal. The image is then re-oriented to LPS with
+``sitk.DICOMOrient(img, "LPS")``; :func:`covseg.io.write.write_volume_like` undoes that.
+
+Bad inputs raise ``CovsegInputError("<path>: <reason>")`` (one line). Decisions:
+
+* empty (0 bytes), truncated or corrupt files, and files that are not images: refused;
+* a true 2D image: refused; a 3D volume with a single slice (z = 1): accepted, with a warning;
+* 4D: refused unless the 4th dimension is 1 (then read as 3D); vector / colour pixels: refused;
+* DICOM whose Modality is not CT (MR, PT, …): refused, naming the modality; Modality missing:
+  accepted (with a warning unless the SOP class says CT);
+* unsigned 8-bit pixels, or no voxel below -200 HU (no air: a label map, a normalised image, DICOM
+  values without their rescale): refused as "does not look like CT in Hounsfield units (values lo..hi…)";
+* NaN / ±inf voxels: replaced with -1024 HU (air) and reported in ``warnings``; refused if no voxel is
+  finite;
+* DICOM series with a missing slice or irregular slice spacing (any gap more than 1 % away from the
+  median gap), duplicate slice positions, mixed orientations or image sizes: refused, because the slices
+  cannot be placed on a regular grid without inventing data (the message gives the positions);
+  a sheared series (gantry tilt) is accepted with a warning (the shear is not represented).
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+
+from covseg.io.discover import VolumeSource, find_volumes
+from covseg.io.errors import CovsegInputError
+
+__all__ = ["AIR_HU", "CTVolume", "ImageGeometry", "read_volume"]
+
+AIR_HU = -1024.0
+_CT_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2"}
+_HEADER_TAGS = [
+    "SOPClassUID", "Modality", "SeriesDescription", "SeriesNumber", "Rows", "Columns",
+    "ImageOrientationPatient", "ImagePositionPatient", "NumberOfFrames",
+]
+_IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class ImageGeometry:
+    """The header of an image as read (before re-orientation): everything needed to write alike."""
+
+    size: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: tuple[float, ...]
+    pixel_type: str = ""
+
+    @classmethod
+    def from_image(cls, img: sitk.Image) -> ImageGeometry:
+        """Copy the header of a 3D SimpleITK image."""
+        return cls(tuple(img.GetSize()), tuple(img.GetSpacing()), tuple(img.GetOrigin()),
+                   tuple(img.GetDirection()), img.GetPixelIDTypeAsString())
+
+    @property
+    def orientation(self) -> str:
+        """Three-letter DICOM orientation code of the storage order, e.g. ``"LPS"`` or ``"RAS"``."""
+        return sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(self.direction)
+
+    def apply_to(self, img: sitk.Image) -> sitk.Image:
+        """Set spacing, origin and direction of ``img`` (same size required) to this header's."""
+        if tuple(img.GetSize()) != tuple(self.size):
+            raise ValueError(f"image size {img.GetSize()} differs from the reference {self.size}")
+        img.SetSpacing(self.spacing)
+        img.SetOrigin(self.origin)
+        img.SetDirection(self.direction)
+        return img
+
+
+@dataclass
+class CTVolume:
+    """A CT volume in Hounsfield units, re-oriented to LPS.
+
+    ``array`` is float32 ``[z, y, x]``; ``spacing`` is (x, y, z) mm of that array, ``origin`` and
+    ``direction`` its LPS-image geometry; ``reference`` is the header of the image as stored in the
+    input (used to write outputs that overlay it exactly).
+    """
+
+    array: np.ndarray
+    spacing: tuple[float, float, float]
+    reference: ImageGeometry
+    name: str
+    source_path: Path
+    warnings: list[str] = field(default_factory=list)
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: tuple[float, ...] = _IDENTITY
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        """Volume of one voxel in millilitres."""
+        return float(np.prod(self.spacing)) / 1000.0
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``array.shape`` as (z, y, x)."""
+        return tuple(self.array.shape)
+
+    def to_image(self, array: np.ndarray | None = None) -> sitk.Image:
+        """A SimpleITK image of ``array`` (default: the HU array) with the LPS geometry."""
+        img = sitk.GetImageFromArray(self.array if array is None else array)
+        img.SetSpacing(self.spacing)
+        img.SetOrigin(self.origin)
+        img.SetDirection(self.direction)
+        return img
+
+    @classmethod
+    def from_array(cls, array: np.ndarray, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                   name: str = "array", origin: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> CTVolume:
+        """Wrap an LPS ``[z, y, x]`` HU array (e.g. a phantom) with an identity-direction geometry."""
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        z, y, x = array.shape
+        spacing = tuple(float(s) for s in spacing)
+        origin = tuple(float(o) for o in origin)
+        ref = ImageGeometry((x, y, z), spacing, origin, _IDENTITY, "32-bit float")
+        return cls(array, spacing, ref, name, Path(name), [], origin, _IDENTITY)
+
+
+def read_volume(src: VolumeSource | str | Path) -> CTVolume:
+    """Read ``src`` (a :class:`VolumeSource`, or a path holding exactly one volume) as a CTVolume.
+
+    Raises :class:`CovsegInputError` ``"<path>: <reason>"`` for anything that is not a usable CT.
+    """
+    if not isinstance(src, VolumeSource):
+        found = find_volumes([src])
+        if len(found) != 1:
+            raise CovsegInputError(src, f"holds {len(found)} volumes; use find_volumes() to read them one "
+                                        "by one")
+        src = found[0]
+    if src.error:
+        raise CovsegInputError(src.path, src.error)
+    warnings = list(src.warnings)
+    img = _read_dicom(src, warnings) if src.kind == "dicom" else _read_file(Path(src.path))
+    where = src.path
+    _check_pixels(img, where)
+    reference = ImageGeometry.from_image(img)
+    if reference.orientation != "LPS":
+        img = sitk.DICOMOrient(img, "LPS")
+    array = sitk.GetArrayViewFromImage(img).astype(np.float32)
+    if img.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        _fix_non_finite(array, where, warnings)
+    _check_hu(array, img, where, warnings)
+    if array.shape[0] == 1:
+        warnings.append("volume has a single slice")
+    return CTVolume(array=array, spacing=tuple(img.GetSpacing()), reference=reference, name=src.name,
+                    source_path=Path(src.path), warnings=warnings, origin=tuple(img.GetOrigin()),
+                    direction=tuple(img.GetDirection()))
+
+
+# --------------------------------------------------------------------------------------- files
+def _read_file(path: Path) -> sitk.Image:
+    if not path.exists():
+        raise CovsegInputError(path, "does not exist")
+    if path.is_dir():
+        raise CovsegInputError(path, "is a folder, not an image file")
+    if path.stat().st_size == 0:
+        raise CovsegInputError(path, "file is empty (0 bytes)")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise CovsegInputError(path, _diagnose(path, exc)) from None
+    dim, size, ncomp = reader.GetDimension(), tuple(reader.GetSize()), reader.GetNumberOfComponents()
+    shape = "x".join(str(s) for s in size)
+    if dim < 3:
+        raise CovsegInputError(path, f"is a 2D image ({shape}), not a 3D CT volume")
+    if dim > 4 or (dim == 4 and size[3] != 1):
+        raise CovsegInputError(path, f"is a {dim}D image ({shape}); only 3D volumes are supported "
+                                     "(a 4th dimension of size 1 is accepted)")
+    if ncomp != 1:
+        raise CovsegInputError(path, f"has {ncomp} values per voxel (colour or vector image), not a CT")
+    _check_nifti_complete(path)
+    try:
+        img = reader.Execute()
+    except RuntimeError as exc:
+        raise CovsegInputError(path, _diagnose(path, exc)) from None
+    if img.GetDimension() == 4:
+        img = sitk.Extract(img, [*size[:3], 0], [0, 0, 0, 0])
+    return img
+
+
+def _check_nifti_complete(path: Path) -> None:
+    """Refuse a NIfTI file whose voxel data is shorter than its header says (ITK reads it silently).
+
+    Cheap: the file size for ``.nii``, the gzip trailer (uncompressed size mod 2**32) for ``.nii.gz``;
+    only when the trailer disagrees is the stream decompressed to be sure.
+    """
+    name = path.name.lower()
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        return
+    try:
+        proxy = nib.load(str(path)).dataobj
+        expected = int(proxy.offset) + int(np.prod(proxy.shape)) * np.dtype(proxy.dtype).itemsize
+    except Exception:
+        return  # let SimpleITK judge
+    if name.endswith(".nii"):
+        size = path.stat().st_size
+        if size < expected:
+            raise CovsegInputError(path, f"truncated file ({size} of {expected} bytes; incomplete download "
+                                         "or copy?)")
+        return
+    with open(path, "rb") as fh:
+        fh.seek(-4, 2)
+        isize = int.from_bytes(fh.read(4), "little")
+    if isize == expected % (1 << 32):
+        return
+    total = 0
+    try:
+        with gzip.open(path, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                total += len(chunk)
+    except EOFError:
+        raise CovsegInputError(path, "truncated file (compressed data ends early; incomplete download or "
+                                     "copy?)") from None
+    except (OSError, zlib.error) as exc:
+        raise CovsegInputError(path, f"corrupt gzip data ({_first_line(str(exc))})") from None
+    if total < expected:
+        raise CovsegInputError(path, f"truncated file ({total} of {expected} bytes once uncompressed)")
+
+
+def _diagnose(path: Path, exc: Exception) -> str:
+    """Turn a SimpleITK read failure into a one-line reason."""
+    if path.name.lower().endswith(".gz"):
+        try:
+            with gzip.open(path, "rb") as fh:
+                while fh.read(1 << 22):
+                    pass
+        except EOFError:
+            return "truncated file (compressed data ends early; incomplete download or copy?)"
+        except (OSError, zlib.error) as gz_exc:
+            return f"corrupt gzip data ({_first_line(str(gz_exc))})"
+    text = str(exc)
+    if "Could not create IO object" in text or "Unable to determine ImageIO reader" in text:
+        return "not a readable image file (no reader for this format or content)"
+    return f"cannot be read as an image (possibly truncated or corrupt): {_itk_reason(text)}"
+
+
+def _itk_reason(text: str) -> str:
+    for line in text.splitlines():
+        if "ITK ERROR" in line:
+            reason = line.split("ITK ERROR:", 1)[1]
+            if "):" in reason:
+                reason = reason.split("):", 1)[1]
+            return _first_line(reason)
+    return _first_line(text)
+
+
+def _first_line(text: str) -> str:
+    return " ".join(text.split())[:200]
+
+
+# --------------------------------------------------------------------------------------- DICOM
+def _read_dicom(src: VolumeSource, warnings: list[str]) -> sitk.Image:
+    where = src.path
+    files = [Path(f) for f in src.files]
+    if not files:
+        raise CovsegInputError(where, "DICOM series has no files")
+    headers = []
+    for f in files:
+        try:
+            headers.append(pydicom.dcmread(f, stop_before_pixels=True, specific_tags=_HEADER_TAGS,
+                                           force=True))
+        except Exception as exc:
+            raise CovsegInputError(f, f"DICOM header cannot be read ({_first_line(str(exc))})") from None
+    label = _series_label(headers[0])
+    modalities = sorted({str(h.get("Modality", "") or "").strip().upper() for h in headers})
+    named = [m for m in modalities if m]
+    if any(m != "CT" for m in named):
+        others = ", ".join(m for m in named if m != "CT")
+        raise CovsegInputError(where, f"DICOM series{label} has Modality {others}, not CT; only CT is "
+                                      "supported")
+    if not named:
+        sop = str(headers[0].get("SOPClassUID", "") or "")
+        if sop not in _CT_SOP_CLASSES:
+            warnings.append("DICOM Modality tag missing; assumed CT")
+    sizes = {(int(h.Rows), int(h.Columns)) for h in headers}
+    if len(sizes) > 1:
+        raise CovsegInputError(where, f"DICOM series{label} mixes image sizes {sorted(sizes)}")
+    if len(files) == 1:
+        frames = int(headers[0].get("NumberOfFrames", 1) or 1)
+        if frames > 1:
+            warnings.append("multi-frame DICOM: geometry taken from SimpleITK's reading of the file")
+            return _sitk_read_dicom([files[0]], where, single=True)
+        return _sitk_read_dicom(files, where)
+    iops = []
+    for f, h in zip(files, headers):
+        iop = h.get("ImageOrientationPatient")
+        ipp = h.get("ImagePositionPatient")
+        if iop is None or ipp is None or len(iop) != 6 or len(ipp) != 3:
+            raise CovsegInputError(f, "DICOM slice has no ImagePositionPatient/ImageOrientationPatient; "
+                                      "the slices cannot be ordered")
+        iops.append([float(v) for v in iop])
+    iops_arr = np.array(iops)
+    if np.abs(iops_arr - iops_arr[0]).max() > 1e-3:
+        raise CovsegInputError(where, f"DICOM series{label} mixes slice orientations "
+                                      "(ImageOrientationPatient)")
+    row, col = iops_arr[0, :3], iops_arr[0, 3:]
+    normal = np.cross(row, col)
+    positions = np.array([[float(v) for v in h.ImagePositionPatient] for h in headers])
+    proj = positions @ normal
+    order = np.argsort(proj, kind="stable")
+    proj, positions = proj[order], positions[order]
+    files = [files[i] for i in order]
+    _check_slice_gaps(proj, where, label)
+    step_vec = (positions[-1] - positions[0]) / (len(files) - 1)
+    along = float(step_vec @ normal)
+    shear = float(np.linalg.norm(step_vec - along * normal))
+    if shear > 0.01 * abs(along):
+        warnings.append(f"slices are sheared (gantry tilt?): {shear:.3g} mm in-plane shift per slice "
+                        "is not represented in the geometry")
+    return _sitk_read_dicom(files, where)
+
+
+def _check_slice_gaps(proj: np.ndarray, where: Path, label: str) -> None:
+    gaps = np.diff(proj)
+    if np.any(gaps < 1e-3):
+        i = int(np.argmax(gaps < 1e-3))
+        n = int(np.sum(gaps < 1e-3)) + 1
+        raise CovsegInputError(where, f"DICOM series{label} has {n} slices at the same position "
+                                      f"({proj[i]:.3f} mm): duplicate slices or several acquisitions in one "
+                                      "series")
+    step = float(np.median(gaps))
+    bad = np.abs(gaps - step) > max(0.01 * step, 1e-3)
+    if not bad.any():
+        return
+    i = int(np.argmax(bad))
+    ratio = gaps[i] / step
+    if ratio > 1.5 and abs(ratio - round(ratio)) < 0.1:
+        missing = int(sum(round(g / step) - 1 for g in gaps[bad] if g / step > 1.5))
+        raise CovsegInputError(where, f"DICOM series{label} has {missing} missing slice(s): gap of "
+                                      f"{gaps[i]:.3g} mm between slice positions {proj[i]:.2f} and "
+                                      f"{proj[i + 1]:.2f} mm where the spacing is {step:.3g} mm; refusing to "
+                                      "guess the missing data")
+    raise CovsegInputError(where, f"DICOM series{label} has irregular slice spacing (gaps from "
+                                  f"{gaps.min():.3g} to {gaps.max():.3g} mm, median {step:.3g} mm)")
+
+
+def _sitk_read_dicom(files: list[Path], where: Path, single: bool = False) -> sitk.Image:
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # we check slice spacing ourselves
+    try:
+        if single:
+            return sitk.ReadImage(str(files[0]))
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames([str(f) for f in files])
+        reader.MetaDataDictionaryArrayUpdateOff()
+        reader.LoadPrivateTagsOff()
+        return reader.Execute()
+    except RuntimeError as exc:
+        raise CovsegInputError(where, f"DICOM series cannot be read: {_itk_reason(str(exc))}") from None
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
+def _series_label(ds: pydicom.Dataset) -> str:
+    number = str(ds.get("SeriesNumber", "") or "").strip()
+    desc = str(ds.get("SeriesDescription", "") or "").strip()
+    bits = [f"#{number}" if number else "", f"'{desc}'" if desc else ""]
+    text = " ".join(b for b in bits if b)
+    return f" {text}" if text else ""
+
+
+# --------------------------------------------------------------------------------------- checks
+def _check_pixels(img: sitk.Image, where: Path) -> None:
+    if img.GetDimension() != 3:
+        raise CovsegInputError(where, f"is a {img.GetDimension()}D image, not a 3D CT volume")
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise CovsegInputError(where, f"has {img.GetNumberOfComponentsPerPixel()} values per voxel "
+                                      "(colour or vector image), not a CT")
+
+
+def _fix_non_finite(array: np.ndarray, where: Path, warnings: list[str]) -> None:
+    bad = ~np.isfinite(array)
+    n = int(bad.sum())
+    if n == 0:
+        return
+    if n == array.size:
+        raise CovsegInputError(where, "has no finite voxel value (all NaN or infinite)")
+    array[bad] = AIR_HU
+    warnings.append(f"{n} NaN/infinite voxels ({100.0 * n / array.size:.2g} %) replaced with {AIR_HU:g} HU")
+
+
+def _check_hu(array: np.ndarray, img: sitk.Image, where: Path, warnings: list[str]) -> None:
+    lo, hi = float(array.min()), float(array.max())
+    values = f"values {_fmt(lo)}..{_fmt(hi)}"
+    if img.GetPixelID() == sitk.sitkUInt8:
+        raise CovsegInputError(where, f"does not look like CT in Hounsfield units ({values}, unsigned 8-bit "
+                                      "pixels)")
+    if lo >= -200.0 and hi <= 255.0:
+        raise CovsegInputError(where, f"does not look like CT in Hounsfield units ({values})")
+    if lo > -200.0:
+        raise CovsegInputError(where, f"does not look like CT in Hounsfield units ({values}, no air: nothing "
+                                      "below -200 HU; a label map, or DICOM without rescale?)")
+
+
+def _fmt(v: float) -> str:
+    return str(int(v)) if math.isfinite(v) and v == int(v) else f"{v:.4g}"
