@@ -1,0 +1,198 @@
+"""Per-volume report: lung and infection volumes, involvement, slice counts, scores against a label, warnings.
+
+Volumes are voxel counts times the voxel volume (``prod(spacing) / 1000`` mL). Definitions:
+
+* ``lung_ml`` / ``right_lung_ml`` / ``left_lung_ml``: voxels of the lung label map (1 right, 2 left);
+* ``infection_ml``: voxels of the written infection mask (which may reach a small margin outside the lung mask,
+  see :mod:`covseg.engines.volume`); ``right_infection_ml`` / ``left_infection_ml``: infection inside each lung;
+* ``lung_involvement_percent``: ``100 * |infection ∩ lung| / |lung|`` (0 when there is no lung);
+* ``lung_slices``: axial slices holding any lung voxel; ``infected_slices``: slices holding any infection voxel;
+  ``predicted_slices``: slices the network actually ran on (lung slices kept by the optional gate);
+* ``metrics`` (only with a label; label > 0 = infection): Dice, sensitivity, specificity, precision, IoU of the
+  infection mask over the whole volume, and MAE of the probability map, as :func:`covseg.metrics.binary_scores`
+  defines them (empty-mask conventions included).
+
+Per-slice rows (``slices.csv``): ``slice`` (z index of the written arrays' LPS order, 0 = most inferior),
+``lung_px``, ``right_px``, ``left_px``, ``infection_px``, ``mean_prob`` (mean infection probability over the
+slice's lung pixels, empty when the slice has no lung) and ``predicted`` (1 if the network ran on the slice).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from covseg.metrics.binary import binary_scores
+
+__all__ = [
+    "FEW_LUNG_SLICES",
+    "FEW_LUNG_FRACTION",
+    "SMALL_LUNG_ML",
+    "SLICE_COLUMNS",
+    "VolumeReport",
+    "build_volume_report",
+    "lung_warnings",
+    "slice_rows",
+    "slices_csv_text",
+]
+
+FEW_LUNG_SLICES = 5
+"""Fewer lung slices than this (or than :data:`FEW_LUNG_FRACTION` of the slices) -> a warning."""
+FEW_LUNG_FRACTION = 0.25
+SMALL_LUNG_ML = 1000.0
+"""A lung volume below this (both lungs, mL) -> "partial scan?" warning (an adult's lungs hold 3-6 L)."""
+SLICE_COLUMNS = ("slice", "lung_px", "right_px", "left_px", "infection_px", "mean_prob", "predicted")
+METRIC_KEYS = ("dice", "sensitivity", "specificity", "precision", "iou", "mae")
+
+
+@dataclass
+class VolumeReport:
+    """Everything ``report.json`` holds for one volume (see the module docstring for definitions)."""
+
+    name: str
+    source: str
+    shape_zyx: tuple[int, int, int]
+    spacing_xyz_mm: tuple[float, float, float]
+    voxel_ml: float
+    lung_ml: float
+    right_lung_ml: float
+    left_lung_ml: float
+    infection_ml: float
+    right_infection_ml: float
+    left_infection_ml: float
+    lung_involvement_percent: float
+    n_slices: int
+    lung_slices: int
+    infected_slices: int
+    predicted_slices: int
+    status: str = "ok"
+    model: dict = field(default_factory=dict)
+    class_ml: dict[str, float] | None = None
+    label: str | None = None
+    metrics: dict[str, float] | None = None
+    warnings: list[str] = field(default_factory=list)
+    timing_s: dict[str, float] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-serialisable dict."""
+        d = asdict(self)
+        d["shape_zyx"] = list(self.shape_zyx)
+        d["spacing_xyz_mm"] = list(self.spacing_xyz_mm)
+        return d
+
+    def to_json(self) -> str:
+        """``report.json`` text."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+
+def lung_warnings(lung_slices: int, n_slices: int, lung_ml: float) -> list[str]:
+    """Warnings about lung coverage: none found, few slices, small volume."""
+    if lung_slices == 0:
+        return ["no lung found: no infection can be segmented in this volume (is it a chest CT?)"]
+    out = []
+    if lung_slices < FEW_LUNG_SLICES or lung_slices < FEW_LUNG_FRACTION * n_slices:
+        out.append(f"only {lung_slices} of {n_slices} slices contain lung: the scan covers part of the lungs "
+                   "at most")
+    if lung_ml < SMALL_LUNG_ML:
+        out.append(f"lung volume is only {lung_ml:.0f} mL: partial scan or lung mask failure?")
+    return out
+
+
+def _per_slice_count(mask: np.ndarray) -> np.ndarray:
+    return np.count_nonzero(mask.reshape(mask.shape[0], -1), axis=1)
+
+
+def slice_rows(lung: np.ndarray, infection: np.ndarray, prob: np.ndarray | None = None,
+               predicted: Sequence[bool] | np.ndarray | None = None) -> list[dict]:
+    """One dict per axial slice with :data:`SLICE_COLUMNS` (``mean_prob`` is ``None`` without lung)."""
+    nz = lung.shape[0]
+    right = _per_slice_count(lung == 1)
+    left = _per_slice_count(lung == 2)
+    lung_px = _per_slice_count(lung > 0)
+    inf_px = _per_slice_count(infection > 0)
+    means: list[float | None] = [None] * nz
+    if prob is not None:
+        for z in np.nonzero(lung_px)[0]:
+            inside = lung[z] > 0
+            means[z] = float(prob[z][inside].mean(dtype=np.float64))
+    pred = np.zeros(nz, bool) if predicted is None else np.asarray(predicted, bool)
+    return [
+        {"slice": z, "lung_px": int(lung_px[z]), "right_px": int(right[z]), "left_px": int(left[z]),
+         "infection_px": int(inf_px[z]), "mean_prob": means[z], "predicted": int(pred[z])}
+        for z in range(nz)
+    ]
+
+
+def slices_csv_text(rows: Sequence[dict]) -> str:
+    """``slices.csv`` text (``mean_prob`` with 4 decimals, empty when undefined)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(SLICE_COLUMNS)
+    for r in rows:
+        mp = r["mean_prob"]
+        writer.writerow([r["slice"], r["lung_px"], r["right_px"], r["left_px"], r["infection_px"],
+                         "" if mp is None else f"{mp:.4f}", r["predicted"]])
+    return buf.getvalue()
+
+
+def _ml(count: int, voxel_ml: float) -> float:
+    return round(float(count) * voxel_ml, 3)
+
+
+def build_volume_report(name: str, source: str, lung: np.ndarray, infection: np.ndarray,
+                        spacing_xyz: Sequence[float], *, prob: np.ndarray | None = None,
+                        label: np.ndarray | None = None, label_path: str | None = None,
+                        classes: np.ndarray | None = None, n_classes: int = 1,
+                        predicted_slices: int | None = None, warnings: Sequence[str] = (),
+                        model: dict | None = None, timing_s: dict[str, float] | None = None) -> VolumeReport:
+    """Compute a :class:`VolumeReport` from the output arrays (all ``[z, y, x]`` of one shape).
+
+    ``lung``: 0/1 right/2 left; ``infection``: mask (non-zero = infection); ``prob``: infection probability in
+    [0, 1] (for MAE); ``label``: reference (non-zero = infection); ``classes``: label map 0..n_classes-1 of a
+    multi-class model (volumes per class in ``class_ml``).
+    """
+    spacing = tuple(float(s) for s in spacing_xyz)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    nz = int(lung.shape[0])
+    right_n = int(np.count_nonzero(lung == 1))
+    left_n = int(np.count_nonzero(lung == 2))
+    lung_n = right_n + left_n
+    inf = infection > 0
+    inf_n = int(np.count_nonzero(inf))
+    inf_right = int(np.count_nonzero(inf & (lung == 1)))
+    inf_left = int(np.count_nonzero(inf & (lung == 2)))
+    lung_slices = int(np.count_nonzero(_per_slice_count(lung > 0)))
+    infected_slices = int(np.count_nonzero(_per_slice_count(inf)))
+    lung_ml = _ml(lung_n, voxel_ml)
+    warn = list(warnings) + lung_warnings(lung_slices, nz, lung_ml)
+    class_ml = None
+    if classes is not None and n_classes > 1:
+        counts = np.bincount(classes.ravel(), minlength=n_classes)
+        class_ml = {str(k): _ml(int(counts[k]), voxel_ml) for k in range(1, n_classes)}
+    metrics = None
+    if label is not None:
+        if label.shape != infection.shape:
+            raise ValueError(f"label shape {label.shape} differs from the prediction's {infection.shape}")
+        gt = label > 0
+        scores = binary_scores(inf, gt)
+        if prob is not None:
+            scores["mae"] = binary_scores(prob, gt)["mae"]
+        metrics = {k: round(float(scores[k]), 6) for k in METRIC_KEYS}
+    return VolumeReport(
+        name=name, source=str(source), shape_zyx=tuple(int(s) for s in lung.shape), spacing_xyz_mm=spacing,
+        voxel_ml=voxel_ml, lung_ml=lung_ml, right_lung_ml=_ml(right_n, voxel_ml), left_lung_ml=_ml(left_n, voxel_ml),
+        infection_ml=_ml(inf_n, voxel_ml), right_infection_ml=_ml(inf_right, voxel_ml),
+        left_infection_ml=_ml(inf_left, voxel_ml),
+        lung_involvement_percent=round(100.0 * (inf_right + inf_left) / lung_n, 3) if lung_n else 0.0,
+        n_slices=nz, lung_slices=lung_slices, infected_slices=infected_slices,
+        predicted_slices=lung_slices if predicted_slices is None else int(predicted_slices),
+        model=dict(model or {}), class_ml=class_ml, label=label_path, metrics=metrics, warnings=warn,
+        timing_s={k: round(float(v), 3) for k, v in (timing_s or {}).items() if math.isfinite(v)},
+    )

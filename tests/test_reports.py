@@ -1,0 +1,117 @@
+"""Reports with hand-checkable numbers: mL from voxel counts x spacing, slice counts, warnings, CSV/JSON, table."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from covseg.reports import VolumeResult, build_volume_report, format_console_table, slice_rows, slices_csv_text
+from covseg.reports.batch import SUMMARY_COLUMNS, write_batch_report
+
+SPACING = (2.0, 2.0, 5.0)  # x, y, z mm -> 20 mm^3 = 0.02 mL per voxel
+
+
+def _arrays():
+    lung = np.zeros((4, 10, 10), np.uint8)
+    lung[1:3, 2:7, 1:4] = 1  # right: 2 slices x 5 x 3 = 30 voxels
+    lung[1:3, 2:7, 6:9] = 2  # left: 30 voxels
+    lung[3, 2:4, 6:8] = 2  # +4 left voxels on slice 3
+    inf = np.zeros_like(lung)
+    inf[1, 2:4, 1:3] = 1  # 4 voxels in the right lung, slice 1
+    inf[2, 2, 6] = 1  # 1 voxel in the left lung, slice 2
+    inf[2, 0, 0] = 1  # 1 voxel outside the lung (margin)
+    prob = inf.astype(np.float32) * 0.9
+    return lung, inf, prob
+
+
+def test_volumes_and_counts_are_voxel_counts_times_spacing():
+    lung, inf, prob = _arrays()
+    rep = build_volume_report("v", "v.nii.gz", lung, inf, SPACING, prob=prob, predicted_slices=3,
+                              timing_s={"total": 1.23456})
+    assert rep.voxel_ml == pytest.approx(0.02)
+    assert rep.right_lung_ml == pytest.approx(30 * 0.02)
+    assert rep.left_lung_ml == pytest.approx(34 * 0.02)
+    assert rep.lung_ml == pytest.approx(64 * 0.02)
+    assert rep.infection_ml == pytest.approx(6 * 0.02)
+    assert rep.right_infection_ml == pytest.approx(4 * 0.02)
+    assert rep.left_infection_ml == pytest.approx(1 * 0.02)
+    assert rep.lung_involvement_percent == pytest.approx(100 * 5 / 64, abs=1e-3)
+    assert (rep.n_slices, rep.lung_slices, rep.infected_slices, rep.predicted_slices) == (4, 3, 2, 3)
+    assert rep.metrics is None
+    assert rep.timing_s["total"] == 1.235
+    # 3 lung slices is below the 5-slice minimum, 1.28 mL below 1000 mL
+    assert any("only 3 of 4 slices contain lung" in w for w in rep.warnings)
+    assert any("lung volume is only 1 mL" in w for w in rep.warnings)
+    d = json.loads(rep.to_json())
+    assert d["shape_zyx"] == [4, 10, 10] and d["status"] == "ok"
+
+
+def test_no_lung_warning_and_zero_involvement():
+    empty = np.zeros((3, 8, 8), np.uint8)
+    rep = build_volume_report("e", "e", empty, empty, SPACING)
+    assert rep.lung_ml == 0 and rep.lung_involvement_percent == 0.0
+    assert rep.warnings[0].startswith("no lung found")
+
+
+def test_metrics_against_label():
+    lung, inf, prob = _arrays()
+    label = np.zeros_like(inf)
+    label[1, 2:4, 1:3] = 1  # the 4 right-lung voxels
+    label[1, 5, 5] = 1  # one missed voxel
+    rep = build_volume_report("v", "v", lung, inf, SPACING, prob=prob, label=label, label_path="l.nii.gz")
+    m = rep.metrics
+    # tp 4, fp 2, fn 1, tn 400 - 7
+    assert m["dice"] == pytest.approx(8 / 11, abs=1e-6)
+    assert m["sensitivity"] == pytest.approx(4 / 5, abs=1e-6)
+    assert m["precision"] == pytest.approx(4 / 6, abs=1e-6)
+    assert m["specificity"] == pytest.approx(393 / 395, abs=1e-6)
+    # |p - g|: 4 x 0.1 + 2 x 0.9 + 1 x 1 over 400 voxels
+    assert m["mae"] == pytest.approx((0.4 + 1.8 + 1.0) / 400, abs=1e-6)
+    assert rep.label == "l.nii.gz"
+
+
+def test_class_volumes():
+    lung, inf, _ = _arrays()
+    classes = np.zeros_like(inf)
+    classes[1, 2:4, 1:3] = 1
+    classes[2, 2, 6] = 2
+    rep = build_volume_report("v", "v", lung, inf, SPACING, classes=classes, n_classes=3)
+    assert rep.class_ml == {"1": pytest.approx(0.08), "2": pytest.approx(0.02)}
+
+
+def test_slice_rows_and_csv():
+    lung, inf, prob = _arrays()
+    rows = slice_rows(lung, inf, prob, predicted=[False, True, True, True])
+    assert [r["lung_px"] for r in rows] == [0, 30, 30, 4]
+    assert [r["right_px"] for r in rows] == [0, 15, 15, 0]
+    assert [r["infection_px"] for r in rows] == [0, 4, 2, 0]
+    assert rows[0]["mean_prob"] is None
+    assert rows[1]["mean_prob"] == pytest.approx(4 * 0.9 / 30)
+    text = slices_csv_text(rows)
+    parsed = list(csv.DictReader(text.splitlines()))
+    assert parsed[0]["mean_prob"] == "" and parsed[1]["mean_prob"] == "0.1200" and parsed[1]["predicted"] == "1"
+
+
+def test_batch_summary_and_table(tmp_path):
+    lung, inf, prob = _arrays()
+    rep = build_volume_report("good", "good.nii.gz", lung, inf, SPACING, prob=prob, timing_s={"total": 2.0})
+    results = [VolumeResult("good", "good.nii.gz", report=rep, out_dir=str(tmp_path / "good")),
+               VolumeResult("bad", "bad.nii.gz", status="error", error="bad.nii.gz: file is empty")]
+    json_path, csv_path = write_batch_report(results, tmp_path, meta={"model": "unet"})
+    summary = json.loads(json_path.read_text())
+    assert (summary["n_volumes"], summary["n_ok"], summary["n_failed"]) == (2, 1, 1)
+    assert summary["model"] == "unet"
+    assert summary["volumes"][1] == {"name": "bad", "source": "bad.nii.gz", "status": "error",
+                                     "error": "bad.nii.gz: file is empty"}
+    rows = list(csv.reader(csv_path.read_text().splitlines()))
+    assert tuple(rows[0]) == SUMMARY_COLUMNS and all(len(r) == len(SUMMARY_COLUMNS) for r in rows)
+    assert rows[1][SUMMARY_COLUMNS.index("lung_ml")] == "1.28"
+    table = format_console_table(results)
+    lines = table.splitlines()
+    assert lines[0].startswith("volume") and "FAILED" in lines[3]
+    assert "1.3" in lines[2] and "2/3/4" in lines[2]
+    assert "bad: error: bad.nii.gz: file is empty" in table
+    assert len({len(lines[0]), len(lines[1])}) == 1  # header and rule aligned
