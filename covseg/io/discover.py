@@ -5,9 +5,10 @@ Each input is a file or a folder (searched recursively, hidden entries skipped).
 * NIfTI (``.nii``, ``.nii.gz``) -> kind ``"nifti"``; MetaImage (``.mha``, ``.mhd``) and NRRD (``.nrrd``,
   ``.nhdr``) -> kind ``"itk"``;
 * DICOM files, with or without a ``.dcm`` extension, recognised by the ``DICM`` preamble (or, for old
-  preamble-less files, by pydicom reading an image header). Within one input they are grouped by
+  preamble-less files, by pydicom reading an image header). Non-image DICOM objects (DICOMDIR,
+  reports, segmentations, RT objects) are skipped. Within one input they are grouped by
   ``SeriesInstanceUID`` (files with an empty UID: by folder, image size and orientation), so a folder
-  holding two series gives two volumes. DICOM files without pixels (DICOMDIR, reports) are skipped.
+  holding two series gives two volumes.
 
 Inside folders, every other file (``.json``, ``.txt``, ``.csv``, ``.md``, ``.png``, ``.raw`` …) is ignored.
 A file given explicitly with an unknown extension is kept (kind ``"itk"``) and SimpleITK is tried on it
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Literal
 
 import pydicom
+import pydicom.uid
 
 __all__ = ["VolumeSource", "find_volumes", "image_suffix", "safe_name"]
 
@@ -184,7 +186,8 @@ def _explicit_file(path: Path) -> VolumeSource | _DicomInfo:
     except Exception as exc:
         return _error_source(path, _stem(path), f"DICOM header cannot be read ({_exc_text(exc)})", "dicom")
     if info is None:
-        return _error_source(path, _stem(path), "DICOM file holds no image (no Rows/Columns)", "dicom")
+        return _error_source(path, _stem(path), "DICOM object without an image (DICOMDIR, report, "
+                                                "segmentation …)", "dicom")
     return info
 
 
@@ -252,7 +255,15 @@ def _dicom_info(path: Path, sniffed: bool) -> _DicomInfo | None:
     if "Rows" not in ds or "Columns" not in ds:
         if force:
             raise _NotDicom
-        return None
+        sop = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", "") or "")
+        sop_name = pydicom.uid.UID(sop).name if sop else ""
+        if sop_name and sop_name != sop and "Image" not in sop_name:
+            return None  # DICOMDIR, report, structure set, …: not an image
+        raise ValueError("no image header (Rows/Columns missing): incomplete or corrupt file?")
+    sop = str(ds.get("SOPClassUID", "") or "")
+    sop_name = pydicom.uid.UID(sop).name if sop else ""
+    if sop_name and sop_name != sop and "Image" not in sop_name:
+        return None  # segmentation, RT dose, …: has pixels but is not an image to segment
     uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
     number = str(ds.get("SeriesNumber", "") or "").strip()
     if uid:

@@ -182,7 +182,12 @@ def _read_file(path: Path) -> sitk.Image:
                                      "(a 4th dimension of size 1 is accepted)")
     if ncomp != 1:
         raise CovsegInputError(path, f"has {ncomp} values per voxel (colour or vector image), not a CT")
-    _check_nifti_complete(path)
+    nifti = _check_nifti_complete(path)
+    if nifti is not None and np.dtype(nifti.dataobj.dtype).kind == "f" and dim == 3:
+        # ITK's NIfTI reader turns NaN / inf into 0 (soft tissue!); read float voxels with nibabel
+        img = _float_nifti(nifti, reader)
+        if img is not None:
+            return img
     try:
         img = reader.Execute()
     except RuntimeError as exc:
@@ -192,31 +197,50 @@ def _read_file(path: Path) -> sitk.Image:
     return img
 
 
-def _check_nifti_complete(path: Path) -> None:
+def _float_nifti(nifti: nib.Nifti1Image, reader: sitk.ImageFileReader) -> sitk.Image | None:
+    """A float NIfTI's voxels as nibabel reads them (NaN kept) with SimpleITK's geometry."""
+    try:
+        data = np.asarray(nifti.dataobj)
+    except Exception:
+        return None
+    size = tuple(reader.GetSize())
+    if data.size != int(np.prod(size)):
+        return None
+    data = data.reshape(size, order="F") if data.shape != size else data
+    img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
+    img.SetSpacing(reader.GetSpacing())
+    img.SetOrigin(reader.GetOrigin())
+    img.SetDirection(reader.GetDirection())
+    return img
+
+
+def _check_nifti_complete(path: Path) -> nib.Nifti1Image | None:
     """Refuse a NIfTI file whose voxel data is shorter than its header says (ITK reads it silently).
 
     Cheap: the file size for ``.nii``, the gzip trailer (uncompressed size mod 2**32) for ``.nii.gz``;
-    only when the trailer disagrees is the stream decompressed to be sure.
+    only when the trailer disagrees is the stream decompressed to be sure. Returns the (lazily loaded)
+    nibabel image, or ``None`` for other formats or when nibabel cannot parse the header.
     """
     name = path.name.lower()
     if not (name.endswith(".nii") or name.endswith(".nii.gz")):
-        return
+        return None
     try:
-        proxy = nib.load(str(path)).dataobj
+        nifti = nib.load(str(path))
+        proxy = nifti.dataobj
         expected = int(proxy.offset) + int(np.prod(proxy.shape)) * np.dtype(proxy.dtype).itemsize
     except Exception:
-        return  # let SimpleITK judge
+        return None  # let SimpleITK judge
     if name.endswith(".nii"):
         size = path.stat().st_size
         if size < expected:
             raise CovsegInputError(path, f"truncated file ({size} of {expected} bytes; incomplete download "
                                          "or copy?)")
-        return
+        return nifti
     with open(path, "rb") as fh:
         fh.seek(-4, 2)
         isize = int.from_bytes(fh.read(4), "little")
     if isize == expected % (1 << 32):
-        return
+        return nifti
     total = 0
     try:
         with gzip.open(path, "rb") as fh:
@@ -229,6 +253,7 @@ def _check_nifti_complete(path: Path) -> None:
         raise CovsegInputError(path, f"corrupt gzip data ({_first_line(str(exc))})") from None
     if total < expected:
         raise CovsegInputError(path, f"truncated file ({total} of {expected} bytes once uncompressed)")
+    return nifti
 
 
 def _diagnose(path: Path, exc: Exception) -> str:
@@ -240,6 +265,8 @@ def _diagnose(path: Path, exc: Exception) -> str:
                     pass
         except EOFError:
             return "truncated file (compressed data ends early; incomplete download or copy?)"
+        except gzip.BadGzipFile:
+            return "not a readable image file (not gzip data although named .gz)"
         except (OSError, zlib.error) as gz_exc:
             return f"corrupt gzip data ({_first_line(str(gz_exc))})"
     text = str(exc)
@@ -360,6 +387,14 @@ def _sitk_read_dicom(files: list[Path], where: Path, single: bool = False) -> si
         reader.LoadPrivateTagsOff()
         return reader.Execute()
     except RuntimeError as exc:
+        for f in files:  # name the culprit if one file alone fails
+            try:
+                one = sitk.ImageFileReader()
+                one.SetFileName(str(f))
+                one.Execute()
+            except RuntimeError as one_exc:
+                raise CovsegInputError(f, "DICOM slice cannot be read (truncated or corrupt?): "
+                                          f"{_itk_reason(str(one_exc))}") from None
         raise CovsegInputError(where, f"DICOM series cannot be read: {_itk_reason(str(exc))}") from None
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(shown)
