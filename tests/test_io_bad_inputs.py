@@ -1,0 +1,247 @@
+"""Every bad input gives one CovsegInputError line "<path>: <reason>", and never stops discovery."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+
+from covseg.io import CovsegInputError, ImageGeometry, find_volumes, read_volume
+from covseg.synthetic.phantom import (
+    make_chest_phantom,
+    write_dicom_missing_slice,
+    write_mr_dicom,
+    write_phantom,
+    write_phantom_dicom,
+)
+
+SMALL = {"shape": (24, 64, 64), "spacing": (5.6, 5.6, 10.0)}
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_chest_phantom(**SMALL, seed=5)
+
+
+def _refused(path: Path | str, *reason: str) -> str:
+    """Read ``path`` (via discovery), expect a one-line error naming ``path`` and the ``reason`` parts."""
+    sources = find_volumes([path])
+    assert len(sources) == 1
+    with pytest.raises(CovsegInputError) as err:
+        read_volume(sources[0])
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"{path}: "), msg
+    for part in reason:
+        assert part in msg, msg
+    return msg
+
+
+def _nifti(path: Path, array: np.ndarray) -> Path:
+    """Write an (x, y, z[, t]) array with nibabel (which keeps 2D / 4D as they are)."""
+    nib.save(nib.Nifti1Image(array, np.eye(4)), str(path))
+    return path
+
+
+def test_error_message_is_one_line():
+    assert str(CovsegInputError("a.nii", "bad\nthing")) == "a.nii: bad thing"
+    assert str(CovsegInputError("a.nii: x\ny")) == "a.nii: x y"
+    err = CovsegInputError(Path("/d/a.nii"), "r")
+    assert (err.path, err.reason) == ("/d/a.nii", "r")
+
+
+def test_zero_byte_nifti(tmp_path):
+    (tmp_path / "empty.nii.gz").write_bytes(b"")
+    _refused(tmp_path / "empty.nii.gz", "file is empty (0 bytes)")
+
+
+@pytest.mark.parametrize("name", ["ct.nii.gz", "ct.nii"])
+def test_truncated_nifti(tmp_path, phantom, name):
+    full = tmp_path / f"full_{name}"
+    sitk.WriteImage(phantom.image(), str(full))
+    data = full.read_bytes()
+    (tmp_path / name).write_bytes(data[: len(data) // 2])
+    _refused(tmp_path / name, "truncated file")
+
+
+def test_non_image_file_given_explicitly(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    _refused(tmp_path / "notes.txt", "not a readable image file")
+    (tmp_path / "garbage.nii.gz").write_bytes(b"\x00" * 1000)
+    _refused(tmp_path / "garbage.nii.gz", "not a readable image file")
+
+
+def test_non_image_files_in_folders_are_ignored(tmp_path, phantom):
+    write_phantom(tmp_path / "ct.nii.gz", phantom)
+    for name in ("a.json", "b.txt", "c.csv", "d.md"):
+        (tmp_path / name).write_text("x")
+    names = [s.name for s in find_volumes([tmp_path])]
+    assert names == ["ct", "ct_infection", "ct_lesion_classes", "ct_lung_labels"]
+
+
+def test_2d_images_refused(tmp_path, phantom):
+    _refused(_nifti(tmp_path / "slice.nii.gz", phantom.hu[10].T.copy()), "is a 2D image (64x64)")
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((32, 48), np.uint8)), str(tmp_path / "photo.png"))
+    _refused(tmp_path / "photo.png", "is a 2D image (48x32)", "not a 3D CT volume")
+
+
+def test_single_slice_3d_volume_accepted(tmp_path, phantom):
+    sitk.WriteImage(phantom.image(phantom.hu[10:11]), str(tmp_path / "one.nii.gz"))
+    vol = read_volume(tmp_path / "one.nii.gz")
+    assert vol.array.shape == (1, 64, 64) and "single slice" in vol.warnings[0]
+
+
+def test_4d_refused_unless_4th_dim_is_1(tmp_path, phantom):
+    xyz = phantom.hu.transpose(2, 1, 0)
+    _refused(_nifti(tmp_path / "dyn.nii.gz", np.stack([xyz] * 3, -1)), "is a 4D image (64x64x24x3)",
+             "only 3D volumes")
+    vol = read_volume(_nifti(tmp_path / "t1.nii.gz", xyz[..., None]))
+    np.testing.assert_array_equal(vol.array, phantom.hu[:, ::-1, ::-1])  # nibabel eye(4) = RAS storage
+    img4 = sitk.JoinSeries([phantom.image()])  # MHA keeps a 4th dimension of 1
+    sitk.WriteImage(img4, str(tmp_path / "t1.mha"))
+    assert img4.GetDimension() == 4
+    np.testing.assert_array_equal(read_volume(tmp_path / "t1.mha").array, phantom.hu)
+
+
+def test_vector_image_refused(tmp_path, phantom):
+    rgb = sitk.GetImageFromArray(np.stack([phantom.hu] * 3, -1), isVector=True)
+    sitk.WriteImage(rgb, str(tmp_path / "rgb.nii.gz"))
+    _refused(tmp_path / "rgb.nii.gz", "has 3 values per voxel")
+
+
+def test_mr_dicom_refused_naming_the_modality(tmp_path, phantom):
+    write_mr_dicom(tmp_path / "mr", phantom)
+    _refused(tmp_path / "mr", "Modality MR, not CT")
+
+
+def test_dicom_without_modality_accepted_with_warning(tmp_path, phantom):
+    files = write_phantom_dicom(tmp_path / "s", phantom)
+    for f in files:
+        ds = pydicom.dcmread(f)
+        del ds.Modality
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+        ds.save_as(f)
+    vol = read_volume(tmp_path / "s")
+    assert any("Modality tag missing" in w for w in vol.warnings)
+
+
+def test_uint8_volume_refused(tmp_path, phantom):
+    img = sitk.GetImageFromArray(np.clip(phantom.hu + 1024, 0, 255).astype(np.uint8))
+    sitk.WriteImage(img, str(tmp_path / "u8.nii.gz"))
+    _refused(tmp_path / "u8.nii.gz", "does not look like CT in Hounsfield units (values 0..255",
+             "unsigned 8-bit")
+
+
+@pytest.mark.parametrize("array, values", [
+    (lambda hu: (hu > 0).astype(np.int16) * 255, "(values 0..255)"),
+    (lambda hu: ((hu + 1024) / 4095).astype(np.float32), "(values 0..0.4"),
+    (lambda hu: (hu + 1024).astype(np.int16), "no air"),
+])
+def test_non_hu_values_refused(tmp_path, phantom, array, values):
+    sitk.WriteImage(phantom.image(array(phantom.hu)), str(tmp_path / "x.nii.gz"))
+    _refused(tmp_path / "x.nii.gz", "does not look like CT in Hounsfield units", values)
+
+
+def test_nan_and_inf_replaced_with_air_and_reported(tmp_path, phantom):
+    hu = phantom.hu.astype(np.float32)
+    hu[0, 0, :3] = [np.nan, np.inf, -np.inf]
+    sitk.WriteImage(phantom.image(hu), str(tmp_path / "nan.nii.gz"))
+    vol = read_volume(tmp_path / "nan.nii.gz")
+    assert np.isfinite(vol.array).all()
+    np.testing.assert_array_equal(vol.array[0, 0, :3], [-1024, -1024, -1024])
+    assert any("3 NaN/infinite voxels" in w for w in vol.warnings)
+    np.testing.assert_array_equal(vol.array[1:], phantom.hu[1:])
+    np.testing.assert_allclose(vol.spacing, phantom.spacing)
+    # float NIfTI in RAS storage (nibabel) reads like the int16 one
+    xyz = phantom.hu.transpose(2, 1, 0)
+    as_float = read_volume(_nifti(tmp_path / "f.nii.gz", xyz.astype(np.float32)))
+    as_int = read_volume(_nifti(tmp_path / "i.nii.gz", xyz))
+    np.testing.assert_array_equal(as_float.array, as_int.array)
+    assert as_float.reference == ImageGeometry(**{**as_int.reference.__dict__, "pixel_type": "32-bit float"})
+    sitk.WriteImage(phantom.image(np.full(hu.shape, np.nan, np.float32)), str(tmp_path / "allnan.nii.gz"))
+    _refused(tmp_path / "allnan.nii.gz", "no finite voxel")
+
+
+def test_dicom_missing_slice_refused(tmp_path, phantom):
+    write_dicom_missing_slice(tmp_path / "gap", phantom, missing=[10])
+    _refused(tmp_path / "gap", "1 missing slice(s)", "gap of 20 mm", "spacing is 10 mm")
+
+
+def test_dicom_irregular_and_duplicate_slices_refused(tmp_path, phantom):
+    files = write_phantom_dicom(tmp_path / "irr", phantom)
+    ds = pydicom.dcmread(files[3])
+    ds.ImagePositionPatient[2] = float(ds.ImagePositionPatient[2]) + 3.0
+    ds.save_as(files[3])
+    _refused(tmp_path / "irr", "irregular slice spacing")
+    files = write_phantom_dicom(tmp_path / "dup", phantom)
+    ds = pydicom.dcmread(files[3])
+    ds.ImagePositionPatient = pydicom.dcmread(files[4]).ImagePositionPatient
+    ds.save_as(files[3])
+    _refused(tmp_path / "dup", "2 slices at the same position")
+
+
+def test_dicom_mixed_sizes_refused(tmp_path, phantom):
+    write_phantom_dicom(tmp_path / "mix", phantom, series_uid="1.2.3")
+    small = make_chest_phantom(shape=(24, 32, 32), spacing=(11.2, 11.2, 10.0))
+    write_phantom_dicom(tmp_path / "mix", small, series_uid="1.2.3", prefix="SMALL")
+    _refused(tmp_path / "mix", "mixes image sizes")
+
+
+def test_broken_dicom_file_reported_not_fatal(tmp_path, phantom):
+    files = write_phantom_dicom(tmp_path / "s", phantom)
+    bad = tmp_path / "s" / "broken.dcm"
+    bad.write_bytes(files[0].read_bytes()[:300])  # cut inside the header
+    sources = find_volumes([tmp_path / "s"])
+    assert sorted(s.error is None for s in sources) == [False, True]
+    good = next(s for s in sources if s.error is None)
+    assert read_volume(good).array.shape == (24, 64, 64)
+    broken = next(s for s in sources if s.error)
+    with pytest.raises(CovsegInputError, match=r"broken\.dcm: DICOM header cannot be read .*incomplete or corrupt"):
+        read_volume(broken)
+
+
+def test_dicom_slice_with_truncated_pixels_named(tmp_path, phantom):
+    files = write_phantom_dicom(tmp_path / "s", phantom)
+    data = files[5].read_bytes()
+    files[5].write_bytes(data[: len(data) - 2000])
+    with pytest.raises(CovsegInputError) as err:
+        read_volume(tmp_path / "s")
+    msg = str(err.value)
+    assert msg.startswith(f"{files[5]}: DICOM slice cannot be read"), msg
+
+
+def test_non_image_dicom_objects_skipped(tmp_path, phantom):
+    write_phantom_dicom(tmp_path / "s", phantom)
+    files = write_phantom_dicom(tmp_path / "tmp", phantom)
+    sr = pydicom.dcmread(files[0])
+    sr.SOPClassUID = sr.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+    for tag in ("Rows", "Columns", "PixelData"):
+        delattr(sr, tag)
+    sr.save_as(tmp_path / "s" / "report.dcm")
+    assert [len(s.files) for s in find_volumes([tmp_path / "s"])] == [24]
+    _refused(tmp_path / "s" / "report.dcm", "DICOM object without an image")
+
+
+def test_missing_path_and_empty_folder_do_not_stop_discovery(tmp_path, phantom):
+    write_phantom(tmp_path / "ok" / "ct.nii.gz", phantom)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "readme.md").write_text("x")
+    sources = find_volumes([tmp_path / "nothere.nii.gz", tmp_path / "ok" / "ct.nii.gz", tmp_path / "empty",
+                            tmp_path / "docs"])
+    assert [s.name for s in sources] == ["nothere", "ct", "empty", "docs"]
+    assert [s.error is None for s in sources] == [False, True, False, False]
+    _refused(tmp_path / "nothere.nii.gz", "does not exist")
+    _refused(tmp_path / "empty", "no CT volume found in folder")
+    _refused(tmp_path / "docs", "no CT volume found in folder")
+
+
+def test_read_volume_path_with_several_volumes(tmp_path, phantom):
+    write_phantom_dicom(tmp_path, phantom, prefix="A")
+    write_phantom_dicom(tmp_path, phantom, prefix="B")
+    with pytest.raises(CovsegInputError, match="holds 2 volumes"):
+        read_volume(tmp_path)
