@@ -118,7 +118,6 @@ def make_chest_phantom(shape: tuple[int, int, int] = (300, 512, 512),
     heart_q = ((u - 0.08) / 0.30) ** 2 + ((v + 0.12) / 0.28) ** 2
     heart_h = 0.20 * np.sqrt(np.clip(1 - heart_q, 0, None))
     heart_lo, heart_hi = _interval(0.35 - heart_h, 0.35 + heart_h, heart_q < 1, t_of)
-    heart = (zz >= heart_lo) & (zz <= heart_hi)
     lung_spec = [  # label, centre u, half-width, diaphragm base (fraction of height)
         (RIGHT_LUNG, -0.40, 0.27, 0.10),
         (LEFT_LUNG, 0.42, 0.25, 0.07),
@@ -128,9 +127,15 @@ def make_chest_phantom(shape: tuple[int, int, int] = (300, 512, 512),
         q = ((u - cu) / au) ** 2 + ((v - 0.03) / 0.45) ** 2
         root = np.sqrt(np.clip(1 - q, 0, None))
         lo, hi = _interval(t_base + 0.25 * root, 0.55 + 0.38 * root, q < 1, t_of)
-        mask = (zz >= lo) & (zz <= hi)
-        mask &= ~heart
-        lung_labels[mask] = label
+        ys, xs = np.nonzero(hi >= lo)
+        if ys.size:  # work in the lung's bounding box only; the heart carves its notch
+            y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+            z0, z1 = max(int(lo[y0:y1, x0:x1].min()), 0), min(int(hi.max()) + 1, nz)
+            zs = zz[z0:z1]
+            c_lo, c_hi = lo[y0:y1, x0:x1], hi[y0:y1, x0:x1]
+            h_lo, h_hi = heart_lo[y0:y1, x0:x1], heart_hi[y0:y1, x0:x1]
+            mask = (zs >= c_lo) & (zs <= c_hi) & ((zs < h_lo) | (zs > h_hi))
+            lung_labels[z0:z1, y0:y1, x0:x1][mask] = label
         lung_q[label] = (q, lo, hi)
     lung = lung_labels > 0
     # parenchyma: denser posteriorly (dependent lung), -880 .. -800 HU
@@ -181,39 +186,44 @@ def make_chest_phantom(shape: tuple[int, int, int] = (300, 512, 512),
             _lesion(hu, lesion_classes, lung, kind, (z0, y0, x0), r_mm, (sx, sy, sz), rng)
 
     # ---- airways (drawn last: air, not lung, not lesion) ------------------------------------------------
-    airway = np.zeros((nz, ny, nx), bool)
     carina = int(round(t_of(0.62)))
     top = int(round(t_of(0.97)))
+    bottom = int(round(t_of(0.52)))
+    airway = np.zeros((max(top + 1 - bottom, 0), ny, nx), bool)  # the airway slab; index z - bottom
     cy, cx = (0.15 + 1) / 2 * ny - 0.5, nx / 2 - 0.5
     r_tr = 0.05 * nx / 2
     yy, xx = np.ogrid[:ny, :nx]
     trachea2d = (yy - cy) ** 2 + (xx - cx) ** 2 <= r_tr**2
     if top >= carina:
-        airway[carina : top + 1] |= trachea2d
+        airway[carina - bottom : top + 1 - bottom] |= trachea2d
     for end_u, end_v, end_t in ((-0.25, 0.10, 0.55), (0.28, 0.12, 0.52)):
         z_end = int(round(t_of(end_t)))
         n = max(carina - z_end, 1)
         for k in range(n + 1):
             f = k / n
             z = carina - k
-            if not 0 <= z < nz:
+            if not 0 <= z - bottom < len(airway):
                 continue
             by = cy + f * ((end_v + 1) / 2 * ny - 0.5 - cy)
             bx = cx + f * ((end_u + 1) / 2 * nx - 0.5 - cx)
             rad = max(0.7 * r_tr * (1 - 0.3 * f), 1.0)
-            _disc(airway[z], None, by, bx, rad, True)
-    hu[airway] = -1000
-    lung_labels[airway] = 0
-    lesion_classes[airway] = 0
+            _disc(airway[z - bottom], None, by, bx, rad, True)
+    slab = slice(bottom, bottom + len(airway))
+    hu[slab][airway] = -1000
+    lung_labels[slab][airway] = 0
+    lesion_classes[slab][airway] = 0
 
     # ---- noise: Gaussian, 2x2 correlated like reconstructed CT texture ----------------------------------
     if noise_hu > 0:
         noise = (rng.standard_normal((nz, (ny + 1) // 2, (nx + 1) // 2), dtype=np.float32) * noise_hu)
         noise = noise.astype(np.int16)
-        for oy in (0, 1):
-            for ox in (0, 1):
-                tgt = hu[:, oy::2, ox::2]
-                tgt += noise[:, : tgt.shape[1], : tgt.shape[2]]
+        if ny % 2 == 0 and nx % 2 == 0:  # one pass: each noise value fills a 2x2 block
+            hu.reshape(nz, ny // 2, 2, nx // 2, 2)[...] += noise[:, :, None, :, None]
+        else:
+            for oy in (0, 1):
+                for ox in (0, 1):
+                    tgt = hu[:, oy::2, ox::2]
+                    tgt += noise[:, : tgt.shape[1], : tgt.shape[2]]
     np.clip(hu, -1024, 3071, out=hu)
 
     infection = (lesion_classes > 0).astype(np.uint8)
