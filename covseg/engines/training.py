@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import ignite.distributed as idist
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver, ProgressBar
 from torch import Tensor, nn
@@ -104,8 +105,9 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
     """
     from covseg.losses import InfNetLoss
 
-    torch.manual_seed(seed)
-    random.seed(seed)
+    rank = idist.get_rank()
+    torch.manual_seed(seed + rank)
+    random.seed(seed + rank)
     device = torch.device(device)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -128,10 +130,13 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
     best_file = output_dir / "best.json"
     best = {"val_dice": json.loads(best_file.read_text())["val_dice"] if best_file.exists() else -1.0}
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: scheduler.step())
+    sampler = getattr(train_loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):  # DistributedSampler: a new shuffle each epoch
+        trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: sampler.set_epoch(e.state.epoch))
 
     to_save = {"network": network, "optimizer": optimizer, "scheduler": scheduler, "trainer": trainer}
     checkpoint = Checkpoint(to_save, DiskSaver(str(output_dir), require_empty=False), n_saved=1,
-                            filename_prefix="checkpoint")
+                            global_step_transform=lambda engine, _: engine.state.epoch)  # checkpoint_<epoch>.pt
     trainer.add_event_handler(Events.EPOCH_COMPLETED, checkpoint)
     if resume:
         last = latest_checkpoint(output_dir)
@@ -140,7 +145,7 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
             log.info("resumed from %s at epoch %d", last, trainer.state.epoch)
 
     writer = None
-    if tensorboard:
+    if tensorboard and rank == 0:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(log_dir=str(output_dir / "tensorboard"))
@@ -150,7 +155,7 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
             writer.add_scalar("train/loss", engine.state.output["loss"], engine.state.iteration)
             writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], engine.state.iteration)
 
-    if progress:
+    if progress and rank == 0:
         ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": out["loss"]})
 
     @trainer.on(Events.EPOCH_COMPLETED)
@@ -165,15 +170,18 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
                     writer.add_scalar(f"val/{key}", value, epoch)
             if scores["val_dice"] > best["val_dice"]:
                 best["val_dice"] = scores["val_dice"]
-                save_weights(network, output_dir / "model_best.pt")
-                best_file.write_text(json.dumps({"val_dice": scores["val_dice"], "epoch": epoch}))
+                if rank == 0:
+                    save_weights(network, output_dir / "model_best.pt")
+                    best_file.write_text(json.dumps({"val_dice": scores["val_dice"], "epoch": epoch}))
                 msg += " (best)"
-        log.info(msg)
-        print(msg, flush=True)
+        if rank == 0:
+            log.info(msg)
+            print(msg, flush=True)
 
     @trainer.on(Events.COMPLETED)
     def _finish(engine: Engine) -> None:
-        save_weights(network, output_dir / "model_final.pt")
+        if rank == 0:
+            save_weights(network, output_dir / "model_final.pt")
         if writer is not None:
             writer.close()
 
@@ -187,7 +195,8 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 
 
 def save_weights(network: nn.Module, path: Path, half: bool = False) -> None:
-    """Atomically save the network's state dict (fp16 when ``half``, for shipping)."""
+    """Atomically save the network's state dict (fp16 when ``half``, for shipping); unwraps DDP."""
+    network = getattr(network, "module", network)
     state = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in
              network.state_dict().items()}
     tmp = path.with_name(f".tmp-{path.name}")

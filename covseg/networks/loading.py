@@ -57,9 +57,7 @@ def load_bundle(bundle_dir: str | Path, device: str = "cpu") -> LoadedModel:
     parser = ConfigParser()
     parser.read_config(str(config_file))
     parser["bundle_root"] = str(bundle_dir)
-    net: nn.Module = parser.get_parsed_content("network_def")
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    net.load_state_dict({k: v.float() for k, v in state.items()})
+    net = load_weights(parser.get_parsed_content("network_def"), weights)
     meta = parser.get("covseg", {}) or {}
     return LoadedModel(
         net.to(device).eval(),
@@ -69,3 +67,13 @@ def load_bundle(bundle_dir: str | Path, device: str = "cpu") -> LoadedModel:
         trained=True,
         meta=dict(meta),
     )
+
+
+def load_weights(network: nn.Module, weights: str | Path) -> nn.Module:
+    """Load a (possibly fp16) state dict file into ``network`` as fp32; return the network in eval mode."""
+    weights = Path(weights)
+    if not weights.exists():
+        raise FileNotFoundError(f"{weights}: weights file not found")
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    network.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return network.eval()

@@ -1,0 +1,100 @@
+"""The Inf-Net MONAI bundle: tiny training runs (plain, resumed, torchrun/gloo), evaluation, metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from covseg.networks.infnet import InfNet
+from covseg.networks.loading import load_weights
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundles" / "infnet"
+TRAIN = str(BUNDLE / "configs" / "train.yaml")
+TINY = ["--train_limit", "4", "--image_size", "64", "--batch_size", "2", "--val_interval", "1"]
+
+
+def _run(args: list[str], env_extra: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _bundle(run_id: str, config: str, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", config,
+            "--bundle_root", str(BUNDLE), *overrides]
+
+
+@pytest.mark.slow
+def test_tiny_training_run_writes_checkpoint_and_resumes(semiseg_dir, tmp_path):
+    out = tmp_path / "run"
+    common = ["--dataset_dir", str(semiseg_dir), "--output_dir", str(out), *TINY]
+    first = _run(_bundle("training", TRAIN, "--max_epochs", "1", *common))
+    assert "epoch 1/1" in first.stdout
+    assert (out / "checkpoint_1.pt").exists()
+    net = load_weights(InfNet(), out / "model_final.pt")
+    assert net(torch.rand(1, 1, 64, 64)).shape == (1, 1, 64, 64)
+
+    second = _run(_bundle("training", TRAIN, "--max_epochs", "2", *common))
+    assert "epoch 2/2" in second.stdout and "epoch 1/2" not in second.stdout  # resumed, not restarted
+    assert (out / "checkpoint_2.pt").exists()
+    assert json.loads((out / "best.json").read_text())["epoch"] in (1, 2)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu_with_gloo(semiseg_dir, tmp_path):
+    out = tmp_path / "ddp"
+    configs = str([TRAIN, str(BUNDLE / "configs" / "multi_gpu_train.yaml")])
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd = torchrun + _bundle("training", configs, "--max_epochs", "1", "--dataset_dir", str(semiseg_dir),
+                             "--output_dir", str(out), *TINY)[1:]
+    proc = _run(cmd)
+    assert "epoch 1/1" in proc.stdout
+    state = torch.load(out / "model_final.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in state)  # DDP wrapper removed before saving
+    load_weights(InfNet(), out / "model_final.pt")
+
+
+@pytest.mark.slow
+def test_evaluate_config_writes_predictions_and_table(semiseg_dir, tmp_path):
+    weights = tmp_path / "w.pt"
+    torch.manual_seed(0)
+    torch.save(InfNet().state_dict(), weights)
+    out = tmp_path / "eval"
+    proc = _run(_bundle("evaluate", str(BUNDLE / "configs" / "evaluate.yaml"), "--dataset_dir", str(semiseg_dir),
+                        "--output_dir", str(out), "--weights", str(weights), "--image_size", "64"))
+    assert "Dice" in proc.stdout and "S-alpha" in proc.stdout
+    preds = sorted((out / "predictions").glob("*.png"))
+    masks = sorted((semiseg_dir / "test" / "masks").glob("*.png"))
+    assert [p.name for p in preds] == [m.name for m in masks]
+    from PIL import Image
+
+    for pred, mask in zip(preds[:5], masks[:5]):
+        assert Image.open(pred).size == Image.open(mask).size
+    figures = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= figures["meanDic"] <= 1.0 and figures["n_images"] == 48
+    assert len((out / "per_image.csv").read_text().splitlines()) == 49
+
+
+def test_metadata_verifies_offline(tmp_path):
+    schema = BUNDLE.parent / "schema" / "meta_schema.json"
+    ok = [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file",
+          str(BUNDLE / "configs" / "metadata.json"), "--filepath", str(schema)]
+    proc = subprocess.run(ok, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "verified with no error" in proc.stdout + proc.stderr
+    broken = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    del broken["network_data_format"]
+    bad_file = tmp_path / "metadata.json"
+    bad_file.write_text(json.dumps(broken))
+    shutil.copy(schema, tmp_path / "schema.json")
+    bad = subprocess.run(ok[:4] + [str(bad_file), "--filepath", str(tmp_path / "schema.json")],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "network_data_format" in bad.stdout + bad.stderr

@@ -1,0 +1,57 @@
+"""Losses: the structure loss really weights boundaries; deep supervision sums every map."""
+
+from __future__ import annotations
+
+import torch
+
+from covseg.engines.training import edge_from_mask
+from covseg.losses import InfNetLoss, StructureLoss, boundary_weights
+from covseg.networks.infnet import InfNetOutput
+
+
+def _square(size: int = 64) -> torch.Tensor:
+    t = torch.zeros(1, 1, size, size)
+    t[..., 20:44, 20:44] = 1
+    return t
+
+
+def test_structure_loss_orders_predictions():
+    target = _square()
+    loss = StructureLoss()
+    perfect, blank, inverted = loss(target * 20 - 10, target), loss(torch.zeros_like(target), target), \
+        loss(10 - target * 20, target)
+    assert perfect < 0.01 < blank < inverted
+
+
+def test_boundary_weights_peak_at_the_edge():
+    w = boundary_weights(_square())
+    assert w[0, 0, 20, 20] > w[0, 0, 32, 32] and w[0, 0, 20, 20] > w[0, 0, 2, 2]
+    assert torch.isclose(w[0, 0, 2, 2], torch.tensor(1.0))
+
+
+def test_boundary_errors_cost_more_than_interior_errors():
+    target = _square()
+    logits = target * 20 - 10
+    near_edge, inside = logits.clone(), logits.clone()
+    near_edge[..., 20:22, 20:44] = -10  # wrong band on the boundary
+    inside[..., 31:33, 20:44] = -10  # same number of wrong pixels in the middle
+    loss = StructureLoss()
+    assert loss(near_edge, target) > loss(inside, target)
+
+
+def test_deep_supervision_adds_side_and_edge_terms():
+    target = _square()
+    good = target * 20 - 10
+    bad = torch.zeros_like(target)
+    loss = InfNetLoss()
+    edge = edge_from_mask(target)
+    only_final = loss(InfNetOutput(final=good, side=[], edge=None), target, edge)
+    with_bad_side = loss(InfNetOutput(final=good, side=[bad, bad], edge=None), target, edge)
+    with_edge = loss(InfNetOutput(final=good, side=[], edge=bad), target, edge)
+    assert with_bad_side > only_final and with_edge > only_final
+
+
+def test_edge_from_mask_is_a_thin_band():
+    edge = edge_from_mask(_square())
+    assert edge[0, 0, 32, 32] == 0 and edge[0, 0, 20, 32] == 1 and edge[0, 0, 5, 5] == 0
+    assert 0 < edge.sum() < 4 * 24 * 3
