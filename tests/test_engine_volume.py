@@ -1,0 +1,204 @@
+"""Volume inference on a small generated phantom with tiny networks: geometry, skipped slices, classes, gate."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Events
+from torch import nn
+
+from covseg.engines import volume as volume_mod
+from covseg.engines.predictor import SlicePredictor
+from covseg.engines.volume import infer_volume, run_batch
+from covseg.io.read import read_volume
+from covseg.networks.registry import get_network
+from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+
+SHAPE, SPACING = (16, 64, 64), (5.6, 5.6, 10.0)
+TINY = (4, 4, 8, 8, 16, 4)
+
+
+class Constant(nn.Module):
+    """Logits equal to ``values`` (one per channel) everywhere."""
+
+    def __init__(self, *values: float) -> None:
+        super().__init__()
+        self.register_buffer("values", torch.tensor(values, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.values.view(1, -1, 1, 1).expand(x.shape[0], -1, *x.shape[-2:]).clone()
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_chest_phantom(shape=SHAPE, spacing=SPACING, seed=1)
+
+
+@pytest.fixture(scope="module")
+def ct_ras(tmp_path_factory, phantom) -> Path:
+    """The phantom stored RAS (not LPS), so that the writer has to undo a re-orientation."""
+    folder = tmp_path_factory.mktemp("in")
+    return write_phantom(folder / "chest.nii.gz", phantom, orientation="RAS")["ct"]
+
+
+def _predictor(net: nn.Module, size: int | None = 32) -> SlicePredictor:
+    return SlicePredictor(net, image_size=size, batch_size=4, bf16=False)
+
+
+def test_outputs_overlay_the_input_and_skip_slices_without_lung(tmp_path, ct_ras):
+    net = get_network("unet", features=TINY)
+    results = run_batch([ct_ras], tmp_path, net, image_size=32, batch_size=4, bf16=False, save_prob=True)
+    assert [r.status for r in results] == ["ok"]
+    out = tmp_path / "chest"
+    names = {p.name for p in out.iterdir()}
+    assert names == {"infection_mask.nii.gz", "lung_mask.nii.gz", "infection_prob.nii.gz", "report.json",
+                     "slices.csv"}
+    ref = nib.load(str(ct_ras))
+    for name in ("infection_mask", "lung_mask", "infection_prob"):
+        img = nib.load(str(out / f"{name}.nii.gz"))
+        assert img.shape == ref.shape
+        np.testing.assert_allclose(img.affine, ref.affine, atol=1e-5)
+        assert img.get_data_dtype() == np.uint8
+    # slices without lung: empty and not predicted (z is the LPS slice index = RAS index, superior up both)
+    vol = read_volume(ct_ras)
+    lung = np.asarray(nib.load(str(out / "lung_mask.nii.gz")).dataobj)
+    inf = np.asarray(nib.load(str(out / "infection_mask.nii.gz")).dataobj)
+    prob = np.asarray(nib.load(str(out / "infection_prob.nii.gz")).dataobj)
+    assert set(np.unique(lung)) <= {0, 1, 2} and lung.any()
+    no_lung = ~lung.any(axis=(0, 1))  # nibabel array is [x, y, z]
+    assert no_lung.any()
+    assert not inf[..., no_lung].any() and not prob[..., no_lung].any()
+    rows = list(csv.DictReader((out / "slices.csv").read_text().splitlines()))
+    assert len(rows) == vol.array.shape[0]
+    for z, row in enumerate(rows):
+        assert (row["predicted"] == "1") == (not no_lung[z])
+        assert int(row["lung_px"]) == int((lung[..., z] > 0).sum())
+        assert int(row["infection_px"]) == int(inf[..., z].sum())
+    report = json.loads((out / "report.json").read_text())
+    assert report["lung_slices"] == report["predicted_slices"] == int((~no_lung).sum())
+    voxel_ml = float(np.prod(SPACING)) / 1000
+    assert report["lung_ml"] == pytest.approx((lung > 0).sum() * voxel_ml, abs=1e-2)
+    assert report["right_lung_ml"] == pytest.approx((lung == 1).sum() * voxel_ml, abs=1e-2)
+
+
+def test_infection_is_threshold_within_lung(phantom):
+    vol = phantom.as_volume()
+    on = infer_volume(vol, _predictor(Constant(3.0)), lung_margin_mm=0.0)
+    np.testing.assert_array_equal(on.infection, (on.lung > 0).astype(np.uint8))
+    assert on.classes is None and on.n_classes == 1
+    off = infer_volume(vol, _predictor(Constant(-3.0)), lung=on.lung)
+    assert not off.infection.any()
+    # a margin lets infection reach just outside the lung mask, never into lung-free slices
+    wide = infer_volume(vol, _predictor(Constant(3.0)), lung=on.lung, lung_margin_mm=12.0)
+    assert wide.infection.sum() > on.infection.sum()
+    assert not wide.infection[~on.lung.any(axis=(1, 2))].any()
+
+
+def test_multiclass_label_map(tmp_path, phantom):
+    vol = phantom.as_volume("mc")
+    res = infer_volume(vol, _predictor(Constant(0.0, 1.0, 4.0)), lung_margin_mm=0.0)
+    assert res.n_classes == 3
+    np.testing.assert_array_equal(res.classes, 2 * (res.lung > 0))  # class 2 wins, only inside the infection
+    net = get_network("unet", features=TINY, out_channels=3)
+    results = run_batch([], tmp_path, net)  # empty batch is fine
+    assert results == []
+    prep = volume_mod._prepare(vol, _predictor(net), tmp_path, None, None, None, {"name": "tiny3"}, (), 0.5, 5.0, {})
+    volume_mod._write(prep, save_prob=False)
+    labels = np.asarray(nib.load(str(tmp_path / "mc" / "infection_labels.nii.gz")).dataobj)
+    inf = np.asarray(nib.load(str(tmp_path / "mc" / "infection_mask.nii.gz")).dataobj)
+    assert set(np.unique(labels)) <= {0, 1, 2}
+    np.testing.assert_array_equal(labels > 0, inf > 0)
+    report = json.loads((tmp_path / "mc" / "report.json").read_text())
+    assert set(report["class_ml"]) == {"1", "2"}
+    assert sum(report["class_ml"].values()) == pytest.approx(report["infection_ml"], abs=1e-2)
+
+
+def test_gate_and_handlers(phantom):
+    vol = phantom.as_volume()
+    lung = infer_volume(vol, _predictor(Constant(3.0))).lung
+    lung_z = np.nonzero(lung.any(axis=(1, 2)))[0]
+    seen: list[int] = []
+
+    def every_other(crops):
+        assert all(c.dtype == np.float32 and c.min() >= 0.0 and c.max() <= 1.0 for c in crops)
+        seen.extend(c.shape for c in crops)
+        return [i % 2 == 0 for i in range(len(crops))]
+
+    iterations = []
+
+    def count(engine):
+        engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: iterations.append(e.state.output))
+
+    res = infer_volume(vol, _predictor(Constant(3.0)), lung=lung, gate=every_other, handlers=[count],
+                       lung_margin_mm=0.0)
+    assert len(seen) == len(lung_z)
+    kept = res.predicted.nonzero()[0]
+    assert 0 < len(kept) < len(lung_z) and set(kept) <= set(lung_z)
+    assert sum(iterations) == len(kept) and len(iterations) == -(-len(lung_z) // 4)
+    for z in lung_z:
+        assert res.infection[z].any() == (z in kept)
+    none = infer_volume(vol, _predictor(Constant(3.0)), lung=lung, gate=lambda crops: [False] * len(crops))
+    assert not none.infection.any() and not none.predicted.any()
+
+
+def test_batch_goes_on_and_leaves_no_partial_folder(tmp_path, ct_ras, monkeypatch):
+    bad = tmp_path / "empty.nii.gz"
+    bad.write_bytes(b"")
+    out = tmp_path / "out"
+    net = Constant(-3.0)
+    seen = []
+    results = run_batch([bad, ct_ras], out, net, image_size=16, on_result=seen.append)
+    assert [r.status for r in results] == ["error", "ok"] and [r.name for r in seen] == ["empty", "chest"]
+    assert results[0].error.startswith(str(bad)) and "empty" in results[0].error
+    assert sorted(p.name for p in out.iterdir()) == ["chest"]
+
+    # a failure while writing: the volume is an error and its folder is not left behind
+    calls = {"n": 0}
+    real = volume_mod.write_volume_like
+
+    def flaky(array, vol, path, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("disk full")
+        return real(array, vol, path, *a, **k)
+
+    monkeypatch.setattr(volume_mod, "write_volume_like", flaky)
+    out2 = tmp_path / "out2"
+    results = run_batch([ct_ras], out2, net, image_size=16)
+    assert results[0].status == "error" and "disk full" in results[0].error
+    assert list(out2.iterdir()) == []
+
+    # a re-run replaces the previous folder as a whole
+    monkeypatch.setattr(volume_mod, "write_volume_like", real)
+    (out / "chest" / "stale.txt").write_text("old")
+    results = run_batch([ct_ras], out, net, image_size=16)
+    assert results[0].ok and not (out / "chest" / "stale.txt").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["chest"]
+
+
+def test_labels_give_scores(tmp_path, phantom):
+    ct = write_phantom(tmp_path / "in" / "case.nii.gz", phantom)["ct"]
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (tmp_path / "in" / "case_infection.nii.gz").rename(labels / "case.nii.gz")
+    results = run_batch([ct], tmp_path / "out", Constant(3.0), labels_dir=labels, image_size=16,
+                        lung_margin_mm=0.0)
+    rep = results[0].report
+    assert rep.label == str(labels / "case.nii.gz")
+    # everything in the lung is called infection: the scores are those of the lung mask against the lesions
+    lung = np.asarray(nib.load(str(tmp_path / "out" / "case" / "lung_mask.nii.gz")).dataobj) > 0
+    gt = np.asarray(nib.load(str(labels / "case.nii.gz")).dataobj) > 0
+    tp = int((lung & gt).sum())
+    assert tp > 0.9 * gt.sum()
+    assert rep.metrics["sensitivity"] == pytest.approx(tp / gt.sum(), abs=1e-6)
+    assert rep.metrics["precision"] == pytest.approx(tp / lung.sum(), abs=1e-6)
+    assert rep.metrics["dice"] == pytest.approx(2 * tp / (lung.sum() + gt.sum()), abs=1e-6)
+    missing = run_batch([ct], tmp_path / "out", Constant(3.0), labels_dir=tmp_path, image_size=16)
+    assert missing[0].report.metrics is None
+    assert any(w.startswith("no label") for w in missing[0].report.warnings)
