@@ -35,6 +35,15 @@ class Constant(nn.Module):
         return self.values.view(1, -1, 1, 1).expand(x.shape[0], -1, *x.shape[-2:]).clone()
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: the machine is shared, and oversubscribed OpenMP threads are 20x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def phantom():
     return make_chest_phantom(shape=SHAPE, spacing=SPACING, seed=1)

@@ -1,0 +1,359 @@
+"""The ``covseg`` command: ``infer`` CT volumes, ``evaluate`` 2D prediction folders, run a ``demo`` on a phantom.
+
+Exit status: 0 everything succeeded; 1 at least one input failed (the others were processed) or evaluation
+failed; 2 usage error, unusable model, or an output folder that cannot be written; 130 interrupted.
+See docs/cli.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEMO_SHAPE = (48, 256, 256)
+DEMO_SPACING = (1.4, 1.4, 6.0)
+
+_INFER_EPILOG = """\
+examples:
+  covseg infer scan.nii.gz --out results/
+  covseg infer scans/ dicom_series/ --out results/ --labels labels/ --save-prob
+  covseg infer scan.nii.gz --out results/ --model unet --batch-size 4 --no-bf16
+  covseg infer scan.nii.gz --out results/ --bundle bundles/infnet
+  covseg infer --out results/        (no INPUT: the built-in chest phantom, as `covseg demo`)
+
+outputs: <out>/<volume>/{infection_mask,lung_mask[,infection_prob][,infection_labels]}.nii.gz,
+report.json, slices.csv; <out>/summary.json and summary.csv. exit status: 0 all inputs succeeded,
+1 some input failed (one 'error: <file>: <reason>' line each; the others are processed), 2 usage error,
+unusable model or unwritable --out.
+"""
+_EVALUATE_EPILOG = """\
+examples:
+  covseg evaluate predictions/ COVID-SemiSeg/test/masks
+  covseg evaluate predictions/ masks/ --json
+  covseg evaluate predictions/ masks/ --csv per_image.csv --name Inf-Net
+
+Predictions <stem>.png|jpg (0-255 maps) are matched to masks <stem>.png and scored with the
+Inf-Net authors' toolbox conventions; without --json the paper's table row is printed
+(Dice, Sen., Spec., S-alpha, E-phi mean, MAE).
+"""
+_DEMO_EPILOG = """\
+examples:
+  covseg demo
+  covseg demo --out demo_out/ --save-prob
+
+Generates a chest-CT phantom with known lungs and lesions, runs `covseg infer` on it with the default
+model (the shipped Inf-Net bundle; an untrained Inf-Net until weights ship: then the infection outputs
+are not meaningful, the lung figures are) and scores it against the phantom's true lesions.
+"""
+
+
+# ----------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of ``covseg`` and its sub-commands."""
+    parser = argparse.ArgumentParser(
+        prog="covseg",
+        description="COVID-19 lung-infection segmentation of chest CT (Inf-Net on MONAI).",
+        epilog="examples:\n  covseg demo\n  covseg infer scan.nii.gz --out results/\n"
+               "  covseg evaluate predictions/ masks/ --json\n\nrun `covseg COMMAND --help` for details.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from covseg import __version__
+
+    parser.add_argument("--version", action="version", version=f"covseg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    infer = sub.add_parser("infer", help="segment lungs and infection in CT volumes",
+                           description="Segment the lungs and COVID-19 infection in CT volumes (NIfTI, MHA, NRRD "
+                                       "files or DICOM series; folders are searched).",
+                           epilog=_INFER_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    infer.add_argument("inputs", nargs="*", metavar="INPUT", help="volume files or folders (none: the built-in "
+                                                                   "phantom demo)")
+    infer.add_argument("--out", "-o", metavar="DIR", help="output folder (required with INPUTs)")
+    infer.add_argument("--labels", metavar="DIR", help="reference masks <DIR>/<volume>.nii.gz (>0 = infection): "
+                                                       "adds Dice, Sen., Spec., Prec., MAE to the reports")
+    _model_args(infer)
+    infer.add_argument("--save-prob", action="store_true",
+                       help="also write infection_prob.nii.gz (uint8, 255 x probability)")
+    infer.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    evaluate = sub.add_parser("evaluate", help="score 2D prediction maps against masks (paper table row)",
+                              description="Score prediction maps against ground-truth masks with the Inf-Net "
+                                          "evaluation-toolbox conventions.",
+                              epilog=_EVALUATE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    evaluate.add_argument("pred_dir", metavar="PRED_DIR", help="folder of prediction maps (<stem>.png|jpg)")
+    evaluate.add_argument("gt_dir", metavar="GT_DIR", help="folder of masks (<stem>.png)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object of all figures")
+    evaluate.add_argument("--csv", metavar="FILE", help="write per-image scores to FILE")
+    evaluate.add_argument("--name", default=None, help="model name shown in the table row")
+
+    demo = sub.add_parser("demo", help="run inference on a generated chest phantom",
+                          description="Generate a chest-CT phantom and run `covseg infer` on it.",
+                          epilog=_DEMO_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    demo.add_argument("--out", "-o", metavar="DIR", help="output folder (default: a new temporary folder)")
+    _model_args(demo)
+    demo.add_argument("--save-prob", action="store_true", help="also write infection_prob.nii.gz")
+    demo.add_argument("--phantom-shape", metavar="Z,Y,X", default=",".join(map(str, DEMO_SHAPE)),
+                      help="phantom size in voxels (default %(default)s)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--model", metavar="NAME", help="registered network, freshly initialised (e.g. infnet, unet)")
+    group.add_argument("--bundle", metavar="PATH", help="MONAI bundle folder with models/model.pt "
+                                                        "(default: the shipped Inf-Net bundle)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="slices per forward pass (default 8)")
+    p.add_argument("--no-bf16", action="store_true",
+                   help="never use bf16 autocast (default: bf16 only where the device runs it fast)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for torch (default: torch's choice; use 1 on a busy shared machine)")
+
+
+# ------------------------------------------------------------------------------------------------- main
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``covseg`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help / --version (0) or a usage error (2)
+        return int(exc.code or 0)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    _setup_logging()
+    try:
+        if args.command == "infer":
+            return _cmd_infer(args)
+        if args.command == "evaluate":
+            return _cmd_evaluate(args)
+        return _cmd_demo(args)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _setup_logging() -> None:
+    root = logging.getLogger("covseg")
+    if not any(getattr(h, "_covseg_cli", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        handler._covseg_cli = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)
+    logging.getLogger("covseg").handlers[0].setFormatter(_LowerFormatter())
+
+
+class _LowerFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
+def _error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ infer
+def _load(args: argparse.Namespace):
+    """The model of ``--model`` / ``--bundle`` / default, or ``None`` after printing one error line."""
+    from covseg.networks.loading import load_model
+
+    if args.batch_size < 1:
+        _error(f"--batch-size must be >= 1, got {args.batch_size}")
+        return None
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            _error(f"--threads must be >= 1, got {args.threads}")
+            return None
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            _error(f"--device {args.device}: CUDA is not available (torch {torch.__version__})")
+            return None
+    try:
+        return load_model(model=args.model, bundle=args.bundle, device=args.device)
+    except KeyError as exc:
+        _error(str(exc.args[0]) if exc.args else str(exc))
+    except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
+        _error(" ".join(str(exc).split()))
+    return None
+
+
+def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels: str | None) -> int:
+    """Load the model, run the batch with a progress bar, write the summary, print the table."""
+    from tqdm import tqdm
+
+    from covseg.engines.volume import run_batch
+    from covseg.io.atomic import ensure_writable_dir
+    from covseg.io.discover import find_volumes
+    from covseg.io.errors import CovsegInputError
+    from covseg.reports.batch import format_console_table, write_batch_report
+
+    try:
+        ensure_writable_dir(out)
+    except CovsegInputError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    if labels is not None and not Path(labels).is_dir():
+        _error(f"{labels}: labels folder not found")
+        return EXIT_USAGE
+    model = _load(args)
+    if model is None:
+        return EXIT_USAGE
+    sources = find_volumes(list(inputs))
+    bar = tqdm(total=len(sources), unit="vol", desc="covseg", disable=args.no_progress or None, file=sys.stderr,
+               dynamic_ncols=True)
+
+    def on_start(src) -> None:
+        bar.set_postfix_str(src.name, refresh=True)
+
+    def on_result(result) -> None:
+        if not result.ok:
+            bar.write(f"error: {result.error}", file=sys.stderr)
+        bar.update(1)
+
+    def slice_progress(engine) -> None:
+        from ignite.engine import Events
+
+        @engine.on(Events.ITERATION_COMPLETED)
+        def _update(e) -> None:
+            done = e.state.iteration
+            bar.set_postfix_str(f"batch {done}/{e.state.epoch_length}", refresh=True)
+
+    t0 = time.perf_counter()
+    try:
+        results = run_batch(sources, out, model, labels_dir=labels, save_prob=args.save_prob,
+                            device=args.device, batch_size=args.batch_size, bf16=False if args.no_bf16 else "auto",
+                            handlers=[slice_progress], on_start=on_start, on_result=on_result)
+    except CovsegInputError as exc:
+        bar.close()
+        _error(str(exc))
+        return EXIT_USAGE
+    finally:
+        bar.close()
+    meta = {"command": "covseg infer", "inputs": [str(i) for i in inputs], "out": str(out),
+            "model": {"name": model.name, "trained": model.trained, "image_size": model.image_size},
+            "labels": labels, "seconds": round(time.perf_counter() - t0, 3)}
+    try:
+        write_batch_report(results, out, meta)
+    except CovsegInputError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    if results:
+        print(format_console_table(results))
+    n_failed = sum(not r.ok for r in results)
+    print(f"\n{len(results) - n_failed} of {len(results)} volume(s) done in {meta['seconds']:.1f} s; "
+          f"outputs in {out}/ (summary.json, summary.csv)")
+    if not results:
+        _error("no input volume")
+        return EXIT_FAILED
+    return EXIT_FAILED if n_failed else EXIT_OK
+
+
+def _cmd_infer(args: argparse.Namespace) -> int:
+    if not args.inputs:
+        print("covseg infer: no INPUT given: running the built-in chest phantom demo", file=sys.stderr)
+        args.phantom_shape = ",".join(map(str, DEMO_SHAPE))
+        return _cmd_demo(args)
+    if args.out is None:
+        _error("--out DIR is required with INPUTs (see covseg infer --help)")
+        return EXIT_USAGE
+    return _run_infer(args.inputs, Path(args.out), args, args.labels)
+
+
+# ------------------------------------------------------------------------------------------------- demo
+def _parse_shape(text: str) -> tuple[int, int, int] | None:
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        return None
+    return shape if len(shape) == 3 and min(shape) >= 1 else None  # type: ignore[return-value]
+
+
+def write_demo_input(folder: Path, shape: tuple[int, int, int] = DEMO_SHAPE, seed: int = 0) -> tuple[Path, Path]:
+    """Write the demo phantom ``<folder>/input/phantom.nii.gz`` and its lesions ``<folder>/labels/phantom.nii.gz``."""
+    import SimpleITK as sitk
+
+    from covseg.io.atomic import atomic_path, ensure_writable_dir
+    from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+
+    z, y, x = shape
+    # keep the demo's field of view (~36 x 36 x 29 cm) whatever the voxel count
+    spacing = (DEMO_SPACING[0] * DEMO_SHAPE[2] / x, DEMO_SPACING[1] * DEMO_SHAPE[1] / y,
+               DEMO_SPACING[2] * DEMO_SHAPE[0] / z)
+    phantom = make_chest_phantom(shape=shape, spacing=spacing, seed=seed)
+    ct = folder / "input" / "phantom.nii.gz"
+    write_phantom(ct, phantom)
+    label = ensure_writable_dir(folder / "labels") / "phantom.nii.gz"
+    with atomic_path(label) as tmp:
+        sitk.WriteImage(phantom.image(phantom.infection), str(tmp), True)
+    return ct, label.parent
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from covseg.io.errors import CovsegInputError
+
+    shape = _parse_shape(args.phantom_shape)
+    if shape is None or min(shape[1:]) < 16:
+        _error(f"--phantom-shape {args.phantom_shape!r}: expected Z,Y,X with Y, X >= 16")
+        return EXIT_USAGE
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="covseg-demo-"))
+    try:
+        ct, labels = write_demo_input(out / "demo", shape)
+    except CovsegInputError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    print(f"demo: chest phantom {shape[2]}x{shape[1]}x{shape[0]} written to {ct} (true lesions in {labels}/)",
+          file=sys.stderr)
+    code = _run_infer([str(ct)], out, args, str(labels))
+    print(f"demo: masks and report in {out / 'phantom'}/ ; input phantom in {ct.parent}/")
+    return code
+
+
+# --------------------------------------------------------------------------------------------- evaluate
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from covseg.io.atomic import atomic_write_text
+    from covseg.io.errors import CovsegInputError
+    from covseg.metrics.toolbox import IMAGE_KEYS, evaluate_folders, format_table_row
+
+    try:
+        figures = evaluate_folders(args.pred_dir, args.gt_dir)
+    except ValueError as exc:
+        _error(" ".join(str(exc).split()))
+        return EXIT_FAILED
+    per_image = figures.pop("per_image", [])
+    if args.csv:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(("name", *IMAGE_KEYS))
+        for row in per_image:
+            writer.writerow([row["name"], *(f"{row[k]:.6f}" for k in IMAGE_KEYS)])
+        try:
+            atomic_write_text(args.csv, buf.getvalue())
+        except (CovsegInputError, OSError) as exc:
+            _error(str(exc))
+            return EXIT_USAGE
+    if args.json:
+        print(json.dumps({k: (float(v) if isinstance(v, float) else v) for k, v in figures.items()}, indent=2))
+    else:
+        print(format_table_row(figures, name=args.name))
+        print(f"({figures.get('n_images', len(per_image))} images)")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,151 @@
+"""The ``covseg`` command through ``main([...])``: exit codes, error lines, outputs, evaluate, demo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from covseg.cli.main import main
+from covseg.networks import loading
+from covseg.networks.registry import get_network
+from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+
+TINY = (4, 4, 8, 8, 16, 4)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: the machine is shared, and oversubscribed OpenMP threads are 20x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tiny_model(monkeypatch):
+    """Make the CLI's default model a tiny untrained U-Net at 32x32 (``--model``/``--bundle`` ignored)."""
+    net = get_network("unet", features=TINY)
+
+    def fake_load_model(model=None, bundle=None, device="cpu"):
+        return loading.LoadedModel(net.eval(), name="tiny-unet", image_size=32)
+
+    monkeypatch.setattr(loading, "load_model", fake_load_model)
+    return net
+
+
+@pytest.fixture(scope="module")
+def good_ct(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli_in")
+    phantom = make_chest_phantom(shape=(12, 64, 64), spacing=(5.6, 5.6, 10.0), seed=2)
+    return write_phantom(folder / "good.nii.gz", phantom)["ct"]
+
+
+def test_good_and_bad_input_in_one_batch(tmp_path, good_ct, tiny_model, capsys):
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"")
+    out = tmp_path / "out"
+    code = main(["infer", str(good_ct), str(bad), "--out", str(out), "--no-progress", "--save-prob"])
+    assert code == 1
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {bad}: file is empty (0 bytes)"]
+    assert "good" in captured.out and "FAILED" in captured.out
+    # the good volume is complete, the bad one left nothing
+    assert sorted(p.name for p in out.iterdir()) == ["good", "summary.csv", "summary.json"]
+    assert sorted(p.name for p in (out / "good").iterdir()) == [
+        "infection_mask.nii.gz", "infection_prob.nii.gz", "lung_mask.nii.gz", "report.json", "slices.csv"]
+    ref = nib.load(str(good_ct))
+    np.testing.assert_allclose(nib.load(str(out / "good" / "infection_mask.nii.gz")).affine, ref.affine, atol=1e-5)
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["n_ok"], summary["n_failed"]) == (1, 1)
+    assert summary["volumes"][1]["status"] == "error"
+
+
+def test_all_good_exits_zero(tmp_path, good_ct, tiny_model):
+    assert main(["infer", str(good_ct), "--out", str(tmp_path), "--no-progress", "--batch-size", "3"]) == 0
+    report = json.loads((tmp_path / "good" / "report.json").read_text())
+    assert report["model"]["name"] == "tiny-unet" and report["lung_ml"] > 0
+
+
+def test_unwritable_out_and_usage_errors(tmp_path, good_ct, tiny_model, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["infer", str(good_ct), "--out", str(blocker / "sub"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "not writable" in err[0]
+    assert main(["infer", str(good_ct), "--no-progress"]) == 2  # --out missing
+    assert main(["infer", str(good_ct), "--out", str(tmp_path), "--labels", str(tmp_path / "nope")]) == 2
+    assert main(["infer", str(tmp_path / "missing.nii.gz"), "--out", str(tmp_path / "o"), "--no-progress"]) == 1
+    assert main(["frobnicate"]) == 2
+    assert main([]) == 2
+
+
+def test_unknown_model_is_one_line(tmp_path, good_ct, capsys):
+    assert main(["infer", str(good_ct), "--out", str(tmp_path), "--model", "nonet", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: unknown network 'nonet'")
+
+
+@pytest.mark.parametrize("command", [[], ["infer"], ["evaluate"], ["demo"]])
+def test_help(command, capsys):
+    assert main([*command, "--help"]) == 0
+    assert "example" in capsys.readouterr().out
+
+
+def test_python_dash_m():
+    proc = subprocess.run([sys.executable, "-m", "covseg", "--version"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("covseg ")
+
+
+def _png(path, array):
+    Image.fromarray(array.astype(np.uint8)).save(path)
+
+
+def test_evaluate_json_and_table(tmp_path, capsys):
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    pred.mkdir()
+    gt.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        mask = np.zeros((24, 24), np.uint8)
+        mask[4:12 + i, 5:15] = 255
+        _png(gt / f"img{i}.png", mask)
+        _png(pred / f"img{i}.png", np.clip(mask * 0.8 + rng.integers(0, 40, mask.shape), 0, 255))
+    assert main(["evaluate", str(pred), str(gt), "--json", "--csv", str(tmp_path / "per_image.csv")]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    for key in ("meanDic", "meanSen", "meanSpe", "Sm", "meanEm", "MAE", "adpDice", "maxDic"):
+        assert key in figures and 0.0 <= figures[key] <= 1.0
+    assert figures["n_images"] == 3 and "per_image" not in figures
+    assert len((tmp_path / "per_image.csv").read_text().splitlines()) == 4
+    assert main(["evaluate", str(pred), str(gt), "--name", "mine"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["model", "Dice", "Sen."] and lines[1].startswith("mine")
+    assert main(["evaluate", str(pred), str(tmp_path / "nope")]) == 1
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_demo_runs(tmp_path, tiny_model, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--phantom-shape", "10,48,48", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "phantom" in captured.out and str(out / "phantom") in captured.out
+    report = json.loads((out / "phantom" / "report.json").read_text())
+    assert report["lung_ml"] > 0 and report["metrics"] is not None  # scored against the phantom's lesions
+    assert any("no trained weights" in w for w in report["warnings"])
+
+
+def test_infer_without_input_runs_the_demo(tmp_path, tiny_model, monkeypatch):
+    import covseg.cli.main as cli
+
+    monkeypatch.setattr(cli, "DEMO_SHAPE", (8, 48, 48))
+    assert main(["infer", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert (tmp_path / "phantom" / "infection_mask.nii.gz").exists()
+    assert (tmp_path / "demo" / "input" / "phantom.nii.gz").exists()
