@@ -1,0 +1,164 @@
+"""Time ``covseg infer`` end to end on a generated 512x512x300 chest phantom, without and with the network.
+
+Usage: ``python benchmarks/bench_infer.py [--shape 300 512 512] [--threads N] [--batch-size 8] [--no-docs]``.
+
+Each run is a fresh subprocess (``covseg infer <phantom> --out <tmp>``) whose wall time and peak RSS
+(``os.wait4`` rusage of that child alone) are measured:
+
+* ``network excluded``: ``--model bench-threshold``, a zero-parameter "network" registered only inside the
+  benchmark's child (logits = 20 x (x - 0.6), i.e. a threshold of the windowed slice), so the figure is the
+  pipeline's own cost: read, lung mask, crops, resizing, batching, paste, post-processing, writing, reports;
+* ``network included``: the default model (``load_model()``: the shipped Inf-Net bundle, or an untrained Inf-Net
+  until weights ship; same cost either way).
+
+Prints a markdown table and appends it, with the command and the machine, to ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs" / "benchmarks.md"
+NULL_MODEL = "bench-threshold"
+
+
+def _child(argv: list[str]) -> int:
+    """Inside the measured subprocess: register the threshold 'network', then run the CLI."""
+    import torch
+    from torch import nn
+
+    from covseg.networks.registry import register_network
+
+    class Threshold(nn.Module):
+        """Logits 20 * (x - 0.6): costs ~nothing, gives a plausible mask."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return (x - 0.6) * 20.0
+
+    register_network(NULL_MODEL)(lambda **kw: Threshold())
+    from covseg.cli.main import main
+
+    return main(argv)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _run(cli_args: list[str], log: Path) -> dict:
+    """Run one child; return wall seconds, peak RSS (MB) and exit status."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", *cli_args]
+    start = time.perf_counter()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024.0, "exit": proc.returncode}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", type=int, nargs=3, default=(300, 512, 512), metavar=("Z", "Y", "X"))
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads in the children")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--no-docs", action="store_true", help="do not append to docs/benchmarks.md")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="covseg-bench-") as tmp:
+        tmp = Path(tmp)
+        start = time.perf_counter()
+        ct = write_phantom(tmp / "phantom.nii.gz", make_chest_phantom(shape=tuple(args.shape)))["ct"]
+        print(f"phantom {tuple(args.shape)} (z, y, x) written in {time.perf_counter() - start:.1f} s: "
+              f"{ct.stat().st_size / 1e6:.1f} MB", flush=True)
+        common = ["--batch-size", str(args.batch_size), "--no-progress"]
+        if args.threads:
+            common += ["--threads", str(args.threads)]
+        runs = [("network excluded", ["--model", NULL_MODEL]), ("network included", [])]
+        rows = []
+        for label, extra in runs:
+            out = tmp / label.replace(" ", "_")
+            cli = ["infer", str(ct), "--out", str(out), *extra, *common]
+            print(f"running: covseg {' '.join(cli)}", flush=True)
+            res = _run(cli, tmp / f"{out.name}.log")
+            report = {}
+            summary = out / "summary.json"
+            if summary.exists():
+                vols = json.loads(summary.read_text())["volumes"]
+                report = vols[0] if vols else {}
+            if res["exit"] != 0:
+                print((tmp / f"{out.name}.log").read_text()[-2000:], file=sys.stderr)
+            rows.append((label, res, report))
+            print(f"  {label}: {res['wall_s']:.1f} s, peak RSS {res['peak_rss_mb']:.0f} MB, exit {res['exit']}",
+                  flush=True)
+
+    t = "| run | model | wall s | s / lung slice | peak RSS MB | read s | lung mask s | predict s | write s | exit |"
+    lines = [t, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, res, rep in rows:
+        timing = rep.get("timing_s", {})
+        model = rep.get("model", {})
+        name = f"{model.get('name', '?')}{'' if model.get('trained', True) else ' (untrained)'}"
+        n = rep.get("predicted_slices") or 0
+        per = f"{res['wall_s'] / n:.3f}" if n else "-"
+        lines.append(f"| {label} | {name} | {res['wall_s']:.1f} | {per} | {res['peak_rss_mb']:.0f} | "
+                     + " | ".join(f"{timing.get(k, float('nan')):.1f}" for k in ("read", "lung_mask", "predict",
+                                                                                    "write"))
+                     + f" | {res['exit']} |")
+    lung_slices = rows[0][2].get("lung_slices", "?") if rows else "?"
+    table = "\n".join(lines)
+    print()
+    print(table)
+
+    if not args.no_docs:
+        now = datetime.datetime.now().astimezone()
+        cmd = "python benchmarks/bench_infer.py" + (f" --threads {args.threads}" if args.threads else "") + (
+            f" --shape {' '.join(map(str, args.shape))}" if tuple(args.shape) != (300, 512, 512) else "")
+        section = [
+            f"## `covseg infer` end to end, {args.shape[2]}x{args.shape[1]}x{args.shape[0]} phantom "
+            f"({now:%Y-%m-%d %H:%M %Z})",
+            "",
+            f"- command: `{cmd}` (each run a fresh subprocess: `covseg infer phantom.nii.gz --out DIR "
+            f"--batch-size {args.batch_size}`{' --threads ' + str(args.threads) if args.threads else ''}; "
+            "peak RSS of that process from `os.wait4`)",
+            f"- machine: {os.cpu_count()} CPUs (`nproc` {len(os.sched_getaffinity(0))}), {_cpu_model()}; "
+            f"torch {torch.__version__}, Python {platform.python_version()}; "
+            f"load average before the runs {load_before[0]:.2f} (other jobs were running)",
+            f"- lung slices predicted: {lung_slices} of {args.shape[0]}; bf16: auto (off on CPUs without native "
+            "bf16); 'network excluded' = a zero-cost threshold registered only inside the benchmark",
+            "",
+            table,
+            "",
+        ]
+        text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n\nMeasured figures; newest sections last.\n"
+        if not text.endswith("\n"):
+            text += "\n"
+        DOCS.write_text(text + "\n" + "\n".join(section))
+        print(f"\nappended to {DOCS}")
+    return 0 if all(res["exit"] == 0 for _, res, _ in rows) else 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        raise SystemExit(_child(sys.argv[2:]))
+    raise SystemExit(main())
