@@ -145,9 +145,7 @@ def _disk(radius: int) -> np.ndarray:
 def _crop_box(mask: np.ndarray, pad: Sequence[int]) -> tuple[slice, ...]:
     """Bounding box of ``mask`` grown by ``pad`` per axis (clipped to the array)."""
     idx = np.nonzero(mask)
-    return tuple(
-        slice(max(int(i.min()) - p, 0), min(int(i.max()) + p + 1, n)) for i, p, n in zip(idx, pad, mask.shape)
-    )
+    return tuple(slice(max(int(i.min()) - p, 0), min(int(i.max()) + p + 1, n)) for i, p, n in zip(idx, pad, mask.shape))
 
 
 def _close_fill(mask: np.ndarray, radius_px: int, min_hole_px: int) -> np.ndarray:
