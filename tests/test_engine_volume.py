@@ -16,7 +16,7 @@ from torch import nn
 from covseg.engines import volume as volume_mod
 from covseg.engines.predictor import SlicePredictor
 from covseg.engines.volume import infer_volume, run_batch
-from covseg.io.read import read_volume
+from covseg.io.read import CTVolume, read_volume
 from covseg.networks.registry import get_network
 from covseg.synthetic.phantom import make_chest_phantom, write_phantom
 
@@ -126,6 +126,19 @@ def test_multiclass_label_map(tmp_path, phantom):
     report = json.loads((tmp_path / "mc" / "report.json").read_text())
     assert set(report["class_ml"]) == {"1", "2"}
     assert sum(report["class_ml"].values()) == pytest.approx(report["infection_ml"], abs=1e-2)
+
+
+def test_volume_without_lung(tmp_path):
+    hu = np.full((6, 48, 48), -1000.0, np.float32)
+    yy, xx = np.mgrid[:48, :48]
+    hu[:, (yy - 24) ** 2 + (xx - 24) ** 2 < 18 ** 2] = 40.0  # a body of soft tissue, no lungs
+    vol = CTVolume.from_array(hu, (6.0, 6.0, 8.0), name="nolung")
+    ran = []
+    res = infer_volume(vol, _predictor(Constant(3.0)), handlers=[lambda e: ran.append(e)])
+    assert not res.lung.any() and not res.infection.any() and not res.predicted.any() and len(ran) == 1
+    report = volume_mod.process_volume(vol, _predictor(Constant(3.0)), tmp_path)
+    assert report.warnings[0].startswith("no lung found") and report.lung_slices == 0
+    assert (tmp_path / "nolung" / "infection_mask.nii.gz").exists()
 
 
 def test_gate_and_handlers(phantom):

@@ -3,15 +3,17 @@
 Per volume (:func:`infer_volume`):
 
 1. lung label map (:func:`covseg.transforms.lung.lung_mask`: 0 background, 1 right, 2 left lung);
-2. every axial slice holding lung is cropped to its lung box (:func:`covseg.transforms.crop.lung_box`) and
-   windowed to [0, 1] (:func:`covseg.transforms.intensity.window_hu`), as the lung-cropped COVID-SemiSeg
-   training slices were; slices **without lung are not predicted** and stay empty (probability 0);
+2. every axial slice holding lung is cropped to its lung box grown by 3.5 mm
+   (:func:`covseg.transforms.crop.lung_box`) and windowed to [0, 1] with the COVID-SemiSeg window
+   (:func:`covseg.transforms.intensity.window_hu`), so it looks like the lung-cropped 8-bit training slices;
+   slices **without lung are not predicted** and stay empty (probability 0);
 3. an optional *gate* (``gate(crops) -> sequence of bool``, e.g. a JCS-style slice classifier) sees the batch's
    crops and drops the slices it rejects (they stay empty too);
 4. the kept crops go through :class:`covseg.engines.predictor.SlicePredictor` in batches, driven by an ignite
    :class:`~ignite.engine.Engine` (one iteration per batch, ``state.output`` = slices in the batch), so ignite
    handlers (``ProgressBar``, ``Timer``, custom events) attach through ``handlers``;
-5. the probability maps are pasted back into a ``[z, y, x]`` float32 volume (exact inverse of the crop);
+5. the probability maps are pasted back (:func:`covseg.transforms.crop.paste_from_box`, exact inverse of the
+   crop) into a ``[z, y, x]`` float32 volume, 0 outside the boxes;
 6. **infection mask** = ``probability >= threshold`` (0.5) **and** inside the lung mask dilated in-plane by
    ``lung_margin_mm`` (5 mm): findings outside the lungs are discarded, while consolidation at the pleura that
    the lung mask may have missed is kept;
@@ -50,7 +52,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import SimpleITK as sitk
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
 from torch import nn
 
 from covseg.engines.predictor import SlicePredictor
@@ -61,6 +63,8 @@ from covseg.io.read import CTVolume, read_volume
 from covseg.io.write import write_volume_like
 from covseg.reports.batch import VolumeResult
 from covseg.reports.volume import VolumeReport, build_volume_report, slice_rows, slices_csv_text
+from covseg.transforms.crop import DEFAULT_MARGIN_MM, Box, crop_to_box, lung_box, margin_px, paste_from_box
+from covseg.transforms.intensity import window_hu
 from covseg.transforms.lung import lung_mask
 
 log = logging.getLogger(__name__)
@@ -86,20 +90,9 @@ LABEL_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
 
 
 # ----------------------------------------------------------------------------------- transforms adapter
-# TEMPORARY shim until covseg.transforms.intensity / .crop land (then these call them).
-def _window(hu: np.ndarray) -> np.ndarray:
-    """HU -> [0, 1] with the lung window (level -600, width 1500)."""
-    return np.clip((np.asarray(hu, np.float32) + 1350.0) / 1500.0, 0.0, 1.0)
-
-
-def _slice_box(lung_slice: np.ndarray, spacing_xyz: Sequence[float], margin_mm: float = 5.0) -> tuple[slice, slice]:
-    """Bounding box of the slice's lung grown by ``margin_mm`` in-plane (clipped)."""
-    ys, xs = np.nonzero(lung_slice)
-    my = int(round(margin_mm / float(spacing_xyz[1])))
-    mx = int(round(margin_mm / float(spacing_xyz[0])))
-    h, w = lung_slice.shape
-    return (slice(max(int(ys.min()) - my, 0), min(int(ys.max()) + my + 1, h)),
-            slice(max(int(xs.min()) - mx, 0), min(int(xs.max()) + mx + 1, w)))
+def _crop_window(hu_slice: np.ndarray, box: Box) -> np.ndarray:
+    """The network input of one slice: the lung box of the HU slice, windowed to [0, 1] (SemiSeg window)."""
+    return window_hu(crop_to_box(hu_slice, box))
 
 
 # ----------------------------------------------------------------------------------------- inference
@@ -129,8 +122,12 @@ def _dilate_in_plane(mask: np.ndarray, radius_px: int) -> np.ndarray:
 
 def infer_volume(volume: CTVolume, predictor: SlicePredictor, *, lung: np.ndarray | None = None,
                  gate: Gate | None = None, threshold: float = THRESHOLD, lung_margin_mm: float = LUNG_MARGIN_MM,
-                 handlers: Sequence[Handler] = ()) -> VolumeInference:
-    """Segment infection in ``volume`` (see the module docstring); ``lung`` skips the lung-mask step."""
+                 crop_margin_mm: float = DEFAULT_MARGIN_MM, handlers: Sequence[Handler] = ()) -> VolumeInference:
+    """Segment infection in ``volume`` (see the module docstring); ``lung`` skips the lung-mask step.
+
+    ``crop_margin_mm``: margin around each slice's lung box (``transforms.crop``, 3.5 mm like the SemiSeg
+    slices); ``lung_margin_mm``: in-plane dilation of the lung mask that bounds the infection mask.
+    """
     t0 = time.perf_counter()
     hu = volume.array
     if lung is None:
@@ -144,9 +141,11 @@ def infer_volume(volume: CTVolume, predictor: SlicePredictor, *, lung: np.ndarra
     lung_z = [int(z) for z in np.nonzero(lung.reshape(nz, -1).any(axis=1))[0]]
     batches = [lung_z[i:i + predictor.batch_size] for i in range(0, len(lung_z), predictor.batch_size)]
 
+    margin = margin_px(volume.spacing, crop_margin_mm)
+
     def step(engine: Engine, zs: list[int]) -> int:
-        boxes = [_slice_box(lung[z] > 0, volume.spacing) for z in zs]
-        crops = [_window(hu[z][box]) for z, box in zip(zs, boxes)]
+        boxes = [lung_box(lung[z], margin) for z in zs]
+        crops = [_crop_window(hu[z], box) for z, box in zip(zs, boxes)]
         if gate is not None:
             keep = [bool(k) for k in gate(crops)]
             if len(keep) != len(crops):
@@ -161,21 +160,19 @@ def infer_volume(volume: CTVolume, predictor: SlicePredictor, *, lung: np.ndarra
                 if c > 1:
                     state["classes"] = np.zeros(hu.shape, np.uint8)
             if c == 1:
-                prob[z][box] = p[0]
+                prob[z] = paste_from_box(p[0], box, prob.shape)
             else:
-                prob[z][box] = 1.0 - p[0]
-                state["classes"][z][box] = (np.argmax(p[1:], axis=0) + 1).astype(np.uint8)
+                prob[z] = paste_from_box(1.0 - p[0], box, prob.shape)
+                state["classes"][z] = paste_from_box((np.argmax(p[1:], axis=0) + 1).astype(np.uint8), box,
+                                                     prob.shape)
             predicted[z] = True
         return len(zs)
 
     engine = Engine(step)
     for attach in handlers:
         attach(engine)
-    if batches:
+    if batches:  # no lung: nothing to run (ignite refuses empty data)
         engine.run(batches, max_epochs=1)
-    else:  # no lung: still fire the events so handlers see a (trivial) run
-        engine.fire_event(Events.STARTED)
-        engine.fire_event(Events.COMPLETED)
     t_pred = time.perf_counter()
 
     spacing_x, spacing_y = float(volume.spacing[0]), float(volume.spacing[1])
