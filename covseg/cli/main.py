@@ -218,7 +218,10 @@ def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, label
     bar = tqdm(total=len(sources), unit="vol", desc="covseg", disable=args.no_progress or None, file=sys.stderr,
                dynamic_ncols=True)
 
+    current = {"name": ""}
+
     def on_start(src) -> None:
+        current["name"] = src.name
         bar.set_postfix_str(src.name, refresh=True)
 
     def on_result(result) -> None:
@@ -232,7 +235,7 @@ def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, label
         @engine.on(Events.ITERATION_COMPLETED)
         def _update(e) -> None:
             done = e.state.iteration
-            bar.set_postfix_str(f"batch {done}/{e.state.epoch_length}", refresh=True)
+            bar.set_postfix_str(f"{current['name']}: slice batch {done}/{e.state.epoch_length}", refresh=True)
 
     t0 = time.perf_counter()
     try:
