@@ -250,82 +250,101 @@ def _select_lungs(cand: np.ndarray, low: np.ndarray, body: np.ndarray, voxel_ml:
 def _track_airway(inside: np.ndarray, hu: np.ndarray, body: np.ndarray, spacing_xyz: Sequence[float]) -> np.ndarray:
     """Trachea and main bronchi, tracked down from the first trachea-like component near the top.
 
-    A trachea-like component of an axial slice is small (20-700 mm^2), dark (its lumen below -900 HU and
-    its mean below -850 HU, or -650 HU for voxels coarser than 2.5 mm where partial volume lightens it),
-    and centred within about 3 cm of the body midline. Tracking follows overlapping components of the
-    next lower slice while they stay small. Where the airway merges in-plane with a lung (coarse voxels),
-    its last free cross-section, moved along the airway's course, is carved out of the merged component
-    for up to 45 mm while it stays mostly air; tracking stops where it does not (below the carina).
-    Bronchi inside the lung are part of the lung mask again after the per-slice hole filling.
+    A trachea-like component of an axial slice is small (20-700 mm^2), compact (bounding-box aspect at
+    most 2.5, filling 40 % of it), dark (lumen below -900 HU, mean below -900 HU, or -650 HU for voxels
+    coarser than 2.5 mm where partial volume lightens it) and within about 3 cm of the body midline.
+    Tracking follows overlapping components of the next lower slice while they stay small; a seed is
+    kept only if it stays a free tube for 3 slices (or to the bottom of the volume). On coarse grids,
+    where the airway merges in-plane with a lung, its last free cross-section, moved along the
+    airway's course, is carved out of the merged component for up to 45 mm while it stays mostly air;
+    tracking stops where it does not (below the carina). Bronchi inside the lung become lung again
+    with the per-slice hole filling.
     """
     sx, sy, sz = (float(v) for v in spacing_xyz)
     px_area = sx * sy
-    airway = np.zeros_like(inside)
     coarse = max(sx, sy) > 2.5
-    mean_hu = -650.0 if coarse else -850.0
+    mean_hu = -650.0 if coarse else -900.0
     max_area = 700.0 / px_area
     min_area = 20.0 / px_area
-    max_carve = max(1, int(45.0 / sz))
-    prev: np.ndarray | None = None
-    prev_area = 0.0
-    ref: np.ndarray | None = None  # last cross-section that was free of the lungs
-    track: list[tuple[int, float, float]] = []  # (z, cy, cx) of free cross-sections
-    carved = 0
-    for k in range(inside.shape[0] - 1, -1, -1):  # superior (high z) to inferior
-        lab, n = ndi.label(inside[k])
-        if n == 0:
-            if prev is not None:
-                break
-            continue
+    max_carve = max(1, int(45.0 / sz)) if coarse else 0
+    nz = inside.shape[0]
+    labels: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def slice_labels(k: int) -> tuple[np.ndarray, np.ndarray]:
+        if k not in labels:
+            lab, n = ndi.label(inside[k])
+            labels[k] = (lab, ndi.sum_labels(np.ones_like(lab), lab, np.arange(1, n + 1)))
+        return labels[k]
+
+    def seeds(k: int) -> np.ndarray | None:
+        lab, areas = slice_labels(k)
+        n = areas.size
+        xs = np.nonzero(body[k].any(axis=0))[0]
+        if n == 0 or xs.size == 0:
+            return None
+        mid_x = 0.5 * (xs.min() + xs.max())
+        tol_px = max(30.0, 0.08 * (xs.max() - xs.min() + 1) * sx) / sx
         idx = np.arange(1, n + 1)
-        areas = ndi.sum_labels(np.ones_like(lab), lab, idx)
-        if prev is None:
-            ys, xs = np.nonzero(body[k])
-            if xs.size == 0:
+        means = ndi.mean(hu[k], lab, idx)
+        mins = ndi.minimum(hu[k], lab, idx)
+        ok = []
+        for i, sl in enumerate(ndi.find_objects(lab)):
+            if sl is None or not min_area <= areas[i] <= max_area or means[i] >= mean_hu or mins[i] >= -900.0:
                 continue
-            mid_x = 0.5 * (xs.min() + xs.max())
-            tol_px = max(30.0, 0.08 * (xs.max() - xs.min() + 1) * sx) / sx
-            means = ndi.mean(hu[k], lab, idx)
-            mins = ndi.minimum(hu[k], lab, idx)
-            com = ndi.center_of_mass(np.ones_like(lab), lab, idx)
-            ok = [
-                i
-                for i in range(n)
-                if min_area <= areas[i] <= max_area
-                and means[i] < mean_hu
-                and mins[i] < -900.0
-                and abs(com[i][1] - mid_x) <= tol_px
-            ]
-            if not ok:
+            h, w = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
+            if max(h, w) > 2.5 * min(h, w) or areas[i] < 0.4 * h * w:
                 continue
-            cur = np.isin(lab, idx[ok])
-            prev = ref = cur
-            prev_area = float(areas[ok].max())
-            airway[k] = cur
-            track.append((k, *ndi.center_of_mass(cur)))
+            if abs(0.5 * (sl[1].start + sl[1].stop - 1) - mid_x) <= tol_px:
+                ok.append(i + 1)
+        return np.isin(lab, ok) if ok else None
+
+    def follow(k0: int, seed: np.ndarray) -> tuple[dict[int, np.ndarray], int]:
+        run = {k0: seed}
+        prev = ref = seed
+        prev_area = float(seed.sum())
+        track = [(k0, *ndi.center_of_mass(seed))]
+        carved = 0
+        free_count = 1
+        for k in range(k0 - 1, -1, -1):
+            lab, areas = slice_labels(k)
+            grown = ndi.binary_dilation(prev)
+            over = np.unique(lab[grown & (lab > 0)])
+            over = over[over > 0]
+            limit = min(max(1.6 * prev_area + 30.0 / px_area, 150.0 / px_area), max_area)
+            small = [int(i) for i in over if areas[i - 1] <= limit]
+            large = [int(i) for i in over if areas[i - 1] > limit]
+            cur = np.isin(lab, small) if small else np.zeros_like(prev)
+            free = float(cur.sum()) >= 0.5 * prev_area
+            if large and not free and carved < max_carve:
+                carve = _move_along(ref, track, k) & np.isin(lab, over)
+                if carve.sum() >= 0.5 * ref.sum():
+                    cur |= carve
+                    carved += 1
+            if not cur.any():
+                return run, (free_count if k > 0 else max(free_count, 3))
+            run[k] = cur
+            prev = cur
+            if free:
+                free_count += 1
+                carved = 0
+                prev_area = float(max(areas[i - 1] for i in small))
+                ref = cur
+                track.append((k, *ndi.center_of_mass(cur)))
+        return run, max(free_count, 3)  # reached the bottom of the volume
+
+    airway = np.zeros_like(inside)
+    k = nz - 1
+    while k >= 0:  # superior (high z) to inferior
+        seed = seeds(k)
+        if seed is None:
+            k -= 1
             continue
-        grown = ndi.binary_dilation(prev)
-        over = np.unique(lab[grown & (lab > 0)])
-        over = over[over > 0]
-        limit = min(max(1.6 * prev_area + 30.0 / px_area, 150.0 / px_area), max_area)
-        small = [int(i) for i in over if areas[i - 1] <= limit]
-        large = [int(i) for i in over if areas[i - 1] > limit]
-        cur = np.isin(lab, small) if small else np.zeros_like(prev)
-        free = float(cur.sum()) >= 0.5 * prev_area
-        if large and not free and ref is not None and carved < max_carve:
-            carve = _move_along(ref, track, k) & np.isin(lab, over)
-            if carve.sum() >= 0.5 * ref.sum():
-                cur |= carve
-                carved += 1
-        if not cur.any():
+        run, free_count = follow(k, seed)
+        if free_count >= 3:
+            for kk, m in run.items():
+                airway[kk] = m
             break
-        airway[k] = cur
-        prev = cur
-        if free:
-            carved = 0
-            prev_area = float(max(areas[i - 1] for i in small))
-            ref = cur
-            track.append((k, *ndi.center_of_mass(cur)))
+        k -= 1
     return airway
 
 
