@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             f"({now:%Y-%m-%d %H:%M %Z})",
             "",
             f"- command: `{cmd}` (each run a fresh subprocess: `covseg infer phantom.nii.gz --out DIR "
-            f"--batch-size {args.batch_size}`{' --threads ' + str(args.threads) if args.threads else ''}; "
+            f"--batch-size {args.batch_size}{' --threads ' + str(args.threads) if args.threads else ''}`; "
             "peak RSS of that process from `os.wait4`)",
             f"- machine: {os.cpu_count()} CPUs (`nproc` {len(os.sched_getaffinity(0))}), {_cpu_model()}; "
             f"torch {torch.__version__}, Python {platform.python_version()}; "
