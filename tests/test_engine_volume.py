@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from ignite.engine import Events
+from ignite.handlers import ProgressBar, Timer
 from torch import nn
 
 from covseg.engines import volume as volume_mod
@@ -165,7 +166,15 @@ def test_gate_and_handlers(phantom):
     assert sum(iterations) == len(kept) and len(iterations) == -(-len(lung_z) // 4)
     for z in lung_z:
         assert res.infection[z].any() == (z in kept)
-    none = infer_volume(vol, _predictor(Constant(3.0)), lung=lung, gate=lambda crops: [False] * len(crops))
+    timer = Timer()
+
+    def ignite_handlers(engine):
+        ProgressBar(persist=False, disable=True).attach(engine)
+        timer.attach(engine, start=Events.STARTED, pause=Events.COMPLETED)
+
+    none = infer_volume(vol, _predictor(Constant(3.0)), lung=lung, gate=lambda crops: [False] * len(crops),
+                        handlers=[ignite_handlers])
+    assert timer.value() > 0
     assert not none.infection.any() and not none.predicted.any()
 
 
@@ -205,7 +214,7 @@ def test_batch_goes_on_and_leaves_no_partial_folder(tmp_path, ct_ras, monkeypatc
 
 
 def test_labels_give_scores(tmp_path, phantom):
-    ct = write_phantom(tmp_path / "in" / "case.nii.gz", phantom)["ct"]
+    ct = write_phantom(tmp_path / "in" / "case.nii.gz", phantom, orientation="RAS")["ct"]  # label stored RAS too
     labels = tmp_path / "labels"
     labels.mkdir()
     (tmp_path / "in" / "case_infection.nii.gz").rename(labels / "case.nii.gz")
