@@ -197,6 +197,7 @@ def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, label
     """Load the model, run the batch with a progress bar, write the summary, print the table."""
     from tqdm import tqdm
 
+    from covseg.engines.distributed import shard_from_env
     from covseg.engines.volume import run_batch
     from covseg.io.atomic import ensure_writable_dir
     from covseg.io.discover import find_volumes
@@ -214,7 +215,9 @@ def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, label
     model = _load(args)
     if model is None:
         return EXIT_USAGE
-    sources = find_volumes(list(inputs))
+    all_sources = find_volumes(list(inputs))
+    shard = shard_from_env()  # under torchrun each rank takes a share of the volumes
+    sources = shard.take(all_sources)
     bar = tqdm(total=len(sources), unit="vol", desc="covseg", disable=args.no_progress or None, file=sys.stderr,
                dynamic_ncols=True)
 
@@ -248,9 +251,12 @@ def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, label
         return EXIT_USAGE
     finally:
         bar.close()
+    results = shard.gather(results, len(all_sources))
+    if not shard.is_main:
+        return EXIT_FAILED if any(not r.ok for r in results) else EXIT_OK
     meta = {"command": "covseg infer", "inputs": [str(i) for i in inputs], "out": str(out),
             "model": {"name": model.name, "trained": model.trained, "image_size": model.image_size},
-            "labels": labels, "seconds": round(time.perf_counter() - t0, 3)}
+            "labels": labels, "seconds": round(time.perf_counter() - t0, 3), "processes": shard.world}
     try:
         write_batch_report(results, out, meta)
     except CovsegInputError as exc:
@@ -360,3 +366,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def run_checked(argv: Sequence[str]) -> int:
+    """``main(argv)`` for configs and scripts: raise ``RuntimeError`` when the exit status is not 0."""
+    status = main(list(argv))
+    if status != EXIT_OK:
+        raise RuntimeError(f"covseg {' '.join(map(str, argv))}: exit status {status}")
+    return status
