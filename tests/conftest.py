@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("COVSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -27,3 +28,12 @@ def semiseg_dir() -> Path:
 def ct_volumes_dir() -> Path:
     """The folder of small real CT volumes (skips the test when absent)."""
     return _require(SHARED_DATA / "ct-volumes")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: on a shared 2-core machine oversubscribed OpenMP threads were measured 20x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -9,7 +9,6 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from covseg.cli.main import main
@@ -20,13 +19,7 @@ from covseg.synthetic.phantom import make_chest_phantom, write_phantom
 TINY = (4, 4, 8, 8, 16, 4)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the machine is shared, and oversubscribed OpenMP threads are 20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -36,13 +36,7 @@ class Constant(nn.Module):
         return self.values.view(1, -1, 1, 1).expand(x.shape[0], -1, *x.shape[-2:]).clone()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the machine is shared, and oversubscribed OpenMP threads are 20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
