@@ -55,6 +55,14 @@ def mask_dice(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     return 1.0 if total == 0 else 2 * inter / total
 
 
+def _shown(path: str) -> str:
+    """A path relative to the repository when it is inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return path
+
+
 def _cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -105,7 +113,7 @@ def main() -> None:
         when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         record = (
             f"\n## Inf-Net per-slice inference: covseg vs the plain loop ({when})\n\n"
-            f"- command: `python benchmarks/bench_infnet_speed.py --bundle {args.bundle}`\n"
+            f"- command: `python benchmarks/bench_infnet_speed.py --bundle {_shown(args.bundle)}`\n"
             f"- data: {source}; network: {model.name} ({'trained' if model.trained else 'untrained'}), "
             f"input {size}x{size}\n"
             f"- machine: {torch.get_num_threads()} torch threads, {_cpu_model()}, torch {torch.__version__}\n\n"
