@@ -37,9 +37,11 @@ def _bundle(run_id: str, config: str, *overrides: str) -> list[str]:
 def test_tiny_training_run_writes_checkpoint_and_resumes(semiseg_dir, tmp_path):
     out = tmp_path / "run"
     common = ["--dataset_dir", str(semiseg_dir), "--output_dir", str(out), *TINY]
-    first = _run(_bundle("training", TRAIN, "--max_epochs", "1", *common))
+    first = _run(_bundle("training", TRAIN, "--max_epochs", "1", "--snapshot_start", "1", *common))
     assert "epoch 1/1" in first.stdout
-    assert (out / "checkpoint_1.pt").exists()
+    assert (out / "checkpoint_1.pt").exists() and (out / "snapshot_1.pt").exists()
+    swa, final = (torch.load(out / f, weights_only=True) for f in ("model_swa.pt", "model_final.pt"))
+    assert all(torch.equal(swa[k], final[k]) for k in final)  # one snapshot: its average is itself
     net = load_weights(InfNet(), out / "model_final.pt")
     assert net(torch.rand(1, 1, 64, 64)).shape == (1, 1, 64, 64)
 

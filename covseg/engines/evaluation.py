@@ -24,11 +24,15 @@ TABLE_KEYS = ("meanDic", "meanSen", "meanSpe", "Sm", "meanEm", "MAE")
 
 
 def predict_folder(network: nn.Module, images_dir: str | Path, out_dir: str | Path, masks_dir: str | Path | None = None,
-                   image_size: int = 352, device: str = "cpu", bf16: bool = False, batch_size: int = 8) -> list[Path]:
-    """Predict every image of ``images_dir``; write ``out_dir/<stem>.png`` (0-255) at the mask's (or image's) size."""
+                   image_size: int = 352, device: str = "cpu", bf16: bool = False, batch_size: int = 8,
+                   tta: bool = False) -> list[Path]:
+    """Predict every image of ``images_dir``; write ``out_dir/<stem>.png`` (0-255) at the mask's (or image's) size.
+
+    ``tta``: average the logits over flips (see :class:`SlicePredictor`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    predictor = SlicePredictor(network, image_size=image_size, device=device, batch_size=batch_size, bf16=bf16)
+    predictor = SlicePredictor(network, image_size=image_size, device=device, batch_size=batch_size, bf16=bf16,
+                                tta=tta)
     paths = list_images(Path(images_dir))
     probs = predictor.predict([read_grey(p) for p in paths])
     written = []
@@ -48,12 +52,12 @@ def predict_folder(network: nn.Module, images_dir: str | Path, out_dir: str | Pa
 
 
 def evaluate_network(network: nn.Module, dataset_dir: str | Path, output_dir: str | Path, image_size: int = 352,
-                     device: str = "cpu", bf16: bool = False, name: str = "covseg") -> dict:
+                     device: str = "cpu", bf16: bool = False, name: str = "covseg", tta: bool = False) -> dict:
     """Predict the test split, score it like the paper, write ``metrics.json`` and ``per_image.csv``; print the row."""
     dataset_dir, output_dir = Path(dataset_dir), Path(output_dir)
     images, masks = dataset_dir / "test" / "images", dataset_dir / "test" / "masks"
     predictions = output_dir / "predictions"
-    predict_folder(network, images, predictions, masks, image_size=image_size, device=device, bf16=bf16)
+    predict_folder(network, images, predictions, masks, image_size=image_size, device=device, bf16=bf16, tta=tta)
     figures = evaluate_folders(predictions, masks)
     per_image = figures.pop("per_image", [])
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from ignite.handlers import Checkpoint, DiskSaver, ProgressBar
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from covseg.engines.averaging import average_weights
 from covseg.engines.cpu import autocast_context
 from covseg.networks.infnet import InfNetOutput
 
@@ -97,11 +98,14 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
                   scales: Sequence[float] = (0.75, 1.0, 1.25), all_scales: bool = False,
                   loss_fn: nn.Module | None = None, device: str | torch.device = "cpu", bf16: bool = False,
                   channels_last: bool = False, val_interval: int = 5, resume: bool = True,
-                  tensorboard: bool = True, progress: bool = True, seed: int = 0) -> Engine:
+                  tensorboard: bool = True, progress: bool = True, seed: int = 0,
+                  snapshot_start: int | None = None, snapshot_every: int = 5) -> Engine:
     """Assemble the ignite trainer with optimiser, schedule, validation, checkpoints and logging.
 
     ``output_dir`` receives ``checkpoint_*.pt`` (everything needed to resume; the newest is loaded when
     ``resume``), ``model_best.pt`` (network weights with the best validation Dice) and ``model_final.pt``.
+    With ``snapshot_start``, the weights of every ``snapshot_every``-th epoch from that epoch on are kept as
+    ``snapshot_<epoch>.pt`` and averaged into ``model_swa.pt`` at the end (:mod:`covseg.engines.averaging`).
     """
     from covseg.losses import InfNetLoss
 
@@ -178,10 +182,21 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
             log.info(msg)
             print(msg, flush=True)
 
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def _snapshot(engine: Engine) -> None:
+        epoch = engine.state.epoch
+        if rank == 0 and snapshot_start is not None and epoch >= snapshot_start and \
+                (epoch - snapshot_start) % snapshot_every == 0:
+            save_weights(network, output_dir / f"snapshot_{epoch}.pt")
+
     @trainer.on(Events.COMPLETED)
     def _finish(engine: Engine) -> None:
         if rank == 0:
             save_weights(network, output_dir / "model_final.pt")
+            snapshots = sorted(output_dir.glob("snapshot_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+            if snapshot_start is not None and snapshots:
+                average_weights(snapshots, output_dir / "model_swa.pt")
+                log.info("averaged %d snapshots into model_swa.pt", len(snapshots))
         if writer is not None:
             writer.close()
 
