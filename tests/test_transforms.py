@@ -381,3 +381,17 @@ def test_edge_map_dict_multiple_keys() -> None:
     m[0, 3:6, 3:6] = 1
     d = EdgeMapd(keys=["a", "b"])({"a": m, "b": m})
     assert "a_edge" in d and "b_edge" in d and d["a_edge"].sum() > 0
+
+
+def test_strong_window_jitter_covers_washed_out_windows():
+    from covseg.transforms.augment import train_transforms
+
+    def centre_values(strong: bool) -> np.ndarray:
+        t = train_transforms(64, strong_window_jitter=strong)
+        t.set_random_state(0)
+        item = {"image": np.full((1, 64, 64), 0.3, np.float32), "label": np.zeros((1, 64, 64), np.float32)}
+        return np.array([float(t(dict(item))["image"][0, 28:36, 28:36].mean()) for _ in range(200)])
+
+    strong, mild = centre_values(True), centre_values(False)
+    assert strong.max() > 0.55 and strong.min() < 0.25  # air at grey ~0.35-0.6 and darker windows both occur
+    assert mild.max() < 0.5
