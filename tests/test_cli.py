@@ -142,3 +142,10 @@ def test_infer_without_input_runs_the_demo(tmp_path, tiny_model, monkeypatch):
     assert main(["infer", "--out", str(tmp_path), "--no-progress"]) == 0
     assert (tmp_path / "phantom" / "infection_mask.nii.gz").exists()
     assert (tmp_path / "demo" / "input" / "phantom.nii.gz").exists()
+
+
+def test_demo_with_flip_tta_records_it(tmp_path, tiny_model):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--phantom-shape", "8,48,48", "--no-progress", "--tta"]) == 0
+    report = json.loads((out / "phantom" / "report.json").read_text())
+    assert report["model"]["tta"] is True

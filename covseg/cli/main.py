@@ -116,6 +116,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="slices per forward pass (default 8)")
     p.add_argument("--no-bf16", action="store_true",
                    help="never use bf16 autocast (default: bf16 only where the device runs it fast)")
+    p.add_argument("--tta", action="store_true",
+                   help="average each slice's prediction over flips (4x the compute; see docs/benchmarks.md)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for torch (default: torch's choice; use 1 on a busy shared machine)")
 
@@ -244,7 +246,7 @@ def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, label
     try:
         results = run_batch(sources, out, model, labels_dir=labels, save_prob=args.save_prob,
                             device=args.device, batch_size=args.batch_size, bf16=False if args.no_bf16 else "auto",
-                            handlers=[slice_progress], on_start=on_start, on_result=on_result)
+                            tta=args.tta, handlers=[slice_progress], on_start=on_start, on_result=on_result)
     except CovsegInputError as exc:
         bar.close()
         _error(str(exc))

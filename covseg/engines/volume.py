@@ -359,7 +359,7 @@ def _replace_dir(tmp: Path, final: Path) -> None:
 
 # -------------------------------------------------------------------------------------------- batch
 def _as_predictor(model: object, image_size: int | None, device: str, batch_size: int,
-                  bf16: bool | str) -> tuple[SlicePredictor, dict]:
+                  bf16: bool | str, tta: bool = False) -> tuple[SlicePredictor, dict]:
     if isinstance(model, SlicePredictor):
         return model, {"name": type(model.network).__name__, "trained": True}
     network = getattr(model, "network", model)
@@ -369,7 +369,8 @@ def _as_predictor(model: object, image_size: int | None, device: str, batch_size
     info = {"name": getattr(model, "name", type(network).__name__), "image_size": size}
     if hasattr(model, "trained"):
         info["trained"] = bool(model.trained)
-    return SlicePredictor(network, image_size=size, device=device, batch_size=batch_size, bf16=bf16), info
+    info["tta"] = bool(tta)
+    return SlicePredictor(network, image_size=size, device=device, batch_size=batch_size, bf16=bf16, tta=tta), info
 
 
 def _error_text(exc: BaseException, source: str) -> str:
@@ -386,13 +387,15 @@ def _failed(src: VolumeSource, exc: BaseException) -> VolumeResult:
 def run_batch(sources: Sequence[VolumeSource | str | Path], out_dir: str | Path, model: object,
               labels_dir: str | Path | None = None, *, save_prob: bool = False, gate: Gate | None = None,
               device: str = "cpu", batch_size: int = 8, bf16: bool | str = "auto", image_size: int | None = None,
-              handlers: Sequence[Handler] = (), on_start: Callable[[VolumeSource], None] | None = None,
+              tta: bool = False, handlers: Sequence[Handler] = (),
+              on_start: Callable[[VolumeSource], None] | None = None,
               on_result: Callable[[VolumeResult], None] | None = None, threshold: float = THRESHOLD,
               lung_margin_mm: float = LUNG_MARGIN_MM) -> list[VolumeResult]:
     """Process every volume of ``sources`` (paths or :class:`VolumeSource`) into ``out_dir``; never stops early.
 
     ``model``: a :class:`covseg.networks.loading.LoadedModel` (its ``image_size`` is used unless ``image_size``
-    is given), an ``nn.Module`` (``image_size`` default 352) or a ready :class:`SlicePredictor`. Reading of the
+    is given), an ``nn.Module`` (``image_size`` default 352) or a ready :class:`SlicePredictor`; ``tta``: flip
+    averaging (:class:`SlicePredictor`), recorded in each report's ``model`` entry. Reading of the
     next volume and writing of the previous one run in background threads. ``on_start(source)`` /
     ``on_result(result)`` are called in input order from the calling thread. An unwritable ``out_dir`` raises
     :class:`CovsegInputError` before anything is read.
@@ -403,7 +406,7 @@ def run_batch(sources: Sequence[VolumeSource | str | Path], out_dir: str | Path,
     paths = [s for s in sources if not isinstance(s, VolumeSource)]
     srcs: list[VolumeSource] = [s for s in sources if isinstance(s, VolumeSource)] + (find_volumes(paths) if paths
                                                                                       else [])
-    predictor, info = _as_predictor(model, image_size, device, batch_size, bf16)
+    predictor, info = _as_predictor(model, image_size, device, batch_size, bf16, tta)
     results: list[VolumeResult | None] = [None] * len(srcs)
     pending: tuple[int, Future, _Prepared] | None = None
 
