@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from covseg.io.atomic import atomic_path
+
 
 def read_state(path: str | Path) -> dict[str, Tensor]:
     """The network state dict stored in ``path`` (a weights file or a checkpoint with a ``network`` entry)."""
@@ -43,8 +45,6 @@ def average_states(states: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
 def average_weights(paths: Sequence[str | Path], out: str | Path) -> Path:
     """Average the snapshots in ``paths`` and save the state dict to ``out`` (atomically)."""
     state = average_states([read_state(p) for p in paths])
-    out = Path(out)
-    tmp = out.with_name(f".tmp-{out.name}")
-    torch.save(state, tmp)
-    tmp.replace(out)
-    return out
+    with atomic_path(out) as tmp:
+        torch.save(state, tmp)
+    return Path(out)

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from covseg.engines.averaging import average_weights
 from covseg.engines.cpu import autocast_context
+from covseg.io.atomic import atomic_path
 from covseg.networks.infnet import InfNetOutput
 
 log = logging.getLogger(__name__)
@@ -214,8 +215,7 @@ def save_weights(network: nn.Module, path: Path, half: bool = False) -> None:
     network = getattr(network, "module", network)
     state = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in
              network.state_dict().items()}
-    tmp = path.with_name(f".tmp-{path.name}")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
