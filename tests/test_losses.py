@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from covseg.engines.training import edge_from_mask
-from covseg.losses import InfNetLoss, StructureLoss, boundary_weights
+from covseg.losses import InfNetLoss, StructureLoss, boundary_weights, segmentation_loss
 from covseg.networks.infnet import InfNetOutput
 
 
@@ -55,3 +56,25 @@ def test_edge_from_mask_is_a_thin_band():
     edge = edge_from_mask(_square())
     assert edge[0, 0, 32, 32] == 0 and edge[0, 0, 20, 32] == 1 and edge[0, 0, 5, 5] == 0
     assert 0 < edge.sum() < 4 * 24 * 3
+
+
+def test_segmentation_loss_by_name_orders_predictions():
+    target = _square()
+    for name in ("structure", "bce_dice"):
+        loss = segmentation_loss(name)
+        assert loss(target * 20 - 10, target) < loss(torch.zeros_like(target), target) < loss(10 - target * 20, target)
+
+
+def test_unknown_segmentation_loss_is_named_in_the_error():
+    with pytest.raises(ValueError, match="'focal'"):
+        segmentation_loss("focal")
+
+
+def test_deep_supervision_uses_the_named_loss():
+    target = _square()
+    output = InfNetOutput(final=target * 4 - 2, side=[torch.zeros_like(target)], edge=None)
+    dice_loss = InfNetLoss(seg_loss="bce_dice")(output, target)
+    per_map = segmentation_loss("bce_dice")
+    expected = per_map(output.final, target) + per_map(output.side[0], target)
+    assert torch.isclose(dice_loss, expected)
+    assert not torch.isclose(dice_loss, InfNetLoss()(output, target))

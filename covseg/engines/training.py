@@ -100,13 +100,14 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
                   loss_fn: nn.Module | None = None, device: str | torch.device = "cpu", bf16: bool = False,
                   channels_last: bool = False, val_interval: int = 5, resume: bool = True,
                   tensorboard: bool = True, progress: bool = True, seed: int = 0,
-                  snapshot_start: int | None = None, snapshot_every: int = 5) -> Engine:
+                  snapshot_start: int | None = None, snapshot_every: int = 5, seg_loss: str = "structure") -> Engine:
     """Assemble the ignite trainer with optimiser, schedule, validation, checkpoints and logging.
 
     ``output_dir`` receives ``checkpoint_*.pt`` (everything needed to resume; the newest is loaded when
     ``resume``), ``model_best.pt`` (network weights with the best validation Dice) and ``model_final.pt``.
     With ``snapshot_start``, the weights of every ``snapshot_every``-th epoch from that epoch on are kept as
     ``snapshot_<epoch>.pt`` and averaged into ``model_swa.pt`` at the end (:mod:`covseg.engines.averaging`).
+    Without ``loss_fn``, the loss is :class:`covseg.losses.InfNetLoss` with ``seg_loss`` per map.
     """
     from covseg.losses import InfNetLoss
 
@@ -129,7 +130,7 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
         def factor(step: int) -> float:
             return 1.0
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    step = make_train_step(network, optimizer, loss_fn or InfNetLoss(), device, image_size, scales,
+    step = make_train_step(network, optimizer, loss_fn or InfNetLoss(seg_loss=seg_loss), device, image_size, scales,
                            all_scales, bf16, channels_last)
     trainer = Engine(step)
     best_file = output_dir / "best.json"

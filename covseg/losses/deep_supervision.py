@@ -5,26 +5,29 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from covseg.losses.structure import StructureLoss
+from covseg.losses.registry import segmentation_loss
 from covseg.networks.infnet import InfNetOutput
 
 
 class InfNetLoss(nn.Module):
-    """L = L_seg(final) + sum L_seg(side maps) + edge_weight * BCE(edge); plain tensors get L_seg only."""
+    """L = L_seg(final) + sum L_seg(side maps) + edge_weight * BCE(edge); plain tensors get L_seg only.
 
-    def __init__(self, edge_weight: float = 1.0, side_weight: float = 1.0) -> None:
+    ``seg_loss`` names L_seg (:func:`covseg.losses.registry.segmentation_loss`): the paper's structure loss by default.
+    """
+
+    def __init__(self, edge_weight: float = 1.0, side_weight: float = 1.0, seg_loss: str = "structure") -> None:
         super().__init__()
-        self.seg = StructureLoss()
+        self.seg = segmentation_loss(seg_loss)
         self.edge_weight, self.side_weight = edge_weight, side_weight
 
     def forward(self, output: InfNetOutput | Tensor | list[Tensor], mask: Tensor, edge: Tensor | None = None) -> Tensor:
         if isinstance(output, Tensor):
-            return self.seg(output, mask)
+            return self.seg(output.float(), mask)
         if not isinstance(output, InfNetOutput):  # e.g. U-Net++ deep supervision list, last map is final
-            return sum(self.seg(o, mask) for o in output) / len(output)
-        loss = self.seg(output.final, mask)
+            return sum(self.seg(o.float(), mask) for o in output) / len(output)
+        loss = self.seg(output.final.float(), mask)
         for side in output.side:
-            loss = loss + self.side_weight * self.seg(side, mask)
+            loss = loss + self.side_weight * self.seg(side.float(), mask)
         if output.edge is not None and edge is not None and self.edge_weight > 0:
             loss = loss + self.edge_weight * F.binary_cross_entropy_with_logits(output.edge.float(), edge.float())
         return loss
