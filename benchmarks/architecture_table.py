@@ -6,7 +6,7 @@ Usage: ``python benchmarks/architecture_table.py --workdir /work/runs/table [--r
 Each row is a network of :mod:`covseg.networks.registry` trained from scratch with the bundle's training recipe
 (``bundles/infnet/configs/train.yaml``, same augmentation, loss, optimiser and schedule; only the network and the
 overrides below change). Runs are resumable: a finished row (``model_final.pt``) is not retrained. ``--jobs``
-trainings run side by side with ``2 / jobs`` threads each. The final-epoch weights of every row are then scored,
+trainings run side by side with ``cpu_count / jobs`` threads each. The final-epoch weights of every row are then scored,
 without flip averaging, on the validation split (5 of the 50 labelled slices) and on the 48 test slices; the
 table is printed and written to ``WORKDIR/table.md``.
 """
@@ -21,10 +21,10 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from select_on_val import val_folders
+from select_on_val import score_on_val
 
-from covseg.engines.evaluation import TABLE_KEYS, evaluate_network, predict_folder
-from covseg.metrics.toolbox import evaluate_folders
+from covseg.engines.evaluation import TABLE_KEYS, evaluate_network
+from covseg.losses.registry import SEGMENTATION_LOSSES
 from covseg.networks.loading import load_weights
 from covseg.networks.registry import get_network
 
@@ -67,9 +67,7 @@ def score_row(row: str, weights: Path, args: argparse.Namespace) -> tuple[dict, 
     """Paper figures of ``weights`` on the validation split and on the test split (no flip averaging)."""
     network = load_weights(get_network(ROWS[row][0]), weights)
     with tempfile.TemporaryDirectory() as tmp:
-        images, masks = val_folders(Path(args.dataset_dir), Path(tmp) / "val")
-        predict_folder(network, images, Path(tmp) / "pred", masks, image_size=args.image_size)
-        val = evaluate_folders(Path(tmp) / "pred", masks)
+        val = score_on_val(network, Path(args.dataset_dir), Path(tmp), args.image_size)
     test = evaluate_network(network, args.dataset_dir, Path(args.workdir) / row / "test", args.image_size,
                             name=ROWS[row][1])
     return val, test
@@ -89,7 +87,7 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", choices=sorted(ROWS), default=list(ROWS))
     parser.add_argument("--epochs", type=int, default=25)
     parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--seg-loss", default="structure", choices=("structure", "bce_dice"))
+    parser.add_argument("--seg-loss", default="structure", choices=SEGMENTATION_LOSSES)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--dataset-dir", default=str(DATA))
     args = parser.parse_args()

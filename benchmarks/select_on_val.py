@@ -12,6 +12,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from torch import nn
+
 from covseg.engines.evaluation import predict_folder
 from covseg.io.slices import semiseg_items, split_train_val
 from covseg.metrics.toolbox import evaluate_folders, format_table_row
@@ -36,6 +38,16 @@ def val_folders(dataset_dir: Path, work: Path, val_count: int = 5, seed: int = 0
     return images, masks
 
 
+def score_on_val(network: nn.Module, dataset_dir: Path, work: Path, image_size: int = 352, tta: bool = False) -> dict:
+    """Paper figures of ``network`` on the validation slices (linked once into ``work/val``, predicted into
+    ``work/pred``)."""
+    images, masks = work / "val" / "images", work / "val" / "masks"
+    if not images.exists():
+        val_folders(dataset_dir, work / "val")
+    predict_folder(network, images, work / "pred", masks, image_size=image_size, tta=tta)
+    return evaluate_folders(work / "pred", masks)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("weights", nargs="+")
@@ -47,13 +59,10 @@ def main() -> None:
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.tta]
     best = None
     with tempfile.TemporaryDirectory() as tmp:
-        images, masks = val_folders(Path(args.dataset_dir), Path(tmp) / "val")
         for weights in args.weights:
             network = load_weights(get_network(args.network), weights)
             for tta in modes:
-                pred = Path(tmp) / "pred"
-                predict_folder(network, images, pred, masks, image_size=args.image_size, tta=tta)
-                figures = evaluate_folders(pred, masks)
+                figures = score_on_val(network, Path(args.dataset_dir), Path(tmp), args.image_size, tta)
                 label = f"{weights} tta={'on' if tta else 'off'}"
                 print(format_table_row(figures, name=label), flush=True)
                 if best is None or figures["meanDic"] > best[0]:

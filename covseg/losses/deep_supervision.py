@@ -20,14 +20,18 @@ class InfNetLoss(nn.Module):
         self.seg = segmentation_loss(seg_loss)
         self.edge_weight, self.side_weight = edge_weight, side_weight
 
+    def _map_loss(self, logits: Tensor, mask: Tensor) -> Tensor:
+        """L_seg of one map, in fp32 (maps may come out of bf16 autocast)."""
+        return self.seg(logits.float(), mask.float())
+
     def forward(self, output: InfNetOutput | Tensor | list[Tensor], mask: Tensor, edge: Tensor | None = None) -> Tensor:
         if isinstance(output, Tensor):
-            return self.seg(output.float(), mask)
+            return self._map_loss(output, mask)
         if not isinstance(output, InfNetOutput):  # e.g. U-Net++ deep supervision list, last map is final
-            return sum(self.seg(o.float(), mask) for o in output) / len(output)
-        loss = self.seg(output.final.float(), mask)
+            return sum(self._map_loss(o, mask) for o in output) / len(output)
+        loss = self._map_loss(output.final, mask)
         for side in output.side:
-            loss = loss + self.side_weight * self.seg(side.float(), mask)
+            loss = loss + self.side_weight * self._map_loss(side, mask)
         if output.edge is not None and edge is not None and self.edge_weight > 0:
             loss = loss + self.edge_weight * F.binary_cross_entropy_with_logits(output.edge.float(), edge.float())
         return loss

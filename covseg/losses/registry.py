@@ -7,6 +7,8 @@ from torch import nn
 
 from covseg.losses.structure import StructureLoss
 
+SEGMENTATION_LOSSES = ("structure", "bce_dice")
+
 
 def segmentation_loss(name: str = "structure") -> nn.Module:
     """``structure``: boundary-weighted BCE + weighted IoU (Inf-Net); ``bce_dice``: BCE + soft Dice (MONAI, JCS).
@@ -17,4 +19,4 @@ def segmentation_loss(name: str = "structure") -> nn.Module:
         return StructureLoss()
     if name == "bce_dice":
         return DiceCELoss(sigmoid=True, smooth_nr=1.0, smooth_dr=1.0)
-    raise ValueError(f"unknown segmentation loss {name!r}; choose 'structure' or 'bce_dice'")
+    raise ValueError(f"unknown segmentation loss {name!r}; choose one of {', '.join(SEGMENTATION_LOSSES)}")
