@@ -38,6 +38,15 @@ def semiseg_items(dataset_dir: str | Path, split: str = "train", limit: int | No
     return items[:limit] if limit else items
 
 
+def unlabelled_items(dataset_dir: str | Path, limit: int | None = None) -> list[dict]:
+    """Items ``{"name", "image": path}`` of the unlabelled training slices (read lazily: there are 1,600)."""
+    folder = Path(dataset_dir) / "train" / "unlabeled" / "images"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: not found (is {dataset_dir} the COVID-SemiSeg folder?)")
+    items = [{"name": p.stem, "image": str(p)} for p in list_images(folder)]
+    return items[:limit] if limit else items
+
+
 def split_train_val(items: list[dict], val_count: int = 5, seed: int = 0) -> tuple[list[dict], list[dict]]:
     """A fixed random validation subset carved from the training items (never the test split)."""
     order = list(range(len(items)))

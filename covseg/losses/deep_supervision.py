@@ -12,12 +12,14 @@ from covseg.networks.infnet import InfNetOutput
 class InfNetLoss(nn.Module):
     """L = L_seg(final) + sum L_seg(side maps) + edge_weight * BCE(edge); plain tensors get L_seg only.
 
-    ``seg_loss`` names L_seg (:func:`covseg.losses.registry.segmentation_loss`): the paper's structure loss by default.
+    ``seg_loss`` names L_seg (:func:`covseg.losses.registry.segmentation_loss`): the paper's structure loss by default;
+    a loss module (logits, target) → scalar is used as it is.
     """
 
-    def __init__(self, edge_weight: float = 1.0, side_weight: float = 1.0, seg_loss: str = "structure") -> None:
+    def __init__(self, edge_weight: float = 1.0, side_weight: float = 1.0,
+                 seg_loss: str | nn.Module = "structure") -> None:
         super().__init__()
-        self.seg = segmentation_loss(seg_loss)
+        self.seg = seg_loss if isinstance(seg_loss, nn.Module) else segmentation_loss(seg_loss)
         self.edge_weight, self.side_weight = edge_weight, side_weight
 
     def _map_loss(self, logits: Tensor, mask: Tensor) -> Tensor:
