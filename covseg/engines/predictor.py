@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from covseg.engines.cpu import autocast_context, resolve_bf16
+from covseg.options import as_flag
 
 __all__ = ["SlicePredictor", "logits_of"]
 
@@ -52,8 +53,8 @@ class SlicePredictor:
         self.image_size = None if image_size is None else int(image_size)
         self.batch_size = int(batch_size)
         self.bf16 = resolve_bf16(bf16, self.device)
-        self.channels_last = bool(channels_last)
-        self.tta = bool(tta)
+        self.channels_last = as_flag(channels_last, "channels_last")
+        self.tta = as_flag(tta, "tta")
         self.network = network.to(self.device).eval()
         if self.channels_last:
             self.network = self.network.to(memory_format=torch.channels_last)

@@ -23,6 +23,7 @@ from covseg.engines.averaging import average_weights
 from covseg.engines.cpu import autocast_context
 from covseg.io.atomic import atomic_path
 from covseg.networks.infnet import InfNetOutput
+from covseg.options import as_flag
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
     """
     from covseg.losses import InfNetLoss
 
+    all_scales, channels_last = as_flag(all_scales, "all_scales"), as_flag(channels_last, "channels_last")
     rank = idist.get_rank()
     torch.manual_seed(seed + rank)
     random.seed(seed + rank)

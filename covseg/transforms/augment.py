@@ -20,6 +20,8 @@ from monai.transforms import (
     ThresholdIntensityd,
 )
 
+from covseg.options import as_flag
+
 KEYS = ("image", "label")
 
 
@@ -41,7 +43,7 @@ def train_transforms(image_size: int = 352, strong_window_jitter: bool = True) -
     ``strong_window_jitter``: the wide display-window change of :func:`window_jitter`; ``False`` gives the
     mild jitter (scale ±0.15, shift ±0.08, each with probability 0.3) of the first shipped weights.
     """
-    intensity = window_jitter() if strong_window_jitter else [
+    intensity = window_jitter() if as_flag(strong_window_jitter, "strong_window_jitter") else [
         RandScaleIntensityd(keys="image", prob=0.3, factors=0.15),
         RandShiftIntensityd(keys="image", prob=0.3, offsets=0.08),
     ]
