@@ -6,6 +6,8 @@ import contextlib
 
 import torch
 
+from covseg.options import as_flag
+
 
 def bf16_fast(device: torch.device | str = "cpu") -> bool:
     """True when bf16 autocast is worth it: CUDA with bf16, or a CPU whose oneDNN has native bf16 kernels.
@@ -20,12 +22,11 @@ def bf16_fast(device: torch.device | str = "cpu") -> bool:
 
 
 def resolve_bf16(setting: bool | str, device: torch.device | str = "cpu") -> bool:
-    """Turn a ``True`` / ``False`` / ``"auto"`` precision setting into a decision."""
-    if isinstance(setting, str):
-        if setting != "auto":
-            raise ValueError(f"bf16 must be true, false or 'auto', not {setting!r}")
+    """Turn a ``True`` / ``False`` / ``"auto"`` precision setting (also ``"true"``/``"false"`` from overrides) into a
+    decision."""
+    if isinstance(setting, str) and setting.strip().lower() == "auto":
         return bf16_fast(device)
-    return bool(setting)
+    return as_flag(setting, "bf16")
 
 
 def autocast_context(device: torch.device | str, bf16: bool) -> contextlib.AbstractContextManager:
