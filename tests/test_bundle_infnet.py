@@ -3,41 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from bundle_runs import BUNDLE, TINY, TRAIN, bundle_cmd, run_ok
 
 from covseg.networks.infnet import InfNet
 from covseg.networks.loading import load_weights
-
-REPO = Path(__file__).resolve().parents[1]
-BUNDLE = REPO / "bundles" / "infnet"
-TRAIN = str(BUNDLE / "configs" / "train.yaml")
-TINY = ["--train_limit", "4", "--image_size", "64", "--batch_size", "2", "--val_interval", "1"]
-
-
-def _run(args: list[str], env_extra: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
-def _bundle(run_id: str, config: str, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", config,
-            "--bundle_root", str(BUNDLE), *overrides]
 
 
 @pytest.mark.slow
 def test_tiny_training_run_writes_checkpoint_and_resumes(semiseg_dir, tmp_path):
     out = tmp_path / "run"
     common = ["--dataset_dir", str(semiseg_dir), "--output_dir", str(out), *TINY]
-    first = _run(_bundle("training", TRAIN, "--max_epochs", "1", "--snapshot_start", "1", *common))
+    first = run_ok(bundle_cmd("training", TRAIN, "--max_epochs", "1", "--snapshot_start", "1", *common))
     assert "epoch 1/1" in first.stdout
     assert (out / "checkpoint_1.pt").exists() and (out / "snapshot_1.pt").exists()
     swa, final = (torch.load(out / f, weights_only=True) for f in ("model_swa.pt", "model_final.pt"))
@@ -45,7 +27,7 @@ def test_tiny_training_run_writes_checkpoint_and_resumes(semiseg_dir, tmp_path):
     net = load_weights(InfNet(), out / "model_final.pt")
     assert net(torch.rand(1, 1, 64, 64)).shape == (1, 1, 64, 64)
 
-    second = _run(_bundle("training", TRAIN, "--max_epochs", "2", *common))
+    second = run_ok(bundle_cmd("training", TRAIN, "--max_epochs", "2", *common))
     assert "epoch 2/2" in second.stdout and "epoch 1/2" not in second.stdout  # resumed, not restarted
     assert (out / "checkpoint_2.pt").exists()
     assert json.loads((out / "best.json").read_text())["epoch"] in (1, 2)
@@ -56,9 +38,9 @@ def test_torchrun_two_processes_on_cpu_with_gloo(semiseg_dir, tmp_path):
     out = tmp_path / "ddp"
     configs = str([TRAIN, str(BUNDLE / "configs" / "multi_gpu_train.yaml")])
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    cmd = torchrun + _bundle("training", configs, "--max_epochs", "1", "--dataset_dir", str(semiseg_dir),
+    cmd = torchrun + bundle_cmd("training", configs, "--max_epochs", "1", "--dataset_dir", str(semiseg_dir),
                              "--output_dir", str(out), *TINY)[1:]
-    proc = _run(cmd)
+    proc = run_ok(cmd)
     assert "epoch 1/1" in proc.stdout
     state = torch.load(out / "model_final.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in state)  # DDP wrapper removed before saving
@@ -71,7 +53,7 @@ def test_evaluate_config_writes_predictions_and_table(semiseg_dir, tmp_path):
     torch.manual_seed(0)
     torch.save(InfNet().state_dict(), weights)
     out = tmp_path / "eval"
-    proc = _run(_bundle("evaluate", str(BUNDLE / "configs" / "evaluate.yaml"), "--dataset_dir", str(semiseg_dir),
+    proc = run_ok(bundle_cmd("evaluate", str(BUNDLE / "configs" / "evaluate.yaml"), "--dataset_dir", str(semiseg_dir),
                         "--output_dir", str(out), "--weights", str(weights), "--image_size", "64"))
     assert "Dice" in proc.stdout and "S-alpha" in proc.stdout
     preds = sorted((out / "predictions").glob("*.png"))

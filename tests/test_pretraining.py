@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bundle_runs import BUNDLE, bundle_cmd, run_ok
 from PIL import Image
 
 from covseg.io.slices import unlabelled_items
@@ -14,7 +15,6 @@ from covseg.losses.restoration import restoration_loss
 from covseg.networks.infnet import InfNet, InfNetOutput
 from covseg.networks.loading import load_weights
 from covseg.transforms.restoration import restoration_transforms
-from tests.test_bundle_infnet import BUNDLE, _bundle, _run
 
 
 def _slice_file(tmp_path: Path, seed: int = 0) -> str:
@@ -65,9 +65,9 @@ def test_unlabelled_items_list_the_real_pool(semiseg_dir):
 @pytest.mark.slow
 def test_pretraining_run_gives_weights_that_training_starts_from(semiseg_dir, tmp_path):
     out = tmp_path / "pretrain"
-    proc = _run(_bundle("pretraining", str(BUNDLE / "configs" / "pretrain.yaml"), "--dataset_dir", str(semiseg_dir),
-                        "--output_dir", str(out), "--max_epochs", "1", "--train_limit", "4", "--image_size", "64",
-                        "--batch_size", "2"))
+    pretrain = str(BUNDLE / "configs" / "pretrain.yaml")
+    proc = run_ok(bundle_cmd("pretraining", pretrain, "--dataset_dir", str(semiseg_dir), "--output_dir", str(out),
+                             "--max_epochs", "1", "--train_limit", "4", "--image_size", "64", "--batch_size", "2"))
     assert "epoch 1/1" in proc.stdout
     pretrained = load_weights(InfNet(), out / "model_final.pt")
     fresh = InfNet()
@@ -75,7 +75,7 @@ def test_pretraining_run_gives_weights_that_training_starts_from(semiseg_dir, tm
                if v.is_floating_point() and not torch.equal(v, pretrained.state_dict()[k])]
     assert changed  # the restoration steps updated the weights
     run = tmp_path / "train"
-    proc = _run(_bundle("training", str(BUNDLE / "configs" / "train.yaml"), "--dataset_dir", str(semiseg_dir),
+    proc = run_ok(bundle_cmd("training", str(BUNDLE / "configs" / "train.yaml"), "--dataset_dir", str(semiseg_dir),
                         "--output_dir", str(run), "--max_epochs", "1", "--train_limit", "4", "--image_size", "64",
                         "--batch_size", "2", "--init_weights", str(out / "model_final.pt")))
     assert "epoch 1/1" in proc.stdout and (run / "model_final.pt").exists()
