@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.ao.quantization import get_default_qconfig_mapping, quantize_fx
 
 from covseg.io.slices import semiseg_items, split_train_val
+from covseg.metrics.binary import binary_scores
 from covseg.networks.loading import load_weights
 from covseg.networks.registry import get_network
 
@@ -72,9 +73,10 @@ def main() -> None:
             _masks(model, timed)
             seconds[name] += time.perf_counter() - start
     per_slice = {k: v / (2 * len(timed)) for k, v in seconds.items()}
-    a, b = _masks(network, test), _masks(int8, test)
-    pooled = 2 * sum((x & y).sum() for x, y in zip(a, b)) / sum(x.sum() + y.sum() for x, y in zip(a, b))
-    per = np.mean([(2 * (x & y).sum() + 1e-9) / (x.sum() + y.sum() + 1e-9) for x, y in zip(a, b)])
+    scores = [binary_scores(q, f) for q, f in zip(_masks(int8, test), _masks(network, test))]
+    tp, fp, fn = (sum(sc[k] for sc in scores) for k in ("tp", "fp", "fn"))
+    pooled = 2 * tp / (2 * tp + fp + fn)
+    per = np.mean([sc["dice"] for sc in scores])
     print(f"int8 (fp32 kept: {', '.join(args.keep_fp32) or 'none'}), {args.threads} thread(s): "
           f"fp32 {per_slice['fp32']:.3f} s/slice, int8 {per_slice['int8']:.3f} s/slice, "
           f"speed-up {per_slice['fp32'] / per_slice['int8']:.2f}x; mask Dice vs fp32 pooled {pooled:.4f}, "

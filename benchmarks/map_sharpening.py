@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from select_on_val import DATA, REPO, score_on_val
+from torch import nn
 
 from covseg.metrics.toolbox import evaluate_folders
 from covseg.networks.loading import load_weights
@@ -34,8 +35,13 @@ def main() -> None:
     parser.add_argument("--tta", choices=("on", "off"), default="on")
     args = parser.parse_args()
     network = load_weights(get_network("infnet"), args.weights)
-    work = Path(tempfile.mkdtemp())
-    score_on_val(network, DATA, work, tta=args.tta == "on")
+    with tempfile.TemporaryDirectory() as tmp:
+        _report(network, Path(tmp), args.tta == "on")
+
+
+def _report(network: nn.Module, work: Path, tta: bool) -> None:
+    """Predict the validation maps into ``work`` and print one row per temperature (and the 0.5 binarisation)."""
+    score_on_val(network, DATA, work, tta=tta)
     masks = work / "val" / "masks"
     maps = {p.name: np.asarray(Image.open(p), dtype=np.float64) / 255 for p in sorted((work / "pred").glob("*.png"))}
     truth = {n: np.asarray(Image.open(masks / n).convert("L")) > 128 for n in maps}

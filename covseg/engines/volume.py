@@ -369,8 +369,9 @@ def _as_predictor(model: object, image_size: int | None, device: str, batch_size
     info = {"name": getattr(model, "name", type(network).__name__), "image_size": size}
     if hasattr(model, "trained"):
         info["trained"] = bool(model.trained)
-    info["tta"] = bool(tta)
-    return SlicePredictor(network, image_size=size, device=device, batch_size=batch_size, bf16=bf16, tta=tta), info
+    predictor = SlicePredictor(network, image_size=size, device=device, batch_size=batch_size, bf16=bf16, tta=tta)
+    info["tta"] = predictor.tta  # the predictor's reading of the option, so the report cannot disagree with it
+    return predictor, info
 
 
 def _error_text(exc: BaseException, source: str) -> str:
