@@ -9,7 +9,9 @@ Each run is a fresh subprocess (``covseg infer <phantom> --out <tmp>``) whose wa
   benchmark's child (logits = 20 x (x - 0.6), i.e. a threshold of the windowed slice), so the figure is the
   pipeline's own cost: read, lung mask, crops, resizing, batching, paste, post-processing, writing, reports;
 * ``network included``: the default model (``load_model()``: the shipped Inf-Net bundle, or an untrained Inf-Net
-  until weights ship; same cost either way).
+  until weights ship; same cost either way);
+* with ``--onnxruntime`` also the default model under ``--backend onnxruntime``, twice: the first run exports the
+  network into an empty cache (``COVSEG_CACHE`` = a temporary folder), the second reuses the export.
 
 Prints a markdown table and appends it, with the command and the machine, to ``docs/benchmarks.md``.
 """
@@ -61,12 +63,13 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _run(cli_args: list[str], log: Path) -> dict:
+def _run(cli_args: list[str], log: Path, cache: Path) -> dict:
     """Run one child; return wall seconds, peak RSS (MB) and exit status."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", *cli_args]
     start = time.perf_counter()
     with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO)
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO,
+                                env={**os.environ, "COVSEG_CACHE": str(cache)})
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -78,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", type=int, nargs=3, default=(300, 512, 512), metavar=("Z", "Y", "X"))
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads in the children")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--onnxruntime", action="store_true",
+                        help="also time --backend onnxruntime (first run with an empty export cache, then cached)")
     parser.add_argument("--no-docs", action="store_true", help="do not append to docs/benchmarks.md")
     args = parser.parse_args(argv)
 
@@ -96,12 +101,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads:
             common += ["--threads", str(args.threads)]
         runs = [("network excluded", ["--model", NULL_MODEL]), ("network included", [])]
+        if args.onnxruntime:
+            ort = ["--backend", "onnxruntime"]
+            runs += [("network included, onnxruntime, first run (exports)", ort),
+                     ("network included, onnxruntime, cached export", ort)]
         rows = []
         for label, extra in runs:
-            out = tmp / label.replace(" ", "_")
+            out = tmp / "".join(c if c.isalnum() else "_" for c in label)
             cli = ["infer", str(ct), "--out", str(out), *extra, *common]
             print(f"running: covseg {' '.join(cli)}", flush=True)
-            res = _run(cli, tmp / f"{out.name}.log")
+            res = _run(cli, tmp / f"{out.name}.log", tmp / "cache")
             report = {}
             summary = out / "summary.json"
             if summary.exists():
@@ -124,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             name = "threshold, no network"
         elif model.get("trained") is False:
             name += " (untrained)"
+        if model.get("backend") and name != "threshold, no network":
+            name += f", {model['backend']}"
         n = rep.get("predicted_slices") or 0
         per = f"{timing['total'] / n:.3f}" if n and "total" in timing else "-"
         lines.append(f"| {label} | {name} | {res['wall_s']:.1f} | {timing.get('total', float('nan')):.1f} | {per} | "
@@ -139,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_docs:
         now = datetime.datetime.now().astimezone()
         cmd = "python benchmarks/bench_infer.py" + (f" --threads {args.threads}" if args.threads else "") + (
+            " --onnxruntime" if args.onnxruntime else "") + (
             f" --shape {' '.join(map(str, args.shape))}" if tuple(args.shape) != (300, 512, 512) else "")
         section = [
             f"## `covseg infer` end to end, {args.shape[2]}x{args.shape[1]}x{args.shape[0]} phantom "

@@ -8,7 +8,9 @@ is absent), one after the other in one process:
 * ``plain``: the official procedure: each slice alone (batch 1), fp32, NCHW, resize to 352², forward, upsample
   the logits to the slice size, sigmoid;
 * ``covseg``: :class:`covseg.engines.predictor.SlicePredictor` with its defaults (batches of 8, channels-last,
-  bf16 autocast only where the CPU has native bf16 kernels).
+  bf16 autocast only where the CPU has native bf16 kernels);
+* ``covseg, onnxruntime`` (when onnxruntime is installed): the same predictor on the network exported to ONNX and
+  run by ONNX Runtime (``covseg infer --backend onnxruntime``; the export, cached, is not timed).
 
 Also reports the agreement of the two masks (probability >= 0.5) as a Dice over all slices, and appends a
 record to ``docs/benchmarks.md``.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import platform
 import time
 from pathlib import Path
@@ -107,6 +110,17 @@ def main() -> None:
         f"| covseg SlicePredictor (batch {args.batch_size}, channels-last, bf16={bf16}) | {fast_s:.3f} | "
         f"{plain_s / fast_s:.2f} | {dice:.4f} |",
     ]
+    if importlib.util.find_spec("onnxruntime") is not None:
+        from covseg.engines.onnx_runtime import onnx_runtime_network
+
+        ort_predictor = SlicePredictor(onnx_runtime_network(model.network, image_size=size), image_size=size,
+                                       batch_size=args.batch_size, channels_last=False)
+        ort_predictor.predict(slices[:2])  # warm-up
+        t = time.perf_counter()
+        by_ort = ort_predictor.predict(slices)
+        ort_s = (time.perf_counter() - t) / len(slices)
+        rows.append(f"| covseg SlicePredictor, onnxruntime backend (batch {args.batch_size}, fp32) | {ort_s:.3f} | "
+                    f"{plain_s / ort_s:.2f} | {mask_dice(plain, by_ort):.4f} |")
     table = "\n".join(rows)
     print(table)
     if not args.no_docs:

@@ -82,3 +82,27 @@ def test_metadata_verifies_offline(tmp_path):
     bad = subprocess.run(ok[:4] + [str(bad_file), "--filepath", str(tmp_path / "schema.json")],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "network_data_format" in bad.stdout + bad.stderr
+
+
+@pytest.mark.slow
+def test_inference_config_same_masks_with_onnxruntime(tmp_path):
+    """The shipped weights through inference.yaml with each backend: the same infection masks."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")
+    import nibabel as nib
+    import numpy as np
+
+    from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+
+    ct = write_phantom(tmp_path / "in" / "case.nii.gz",
+                       make_chest_phantom(shape=(6, 96, 96), spacing=(3.5, 3.5, 10.0), seed=3))["ct"]
+    masks = {}
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / backend
+        run_ok(bundle_cmd("inference", str(BUNDLE / "configs" / "inference.yaml"), "--input_dir", str(ct),
+                          "--output_dir", str(out), "--backend", backend),
+               env_extra={"COVSEG_CACHE": str(tmp_path / "cache")})
+        report = json.loads((out / "case" / "report.json").read_text())
+        assert report["model"]["backend"] == backend and report["model"]["trained"] is True
+        masks[backend] = np.asarray(nib.load(out / "case" / "infection_mask.nii.gz").dataobj)
+    assert masks["torch"].any()
+    np.testing.assert_array_equal(masks["torch"], masks["onnxruntime"])

@@ -120,6 +120,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="average each slice's prediction over flips (4x the compute; see docs/benchmarks.md)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for torch (default: torch's choice; use 1 on a busy shared machine)")
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                   help="run the network with torch (default) or ONNX Runtime (CPU only; same masks, ~1.4x faster "
+                        "on AVX2 CPUs; exported once into ~/.cache/covseg/onnx; needs covseg[onnx])")
 
 
 # ------------------------------------------------------------------------------------------------- main
@@ -180,6 +183,9 @@ def _load(args: argparse.Namespace):
             _error(f"--threads must be >= 1, got {args.threads}")
             return None
         torch.set_num_threads(args.threads)
+    if args.backend == "onnxruntime" and args.device != "cpu":
+        _error(f"--backend onnxruntime runs on the CPU only, not --device {args.device}")
+        return None
     if args.device.startswith("cuda"):
         import torch
 
@@ -187,7 +193,12 @@ def _load(args: argparse.Namespace):
             _error(f"--device {args.device}: CUDA is not available (torch {torch.__version__})")
             return None
     try:
-        return load_model(model=args.model, bundle=args.bundle, device=args.device)
+        model = load_model(model=args.model, bundle=args.bundle, device=args.device)
+        if args.backend == "onnxruntime":
+            from covseg.engines.onnx_runtime import onnx_runtime_network
+
+            model.network = onnx_runtime_network(model.network, image_size=model.image_size, threads=args.threads)
+        return model
     except KeyError as exc:
         _error(str(exc.args[0]) if exc.args else str(exc))
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
@@ -257,7 +268,8 @@ def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, label
     if not shard.is_main:
         return EXIT_FAILED if any(not r.ok for r in results) else EXIT_OK
     meta = {"command": "covseg infer", "inputs": [str(i) for i in inputs], "out": str(out),
-            "model": {"name": model.name, "trained": model.trained, "image_size": model.image_size},
+            "model": {"name": model.name, "trained": model.trained, "image_size": model.image_size,
+                      "backend": args.backend},
             "labels": labels, "seconds": round(time.perf_counter() - t0, 3), "processes": shard.world}
     try:
         write_batch_report(results, out, meta)

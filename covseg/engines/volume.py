@@ -55,6 +55,7 @@ import SimpleITK as sitk
 from ignite.engine import Engine
 from torch import nn
 
+from covseg.engines.onnx_runtime import OnnxRuntimeNetwork
 from covseg.engines.predictor import SlicePredictor
 from covseg.io.atomic import atomic_write_text, ensure_writable_dir
 from covseg.io.discover import VolumeSource, find_volumes
@@ -369,8 +370,11 @@ def _as_predictor(model: object, image_size: int | None, device: str, batch_size
     info = {"name": getattr(model, "name", type(network).__name__), "image_size": size}
     if hasattr(model, "trained"):
         info["trained"] = bool(model.trained)
-    predictor = SlicePredictor(network, image_size=size, device=device, batch_size=batch_size, bf16=bf16, tta=tta)
+    on_ort = isinstance(network, OnnxRuntimeNetwork)  # ONNX Runtime takes plain NCHW arrays
+    predictor = SlicePredictor(network, image_size=size, device=device, batch_size=batch_size, bf16=bf16, tta=tta,
+                               channels_last=not on_ort)
     info["tta"] = predictor.tta  # the predictor's reading of the option, so the report cannot disagree with it
+    info["backend"] = "onnxruntime" if on_ort else "torch"
     return predictor, info
 
 

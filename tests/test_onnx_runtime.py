@@ -1,0 +1,112 @@
+"""The ONNX Runtime backend: same logits as torch, dynamic batch, export cache, and the CLI option."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from covseg.cli.main import main
+from covseg.engines import onnx_runtime
+from covseg.engines.onnx_runtime import OnnxRuntimeNetwork, network_key, onnx_runtime_network
+from covseg.engines.predictor import SlicePredictor
+from covseg.networks import loading
+from covseg.networks.registry import get_network
+
+pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")
+pytest.importorskip("onnxscript", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY = (4, 4, 8, 8, 16, 4)
+
+
+class TwoHeads(nn.Module):
+    """A small network with a structured output (side map, final map) like Inf-Net's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1), nn.ReLU())
+        self.side = nn.Conv2d(6, 1, 1)
+        self.final = nn.Conv2d(6, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(x)
+        return self.side(h), self.final(h) + 0.5 * self.side(h)
+
+
+def test_logits_match_torch_for_any_batch(tmp_path):
+    torch.manual_seed(0)
+    net = TwoHeads().eval()
+    ort_net = onnx_runtime_network(net, image_size=32, cache=tmp_path)
+    assert isinstance(ort_net, OnnxRuntimeNetwork)
+    for batch in (1, 3, 8):
+        x = torch.rand(batch, 1, 32, 32)
+        with torch.no_grad():
+            expected = net(x)[-1]
+        got = ort_net(x)
+        assert got.shape == expected.shape
+        assert torch.allclose(got, expected, atol=1e-4), float((got - expected).abs().max())
+
+
+def test_predictor_masks_equal_with_either_backend(tmp_path):
+    net = get_network("unet", features=TINY).eval()
+    rng = np.random.default_rng(1)
+    slices = [rng.random((40, 36), dtype=np.float32) for _ in range(5)]
+    by_torch = SlicePredictor(net, image_size=32, batch_size=2, bf16=False).predict(slices)
+    by_ort = SlicePredictor(onnx_runtime_network(net, image_size=32, cache=tmp_path), image_size=32,
+                            batch_size=2, bf16=False).predict(slices)
+    for a, b in zip(by_torch, by_ort):
+        assert a.shape == b.shape == (1, 40, 36)
+        assert np.abs(a - b).max() < 1e-4
+
+
+def test_export_is_cached_by_weights(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    net = TwoHeads().eval()
+    onnx_runtime_network(net, image_size=32, cache=tmp_path)
+    files = list(tmp_path.glob("*.onnx"))
+    assert len(files) == 1 and not list(tmp_path.glob("*.part"))
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again although the cache holds this network")
+
+    monkeypatch.setattr(onnx_runtime, "export_onnx", no_export)
+    onnx_runtime_network(net, image_size=32, cache=tmp_path)  # same weights: from the cache
+    key = network_key(net, 32)
+    with torch.no_grad():
+        net.final.bias.add_(1.0)
+    assert network_key(net, 32) != key  # other weights: another file
+    assert network_key(net, 48) != network_key(net, 32)
+
+
+def test_cli_backend_option(tmp_path, monkeypatch):
+    net = get_network("unet", features=TINY)
+
+    def fake_load_model(model=None, bundle=None, device="cpu"):
+        return loading.LoadedModel(net.eval(), name="tiny-unet", image_size=32)
+
+    monkeypatch.setattr(loading, "load_model", fake_load_model)
+    monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))
+    masks = {}
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / backend
+        assert main(["demo", "--out", str(out), "--phantom-shape", "8,48,48", "--no-progress",
+                     "--backend", backend]) == 0
+        report = json.loads((out / "phantom" / "report.json").read_text())
+        assert report["model"]["backend"] == backend
+        masks[backend] = np.asarray(nib.load(out / "phantom" / "infection_mask.nii.gz").dataobj)
+    assert list((tmp_path / "cache" / "onnx").glob("*.onnx"))
+    np.testing.assert_array_equal(masks["torch"], masks["onnxruntime"])
+
+
+def test_cli_backend_on_cuda_is_one_line_error(tmp_path, capsys):
+    code = main(["infer", str(tmp_path / "ct.nii.gz"), "--out", str(tmp_path / "x"), "--backend", "onnxruntime",
+                 "--device", "cuda", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert err.startswith("error: --backend onnxruntime") and "\n" not in err
