@@ -104,6 +104,24 @@ def test_cli_backend_option(tmp_path, monkeypatch):
     np.testing.assert_array_equal(masks["torch"], masks["onnxruntime"])
 
 
+class NotExportable(nn.Module):
+    """Data-dependent Python control flow, which torch.export cannot capture."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return y if float(y.mean()) > 0 else -y
+
+
+def test_export_failure_is_one_clear_error(tmp_path):
+    with pytest.raises(RuntimeError, match=r"NotExportable could not be exported to ONNX .*use --backend torch"):
+        onnx_runtime_network(NotExportable().eval(), image_size=16, cache=tmp_path)
+    assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob("*.part"))
+
+
 def test_cli_backend_on_cuda_is_one_line_error(tmp_path, capsys):
     code = main(["infer", str(tmp_path / "ct.nii.gz"), "--out", str(tmp_path / "x"), "--backend", "onnxruntime",
                  "--device", "cuda", "--no-progress"])

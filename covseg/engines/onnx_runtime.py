@@ -117,7 +117,12 @@ def onnx_runtime_network(network: nn.Module, image_size: int = 352, threads: int
     path = folder / f"{network_key(network, image_size)}.onnx"
     if not path.exists():
         log.info("exporting %s to ONNX once (about half a minute): %s", type(network).__name__, path)
-        export_onnx(network, path, image_size)
+        try:
+            export_onnx(network, path, image_size)
+        except Exception as exc:  # the exporter's errors are many and long: one line, and the way out
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise RuntimeError(f"{type(network).__name__} could not be exported to ONNX ({type(exc).__name__}: "
+                               f"{first}); use --backend torch") from exc
     out_channels = getattr(network, "out_channels", None)
     return OnnxRuntimeNetwork(path, threads=threads, out_channels=out_channels if isinstance(out_channels, int)
                               else None)
