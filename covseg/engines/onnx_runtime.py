@@ -69,6 +69,9 @@ def export_onnx(network: nn.Module, path: str | Path, image_size: int = 352) -> 
     os.close(fd)
     try:
         program.save(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; a shared cache folder needs it readable
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
