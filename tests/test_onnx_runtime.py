@@ -84,7 +84,7 @@ def test_export_is_cached_by_weights(tmp_path, monkeypatch):
     assert network_key(net, 48) != network_key(net, 32)
 
 
-def test_cli_backend_option(tmp_path, monkeypatch):
+def test_cli_backend_option(tmp_path, monkeypatch, capsys):
     net = get_network("unet", features=TINY)
 
     def fake_load_model(model=None, bundle=None, device="cpu"):
@@ -100,6 +100,8 @@ def test_cli_backend_option(tmp_path, monkeypatch):
         report = json.loads((out / "phantom" / "report.json").read_text())
         assert report["model"]["backend"] == backend
         masks[backend] = np.asarray(nib.load(out / "phantom" / "infection_mask.nii.gz").dataobj)
+        exported = "exporting the network to ONNX once" in capsys.readouterr().err
+        assert exported == (backend == "onnxruntime")  # the user is told why the first run waits
     assert list((tmp_path / "cache" / "onnx").glob("*.onnx"))
     np.testing.assert_array_equal(masks["torch"], masks["onnxruntime"])
 

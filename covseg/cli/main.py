@@ -197,7 +197,12 @@ def _load(args: argparse.Namespace):
         if args.backend == "onnxruntime":
             from covseg.engines.onnx_runtime import onnx_runtime_network
 
-            model.network = onnx_runtime_network(model.network, image_size=model.image_size, threads=args.threads)
+            def notice(path: Path) -> None:
+                print(f"covseg: exporting the network to ONNX once (about half a minute): {path}", file=sys.stderr,
+                      flush=True)
+
+            model.network = onnx_runtime_network(model.network, image_size=model.image_size, threads=args.threads,
+                                                 on_export=notice)
         return model
     except KeyError as exc:
         _error(str(exc.args[0]) if exc.args else str(exc))

@@ -14,6 +14,8 @@ import hashlib
 import logging
 import os
 import tempfile
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -62,9 +64,17 @@ def export_onnx(network: nn.Module, path: str | Path, image_size: int = 352) -> 
     model = FinalLogits(network).float().eval().cpu()
     example = torch.rand(2, 1, image_size, image_size)
     batch = torch.export.Dim("batch", min=1, max=1024)
-    with torch.no_grad():
-        program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=({0: batch},),
-                                    input_names=["image"], output_names=["logits"], verbose=False)
+    exporter_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)  # "torchvision is not installed. Skipping torchvision::nms" and the like
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=({0: batch},),
+                                        input_names=["image"], output_names=["logits"], verbose=False)
+    finally:
+        exporter_log.setLevel(level)
     fd, tmp = tempfile.mkstemp(suffix=".onnx.part", dir=path.parent)
     os.close(fd)
     try:
@@ -109,8 +119,10 @@ class OnnxRuntimeNetwork(nn.Module):
 
 
 def onnx_runtime_network(network: nn.Module, image_size: int = 352, threads: int | None = None,
-                         cache: str | Path | None = None) -> OnnxRuntimeNetwork:
-    """``network`` as an :class:`OnnxRuntimeNetwork`, exported into the cache on first use."""
+                         cache: str | Path | None = None,
+                         on_export: Callable[[Path], None] | None = None) -> OnnxRuntimeNetwork:
+    """``network`` as an :class:`OnnxRuntimeNetwork`, exported into the cache on first use (``on_export(path)`` is
+    called before that export starts, e.g. to tell the user why the first run waits)."""
     try:
         import onnxruntime  # noqa: F401
         import onnxscript  # noqa: F401
@@ -120,6 +132,8 @@ def onnx_runtime_network(network: nn.Module, image_size: int = 352, threads: int
     path = folder / f"{network_key(network, image_size)}.onnx"
     if not path.exists():
         log.info("exporting %s to ONNX once (about half a minute): %s", type(network).__name__, path)
+        if on_export is not None:
+            on_export(path)
         try:
             export_onnx(network, path, image_size)
         except Exception as exc:  # the exporter's errors are many and long: one line, and the way out
