@@ -124,6 +124,19 @@ def test_export_failure_is_one_clear_error(tmp_path):
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob("*.part"))
 
 
+def test_unreadable_cached_file_is_one_clear_error(tmp_path):
+    net = TwoHeads().eval()
+    (tmp_path / f"{network_key(net, 16)}.onnx").write_bytes(b"not an onnx graph")
+    with pytest.raises(RuntimeError, match=r"ONNX Runtime cannot load it .*delete the file"):
+        onnx_runtime_network(net, image_size=16, cache=tmp_path)
+
+
+def test_export_leaves_the_network_as_it_was(tmp_path):
+    net = TwoHeads().train()
+    onnx_runtime_network(net, image_size=16, cache=tmp_path)
+    assert net.training
+
+
 def test_cli_backend_on_cuda_is_one_line_error(tmp_path, capsys):
     code = main(["infer", str(tmp_path / "ct.nii.gz"), "--out", str(tmp_path / "x"), "--backend", "onnxruntime",
                  "--device", "cuda", "--no-progress"])

@@ -10,6 +10,7 @@ batch, fixed ``image_size``²) into a cache keyed by its weights, so later runs 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
@@ -61,7 +62,7 @@ def export_onnx(network: nn.Module, path: str | Path, image_size: int = 352) -> 
     """Write ``network``'s final logits as an ONNX graph with a dynamic batch axis (atomically: no partial file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = FinalLogits(network).float().eval().cpu()
+    model = FinalLogits(copy.deepcopy(network)).float().eval().cpu()  # the caller's network stays as it was
     example = torch.rand(2, 1, image_size, image_size)
     batch = torch.export.Dim("batch", min=1, max=1024)
     exporter_log = logging.getLogger("torch.onnx._internal.exporter._registration")
@@ -106,7 +107,12 @@ class OnnxRuntimeNetwork(nn.Module):
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.onnx_path = Path(onnx_path)
-        self.session = ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime's own exception types do not derive from RuntimeError
+            first = (" ".join(str(exc).split()) or type(exc).__name__)[:200]
+            raise RuntimeError(f"{self.onnx_path}: ONNX Runtime cannot load it ({first}); delete the file to export "
+                               "the network again") from exc
         self.input_name = self.session.get_inputs()[0].name
         if out_channels is not None:
             self.out_channels = int(out_channels)
