@@ -121,7 +121,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for torch (default: torch's choice; use 1 on a busy shared machine)")
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
-                   help="run the network with torch (default) or ONNX Runtime (CPU only; same masks, ~1.4x faster "
+                   help="run the network with torch (default) or ONNX Runtime (CPU only; same masks, 1.2-1.5x faster "
                         "on AVX2 CPUs; exported once into ~/.cache/covseg/onnx; needs covseg[onnx])")
 
 

@@ -1,7 +1,7 @@
 """Run a covseg network with ONNX Runtime on the CPU: the same logits as torch fp32, in less time.
 
-On the 2-core AVX2 machines of ``docs/benchmarks.md`` ONNX Runtime's fp32 kernels run Inf-Net at 352² about 1.4x
-faster than torch's, with logits equal to 1e-5. The network is exported once (``torch.onnx.export``, dynamic
+On the 2-core AVX2 machines of ``docs/benchmarks.md`` ONNX Runtime's fp32 kernels ran Inf-Net at 352² 1.2-1.5x
+faster than torch, with logits equal to ~1e-5. The network is exported once (``torch.onnx.export``, dynamic
 batch, fixed ``image_size``²) into a cache keyed by its weights, so later runs start at once.
 
     network = onnx_runtime_network(model.network, image_size=352)   # an nn.Module: logits (B, C, H, W)
