@@ -114,7 +114,7 @@ def main() -> None:
         from covseg.engines.onnx_runtime import onnx_runtime_network
 
         ort_predictor = SlicePredictor(onnx_runtime_network(model.network, image_size=size), image_size=size,
-                                       batch_size=args.batch_size, channels_last=False)
+                                       batch_size=args.batch_size)
         ort_predictor.predict(slices[:2])  # warm-up
         t = time.perf_counter()
         by_ort = ort_predictor.predict(slices)

@@ -70,7 +70,7 @@ def test_export_is_cached_by_weights(tmp_path, monkeypatch):
     net = TwoHeads().eval()
     onnx_runtime_network(net, image_size=32, cache=tmp_path)
     files = list(tmp_path.glob("*.onnx"))
-    assert len(files) == 1 and not list(tmp_path.glob("*.part"))
+    assert len(files) == 1 and not list(tmp_path.glob(".tmp-*"))
 
     def no_export(*args, **kwargs):
         raise AssertionError("exported again although the cache holds this network")
@@ -121,7 +121,7 @@ class NotExportable(nn.Module):
 def test_export_failure_is_one_clear_error(tmp_path):
     with pytest.raises(RuntimeError, match=r"NotExportable could not be exported to ONNX .*use --backend torch"):
         onnx_runtime_network(NotExportable().eval(), image_size=16, cache=tmp_path)
-    assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob("*.part"))
+    assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob(".tmp-*"))
 
 
 def test_unreadable_cached_file_is_one_clear_error(tmp_path):

@@ -5,7 +5,7 @@ faster than torch, with logits equal to ~1e-5. The network is exported once (``t
 batch, fixed ``image_size``²) into a cache keyed by its weights, so later runs start at once.
 
     network = onnx_runtime_network(model.network, image_size=352)   # an nn.Module: logits (B, C, H, W)
-    SlicePredictor(network, image_size=352, channels_last=False)
+    SlicePredictor(network, image_size=352)
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import copy
 import hashlib
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 from covseg.engines.predictor import logits_of
+from covseg.io.atomic import atomic_path
 
 __all__ = ["OnnxRuntimeNetwork", "cache_dir", "export_onnx", "onnx_runtime_network"]
 
@@ -60,8 +60,6 @@ def network_key(network: nn.Module, image_size: int) -> str:
 
 def export_onnx(network: nn.Module, path: str | Path, image_size: int = 352) -> Path:
     """Write ``network``'s final logits as an ONNX graph with a dynamic batch axis (atomically: no partial file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model = FinalLogits(copy.deepcopy(network)).float().eval().cpu()  # the caller's network stays as it was
     example = torch.rand(2, 1, image_size, image_size)
     batch = torch.export.Dim("batch", min=1, max=1024)
@@ -76,18 +74,9 @@ def export_onnx(network: nn.Module, path: str | Path, image_size: int = 352) -> 
                                         input_names=["image"], output_names=["logits"], verbose=False)
     finally:
         exporter_log.setLevel(level)
-    fd, tmp = tempfile.mkstemp(suffix=".onnx.part", dir=path.parent)
-    os.close(fd)
-    try:
-        program.save(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; a shared cache folder needs it readable
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    with atomic_path(path) as tmp:
+        program.save(str(tmp))
+    return Path(path)
 
 
 class OnnxRuntimeNetwork(nn.Module):

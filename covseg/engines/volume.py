@@ -370,11 +370,9 @@ def _as_predictor(model: object, image_size: int | None, device: str, batch_size
     info = {"name": getattr(model, "name", type(network).__name__), "image_size": size}
     if hasattr(model, "trained"):
         info["trained"] = bool(model.trained)
-    on_ort = isinstance(network, OnnxRuntimeNetwork)  # ONNX Runtime takes plain NCHW arrays
-    predictor = SlicePredictor(network, image_size=size, device=device, batch_size=batch_size, bf16=bf16, tta=tta,
-                               channels_last=not on_ort)
+    predictor = SlicePredictor(network, image_size=size, device=device, batch_size=batch_size, bf16=bf16, tta=tta)
     info["tta"] = predictor.tta  # the predictor's reading of the option, so the report cannot disagree with it
-    info["backend"] = "onnxruntime" if on_ort else "torch"
+    info["backend"] = "onnxruntime" if isinstance(network, OnnxRuntimeNetwork) else "torch"
     return predictor, info
 
 
