@@ -220,7 +220,6 @@ def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, label
     from covseg.io.atomic import ensure_writable_dir
     from covseg.io.discover import find_volumes
     from covseg.io.errors import CovsegInputError
-    from covseg.reports.batch import format_console_table, write_batch_report
 
     try:
         ensure_writable_dir(out)
@@ -270,6 +269,18 @@ def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, label
     finally:
         bar.close()
     results = shard.gather(results, len(all_sources))
+    try:
+        return _finish_infer(results, inputs, out, args, model, labels, shard, t0)
+    finally:
+        shard.close()
+
+
+def _finish_infer(results: list, inputs: Sequence[str], out: Path, args: argparse.Namespace, model,
+                  labels: str | None, shard, t0: float) -> int:
+    """Rank 0 (or the only process) writes the combined report and prints the table; other ranks just exit."""
+    from covseg.io.errors import CovsegInputError
+    from covseg.reports.batch import format_console_table, write_batch_report
+
     if not shard.is_main:
         return EXIT_FAILED if any(not r.ok for r in results) else EXIT_OK
     meta = {"command": "covseg infer", "inputs": [str(i) for i in inputs], "out": str(out),

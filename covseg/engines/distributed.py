@@ -44,6 +44,12 @@ class Shard:
                 ordered[rank + k * self.world] = item
         return [item for item in ordered if item is not None]
 
+    def close(self) -> None:
+        """Wait for every rank, then tear the process group down (a live gloo group at exit aborts the process)."""
+        if self.world > 1 and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
 
 def shard_from_env() -> Shard:
     """The shard of a ``torchrun`` process (initialising a gloo group if needed), else a single-process shard."""
