@@ -1,6 +1,7 @@
 """Time ``covseg infer`` end to end on a generated 512x512x300 chest phantom, without and with the network.
 
-Usage: ``python benchmarks/bench_infer.py [--shape 300 512 512] [--threads N] [--batch-size 8] [--no-docs]``.
+Usage: ``python benchmarks/bench_infer.py [--shape 300 512 512] [--threads N] [--batch-size 8] [--image-size N]
+[--onnxruntime] [--no-docs]``.
 
 Each run is a fresh subprocess (``covseg infer <phantom> --out <tmp>``) whose wall time and peak RSS
 (``os.wait4`` rusage of that child alone) are measured:
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", type=int, nargs=3, default=(300, 512, 512), metavar=("Z", "Y", "X"))
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads in the children")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="network input side for the network runs (default: the model's own, 352)")
     parser.add_argument("--onnxruntime", action="store_true",
                         help="also time --backend onnxruntime (first run with an empty export cache, then cached)")
     parser.add_argument("--no-docs", action="store_true", help="do not append to docs/benchmarks.md")
@@ -100,9 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         common = ["--batch-size", str(args.batch_size), "--no-progress"]
         if args.threads:
             common += ["--threads", str(args.threads)]
-        runs = [("network excluded", ["--model", NULL_MODEL]), ("network included", [])]
+        size = ["--image-size", str(args.image_size)] if args.image_size else []
+        runs = [("network excluded", ["--model", NULL_MODEL]), ("network included", size)]
         if args.onnxruntime:
-            ort = ["--backend", "onnxruntime"]
+            ort = ["--backend", "onnxruntime", *size]
             runs += [("network included, onnxruntime, first run (exports)", ort),
                      ("network included, onnxruntime, cached export", ort)]
         rows = []
@@ -134,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         elif model.get("trained") is False:
             name += " (untrained)"
         if model.get("backend") and name != "threshold, no network":
-            name += f", {model['backend']}"
+            name += f", {model['backend']}, {model.get('image_size', '?')}²"
         n = rep.get("predicted_slices") or 0
         per = f"{timing['total'] / n:.3f}" if n and "total" in timing else "-"
         lines.append(f"| {label} | {name} | {res['wall_s']:.1f} | {timing.get('total', float('nan')):.1f} | {per} | "
@@ -151,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         now = datetime.datetime.now().astimezone()
         cmd = "python benchmarks/bench_infer.py" + (f" --threads {args.threads}" if args.threads else "") + (
             " --onnxruntime" if args.onnxruntime else "") + (
+            f" --image-size {args.image_size}" if args.image_size else "") + (
             f" --shape {' '.join(map(str, args.shape))}" if tuple(args.shape) != (300, 512, 512) else "")
         section = [
             f"## `covseg infer` end to end, {args.shape[2]}x{args.shape[1]}x{args.shape[0]} phantom "

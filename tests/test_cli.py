@@ -81,6 +81,18 @@ def test_unwritable_out_and_usage_errors(tmp_path, good_ct, tiny_model, capsys):
     assert main([]) == 2
 
 
+def test_image_size_option_sets_the_network_input(tmp_path, good_ct, tiny_model, capsys):
+    seen = set()
+    tiny_model.register_forward_hook(lambda module, inputs, output: seen.add(tuple(inputs[0].shape[-2:])))
+    assert main(["infer", str(good_ct), "--out", str(tmp_path), "--no-progress", "--image-size", "64"]) == 0
+    assert seen == {(64, 64)}
+    assert json.loads((tmp_path / "good" / "report.json").read_text())["model"]["image_size"] == 64
+    for bad in ("48", "32", "0"):
+        assert main(["infer", str(good_ct), "--out", str(tmp_path / "o"), "--image-size", bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"error: --image-size must be a multiple of 32 and at least 64, got {bad}"]
+
+
 def test_unknown_model_is_one_line(tmp_path, good_ct, capsys):
     assert main(["infer", str(good_ct), "--out", str(tmp_path), "--model", "nonet", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

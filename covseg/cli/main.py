@@ -120,6 +120,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="average each slice's prediction over flips (4x the compute; see docs/benchmarks.md)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for torch (default: torch's choice; use 1 on a busy shared machine)")
+    p.add_argument("--image-size", type=int, metavar="N",
+                   help="side in pixels each lung slice is resized to for the network (default: the model's, 352 "
+                        "for Inf-Net; a multiple of 32; smaller is faster, see docs/benchmarks.md)")
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
                    help="run the network with torch (default) or ONNX Runtime (CPU only; same masks, 1.2-1.5x faster "
                         "on AVX2 CPUs; exported once into ~/.cache/covseg/onnx; needs covseg[onnx])")
@@ -183,6 +186,9 @@ def _load(args: argparse.Namespace):
             _error(f"--threads must be >= 1, got {args.threads}")
             return None
         torch.set_num_threads(args.threads)
+    if args.image_size is not None and (args.image_size < 64 or args.image_size % 32):
+        _error(f"--image-size must be a multiple of 32 and at least 64, got {args.image_size}")
+        return None
     if args.backend == "onnxruntime" and args.device != "cpu":
         _error(f"--backend onnxruntime runs on the CPU only, not --device {args.device}")
         return None
@@ -194,6 +200,8 @@ def _load(args: argparse.Namespace):
             return None
     try:
         model = load_model(model=args.model, bundle=args.bundle, device=args.device)
+        if args.image_size is not None:
+            model.image_size = args.image_size
         if args.backend == "onnxruntime":
             from covseg.engines.onnx_runtime import onnx_runtime_network
 
