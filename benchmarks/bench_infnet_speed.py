@@ -1,6 +1,6 @@
 """Per-slice inference time of covseg's SlicePredictor vs the plain loop of the Inf-Net authors' test script.
 
-Usage: ``python benchmarks/bench_infnet_speed.py [--bundle bundles/infnet] [--slices N] [--no-docs]``.
+Usage: ``python benchmarks/bench_infnet_speed.py [--bundle bundles/infnet] [--slices N] [--image-size N] [--no-docs]``.
 
 Both run the same network on the same slices (the 48 COVID-SemiSeg test slices, or random slices when the data
 is absent), one after the other in one process:
@@ -10,7 +10,9 @@ is absent), one after the other in one process:
 * ``covseg``: :class:`covseg.engines.predictor.SlicePredictor` with its defaults (batches of 8, channels-last,
   bf16 autocast only where the CPU has native bf16 kernels);
 * ``covseg, onnxruntime`` (when onnxruntime is installed): the same predictor on the network exported to ONNX and
-  run by ONNX Runtime (``covseg infer --backend onnxruntime``; the export, cached, is not timed).
+  run by ONNX Runtime (``covseg infer --backend onnxruntime``; the export, cached, is not timed);
+* with ``--image-size N``, the same two again at N² (``covseg infer --image-size N``): not lossless, so their
+  mask Dice vs the plain loop says what the smaller input costs.
 
 Also reports the agreement of the two masks (probability >= 0.5) as a Dice over all slices, and appends a
 record to ``docs/benchmarks.md``.
@@ -58,6 +60,17 @@ def mask_dice(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     return 1.0 if total == 0 else 2 * inter / total
 
 
+def _timed_row(label: str, network: torch.nn.Module, slices: list[np.ndarray], size: int, batch_size: int,
+               plain: list[np.ndarray], plain_s: float) -> str:
+    """Time :class:`SlicePredictor` over ``slices`` (after a warm-up); one table row against the plain loop."""
+    predictor = SlicePredictor(network, image_size=size, batch_size=batch_size)
+    predictor.predict(slices[:2])  # warm-up
+    t = time.perf_counter()
+    probs = predictor.predict(slices)
+    seconds = (time.perf_counter() - t) / len(slices)
+    return f"| {label} | {seconds:.3f} | {plain_s / seconds:.2f} | {mask_dice(plain, probs):.4f} |"
+
+
 def _shown(path: str) -> str:
     """A path relative to the repository when it is inside it."""
     try:
@@ -78,8 +91,10 @@ def main() -> None:
     parser.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
     parser.add_argument("--slices", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--image-size", type=int, default=None, help="also time covseg at this input size")
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
+    has_ort = importlib.util.find_spec("onnxruntime") is not None
 
     model = load_model(bundle=args.bundle)
     if DATA.is_dir():
@@ -95,39 +110,30 @@ def main() -> None:
     plain = plain_loop(model.network, slices, size)
     plain_s = (time.perf_counter() - t) / len(slices)
 
-    predictor = SlicePredictor(model.network, image_size=size, batch_size=args.batch_size)
-    predictor.predict(slices[:2])  # warm-up
-    t = time.perf_counter()
-    fast = predictor.predict(slices)
-    fast_s = (time.perf_counter() - t) / len(slices)
-    dice = mask_dice(plain, [p for p in fast])
-
     bf16 = resolve_bf16("auto", "cpu")
     rows = [
         "| loop | s / slice | speed-up | mask Dice vs plain |",
         "|---|---:|---:|---:|",
-        f"| plain (batch 1, fp32, NCHW) | {plain_s:.3f} | 1.00 | 1.0000 |",
-        f"| covseg SlicePredictor (batch {args.batch_size}, channels-last, bf16={bf16}) | {fast_s:.3f} | "
-        f"{plain_s / fast_s:.2f} | {dice:.4f} |",
+        f"| plain (batch 1, fp32, NCHW, {size}²) | {plain_s:.3f} | 1.00 | 1.0000 |",
     ]
-    if importlib.util.find_spec("onnxruntime") is not None:
-        from covseg.engines.onnx_runtime import onnx_runtime_network
+    sizes = [size] + ([args.image_size] if args.image_size and args.image_size != size else [])
+    for side in sizes:
+        label = f"covseg SlicePredictor (batch {args.batch_size}, channels-last, bf16={bf16}, {side}²)"
+        rows.append(_timed_row(label, model.network, slices, side, args.batch_size, plain, plain_s))
+        if has_ort:
+            from covseg.engines.onnx_runtime import onnx_runtime_network
 
-        ort_predictor = SlicePredictor(onnx_runtime_network(model.network, image_size=size), image_size=size,
-                                       batch_size=args.batch_size)
-        ort_predictor.predict(slices[:2])  # warm-up
-        t = time.perf_counter()
-        by_ort = ort_predictor.predict(slices)
-        ort_s = (time.perf_counter() - t) / len(slices)
-        rows.append(f"| covseg SlicePredictor, onnxruntime backend (batch {args.batch_size}, fp32) | {ort_s:.3f} | "
-                    f"{plain_s / ort_s:.2f} | {mask_dice(plain, by_ort):.4f} |")
+            rows.append(_timed_row(f"covseg SlicePredictor, onnxruntime backend (batch {args.batch_size}, fp32, "
+                                   f"{side}²)", onnx_runtime_network(model.network, image_size=side), slices, side,
+                                   args.batch_size, plain, plain_s))
     table = "\n".join(rows)
     print(table)
     if not args.no_docs:
         when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         record = (
             f"\n## Inf-Net per-slice inference: covseg vs the plain loop ({when})\n\n"
-            f"- command: `python benchmarks/bench_infnet_speed.py --bundle {_shown(args.bundle)}`\n"
+            f"- command: `python benchmarks/bench_infnet_speed.py --bundle {_shown(args.bundle)}"
+            f"{f' --image-size {args.image_size}' if args.image_size else ''}`\n"
             f"- data: {source}; network: {model.name} ({'trained' if model.trained else 'untrained'}), "
             f"input {size}x{size}\n"
             f"- machine: {torch.get_num_threads()} torch threads, {_cpu_model()}, torch {torch.__version__}\n\n"
