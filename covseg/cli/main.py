@@ -17,6 +17,12 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from covseg.engines.distributed import Shard
+    from covseg.networks.loading import LoadedModel
+    from covseg.reports.batch import VolumeResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEMO_SHAPE = (48, 256, 256)
@@ -283,8 +289,8 @@ def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, label
         shard.close()
 
 
-def _finish_infer(results: list, inputs: Sequence[str], out: Path, args: argparse.Namespace, model,
-                  labels: str | None, shard, t0: float) -> int:
+def _finish_infer(results: list[VolumeResult], inputs: Sequence[str], out: Path, args: argparse.Namespace,
+                  model: LoadedModel, labels: str | None, shard: Shard, t0: float) -> int:
     """Rank 0 (or the only process) writes the combined report and prints the table; other ranks just exit."""
     from covseg.io.errors import CovsegInputError
     from covseg.reports.batch import format_console_table, write_batch_report
