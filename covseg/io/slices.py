@@ -47,6 +47,13 @@ def unlabelled_items(dataset_dir: str | Path, limit: int | None = None) -> list[
     return items[:limit] if limit else items
 
 
+def pseudo_labelled_items(items: list[dict], label_dir: str | Path) -> list[dict]:
+    """The items of ``items`` that have a pseudo label in ``label_dir``, with ``"label"`` set to its path."""
+    label_dir = Path(label_dir)
+    found = [{**it, "label": str(label_dir / f"{it['name']}.png")} for it in items]
+    return [it for it in found if Path(it["label"]).exists()]
+
+
 def split_train_val(items: list[dict], val_count: int = 5, seed: int = 0) -> tuple[list[dict], list[dict]]:
     """A fixed random validation subset carved from the training items (never the test split)."""
     order = list(range(len(items)))

@@ -21,6 +21,7 @@ from monai.transforms import (
 )
 
 from covseg.options import as_flag
+from covseg.transforms.load import LoadGreySliced
 
 KEYS = ("image", "label")
 
@@ -38,7 +39,9 @@ def window_jitter(prob: float = 0.8) -> list:
 
 
 def train_transforms(image_size: int = 352, strong_window_jitter: bool = True) -> Compose:
-    """Resize to ``image_size``² then augment; labels stay binary (nearest resampling after the affine).
+    """Read file paths (pseudo-labelled items), resize to ``image_size``², augment; labels stay binary.
+
+    Labels use nearest resampling after the affine.
 
     ``strong_window_jitter``: the wide display-window change of :func:`window_jitter`; ``False`` gives the
     mild jitter (scale ±0.15, shift ±0.08, each with probability 0.3) of the first shipped weights.
@@ -48,6 +51,7 @@ def train_transforms(image_size: int = 352, strong_window_jitter: bool = True) -
         RandShiftIntensityd(keys="image", prob=0.3, offsets=0.08),
     ]
     return Compose([
+        LoadGreySliced(keys=KEYS),
         Resized(keys=KEYS, spatial_size=(image_size, image_size), mode=("bilinear", "nearest")),
         RandFlipd(keys=KEYS, prob=0.5, spatial_axis=0),
         RandFlipd(keys=KEYS, prob=0.5, spatial_axis=1),

@@ -11,7 +11,6 @@ from monai.transforms import (
     Compose,
     CopyItemsd,
     EnsureTyped,
-    Lambdad,
     OneOf,
     RandAdjustContrastd,
     RandCoarseDropoutd,
@@ -23,19 +22,14 @@ from monai.transforms import (
     ThresholdIntensityd,
 )
 
-from covseg.io.slices import read_grey
-
-
-def _read_channel_first(path: str):
-    """A greyscale slice file as a (1, H, W) float array in [0, 1]."""
-    return read_grey(path)[None]
+from covseg.transforms.load import LoadGreySliced
 
 
 def restoration_transforms(image_size: int = 256) -> Compose:
     """Items ``{"image": path}`` → ``{"image": distorted slice, "label": clean slice}``, both (1, S, S) in [0, 1]."""
     eighth = max(image_size // 8, 1)
     return Compose([
-        Lambdad(keys="image", func=_read_channel_first),
+        LoadGreySliced(keys="image"),
         Resized(keys="image", spatial_size=(image_size, image_size), mode="bilinear"),
         RandFlipd(keys="image", prob=0.5, spatial_axis=0),
         RandFlipd(keys="image", prob=0.5, spatial_axis=1),

@@ -1,0 +1,127 @@
+"""Semi-Inf-Net's randomly selected propagation: pseudo labels, rounds, resume, and the bundle's configs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from bundle_runs import BUNDLE, TINY, TRAIN, bundle_cmd, run_ok
+from PIL import Image
+from torch import nn
+
+from covseg.engines.predictor import SlicePredictor
+from covseg.engines.semi_supervised import run_propagation, write_pseudo_labels
+from covseg.io.slices import pseudo_labelled_items, unlabelled_items
+from covseg.transforms.load import LoadGreySliced
+
+
+class BrightIsInfected(nn.Module):
+    """A fixed 'network': logit = 20 * (grey - 0.5), so the pseudo label is exactly grey > 0.5."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(20.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * (x - 0.5)
+
+
+def _slices(folder: Path, count: int, size: int = 48) -> list[dict]:
+    """``count`` 8-bit PNG slices: a bright square (the 'infection') on a dark background, one size each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    items = []
+    for i in range(count):
+        img = np.full((size, size + i), 40, np.uint8)
+        img[10:20 + i, 5:25] = 220
+        path = folder / f"s{i}.png"
+        Image.fromarray(img).save(path)
+        items.append({"name": path.stem, "image": str(path)})
+    return items
+
+
+def _predictor(network: nn.Module) -> SlicePredictor:
+    return SlicePredictor(network, image_size=None, batch_size=2, channels_last=False)
+
+
+def test_pseudo_labels_are_the_thresholded_prediction_at_the_slice_size(tmp_path):
+    items = _slices(tmp_path / "pool", 3)
+    done = write_pseudo_labels(_predictor(BrightIsInfected()), items, tmp_path / "labels")
+    assert [it["name"] for it in done] == ["s0", "s1", "s2"]
+    for item in done:
+        label = np.asarray(Image.open(item["label"]))
+        grey = np.asarray(Image.open(item["image"]))
+        assert label.shape == grey.shape and set(np.unique(label)) == {0, 255}
+        np.testing.assert_array_equal(label == 255, grey > 127)
+
+
+def test_existing_pseudo_labels_are_kept_and_unreadable_slices_skipped(tmp_path, caplog):
+    items = _slices(tmp_path / "pool", 2)
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    Image.fromarray(np.zeros((48, 48), np.uint8)).save(labels / "s0.png")  # labelled in an earlier round
+    broken = tmp_path / "pool" / "broken.png"
+    broken.write_bytes(b"not an image")
+    with caplog.at_level(logging.WARNING):
+        done = write_pseudo_labels(_predictor(BrightIsInfected()), [*items, {"name": "broken", "image": str(broken)}],
+                                   labels)
+    assert sorted(it["name"] for it in done) == ["s0", "s1"]
+    assert np.asarray(Image.open(labels / "s0.png")).max() == 0  # not re-predicted
+    assert not (labels / "broken.png").exists()
+    assert any("broken.png" in r.getMessage() for r in caplog.records)
+
+
+def test_load_grey_sliced_reads_paths_and_binarises_labels(tmp_path):
+    item = _slices(tmp_path, 1)[0]
+    loaded = LoadGreySliced(keys=("image", "label"))({"image": item["image"], "label": item["image"]})
+    assert loaded["image"].shape == (1, 48, 48) and loaded["image"].dtype == np.float32
+    assert set(np.unique(loaded["label"])) == {0.0, 1.0}
+    array = np.ones((1, 4, 4), np.float32)
+    assert LoadGreySliced(keys="image")({"image": array})["image"] is array  # arrays pass through
+
+
+def test_propagation_labels_the_whole_pool_round_by_round_and_resumes(tmp_path, one_torch_thread):
+    pool = _slices(tmp_path / "pool", 5)
+    grey = np.full((48, 48), 0.15, np.float32)
+    grey[10:30, 10:30] = 0.85
+    labelled = [{"name": "l0", "image": grey[None], "label": (grey > 0.5).astype(np.float32)[None]}]
+    network = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 1, 3, padding=1))
+    before = [p.detach().clone() for p in network.parameters()]
+    out = tmp_path / "run"
+    final = run_propagation(network, labelled, pool, out, per_round=2, samples_per_round=3, val_items=labelled,
+                            image_size=32, batch_size=2, lr=1e-2, seed=0)
+    assert final == out / "model_final.pt" and final.exists()
+    assert sorted(p.name for p in out.glob("round_*")) == ["round_001", "round_002", "round_003"]  # 2 + 2 + 1
+    assert len(list((out / "pseudo_labels").glob("*.png"))) == 5
+    assert not list(out.glob("round_*/checkpoint_*.pt"))  # finished rounds keep only their weights
+    assert any(not torch.equal(a, b) for a, b in zip(before, network.parameters()))
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "pseudo_labels").glob("*.png")}
+    rounds = {p.name: p.stat().st_mtime_ns for p in out.glob("round_*/model_final.pt")}
+    run_propagation(network, labelled, pool, out, per_round=2, samples_per_round=3, image_size=32, batch_size=2)
+    assert stamps == {p.name: p.stat().st_mtime_ns for p in (out / "pseudo_labels").glob("*.png")}
+    assert rounds == {p.name: p.stat().st_mtime_ns for p in out.glob("round_*/model_final.pt")}
+
+
+def test_propagation_rejects_an_empty_plan(tmp_path):
+    with pytest.raises(ValueError, match="per_round"):
+        run_propagation(nn.Conv2d(1, 1, 1), [], [], tmp_path, per_round=0)
+    with pytest.raises(ValueError, match="no round"):
+        run_propagation(nn.Conv2d(1, 1, 1), [], [], tmp_path)
+
+
+@pytest.mark.slow
+def test_semi_bundle_propagates_then_training_uses_the_pseudo_labels(semiseg_dir, tmp_path):
+    run = tmp_path / "semi"
+    semi = str(BUNDLE / "configs" / "semi.yaml")
+    proc = run_ok(bundle_cmd("propagation", semi, "--dataset_dir", str(semiseg_dir), "--output_dir", str(run),
+                             "--unlabelled_limit", "3", "--per_round", "2", "--samples_per_round", "2", *TINY))
+    assert "round 2/2: training set 6 slices" in proc.stdout  # 3 labelled (4 minus 1 for validation) + 3 pseudo
+    labels = pseudo_labelled_items(unlabelled_items(semiseg_dir, 3), run / "pseudo_labels")
+    assert len(labels) == 3 and (run / "model_final.pt").exists()
+    proc = run_ok(bundle_cmd("training", TRAIN, "--dataset_dir", str(semiseg_dir), "--output_dir", str(tmp_path / "ft"),
+                             "--max_epochs", "1", "--pseudo_label_dir", str(run / "pseudo_labels"),
+                             "--init_weights", str(run / "model_final.pt"), *TINY))
+    assert "epoch 1/1" in proc.stdout
+    assert (tmp_path / "ft" / "model_final.pt").exists()
