@@ -86,14 +86,14 @@ def run_propagation(network: nn.Module, labelled: list[dict], unlabelled: list[d
     if val_items:
         val_loader = DataLoader(Dataset(val_items, eval_transforms(image_size)), batch_size=1)
     enlarged: list[dict] = []
-    final = output_dir / "round_000" / "model_final.pt"
+    final: Path | None = None
     for number, chosen in enumerate(rounds, start=1):
         round_dir = output_dir / f"round_{number:03d}"
         if (round_dir / "model_final.pt").exists():  # finished before a restart: its labels are on disk
             enlarged += pseudo_labelled_items(chosen, label_dir)
             final = round_dir / "model_final.pt"
             continue
-        if final.exists():
+        if final is not None:  # the previous round's weights (needed when that round ran before a restart)
             load_weights(network, final)
         predictor = SlicePredictor(network, image_size=image_size, device=device, batch_size=8, bf16=bf16,
                                    channels_last=False, tta=tta)
@@ -114,7 +114,7 @@ def run_propagation(network: nn.Module, labelled: list[dict], unlabelled: list[d
         final = round_dir / "model_final.pt"
         for checkpoint in round_dir.glob("checkpoint_*.pt"):  # the round is done: only its weights are needed
             checkpoint.unlink()
-    if not final.exists():
+    if final is None:
         raise ValueError(f"{output_dir}: no round was run (is the unlabelled pool empty?)")
     out = output_dir / "model_final.pt"
     with atomic_path(out) as tmp:
