@@ -16,8 +16,8 @@ from PIL import Image
 from torch import nn
 
 from covseg.engines.predictor import SlicePredictor
-from covseg.io.atomic import atomic_path, atomic_write_text
-from covseg.io.slices import list_images, read_grey
+from covseg.io.atomic import atomic_write_text
+from covseg.io.slices import list_images, read_grey, write_grey
 from covseg.metrics.toolbox import IMAGE_KEYS, evaluate_folders, format_table_row
 
 TABLE_KEYS = ("meanDic", "meanSen", "meanSpe", "Sm", "meanEm", "MAE")
@@ -44,10 +44,7 @@ def predict_folder(network: nn.Module, images_dir: str | Path, out_dir: str | Pa
                 size = mask.size  # (W, H)
             if size != (prob_map.shape[1], prob_map.shape[0]):
                 prob_map = np.asarray(Image.fromarray(prob_map).resize(size, Image.BILINEAR))
-        target = out_dir / f"{path.stem}.png"
-        with atomic_path(target) as tmp:
-            Image.fromarray(np.clip(np.rint(prob_map * 255), 0, 255).astype(np.uint8)).save(tmp, format="PNG")
-        written.append(target)
+        written.append(write_grey(out_dir / f"{path.stem}.png", prob_map))
     return written
 
 

@@ -18,14 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.data import Dataset
-from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
 from covseg.engines.predictor import SlicePredictor
 from covseg.engines.training import build_trainer
 from covseg.io.atomic import atomic_path
-from covseg.io.slices import pseudo_labelled_items, read_grey
+from covseg.io.slices import pseudo_labelled_items, read_grey, write_grey
 from covseg.networks.loading import load_weights
 from covseg.transforms.augment import eval_transforms, train_transforms
 
@@ -43,22 +42,18 @@ def write_pseudo_labels(predictor: SlicePredictor, items: list[dict], out_dir: s
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    todo, done = [], []
-    for item in items:
-        target = out_dir / f"{item['name']}.png"
-        if target.exists():
-            done.append({**item, "label": str(target)})
-            continue
-        try:
-            todo.append((item, read_grey(Path(item["image"]))))
-        except (OSError, ValueError) as exc:
-            log.warning("%s: skipped, not a readable slice (%s)", item["image"], exc)
-    for start in range(0, len(todo), predictor.batch_size):
-        chunk = todo[start:start + predictor.batch_size]
+    done = pseudo_labelled_items(items, out_dir)
+    labelled = {it["name"] for it in done}
+    todo = [it for it in items if it["name"] not in labelled]
+    for start in range(0, len(todo), predictor.batch_size):  # read one batch at a time: the pool stays on disk
+        chunk = []
+        for item in todo[start:start + predictor.batch_size]:
+            try:
+                chunk.append((item, read_grey(Path(item["image"]))))
+            except (OSError, ValueError) as exc:
+                log.warning("%s: skipped, not a readable slice (%s)", item["image"], exc)
         for (item, _), prob in zip(chunk, predictor.predict([grey for _, grey in chunk])):
-            target = out_dir / f"{item['name']}.png"
-            with atomic_path(target) as tmp:
-                Image.fromarray(((prob[0] >= threshold) * 255).astype(np.uint8)).save(tmp, format="PNG")
+            target = write_grey(out_dir / f"{item['name']}.png", (prob[0] >= threshold).astype(np.float32))
             done.append({**item, "label": str(target)})
     return done
 

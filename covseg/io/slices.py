@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from covseg.io.atomic import atomic_path
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -15,6 +17,13 @@ def read_grey(path: Path) -> np.ndarray:
     """An 8-bit image as float32 in [0, 1], shape (H, W)."""
     with Image.open(path) as img:
         return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+
+
+def write_grey(path: Path, grey: np.ndarray) -> Path:
+    """Write a (H, W) map in [0, 1] as an 8-bit PNG (rounded), atomically: no half-written file is left."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.clip(np.rint(grey * 255), 0, 255).astype(np.uint8)).save(tmp, format="PNG")
+    return Path(path)
 
 
 def list_images(folder: Path) -> list[Path]:
