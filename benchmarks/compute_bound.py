@@ -1,0 +1,136 @@
+"""How fast can Inf-Net run on this CPU at best? A compute lower bound for the speed targets.
+
+Usage: ``python benchmarks/compute_bound.py [--bundle bundles/infnet] [--slices 255] [--sizes 352 288] [--no-docs]``.
+
+Measures, in one process on an otherwise idle machine:
+
+* the network's floating-point work per slice at each input size (``torch.utils.flop_counter``: convolutions
+  and matrix products, 2 FLOPs per multiply-add);
+* the machine's sustained dense fp32 throughput: the best of several large ``torch.mm`` products, which oneDNN /
+  MKL run close to the cores' FMA peak, and the same in bf16 (native only where the CPU has bf16 kernels);
+* the throughput the network itself reaches (batch 8, fp32, channels-last, no grad).
+
+From these it prints the lowest possible network time for ``--slices`` slices (the lung slices of the
+512x512x300 phantom of ``bench_infer.py``), were every FLOP run at the GEMM rate, and appends a record to
+``docs/benchmarks.md``. No inference path that keeps the fp32 result can beat that bound on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from covseg.networks.loading import DEFAULT_BUNDLE, load_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def network_flops(network: torch.nn.Module, size: int) -> float:
+    """FLOPs of one forward pass on a 1x1xsize x size slice."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        network(torch.zeros(1, 1, size, size))
+    return float(counter.get_total_flops())
+
+
+def gemm_rate(dtype: torch.dtype, n: int = 3072, repeats: int = 10) -> float:
+    """Best sustained GFLOP/s of an n x n matrix product in ``dtype``."""
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    torch.mm(a, b)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def network_rate(network: torch.nn.Module, size: int, flops: float, batch: int, channels_last: bool,
+                 repeats: int = 3) -> float:
+    """Best GFLOP/s the network reaches over one batch (fp32, no grad)."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    net = network.to(memory_format=fmt)
+    x = torch.randn(batch, 1, size, size).contiguous(memory_format=fmt)
+    best = float("inf")
+    with torch.no_grad():
+        net(x)  # warm-up
+        for _ in range(repeats):
+            t = time.perf_counter()
+            net(x)
+            best = min(best, time.perf_counter() - t)
+    return flops * batch / best / 1e9
+
+
+def fma_peak(cores: int, mhz: float, flops_per_cycle: int = 32) -> float:
+    """Theoretical fp32 GFLOP/s: two 256-bit FMA units per core (AVX2) give 32 FLOPs per cycle."""
+    return cores * flops_per_cycle * mhz / 1e3
+
+
+def _cpuinfo() -> tuple[str, float]:
+    """The CPU model with its flags of interest, and the clock /proc/cpuinfo reports (MHz, 0 if unknown)."""
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+
+    def field(name: str) -> str:
+        return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith(name)), "")
+
+    wanted = {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16"}
+    flags = sorted(set(field("flags").split()) & wanted)
+    model = field("model name") or platform.processor() or "unknown"
+    return f"{model}; flags: {' '.join(flags) or 'none of interest'}", float(field("cpu MHz") or 0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
+    parser.add_argument("--slices", type=int, default=255, help="slices to predict (phantom: 255 lung slices)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[352, 288])
+    parser.add_argument("--target-seconds", type=float, default=20.0)
+    parser.add_argument("--target-speedup", type=float, default=3.0)
+    parser.add_argument("--boost-mhz", type=float, default=4000.0, help="a generous clock for the peak column")
+    parser.add_argument("--no-docs", action="store_true")
+    args = parser.parse_args()
+
+    network = load_model(bundle=args.bundle).network.eval()
+    threads = torch.get_num_threads()
+    machine, mhz = _cpuinfo()
+    fp32 = gemm_rate(torch.float32)
+    bf16 = gemm_rate(torch.bfloat16, n=512, repeats=2)  # ~100x slower where bf16 is emulated
+    peak = fma_peak(threads, args.boost_mhz)
+    rows = [
+        "| input | GFLOP / slice | plain loop GFLOP/s (batch 1, NCHW) | network GFLOP/s (batch 8, channels-last) | "
+        f"GFLOP/s needed for {args.slices} slices in {args.target_seconds:g} s | "
+        f"GFLOP/s needed for {args.target_speedup:g}x the plain loop | "
+        f"{args.slices} slices at the fp32 GEMM rate (s) | at the FMA peak (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for size in args.sizes:
+        flops = network_flops(network, size)
+        plain = network_rate(network, size, flops, batch=1, channels_last=False)
+        batched = network_rate(network, size, flops, batch=8, channels_last=True)
+        total = flops * args.slices / 1e9
+        rows.append(f"| {size}² | {flops / 1e9:.1f} | {plain:.1f} | {batched:.1f} | "
+                    f"{total / args.target_seconds:.0f} | {args.target_speedup * plain:.0f} | "
+                    f"{total / fp32:.1f} | {total / peak:.1f} |")
+    table = "\n".join(rows)
+    summary = (f"- sustained GEMM ({threads} threads): fp32 {fp32:.1f} GFLOP/s, bf16 {bf16:.1f} GFLOP/s\n"
+               f"- FMA peak: {threads} cores x 32 fp32 FLOPs per cycle x {args.boost_mhz:.0f} MHz = {peak:.0f} GFLOP/s "
+               f"(/proc/cpuinfo reports {mhz:.0f} MHz)\n"
+               f"- machine: {machine}, torch {torch.__version__}")
+    print(summary)
+    print(table)
+    if not args.no_docs:
+        when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        with open(REPO / "docs" / "benchmarks.md", "a") as fh:
+            fh.write(f"\n## Inf-Net compute lower bound on this CPU ({when})\n\n"
+                     f"- command: `python benchmarks/compute_bound.py --slices {args.slices}`\n"
+                     f"{summary}\n\n{table}\n")
+
+
+if __name__ == "__main__":
+    main()
