@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pydicom
 import pytest
@@ -73,12 +71,11 @@ def test_reproducible_and_options():
 
 
 @pytest.mark.slow
-def test_full_size_is_fast():
-    start = time.perf_counter()
+def test_full_size_default_has_lungs_and_lesions():
+    """The benchmarks' 512x512x300 default volume (its generation time is not a test: see benchmarks/)."""
     p = make_chest_phantom()
-    elapsed = time.perf_counter() - start
     assert p.hu.shape == (300, 512, 512) and p.infection.sum() > 0
-    assert elapsed < 3.0, f"{elapsed:.2f} s"
+    assert not ((p.infection > 0) & (p.lung_labels == 0)).any()  # lesions lie inside the lungs
 
 
 def test_write_phantom_nifti_and_labels(tmp_path, ph):
