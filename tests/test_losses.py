@@ -7,7 +7,7 @@ import torch
 
 from covseg.engines.training import edge_from_mask
 from covseg.losses import InfNetLoss, StructureLoss, boundary_weights, segmentation_loss
-from covseg.networks.infnet import InfNetOutput
+from covseg.networks.outputs import DeepSupervisionOutput
 
 
 def _square(size: int = 64) -> torch.Tensor:
@@ -46,9 +46,9 @@ def test_deep_supervision_adds_side_and_edge_terms():
     bad = torch.zeros_like(target)
     loss = InfNetLoss()
     edge = edge_from_mask(target)
-    only_final = loss(InfNetOutput(final=good, side=[], edge=None), target, edge)
-    with_bad_side = loss(InfNetOutput(final=good, side=[bad, bad], edge=None), target, edge)
-    with_edge = loss(InfNetOutput(final=good, side=[], edge=bad), target, edge)
+    only_final = loss(DeepSupervisionOutput(final=good, side=[], edge=None), target, edge)
+    with_bad_side = loss(DeepSupervisionOutput(final=good, side=[bad, bad], edge=None), target, edge)
+    with_edge = loss(DeepSupervisionOutput(final=good, side=[], edge=bad), target, edge)
     assert with_bad_side > only_final and with_edge > only_final
 
 
@@ -72,7 +72,7 @@ def test_unknown_segmentation_loss_is_named_in_the_error():
 
 def test_deep_supervision_uses_the_named_loss():
     target = _square()
-    output = InfNetOutput(final=target * 4 - 2, side=[torch.zeros_like(target)], edge=None)
+    output = DeepSupervisionOutput(final=target * 4 - 2, side=[torch.zeros_like(target)], edge=None)
     dice_loss = InfNetLoss(seg_loss="bce_dice")(output, target)
     per_map = segmentation_loss("bce_dice")
     expected = per_map(output.final, target) + per_map(output.side[0], target)

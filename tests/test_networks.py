@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from covseg.networks.infnet import ABLATIONS, InfNet, InfNetOutput
+from covseg.networks.infnet import ABLATIONS, InfNet
 from covseg.networks.loading import load_weights
+from covseg.networks.outputs import DeepSupervisionOutput
 from covseg.networks.registry import get_network, list_networks
 from covseg.networks.res2net import Res2Net50
 
@@ -35,7 +36,7 @@ def test_ablation_outputs(name):
     net = get_network(name)
     switches = ABLATIONS[name]
     out = net.train()(torch.rand(2, 1, 64, 64))
-    assert isinstance(out, InfNetOutput)
+    assert isinstance(out, DeepSupervisionOutput)
     assert out.final.shape == (2, 1, 64, 64)
     assert (out.edge is not None) == switches["use_ea"]
     expected_side = 3 if switches["use_ra"] else (1 if switches["use_ea"] else 0)

@@ -12,8 +12,9 @@ from PIL import Image
 
 from covseg.io.slices import unlabelled_items
 from covseg.losses.restoration import restoration_loss
-from covseg.networks.infnet import InfNet, InfNetOutput
+from covseg.networks.infnet import InfNet
 from covseg.networks.loading import load_weights
+from covseg.networks.outputs import DeepSupervisionOutput
 from covseg.transforms.restoration import restoration_transforms
 
 
@@ -43,8 +44,8 @@ def test_restoration_pair_keeps_the_clean_slice_as_target(tmp_path):
 def test_restoration_loss_prefers_the_clean_slice():
     clean = torch.rand(2, 1, 32, 32) * 0.8 + 0.1
     logit_of = torch.logit
-    exact = InfNetOutput(final=logit_of(clean), side=[logit_of(clean)], edge=None)
-    noisy = InfNetOutput(final=logit_of((clean + 0.1 * torch.randn_like(clean)).clamp(0.01, 0.99)),
+    exact = DeepSupervisionOutput(final=logit_of(clean), side=[logit_of(clean)], edge=None)
+    noisy = DeepSupervisionOutput(final=logit_of((clean + 0.1 * torch.randn_like(clean)).clamp(0.01, 0.99)),
                          side=[logit_of(clean)], edge=torch.zeros_like(clean))
     loss = restoration_loss()
     assert float(loss(exact, clean)) < 1e-8

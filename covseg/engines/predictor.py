@@ -16,21 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from covseg.engines.cpu import autocast_context, resolve_bf16
+from covseg.networks.outputs import final_logits as logits_of
 from covseg.options import as_flag
 
 __all__ = ["SlicePredictor", "logits_of"]
-
-
-def logits_of(output: object) -> torch.Tensor:
-    """The final logits of a network output: a tensor, or the ``final`` / last element of a structured output."""
-    if isinstance(output, torch.Tensor):
-        return output
-    final = getattr(output, "final", None)
-    if isinstance(final, torch.Tensor):
-        return final
-    if isinstance(output, (list, tuple)) and output and isinstance(output[-1], torch.Tensor):
-        return output[-1]
-    raise TypeError(f"network returned {type(output).__name__}, expected a logits tensor (is it in eval mode?)")
 
 
 class SlicePredictor:

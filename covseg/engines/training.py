@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from covseg.engines.averaging import average_weights
 from covseg.engines.cpu import autocast_context
 from covseg.io.atomic import atomic_path
-from covseg.networks.infnet import InfNetOutput
+from covseg.networks.outputs import DeepSupervisionOutput
 from covseg.options import as_flag
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def make_train_step(network: nn.Module, optimizer: torch.optim.Optimizer, loss_f
             optimizer.zero_grad(set_to_none=True)
             with autocast_context(device, bf16):
                 out = network(x)
-            loss = loss_fn(out, y, edge_from_mask(y)) if isinstance(out, InfNetOutput) else loss_fn(out, y)
+            loss = loss_fn(out, y, edge_from_mask(y)) if isinstance(out, DeepSupervisionOutput) else loss_fn(out, y)
             loss.backward()
             if grad_clip:
                 nn.utils.clip_grad_norm_(network.parameters(), grad_clip)

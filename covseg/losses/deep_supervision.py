@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from covseg.losses.registry import segmentation_loss
-from covseg.networks.infnet import InfNetOutput
+from covseg.networks.outputs import DeepSupervisionOutput
 
 
 class InfNetLoss(nn.Module):
@@ -26,10 +26,11 @@ class InfNetLoss(nn.Module):
         """L_seg of one map, in fp32 (maps may come out of bf16 autocast)."""
         return self.seg(logits.float(), mask.float())
 
-    def forward(self, output: InfNetOutput | Tensor | list[Tensor], mask: Tensor, edge: Tensor | None = None) -> Tensor:
+    def forward(self, output: DeepSupervisionOutput | Tensor | list[Tensor], mask: Tensor,
+                edge: Tensor | None = None) -> Tensor:
         if isinstance(output, Tensor):
             return self._map_loss(output, mask)
-        if not isinstance(output, InfNetOutput):  # e.g. U-Net++ deep supervision list, last map is final
+        if not isinstance(output, DeepSupervisionOutput):  # e.g. U-Net++ deep supervision list, last map is final
             return sum(self._map_loss(o, mask) for o in output) / len(output)
         loss = self._map_loss(output.final, mask)
         for side in output.side:

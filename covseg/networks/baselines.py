@@ -1,11 +1,9 @@
-"""MONAI baselines under covseg's registry: U-Net, U-Net++, Attention U-Net (one input channel, logits out)."""
+"""MONAI baselines (rows of covseg's registry): U-Net, U-Net++, Attention U-Net (one input channel, logits out)."""
 
 from __future__ import annotations
 
 from monai.networks.nets import AttentionUnet, BasicUNet, BasicUNetPlusPlus
 from torch import Tensor, nn
-
-from covseg.networks.registry import register_network
 
 
 class _LastOutput(nn.Module):
@@ -20,13 +18,11 @@ class _LastOutput(nn.Module):
         return out if self.training else out[-1]
 
 
-@register_network("unet")
 def unet(in_channels: int = 1, out_channels: int = 1, features=(32, 32, 64, 128, 256, 32)) -> nn.Module:
     """MONAI BasicUNet (2D)."""
     return BasicUNet(spatial_dims=2, in_channels=in_channels, out_channels=out_channels, features=features)
 
 
-@register_network("unetpp")
 def unet_plus_plus(in_channels: int = 1, out_channels: int = 1, deep_supervision: bool = False) -> nn.Module:
     """MONAI BasicUNet++ (2D)."""
     net = BasicUNetPlusPlus(
@@ -35,7 +31,6 @@ def unet_plus_plus(in_channels: int = 1, out_channels: int = 1, deep_supervision
     return _LastOutput(net)
 
 
-@register_network("attention_unet")
 def attention_unet(in_channels: int = 1, out_channels: int = 1) -> nn.Module:
     """MONAI Attention U-Net (2D)."""
     return AttentionUnet(

@@ -6,28 +6,20 @@ Data flow (strides relative to the input):
     S_g ─► RA on x4 (+ e_att) ─► S_5 ─► RA on x3 (+ e_att) ─► S_4 ─► RA on x2 (+ e_att) ─► S_3 = final map
 
 Switches reproduce the paper's ablation rows (Table IV): ``use_ppd``, ``use_ra``, ``use_ea``.
-In training mode ``forward`` returns :class:`InfNetOutput` (all maps, logits at input size); in eval mode only
-the final logits, like every covseg network.
+In training mode ``forward`` returns a :class:`~covseg.networks.outputs.DeepSupervisionOutput` (all maps, logits at
+input size); in eval mode only the final logits, like every covseg network.
 """
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from covseg.networks.registry import register_network
+from covseg.networks.outputs import DeepSupervisionOutput
 from covseg.networks.res2net import Res2Net50, conv_bn_relu
 
-
-class InfNetOutput(NamedTuple):
-    """Every map Inf-Net predicts, as logits at input resolution (absent ones are None)."""
-
-    final: Tensor
-    side: list[Tensor]  # deep-supervision maps: global map first, then the RA outputs except the final one
-    edge: Tensor | None
+InfNetOutput = DeepSupervisionOutput  # former name; side maps: global map first, then the RA outputs but the last
 
 
 def _conv(cin: int, cout: int, kernel: tuple[int, int] | int = 3, dilation: int = 1) -> nn.Sequential:
@@ -144,7 +136,7 @@ class InfNet(nn.Module):
         elif use_ea:  # "+EA" without RA: edge features refine the global map once
             self.edge_refine = nn.Sequential(conv_bn_relu(rfb_channels + e, 64), nn.Conv2d(64, 1, 3, padding=1))
 
-    def forward(self, x: Tensor) -> Tensor | InfNetOutput:
+    def forward(self, x: Tensor) -> Tensor | DeepSupervisionOutput:
         size = x.shape[-2:]
         x1, x2, x3, x4 = self.backbone((x - self.mean) / self.std)
         f2, f3, f4 = self.rfb2(x2), self.rfb3(x3), self.rfb4(x4)
@@ -162,7 +154,7 @@ class InfNet(nn.Module):
             return maps[-1]
         edge_up = None if edge_map is None else F.interpolate(edge_map, size=size, mode="bilinear",
                                                               align_corners=False)
-        return InfNetOutput(final=maps[-1], side=maps[:-1], edge=edge_up)
+        return DeepSupervisionOutput(final=maps[-1], side=maps[:-1], edge=edge_up)
 
 
 ABLATIONS: dict[str, dict[str, bool]] = {
@@ -176,13 +168,10 @@ ABLATIONS: dict[str, dict[str, bool]] = {
 }
 
 
-def _register(name: str, switches: dict[str, bool]) -> None:
-    @register_network(name)
-    def factory(**kwargs) -> InfNet:
-        return InfNet(**{**switches, **kwargs})
-
-    factory.__doc__ = f"Inf-Net ablation {name}: {switches}"
-
-
-for _name, _switches in ABLATIONS.items():
-    _register(_name, _switches)
+def build_infnet(variant: str = "infnet", **kwargs) -> InfNet:
+    """Inf-Net or one of its ablation rows (:data:`ABLATIONS`); ``kwargs`` override the switches."""
+    try:
+        switches = ABLATIONS[variant]
+    except KeyError:
+        raise KeyError(f"unknown Inf-Net variant {variant!r}; known: {', '.join(ABLATIONS)}") from None
+    return InfNet(**{**switches, **kwargs})

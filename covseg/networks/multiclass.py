@@ -1,0 +1,64 @@
+"""Infection-guided multi-class labelling (Inf-Net paper, Sec. III-D, Fig. 6).
+
+The binary model's infection map, concatenated with the CT slice, feeds a multi-class network that labels
+background / GGO / consolidation. The heads are registry rows (``multiclass_unet``, ``multiclass_fcn8s``: 2 input
+channels, 3 classes); :class:`PriorGuidedSegmenter` chains a binary network and a head for inference.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from monai.networks.nets import BasicUNet
+from torch import Tensor, nn
+
+from covseg.networks.fcn8s import FCN8s
+from covseg.networks.outputs import final_logits
+
+CLASS_NAMES = ("background", "ggo", "consolidation")
+
+
+def multiclass_unet(in_channels: int = 2, out_channels: int = 3,
+                    features: tuple[int, ...] = (32, 32, 64, 128, 256, 32)) -> nn.Module:
+    """Multi-class U-Net head (MONAI BasicUNet, 2D): slice + infection map -> class logits."""
+    return BasicUNet(spatial_dims=2, in_channels=in_channels, out_channels=out_channels, features=features)
+
+
+def multiclass_fcn8s(in_channels: int = 2, out_channels: int = 3, width: float = 1.0,
+                     fc_channels: int = 1024) -> nn.Module:
+    """FCN8s head (VGG16 from scratch): slice + infection map -> class logits."""
+    return FCN8s(in_channels, out_channels, width=width, fc_channels=fc_channels)
+
+
+class PriorGuidedSegmenter(nn.Module):
+    """Binary infection network + multi-class head: (B, 1, H, W) slice in [0, 1] -> (B, C, H, W) class logits.
+
+    The binary network's sigmoid map (its final logits, at ``prior_size``² when given, else at the input size) is
+    resized to the input and concatenated with the slice as the head's second channel. The binary network is
+    frozen: only the head's weights belong to a multi-class bundle.
+    """
+
+    def __init__(self, prior: nn.Module, head: nn.Module, prior_size: int | None = None) -> None:
+        super().__init__()
+        self.prior, self.head, self.prior_size = prior, head, prior_size
+        for p in self.prior.parameters():
+            p.requires_grad_(False)
+
+    def infection_map(self, x: Tensor) -> Tensor:
+        """The binary model's infection probability (B, 1, H, W) at the input's size."""
+        self.prior.eval()
+        size = x.shape[-2:]
+        xp = x if self.prior_size is None else F.interpolate(x, size=(self.prior_size,) * 2, mode="bilinear",
+                                                              align_corners=False)
+        with torch.no_grad():
+            logits = final_logits(self.prior(xp)).float()
+        if logits.shape[-2:] != size:
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return torch.sigmoid(logits).to(x.dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(torch.cat([x, self.infection_map(x)], dim=1))
+
+    def state_dict_head(self) -> dict[str, Tensor]:
+        """The head's weights only (what ``models/model.pt`` of a multi-class bundle holds)."""
+        return self.head.state_dict()
