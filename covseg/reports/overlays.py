@@ -1,0 +1,302 @@
+"""Pictures of one volume: infection contours over the lung-window CT (axial montage, coronal and sagittal
+reformats, per-slice overlays) and heat-map overlays of activation maps.
+
+Inputs are LPS ``[z, y, x]`` arrays as :mod:`covseg.io.read` gives them (z grows to the head, y to the back,
+x to the patient's left) with ``spacing`` (x, y, z) mm. Panels are shown in the radiological convention:
+
+* axial: patient anterior up, patient right on the image's left (array rows as they are);
+* coronal: superior up (z flipped), patient right on the image's left;
+* sagittal: superior up (z flipped), anterior on the image's left.
+
+Every panel is resampled to square display pixels from the spacing (so a 5 mm-slice coronal keeps its true
+height) and built as a uint8 RGB array by :func:`axial_panel`, :func:`coronal_panel`, :func:`sagittal_panel`
+(testable without matplotlib); matplotlib (Agg) only lays them out with titles and orientation letters.
+Contours are the inner boundary pixels of each mask: infection red for a binary model; for a 0/1/2 label map
+ground-glass opacity (1) yellow and consolidation (2) magenta.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+from scipy import ndimage  # noqa: E402
+from skimage.segmentation import find_boundaries  # noqa: E402
+from skimage.transform import resize  # noqa: E402
+
+from covseg.io.atomic import atomic_path, ensure_writable_dir  # noqa: E402
+
+__all__ = [
+    "CLASS_COLOURS",
+    "INFECTION_COLOUR",
+    "LUNG_WINDOW",
+    "OVERLAY_CHOICES",
+    "axial_panel",
+    "coronal_panel",
+    "heatmap_overlay",
+    "lung_window",
+    "montage_png",
+    "pick_slices",
+    "reformats_png",
+    "sagittal_panel",
+    "write_slice_overlays",
+    "write_volume_figures",
+]
+
+LUNG_WINDOW = (-600.0, 1500.0)
+"""Lung window (level, width) in HU."""
+INFECTION_COLOUR = (255, 40, 40)
+CLASS_COLOURS = {1: (255, 215, 0), 2: (255, 0, 255)}
+CLASS_NAMES = {1: "ground-glass opacity", 2: "consolidation"}
+OVERLAY_CHOICES = ("none", "infected", "all")
+"""Per-slice overlays: none; slices holding infection; every slice."""
+
+
+def lung_window(hu: np.ndarray, level: float = LUNG_WINDOW[0], width: float = LUNG_WINDOW[1]) -> np.ndarray:
+    """HU -> float32 [0, 1] in the lung window."""
+    lo = level - width / 2.0
+    return np.clip((np.asarray(hu, np.float32) - lo) / width, 0.0, 1.0)
+
+
+def _labels(infection: np.ndarray, classes: np.ndarray | None) -> np.ndarray:
+    """One uint8 label map: the class map when given (0/1/2), else the infection mask as 0/1."""
+    if classes is not None:
+        return np.asarray(classes, np.uint8)
+    return (np.asarray(infection) > 0).astype(np.uint8)
+
+
+def _colours(multi: bool) -> dict[int, tuple[int, int, int]]:
+    return CLASS_COLOURS if multi else {1: INFECTION_COLOUR}
+
+
+def _to_display(grey: np.ndarray, labels: np.ndarray, row_mm: float, col_mm: float, multi: bool,
+                max_px: int) -> np.ndarray:
+    """Resample a 2D [0, 1] image and its label map to square pixels (at most ``max_px``), draw the contours."""
+    h_mm, w_mm = grey.shape[0] * row_mm, grey.shape[1] * col_mm
+    pix = max(h_mm, w_mm) / max_px
+    pix = max(pix, min(row_mm, col_mm) / 2.0)  # never upsample more than 2x
+    shape = (max(1, int(round(h_mm / pix))), max(1, int(round(w_mm / pix))))
+    img = resize(grey, shape, order=1, preserve_range=True, anti_aliasing=False)
+    lab = resize(labels, shape, order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
+    rgb = np.repeat((np.clip(img, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2)
+    thick = max(shape) >= 320
+    for value, colour in _colours(multi).items():
+        mask = lab == value
+        if not mask.any():
+            continue
+        edge = find_boundaries(mask, mode="inner")
+        if thick:
+            edge = ndimage.binary_dilation(edge) & mask
+        rgb[edge] = colour
+    return rgb
+
+
+def axial_panel(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float], z: int,
+                classes: np.ndarray | None = None, max_px: int = 384) -> np.ndarray:
+    """RGB of axial slice ``z``: anterior up, patient right on the left."""
+    sx, sy, _ = (float(s) for s in spacing)
+    return _to_display(lung_window(hu[z]), _labels(infection, classes)[z], sy, sx, classes is not None, max_px)
+
+
+def coronal_panel(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float], y: int,
+                  classes: np.ndarray | None = None, max_px: int = 384) -> np.ndarray:
+    """RGB of the coronal plane at row ``y``: superior up, patient right on the left."""
+    sx, _, sz = (float(s) for s in spacing)
+    grey = lung_window(hu[::-1, y, :])
+    lab = _labels(infection, classes)[::-1, y, :]
+    return _to_display(grey, lab, sz, sx, classes is not None, max_px)
+
+
+def sagittal_panel(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float], x: int,
+                   classes: np.ndarray | None = None, max_px: int = 384) -> np.ndarray:
+    """RGB of the sagittal plane at column ``x``: superior up, anterior on the left."""
+    _, sy, sz = (float(s) for s in spacing)
+    grey = lung_window(hu[::-1, :, x])
+    lab = _labels(infection, classes)[::-1, :, x]
+    return _to_display(grey, lab, sz, sy, classes is not None, max_px)
+
+
+def pick_slices(infection: np.ndarray, lung: np.ndarray | None = None, n: int = 12) -> tuple[list[int], set[int]]:
+    """Axial slices for a montage: the ``n // 2`` slices with most infection plus evenly spaced ones.
+
+    Evenly spaced slices cover the lung's z extent (the whole volume without lung). Returns the slices from
+    superior to inferior and the set of those picked for their infection.
+    """
+    nz = infection.shape[0]
+    n = max(1, min(int(n), nz))
+    area = np.count_nonzero(np.asarray(infection).reshape(nz, -1), axis=1)
+    infected = np.nonzero(area)[0]
+    top = [int(z) for z in infected[np.argsort(-area[infected], kind="stable")][: n // 2]]
+    if lung is not None and np.any(lung):
+        held = np.nonzero(np.asarray(lung).reshape(nz, -1).any(axis=1))[0]
+        lo, hi = int(held[0]), int(held[-1])
+    else:
+        lo, hi = 0, nz - 1
+    chosen = set(top)
+    free = [z for z in range(lo, hi + 1) if z not in chosen] or [z for z in range(nz) if z not in chosen]
+    for target in np.linspace(lo, hi, n - len(top)) if n > len(top) else []:
+        if not free:
+            break
+        z = min(free, key=lambda f: (abs(f - target), f))  # nearest slice not yet taken
+        chosen.add(z)
+        free.remove(z)
+    return sorted(chosen, reverse=True), set(top)
+
+
+def _png_bytes(fig: plt.Figure, dpi: int) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, facecolor="black")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _letters(ax: plt.Axes, top: str, bottom: str, left: str, right: str) -> None:
+    style = {"color": "#7fd4ff", "fontsize": 7, "fontweight": "bold", "transform": ax.transAxes}
+    ax.text(0.5, 0.98, top, ha="center", va="top", **style)
+    ax.text(0.5, 0.02, bottom, ha="center", va="bottom", **style)
+    ax.text(0.02, 0.5, left, ha="left", va="center", **style)
+    ax.text(0.98, 0.5, right, ha="right", va="center", **style)
+
+
+def _legend(fig: plt.Figure, multi: bool) -> None:
+    parts = [(CLASS_NAMES[k], c) for k, c in CLASS_COLOURS.items()] if multi else [("infection", INFECTION_COLOUR)]
+    for i, (text, colour) in enumerate(parts):
+        fig.text(0.01 + 0.25 * i, 0.005, f"\u25a0 {text}", color=np.array(colour) / 255.0, fontsize=8,
+                 va="bottom")
+
+
+def montage_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float], *, lung: np.ndarray | None = None,
+                classes: np.ndarray | None = None, n: int = 12, title: str = "", cols: int = 4,
+                dpi: int = 100) -> bytes:
+    """PNG bytes of an axial montage (see :func:`pick_slices`) with contours, orientation letters and areas."""
+    zs, top = pick_slices(infection, lung, n)
+    px_mm2 = float(spacing[0]) * float(spacing[1])
+    rows = (len(zs) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.4, rows * 2.55 + 0.4), squeeze=False)
+    inf = np.asarray(infection) > 0
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, z in zip(axes.ravel(), zs):
+        ax.imshow(axial_panel(hu, infection, spacing, z, classes, max_px=256), interpolation="nearest")
+        cm2 = np.count_nonzero(inf[z]) * px_mm2 / 100.0
+        mark = " *" if z in top else ""
+        ax.set_title(f"z={z}{mark}  {cm2:.1f} cm\u00b2", color="white", fontsize=8)
+        _letters(ax, "A", "P", "R", "L")
+    fig.suptitle(f"{title}  axial, lung window (* = most infected slices)".strip(), color="white", fontsize=9)
+    _legend(fig, classes is not None)
+    fig.tight_layout(rect=(0, 0.03, 1, 0.97))
+    return _png_bytes(fig, dpi)
+
+
+def _centre(mask: np.ndarray, axis_keep: int, fallback: np.ndarray | None) -> int:
+    """Index along ``axis_keep`` with the most ``mask`` voxels (else the centre of ``fallback`` or the middle)."""
+    for m in (mask, fallback):
+        if m is not None and np.any(m):
+            other = tuple(a for a in range(3) if a != axis_keep)
+            return int(np.argmax(np.count_nonzero(m, axis=other)))
+    return mask.shape[axis_keep] // 2
+
+
+def reformats_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float], *,
+                  lung: np.ndarray | None = None, classes: np.ndarray | None = None, title: str = "",
+                  dpi: int = 100) -> bytes:
+    """PNG bytes of a coronal and a sagittal reformat through the most infected plane (else the lungs' centre)."""
+    inf = np.asarray(infection) > 0
+    lung_b = None if lung is None else np.asarray(lung) > 0
+    y = _centre(inf, 1, lung_b)
+    if inf.any():
+        x = _centre(inf, 2, lung_b)
+    elif lung is not None and np.any(np.asarray(lung) == 1):
+        x = _centre(np.asarray(lung) == 1, 2, None)  # through the right lung
+    else:
+        x = _centre(inf, 2, lung_b)
+    cor = coronal_panel(hu, infection, spacing, y, classes)
+    sag = sagittal_panel(hu, infection, spacing, x, classes)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.8), gridspec_kw={"width_ratios": [cor.shape[1] / cor.shape[0],
+                                                                                  sag.shape[1] / sag.shape[0]]})
+    for ax, img, name, letters in ((axes[0], cor, f"coronal y={y}", ("S", "I", "R", "L")),
+                                   (axes[1], sag, f"sagittal x={x}", ("S", "I", "A", "P"))):
+        ax.imshow(img, interpolation="nearest")
+        ax.axis("off")
+        ax.set_title(name, color="white", fontsize=9)
+        _letters(ax, *letters)
+    fig.suptitle(f"{title}  reformats, lung window".strip(), color="white", fontsize=9)
+    _legend(fig, classes is not None)
+    fig.tight_layout(rect=(0, 0.04, 1, 0.95))
+    return _png_bytes(fig, dpi)
+
+
+def heatmap_overlay(image: np.ndarray, heat: np.ndarray, contour: np.ndarray | None = None, *, alpha: float = 0.45,
+                    cmap: str = "jet", window: tuple[float, float] | None = None,
+                    contour_colour: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+    """uint8 RGB of ``heat`` (an activation map, any range, normalised to [0, 1]) blended over ``image``.
+
+    ``image``: a 2D slice, in [0, 1] unless ``window`` (level, width in HU) is given; ``heat`` is resized to
+    ``image``'s shape when it differs (bilinear); ``contour``: an optional mask whose inner boundary is drawn.
+    """
+    image = np.asarray(image, np.float32)
+    base = lung_window(image, *window) if window is not None else np.clip(image, 0.0, 1.0)
+    h = np.asarray(heat, np.float32)
+    if h.shape != image.shape:
+        h = resize(h, image.shape, order=1, preserve_range=True, anti_aliasing=False)
+    h = np.nan_to_num(h - float(np.nanmin(h)))
+    peak = float(h.max())
+    h = h / peak if peak > 0 else h
+    colour = matplotlib.colormaps[cmap](h)[..., :3].astype(np.float32)
+    rgb = (1.0 - alpha) * base[..., None] + alpha * colour
+    out = (np.clip(rgb, 0.0, 1.0) * 255).round().astype(np.uint8)
+    if contour is not None:
+        edge = find_boundaries(np.asarray(contour) > 0, mode="inner")
+        out[edge] = contour_colour
+    return out
+
+
+def _save_png(data: bytes | np.ndarray, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            Image.fromarray(data).save(tmp, format="PNG")
+    return path
+
+
+def write_slice_overlays(folder: str | Path, hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float], *,
+                         classes: np.ndarray | None = None, which: str = "infected") -> list[Path]:
+    """One PNG per axial slice (``which``: ``"infected"`` slices or ``"all"``) as ``slice_<z:04d>.png``."""
+    if which not in OVERLAY_CHOICES:
+        raise ValueError(f"overlays must be one of {OVERLAY_CHOICES}, not {which!r}")
+    if which == "none":
+        return []
+    folder = ensure_writable_dir(folder)
+    inf = np.asarray(infection) > 0
+    zs = range(inf.shape[0]) if which == "all" else np.nonzero(inf.reshape(inf.shape[0], -1).any(axis=1))[0]
+    return [_save_png(axial_panel(hu, infection, spacing, int(z), classes, max_px=512), folder / f"slice_{z:04d}.png")
+            for z in zs]
+
+
+def write_volume_figures(out_dir: str | Path, hu: np.ndarray, lung: np.ndarray, infection: np.ndarray,
+                         spacing: Sequence[float], *, classes: np.ndarray | None = None, name: str = "",
+                         overlays: str = "none", n_slices: int = 12) -> dict[str, str]:
+    """Write ``montage.png``, ``reformats.png`` and (``overlays``) ``overlays/slice_*.png`` into ``out_dir``.
+
+    Returns ``{"montage": "montage.png", "reformats": "reformats.png", ["overlays": "overlays"]}`` (relative).
+    """
+    if overlays not in OVERLAY_CHOICES:
+        raise ValueError(f"overlays must be one of {OVERLAY_CHOICES}, not {overlays!r}")
+    out_dir = ensure_writable_dir(out_dir)
+    files = {"montage": "montage.png", "reformats": "reformats.png"}
+    _save_png(montage_png(hu, infection, spacing, lung=lung, classes=classes, n=n_slices, title=name),
+              out_dir / files["montage"])
+    _save_png(reformats_png(hu, infection, spacing, lung=lung, classes=classes, title=name),
+              out_dir / files["reformats"])
+    if overlays != "none":
+        write_slice_overlays(out_dir / "overlays", hu, infection, spacing, classes=classes, which=overlays)
+        files["overlays"] = "overlays"
+    return files

@@ -1,0 +1,135 @@
+"""Overlay pictures: orientation (asymmetric phantom), aspect from spacing, contour colours, slice choice,
+heat-map overlay, written PNGs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from covseg.reports.overlays import (
+    CLASS_COLOURS,
+    INFECTION_COLOUR,
+    axial_panel,
+    coronal_panel,
+    heatmap_overlay,
+    pick_slices,
+    sagittal_panel,
+    write_volume_figures,
+)
+
+SPACING = (1.0, 1.0, 4.0)  # x, y, z mm
+
+
+def _asymmetric():
+    """Air everywhere, one bright block anterior (small y), right (small x), superior (large z)."""
+    hu = np.full((20, 40, 40), -1000.0, np.float32)
+    hu[15:19, 3:10, 3:10] = 400.0
+    marker = np.zeros(hu.shape, np.uint8)
+    marker[15:19, 3:10, 3:10] = 1
+    return hu, marker
+
+
+def _quadrant(rgb: np.ndarray) -> tuple[str, str]:
+    """Where the bright pixels are: ('top'|'bottom', 'left'|'right')."""
+    grey = rgb.mean(axis=2)
+    rows, cols = np.nonzero(grey > 200)
+    assert rows.size, "marker not visible"
+    h, w = grey.shape
+    return ("top" if rows.mean() < h / 2 else "bottom"), ("left" if cols.mean() < w / 2 else "right")
+
+
+def test_axial_anterior_up_patient_right_on_the_left():
+    hu, _ = _asymmetric()
+    assert _quadrant(axial_panel(hu, np.zeros_like(hu), SPACING, 16)) == ("top", "left")
+
+
+def test_coronal_superior_up_patient_right_on_the_left():
+    hu, _ = _asymmetric()
+    assert _quadrant(coronal_panel(hu, np.zeros_like(hu), SPACING, 5)) == ("top", "left")
+
+
+def test_sagittal_superior_up_anterior_on_the_left():
+    hu, _ = _asymmetric()
+    assert _quadrant(sagittal_panel(hu, np.zeros_like(hu), SPACING, 5)) == ("top", "left")
+
+
+def test_reformat_aspect_follows_spacing():
+    hu, _ = _asymmetric()  # 20 slices x 4 mm = 80 mm high, 40 x 1 mm = 40 mm wide
+    cor = coronal_panel(hu, np.zeros_like(hu), SPACING, 5)
+    sag = sagittal_panel(hu, np.zeros_like(hu), (1.0, 0.5, 4.0), 5)  # 40 x 0.5 mm = 20 mm wide
+    assert cor.shape[0] / cor.shape[1] == pytest.approx(2.0, rel=0.05)
+    assert sag.shape[0] / sag.shape[1] == pytest.approx(4.0, rel=0.05)
+    ax = axial_panel(hu, np.zeros_like(hu), (1.0, 2.0, 4.0), 3)  # rows 2 mm apart: twice as tall
+    assert ax.shape[0] / ax.shape[1] == pytest.approx(2.0, rel=0.05)
+
+
+def _has_colour(rgb: np.ndarray, colour) -> bool:
+    return bool(np.all(rgb == np.array(colour, np.uint8), axis=2).any())
+
+
+def test_contours_binary_and_two_classes():
+    hu, marker = _asymmetric()
+    binary = axial_panel(hu, marker, SPACING, 16)
+    assert _has_colour(binary, INFECTION_COLOUR)
+    assert not _has_colour(binary, CLASS_COLOURS[1])
+    classes = np.zeros_like(marker)
+    classes[15:19, 3:10, 3:6] = 1
+    classes[15:19, 20:30, 20:30] = 2
+    multi = axial_panel(hu, classes > 0, SPACING, 16, classes=classes)
+    assert _has_colour(multi, CLASS_COLOURS[1]) and _has_colour(multi, CLASS_COLOURS[2])
+    assert not _has_colour(multi, INFECTION_COLOUR)
+    # contours follow the orientation too: consolidation (x, y >= 20) lies bottom-right
+    rows, cols = np.nonzero(np.all(multi == np.array(CLASS_COLOURS[2], np.uint8), axis=2))
+    assert rows.mean() > multi.shape[0] / 2 and cols.mean() > multi.shape[1] / 2
+
+
+def test_pick_slices_most_infected_plus_even():
+    inf = np.zeros((50, 8, 8), np.uint8)
+    inf[30, :4] = 1
+    inf[31, :6] = 1
+    inf[10, :1] = 1
+    lung = np.zeros_like(inf)
+    lung[5:45] = 1
+    zs, top = pick_slices(inf, lung, n=8)
+    assert len(zs) == 8 and zs == sorted(zs, reverse=True)
+    assert top == {31, 30, 10}
+    assert min(zs) >= 5 and max(zs) <= 44
+    assert 5 in zs and 44 in zs  # the lung's ends are part of the even spread
+    short, _ = pick_slices(np.zeros((3, 4, 4), np.uint8), None, n=12)
+    assert short == [2, 1, 0]
+
+
+def test_heatmap_overlay_colours_and_contour():
+    img = np.full((32, 32), 0.5, np.float32)
+    heat = np.zeros((8, 8), np.float32)
+    heat[0, 0] = 10.0  # peak at the top-left, resized to 32x32
+    mask = np.zeros((32, 32), bool)
+    mask[20:28, 20:28] = True
+    rgb = heatmap_overlay(img, heat, mask)
+    assert rgb.shape == (32, 32, 3) and rgb.dtype == np.uint8
+    r, g, b = (int(v) for v in rgb[0, 0])
+    assert r > b  # jet: high = red
+    r2, g2, b2 = (int(v) for v in rgb[10, 10])
+    assert b2 > r2  # low = blue
+    assert tuple(rgb[20, 20]) == (255, 255, 255) and tuple(rgb[24, 24]) != (255, 255, 255)
+    hu_rgb = heatmap_overlay(np.full((8, 8), -600.0), np.zeros((8, 8)), window=(-600.0, 1500.0), alpha=0.0)
+    assert int(hu_rgb[0, 0, 0]) == 128  # level of the window = mid-grey
+
+
+def test_write_volume_figures(tmp_path):
+    hu, marker = _asymmetric()
+    lung = np.zeros_like(marker)
+    lung[2:19, 2:38, 2:38] = 1
+    files = write_volume_figures(tmp_path, hu, lung, marker, SPACING, name="asym", overlays="all")
+    assert files == {"montage": "montage.png", "reformats": "reformats.png", "overlays": "overlays"}
+    for key in ("montage", "reformats"):
+        with Image.open(tmp_path / files[key]) as im:
+            assert im.format == "PNG" and im.width > 300 and im.height > 200
+    slices = sorted((tmp_path / "overlays").glob("slice_*.png"))
+    assert len(slices) == hu.shape[0]
+    with Image.open(slices[16]) as im:
+        assert _has_colour(np.asarray(im.convert("RGB")), INFECTION_COLOUR)
+    assert not list(tmp_path.glob(".tmp-*"))
+    with pytest.raises(ValueError, match="overlays"):
+        write_volume_figures(tmp_path, hu, lung, marker, SPACING, overlays="some")
