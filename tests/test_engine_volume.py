@@ -14,9 +14,11 @@ from ignite.engine import Events
 from ignite.handlers import ProgressBar, Timer
 from torch import nn
 
-from covseg.engines import volume as volume_mod
+from covseg.engines import export as export_mod
+from covseg.engines.batch import prepare_volume, process_volume, run_batch
+from covseg.engines.export import export_volume
 from covseg.engines.predictor import SlicePredictor
-from covseg.engines.volume import infer_volume, run_batch
+from covseg.engines.volume import infer_volume
 from covseg.io.read import CTVolume, read_volume
 from covseg.networks.registry import get_network
 from covseg.synthetic.phantom import make_chest_phantom, write_phantom
@@ -112,8 +114,7 @@ def test_multiclass_label_map(tmp_path, phantom):
     net = get_network("unet", features=TINY, out_channels=3)
     results = run_batch([], tmp_path, net)  # empty batch is fine
     assert results == []
-    prep = volume_mod._prepare(vol, _predictor(net), tmp_path, None, None, None, {"name": "tiny3"}, (), 0.5, 5.0, {})
-    volume_mod._write(prep, save_prob=False)
+    export_volume(prepare_volume(vol, _predictor(net), tmp_path, model_info={"name": "tiny3"}))
     labels = np.asarray(nib.load(str(tmp_path / "mc" / "infection_labels.nii.gz")).dataobj)
     inf = np.asarray(nib.load(str(tmp_path / "mc" / "infection_mask.nii.gz")).dataobj)
     assert set(np.unique(labels)) <= {0, 1, 2}
@@ -131,7 +132,7 @@ def test_volume_without_lung(tmp_path):
     ran = []
     res = infer_volume(vol, _predictor(Constant(3.0)), handlers=[lambda e: ran.append(e)])
     assert not res.lung.any() and not res.infection.any() and not res.predicted.any() and len(ran) == 1
-    report = volume_mod.process_volume(vol, _predictor(Constant(3.0)), tmp_path)
+    report = process_volume(vol, _predictor(Constant(3.0)), tmp_path)
     assert report.warnings[0].startswith("no lung found") and report.lung_slices == 0
     assert (tmp_path / "nolung" / "infection_mask.nii.gz").exists()
 
@@ -185,7 +186,7 @@ def test_batch_goes_on_and_leaves_no_partial_folder(tmp_path, ct_ras, monkeypatc
 
     # a failure while writing: the volume is an error and its folder is not left behind
     calls = {"n": 0}
-    real = volume_mod.write_volume_like
+    real = export_mod.write_volume_like
 
     def flaky(array, vol, path, *a, **k):
         calls["n"] += 1
@@ -193,14 +194,14 @@ def test_batch_goes_on_and_leaves_no_partial_folder(tmp_path, ct_ras, monkeypatc
             raise OSError("disk full")
         return real(array, vol, path, *a, **k)
 
-    monkeypatch.setattr(volume_mod, "write_volume_like", flaky)
+    monkeypatch.setattr(export_mod, "write_volume_like", flaky)
     out2 = tmp_path / "out2"
     results = run_batch([ct_ras], out2, net, image_size=16)
     assert results[0].status == "error" and "disk full" in results[0].error
     assert list(out2.iterdir()) == []
 
     # a re-run replaces the previous folder as a whole
-    monkeypatch.setattr(volume_mod, "write_volume_like", real)
+    monkeypatch.setattr(export_mod, "write_volume_like", real)
     (out / "chest" / "stale.txt").write_text("old")
     results = run_batch([ct_ras], out, net, image_size=16)
     assert results[0].ok and not (out / "chest" / "stale.txt").exists()

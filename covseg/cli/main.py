@@ -24,9 +24,9 @@ if TYPE_CHECKING:
     from covseg.networks.loading import LoadedModel
     from covseg.reports.batch import VolumeResult
 
+from covseg.synthetic.demo import DEMO_SHAPE
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-DEMO_SHAPE = (48, 256, 256)
-DEMO_SPACING = (1.4, 1.4, 6.0)
 
 _INFER_EPILOG = """\
 examples:
@@ -209,14 +209,9 @@ def _load(args: argparse.Namespace):
         if args.image_size is not None:
             model.image_size = args.image_size
         if args.backend == "onnxruntime":
-            from covseg.engines.onnx_runtime import onnx_runtime_network
+            from covseg.engines.onnx_runtime import use_onnx_runtime
 
-            def notice(path: Path) -> None:
-                print(f"covseg: exporting the network to ONNX once (about half a minute): {path}", file=sys.stderr,
-                      flush=True)
-
-            model.network = onnx_runtime_network(model.network, image_size=model.image_size, threads=args.threads,
-                                                 on_export=notice)
+            use_onnx_runtime(model, threads=args.threads, on_export=_export_notice)
         return model
     except KeyError as exc:
         _error(str(exc.args[0]) if exc.args else str(exc))
@@ -225,23 +220,23 @@ def _load(args: argparse.Namespace):
     return None
 
 
+def _export_notice(path: Path) -> None:
+    print(f"covseg: exporting the network to ONNX once (about half a minute): {path}", file=sys.stderr, flush=True)
+
+
 def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels: str | None) -> int:
     """Load the model, run the batch with a progress bar, write the summary, print the table."""
     from tqdm import tqdm
 
+    from covseg.engines.batch import check_folders, run_batch
     from covseg.engines.distributed import shard_from_env
-    from covseg.engines.volume import run_batch
-    from covseg.io.atomic import ensure_writable_dir
     from covseg.io.discover import find_volumes
     from covseg.io.errors import CovsegInputError
 
     try:
-        ensure_writable_dir(out)
+        check_folders(out, labels)
     except CovsegInputError as exc:
         _error(str(exc))
-        return EXIT_USAGE
-    if labels is not None and not Path(labels).is_dir():
-        _error(f"{labels}: labels folder not found")
         return EXIT_USAGE
     model = _load(args)
     if model is None:
@@ -337,28 +332,9 @@ def _parse_shape(text: str) -> tuple[int, int, int] | None:
     return shape if len(shape) == 3 and min(shape) >= 1 else None  # type: ignore[return-value]
 
 
-def write_demo_input(folder: Path, shape: tuple[int, int, int] = DEMO_SHAPE, seed: int = 0) -> tuple[Path, Path]:
-    """Write the demo phantom ``<folder>/input/phantom.nii.gz`` and its lesions ``<folder>/labels/phantom.nii.gz``."""
-    import SimpleITK as sitk
-
-    from covseg.io.atomic import atomic_path, ensure_writable_dir
-    from covseg.synthetic.phantom import make_chest_phantom, write_phantom
-
-    z, y, x = shape
-    # keep the demo's field of view (~36 x 36 x 29 cm) whatever the voxel count
-    spacing = (DEMO_SPACING[0] * DEMO_SHAPE[2] / x, DEMO_SPACING[1] * DEMO_SHAPE[1] / y,
-               DEMO_SPACING[2] * DEMO_SHAPE[0] / z)
-    phantom = make_chest_phantom(shape=shape, spacing=spacing, seed=seed)
-    ct = folder / "input" / "phantom.nii.gz"
-    write_phantom(ct, phantom)
-    label = ensure_writable_dir(folder / "labels") / "phantom.nii.gz"
-    with atomic_path(label) as tmp:
-        sitk.WriteImage(phantom.image(phantom.infection), str(tmp), True)
-    return ct, label.parent
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
     from covseg.io.errors import CovsegInputError
+    from covseg.synthetic.demo import write_demo_input
 
     shape = _parse_shape(args.phantom_shape)
     if shape is None or min(shape[1:]) < 16:

@@ -25,7 +25,7 @@ from torch import nn
 from covseg.engines.predictor import logits_of
 from covseg.io.atomic import atomic_path
 
-__all__ = ["OnnxRuntimeNetwork", "cache_dir", "export_onnx", "onnx_runtime_network"]
+__all__ = ["OnnxRuntimeNetwork", "cache_dir", "export_onnx", "onnx_runtime_network", "use_onnx_runtime"]
 
 log = logging.getLogger(__name__)
 
@@ -138,3 +138,12 @@ def onnx_runtime_network(network: nn.Module, image_size: int = 352, threads: int
     out_channels = getattr(network, "out_channels", None)
     return OnnxRuntimeNetwork(path, threads=threads, out_channels=out_channels if isinstance(out_channels, int)
                               else None)
+
+
+def use_onnx_runtime(model: object, threads: int | None = None,
+                     on_export: Callable[[Path], None] | None = None) -> object:
+    """Swap a loaded model's ``network`` (a :class:`covseg.networks.loading.LoadedModel`) for its ONNX Runtime
+    twin at the model's ``image_size``; returns ``model``."""
+    model.network = onnx_runtime_network(model.network, image_size=model.image_size, threads=threads,
+                                         on_export=on_export)
+    return model

@@ -1,0 +1,204 @@
+"""Data iteration over a batch of volumes: read the next volume, infer the current one, export the previous one.
+
+:func:`run_batch` runs a list of inputs with reading of the next volume and exporting of the previous one
+overlapped with compute (one reader and one writer thread), goes on after a failing input, and returns one
+:class:`covseg.reports.batch.VolumeResult` per input. :func:`process_volume` does one volume in the calling
+thread. Per volume: :func:`covseg.engines.volume.infer_volume` (the math), the reference label
+(:mod:`covseg.io.labels`) and report (:func:`prepare_volume`), then :func:`covseg.engines.export.export_volume`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from torch import nn
+
+from covseg.engines.export import ExportOptions, VolumeOutputs, export_volume
+from covseg.engines.onnx_runtime import OnnxRuntimeNetwork
+from covseg.engines.predictor import SlicePredictor
+from covseg.engines.volume import LUNG_MARGIN_MM, THRESHOLD, Gate, Handler, infer_volume
+from covseg.io.atomic import ensure_writable_dir
+from covseg.io.discover import VolumeSource, find_volumes
+from covseg.io.errors import CovsegInputError
+from covseg.io.labels import find_label, read_label
+from covseg.io.read import CTVolume, read_volume
+from covseg.reports.batch import VolumeResult
+from covseg.reports.volume import VolumeReport, build_volume_report, slice_rows
+
+log = logging.getLogger(__name__)
+
+__all__ = ["as_predictor", "check_folders", "prepare_volume", "process_volume", "run_batch"]
+
+
+def check_folders(out_dir: str | Path, labels_dir: str | Path | None = None) -> Path:
+    """Create/verify the output folder and that ``labels_dir`` exists; :class:`CovsegInputError` otherwise.
+
+    :func:`run_batch` calls it first; callers may call it earlier (before loading a model) to fail fast.
+    """
+    out = ensure_writable_dir(out_dir)
+    if labels_dir is not None and not Path(labels_dir).is_dir():
+        raise CovsegInputError(labels_dir, "labels folder not found")
+    return out
+
+
+def prepare_volume(volume: CTVolume, predictor: SlicePredictor, out_dir: str | Path, *,
+                   label_path: str | Path | None = None, labels_dir: str | Path | None = None,
+                   gate: Gate | None = None, model_info: dict | None = None, handlers: Sequence[Handler] = (),
+                   threshold: float = THRESHOLD, lung_margin_mm: float = LUNG_MARGIN_MM,
+                   timing_s: dict[str, float] | None = None) -> VolumeOutputs:
+    """Infer ``volume``, score it against its label (if any) and build its report: what :func:`export_volume` needs."""
+    timing_s = timing_s or {}
+    model_info = model_info or {}
+    t0 = time.perf_counter()
+    started = t0 - timing_s.get("read", 0.0)
+    result = infer_volume(volume, predictor, gate=gate, threshold=threshold, lung_margin_mm=lung_margin_mm,
+                          handlers=handlers)
+    warnings = list(volume.warnings)
+    if model_info and not model_info.get("trained", True):
+        warnings.append(f"model {model_info.get('name', '?')!r} has no trained weights: the infection outputs are "
+                        "not meaningful (lung figures are)")
+    label = None
+    if label_path is None and labels_dir is not None:
+        label_path = find_label(labels_dir, volume.name)
+        if label_path is None:
+            warnings.append(f"no label {Path(labels_dir) / (volume.name + '.nii.gz')}: no scores")
+    if label_path is not None:
+        try:
+            label, label_warnings = read_label(label_path, volume)
+            warnings += label_warnings
+        except CovsegInputError as exc:
+            warnings.append(f"label ignored: {exc}")
+            label_path = None
+    t1 = time.perf_counter()
+    timing = {**timing_s, **result.timing_s}
+    report = build_volume_report(
+        volume.name, str(volume.source_path), result.lung, result.infection, volume.spacing, prob=result.prob,
+        label=label, label_path=None if label_path is None else str(label_path), classes=result.classes,
+        n_classes=result.n_classes, predicted_slices=int(result.predicted.sum()), warnings=warnings,
+        model=model_info, timing_s=timing,
+    )
+    rows = slice_rows(result.lung, result.infection, result.prob, result.predicted)
+    report.timing_s["report"] = round(time.perf_counter() - t1, 3)
+    report.timing_s["compute"] = round(time.perf_counter() - t0, 3)
+    return VolumeOutputs(volume, result, report, rows, Path(out_dir) / volume.name, started)
+
+
+def process_volume(volume: CTVolume, predictor: SlicePredictor, out_dir: str | Path, *,
+                   label_path: str | Path | None = None, labels_dir: str | Path | None = None,
+                   gate: Gate | None = None, save_prob: bool = False, model_info: dict | None = None,
+                   handlers: Sequence[Handler] = (), threshold: float = THRESHOLD,
+                   lung_margin_mm: float = LUNG_MARGIN_MM, timing_s: dict[str, float] | None = None,
+                   write: bool = True) -> VolumeReport:
+    """Infer, report and (``write``) export one volume under ``<out_dir>/<volume.name>/``; return its report."""
+    item = prepare_volume(volume, predictor, out_dir, label_path=label_path, labels_dir=labels_dir, gate=gate,
+                          model_info=model_info, handlers=handlers, threshold=threshold,
+                          lung_margin_mm=lung_margin_mm, timing_s=timing_s)
+    if write:
+        export_volume(item, ExportOptions(save_prob=save_prob))
+    return item.report
+
+
+def as_predictor(model: object, image_size: int | None = None, device: str = "cpu", batch_size: int = 8,
+                 bf16: bool | str = "auto", tta: bool = False) -> tuple[SlicePredictor, dict]:
+    """A :class:`SlicePredictor` for ``model`` (LoadedModel, nn.Module or SlicePredictor) and its report entry."""
+    if isinstance(model, SlicePredictor):
+        return model, {"name": type(model.network).__name__, "trained": True}
+    network = getattr(model, "network", model)
+    if not isinstance(network, nn.Module):
+        raise TypeError(f"model must be a LoadedModel, an nn.Module or a SlicePredictor, not {type(model).__name__}")
+    size = getattr(model, "image_size", 352) if image_size is None else image_size
+    info = {"name": getattr(model, "name", type(network).__name__), "image_size": size}
+    if hasattr(model, "trained"):
+        info["trained"] = bool(model.trained)
+    predictor = SlicePredictor(network, image_size=size, device=device, batch_size=batch_size, bf16=bf16, tta=tta)
+    info["tta"] = predictor.tta  # the predictor's reading of the option, so the report cannot disagree with it
+    info["backend"] = "onnxruntime" if isinstance(network, OnnxRuntimeNetwork) else "torch"
+    return predictor, info
+
+
+def _error_text(exc: BaseException, source: str) -> str:
+    if isinstance(exc, CovsegInputError):
+        return str(exc)
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{source}: {type(exc).__name__}: {text}"[:400]
+
+
+def _failed(src: VolumeSource, exc: BaseException) -> VolumeResult:
+    return VolumeResult(src.name, str(src.path), status="error", error=_error_text(exc, str(src.path)))
+
+
+def _timed_read(src: VolumeSource) -> tuple[CTVolume, float]:
+    t = time.perf_counter()
+    vol = read_volume(src)
+    return vol, time.perf_counter() - t
+
+
+def run_batch(sources: Sequence[VolumeSource | str | Path], out_dir: str | Path, model: object,
+              labels_dir: str | Path | None = None, *, save_prob: bool = False, gate: Gate | None = None,
+              device: str = "cpu", batch_size: int = 8, bf16: bool | str = "auto", image_size: int | None = None,
+              tta: bool = False, handlers: Sequence[Handler] = (),
+              on_start: Callable[[VolumeSource], None] | None = None,
+              on_result: Callable[[VolumeResult], None] | None = None, threshold: float = THRESHOLD,
+              lung_margin_mm: float = LUNG_MARGIN_MM, export: ExportOptions | None = None) -> list[VolumeResult]:
+    """Process every volume of ``sources`` (paths or :class:`VolumeSource`) into ``out_dir``; never stops early.
+
+    ``model``: a :class:`covseg.networks.loading.LoadedModel` (its ``image_size`` is used unless ``image_size``
+    is given), an ``nn.Module`` (``image_size`` default 352) or a ready :class:`SlicePredictor`; ``tta``: flip
+    averaging (:class:`SlicePredictor`), recorded in each report's ``model`` entry; ``export``: which optional
+    outputs to write (default: ``ExportOptions(save_prob=save_prob)``). Reading of the next volume and writing of
+    the previous one run in background threads. ``on_start(source)`` / ``on_result(result)`` are called in input
+    order from the calling thread. An unwritable ``out_dir`` raises :class:`CovsegInputError` before anything is
+    read.
+    """
+    out_dir = check_folders(out_dir, labels_dir)
+    options = export if export is not None else ExportOptions(save_prob=save_prob)
+    paths = [s for s in sources if not isinstance(s, VolumeSource)]
+    srcs: list[VolumeSource] = [s for s in sources if isinstance(s, VolumeSource)] + (find_volumes(paths) if paths
+                                                                                      else [])
+    predictor, info = as_predictor(model, image_size, device, batch_size, bf16, tta)
+    results: list[VolumeResult | None] = [None] * len(srcs)
+    pending: tuple[int, Future, VolumeOutputs] | None = None
+
+    def finish(index: int, fut: Future, item: VolumeOutputs) -> None:
+        src = srcs[index]
+        try:
+            fut.result()
+            results[index] = VolumeResult(src.name, str(src.path), report=item.report, out_dir=str(item.final_dir))
+        except Exception as exc:  # noqa: BLE001 - one bad output must not stop the batch
+            results[index] = _failed(src, exc)
+        if on_result is not None:
+            on_result(results[index])
+
+    with ThreadPoolExecutor(1, thread_name_prefix="covseg-read") as reader, \
+            ThreadPoolExecutor(1, thread_name_prefix="covseg-write") as writer:
+        next_read = reader.submit(_timed_read, srcs[0]) if srcs else None
+        for i, src in enumerate(srcs):
+            current = next_read
+            next_read = reader.submit(_timed_read, srcs[i + 1]) if i + 1 < len(srcs) else None
+            if on_start is not None:
+                on_start(src)
+            try:
+                volume, read_s = current.result()
+                item = prepare_volume(volume, predictor, out_dir, labels_dir=labels_dir, gate=gate, model_info=info,
+                                      handlers=handlers, threshold=threshold, lung_margin_mm=lung_margin_mm,
+                                      timing_s={"read": read_s})
+                del volume
+            except Exception as exc:  # noqa: BLE001 - report and go on with the next input
+                log.debug("volume %s failed", src.path, exc_info=True)
+                if pending is not None:
+                    finish(*pending)
+                    pending = None
+                results[i] = _failed(src, exc)
+                if on_result is not None:
+                    on_result(results[i])
+                continue
+            if pending is not None:  # at most one volume waiting to be written: bounded memory
+                finish(*pending)
+            pending = (i, writer.submit(export_volume, item, options), item)
+        if pending is not None:
+            finish(*pending)
+    return [r for r in results if r is not None]

@@ -1,0 +1,146 @@
+"""Export of one volume's results: every output file, written into a hidden folder that replaces ``<out>/<name>``.
+
+:func:`export_volume` is the one place where a volume's outputs are written. Files go to
+``<out>/.tmp-<hex>-<name>/``, ``report.json`` last, and the folder is then renamed to ``<out>/<name>/``
+(replacing a previous run's), so a failure leaves no partial folder. Outputs:
+
+* ``infection_mask.nii.gz`` uint8 0/1; ``lung_mask.nii.gz`` uint8 (1 right, 2 left);
+* ``infection_prob.nii.gz`` (``ExportOptions.save_prob``) uint8 ``round(255 * p)`` (the 0-255 convention of the
+  Inf-Net maps; ``p >= 0.5`` <=> value ``>= 128``);
+* ``infection_labels.nii.gz`` (multi-class models only) uint8 class map;
+* ``slices.csv`` and ``report.json`` (:class:`covseg.reports.volume.VolumeReport`, whose ``outputs`` lists the files).
+
+All images are written with :func:`covseg.io.write.write_volume_like`: same size, spacing, origin and direction
+as the input. **To add an output**: write a function ``(folder, item) -> {key: file name}`` and call it in
+:func:`write_outputs` (with a field in :class:`ExportOptions` if it is optional).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from covseg.engines.volume import VolumeInference
+from covseg.io.atomic import atomic_write_text, ensure_writable_dir
+from covseg.io.errors import CovsegInputError
+from covseg.io.read import CTVolume
+from covseg.io.write import write_volume_like
+from covseg.reports.volume import VolumeReport, slices_csv_text
+
+__all__ = ["ExportOptions", "OutputWriter", "VolumeOutputs", "export_volume", "replace_dir", "write_outputs"]
+
+
+@dataclass
+class VolumeOutputs:
+    """What the export of one volume needs: the input, its inference, its report and where it goes."""
+
+    volume: CTVolume
+    result: VolumeInference
+    report: VolumeReport
+    rows: list[dict]
+    final_dir: Path
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Which optional outputs to write."""
+
+    save_prob: bool = False
+
+
+OutputWriter = Callable[[Path, VolumeOutputs], dict[str, str]]
+"""Writes one output of a volume into a folder; returns ``{output key: file name}`` for ``report.outputs``."""
+
+
+def write_outputs(folder: Path, item: VolumeOutputs, options: ExportOptions) -> dict[str, str]:
+    """Write every output of ``item`` except ``report.json`` into ``folder``; one call per output."""
+    files: dict[str, str] = {}
+    files |= write_masks(folder, item)
+    if options.save_prob:
+        files |= write_probability(folder, item)
+    if item.result.classes is not None:
+        files |= write_label_map(folder, item)
+    files |= write_slice_table(folder, item)
+    return files
+
+
+def export_volume(item: VolumeOutputs, options: ExportOptions = ExportOptions()) -> Path:
+    """Write ``item``'s outputs into a hidden folder, then rename it to ``item.final_dir``; return that folder."""
+    t0 = time.perf_counter()
+    final = item.final_dir
+    parent = ensure_writable_dir(final.parent)
+    tmp = parent / f".tmp-{secrets.token_hex(4)}-{final.name}"
+    try:
+        tmp.mkdir()
+        files = write_outputs(tmp, item, options)
+        files["report"] = "report.json"
+        item.report.outputs = files
+        now = time.perf_counter()
+        item.report.timing_s["write"] = round(now - t0, 3)
+        item.report.timing_s["total"] = round(now - item.started, 3)
+        atomic_write_text(tmp / files["report"], item.report.to_json())
+        replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+# ------------------------------------------------------------------------------------------- outputs
+def write_masks(folder: Path, item: VolumeOutputs) -> dict[str, str]:
+    """``infection_mask.nii.gz`` (0/1) and ``lung_mask.nii.gz`` (1 right, 2 left)."""
+    files = {"infection_mask": "infection_mask.nii.gz", "lung_mask": "lung_mask.nii.gz"}
+    write_volume_like(item.result.infection, item.volume, folder / files["infection_mask"])
+    write_volume_like(item.result.lung, item.volume, folder / files["lung_mask"])
+    return files
+
+
+def write_probability(folder: Path, item: VolumeOutputs) -> dict[str, str]:
+    """``infection_prob.nii.gz``: uint8 ``round(255 * p)``."""
+    prob = item.result.prob
+    q = np.empty(prob.shape, np.uint8)
+    for z in range(q.shape[0]):  # slice by slice: no full-volume float temporary
+        q[z] = np.rint(prob[z] * 255.0)
+    write_volume_like(q, item.volume, folder / "infection_prob.nii.gz")
+    return {"infection_prob": "infection_prob.nii.gz"}
+
+
+def write_label_map(folder: Path, item: VolumeOutputs) -> dict[str, str]:
+    """``infection_labels.nii.gz``: the class map of a multi-class model."""
+    write_volume_like(item.result.classes, item.volume, folder / "infection_labels.nii.gz")
+    return {"infection_labels": "infection_labels.nii.gz"}
+
+
+def write_slice_table(folder: Path, item: VolumeOutputs) -> dict[str, str]:
+    """``slices.csv``: one row per axial slice."""
+    atomic_write_text(folder / "slices.csv", slices_csv_text(item.rows))
+    return {"slices": "slices.csv"}
+
+
+# ----------------------------------------------------------------------------------------- folder swap
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Rename ``tmp`` to ``final``; an existing ``final`` (a previous run) is replaced."""
+    old = None
+    if final.exists() or final.is_symlink():
+        if not final.is_dir() or final.is_symlink():
+            raise CovsegInputError(final, "output exists and is not a folder")
+        old = final.parent / f".old-{secrets.token_hex(4)}-{final.name}"
+        os.replace(final, old)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        if old is not None:
+            with contextlib.suppress(OSError):
+                os.replace(old, final)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

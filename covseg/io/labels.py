@@ -1,0 +1,55 @@
+"""Reference labels of a volume: find ``<labels_dir>/<name>.<ext>`` and read it onto the volume's voxel grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from covseg.io.errors import CovsegInputError
+from covseg.io.read import CTVolume
+
+__all__ = ["LABEL_SUFFIXES", "find_label", "read_label"]
+
+LABEL_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
+
+
+def find_label(labels_dir: str | Path, name: str) -> Path | None:
+    """``<labels_dir>/<name>`` + one of :data:`LABEL_SUFFIXES`, or ``None``."""
+    for suffix in LABEL_SUFFIXES:
+        path = Path(labels_dir) / f"{name}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def read_label(path: str | Path, volume: CTVolume) -> tuple[np.ndarray, list[str]]:
+    """A label image as a ``[z, y, x]`` LPS array matching ``volume``; raises ``CovsegInputError`` if it cannot.
+
+    The label must have the input's size; a different spacing/origin/direction is accepted with a warning (the
+    label is compared voxel by voxel).
+    """
+    path = Path(path)
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise CovsegInputError(path, f"label cannot be read ({' '.join(str(exc).split())[:160]})") from None
+    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+        raise CovsegInputError(path, "label is not a 3D single-channel image")
+    ref = volume.reference
+    warnings = []
+    if tuple(img.GetSize()) != tuple(ref.size):
+        raise CovsegInputError(path, f"label size {img.GetSize()} differs from the input's {tuple(ref.size)}")
+    same = (np.allclose(img.GetSpacing(), ref.spacing, rtol=1e-3, atol=1e-4)
+            and np.allclose(img.GetOrigin(), ref.origin, atol=1e-2)
+            and np.allclose(img.GetDirection(), ref.direction, atol=1e-3))
+    if not same:
+        warnings.append(f"label {path.name} geometry (spacing/origin/direction) differs from the input's; "
+                        "compared voxel by voxel")
+    img.SetDirection(ref.direction)  # orient like the input so that voxels line up
+    oriented = sitk.DICOMOrient(img, "LPS") if ref.orientation != "LPS" else img
+    array = sitk.GetArrayFromImage(oriented)
+    if array.shape != volume.array.shape:
+        raise CovsegInputError(path, f"label shape {array.shape} differs from the input's {volume.array.shape}")
+    return array, warnings
