@@ -1,0 +1,45 @@
+"""The infection-per-slice curve of one volume (matplotlib, Agg): infected and lung area of every axial slice."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["infection_curve_png"]
+
+
+def infection_curve_png(rows: Sequence[dict], spacing: Sequence[float], *, title: str = "", dpi: int = 100) -> bytes:
+    """PNG bytes: infection area (cm², left axis) and lung area (cm², right axis) per slice, inferior to superior.
+
+    ``rows``: per-slice dicts with ``slice``, ``infection_px`` and ``lung_px``
+    (:func:`covseg.reports.volume.slice_rows`); ``spacing``: (x, y, z) mm.
+    """
+    px_cm2 = float(spacing[0]) * float(spacing[1]) / 100.0
+    z = np.array([r["slice"] for r in rows], float)
+    pos_mm = z * float(spacing[2])
+    inf = np.array([r["infection_px"] for r in rows], float) * px_cm2
+    lung = np.array([r["lung_px"] for r in rows], float) * px_cm2
+    fig, ax = plt.subplots(figsize=(7.5, 2.6))
+    twin = ax.twinx()
+    twin.fill_between(pos_mm, lung, color="#9ab", alpha=0.35, step="mid", label="lung")
+    twin.set_ylabel("lung cm\u00b2", color="#567")
+    twin.set_ylim(bottom=0)
+    ax.set_zorder(twin.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    ax.plot(pos_mm, inf, color="#d62728", lw=1.5, drawstyle="steps-mid", label="infection")
+    ax.set_ylabel("infection cm\u00b2", color="#d62728")
+    ax.set_ylim(bottom=0, top=max(1.0, float(inf.max(initial=0.0)) * 1.1))
+    ax.set_xlabel("slice position from the most inferior slice (mm)  \u2192 superior")
+    ax.set_title(f"{title}  infection per slice".strip(), fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()

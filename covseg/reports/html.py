@@ -1,0 +1,264 @@
+"""``report.html``: one self-contained page per batch (images as data URIs, inline CSS and JS, no network).
+
+A table of the volumes (lung and infection volumes, % of lung involved, severity score, infected slices;
+sortable by clicking a column header) whose names link to one section per volume: axial montage, coronal and
+sagittal reformats, infection-per-slice curve, lung and infection volumes per lung, the severity table with
+its rule, the model (name, version, precision), warnings and, with a reference label, the scores. A failed
+volume keeps its row with the one-line error. A Content-Security-Policy meta tag forbids every fetch, so the
+page cannot reach the network even if a value were to hold a URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from covseg.io.atomic import atomic_write_text
+
+__all__ = ["IMAGES", "VolumeEntry", "entries_from_results", "render_report", "write_html_report"]
+
+IMAGES = (("montage", "Axial slices, lung window"), ("reformats", "Coronal and sagittal reformats"),
+          ("curve", "Infection per slice"))
+"""Keys of a volume's pictures (as in ``report.outputs``) and their captions, in page order."""
+CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+       "base-uri 'none'; form-action 'none'")
+
+_CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;max-width:1400px}
+h1{font-size:1.4em}h2{font-size:1.2em;margin-top:2em;border-top:1px solid #ccc;padding-top:.8em}
+table{border-collapse:collapse;margin:.6em 0}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f0f2f5}td.t,th.t{text-align:left}th[data-type]{cursor:pointer}
+th[aria-sort=descending]::after{content:" \\25BC"}th[aria-sort=ascending]::after{content:" \\25B2"}
+tr.failed td{background:#fde8e8}.err{color:#a00}.note{color:#555;font-size:.92em;max-width:60em}
+figure{margin:.8em 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{color:#555;font-size:.9em}
+"""
+
+_JS = """
+(function () {
+  "use strict";
+  var table = document.getElementById("volumes");
+  var heads = table.tHead.rows[0].cells;
+  function value(row, col, numeric) {
+    var cell = row.cells[col];
+    var v = cell.hasAttribute("data-value") ? cell.getAttribute("data-value") : cell.textContent;
+    if (!numeric) { return v.toLowerCase(); }
+    v = parseFloat(v);
+    return isNaN(v) ? -Infinity : v;
+  }
+  function sortBy(th) {
+    var col = th.cellIndex;
+    var numeric = th.getAttribute("data-type") === "num";
+    var ascending = th.getAttribute("aria-sort") === "descending";
+    var body = table.tBodies[0];
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = value(a, col, numeric), y = value(b, col, numeric);
+      var c = x < y ? -1 : (x > y ? 1 : 0);
+      return ascending ? c : -c;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+    Array.prototype.forEach.call(heads, function (h) { h.removeAttribute("aria-sort"); });
+    th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+  }
+  Array.prototype.forEach.call(heads, function (th) {
+    if (th.hasAttribute("data-type")) {
+      th.addEventListener("click", function () { sortBy(th); });
+    }
+  });
+  window.covsegSortBy = function (key) { sortBy(document.getElementById("col-" + key)); };
+  table.setAttribute("data-sortable", "ready");
+})();
+"""
+
+_COLUMNS = (  # key, header, type (num/text), tooltip
+    ("name", "Volume", "text", ""),
+    ("status", "Status", "text", ""),
+    ("lung_ml", "Lung mL", "num", "both lungs"),
+    ("infection_ml", "Infection mL", "num", ""),
+    ("involvement", "% lung involved", "num", "100 x infection in the lungs / lung volume"),
+    ("right", "Right %", "num", "right lung involved"),
+    ("left", "Left %", "num", "left lung involved"),
+    ("severity", "Severity (0-30)", "num", "sum of the 6 zone scores (see each volume)"),
+    ("slices", "Infected / lung slices", "num", ""),
+)
+
+
+@dataclass
+class VolumeEntry:
+    """One volume of the page: ``report`` is ``VolumeReport.to_dict()`` (``None`` for a failure); ``images``
+    maps the keys of :data:`IMAGES` to PNG bytes."""
+
+    name: str
+    status: str = "ok"
+    source: str = ""
+    error: str | None = None
+    report: dict | None = None
+    images: dict[str, bytes] = field(default_factory=dict)
+
+
+def entries_from_results(results: Sequence) -> list[VolumeEntry]:
+    """Entries from :class:`covseg.reports.batch.VolumeResult` objects; pictures read from each volume's
+    folder (``out_dir`` / ``report.outputs[key]``), those missing left out."""
+    entries = []
+    for r in results:
+        if r.report is None:
+            entries.append(VolumeEntry(r.name, r.status, r.source, r.error))
+            continue
+        rep = r.report.to_dict()
+        images = {}
+        for key, _ in IMAGES:
+            rel = rep.get("outputs", {}).get(key)
+            path = Path(r.out_dir or ".") / rel if rel else None
+            if path is not None and path.is_file():
+                images[key] = path.read_bytes()
+        entries.append(VolumeEntry(r.name, r.status, r.source, r.error, rep, images))
+    return entries
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _num(v: object, digits: int = 1) -> str:
+    return "-" if v is None else f"{float(v):.{digits}f}"
+
+
+def _lung_percent(rep: dict, side: str) -> float | None:
+    lung = rep.get(f"{side}_lung_ml") or 0.0
+    return 100.0 * (rep.get(f"{side}_infection_ml") or 0.0) / lung if lung else None
+
+
+def _cells(i: int, entry: VolumeEntry) -> list[tuple[str, str]]:
+    """(display html, sort value) per column."""
+    link = f'<a href="#vol-{i}">{_e(entry.name)}</a>'
+    rep = entry.report
+    if rep is None:
+        return [(link, entry.name), ('<span class="err">failed</span>', "failed")] + [("-", "")] * (len(_COLUMNS) - 2)
+    sev = rep.get("severity") or {}
+    right, left = _lung_percent(rep, "right"), _lung_percent(rep, "left")
+    total = sev.get("total_score")
+    return [
+        (link, entry.name), (_e(entry.status), entry.status),
+        (_num(rep.get("lung_ml")), str(rep.get("lung_ml", ""))),
+        (_num(rep.get("infection_ml")), str(rep.get("infection_ml", ""))),
+        (_num(rep.get("lung_involvement_percent"), 2), str(rep.get("lung_involvement_percent", ""))),
+        (_num(right, 2), "" if right is None else f"{right:.6f}"),
+        (_num(left, 2), "" if left is None else f"{left:.6f}"),
+        ("-" if total is None else str(total), "" if total is None else str(total)),
+        (f"{rep.get('infected_slices', 0)} / {rep.get('lung_slices', 0)}", str(rep.get("infected_slices", ""))),
+    ]
+
+
+def _table(entries: Sequence[VolumeEntry]) -> str:
+    head = "".join(
+        f'<th id="col-{key}" class="{"t" if kind == "text" else ""}" data-type="{kind}" title="{_e(tip)}">'
+        f"{_e(label)}</th>" for key, label, kind, tip in _COLUMNS)
+    rows = []
+    for i, entry in enumerate(entries):
+        cells = "".join(f'<td class="{"t" if kind == "text" else ""}" data-value="{_e(value)}">{shown}</td>'
+                        for (shown, value), (_, _, kind, _) in zip(_cells(i, entry), _COLUMNS))
+        cls = ' class="failed"' if entry.report is None else ""
+        rows.append(f'<tr id="row-{i}" data-volume="{_e(entry.name)}"{cls}>{cells}</tr>')
+    return (f'<table id="volumes"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+            '<p class="note">Click a column header to sort (first click: largest first).</p>')
+
+
+def _kv_table(rows: Sequence[Sequence[object]], head: Sequence[str]) -> str:
+    th = "".join(f"<th>{_e(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _volumes_table(rep: dict) -> str:
+    rows = []
+    for side in ("right", "left"):
+        pct = _lung_percent(rep, side)
+        rows.append((side, _num(rep.get(f"{side}_lung_ml")), _num(rep.get(f"{side}_infection_ml")), _num(pct, 2)))
+    rows.append(("both", _num(rep.get("lung_ml")), _num(rep.get("infection_ml")),
+                 _num(rep.get("lung_involvement_percent"), 2)))
+    table = _kv_table(rows, ("lung", "lung mL", "infection mL (in the lung)", "% involved"))
+    extra = ""
+    if rep.get("class_ml"):
+        names = {"1": "ground-glass opacity", "2": "consolidation"}
+        extra = _kv_table([(names.get(k, f"class {k}"), _num(v)) for k, v in rep["class_ml"].items()],
+                          ("class", "mL"))
+    note = ('<p class="note">The "both" infection volume counts the whole infection mask, which may reach a few mm '
+            "outside the lung mask; per-lung volumes and % count infection inside each lung.</p>")
+    return table + extra + note
+
+
+def _severity_table(sev: dict | None) -> str:
+    if not sev:
+        return "<p>No severity score.</p>"
+    rows = [(z["lung"], z["zone"], f"{z['slices'][0]}-{z['slices'][1] - 1}" if z["slices"][1] > z["slices"][0]
+             else "-", _num(z["percent"], 2), "-" if z["score"] is None else z["score"]) for z in sev["zones"]]
+    rows += [(lu["lung"], "whole lung", "", _num(lu["percent"], 2), f"{lu['score']} / 15") for lu in sev["lungs"]]
+    rows.append(("total", "", "", "", f"{sev['total_score']} / {sev['max_score']}"))
+    warn = "".join(f'<p class="note err">{_e(w)}</p>' for w in sev.get("warnings", []))
+    return (_kv_table(rows, ("lung", "zone", "slices", "% involved", "score"))
+            + f'<p class="note"><b>Rule.</b> {_e(sev["rule"])} <b>Zones.</b> {_e(sev["note"])} '
+              f"<b>Source.</b> {_e(sev['source'])}</p>{warn}")
+
+
+def _model_line(model: dict) -> str:
+    if not model:
+        return "<p>Model: not recorded.</p>"
+    shown = {"name": model.get("name"), "version": model.get("version"), "precision": model.get("precision")}
+    others = {k: v for k, v in model.items() if k not in shown}
+    parts = [f"<b>{_e(k)}</b> {_e(v if v is not None else 'not recorded')}" for k, v in shown.items()]
+    parts += [f"{_e(k)} {_e(v)}" for k, v in others.items()]
+    return "<p>Model: " + "; ".join(parts) + "</p>"
+
+
+def _img(key: str, caption: str, entry: VolumeEntry) -> str:
+    data = entry.images.get(key)
+    if data is None:
+        return f'<p class="note" data-missing="{_e(key)}">{_e(caption)}: not written.</p>'
+    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return (f'<figure><img src="{uri}" alt="{_e(entry.name)}: {_e(caption)}" data-volume="{_e(entry.name)}" '
+            f'data-kind="{_e(key)}"><figcaption>{_e(caption)}</figcaption></figure>')
+
+
+def _section(i: int, entry: VolumeEntry) -> str:
+    title = f'<h2 id="vol-{i}">{_e(entry.name)}</h2><p class="note">{_e(entry.source)}</p>'
+    rep = entry.report
+    if rep is None:
+        return f'<section data-volume="{_e(entry.name)}">{title}<p class="err">{_e(entry.error)}</p></section>'
+    parts = [title, _model_line(rep.get("model") or {})]
+    parts += [f'<p class="err">warning: {_e(w)}</p>' for w in rep.get("warnings", [])]
+    parts += [_img(key, caption, entry) for key, caption in IMAGES]
+    parts += ["<h3>Lung and infection volumes</h3>", _volumes_table(rep)]
+    parts += ["<h3>Severity score</h3>", _severity_table(rep.get("severity"))]
+    if rep.get("metrics"):
+        parts += ["<h3>Scores against the label</h3>",
+                  _kv_table([(k, _num(v, 4)) for k, v in rep["metrics"].items()], ("metric", "value"))]
+    return f'<section data-volume="{_e(entry.name)}">{"".join(parts)}</section>'
+
+
+def render_report(entries: Sequence[VolumeEntry], meta: dict | None = None) -> str:
+    """The HTML text of the page."""
+    meta = dict(meta or {})
+    n_ok = sum(e.report is not None for e in entries)
+    header = " &middot; ".join(f"{_e(k)}: {_e(v if isinstance(v, str) else json.dumps(v))}"
+                               for k, v in meta.items() if v not in (None, "", [], {}))
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>covseg report ({len(entries)} volumes)</title><style>{_CSS}</style></head><body>"
+        f"<h1>covseg report</h1><p>{n_ok} of {len(entries)} volume(s) processed.</p>"
+        f'<p class="note">{header}</p>'
+        f"{_table(entries)}"
+        + "".join(_section(i, e) for i, e in enumerate(entries))
+        + f"<script>{_JS}</script></body></html>\n"
+    )
+
+
+def write_html_report(results: Sequence, out_dir: str | Path, meta: dict | None = None) -> Path:
+    """Write ``<out_dir>/report.html`` for :class:`~covseg.reports.batch.VolumeResult` objects; return its path."""
+    text = render_report(entries_from_results(results), meta)
+    return atomic_write_text(Path(out_dir) / "report.html", text)

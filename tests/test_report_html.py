@@ -1,0 +1,96 @@
+"""report.html: self-contained, every volume's row, section and pictures; in headless chromium: no console
+message, no error, no broken image, sorting works; a broken page is caught."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import pytest
+from headless_browser import open_page
+
+from covseg.reports.batch import VolumeResult
+from covseg.reports.curves import infection_curve_png
+from covseg.reports.html import CSP, VolumeEntry, entries_from_results, render_report, write_html_report
+from covseg.reports.overlays import montage_png, reformats_png
+from covseg.reports.severity import compute_severity
+from covseg.reports.volume import build_volume_report, slice_rows
+from covseg.synthetic.phantom import make_chest_phantom
+
+MODEL = {"name": "infnet", "version": "0.5.0", "precision": "fp32"}
+
+
+def _entry(seed: int, name: str) -> VolumeEntry:
+    ph = make_chest_phantom((24, 64, 64), (5.6, 5.6, 10.0), seed=seed)
+    rep = build_volume_report(name, f"/data/{name}.nii.gz", ph.lung_labels, ph.infection, ph.spacing, model=MODEL)
+    d = rep.to_dict()
+    d["severity"] = compute_severity(ph.lung_labels, ph.infection).to_dict()
+    images = {"montage": montage_png(ph.hu, ph.infection, ph.spacing, lung=ph.lung_labels, n=4, dpi=50),
+              "reformats": reformats_png(ph.hu, ph.infection, ph.spacing, lung=ph.lung_labels, dpi=50),
+              "curve": infection_curve_png(slice_rows(ph.lung_labels, ph.infection), ph.spacing, dpi=50)}
+    return VolumeEntry(name, "ok", d["source"], None, d, images)
+
+
+@pytest.fixture(scope="module")
+def entries() -> list[VolumeEntry]:
+    return [_entry(1, "alpha <1>"), _entry(4, "beta"),
+            VolumeEntry("gamma", "error", "/data/gamma.nii.gz", "/data/gamma.nii.gz: truncated file")]
+
+
+def test_page_is_self_contained_and_complete(entries):
+    text = render_report(entries, {"command": "covseg infer", "model": MODEL})
+    assert f'content="{CSP}"' in text and "default-src 'none'" in CSP
+    refs = re.findall(r'(?:src|href)="([^"]*)"', text)
+    assert refs and all(r.startswith(("data:image/png;base64,", "#vol-")) for r in refs)
+    assert "http://" not in text and "https://" not in text
+    assert "alpha &lt;1&gt;" in text and "alpha <1>" not in text  # names are escaped
+    for i in range(len(entries)):
+        assert f'id="row-{i}"' in text and f'id="vol-{i}"' in text and f'href="#vol-{i}"' in text
+    assert text.count("data:image/png;base64,") == 6  # 3 pictures x 2 processed volumes
+    assert "truncated file" in text
+    for word in ("Pan F", "not anatomical lobes", "infnet", "0.5.0", "fp32", "Severity"):
+        assert word in text
+
+
+def test_entries_from_results_reads_the_volume_folders(tmp_path, entries):
+    rep = build_volume_report("v", "/x", *(lambda p: (p.lung_labels, p.infection, p.spacing))(
+        make_chest_phantom((8, 32, 32), (10.0, 10.0, 20.0))))
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "montage.png").write_bytes(entries[0].images["montage"])
+    rep.outputs = {"montage": "montage.png", "reformats": "reformats.png"}  # reformats not written
+    results = [VolumeResult("v", "/x", report=rep, out_dir=str(tmp_path / "v")),
+               VolumeResult("w", "/w", status="error", error="/w: bad")]
+    got = entries_from_results(results)
+    assert list(got[0].images) == ["montage"] and got[1].report is None and got[1].error == "/w: bad"
+    path = write_html_report(results, tmp_path, {"command": "test"})
+    text = path.read_text()
+    assert path.name == "report.html" and 'data-missing="reformats"' in text and text.count("data:image/png") == 1
+
+
+def test_report_in_headless_chromium(tmp_path, entries):
+    page = tmp_path / "report.html"
+    page.write_text(render_report(entries, {"command": "covseg infer"}), encoding="utf-8")
+    check = open_page(page, tmp_path / "browser")
+    assert check.problems == []
+    assert check.sortable == "ready"
+    assert check.rows == [e.name for e in entries]
+    shown = {(v, kind) for v, kind, w, h in check.images if w > 50 and h > 50}
+    for e in entries[:2]:
+        assert {(e.name, k) for k in ("montage", "reformats", "curve")} <= shown
+    inv = {e.name: e.report["lung_involvement_percent"] for e in entries[:2]}
+    assert check.sorted_rows == sorted(inv, key=inv.get, reverse=True) + ["gamma"]  # largest first, failed last
+
+
+def test_broken_page_is_caught(tmp_path, entries):
+    text = render_report(entries[:2], {})
+    good = base64.b64encode(entries[1].images["curve"]).decode("ascii")
+    broken = text.replace(good, "bm90IGEgcG5n", 1)  # 'not a png'
+    broken = broken.replace("</body>", "<script>console.error('oops'); notDefinedAnywhere();</script></body>")
+    broken = broken.replace('table.setAttribute("data-sortable", "ready");', "")
+    page = tmp_path / "broken.html"
+    page.write_text(broken, encoding="utf-8")
+    check = open_page(page, tmp_path / "browser")
+    joined = " | ".join(check.problems)
+    assert "oops" in joined and "notDefinedAnywhere" in joined
+    assert check.broken_images == ["beta"]
+    assert check.sortable is None
