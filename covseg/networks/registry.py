@@ -52,6 +52,8 @@ NETWORKS: dict[str, NetworkSpec] = {
     "fcn8s": NetworkSpec("covseg.networks.fcn8s:FCN8s", "binary", 1, 1),
     "multiclass_unet": NetworkSpec("covseg.networks.multiclass:multiclass_unet", "multiclass", 2, 3),
     "multiclass_fcn8s": NetworkSpec("covseg.networks.multiclass:multiclass_fcn8s", "multiclass", 2, 3),
+    # JCS (Wu et al.): VGG16 + EFM + AFF segmenter with five deeply supervised side maps
+    "jcs_segmenter": NetworkSpec("covseg.networks.jcs:JCSSegmenter", "binary", 1, 1),
 }
 
 
