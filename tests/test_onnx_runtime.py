@@ -92,13 +92,16 @@ def test_cli_backend_option(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(loading, "load_model", fake_load_model)
     monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("COVSEG_PRECISION", "fp32")  # like with like: ONNX Runtime runs fp32, so torch does too
     masks = {}
     for backend in ("torch", "onnxruntime"):
         out = tmp_path / backend
         assert main(["demo", "--out", str(out), "--phantom-shape", "8,48,48", "--no-progress",
                      "--backend", backend]) == 0
         report = json.loads((out / "phantom" / "report.json").read_text())
-        assert report["model"]["backend"] == backend
+        assert report["model"]["backend"] == backend and report["model"]["precision"] == "fp32"
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["model"]["backend"] == backend and summary["model"]["precision"] == "fp32"
         masks[backend] = np.asarray(nib.load(out / "phantom" / "infection_mask.nii.gz").dataobj)
         exported = "exporting the network to ONNX once" in capsys.readouterr().err
         assert exported == (backend == "onnxruntime")  # the user is told why the first run waits

@@ -292,9 +292,14 @@ def _finish_infer(results: list[VolumeResult], inputs: Sequence[str], out: Path,
 
     if not shard.is_main:
         return EXIT_FAILED if any(not r.ok for r in results) else EXIT_OK
+    from covseg.engines.cpu import precision_name, resolve_bf16
+
+    ran = next((r.report.model for r in results if r.ok and r.report is not None), {})
+    bf16 = args.backend == "torch" and resolve_bf16(False if args.no_bf16 else "auto", args.device)
     meta = {"command": "covseg infer", "inputs": [str(i) for i in inputs], "out": str(out),
             "model": {"name": model.name, "trained": model.trained, "image_size": model.image_size,
-                      "backend": args.backend},
+                      "backend": ran.get("backend", args.backend),
+                      "precision": ran.get("precision", precision_name(bf16)), "device": args.device},
             "labels": labels, "seconds": round(time.perf_counter() - t0, 3), "processes": shard.world}
     try:
         write_batch_report(results, out, meta)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from torch import nn
 
+from covseg.engines.cpu import precision_name
 from covseg.engines.export import ExportOptions, VolumeOutputs, export_volume
 from covseg.engines.onnx_runtime import OnnxRuntimeNetwork
 from covseg.engines.predictor import SlicePredictor
@@ -106,7 +107,9 @@ def as_predictor(model: object, image_size: int | None = None, device: str = "cp
                  bf16: bool | str = "auto", tta: bool = False) -> tuple[SlicePredictor, dict]:
     """A :class:`SlicePredictor` for ``model`` (LoadedModel, nn.Module or SlicePredictor) and its report entry."""
     if isinstance(model, SlicePredictor):
-        return model, {"name": type(model.network).__name__, "trained": True}
+        backend = "onnxruntime" if isinstance(model.network, OnnxRuntimeNetwork) else "torch"
+        return model, {"name": type(model.network).__name__, "trained": True, "backend": backend,
+                       "precision": precision_name(model.bf16), "device": str(model.device)}
     network = getattr(model, "network", model)
     if not isinstance(network, nn.Module):
         raise TypeError(f"model must be a LoadedModel, an nn.Module or a SlicePredictor, not {type(model).__name__}")
@@ -114,9 +117,15 @@ def as_predictor(model: object, image_size: int | None = None, device: str = "cp
     info = {"name": getattr(model, "name", type(network).__name__), "image_size": size}
     if hasattr(model, "trained"):
         info["trained"] = bool(model.trained)
+    backend = "onnxruntime" if isinstance(network, OnnxRuntimeNetwork) else "torch"
+    if backend == "onnxruntime":
+        bf16 = False  # ONNX Runtime runs the exported fp32 graph; autocast would not reach it
     predictor = SlicePredictor(network, image_size=size, device=device, batch_size=batch_size, bf16=bf16, tta=tta)
-    info["tta"] = predictor.tta  # the predictor's reading of the option, so the report cannot disagree with it
-    info["backend"] = "onnxruntime" if isinstance(network, OnnxRuntimeNetwork) else "torch"
+    # the predictor's reading of the options, so the report cannot disagree with what ran
+    info["tta"] = predictor.tta
+    info["backend"] = backend
+    info["precision"] = precision_name(predictor.bf16)
+    info["device"] = str(predictor.device)
     return predictor, info
 
 

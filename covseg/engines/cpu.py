@@ -1,12 +1,22 @@
-"""Device helpers: mixed precision only where the hardware runs it fast."""
+"""Device helpers: mixed precision only where the hardware runs it fast.
+
+``$COVSEG_PRECISION`` (``fp32``, ``bf16`` or ``auto``) decides what an ``"auto"`` precision setting means, so the
+whole test suite or a batch can be run under one forced precision; explicit ``True``/``False`` settings win.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
 from covseg.options import as_flag
+
+__all__ = ["PRECISION_ENV", "autocast_context", "bf16_fast", "precision_name", "resolve_bf16"]
+
+PRECISION_ENV = "COVSEG_PRECISION"
+_PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def bf16_fast(device: torch.device | str = "cpu") -> bool:
@@ -21,12 +31,30 @@ def bf16_fast(device: torch.device | str = "cpu") -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def _env_precision() -> str:
+    value = os.environ.get(PRECISION_ENV, "auto").strip().lower() or "auto"
+    if value not in _PRECISIONS:
+        raise ValueError(f"${PRECISION_ENV}={value!r}: expected one of {', '.join(_PRECISIONS)}")
+    return value
+
+
 def resolve_bf16(setting: bool | str, device: torch.device | str = "cpu") -> bool:
-    """Turn a ``True`` / ``False`` / ``"auto"`` precision setting (also ``"true"``/``"false"`` from overrides) into a
-    decision."""
-    if isinstance(setting, str) and setting.strip().lower() == "auto":
-        return bf16_fast(device)
+    """Turn a ``True`` / ``False`` / ``"auto"`` precision setting (also ``"true"``/``"false"``/``"fp32"``/``"bf16"``
+    from overrides) into a decision. ``"auto"`` follows ``$COVSEG_PRECISION`` when set, else :func:`bf16_fast`."""
+    if isinstance(setting, str):
+        text = setting.strip().lower()
+        if text == "auto":
+            text = _env_precision()
+            if text == "auto":
+                return bf16_fast(device)
+        if text in ("fp32", "bf16"):
+            return text == "bf16"
     return as_flag(setting, "bf16")
+
+
+def precision_name(bf16: bool) -> str:
+    """``"bf16"`` or ``"fp32"``: the name recorded in reports."""
+    return "bf16" if bf16 else "fp32"
 
 
 def autocast_context(device: torch.device | str, bf16: bool) -> contextlib.AbstractContextManager:
