@@ -26,13 +26,19 @@ Names are safe folder names (``[A-Za-z0-9._-]``), predictable and unique within 
 * a DICOM series: its folder relative to the input folder, or the folder's own name when the input is
   the series folder (``dicom``); when one folder holds several series: ``<folder>_<SeriesNumber>``
   (or ``_<last 8 UID digits>`` when series numbers are missing or repeated);
-* remaining duplicates get ``_2``, ``_3`` … in discovery order.
+* remaining duplicates (``siteA/ct.nii.gz`` and ``siteB/ct.nii.gz`` given explicitly) get ``_<8 hex>``, a tag
+  computed from the input's resolved path (:mod:`covseg.io.naming`), so the name does not depend on the
+  order or the other inputs;
+* inside an input folder, covseg's own output folders (holding its lock file, :mod:`covseg.io.outlock`) and
+  volume result folders (``report.json`` + ``infection_mask.nii.gz``) are skipped, so an ``--out`` folder
+  inside an input folder is not read back as input.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +47,10 @@ from typing import Literal
 import pydicom
 import pydicom.uid
 
-__all__ = ["VolumeSource", "find_volumes", "image_suffix", "safe_name"]
+from covseg.io.naming import name_tag, source_key
+from covseg.io.outlock import is_output_folder
+
+__all__ = ["VolumeSource", "find_volumes", "image_suffix", "safe_name", "special_file_kind"]
 
 Kind = Literal["nifti", "dicom", "itk"]
 
@@ -100,6 +109,9 @@ def find_volumes(paths: Sequence[str | Path] | str | Path) -> list[VolumeSource]
             sources.append(_error_source(path, _stem(path), "does not exist"))
         elif path.is_dir():
             sources.extend(_scan_folder(path, seen))
+        elif (kind := special_file_kind(path)) is not None:  # never opened: a FIFO would block forever
+            sources.append(_error_source(path, _stem(path), f"is not a regular file ({kind}); give the image "
+                                                            "file itself"))
         else:
             key = _key(path)
             if key in seen:
@@ -135,7 +147,7 @@ def _scan_folder(root: Path, seen: set[Path]) -> list[VolumeSource]:
         problems.append(_error_source(where, _rel_name(where, root), reason))
 
     for folder, dirnames, filenames in os.walk(root, onerror=onerror):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not _is_covseg_output(Path(folder) / d))
         for fname in sorted(filenames):
             if fname.startswith("."):
                 continue
@@ -173,6 +185,12 @@ def _scan_folder(root: Path, seen: set[Path]) -> list[VolumeSource]:
             root, safe_name(root.resolve().name),
             "no CT volume found in folder (looked for NIfTI, MHA/MHD, NRRD and DICOM files)", "dicom"))
     return found + problems
+
+
+def _is_covseg_output(folder: Path) -> bool:
+    """A covseg output folder (its lock file) or one volume's result folder (report.json + infection mask)."""
+    return is_output_folder(folder) or ((folder / "report.json").is_file()
+                                        and (folder / "infection_mask.nii.gz").is_file())
 
 
 def _explicit_file(path: Path) -> VolumeSource | _DicomInfo:
@@ -284,6 +302,21 @@ def image_suffix(path: str | Path) -> str:
     return Path(name).suffix
 
 
+def special_file_kind(path: str | Path) -> str | None:
+    """``"a FIFO / named pipe"``, ``"a socket"``, ``"a character device"`` …, or ``None`` for files and folders."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    for test, kind in ((stat.S_ISFIFO, "a FIFO / named pipe"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a plain file"
+
+
 def safe_name(text: str) -> str:
     """``text`` made safe as a folder name: ``[A-Za-z0-9._-]`` only, no leading dot, at most 100 chars."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
@@ -325,7 +358,9 @@ def _make_unique(sources: list[VolumeSource]) -> None:
     taken: set[str] = set()
     for src in sources:
         name, n = src.name, 1
-        while name.lower() in taken:  # case-insensitive: safe on macOS/Windows file systems too
+        if name.lower() in taken:  # case-insensitive: safe on macOS/Windows file systems too
+            name = f"{src.name}_{name_tag(source_key(src))}"  # stable: depends on this input only
+        while name.lower() in taken:
             n += 1
             name = f"{src.name}_{n}"
         src.name = name

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 
-from covseg.io.discover import VolumeSource, find_volumes
+from covseg.io.discover import VolumeSource, find_volumes, special_file_kind
 from covseg.io.errors import CovsegInputError
 
 __all__ = ["AIR_HU", "CTVolume", "ImageGeometry", "read_volume"]
@@ -165,10 +166,16 @@ def _read_file(path: Path) -> sitk.Image:
         raise CovsegInputError(path, "does not exist")
     if path.is_dir():
         raise CovsegInputError(path, "is a folder, not an image file")
+    if not path.is_file():
+        raise CovsegInputError(path, f"is not a regular file ({special_file_kind(path)}); give the image file itself")
     if path.stat().st_size == 0:
         raise CovsegInputError(path, "file is empty (0 bytes)")
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
+    name = path.name.lower()
+    # a .nii.gz is decompressed once here with its CRC and length checked; ITK's reader would return the
+    # voxels of a corrupted stream without complaint
+    raw = _gunzip_verified(path) if name.endswith(".nii.gz") else None
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
@@ -182,10 +189,11 @@ def _read_file(path: Path) -> sitk.Image:
                                      "(a 4th dimension of size 1 is accepted)")
     if ncomp != 1:
         raise CovsegInputError(path, f"has {ncomp} values per voxel (colour or vector image), not a CT")
-    nifti = _check_nifti_complete(path)
-    if nifti is not None and np.dtype(nifti.dataobj.dtype).kind == "f" and dim == 3:
-        # ITK's NIfTI reader turns NaN / inf into 0 (soft tissue!); read float voxels with nibabel
-        img = _float_nifti(nifti, reader)
+    nifti = _check_nifti_complete(path, raw)
+    if nifti is not None and (raw is not None or np.dtype(nifti.dataobj.dtype).kind == "f"):
+        # from the verified bytes (no second decompression); float voxels always through nibabel, because
+        # ITK's NIfTI reader turns NaN / inf into 0 (soft tissue!)
+        img = _nifti_to_sitk(nifti, reader)
         if img is not None:
             return img
     try:
@@ -197,63 +205,76 @@ def _read_file(path: Path) -> sitk.Image:
     return img
 
 
-def _float_nifti(nifti: nib.Nifti1Image, reader: sitk.ImageFileReader) -> sitk.Image | None:
-    """A float NIfTI's voxels as nibabel reads them (NaN kept) with SimpleITK's geometry."""
+def _gunzip_verified(path: Path) -> bytes:
+    """The whole decompressed stream of a gzip file, its CRC-32 and length checked; one-line errors."""
+    try:
+        return gzip.decompress(path.read_bytes())
+    except EOFError:
+        raise CovsegInputError(path, "truncated file (compressed data ends early; incomplete download or "
+                                     "copy?)") from None
+    except gzip.BadGzipFile as exc:
+        if "CRC" in str(exc) or "length" in str(exc):
+            raise CovsegInputError(path, f"corrupt gzip data ({_first_line(str(exc))}: the file was damaged "
+                                         "after it was written)") from None
+        raise CovsegInputError(path, "not a readable image file (not gzip data although named .gz)") from None
+    except (OSError, zlib.error) as exc:
+        raise CovsegInputError(path, f"corrupt gzip data ({_first_line(str(exc))})") from None
+    except MemoryError:
+        raise CovsegInputError(path, "too large to decompress in memory") from None
+
+
+def _nifti_to_sitk(nifti: nib.Nifti1Image, reader: sitk.ImageFileReader) -> sitk.Image | None:
+    """A NIfTI's voxels as nibabel reads them (NaN kept) with SimpleITK's geometry; ``None``: let ITK read."""
     try:
         data = np.asarray(nifti.dataobj)
     except Exception:
         return None
-    size = tuple(reader.GetSize())
+    if data.dtype.kind not in "iuf" or data.dtype.itemsize > 8:
+        return None
+    size = tuple(reader.GetSize())[:3]
     if data.size != int(np.prod(size)):
         return None
     data = data.reshape(size, order="F") if data.shape != size else data
+    if data.dtype.kind == "f" and data.dtype != np.float32:
+        data = data.astype(np.float64 if data.dtype.itemsize > 4 else np.float32)
     img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
-    img.SetSpacing(reader.GetSpacing())
-    img.SetOrigin(reader.GetOrigin())
-    img.SetDirection(reader.GetDirection())
+    img.SetSpacing(reader.GetSpacing()[:3])
+    img.SetOrigin(reader.GetOrigin()[:3])
+    direction = reader.GetDirection()
+    if len(direction) == 16:  # 4D header with a 4th dimension of 1: its 3x3 block
+        direction = tuple(direction[r * 4 + c] for r in range(3) for c in range(3))
+    img.SetDirection(direction)
     return img
 
 
-def _check_nifti_complete(path: Path) -> nib.Nifti1Image | None:
+def _check_nifti_complete(path: Path, raw: bytes | None = None) -> nib.Nifti1Image | None:
     """Refuse a NIfTI file whose voxel data is shorter than its header says (ITK reads it silently).
 
-    Cheap: the file size for ``.nii``, the gzip trailer (uncompressed size mod 2**32) for ``.nii.gz``;
-    only when the trailer disagrees is the stream decompressed to be sure. Returns the (lazily loaded)
-    nibabel image, or ``None`` for other formats or when nibabel cannot parse the header.
+    ``raw``: the verified decompressed bytes of a ``.nii.gz`` (parsed from memory); a ``.nii`` is checked
+    against its file size. Returns the (lazily loaded) nibabel image, or ``None`` for other formats or when
+    nibabel cannot parse the header.
     """
     name = path.name.lower()
     if not (name.endswith(".nii") or name.endswith(".nii.gz")):
         return None
     try:
-        nifti = nib.load(str(path))
+        nifti = _nifti_from_bytes(raw) if raw is not None else nib.load(str(path))
         proxy = nifti.dataobj
         expected = int(proxy.offset) + int(np.prod(proxy.shape)) * np.dtype(proxy.dtype).itemsize
     except Exception:
         return None  # let SimpleITK judge
-    if name.endswith(".nii"):
-        size = path.stat().st_size
-        if size < expected:
-            raise CovsegInputError(path, f"truncated file ({size} of {expected} bytes; incomplete download "
-                                         "or copy?)")
-        return nifti
-    with open(path, "rb") as fh:
-        fh.seek(-4, 2)
-        isize = int.from_bytes(fh.read(4), "little")
-    if isize == expected % (1 << 32):
-        return nifti
-    total = 0
-    try:
-        with gzip.open(path, "rb") as fh:
-            while chunk := fh.read(1 << 22):
-                total += len(chunk)
-    except EOFError:
-        raise CovsegInputError(path, "truncated file (compressed data ends early; incomplete download or "
-                                     "copy?)") from None
-    except (OSError, zlib.error) as exc:
-        raise CovsegInputError(path, f"corrupt gzip data ({_first_line(str(exc))})") from None
-    if total < expected:
-        raise CovsegInputError(path, f"truncated file ({total} of {expected} bytes once uncompressed)")
+    size = len(raw) if raw is not None else path.stat().st_size
+    if size < expected:
+        once = " once uncompressed" if raw is not None else ""
+        raise CovsegInputError(path, f"truncated file ({size} of {expected} bytes{once}; incomplete download "
+                                     "or copy?)")
     return nifti
+
+
+def _nifti_from_bytes(raw: bytes) -> nib.Nifti1Image:
+    hdr_size = int.from_bytes(raw[:4], "little"), int.from_bytes(raw[:4], "big")
+    klass = nib.Nifti2Image if 540 in hdr_size else nib.Nifti1Image
+    return klass.from_bytes(raw)
 
 
 def _diagnose(path: Path, exc: Exception) -> str:
@@ -276,13 +297,18 @@ def _diagnose(path: Path, exc: Exception) -> str:
 
 
 def _itk_reason(text: str) -> str:
-    for line in text.splitlines():
-        if "ITK ERROR" in line:
-            reason = line.split("ITK ERROR:", 1)[1]
-            if "):" in reason:
-                reason = reason.split("):", 1)[1]
-            return _first_line(reason)
-    return _first_line(text)
+    """The reason in a SimpleITK / ITK exception text, without source files, class names or addresses."""
+    for marker in ("ITK ERROR:", "sitk::ERROR:"):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+            break
+    text = re.sub(r"^\s*\w+\s*\(0x[0-9a-fA-F]+\):", "", text)  # "ImageFileReader(0x55d0):"
+    text = re.sub(r"\S+\.(?:cxx|cpp|hxx|h|txx)(?::\d+)?:?", "", text)  # /work/src/Code/IO/....cxx:99:
+    text = re.sub(r"Exception thrown in SimpleITK \w+:?", "", text)
+    text = re.sub(r"\s+for\s+\"[^\"]*\"", "", text)  # the file name: the message names it already
+    if "Unable to determine ImageIO reader" in text or "Could not create IO object" in text:
+        return "no image reader recognises its content"
+    return _first_line(text) or "unknown SimpleITK error"
 
 
 def _first_line(text: str) -> str:
