@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import random
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from covseg.engines.averaging import average_weights
 from covseg.engines.cpu import autocast_context
-from covseg.io.atomic import atomic_path
+from covseg.io.atomic import atomic_path, atomic_write_text
 from covseg.networks.outputs import DeepSupervisionOutput
 from covseg.options import as_flag
 
@@ -180,7 +181,7 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
                 best["val_dice"] = scores["val_dice"]
                 if rank == 0:
                     save_weights(network, output_dir / "model_best.pt")
-                    best_file.write_text(json.dumps({"val_dice": scores["val_dice"], "epoch": epoch}))
+                    atomic_write_text(best_file, json.dumps({"val_dice": scores["val_dice"], "epoch": epoch}))
                 msg += " (best)"
         if rank == 0:
             log.info(msg)
@@ -208,9 +209,15 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The newest ``checkpoint_*.pt`` in ``output_dir``, if any."""
-    found = sorted(Path(output_dir).glob("checkpoint_*.pt"), key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
+    """The ``checkpoint_<epoch>.pt`` of the highest epoch in ``output_dir``, if any.
+
+    By epoch, not by file time: after a kill -9 between saving a checkpoint and deleting the previous one,
+    both exist. Checkpoints are written to a temporary name and renamed (ignite's DiskSaver), so a listed
+    one is complete.
+    """
+    found = [(int(m.group(1)), p) for p in Path(output_dir).glob("checkpoint_*.pt")
+             if (m := re.fullmatch(r"checkpoint_(\d+)\.pt", p.name))]
+    return max(found)[1] if found else None
 
 
 def save_weights(network: nn.Module, path: Path, half: bool = False) -> None:

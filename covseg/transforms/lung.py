@@ -20,6 +20,9 @@ then the boundary is re-thresholded at full resolution):
    holes only when enclosed in 3D), so vessels, nodules and dense consolidation inside the lung are
    part of the mask; airways are removed again.
 
+7. plausibility: a lung whose largest axial cross-section is under 5 cm^2 is dropped (bowel gas or air
+   pockets in an abdomen-only scan are not lung).
+
 A volume without lungs gives an all-zero mask (callers report "no lung found").
 """
 
@@ -33,7 +36,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 from scipy import ndimage as ndi
 
-__all__ = ["RIGHT_LUNG", "LEFT_LUNG", "AIR_THRESHOLD_HU", "lung_mask", "LungMask", "LungMaskd"]
+__all__ = ["RIGHT_LUNG", "LEFT_LUNG", "AIR_THRESHOLD_HU", "MIN_LUNG_SLICE_MM2", "lung_mask", "LungMask", "LungMaskd"]
 
 RIGHT_LUNG = 1
 LEFT_LUNG = 2
@@ -46,6 +49,8 @@ _WORK_Z_MM = 2.5  # target slice spacing of the working grid for large volumes
 _WORK_MAX_VOXELS = 4_000_000  # volumes up to this size are analysed at full resolution
 _ALWAYS_FILL_MM2 = 400.0  # per-slice holes up to this area are always filled (vessels, small lesions)
 _MIN_LUNG_ML = 0.4  # components smaller than this are never a lung
+MIN_LUNG_SLICE_MM2 = 500.0
+"""A lung must show at least this area (5 cm^2) in some axial slice, else it is not reported."""
 _GAS_MEDIAN_HU = -965.0  # interior median of pure gas (bowel, stomach); lung parenchyma is denser
 _GAS_ANTERIOR_MEDIAN_HU = -900.0  # gas-like interior median, rejected when also anterior only
 _GAS_POSTERIOR_REACH = 0.55  # lungs reach the posterior chest wall; anterior gas stays in front of this
@@ -517,7 +522,16 @@ def lung_mask(
         low_lab[filled & body & ~airway & (low_lab == 0)] = side
 
     out = low_lab if f == (1, 1, 1) else _refine(low_lab, airway, hu, f, threshold)
+    _drop_implausible(out, sx * sy)
     return out[0] if squeeze else out
+
+
+def _drop_implausible(labels: np.ndarray, pixel_mm2: float) -> None:
+    """Zero (in place) each lung whose largest axial cross-section is under ``MIN_LUNG_SLICE_MM2``."""
+    for side in (RIGHT_LUNG, LEFT_LUNG):
+        per_slice = (labels == side).reshape(labels.shape[0], -1).sum(axis=1)
+        if 0 < per_slice.max() * pixel_mm2 < MIN_LUNG_SLICE_MM2:
+            labels[labels == side] = 0
 
 
 def _refine(
