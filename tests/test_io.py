@@ -21,6 +21,7 @@ from covseg.io import (
     read_volume,
     write_volume_like,
 )
+from covseg.io.naming import name_tag
 from covseg.synthetic.phantom import make_chest_phantom, write_phantom, write_phantom_dicom
 
 SMALL = {"shape": (24, 64, 64), "spacing": (5.6, 5.6, 10.0)}
@@ -91,7 +92,8 @@ def test_single_series_folder_named_after_folder_and_duplicates_disambiguated(tm
     write_phantom(tmp_path / "b" / "ct.nii.gz", phantom)
     sources = find_volumes([tmp_path / "p1" / "CT chest", tmp_path / "a" / "ct.nii.gz",
                             tmp_path / "b" / "ct.nii.gz", tmp_path / "a" / "ct.nii.gz"])
-    assert [s.name for s in sources] == ["CT_chest", "ct", "ct_2"]  # same file twice: kept once
+    tag = name_tag(str((tmp_path / "b" / "ct.nii.gz").resolve()))  # from the input's path: stable across runs
+    assert [s.name for s in sources] == ["CT_chest", "ct", f"ct_{tag}"]  # same file twice: kept once
 
 
 def test_explicit_dicom_files_are_grouped_into_one_series(tmp_path, phantom):

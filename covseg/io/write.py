@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from covseg.io.atomic import atomic_path
+from covseg.io.atomic import atomic_path, check_nifti_written
 from covseg.io.read import CTVolume
 
 __all__ = ["write_volume_like"]
@@ -34,6 +34,6 @@ def write_volume_like(array_zyx: np.ndarray, volume: CTVolume, path: str | Path,
         img = sitk.DICOMOrient(img, ref.orientation)
     ref.apply_to(img)  # exact copy, no rounding from the permutation
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, verify=check_nifti_written) as tmp:  # ITK leaves a truncated file on a full disk
         sitk.WriteImage(img, str(tmp), True)
     return path

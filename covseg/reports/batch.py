@@ -1,4 +1,13 @@
-"""Batch results: ``summary.json`` + ``summary.csv`` in the output folder, and a plain-text console table."""
+"""Batch results: ``summary.json`` + ``summary.csv`` in the output folder, and a plain-text console table.
+
+The summary describes the output folder, not just the last run: :func:`write_batch_report` merges this
+run's volumes into the existing ``summary.json`` under the folder's lock (:mod:`covseg.io.outlock`), so
+runs one after the other, or at the same time, into one folder never drop each other's finished volumes.
+A volume of this run replaces its own earlier entry; a volume that failed this time keeps its earlier
+finished entry (its folder was not replaced) with ``last_error`` added; finished volume folders that
+have no entry (their run was killed before its summary) are added from their ``report.json``. The top
+level holds this run's metadata; ``runs`` lists every run's.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +15,27 @@ import csv
 import io
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from covseg.io.atomic import atomic_write_text
+from covseg.io.errors import CovsegInputError
+from covseg.io.outlock import output_lock
 from covseg.reports.volume import METRIC_KEYS, VolumeReport
 
-__all__ = ["SUMMARY_COLUMNS", "VolumeResult", "format_console_table", "summary_dict", "write_batch_report"]
+__all__ = [
+    "SUMMARY_COLUMNS",
+    "VolumeResult",
+    "format_console_table",
+    "merge_summary",
+    "read_summary",
+    "recorded_sources",
+    "summary_dict",
+    "write_batch_report",
+]
+
+MAX_RUNS_KEPT = 100
 
 
 @dataclass
@@ -26,6 +48,8 @@ class VolumeResult:
     report: VolumeReport | None = None
     error: str | None = None
     out_dir: str | None = None
+    key: str | None = None
+    """The input's identity (:func:`covseg.io.naming.source_key`): who owns the output folder ``name``."""
 
     @property
     def ok(self) -> bool:
@@ -37,8 +61,11 @@ class VolumeResult:
         if self.report is not None:
             d = self.report.to_dict()
             d["out_dir"] = self.out_dir
-            return d
-        return {"name": self.name, "source": self.source, "status": self.status, "error": self.error}
+        else:
+            d = {"name": self.name, "source": self.source, "status": self.status, "error": self.error}
+        if self.key:
+            d["source_key"] = self.key
+        return d
 
 
 SUMMARY_COLUMNS = (
@@ -61,29 +88,96 @@ def summary_dict(results: Sequence[VolumeResult], meta: dict | None = None) -> d
     }
 
 
-def _csv_row(r: VolumeResult) -> list:
-    if r.report is None:
-        return [r.name, r.status, r.source] + [""] * (len(SUMMARY_COLUMNS) - 5) + ["", r.error or ""]
-    rep = r.report
-    metrics = rep.metrics or {}
+def _csv_row(entry: dict) -> list:
+    if entry.get("status") != "ok" or "lung_ml" not in entry:
+        return [entry.get("name"), entry.get("status"), entry.get("source")] + [""] * (len(SUMMARY_COLUMNS) - 5) + [
+            "", entry.get("error") or ""]
+    metrics = entry.get("metrics") or {}
     return [
-        rep.name, rep.status, rep.source, rep.lung_ml, rep.right_lung_ml, rep.left_lung_ml, rep.infection_ml,
-        rep.lung_involvement_percent, rep.n_slices, rep.lung_slices, rep.infected_slices,
-        *(metrics.get(k, "") for k in METRIC_KEYS), rep.timing_s.get("total", ""), "; ".join(rep.warnings), "",
+        entry["name"], entry["status"], entry.get("source"), entry.get("lung_ml"), entry.get("right_lung_ml"),
+        entry.get("left_lung_ml"), entry.get("infection_ml"), entry.get("lung_involvement_percent"),
+        entry.get("n_slices"), entry.get("lung_slices"), entry.get("infected_slices"),
+        *(metrics.get(k, "") for k in METRIC_KEYS), (entry.get("timing_s") or {}).get("total", ""),
+        "; ".join(entry.get("warnings") or []), entry.get("last_error") or "",
     ]
 
 
-def write_batch_report(results: Sequence[VolumeResult], out_dir: str | Path,
-                       meta: dict | None = None) -> tuple[Path, Path]:
-    """Write ``<out_dir>/summary.json`` and ``<out_dir>/summary.csv`` atomically; return their paths."""
-    out_dir = Path(out_dir)
-    json_path = atomic_write_text(out_dir / "summary.json", json.dumps(summary_dict(results, meta), indent=2) + "\n")
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(SUMMARY_COLUMNS)
+def read_summary(out_dir: str | Path) -> dict | None:
+    """The output folder's ``summary.json`` as a dict, or ``None`` when missing or unreadable."""
+    try:
+        data = json.loads((Path(out_dir) / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("volumes"), list) else None
+
+
+def recorded_sources(out_dir: str | Path) -> dict[str, str]:
+    """Volume name -> source key of the volumes recorded in the folder's summary (for output naming)."""
+    summary = read_summary(out_dir) or {}
+    return {v["name"]: v["source_key"] for v in summary.get("volumes", [])
+            if isinstance(v, dict) and v.get("name") and v.get("source_key")}
+
+
+def merge_summary(old: dict | None, results: Sequence[VolumeResult], out_dir: Path, meta: dict | None) -> dict:
+    """This run's ``results`` merged into the ``old`` summary of ``out_dir`` (see the module docstring)."""
+    entries: dict[str, dict] = {}
+    for v in (old or {}).get("volumes", []):
+        if isinstance(v, dict) and isinstance(v.get("name"), str):
+            entries[v["name"]] = v
     for r in results:
-        writer.writerow(_csv_row(r))
-    csv_path = atomic_write_text(out_dir / "summary.csv", buf.getvalue())
+        new = r.to_dict()
+        before = entries.get(r.name)
+        if not r.ok and before is not None and before.get("status") == "ok" and \
+                (out_dir / r.name / "report.json").is_file():
+            before = dict(before)
+            before["last_error"] = r.error
+            entries[r.name] = before
+        else:
+            entries[r.name] = new
+    this_run = {r.name for r in results}
+    for name, v in list(entries.items()):  # an earlier finished volume whose folder is gone: deleted by the user
+        if name not in this_run and v.get("status") == "ok" and not (out_dir / name / "report.json").is_file():
+            del entries[name]
+    for report in sorted(out_dir.glob("*/report.json")):  # finished folders of a run killed before its summary
+        name = report.parent.name
+        if name not in entries and not name.startswith("."):
+            try:
+                entry = json.loads(report.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(entry, dict):
+                entry["out_dir"] = str(report.parent)
+                entries[name] = entry
+    summary = summary_dict([], meta)
+    runs = [*(old or {}).get("runs", []), {k: v for k, v in summary.items() if k not in ("n_volumes", "n_ok",
+                                                                                          "n_failed", "volumes")}]
+    volumes = list(entries.values())
+    n_ok = sum(v.get("status") == "ok" for v in volumes)
+    summary.update(n_volumes=len(volumes), n_ok=n_ok, n_failed=len(volumes) - n_ok, volumes=volumes,
+                   runs=runs[-MAX_RUNS_KEPT:])
+    return summary
+
+
+def write_batch_report(results: Sequence[VolumeResult], out_dir: str | Path, meta: dict | None = None,
+                       on_wait: Callable[[str], None] | None = None) -> tuple[Path, Path]:
+    """Merge ``results`` into ``<out_dir>/summary.json`` and ``summary.csv`` (atomic writes, under the lock).
+
+    Returns their paths. A failure to write (full disk, permissions) raises a one-line
+    :class:`CovsegInputError`; the volume folders already written are not touched.
+    """
+    out_dir = Path(out_dir)
+    try:
+        with output_lock(out_dir, on_wait):
+            summary = merge_summary(read_summary(out_dir), results, out_dir, meta)
+            json_path = atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+            buf = io.StringIO()
+            writer = csv.writer(buf, lineterminator="\n")
+            writer.writerow(SUMMARY_COLUMNS)
+            for entry in summary["volumes"]:
+                writer.writerow(_csv_row(entry))
+            csv_path = atomic_write_text(out_dir / "summary.csv", buf.getvalue())
+    except OSError as exc:
+        raise CovsegInputError(out_dir, f"summary cannot be written ({exc.strerror or exc})") from None
     return json_path, csv_path
 
 
