@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--phantom-shape", metavar="Z,Y,X", default=",".join(map(str, DEMO_SHAPE)),
                       help="phantom size in voxels (default %(default)s)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    from covseg.cli import label_server  # standard library only: cheap
+
+    label_server.add_parser(sub)
     return parser
 
 
@@ -151,6 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_infer(args)
         if args.command == "evaluate":
             return _cmd_evaluate(args)
+        if args.command == "label-server":
+            from covseg.cli.label_server import run
+
+            return run(args)
         return _cmd_demo(args)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

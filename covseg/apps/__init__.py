@@ -1,0 +1,1 @@
+"""Applications built on covseg (integrations with other tools); nothing in covseg imports them."""

@@ -1,0 +1,158 @@
+"""MONAI Label infer tasks that run covseg's own volume pipeline and answer with a label volume in the input's
+geometry.
+
+Each request: :func:`covseg.io.read_volume` reads the datastore image (pre-transform), covseg computes the label
+map (:func:`covseg.engines.volume.infer_volume`, or the lung mask alone), and
+:func:`covseg.io.write_volume_like` writes it with the input's exact size, spacing, origin and direction. So the
+mask a viewer receives is the one ``covseg infer`` writes for the same file and settings.
+
+Request parameters (``params`` of ``POST /infer/<model>``): ``bf16`` (``"auto"``: bf16 only where the CPU runs it
+natively; ``false`` forces fp32), ``batch_size`` (slices per forward pass, default 8), ``tta`` (flip averaging).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monailabel.interfaces.tasks.infer_v2 import InferType
+from monailabel.tasks.infer.basic_infer import BasicInferTask
+
+from covseg.apps.monailabel.weights import ModelCache
+from covseg.engines.cpu import resolve_bf16
+from covseg.engines.predictor import SlicePredictor
+from covseg.engines.volume import infer_volume
+from covseg.io import CTVolume, read_volume, write_volume_like
+from covseg.transforms.lung import lung_mask
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CovsegInferTask", "InfectionInfer", "LungInfer", "MulticlassInfer", "ReadCTVolumed"]
+
+VOLUME_KEY = "covseg_volume"
+
+
+class ReadCTVolumed:
+    """Pre-transform: read ``data["image"]`` (a file path) with covseg's reader into ``data[VOLUME_KEY]``."""
+
+    def __call__(self, data: dict) -> dict:
+        data[VOLUME_KEY] = read_volume(str(data["image"]))
+        return data
+
+
+def _flag(value: Any, default: bool | str) -> bool | str:
+    """A request parameter as ``True`` / ``False`` / ``"auto"`` (strings from JSON or Slicer's config)."""
+    if value is None:
+        return default
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "auto":
+            return "auto"
+        return text in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+class CovsegInferTask(BasicInferTask):
+    """Base of the app's infer tasks: covseg reads, predicts and writes; MONAI Label serves and stores."""
+
+    def __init__(self, *, labels: dict[str, int], description: str, weights: Sequence[Path] = (),
+                 config: dict[str, Any] | None = None) -> None:
+        super().__init__(path=[str(p) for p in weights], network=None, type=InferType.SEGMENTATION, labels=labels,
+                         dimension=3, description=description, config=config)
+
+    def is_valid(self) -> bool:
+        return True  # the networks come from covseg's bundles, not from ``path``
+
+    def pre_transforms(self, data: dict | None = None) -> Sequence[Callable]:
+        return [ReadCTVolumed()]
+
+    def inverse_transforms(self, data: dict | None = None) -> None:
+        return None  # the label is computed on the input's own grid: nothing to invert
+
+    def post_transforms(self, data: dict | None = None) -> Sequence[Callable]:
+        return []
+
+    def label_map(self, volume: CTVolume, data: dict) -> tuple[np.ndarray, dict[str, Any]]:
+        """The uint8 label map ``[z, y, x]`` of ``volume`` and facts for the result JSON."""
+        raise NotImplementedError
+
+    def run_inferer(self, data: dict, convert_to_batch: bool = True, device: str = "cuda") -> dict:
+        volume: CTVolume = data[VOLUME_KEY]
+        label, facts = self.label_map(volume, data)
+        data[self.output_label_key] = label
+        facts["voxels"] = {name: int((label == value).sum()) for name, value in self.labels.items()}
+        data[self.output_json_key] = facts
+        return data
+
+    def writer(self, data: dict, extension: str | None = None, dtype: Any = None) -> tuple[str, dict]:
+        volume: CTVolume = data[VOLUME_KEY]
+        fd, name = tempfile.mkstemp(prefix="covseg-label-", suffix=".nii.gz")
+        os.close(fd)
+        path = write_volume_like(data[self.output_label_key], volume, name)
+        return str(path), dict(data.get(self.output_json_key, {}))
+
+
+class _NetworkInfer(CovsegInferTask):
+    """An infer task whose label comes from a covseg bundle's network (fine-tuned weights when published)."""
+
+    def __init__(self, cache: ModelCache, **kwargs: Any) -> None:
+        weights = [cache.bundle / "models" / "model.pt"] + ([cache.published] if cache.published else [])
+        super().__init__(weights=weights, config={"bf16": "auto", "batch_size": 8, "tta": False}, **kwargs)
+        self.cache = cache
+
+    def run_network(self, volume: CTVolume, data: dict):
+        """covseg's volume inference with the current weights; returns the result and the facts to report."""
+        model, weights, sha = self.cache.get()
+        device = str(data.get("device") or "cpu")
+        device = device if device.startswith("cuda") else "cpu"
+        predictor = SlicePredictor(model.network, image_size=model.image_size, device=device,
+                                   batch_size=int(data.get("batch_size", 8)),
+                                   bf16=resolve_bf16(_flag(data.get("bf16"), "auto"), device),
+                                   tta=bool(_flag(data.get("tta"), False)))
+        result = infer_volume(volume, predictor)
+        facts = {"model_file": str(weights.path), "weights_sha256": sha, "fine_tuned": weights.fine_tuned,
+                 "precision": "bf16" if predictor.bf16 else "fp32", "image_size": model.image_size,
+                 "predicted_slices": int(result.predicted.sum())}
+        return result, facts
+
+
+class InfectionInfer(_NetworkInfer):
+    """Binary COVID-19 infection (Inf-Net bundle, or its fine-tuned weights): 1 = infection."""
+
+    def __init__(self, cache: ModelCache) -> None:
+        super().__init__(cache, labels={"infection": 1},
+                         description="covseg Inf-Net: COVID-19 lung infection (ground glass and consolidation "
+                                     "together), inside the lungs")
+
+    def label_map(self, volume: CTVolume, data: dict) -> tuple[np.ndarray, dict[str, Any]]:
+        result, facts = self.run_network(volume, data)
+        return result.infection.astype(np.uint8), facts
+
+
+class MulticlassInfer(_NetworkInfer):
+    """Ground-glass opacity (1) and consolidation (2) from the multi-class bundle, inside the infection mask."""
+
+    def __init__(self, cache: ModelCache) -> None:
+        super().__init__(cache, labels={"ground-glass opacity": 1, "consolidation": 2},
+                         description="covseg multi-class Inf-Net: ground-glass opacity and consolidation")
+
+    def label_map(self, volume: CTVolume, data: dict) -> tuple[np.ndarray, dict[str, Any]]:
+        result, facts = self.run_network(volume, data)
+        classes = result.classes if result.classes is not None else np.zeros_like(result.infection)
+        return classes.astype(np.uint8), facts
+
+
+class LungInfer(CovsegInferTask):
+    """Right (1) and left (2) lung from covseg's HU-threshold lung mask (no network)."""
+
+    def __init__(self) -> None:
+        super().__init__(labels={"right lung": 1, "left lung": 2},
+                         description="covseg lung mask: right and left lung (airways excluded), no network")
+
+    def label_map(self, volume: CTVolume, data: dict) -> tuple[np.ndarray, dict[str, Any]]:
+        return np.asarray(lung_mask(volume.array, volume.spacing), dtype=np.uint8), {"model_file": None}

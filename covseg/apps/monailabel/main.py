@@ -1,0 +1,71 @@
+"""covseg's MONAI Label app (this folder is the app: MONAI Label loads ``main.py`` and finds the app class).
+
+Models (``GET /info/``):
+
+* ``covseg_infection``: COVID-19 infection, the shipped Inf-Net bundle (``bundles/infnet``) or, once a training has
+  published, its fine-tuned weights ``<app>/model/covseg_infection/model.pt``;
+* ``covseg_lungs``: right and left lung, covseg's lung mask;
+* ``covseg_ggo_consolidation``: ground-glass opacity and consolidation, offered only when
+  ``bundles/multiclass_infnet`` exists with its weights.
+
+Trainer ``covseg_infection`` fine-tunes the infection model on the datastore's labelled volumes. Active learning:
+MONAI Label's ``random`` strategy (next unlabelled volume).
+"""
+
+from __future__ import annotations
+
+import covseg.apps.monailabel.compat  # noqa: F401  (the pydicom 3 shim: before monailabel is imported)
+
+# isort: split
+import logging
+from pathlib import Path
+
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.tasks.activelearning.random import Random
+
+from covseg import __version__
+from covseg.apps.monailabel.infer_tasks import InfectionInfer, LungInfer, MulticlassInfer
+from covseg.apps.monailabel.train_task import InfectionTrain
+from covseg.apps.monailabel.weights import (
+    INFECTION_MODEL,
+    MULTICLASS_BUNDLE,
+    ModelCache,
+    multiclass_available,
+    published_weights,
+)
+from covseg.networks.loading import DEFAULT_BUNDLE
+
+log = logging.getLogger(__name__)
+
+LUNG_MODEL = "covseg_lungs"
+MULTICLASS_MODEL = "covseg_ggo_consolidation"
+
+
+class CovsegLabelApp(MONAILabelApp):
+    """covseg's models as MONAI Label infer tasks, and fine-tuning of the infection model."""
+
+    def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        self.model_dir = Path(app_dir) / "model"
+        self.infection_bundle = Path(conf.get("infection_bundle", DEFAULT_BUNDLE))
+        self.multiclass_bundle = Path(conf.get("multiclass_bundle", MULTICLASS_BUNDLE))
+        super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="covseg",
+                         description="covseg: COVID-19 lung infection segmentation of chest CT (Inf-Net on MONAI)",
+                         version=__version__)
+
+    def init_infers(self) -> dict:
+        infers = {
+            INFECTION_MODEL: InfectionInfer(ModelCache(self.infection_bundle,
+                                                       published_weights(self.model_dir, INFECTION_MODEL))),
+            LUNG_MODEL: LungInfer(),
+        }
+        if multiclass_available(self.multiclass_bundle):
+            infers[MULTICLASS_MODEL] = MulticlassInfer(ModelCache(self.multiclass_bundle))
+        else:
+            log.info("no %s with weights: the GGO / consolidation model is not offered", self.multiclass_bundle)
+        return infers
+
+    def init_trainers(self) -> dict:
+        return {INFECTION_MODEL: InfectionTrain(self.model_dir / INFECTION_MODEL, self.infection_bundle)}
+
+    def init_strategies(self) -> dict:
+        return {"random": Random()}

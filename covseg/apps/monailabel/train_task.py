@@ -1,0 +1,137 @@
+"""Fine-tune covseg's infection model on the datastore's labelled volumes (MONAI Label ``BasicTrainTask``).
+
+Each volume with a final label becomes 2D training slices prepared as inference sees them
+(:mod:`covseg.apps.monailabel.training_slices`). The network starts from the newest weights (the last published
+fine-tune, else the shipped bundle), trains with covseg's Inf-Net loss (structure loss on the final and side maps
+plus edge BCE, :class:`covseg.losses.InfNetLoss`) in MONAI's ``SupervisedTrainer``, and MONAI Label publishes the
+result to ``<app>/model/covseg_infection/model.pt``, which the infection infer task loads on its next request. The
+shipped bundle's ``models/model.pt`` is only read. Experiment tracking (MLflow) is off.
+
+Request parameters (``POST /train/covseg_infection``): ``max_epochs`` (default 5), ``lr`` (1e-4),
+``train_batch_size`` (2), ``negatives_per_positive`` (1.0), ``bf16`` (``"auto"``), ``pretrained`` (``true``:
+continue from the last published fine-tune; ``false``: start again from the shipped bundle).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.engines.utils import IterationEvents
+from monai.handlers import MeanDice, from_engine
+from monai.inferers import SimpleInferer
+from monai.transforms import Activationsd, AsDiscreted, EnsureTyped
+from monailabel.tasks.train.basic_train import BasicTrainTask, Context
+from torch import nn
+
+from covseg.apps.monailabel.infer_tasks import _flag
+from covseg.apps.monailabel.training_slices import training_slices
+from covseg.apps.monailabel.weights import load_state
+from covseg.engines.cpu import autocast_context, resolve_bf16
+from covseg.engines.training import edge_from_mask
+from covseg.losses import InfNetLoss
+from covseg.networks.infnet import InfNetOutput
+from covseg.networks.loading import load_bundle
+
+log = logging.getLogger(__name__)
+
+__all__ = ["InfectionTrain"]
+
+
+class InfectionTrain(BasicTrainTask):
+    """Slice-wise fine-tuning of the infection network; publishes ``<model_dir>/model.pt``."""
+
+    def __init__(self, model_dir: str | Path, bundle: str | Path) -> None:
+        self.bundle = Path(bundle)
+        model_dir = Path(model_dir)
+        super().__init__(
+            model_dir=str(model_dir),
+            description="fine-tune covseg's infection model (Inf-Net) slice-wise on the labelled volumes",
+            config={"max_epochs": 5, "lr": 1e-4, "train_batch_size": 2, "val_split": 0.0,
+                    "negatives_per_positive": 1.0, "bf16": "auto", "pretrained": True, "multi_gpu": False,
+                    "dataset": "Dataset", "dataloader": "DataLoader", "tracking": "None"},
+            amp=False,
+            load_path=None,
+            publish_path=str(model_dir / "model.pt"),
+            train_save_interval=1000,
+            n_saved=1,
+            labels={"infection": 1},
+            tracking=None,
+        )
+
+    # ------------------------------------------------------------------------------------- data
+    def pre_process(self, request: dict, datastore) -> list[dict]:
+        """The datastore's labelled volumes as 2D training slices (tensors, ready to batch)."""
+        datalist = datastore.datalist()
+        if not datalist:
+            raise ValueError("no labelled volume in the datastore: save a final label first (PUT /datastore/label)")
+        size = int(load_bundle(self.bundle).image_size)
+        return training_slices(datalist, size, float(request.get("negatives_per_positive", 1.0)))
+
+    def train_pre_transforms(self, context: Context) -> list:
+        return [EnsureTyped(keys=("image", "label"), track_meta=False)]
+
+    def train_post_transforms(self, context: Context) -> list:
+        return [Activationsd(keys="pred", sigmoid=True), AsDiscreted(keys="pred", threshold=0.5)]
+
+    def val_pre_transforms(self, context: Context) -> list:
+        return self.train_pre_transforms(context)
+
+    def val_inferer(self, context: Context) -> SimpleInferer:
+        return SimpleInferer()  # unused unless a request asks for val_split > 0
+
+    def train_key_metric(self, context: Context) -> dict:
+        return {self.TRAIN_METRIC_MEAN_DICE: MeanDice(output_transform=from_engine(["pred", "label"]),
+                                                      include_background=True)}
+
+    # ---------------------------------------------------------------------------------- network
+    def network(self, context: Context) -> nn.Module:
+        """The bundle's network with the newest weights (the published fine-tune unless ``pretrained`` is false)."""
+        net = load_bundle(self.bundle).network
+        published = Path(self._publish_path)
+        if bool(_flag(context.request.get("pretrained"), True)) and published.is_file():
+            load_state(net, published)
+            log.info("fine-tuning from the published weights %s", published)
+        else:
+            log.info("fine-tuning from the shipped bundle %s", self.bundle)
+        return net.train()
+
+    def load_path(self, output_dir: str, pretrained: bool = True) -> None:
+        return None  # the starting weights are loaded by network()
+
+    def optimizer(self, context: Context) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(context.network.parameters(), lr=float(context.request.get("lr", 1e-4)))
+
+    def loss_function(self, context: Context) -> nn.Module:
+        return InfNetLoss()
+
+    def lr_scheduler_handler(self, context: Context) -> None:
+        return None  # a short fine-tune at a constant learning rate
+
+    # -------------------------------------------------------------------------------- iteration
+    def train_iteration_update(self, context: Context):
+        """One optimiser step on a batch of slices with covseg's deep-supervised loss (bf16 where native)."""
+        loss_fn = InfNetLoss()
+        bf16 = resolve_bf16(_flag(context.request.get("bf16"), "auto"), context.device)
+        log.info("training precision: %s", "bf16" if bf16 else "fp32")
+
+        def step(engine: Any, batch: dict) -> dict:
+            images = batch["image"].to(engine.state.device).float()
+            masks = batch["label"].to(engine.state.device).float()
+            engine.network.train()
+            engine.optimizer.zero_grad(set_to_none=True)
+            with autocast_context(engine.state.device, bf16):
+                out = engine.network(images)
+            loss = loss_fn(out, masks, edge_from_mask(masks)) if isinstance(out, InfNetOutput) else loss_fn(out, masks)
+            loss.backward()
+            nn.utils.clip_grad_norm_(engine.network.parameters(), 10.0)
+            engine.optimizer.step()
+            final = out.final if isinstance(out, InfNetOutput) else out
+            engine.state.output = {"image": images, "label": masks, "pred": final.detach().float(),
+                                   "loss": loss.detach()}
+            engine.fire_event(IterationEvents.MODEL_COMPLETED)  # decollate, post-transforms, metrics
+            return engine.state.output
+
+        return step
