@@ -40,6 +40,8 @@ def test_tiny_training_run_writes_checkpoint(semiseg_dir, tmp_path):
                           "--output_dir", str(out), *TINY))
     assert "epoch 1/1" in proc.stdout and "val_dice" in proc.stdout
     assert (out / "checkpoint_1.pt").exists() and (out / "model_best.pt").exists()
+    state = torch.load(out / "checkpoint_1.pt", weights_only=False)
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0)  # poly decay reaches 0 at the end
     net = load_weights(JCSSegmenter(), out / "model_final.pt")
     assert net(torch.rand(1, 1, 64, 64)).shape == (1, 1, 64, 64)
 

@@ -129,6 +129,9 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
     if lr_schedule == "cosine":
         def factor(step: int) -> float:
             return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    elif lr_schedule == "poly":
+        def factor(step: int) -> float:
+            return max(1.0 - min(step, total_steps) / total_steps, 0.0) ** 0.9
     else:
         def factor(step: int) -> float:
             return 1.0
