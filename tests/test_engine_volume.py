@@ -182,7 +182,7 @@ def test_batch_goes_on_and_leaves_no_partial_folder(tmp_path, ct_ras, monkeypatc
     results = run_batch([bad, ct_ras], out, net, image_size=16, on_result=seen.append)
     assert [r.status for r in results] == ["error", "ok"] and [r.name for r in seen] == ["empty", "chest"]
     assert results[0].error.startswith(str(bad)) and "empty" in results[0].error
-    assert sorted(p.name for p in out.iterdir()) == ["chest"]
+    assert sorted(p.name for p in out.iterdir()) == [".covseg.lock", "chest"]
 
     # a failure while writing: the volume is an error and its folder is not left behind
     calls = {"n": 0}
@@ -198,14 +198,14 @@ def test_batch_goes_on_and_leaves_no_partial_folder(tmp_path, ct_ras, monkeypatc
     out2 = tmp_path / "out2"
     results = run_batch([ct_ras], out2, net, image_size=16)
     assert results[0].status == "error" and "disk full" in results[0].error
-    assert list(out2.iterdir()) == []
+    assert [p.name for p in out2.iterdir()] == [".covseg.lock"]
 
     # a re-run replaces the previous folder as a whole
     monkeypatch.setattr(export_mod, "write_volume_like", real)
     (out / "chest" / "stale.txt").write_text("old")
     results = run_batch([ct_ras], out, net, image_size=16)
     assert results[0].ok and not (out / "chest" / "stale.txt").exists()
-    assert sorted(p.name for p in out.iterdir()) == ["chest"]
+    assert sorted(p.name for p in out.iterdir()) == [".covseg.lock", "chest"]
 
 
 def test_labels_give_scores(tmp_path, phantom):

@@ -8,6 +8,7 @@ See docs/cli.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -150,16 +151,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     _setup_logging()
+    from covseg.engines.interrupts import quiet_ignite_interrupts, terminate_as_interrupt
+
+    quiet_ignite_interrupts()
     try:
-        if args.command == "infer":
-            return _cmd_infer(args)
-        if args.command == "evaluate":
-            return _cmd_evaluate(args)
-        if args.command == "label-server":
+        if args.command == "label-server":  # handles its own SIGTERM (stops the server's process group)
             from covseg.cli.label_server import run
 
             return run(args)
-        return _cmd_demo(args)
+        with terminate_as_interrupt():  # SIGTERM stops a run the way Ctrl-C does
+            if args.command == "infer":
+                return _cmd_infer(args)
+            if args.command == "evaluate":
+                return _cmd_evaluate(args)
+            return _cmd_demo(args)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -238,6 +243,7 @@ def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, label
 
     from covseg.engines.batch import check_folders, run_batch
     from covseg.engines.distributed import shard_from_env
+    from covseg.engines.interrupts import BatchInterrupted
     from covseg.io.discover import find_volumes
     from covseg.io.errors import CovsegInputError
 
@@ -283,6 +289,9 @@ def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, label
         bar.close()
         _error(str(exc))
         return EXIT_USAGE
+    except BatchInterrupted as stop:  # every rank merges its finished volumes into the summary itself
+        bar.close()
+        return _interrupted(stop.results, inputs, out, model, labels, t0)
     finally:
         bar.close()
     results = shard.gather(results, len(all_sources))
@@ -311,7 +320,9 @@ def _finish_infer(results: list[VolumeResult], inputs: Sequence[str], out: Path,
             "labels": labels, "seconds": round(time.perf_counter() - t0, 3), "processes": shard.world}
     try:
         write_batch_report(results, out, meta)
-    except CovsegInputError as exc:
+    except CovsegInputError as exc:  # e.g. a full disk: the finished volume folders are kept
+        if results:
+            print(format_console_table(results))
         _error(str(exc))
         return EXIT_USAGE
     if results:
@@ -323,6 +334,25 @@ def _finish_infer(results: list[VolumeResult], inputs: Sequence[str], out: Path,
         _error("no input volume")
         return EXIT_FAILED
     return EXIT_FAILED if n_failed else EXIT_OK
+
+
+def _interrupted(results: list[VolumeResult], inputs: Sequence[str], out: Path, model: LoadedModel,
+                 labels: str | None, t0: float) -> int:
+    """Ctrl-C / SIGTERM: merge the finished volumes into the summary, say so in one line, exit 130."""
+    from covseg.io.errors import CovsegInputError
+    from covseg.reports.batch import write_batch_report
+
+    meta = {"command": "covseg infer", "inputs": [str(i) for i in inputs], "out": str(out), "interrupted": True,
+            "model": {"name": model.name, "trained": model.trained}, "labels": labels,
+            "seconds": round(time.perf_counter() - t0, 3)}
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            write_batch_report(results, out, meta)
+    except CovsegInputError as exc:
+        _error(str(exc))
+    n_ok = sum(r.ok for r in results)
+    _error(f"interrupted: {n_ok} volume(s) finished before it are complete in {out}/ (summary.json)")
+    return EXIT_INTERRUPTED
 
 
 def _cmd_infer(args: argparse.Namespace) -> int:

@@ -5,29 +5,39 @@ overlapped with compute (one reader and one writer thread), goes on after a fail
 :class:`covseg.reports.batch.VolumeResult` per input. :func:`process_volume` does one volume in the calling
 thread. Per volume: :func:`covseg.engines.volume.infer_volume` (the math), the reference label
 (:mod:`covseg.io.labels`) and report (:func:`prepare_volume`), then :func:`covseg.engines.export.export_volume`.
+
+Before the first read, under the output folder's lock (:mod:`covseg.io.outlock`), the leftovers of killed runs
+are cleaned (:func:`covseg.io.atomic.clean_leftovers`) and names are claimed (:mod:`covseg.io.naming`): an input
+whose name belongs to another input's folder gets a stable ``_<tag>``. Ctrl-C (or SIGTERM, see
+:mod:`covseg.engines.interrupts`) stops the batch after the volume being written is complete and raises
+:class:`covseg.engines.interrupts.BatchInterrupted` with the finished volumes, for the summary.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from torch import nn
 
 from covseg.engines.cpu import precision_name
 from covseg.engines.export import ExportOptions, VolumeOutputs, export_volume
+from covseg.engines.interrupts import BatchInterrupted
 from covseg.engines.onnx_runtime import OnnxRuntimeNetwork
 from covseg.engines.predictor import SlicePredictor
 from covseg.engines.volume import LUNG_MARGIN_MM, THRESHOLD, Gate, Handler, infer_volume
-from covseg.io.atomic import ensure_writable_dir
+from covseg.io.atomic import clean_leftovers, ensure_writable_dir
 from covseg.io.discover import VolumeSource, find_volumes
 from covseg.io.errors import CovsegInputError
 from covseg.io.labels import find_label, read_label
+from covseg.io.naming import claim_names, source_key
+from covseg.io.outlock import output_lock
 from covseg.io.read import CTVolume, read_volume
-from covseg.reports.batch import VolumeResult
+from covseg.reports.batch import VolumeResult, recorded_sources
 from covseg.reports.volume import VolumeReport, build_volume_report, slice_rows
 
 log = logging.getLogger(__name__)
@@ -137,7 +147,18 @@ def _error_text(exc: BaseException, source: str) -> str:
 
 
 def _failed(src: VolumeSource, exc: BaseException) -> VolumeResult:
-    return VolumeResult(src.name, str(src.path), status="error", error=_error_text(exc, str(src.path)))
+    return VolumeResult(src.name, str(src.path), status="error", error=_error_text(exc, str(src.path)),
+                        key=source_key(src))
+
+
+def _claim(srcs: Sequence[VolumeSource], out_dir: Path) -> dict[str, str]:
+    """Clean killed runs' leftovers and claim stable unique names, under the lock; return the recorded owners."""
+    with output_lock(out_dir, on_wait=log.warning):
+        for line in clean_leftovers(out_dir):
+            log.warning(line)
+        owners = recorded_sources(out_dir)
+        claim_names(srcs, out_dir, owners)
+    return owners
 
 
 def _timed_read(src: VolumeSource) -> tuple[CTVolume, float]:
@@ -169,45 +190,61 @@ def run_batch(sources: Sequence[VolumeSource | str | Path], out_dir: str | Path,
     srcs: list[VolumeSource] = [s for s in sources if isinstance(s, VolumeSource)] + (find_volumes(paths) if paths
                                                                                       else [])
     predictor, info = as_predictor(model, image_size, device, batch_size, bf16, tta)
+    owners = _claim(srcs, out_dir)
     results: list[VolumeResult | None] = [None] * len(srcs)
-    pending: tuple[int, Future, VolumeOutputs] | None = None
+    pending: list = []  # at most one (index, future, item): the volume being written
 
-    def finish(index: int, fut: Future, item: VolumeOutputs) -> None:
+    def finish() -> None:
+        index, fut, item = pending[0]
         src = srcs[index]
         try:
             fut.result()
-            results[index] = VolumeResult(src.name, str(src.path), report=item.report, out_dir=str(item.final_dir))
+            results[index] = VolumeResult(item.final_dir.name, str(src.path), report=item.report,
+                                          out_dir=str(item.final_dir), key=item.key)
         except Exception as exc:  # noqa: BLE001 - one bad output must not stop the batch
             results[index] = _failed(src, exc)
+        pending.clear()
         if on_result is not None:
             on_result(results[index])
 
+    interrupted = False
     with ThreadPoolExecutor(1, thread_name_prefix="covseg-read") as reader, \
             ThreadPoolExecutor(1, thread_name_prefix="covseg-write") as writer:
         next_read = reader.submit(_timed_read, srcs[0]) if srcs else None
-        for i, src in enumerate(srcs):
-            current = next_read
-            next_read = reader.submit(_timed_read, srcs[i + 1]) if i + 1 < len(srcs) else None
-            if on_start is not None:
-                on_start(src)
-            try:
-                volume, read_s = current.result()
-                item = prepare_volume(volume, predictor, out_dir, labels_dir=labels_dir, gate=gate, model_info=info,
-                                      handlers=handlers, threshold=threshold, lung_margin_mm=lung_margin_mm,
-                                      timing_s={"read": read_s})
-                del volume
-            except Exception as exc:  # noqa: BLE001 - report and go on with the next input
-                log.debug("volume %s failed", src.path, exc_info=True)
-                if pending is not None:
-                    finish(*pending)
-                    pending = None
-                results[i] = _failed(src, exc)
-                if on_result is not None:
-                    on_result(results[i])
-                continue
-            if pending is not None:  # at most one volume waiting to be written: bounded memory
-                finish(*pending)
-            pending = (i, writer.submit(export_volume, item, options), item)
-        if pending is not None:
-            finish(*pending)
-    return [r for r in results if r is not None]
+        try:
+            for i, src in enumerate(srcs):
+                current = next_read
+                next_read = reader.submit(_timed_read, srcs[i + 1]) if i + 1 < len(srcs) else None
+                if on_start is not None:
+                    on_start(src)
+                try:
+                    volume, read_s = current.result()
+                    item = prepare_volume(volume, predictor, out_dir, labels_dir=labels_dir, gate=gate,
+                                          model_info=info, handlers=handlers, threshold=threshold,
+                                          lung_margin_mm=lung_margin_mm, timing_s={"read": read_s})
+                    item.key, item.owners = source_key(src), owners
+                    del volume
+                except Exception as exc:  # noqa: BLE001 - report and go on with the next input
+                    log.debug("volume %s failed", src.path, exc_info=True)
+                    if pending:
+                        finish()
+                    results[i] = _failed(src, exc)
+                    if on_result is not None:
+                        on_result(results[i])
+                    continue
+                if pending:  # at most one volume waiting to be written: bounded memory
+                    finish()
+                pending.append((i, writer.submit(export_volume, item, options), item))
+            if pending:
+                finish()
+        except KeyboardInterrupt:  # Ctrl-C / SIGTERM: let the volume being written complete, keep what is done
+            interrupted = True
+            if next_read is not None:
+                next_read.cancel()
+            with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C stops waiting for it
+                if pending:
+                    finish()
+    done = [r for r in results if r is not None]
+    if interrupted:
+        raise BatchInterrupted(done)
+    return done

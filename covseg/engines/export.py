@@ -1,8 +1,11 @@
 """Export of one volume's results: every output file, written into a hidden folder that replaces ``<out>/<name>``.
 
 :func:`export_volume` is the one place where a volume's outputs are written. Files go to
-``<out>/.tmp-<hex>-<name>/``, ``report.json`` last, and the folder is then renamed to ``<out>/<name>/``
-(replacing a previous run's), so a failure leaves no partial folder. Outputs:
+``<out>/.tmp-<pid>-<hex>-<name>/``, ``report.json`` last, and the folder is then renamed to ``<out>/<name>/``
+(replacing this input's previous result), so a failure leaves no partial folder and a ``kill -9`` leaves
+only a hidden folder that the next run removes (:func:`covseg.io.atomic.clean_leftovers`). The name is
+checked under the output folder's lock just before the rename: a folder holding another input's result
+is never replaced; this volume then goes to ``<name>_<tag>`` (:mod:`covseg.io.naming`). Outputs:
 
 * ``infection_mask.nii.gz`` uint8 0/1; ``lung_mask.nii.gz`` uint8 (1 right, 2 left);
 * ``infection_prob.nii.gz`` (``ExportOptions.save_prob``) uint8 ``round(255 * p)`` (the 0-255 convention of the
@@ -19,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 import time
 from collections.abc import Callable
@@ -29,8 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from covseg.engines.volume import VolumeInference
-from covseg.io.atomic import atomic_write_text, ensure_writable_dir
+from covseg.io.atomic import atomic_write_text, ensure_writable_dir, leftover_name
 from covseg.io.errors import CovsegInputError
+from covseg.io.naming import pick_name
+from covseg.io.outlock import output_lock
 from covseg.io.read import CTVolume
 from covseg.io.write import write_volume_like
 from covseg.reports.volume import VolumeReport, slices_csv_text
@@ -48,6 +52,10 @@ class VolumeOutputs:
     rows: list[dict]
     final_dir: Path
     started: float = field(default_factory=time.perf_counter)
+    key: str = ""
+    """The input's identity (:func:`covseg.io.naming.source_key`); default: the volume's resolved path."""
+    owners: dict[str, str] = field(default_factory=dict)
+    """Names recorded in the output folder's summary -> their source keys (:func:`covseg.io.naming.pick_name`)."""
 
 
 @dataclass(frozen=True)
@@ -76,9 +84,10 @@ def write_outputs(folder: Path, item: VolumeOutputs, options: ExportOptions) -> 
 def export_volume(item: VolumeOutputs, options: ExportOptions = ExportOptions()) -> Path:
     """Write ``item``'s outputs into a hidden folder, then rename it to ``item.final_dir``; return that folder."""
     t0 = time.perf_counter()
-    final = item.final_dir
-    parent = ensure_writable_dir(final.parent)
-    tmp = parent / f".tmp-{secrets.token_hex(4)}-{final.name}"
+    parent = ensure_writable_dir(item.final_dir.parent, probe=False)
+    with output_lock(parent):
+        _settle_name(item)
+    tmp = parent / leftover_name("tmp", item.final_dir.name)
     try:
         tmp.mkdir()
         files = write_outputs(tmp, item, options)
@@ -88,11 +97,26 @@ def export_volume(item: VolumeOutputs, options: ExportOptions = ExportOptions())
         item.report.timing_s["write"] = round(now - t0, 3)
         item.report.timing_s["total"] = round(now - item.started, 3)
         atomic_write_text(tmp / files["report"], item.report.to_json())
-        replace_dir(tmp, final)
+        with output_lock(parent):
+            if _settle_name(item):  # another run took the name meanwhile
+                atomic_write_text(tmp / files["report"], item.report.to_json())
+            replace_dir(tmp, item.final_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return final
+    return item.final_dir
+
+
+def _settle_name(item: VolumeOutputs) -> bool:
+    """Point ``item`` at a folder that is free or its own (call under the lock); True if the name changed."""
+    key = item.key or str(item.volume.source_path.resolve())
+    final = item.final_dir
+    name = pick_name(final.parent, final.name, key, item.owners)
+    if name == final.name:
+        return False
+    item.final_dir = final.parent / name
+    item.report.name = name
+    return True
 
 
 # ------------------------------------------------------------------------------------------- outputs
@@ -133,7 +157,7 @@ def replace_dir(tmp: Path, final: Path) -> None:
     if final.exists() or final.is_symlink():
         if not final.is_dir() or final.is_symlink():
             raise CovsegInputError(final, "output exists and is not a folder")
-        old = final.parent / f".old-{secrets.token_hex(4)}-{final.name}"
+        old = final.parent / leftover_name("old", final.name)
         os.replace(final, old)
     try:
         os.replace(tmp, final)

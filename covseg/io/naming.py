@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["claim_names", "name_tag", "source_key"]
+__all__ = ["claim_names", "name_tag", "pick_name", "source_key"]
 
 
 class _Named(Protocol):
@@ -51,25 +51,33 @@ def claim_names(sources: Sequence[_Named], out_dir: str | Path, owners: Mapping[
     """Rename (in place) each source whose name is taken in this run or by another input's folder in ``out_dir``.
 
     ``owners``: name -> source key of the volumes recorded in the output folder's summary. Call under the
-    output folder's lock (:func:`covseg.io.outlock.output_lock`) so that a concurrent run sees the claim.
+    output folder's lock (:func:`covseg.io.outlock.output_lock`).
     """
-    out_dir = Path(out_dir)
     taken: set[str] = set()
     for src in sources:
-        key = source_key(src)
-        base = src.name
-        for name in (base, f"{base}_{name_tag(key)}"):
-            if name.lower() in taken:
-                continue
-            owner = owners.get(name) or _folder_owner(out_dir / name)
-            if owner is None or owner in (key, key.partition("#")[0]):  # a report names a series by folder
-                break
-        else:
-            name, n = f"{base}_{name_tag(key)}", 2
-            while name.lower() in taken:  # two inputs with one key (same file given twice): keep both
-                name, n = f"{base}_{name_tag(key)}_{n}", n + 1
-        src.name = name
-        taken.add(name.lower())
+        src.name = pick_name(out_dir, src.name, source_key(src), owners, taken)
+        taken.add(src.name.lower())
+
+
+def pick_name(out_dir: str | Path, base: str, key: str, owners: Mapping[str, str] | None = None,
+              taken: set[str] | frozenset[str] = frozenset()) -> str:
+    """``base`` if ``<out_dir>/<base>`` is free or this input's, else ``<base>_<tag>`` (see the module docstring).
+
+    ``taken``: lower-case names already given in this run.
+    """
+    out_dir = Path(out_dir)
+    owners = owners or {}
+    tagged = f"{base}_{name_tag(key)}"
+    for name in (base, tagged):
+        if name.lower() in taken:
+            continue
+        owner = owners.get(name) or _folder_owner(out_dir / name)
+        if owner is None or owner in (key, key.partition("#")[0]):  # a report names a series by folder
+            return name
+    name, n = tagged, 2
+    while name.lower() in taken or _folder_owner(out_dir / name) not in (None, key, key.partition("#")[0]):
+        name, n = f"{tagged}_{n}", n + 1  # the same file given twice, or a foreign folder with our tag
+    return name
 
 
 def _folder_owner(folder: Path) -> str | None:
