@@ -1,0 +1,233 @@
+"""Training and scoring of the JCS slice classifier on pytorch-ignite.
+
+- :func:`build_classifier_trainer`: cross-entropy with image mixing (mixup, Wu et al. Eq. 3, λ ~ Beta(α, α) once
+  per batch), AdamW with warm-up and cosine decay, bf16 autocast where native, validation AUC every epoch with
+  model selection on the chosen sources' validation slices, checkpoints that resume after a kill.
+- :func:`predict_scores`: P(COVID-19) for every item of a loader.
+- :func:`evaluate_classifier`: a per-slice CSV (``file, score, label``) and ``metrics.json`` for a folder of
+  slices listed in a ``labels.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, DiskSaver, ProgressBar
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from covseg.engines.cpu import autocast_context
+from covseg.engines.training import latest_checkpoint, save_weights
+from covseg.io.atomic import atomic_write_text
+from covseg.metrics.classification import classification_scores, roc_auc
+from covseg.networks.classifier import covid_probability, trainable_parameters
+from covseg.options import as_flag
+
+log = logging.getLogger(__name__)
+
+
+def mixup(images: Tensor, labels: Tensor, alpha: float, num_classes: int = 2) -> tuple[Tensor, Tensor]:
+    """Image mixing (Eq. 3): ``λ x_i + (1 - λ) x_j`` with a shuffled partner j and the same mix of one-hot labels.
+
+    ``alpha <= 0`` returns the batch unmixed (one-hot targets).
+    """
+    targets = F.one_hot(labels.long(), num_classes).float()
+    if alpha <= 0 or images.shape[0] < 2:
+        return images, targets
+    lam = float(np.random.beta(alpha, alpha))
+    perm = torch.randperm(images.shape[0], device=images.device)
+    return lam * images + (1 - lam) * images[perm], lam * targets + (1 - lam) * targets[perm]
+
+
+def make_classifier_step(network: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device, *,
+                         mixup_alpha: float = 0.5, bf16: bool = False, grad_clip: float = 5.0):
+    """An ignite process function: one mixed batch, soft-target cross-entropy, one optimiser step."""
+
+    def step(engine: Engine, batch: dict) -> dict:
+        network.train()
+        images, targets = mixup(batch["image"].to(device), batch["label"].to(device), mixup_alpha)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast_context(device, bf16):
+            logits = network(images).logits
+        loss = torch.sum(-targets * F.log_softmax(logits.float(), dim=1), dim=1).mean()
+        loss.backward()
+        if grad_clip:
+            nn.utils.clip_grad_norm_(trainable_parameters(network), grad_clip)
+        optimizer.step()
+        return {"loss": float(loss.detach())}
+
+    return step
+
+
+@torch.inference_mode()
+def predict_scores(network: nn.Module, loader: DataLoader, device: str | torch.device = "cpu",
+                   bf16: bool = False) -> list[dict]:
+    """One row ``{"name", "score", "label", "source", "group"}`` per item; score = P(COVID-19)."""
+    device = torch.device(device)
+    was_training = network.training
+    network.eval()
+    rows: list[dict] = []
+    for batch in loader:
+        with autocast_context(device, bf16):
+            out = network(batch["image"].to(device))
+        scores = covid_probability(out).cpu().tolist()
+        n = len(scores)
+        for i in range(n):
+            rows.append({"name": _at(batch, "name", i, ""), "score": scores[i],
+                         "label": int(_at(batch, "label", i, -1)), "source": _at(batch, "source", i, ""),
+                         "group": _at(batch, "group", i, "")})
+    network.train(was_training)
+    return rows
+
+
+def _at(batch: dict, key: str, i: int, default):
+    value = batch.get(key)
+    if value is None:
+        return default
+    item = value[i]
+    return item.item() if isinstance(item, Tensor) else item
+
+
+def validation_aucs(rows: Sequence[dict]) -> dict[str, float]:
+    """AUC over all rows (``auc``) and per source (``auc/<source>``)."""
+    out = {"auc": roc_auc([r["score"] for r in rows], [r["label"] for r in rows])}
+    for source in sorted({r["source"] for r in rows if r["source"]}):
+        part = [r for r in rows if r["source"] == source]
+        out[f"auc/{source}"] = roc_auc([r["score"] for r in part], [r["label"] for r in part])
+    return out
+
+
+def selection_score(aucs: dict[str, float], select_sources: Sequence[str] | None) -> float:
+    """Mean validation AUC over ``select_sources`` (all validation slices when None or empty)."""
+    if not select_sources:
+        return aucs["auc"]
+    values = [aucs.get(f"auc/{s}", math.nan) for s in select_sources]
+    return float(np.mean(values))
+
+
+def build_classifier_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str | Path, *,
+                             val_loader: DataLoader | None = None, max_epochs: int = 20, lr: float = 3e-4,
+                             weight_decay: float = 0.05, warmup_steps: int = 100, mixup_alpha: float = 0.5,
+                             select_sources: Sequence[str] | None = ("sars-cov-2-ct",),
+                             device: str | torch.device = "cpu", bf16: bool = False, resume: bool = True,
+                             progress: bool = True, seed: int = 0) -> Engine:
+    """The ignite trainer of :mod:`covseg.engines.classifier` (see there).
+
+    ``output_dir`` receives ``checkpoint_<epoch>.pt`` (resume state; the newest is loaded when ``resume``),
+    ``model_best.pt`` (weights with the best validation selection score), ``best.json``, ``history.jsonl``
+    (one line of figures per epoch) and ``model_final.pt``.
+    """
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    device = torch.device(device)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    network.to(device)
+    optimizer = torch.optim.AdamW(trainable_parameters(network), lr=lr, weight_decay=weight_decay)
+    total = max(1, max_epochs * len(train_loader))
+
+    def factor(it: int) -> float:
+        if it < warmup_steps:
+            return (it + 1) / warmup_steps
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(it, total) / total))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    trainer = Engine(make_classifier_step(network, optimizer, device, mixup_alpha=float(mixup_alpha),
+                                          bf16=as_flag(bf16, "bf16")))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: scheduler.step())
+    to_save = {"network": network, "optimizer": optimizer, "scheduler": scheduler, "trainer": trainer}
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, Checkpoint(
+        to_save, DiskSaver(str(output_dir), require_empty=False), n_saved=1,
+        global_step_transform=lambda engine, _: engine.state.epoch))
+    if resume:
+        last = latest_checkpoint(output_dir)
+        if last is not None:
+            Checkpoint.load_objects(to_save, torch.load(last, map_location=device, weights_only=False))
+            log.info("resumed from %s at epoch %d", last, trainer.state.epoch)
+    best_file = output_dir / "best.json"
+    best = {"score": json.loads(best_file.read_text())["score"] if best_file.exists() else -math.inf}
+    if progress:
+        ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": out["loss"]})
+    losses: list[float] = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output["loss"]))
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def _epoch_done(engine: Engine) -> None:
+        epoch = engine.state.epoch
+        record: dict = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else math.nan,
+                        "lr": optimizer.param_groups[0]["lr"]}
+        losses.clear()
+        if val_loader is not None:
+            aucs = validation_aucs(predict_scores(network, val_loader, device, as_flag(bf16, "bf16")))
+            record.update(aucs)
+            record["score"] = selection_score(aucs, select_sources)
+            if record["score"] > best["score"]:
+                best["score"] = record["score"]
+                save_weights(network, output_dir / "model_best.pt")
+                atomic_write_text(best_file, json.dumps({"score": record["score"], "epoch": epoch, **aucs}))
+                record["best"] = True
+        with open(output_dir / "history.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        msg = " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
+        log.info(msg)
+        print(msg, flush=True)
+
+    @trainer.on(Events.COMPLETED)
+    def _finish(engine: Engine) -> None:
+        save_weights(network, output_dir / "model_final.pt")
+        if val_loader is None:  # nothing to select on: the final weights are the best ones
+            save_weights(network, output_dir / "model_best.pt")
+
+    return trainer
+
+
+def scores_csv_text(rows: Sequence[dict]) -> str:
+    """The per-slice CSV: ``file, score, label`` (label 1 = COVID-19, 0 = non-COVID, -1 = unknown)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["file", "score", "label"])
+    for r in rows:
+        writer.writerow([r["name"], f"{r['score']:.6f}", r["label"]])
+    return buffer.getvalue()
+
+
+def evaluate_classifier(network: nn.Module, items: Sequence[dict], output_dir: str | Path, *,
+                        image_size: int = 224, device: str | torch.device = "cpu", bf16: bool = False,
+                        threshold: float = 0.5, batch_size: int = 16) -> dict:
+    """Score ``items`` (from :func:`covseg.io.classification.labelled_slices`); write ``scores.csv`` and
+    ``metrics.json`` (overall and per source) into ``output_dir``; return the metrics."""
+    from monai.data import Dataset
+
+    from covseg.transforms.classification import classifier_eval_transforms
+
+    if not items:
+        raise ValueError("no slices to evaluate (check --dataset_dir, sources and splits)")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    loader = DataLoader(Dataset(list(items), classifier_eval_transforms(image_size)), batch_size=batch_size)
+    rows = predict_scores(network, loader, device, as_flag(bf16, "bf16"))
+    metrics: dict = {"all": classification_scores([r["score"] for r in rows], [r["label"] for r in rows],
+                                                  threshold)}
+    for source in sorted({r["source"] for r in rows if r["source"]}):
+        part = [r for r in rows if r["source"] == source]
+        metrics[source] = classification_scores([r["score"] for r in part], [r["label"] for r in part], threshold)
+    metrics["threshold"] = threshold
+    atomic_write_text(output_dir / "scores.csv", scores_csv_text(rows))
+    atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2, default=_nan_safe))
+    return metrics
+
+
+def _nan_safe(value):
+    return None if isinstance(value, float) and math.isnan(value) else value
