@@ -73,7 +73,7 @@ def make_classifier_step(network: nn.Module, optimizer: torch.optim.Optimizer, d
 @torch.inference_mode()
 def predict_scores(network: nn.Module, loader: DataLoader, device: str | torch.device = "cpu",
                    bf16: bool = False) -> list[dict]:
-    """One row ``{"name", "score", "label", "source", "group"}`` per item; score = P(COVID-19)."""
+    """One row ``{"name", "score", "label", "source", "group", "split"}`` per item; score = P(COVID-19)."""
     device = torch.device(device)
     was_training = network.training
     network.eval()
@@ -86,7 +86,7 @@ def predict_scores(network: nn.Module, loader: DataLoader, device: str | torch.d
         for i in range(n):
             rows.append({"name": _at(batch, "name", i, ""), "score": scores[i],
                          "label": int(_at(batch, "label", i, -1)), "source": _at(batch, "source", i, ""),
-                         "group": _at(batch, "group", i, "")})
+                         "group": _at(batch, "group", i, ""), "split": _at(batch, "split", i, "")})
     network.train(was_training)
     return rows
 
@@ -207,7 +207,7 @@ def evaluate_classifier(network: nn.Module, items: Sequence[dict], output_dir: s
                         image_size: int = 224, device: str | torch.device = "cpu", bf16: bool = False,
                         threshold: float = 0.5, batch_size: int = 16) -> dict:
     """Score ``items`` (from :func:`covseg.io.classification.labelled_slices`); write ``scores.csv`` and
-    ``metrics.json`` (overall and per source) into ``output_dir``; return the metrics."""
+    ``metrics.json`` (all slices, and per ``source/split``) into ``output_dir``; return the metrics."""
     from monai.data import Dataset
 
     from covseg.transforms.classification import classifier_eval_transforms
@@ -220,13 +220,18 @@ def evaluate_classifier(network: nn.Module, items: Sequence[dict], output_dir: s
     rows = predict_scores(network, loader, device, as_flag(bf16, "bf16"))
     metrics: dict = {"all": classification_scores([r["score"] for r in rows], [r["label"] for r in rows],
                                                   threshold)}
-    for source in sorted({r["source"] for r in rows if r["source"]}):
-        part = [r for r in rows if r["source"] == source]
-        metrics[source] = classification_scores([r["score"] for r in part], [r["label"] for r in part], threshold)
+    for key in sorted({_set_name(r) for r in rows} - {""}):
+        part = [r for r in rows if _set_name(r) == key]
+        metrics[key] = classification_scores([r["score"] for r in part], [r["label"] for r in part], threshold)
     metrics["threshold"] = threshold
     atomic_write_text(output_dir / "scores.csv", scores_csv_text(rows))
     atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2, default=_nan_safe))
     return metrics
+
+
+def _set_name(row: dict) -> str:
+    """``source/split`` of a row (or whichever of the two it has)."""
+    return "/".join(x for x in (row.get("source", ""), row.get("split", "")) if x)
 
 
 def _nan_safe(value):

@@ -28,7 +28,8 @@ def parse_label(text: str, where: str) -> int:
 def labelled_slices(dataset_dir: str | Path, sources: Sequence[str] | str | None = None,
                     splits: Sequence[str] | str | None = None, labels_csv: str | Path | None = None,
                     limit: int | None = None) -> list[dict]:
-    """Items of ``dataset_dir/labels.csv`` (or ``labels_csv``) filtered by ``sources`` and ``splits`` (None: all).
+    """Items of ``dataset_dir/labels.csv`` (or ``labels_csv``) filtered by ``sources`` and ``splits`` (None: all;
+    a CSV without a ``source`` or ``split`` column is not filtered on it).
 
     ``limit`` keeps the first N items of each class (smoke runs). Missing image files are an error.
     """
@@ -45,9 +46,9 @@ def labelled_slices(dataset_dir: str | Path, sources: Sequence[str] | str | None
         if missing:
             raise ValueError(f"{table}: missing column(s) {', '.join(sorted(missing))}")
         for line, row in enumerate(reader, start=2):
-            if sources and row.get("source") not in sources:
+            if sources and "source" in row and row["source"] not in sources:
                 continue
-            if splits and row.get("split") not in splits:
+            if splits and "split" in row and row["split"] not in splits:
                 continue
             path = root / row["file"]
             if not path.exists():

@@ -54,6 +54,8 @@ NETWORKS: dict[str, NetworkSpec] = {
     "multiclass_fcn8s": NetworkSpec("covseg.networks.multiclass:multiclass_fcn8s", "multiclass", 2, 3),
     # JCS (Wu et al.): VGG16 + EFM + AFF segmenter with five deeply supervised side maps
     "jcs_segmenter": NetworkSpec("covseg.networks.jcs:JCSSegmenter", "binary", 1, 1),
+    # JCS slice classifier (Wu et al. Sec. III-A): Res2Net-50 + GAP + linear, COVID-19 / non-COVID logits
+    "jcs_classifier": NetworkSpec("covseg.networks.classifier:slice_classifier", "classifier", 1, 2),
 }
 
 

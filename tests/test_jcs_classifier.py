@@ -1,0 +1,182 @@
+"""JCS slice classifier: network, image mixing, activation maps (Eq. 1-2), labels.csv items, metrics, bundle."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from bundle_runs import REPO, run_ok
+from conftest import SHARED_DATA
+from PIL import Image
+
+from covseg.engines.activation import activation_maps, stage_activation
+from covseg.engines.classifier import mixup
+from covseg.io.classification import labelled_slices
+from covseg.metrics.classification import classification_scores, roc_auc
+from covseg.networks.classifier import SliceClassifier, covid_probability, encoder_from_infnet
+from covseg.networks.infnet import InfNet
+from covseg.networks.outputs import ClassifierOutput
+from covseg.networks.registry import get_network, network_spec
+
+BUNDLE = REPO / "bundles" / "jcs_classifier"
+
+
+@pytest.fixture(scope="module")
+def cls_dir() -> Path:
+    path = SHARED_DATA / "covid-ct-cls"
+    if not (path / "labels.csv").exists():
+        pytest.skip(f"real data not found at {path} (set COVSEG_SHARED_DATA to the shared/data folder)")
+    return path
+
+
+def test_network_returns_logits_and_last_stage_features(one_torch_thread):
+    net = get_network("jcs_classifier").eval()
+    assert network_spec("jcs_classifier").task == "classifier"
+    out = net(torch.rand(2, 1, 64, 64))
+    assert isinstance(out, ClassifierOutput)
+    assert out.logits.shape == (2, 2) and out.features.shape == (2, 2048, 2, 2)
+    p = covid_probability(out)
+    assert p.shape == (2,) and bool(((p > 0) & (p < 1)).all())
+
+
+def test_frozen_stages_get_no_gradient_and_stay_in_eval_mode(one_torch_thread):
+    net = SliceClassifier(frozen_stages=2).train()
+    assert not net.backbone.stem.training and not net.backbone.layer1.training and net.backbone.layer2.training
+    net(torch.rand(2, 1, 64, 64)).logits.sum().backward()
+    assert all(p.grad is None for p in net.backbone.layer1.parameters())
+    assert all(p.grad is not None for p in net.backbone.layer4.parameters())
+    with pytest.raises(ValueError, match="frozen_stages"):
+        SliceClassifier(frozen_stages=6)
+
+
+def test_encoder_initialised_from_infnet_weights(tmp_path):
+    infnet = InfNet()
+    torch.save({k: v.half() for k, v in infnet.state_dict().items()}, tmp_path / "infnet.pt")
+    net = encoder_from_infnet(SliceClassifier(), tmp_path / "infnet.pt")
+    want = infnet.backbone.layer3[0].reduce[0].weight.half().float()
+    assert torch.equal(net.backbone.layer3[0].reduce[0].weight, want)
+    torch.save({"fc.weight": torch.zeros(2, 3)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="no 'backbone"):
+        encoder_from_infnet(SliceClassifier(), tmp_path / "other.pt")
+
+
+def test_mixup_mixes_images_and_labels_with_one_lambda():
+    torch.manual_seed(0)
+    np.random.seed(0)
+    x = torch.stack([torch.full((1, 4, 4), float(i)) for i in range(6)])
+    y = torch.tensor([0, 1, 0, 1, 1, 0])
+    mixed, targets = mixup(x, y, alpha=0.5)
+    assert torch.allclose(targets.sum(1), torch.ones(6))
+    # each mixed image is lam * x_i + (1 - lam) * x_j: its value lies between the two sources
+    lam_from_targets = None
+    for i in range(6):
+        v = float(mixed[i, 0, 0, 0])
+        assert torch.allclose(mixed[i], torch.full_like(mixed[i], v))
+        if y[i] == 1 and abs(v - i) > 1e-6:
+            lam_from_targets = float(targets[i, 1])
+    assert lam_from_targets is None or 0.0 <= lam_from_targets <= 1.0
+    plain, one_hot = mixup(x, y, alpha=0.0)
+    assert torch.equal(plain, x) and torch.equal(one_hot.argmax(1), y)
+
+
+def test_stage_activation_follows_eq_1_and_2():
+    feats = torch.rand(1, 3, 4, 4, requires_grad=True)
+    weights = torch.tensor([1.0, -2.0, 0.5])
+    prob = (feats.mean(dim=(2, 3)) * weights).sum(dim=1)  # d prob / d X^k_ij = w_k / 16
+    am = stage_activation(prob, feats)
+    manual = torch.relu((weights / 16)[:, None, None] * feats[0].detach()).sum(0)
+    assert torch.allclose(am[0], manual, atol=1e-6)
+
+
+def test_activation_maps_shape_range_and_no_parameter_gradients(one_torch_thread):
+    net = SliceClassifier()
+    am, prob = activation_maps(net, torch.rand(2, 1, 96, 96))
+    assert am.shape == (2, 96, 96) and prob.shape == (2,)
+    assert float(am.min()) >= 0.0 and float(am.max()) <= 1.0 + 1e-6
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_classification_metrics_known_values():
+    assert roc_auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == pytest.approx(0.75)
+    assert math.isnan(roc_auc([0.1, 0.2], [1, 1]))
+    s = classification_scores([0.9, 0.6, 0.2, 0.7, 0.1], [1, 1, 1, 0, 0])
+    assert (s["tp"], s["fn"], s["fp"], s["tn"]) == (2, 1, 1, 1)
+    assert s["sensitivity"] == pytest.approx(2 / 3) and s["specificity"] == pytest.approx(0.5)
+    assert s["f1"] == pytest.approx(2 / 3) and s["accuracy"] == pytest.approx(0.6)
+
+
+def _slice_folder(root: Path, rows: list[tuple[str, str]]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name, _ in rows:
+        Image.fromarray(rng.integers(0, 255, (40, 48), dtype=np.uint8)).save(root / name)
+    with open(root / "labels.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "label"])
+        writer.writerows(rows)
+    return root
+
+
+def test_labelled_slices_reads_any_folder_and_names_bad_rows(tmp_path):
+    folder = _slice_folder(tmp_path / "ok", [("a.png", "covid"), ("b.png", "noncovid"), ("c.png", "1")])
+    items = labelled_slices(folder, sources=["x"], splits=["test"])  # no such columns: not filtered
+    assert [(Path(i["image"]).name, i["label"]) for i in items] == [("a.png", 1), ("b.png", 0), ("c.png", 1)]
+    bad = _slice_folder(tmp_path / "bad", [("a.png", "maybe")])
+    with pytest.raises(ValueError, match=r"labels.csv:2: label 'maybe'"):
+        labelled_slices(bad)
+    (folder / "a.png").unlink()
+    with pytest.raises(FileNotFoundError, match="a.png"):
+        labelled_slices(folder)
+
+
+def test_labelled_slices_of_the_real_splits(cls_dir):
+    test = labelled_slices(cls_dir, "sars-cov-2-ct", "test")
+    train = labelled_slices(cls_dir, "sars-cov-2-ct", "train")
+    assert len(test) == 525 and {i["label"] for i in test} == {0, 1}
+    assert not {i["group"] for i in test} & {i["group"] for i in train}  # group-disjoint
+
+
+def test_metadata_verifies_offline():
+    schema = REPO / "bundles" / "schema" / "meta_schema.json"
+    cmd = [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file",
+           str(BUNDLE / "configs" / "metadata.json"), "--filepath", str(schema)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "verified with no error" in proc.stdout + proc.stderr
+
+
+def _bundle(run_id: str, config: str, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file",
+            str(BUNDLE / "configs" / config), "--bundle_root", str(BUNDLE), *overrides]
+
+
+@pytest.mark.slow
+def test_tiny_training_writes_checkpoint_resumes_and_evaluates(cls_dir, tmp_path):
+    out = tmp_path / "run"
+    common = ["--dataset_dir", str(cls_dir), "--output_dir", str(out), "--train_limit", "4", "--image_size", "64",
+              "--batch_size", "4", "--warmup_steps", "1"]
+    first = run_ok(_bundle("training", "train.yaml", "--max_epochs", "1", *common))
+    assert "epoch 1 loss" in first.stdout and (out / "checkpoint_1.pt").exists()
+    second = run_ok(_bundle("training", "train.yaml", "--max_epochs", "2", *common))
+    assert "epoch 2 loss" in second.stdout and "epoch 1 loss" not in second.stdout  # resumed, not restarted
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2] and all(0.0 <= h["auc"] <= 1.0 for h in history)
+    state = torch.load(out / "model_best.pt", weights_only=True)
+    assert "fc.weight" in state and state["fc.weight"].shape == (2, 2048)
+
+    folder = _slice_folder(tmp_path / "slices", [("p.png", "covid"), ("n.png", "noncovid"), ("q.png", "covid")])
+    ev = tmp_path / "eval"
+    run_ok(_bundle("evaluate", "evaluate.yaml", "--dataset_dir", str(folder), "--output_dir", str(ev),
+                   "--weights", str(out / "model_final.pt"), "--image_size", "64"))
+    rows = list(csv.DictReader((ev / "scores.csv").read_text().splitlines()))
+    assert [(r["file"], r["label"]) for r in rows] == [("p.png", "1"), ("n.png", "0"), ("q.png", "1")]
+    assert all(0.0 <= float(r["score"]) <= 1.0 for r in rows)
+    assert json.loads((ev / "metrics.json").read_text())["all"]["n"] == 3
+    shutil.rmtree(out)
