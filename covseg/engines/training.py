@@ -147,10 +147,15 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
         trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: sampler.set_epoch(e.state.epoch))
 
     to_save = {"network": network, "optimizer": optimizer, "scheduler": scheduler, "trainer": trainer}
-    checkpoint = Checkpoint(to_save, DiskSaver(str(output_dir), require_empty=False), n_saved=1,
+    # n_saved=2: ignite deletes the oldest checkpoint *before* writing the new one, so with 1 a kill -9 during
+    # the save would leave none; with 2 the previous epoch's stays until the new one is complete
+    checkpoint = Checkpoint(to_save, DiskSaver(str(output_dir), require_empty=False), n_saved=2,
                             global_step_transform=lambda engine, _: engine.state.epoch)  # checkpoint_<epoch>.pt
     trainer.add_event_handler(Events.EPOCH_COMPLETED, checkpoint)
     if resume:
+        for leftover in output_dir.glob("tmp*"):  # a checkpoint save cut short by kill -9 (ignite's temporary)
+            if re.fullmatch(r"tmp[a-z0-9_]{8}", leftover.name) and leftover.is_file() and rank == 0:
+                leftover.unlink(missing_ok=True)
         last = latest_checkpoint(output_dir)
         if last is not None:
             Checkpoint.load_objects(to_save, torch.load(last, map_location=device, weights_only=False))
