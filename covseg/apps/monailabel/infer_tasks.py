@@ -45,6 +45,11 @@ class ReadCTVolumed:
         return data
 
 
+def precision_setting(value: Any) -> bool | str:
+    """A request's ``bf16`` for :func:`resolve_bf16`: true / false, ``"auto"`` (default), ``"fp32"``, ``"bf16"``."""
+    return "auto" if value is None or value == "" else value
+
+
 def _flag(value: Any, default: bool | str) -> bool | str:
     """A request parameter as ``True`` / ``False`` / ``"auto"`` (strings from JSON or Slicer's config)."""
     if value is None:
@@ -112,7 +117,7 @@ class _NetworkInfer(CovsegInferTask):
         device = device if device.startswith("cuda") else "cpu"
         predictor = SlicePredictor(model.network, image_size=model.image_size, device=device,
                                    batch_size=int(data.get("batch_size", 8)),
-                                   bf16=resolve_bf16(_flag(data.get("bf16"), "auto"), device),
+                                   bf16=resolve_bf16(precision_setting(data.get("bf16")), device),
                                    tta=bool(_flag(data.get("tta"), False)))
         result = infer_volume(volume, predictor)
         facts = {"model_file": str(weights.path), "weights_sha256": sha, "fine_tuned": weights.fine_tuned,

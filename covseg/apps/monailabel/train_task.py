@@ -8,8 +8,8 @@ result to ``<app>/model/covseg_infection/model.pt``, which the infection infer t
 shipped bundle's ``models/model.pt`` is only read. Experiment tracking (MLflow) is off.
 
 Request parameters (``POST /train/covseg_infection``): ``max_epochs`` (default 5), ``lr`` (1e-4),
-``train_batch_size`` (2), ``negatives_per_positive`` (1.0), ``bf16`` (``"auto"``), ``pretrained`` (``true``:
-continue from the last published fine-tune; ``false``: start again from the shipped bundle).
+``train_batch_size`` (2), ``negatives_per_positive`` (1.0), ``bf16`` (``"auto"``), ``seed`` (0), ``pretrained``
+(``true``: continue from the last published fine-tune; ``false``: start again from the shipped bundle).
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ from monai.engines.utils import IterationEvents
 from monai.handlers import MeanDice, from_engine
 from monai.inferers import SimpleInferer
 from monai.transforms import Activationsd, AsDiscreted, EnsureTyped
+from monai.utils import set_determinism
 from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 from torch import nn
 
-from covseg.apps.monailabel.infer_tasks import _flag
+from covseg.apps.monailabel.infer_tasks import _flag, precision_setting
 from covseg.apps.monailabel.training_slices import training_slices
 from covseg.apps.monailabel.weights import load_state
 from covseg.engines.cpu import autocast_context, resolve_bf16
@@ -50,7 +51,7 @@ class InfectionTrain(BasicTrainTask):
             model_dir=str(model_dir),
             description="fine-tune covseg's infection model (Inf-Net) slice-wise on the labelled volumes",
             config={"max_epochs": 5, "lr": 1e-4, "train_batch_size": 2, "val_split": 0.0,
-                    "negatives_per_positive": 1.0, "bf16": "auto", "pretrained": True, "multi_gpu": False,
+                    "negatives_per_positive": 1.0, "bf16": "auto", "seed": 0, "pretrained": True, "multi_gpu": False,
                     "dataset": "Dataset", "dataloader": "DataLoader", "tracking": "None"},
             amp=False,
             load_path=None,
@@ -60,6 +61,14 @@ class InfectionTrain(BasicTrainTask):
             labels={"infection": 1},
             tracking=None,
         )
+
+    def train(self, rank: int, world_size: int, request: dict, datalist: list) -> dict:
+        """Seed torch, numpy and random (``seed``, default 0) so that a training is repeatable, then train."""
+        set_determinism(seed=int(request.get("seed", 0)))
+        try:
+            return super().train(rank, world_size, request, datalist)
+        finally:
+            set_determinism(seed=None)
 
     # ------------------------------------------------------------------------------------- data
     def pre_process(self, request: dict, datastore) -> list[dict]:
@@ -114,7 +123,7 @@ class InfectionTrain(BasicTrainTask):
     def train_iteration_update(self, context: Context):
         """One optimiser step on a batch of slices with covseg's deep-supervised loss (bf16 where native)."""
         loss_fn = InfNetLoss()
-        bf16 = resolve_bf16(_flag(context.request.get("bf16"), "auto"), context.device)
+        bf16 = resolve_bf16(precision_setting(context.request.get("bf16")), context.device)
         log.info("training precision: %s", "bf16" if bf16 else "fp32")
 
         def step(engine: Any, batch: dict) -> dict:

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from covseg.engines.volume import read_label
 from covseg.io import read_volume
+from covseg.io.labels import read_label
 from covseg.transforms.crop import DEFAULT_MARGIN_MM, crop_to_box, lung_box, margin_px
 from covseg.transforms.intensity import window_hu
 from covseg.transforms.lung import lung_mask

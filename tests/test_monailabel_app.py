@@ -1,0 +1,129 @@
+"""Fast checks of covseg's MONAI Label app pieces without a server: the pydicom 3 shim, training slices, which
+weights an infer task runs, and the label-server command's argument handling."""
+
+from __future__ import annotations
+
+import importlib
+import socket
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from covseg.apps.monailabel import compat
+from covseg.apps.monailabel.training_slices import slices_of_volume, training_slices
+from covseg.apps.monailabel.weights import ModelCache, load_state, resolve_weights
+from covseg.cli import label_server
+from covseg.cli.main import main
+from covseg.io.errors import CovsegInputError
+from covseg.synthetic.phantom import make_chest_phantom
+
+
+def test_shim_serves_pydicom2_sop_class_uids_from_pydicom_uid():
+    import pydicom.uid
+
+    compat.install()
+    old = importlib.import_module(compat.OLD_MODULE)
+    assert old.SegmentationStorage == pydicom.uid.SegmentationStorage
+    assert old.CTImageStorage == "1.2.840.10008.5.1.4.1.1.2"
+    with pytest.raises(AttributeError):
+        old.NotAStorageClass  # noqa: B018
+    with pytest.raises(AttributeError):
+        old.generate_uid  # noqa: B018  (only UIDs are served, not pydicom.uid's functions)
+
+
+def test_pydicom_seg_imports_beside_pydicom3():
+    pytest.importorskip("pydicom_seg", reason="pydicom-seg comes with scripts/install-label-server.sh")
+    import pydicom_seg
+
+    assert pydicom_seg.MultiClassWriter is not None
+
+
+@pytest.fixture
+def labelled_phantom(tmp_path):
+    ph = make_chest_phantom(shape=(10, 96, 96), spacing=(3.7, 3.7, 5.0), seed=1)
+    ct, label = tmp_path / "ct.nii.gz", tmp_path / "label.nii.gz"
+    sitk.WriteImage(ph.image(), str(ct))
+    sitk.WriteImage(ph.image(ph.infection), str(label))
+    return ph, ct, label
+
+
+def test_training_slices_keep_every_lesion_slice_plus_negatives(labelled_phantom):
+    ph, ct, label = labelled_phantom
+    items = slices_of_volume(ct, label, image_size=64, negatives_per_positive=1.0, min_negatives=2)
+    positives = sum(bool(item["label"].any()) for item in items)
+    lesion_slices = int(ph.infection.reshape(ph.infection.shape[0], -1).any(axis=1).sum())
+    assert 0 < positives <= lesion_slices
+    assert len(items) - positives <= max(positives, 2)
+    for item in items:
+        assert item["image"].shape == item["label"].shape == (1, 64, 64)
+        assert float(item["image"].min()) >= 0.0 and float(item["image"].max()) <= 1.0
+        assert set(np.unique(item["label"].numpy())) <= {0.0, 1.0}
+    assert len(training_slices([{"image": str(ct), "label": str(label)}] * 2, 64)) == 2 * len(items)
+
+
+def test_training_slices_refuse_a_label_of_another_size(labelled_phantom, tmp_path):
+    ph, ct, _ = labelled_phantom
+    wrong = tmp_path / "wrong.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((10, 96, 95), np.uint8)), str(wrong))
+    with pytest.raises(CovsegInputError, match="wrong.nii.gz"):
+        slices_of_volume(ct, wrong, image_size=64)
+
+
+def _tiny_bundle(folder):
+    (folder / "configs").mkdir(parents=True)
+    (folder / "models").mkdir()
+    (folder / "configs" / "inference.yaml").write_text(
+        "covseg:\n  network: tiny\n  image_size: 64\n  out_channels: 1\n"
+        "network_def:\n  _target_: torch.nn.Conv2d\n  in_channels: 1\n  out_channels: 1\n  kernel_size: 1\n")
+    net = torch.nn.Conv2d(1, 1, 1)
+    torch.nn.init.constant_(net.weight, 1.0)
+    torch.save({k: v.half() for k, v in net.state_dict().items()}, folder / "models" / "model.pt")
+    return folder
+
+
+def test_infer_uses_published_weights_once_they_exist_and_reloads_them(tmp_path):
+    bundle = _tiny_bundle(tmp_path / "bundle")
+    published = tmp_path / "app" / "model" / "covseg_infection" / "model.pt"
+    cache = ModelCache(bundle, published)
+    model, weights, _ = cache.get()
+    assert not weights.fine_tuned and weights.path == bundle / "models" / "model.pt"
+    assert float(model.network.weight.flatten()[0]) == 1.0 and model.image_size == 64
+    assert cache.get()[0] is model  # unchanged weights: not reloaded
+
+    published.parent.mkdir(parents=True)
+    tuned = torch.nn.Conv2d(1, 1, 1)
+    torch.nn.init.constant_(tuned.weight, 2.5)
+    torch.save({"model": tuned.state_dict()}, published)  # MONAI Label's checkpoint layout
+    model2, weights2, sha = cache.get()
+    assert weights2.fine_tuned and weights2.path == published and len(sha) == 16
+    assert float(model2.network.weight.flatten()[0]) == 2.5
+    assert resolve_weights(bundle, None).path == bundle / "models" / "model.pt"
+
+
+def test_load_state_reads_plain_fp16_state_dicts(tmp_path):
+    net = torch.nn.Linear(2, 1)
+    torch.save({k: (v * 0 + 3).half() for k, v in net.state_dict().items()}, tmp_path / "w.pt")
+    load_state(net, tmp_path / "w.pt")
+    assert net.weight.dtype == torch.float32 and float(net.weight[0, 0]) == 3.0
+
+
+def test_label_server_refuses_a_missing_studies_folder(tmp_path, capsys):
+    assert main(["label-server", "--studies", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and ("nope" in err or "not installed" in err)
+
+
+def test_label_server_app_dir_loads_covseg_app_and_a_free_port_binds(tmp_path):
+    folder = label_server.prepare_app_dir(str(tmp_path / "app"))
+    assert (folder / "main.py").read_text().count("CovsegLabelApp") == 1
+    assert label_server.prepare_app_dir(None) == label_server.APP_PACKAGE_DIR
+    port = label_server.free_port("127.0.0.1")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+    pytest.importorskip("monailabel", reason="MONAI Label is not installed: run scripts/install-label-server.sh")
+    from monailabel.utils.others.class_utils import get_class_of_subclass_from_file
+
+    app_class = get_class_of_subclass_from_file("main", str(folder / "main.py"), "MONAILabelApp")
+    assert app_class is not None and app_class.__name__ == "CovsegLabelApp"
