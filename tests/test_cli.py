@@ -52,9 +52,11 @@ def test_good_and_bad_input_in_one_batch(tmp_path, good_ct, tiny_model, capsys):
     assert errors == [f"error: {bad}: file is empty (0 bytes)"]
     assert "good" in captured.out and "FAILED" in captured.out
     # the good volume is complete, the bad one left nothing
-    assert sorted(p.name for p in out.iterdir()) == [".covseg.lock", "good", "summary.csv", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".covseg.lock", "good", "report.html", "summary.csv",
+                                                     "summary.json"]
     assert sorted(p.name for p in (out / "good").iterdir()) == [
-        "infection_mask.nii.gz", "infection_prob.nii.gz", "lung_mask.nii.gz", "report.json", "slices.csv"]
+        "infection_curve.png", "infection_mask.nii.gz", "infection_prob.nii.gz", "lung_mask.nii.gz", "montage.png",
+        "reformats.png", "report.json", "slices.csv"]
     ref = nib.load(str(good_ct))
     np.testing.assert_allclose(nib.load(str(out / "good" / "infection_mask.nii.gz")).affine, ref.affine, atol=1e-5)
     summary = json.loads((out / "summary.json").read_text())

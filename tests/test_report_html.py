@@ -4,14 +4,15 @@ message, no error, no broken image, sorting works; a broken page is caught."""
 from __future__ import annotations
 
 import base64
+import json
 import re
 
 import pytest
 from headless_browser import open_page
 
-from covseg.reports.batch import VolumeResult
+from covseg.reports.batch import VolumeResult, write_batch_report
 from covseg.reports.curves import infection_curve_png
-from covseg.reports.html import CSP, VolumeEntry, entries_from_results, render_report, write_html_report
+from covseg.reports.html import CSP, VolumeEntry, entries_from_summary, render_report, write_html_report
 from covseg.reports.overlays import montage_png, reformats_png
 from covseg.reports.severity import compute_severity
 from covseg.reports.volume import build_volume_report, slice_rows
@@ -52,19 +53,25 @@ def test_page_is_self_contained_and_complete(entries):
         assert word in text
 
 
-def test_entries_from_results_reads_the_volume_folders(tmp_path, entries):
+def test_html_from_the_merged_summary(tmp_path, entries):
     rep = build_volume_report("v", "/x", *(lambda p: (p.lung_labels, p.infection, p.spacing))(
         make_chest_phantom((8, 32, 32), (10.0, 10.0, 20.0))))
     (tmp_path / "v").mkdir()
     (tmp_path / "v" / "montage.png").write_bytes(entries[0].images["montage"])
     rep.outputs = {"montage": "montage.png", "reformats": "reformats.png"}  # reformats not written
+    (tmp_path / "v" / "report.json").write_text(rep.to_json())
     results = [VolumeResult("v", "/x", report=rep, out_dir=str(tmp_path / "v")),
                VolumeResult("w", "/w", status="error", error="/w: bad")]
-    got = entries_from_results(results)
+    write_batch_report(results[:1], tmp_path, {"command": "first run"})
+    write_batch_report(results[1:], tmp_path, {"command": "second run"})  # merged into the same summary
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    got = entries_from_summary(summary, tmp_path)
+    assert [e.name for e in got] == ["v", "w"]
     assert list(got[0].images) == ["montage"] and got[1].report is None and got[1].error == "/w: bad"
-    path = write_html_report(results, tmp_path, {"command": "test"})
+    path = write_html_report(tmp_path)
     text = path.read_text()
     assert path.name == "report.html" and 'data-missing="reformats"' in text and text.count("data:image/png") == 1
+    assert 'data-volume="v"' in text and 'data-volume="w"' in text and "second run" in text
 
 
 def test_report_in_headless_chromium(tmp_path, entries):

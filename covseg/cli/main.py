@@ -38,7 +38,8 @@ examples:
   covseg infer --out results/        (no INPUT: the built-in chest phantom, as `covseg demo`)
 
 outputs: <out>/<volume>/{infection_mask,lung_mask[,infection_prob][,infection_labels]}.nii.gz,
-report.json, slices.csv; <out>/summary.json and summary.csv. exit status: 0 all inputs succeeded,
+report.json, slices.csv, montage.png, reformats.png, infection_curve.png[, overlays/][, infection_seg.dcm];
+<out>/summary.json, summary.csv and report.html (see docs/reports.md). exit status: 0 all inputs succeeded,
 1 some input failed (one 'error: <file>: <reason>' line each; the others are processed), 2 usage error,
 unusable model or unwritable --out.
 """
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(infer)
     infer.add_argument("--save-prob", action="store_true",
                        help="also write infection_prob.nii.gz (uint8, 255 x probability)")
+    _output_args(infer)
     infer.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     evaluate = sub.add_parser("evaluate", help="score 2D prediction maps against masks (paper table row)",
@@ -110,12 +112,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--save-prob", action="store_true", help="also write infection_prob.nii.gz")
     demo.add_argument("--phantom-shape", metavar="Z,Y,X", default=",".join(map(str, DEMO_SHAPE)),
                       help="phantom size in voxels (default %(default)s)")
+    _output_args(demo)
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     from covseg.cli import label_server  # standard library only: cheap
 
     label_server.add_parser(sub)
     return parser
+
+
+def _output_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overlays", choices=("none", "infected", "all"), default="none",
+                   help="also write one overlay PNG per axial slice into <volume>/overlays/: none (default), the "
+                        "slices holding infection, or all slices")
+    p.add_argument("--no-figures", action="store_true",
+                   help="no pictures (montage, reformats, infection curve, overlays); report.html keeps the tables")
+    p.add_argument("--dicom-seg", action=argparse.BooleanOptionalAction, default=None,
+                   help="write infection_seg.dcm (DICOM-SEG referencing the source series) for DICOM inputs "
+                        "(default: on for DICOM inputs)")
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -243,6 +257,7 @@ def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, label
 
     from covseg.engines.batch import check_folders, run_batch
     from covseg.engines.distributed import shard_from_env
+    from covseg.engines.export import ExportOptions
     from covseg.engines.interrupts import BatchInterrupted
     from covseg.io.discover import find_volumes
     from covseg.io.errors import CovsegInputError
@@ -284,7 +299,9 @@ def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, label
     try:
         results = run_batch(sources, out, model, labels_dir=labels, save_prob=args.save_prob,
                             device=args.device, batch_size=args.batch_size, bf16=False if args.no_bf16 else "auto",
-                            tta=args.tta, handlers=[slice_progress], on_start=on_start, on_result=on_result)
+                            tta=args.tta, handlers=[slice_progress], on_start=on_start, on_result=on_result,
+                            export=ExportOptions(save_prob=args.save_prob, figures=not args.no_figures,
+                                                 overlays=args.overlays, dicom_seg=args.dicom_seg))
     except CovsegInputError as exc:
         bar.close()
         _error(str(exc))
@@ -306,6 +323,7 @@ def _finish_infer(results: list[VolumeResult], inputs: Sequence[str], out: Path,
     """Rank 0 (or the only process) writes the combined report and prints the table; other ranks just exit."""
     from covseg.io.errors import CovsegInputError
     from covseg.reports.batch import format_console_table, write_batch_report
+    from covseg.reports.html import write_html_report
 
     if not shard.is_main:
         return EXIT_FAILED if any(not r.ok for r in results) else EXIT_OK
@@ -314,12 +332,14 @@ def _finish_infer(results: list[VolumeResult], inputs: Sequence[str], out: Path,
     ran = next((r.report.model for r in results if r.ok and r.report is not None), {})
     bf16 = args.backend == "torch" and resolve_bf16(False if args.no_bf16 else "auto", args.device)
     meta = {"command": "covseg infer", "inputs": [str(i) for i in inputs], "out": str(out),
-            "model": {"name": model.name, "trained": model.trained, "image_size": model.image_size,
+            "model": {"name": model.name, "version": model.meta.get("version"), "trained": model.trained,
+                      "image_size": model.image_size,
                       "backend": ran.get("backend", args.backend),
                       "precision": ran.get("precision", precision_name(bf16)), "device": args.device},
             "labels": labels, "seconds": round(time.perf_counter() - t0, 3), "processes": shard.world}
     try:
         write_batch_report(results, out, meta)
+        write_html_report(out, meta)
     except CovsegInputError as exc:  # e.g. a full disk: the finished volume folders are kept
         if results:
             print(format_console_table(results))
@@ -329,7 +349,7 @@ def _finish_infer(results: list[VolumeResult], inputs: Sequence[str], out: Path,
         print(format_console_table(results))
     n_failed = sum(not r.ok for r in results)
     print(f"\n{len(results) - n_failed} of {len(results)} volume(s) done in {meta['seconds']:.1f} s; "
-          f"outputs in {out}/ (summary.json, summary.csv)")
+          f"outputs in {out}/ (summary.json, summary.csv, report.html)")
     if not results:
         _error("no input volume")
         return EXIT_FAILED

@@ -136,6 +136,9 @@ def as_predictor(model: object, image_size: int | None = None, device: str = "cp
     info["backend"] = backend
     info["precision"] = precision_name(predictor.bf16)
     info["device"] = str(predictor.device)
+    version = (getattr(model, "meta", None) or {}).get("version")
+    if version:
+        info["version"] = str(version)
     return predictor, info
 
 

@@ -11,7 +11,13 @@ is never replaced; this volume then goes to ``<name>_<tag>`` (:mod:`covseg.io.na
 * ``infection_prob.nii.gz`` (``ExportOptions.save_prob``) uint8 ``round(255 * p)`` (the 0-255 convention of the
   Inf-Net maps; ``p >= 0.5`` <=> value ``>= 128``);
 * ``infection_labels.nii.gz`` (multi-class models only) uint8 class map;
-* ``slices.csv`` and ``report.json`` (:class:`covseg.reports.volume.VolumeReport`, whose ``outputs`` lists the files).
+* ``slices.csv`` and ``report.json`` (:class:`covseg.reports.volume.VolumeReport`, whose ``outputs`` lists the files);
+* pictures (``ExportOptions.figures``; on in ``covseg infer``; :mod:`covseg.reports.overlays`): ``montage.png``
+  (axial slices with infection contours), ``reformats.png`` (coronal and sagittal), ``infection_curve.png``
+  (:mod:`covseg.reports.curves`) and, with ``ExportOptions.overlays`` ``"infected"`` or ``"all"``,
+  ``overlays/slice_<z>.png``;
+* ``infection_seg.dcm`` (DICOM inputs; ``ExportOptions.dicom_seg``, default on for DICOM): DICOM-SEG referencing
+  the source series (:mod:`covseg.io.dicom_seg`); a series it cannot reference gets a warning instead.
 
 All images are written with :func:`covseg.io.write.write_volume_like`: same size, spacing, origin and direction
 as the input. **To add an output**: write a function ``(folder, item) -> {key: file name}`` and call it in
@@ -31,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from covseg.engines.volume import VolumeInference
-from covseg.io.atomic import atomic_write_text, ensure_writable_dir, leftover_name
+from covseg.io.atomic import atomic_path, atomic_write_text, ensure_writable_dir, leftover_name
 from covseg.io.errors import CovsegInputError
 from covseg.io.naming import pick_name
 from covseg.io.outlock import output_lock
@@ -63,6 +69,11 @@ class ExportOptions:
     """Which optional outputs to write."""
 
     save_prob: bool = False
+    figures: bool = False
+    """Pictures (montage, reformats, curve); ``covseg infer`` turns them on unless ``--no-figures``."""
+    overlays: str = "none"
+    dicom_seg: bool | None = None
+    """``None``: on for DICOM inputs; ``True`` asks for it (a non-DICOM input then gets a warning); ``False``: off."""
 
 
 OutputWriter = Callable[[Path, VolumeOutputs], dict[str, str]]
@@ -78,6 +89,10 @@ def write_outputs(folder: Path, item: VolumeOutputs, options: ExportOptions) -> 
     if item.result.classes is not None:
         files |= write_label_map(folder, item)
     files |= write_slice_table(folder, item)
+    if options.figures:
+        files |= write_figures(folder, item, options.overlays)
+    if options.dicom_seg or (options.dicom_seg is None and item.volume.source_files):
+        files |= write_dicom_seg_file(folder, item)
     return files
 
 
@@ -148,6 +163,40 @@ def write_slice_table(folder: Path, item: VolumeOutputs) -> dict[str, str]:
     """``slices.csv``: one row per axial slice."""
     atomic_write_text(folder / "slices.csv", slices_csv_text(item.rows))
     return {"slices": "slices.csv"}
+
+
+def write_figures(folder: Path, item: VolumeOutputs, overlays: str = "none") -> dict[str, str]:
+    """``montage.png``, ``reformats.png``, ``infection_curve.png`` (+ ``overlays/`` on request)."""
+    from covseg.reports.curves import infection_curve_png  # matplotlib: imported only when pictures are made
+    from covseg.reports.overlays import write_volume_figures
+
+    res, vol = item.result, item.volume
+    files = write_volume_figures(folder, vol.array, res.lung, res.infection, vol.spacing, classes=res.classes,
+                                 name=vol.name, overlays=overlays)
+    with atomic_path(folder / "infection_curve.png") as tmp:
+        tmp.write_bytes(infection_curve_png(item.rows, vol.spacing, title=vol.name))
+    return {**files, "curve": "infection_curve.png"}
+
+
+def write_dicom_seg_file(folder: Path, item: VolumeOutputs) -> dict[str, str]:
+    """``infection_seg.dcm`` for a DICOM input; a series that cannot be referenced -> a report warning."""
+    from covseg import __version__
+    from covseg.io.dicom_seg import write_dicom_seg
+
+    res, vol = item.result, item.volume
+    if not vol.source_files:
+        item.report.warnings.append("DICOM-SEG not written: the input is not a DICOM series")
+        return {}
+    multiclass = res.classes is not None
+    try:
+        _, notes = write_dicom_seg(res.classes if multiclass else res.infection, vol, vol.source_files,
+                                   folder / "infection_seg.dcm", multiclass=multiclass, model=item.report.model,
+                                   software_version=__version__)
+    except CovsegInputError as exc:
+        item.report.warnings.append(f"DICOM-SEG not written: {exc}")
+        return {}
+    item.report.warnings.extend(notes)
+    return {"dicom_seg": "infection_seg.dcm"}
 
 
 # ----------------------------------------------------------------------------------------- folder swap

@@ -87,7 +87,8 @@ class CTVolume:
 
     ``array`` is float32 ``[z, y, x]``; ``spacing`` is (x, y, z) mm of that array, ``origin`` and
     ``direction`` its LPS-image geometry; ``reference`` is the header of the image as stored in the
-    input (used to write outputs that overlay it exactly).
+    input (used to write outputs that overlay it exactly); ``source_files``: the files of a DICOM series
+    (for outputs that reference them, e.g. DICOM-SEG), empty for other formats.
     """
 
     array: np.ndarray
@@ -98,6 +99,7 @@ class CTVolume:
     warnings: list[str] = field(default_factory=list)
     origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
     direction: tuple[float, ...] = _IDENTITY
+    source_files: tuple[Path, ...] = ()
 
     @property
     def voxel_volume_ml(self) -> float:
@@ -157,7 +159,8 @@ def read_volume(src: VolumeSource | str | Path) -> CTVolume:
         warnings.append("volume has a single slice")
     return CTVolume(array=array, spacing=tuple(img.GetSpacing()), reference=reference, name=src.name,
                     source_path=Path(src.path), warnings=warnings, origin=tuple(img.GetOrigin()),
-                    direction=tuple(img.GetDirection()))
+                    direction=tuple(img.GetDirection()),
+                    source_files=tuple(Path(f) for f in src.files) if src.kind == "dicom" else ())
 
 
 # --------------------------------------------------------------------------------------- files

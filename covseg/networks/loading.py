@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +59,10 @@ def load_bundle(bundle_dir: str | Path, device: str = "cpu") -> LoadedModel:
     parser.read_config(str(config_file))
     parser["bundle_root"] = str(bundle_dir)
     net = load_weights(parser.get_parsed_content("network_def"), weights)
-    meta = parser.get("covseg", {}) or {}
+    meta = dict(parser.get("covseg", {}) or {})
+    metadata = bundle_dir / "configs" / "metadata.json"
+    if metadata.is_file() and "version" not in meta:  # the bundle's version, shown in reports
+        meta["version"] = str(json.loads(metadata.read_text(encoding="utf-8")).get("version", "")) or None
     return LoadedModel(
         net.to(device).eval(),
         name=str(meta.get("network", bundle_dir.name)),

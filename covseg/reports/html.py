@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from covseg.io.atomic import atomic_write_text
+from covseg.io.outlock import output_lock
 
-__all__ = ["IMAGES", "VolumeEntry", "entries_from_results", "render_report", "write_html_report"]
+__all__ = ["IMAGES", "VolumeEntry", "entries_from_summary", "render_report", "write_html_report"]
 
 IMAGES = (("montage", "Axial slices, lung window"), ("reformats", "Coronal and sagittal reformats"),
           ("curve", "Infection per slice"))
@@ -100,22 +101,26 @@ class VolumeEntry:
     images: dict[str, bytes] = field(default_factory=dict)
 
 
-def entries_from_results(results: Sequence) -> list[VolumeEntry]:
-    """Entries from :class:`covseg.reports.batch.VolumeResult` objects; pictures read from each volume's
-    folder (``out_dir`` / ``report.outputs[key]``), those missing left out."""
+def entries_from_summary(summary: dict, out_dir: str | Path) -> list[VolumeEntry]:
+    """Entries from a ``summary.json`` object (:func:`covseg.reports.batch.write_batch_report`): one per volume,
+    pictures read from the volume's folder (its ``out_dir``, else ``<out_dir>/<name>/``) as listed in each
+    report's ``outputs`` (those missing left out)."""
     entries = []
-    for r in results:
-        if r.report is None:
-            entries.append(VolumeEntry(r.name, r.status, r.source, r.error))
+    for v in summary.get("volumes", []):
+        name = str(v.get("name", "?"))
+        if v.get("status") != "ok":
+            entries.append(VolumeEntry(name, str(v.get("status", "error")), str(v.get("source", "")), v.get("error")))
             continue
-        rep = r.report.to_dict()
+        folder = Path(out_dir) / name
+        if v.get("out_dir") and Path(v["out_dir"]).is_dir():  # the folder the volume went to (may be tagged)
+            folder = Path(v["out_dir"])
         images = {}
         for key, _ in IMAGES:
-            rel = rep.get("outputs", {}).get(key)
-            path = Path(r.out_dir or ".") / rel if rel else None
+            rel = (v.get("outputs") or {}).get(key)
+            path = folder / rel if rel else None
             if path is not None and path.is_file():
                 images[key] = path.read_bytes()
-        entries.append(VolumeEntry(r.name, r.status, r.source, r.error, rep, images))
+        entries.append(VolumeEntry(name, "ok", str(v.get("source", "")), None, v, images))
     return entries
 
 
@@ -258,7 +263,13 @@ def render_report(entries: Sequence[VolumeEntry], meta: dict | None = None) -> s
     )
 
 
-def write_html_report(results: Sequence, out_dir: str | Path, meta: dict | None = None) -> Path:
-    """Write ``<out_dir>/report.html`` for :class:`~covseg.reports.batch.VolumeResult` objects; return its path."""
-    text = render_report(entries_from_results(results), meta)
-    return atomic_write_text(Path(out_dir) / "report.html", text)
+def write_html_report(out_dir: str | Path, meta: dict | None = None) -> Path:
+    """Write ``<out_dir>/report.html`` from ``<out_dir>/summary.json`` (every volume of the folder, also those of
+    earlier or concurrent runs merged there), under the output folder's lock; return its path."""
+    out_dir = Path(out_dir)
+    with output_lock(out_dir):
+        summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
+        if meta is None:
+            meta = {k: v for k, v in summary.items() if k not in ("volumes", "runs")}
+        text = render_report(entries_from_summary(summary, out_dir), meta)
+        return atomic_write_text(out_dir / "report.html", text)

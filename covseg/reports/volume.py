@@ -8,6 +8,8 @@ Volumes are voxel counts times the voxel volume (``prod(spacing) / 1000`` mL). D
 * ``lung_involvement_percent``: ``100 * |infection ∩ lung| / |lung|`` (0 when there is no lung);
 * ``lung_slices``: axial slices holding any lung voxel; ``infected_slices``: slices holding any infection voxel;
   ``predicted_slices``: slices the network actually ran on (lung slices kept by the optional gate);
+* ``severity``: CT severity score per lung and per zone (thirds of each lung along z, not lobes), see
+  :mod:`covseg.reports.severity`;
 * ``metrics`` (only with a label; label > 0 = infection): Dice, sensitivity, specificity, precision, IoU of the
   infection mask over the whole volume, and MAE of the probability map, as :func:`covseg.metrics.binary_scores`
   defines them (empty-mask conventions included).
@@ -29,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from covseg.metrics.binary import binary_scores
+from covseg.reports.severity import compute_severity
 
 __all__ = [
     "FEW_LUNG_SLICES",
@@ -79,6 +82,7 @@ class VolumeReport:
     warnings: list[str] = field(default_factory=list)
     timing_s: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
+    severity: dict | None = None
 
     def to_dict(self) -> dict:
         """Plain JSON-serialisable dict."""
@@ -195,4 +199,5 @@ def build_volume_report(name: str, source: str, lung: np.ndarray, infection: np.
         predicted_slices=lung_slices if predicted_slices is None else int(predicted_slices),
         model=dict(model or {}), class_ml=class_ml, label=label_path, metrics=metrics, warnings=warn,
         timing_s={k: round(float(v), 3) for k, v in (timing_s or {}).items() if math.isfinite(v)},
+        severity=compute_severity(lung, infection).to_dict(),
     )

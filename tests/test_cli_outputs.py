@@ -1,0 +1,82 @@
+"""``covseg infer`` picture and DICOM-SEG options on phantom inputs: defaults, --overlays, --no-figures,
+--dicom-seg / --no-dicom-seg, severity in report.json, report.html beside the summary."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from covseg.cli.main import main
+from covseg.networks import loading
+from covseg.networks.registry import get_network
+from covseg.synthetic.phantom import make_chest_phantom, write_phantom, write_phantom_dicom
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+PICTURES = {"montage.png", "reformats.png", "infection_curve.png"}
+
+
+@pytest.fixture(autouse=True)
+def tiny_model(monkeypatch):
+    """The CLI's default model: a tiny untrained U-Net at 32x32 (the outputs' presence is tested, not accuracy)."""
+    net = get_network("unet", features=(4, 4, 8, 8, 16, 4)).eval()
+    monkeypatch.setattr(loading, "load_model", lambda model=None, bundle=None, device="cpu":
+                        loading.LoadedModel(net, name="tiny-unet", image_size=32, meta={"version": "9.9.9"}))
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli_outputs")
+    phantom = make_chest_phantom((12, 64, 64), (5.6, 5.6, 10.0), seed=3)
+    write_phantom_dicom(folder / "series", phantom)
+    nifti = write_phantom(folder / "vol.nii.gz", phantom)["ct"]
+    return folder / "series", nifti
+
+
+def _files(folder):
+    return {p.name for p in folder.iterdir()}
+
+
+def test_defaults_pictures_dicom_seg_and_html(tmp_path, inputs):
+    series, nifti = inputs
+    out = tmp_path / "out"
+    assert main(["infer", str(series), str(nifti), "--out", str(out), "--no-progress"]) == 0
+    assert {"report.html", "summary.json", "summary.csv", "series", "vol"} <= _files(out)
+    assert PICTURES | {"infection_seg.dcm"} <= _files(out / "series")
+    assert _files(out / "vol") >= PICTURES and "infection_seg.dcm" not in _files(out / "vol")
+    report = json.loads((out / "series" / "report.json").read_text())
+    assert report["outputs"]["dicom_seg"] == "infection_seg.dcm" and report["outputs"]["montage"] == "montage.png"
+    assert report["model"]["version"] == "9.9.9" and report["model"]["precision"] in ("fp32", "bf16")
+    sev = report["severity"]
+    assert len(sev["zones"]) == 6 and 0 <= sev["total_score"] <= 30 and "not anatomical lobes" in sev["note"]
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 6 and "9.9.9" in html
+
+
+def test_overlays_no_figures_and_dicom_seg_switches(tmp_path, inputs):
+    series, nifti = inputs
+    out = tmp_path / "a"
+    assert main(["infer", str(series), "--out", str(out), "--no-progress", "--overlays", "all",
+                 "--no-dicom-seg"]) == 0
+    assert "infection_seg.dcm" not in _files(out / "series")
+    slices = sorted((out / "series" / "overlays").glob("slice_*.png"))
+    assert len(slices) == 12
+    out = tmp_path / "b"
+    assert main(["infer", str(nifti), "--out", str(out), "--no-progress", "--no-figures", "--dicom-seg"]) == 0
+    files = _files(out / "vol")
+    assert not (PICTURES & files) and "overlays" not in files and "infection_seg.dcm" not in files
+    report = json.loads((out / "vol" / "report.json").read_text())
+    assert any("DICOM-SEG not written: the input is not a DICOM series" in w for w in report["warnings"])
+    assert "data:image/png" not in (out / "report.html").read_text()
+
+
+def test_overlays_infected_writes_only_infected_slices(tmp_path, inputs):
+    series, _ = inputs
+    out = tmp_path / "c"
+    assert main(["infer", str(series), "--out", str(out), "--no-progress", "--overlays", "infected",
+                 "--no-dicom-seg"]) == 0
+    rows = (out / "series" / "slices.csv").read_text().splitlines()[1:]
+    infected = {int(r.split(",")[0]) for r in rows if int(r.split(",")[4]) > 0}
+    assert infected and len(infected) < 12  # some slices, not all: the choice is tested
+    written = {int(p.stem.split("_")[1]) for p in (out / "series" / "overlays").glob("slice_*.png")}
+    assert written == infected
