@@ -45,7 +45,8 @@ AIR_HU = -1024.0
 _CT_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2"}
 _HEADER_TAGS = [
     "SOPClassUID", "Modality", "SeriesDescription", "SeriesNumber", "Rows", "Columns",
-    "ImageOrientationPatient", "ImagePositionPatient", "NumberOfFrames",
+    "ImageOrientationPatient", "ImagePositionPatient", "NumberOfFrames", "BitsAllocated", "SamplesPerPixel",
+    "PhotometricInterpretation", "PixelSpacing", "PixelData",
 ]
 _IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
@@ -145,9 +146,10 @@ def read_volume(src: VolumeSource | str | Path) -> CTVolume:
     if src.error:
         raise CovsegInputError(src.path, src.error)
     warnings = list(src.warnings)
-    img = _read_dicom(src, warnings) if src.kind == "dicom" else _read_file(Path(src.path))
+    img = _read_dicom_checked(src, warnings) if src.kind == "dicom" else _read_file(Path(src.path))
     where = src.path
     _check_pixels(img, where)
+    _check_geometry(img, where)
     reference = ImageGeometry.from_image(img)
     if reference.orientation != "LPS":
         img = sitk.DICOMOrient(img, "LPS")
@@ -226,6 +228,11 @@ def _gunzip_verified(path: Path) -> bytes:
         raise CovsegInputError(path, "too large to decompress in memory") from None
 
 
+def path_of(reader: sitk.ImageFileReader) -> str:
+    """The file name a SimpleITK reader was given."""
+    return reader.GetFileName()
+
+
 def _nifti_to_sitk(nifti: nib.Nifti1Image, reader: sitk.ImageFileReader) -> sitk.Image | None:
     """A NIfTI's voxels as nibabel reads them (NaN kept) with SimpleITK's geometry; ``None``: let ITK read."""
     try:
@@ -241,12 +248,15 @@ def _nifti_to_sitk(nifti: nib.Nifti1Image, reader: sitk.ImageFileReader) -> sitk
     if data.dtype.kind == "f" and data.dtype != np.float32:
         data = data.astype(np.float64 if data.dtype.itemsize > 4 else np.float32)
     img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
-    img.SetSpacing(reader.GetSpacing()[:3])
-    img.SetOrigin(reader.GetOrigin()[:3])
     direction = reader.GetDirection()
     if len(direction) == 16:  # 4D header with a 4th dimension of 1: its 3x3 block
         direction = tuple(direction[r * 4 + c] for r in range(3) for c in range(3))
-    img.SetDirection(direction)
+    try:
+        img.SetSpacing(reader.GetSpacing()[:3])
+        img.SetOrigin(reader.GetOrigin()[:3])
+        img.SetDirection(direction)
+    except RuntimeError as exc:  # negative spacing, degenerate direction
+        raise CovsegInputError(path_of(reader), f"damaged header: {_itk_reason(str(exc))}") from None
     return img
 
 
@@ -260,6 +270,7 @@ def _check_nifti_complete(path: Path, raw: bytes | None = None) -> nib.Nifti1Ima
     name = path.name.lower()
     if not (name.endswith(".nii") or name.endswith(".nii.gz")):
         return None
+    _check_vox_offset(path, raw)
     try:
         nifti = _nifti_from_bytes(raw) if raw is not None else nib.load(str(path))
         proxy = nifti.dataobj
@@ -267,11 +278,28 @@ def _check_nifti_complete(path: Path, raw: bytes | None = None) -> nib.Nifti1Ima
     except Exception:
         return None  # let SimpleITK judge
     size = len(raw) if raw is not None else path.stat().st_size
+    once = " once uncompressed" if raw is not None else ""
     if size < expected:
-        once = " once uncompressed" if raw is not None else ""
         raise CovsegInputError(path, f"truncated file ({size} of {expected} bytes{once}; incomplete download "
                                      "or copy?)")
+    if size > expected:  # a single-file NIfTI ends with its voxels: a smaller size in the header is damage
+        raise CovsegInputError(path, f"damaged header: the image it describes takes {expected} bytes but the file "
+                                     f"has {size}{once}")
     return nifti
+
+
+def _check_vox_offset(path: Path, raw: bytes | None) -> None:
+    """Refuse a single-file NIfTI-1 whose vox_offset points inside its 352-byte header (ITK and nibabel then
+    disagree on where the voxels start)."""
+    if raw is None:
+        with path.open("rb") as fh:
+            raw = fh.read(112)
+    head = raw[:112]
+    if len(head) < 112 or int.from_bytes(head[:4], "little") != 348:
+        return  # big-endian or NIfTI-2: nibabel's own checks apply
+    offset = float(np.frombuffer(head[108:112], "<f4")[0])
+    if not math.isfinite(offset) or offset < 352:
+        raise CovsegInputError(path, f"damaged header: vox_offset {offset:g} lies inside the 352-byte header")
 
 
 def _nifti_from_bytes(raw: bytes) -> nib.Nifti1Image:
@@ -319,6 +347,17 @@ def _first_line(text: str) -> str:
 
 
 # --------------------------------------------------------------------------------------- DICOM
+def _read_dicom_checked(src: VolumeSource, warnings: list[str]) -> sitk.Image:
+    """:func:`_read_dicom` with unusable header values (text where numbers belong, short lists …) as one line."""
+    try:
+        return _read_dicom(src, warnings)
+    except CovsegInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for damaged values
+        raise CovsegInputError(src.path, f"DICOM header values cannot be used ({type(exc).__name__}: "
+                                         f"{_first_line(str(exc))})") from None
+
+
 def _read_dicom(src: VolumeSource, warnings: list[str]) -> sitk.Image:
     where = src.path
     files = [Path(f) for f in src.files]
@@ -327,10 +366,11 @@ def _read_dicom(src: VolumeSource, warnings: list[str]) -> sitk.Image:
     headers = []
     for f in files:
         try:
-            headers.append(pydicom.dcmread(f, stop_before_pixels=True, specific_tags=_HEADER_TAGS,
-                                           force=True))
+            # PixelData is listed but deferred: only its length is read, to check it against the header
+            headers.append(pydicom.dcmread(f, specific_tags=_HEADER_TAGS, defer_size=64, force=True))
         except Exception as exc:
             raise CovsegInputError(f, f"DICOM header cannot be read ({_first_line(str(exc))})") from None
+        _check_pixel_header(headers[-1], f)
     label = _series_label(headers[0])
     modalities = sorted({str(h.get("Modality", "") or "").strip().upper() for h in headers})
     named = [m for m in modalities if m]
@@ -378,6 +418,32 @@ def _read_dicom(src: VolumeSource, warnings: list[str]) -> sitk.Image:
         warnings.append(f"slices are sheared (gantry tilt?): {shear:.3g} mm in-plane shift per slice "
                         "is not represented in the geometry")
     return _sitk_read_dicom(files, where)
+
+
+def _check_pixel_header(ds: pydicom.Dataset, path: Path) -> None:
+    """Refuse a slice whose pixel description is unusable or disagrees with its pixel data's length."""
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip().upper()
+    if spp != 1 or not photometric.startswith("MONOCHROME"):
+        raise CovsegInputError(path, f"DICOM slice is a colour image ({photometric}, {spp} samples per pixel), "
+                                     "not a CT")
+    spacing = [float(v) for v in (ds.get("PixelSpacing") or [1.0, 1.0])]
+    if len(spacing) != 2 or not all(math.isfinite(v) and v > 0 for v in spacing):
+        raise CovsegInputError(path, f"damaged DICOM header: PixelSpacing {spacing} is not positive and finite")
+    if "PixelData" not in ds:
+        raise CovsegInputError(path, "DICOM slice has no pixel data")
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    element = ds.get_item("PixelData", keep_deferred=True)  # the raw element: its length, value not read
+    length = element.length if hasattr(element, "length") else len(element.value or b"")
+    if syntax is None or syntax.is_compressed or length is None or length == 0xFFFFFFFF:
+        return  # encapsulated (compressed) pixels: the decoder checks them
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    expected = int(ds.Rows) * int(ds.Columns) * frames * bits // 8
+    if length not in (expected, expected + 1):  # + 1: padding to an even length
+        raise CovsegInputError(path, f"damaged DICOM slice: pixel data holds {length} bytes where Rows x Columns "
+                                     f"x BitsAllocated ({int(ds.Rows)} x {int(ds.Columns)} x {bits}) say "
+                                     f"{expected}")
 
 
 def _check_slice_gaps(proj: np.ndarray, where: Path, label: str) -> None:
@@ -444,6 +510,18 @@ def _check_pixels(img: sitk.Image, where: Path) -> None:
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise CovsegInputError(where, f"has {img.GetNumberOfComponentsPerPixel()} values per voxel "
                                       "(colour or vector image), not a CT")
+
+
+def _check_geometry(img: sitk.Image, where: Path) -> None:
+    spacing, origin = img.GetSpacing(), img.GetOrigin()
+    if not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise CovsegInputError(where, f"damaged header: voxel spacing {tuple(round(s, 6) for s in spacing)} is not "
+                                      "positive and finite")
+    if not all(math.isfinite(o) for o in origin):
+        raise CovsegInputError(where, "damaged header: the image origin is not finite")
+    direction = np.array(img.GetDirection(), float).reshape(3, 3)
+    if not np.all(np.isfinite(direction)) or abs(abs(np.linalg.det(direction)) - 1.0) > 1e-3:
+        raise CovsegInputError(where, "damaged header: the image orientation is not a rotation")
 
 
 def _fix_non_finite(array: np.ndarray, where: Path, warnings: list[str]) -> None:
