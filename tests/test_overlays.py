@@ -10,6 +10,7 @@ from PIL import Image
 from covseg.reports.overlays import (
     CLASS_COLOURS,
     INFECTION_COLOUR,
+    activation_beside_mask,
     axial_panel,
     coronal_panel,
     heatmap_overlay,
@@ -115,6 +116,21 @@ def test_heatmap_overlay_colours_and_contour():
     assert tuple(rgb[20, 20]) == (255, 255, 255) and tuple(rgb[24, 24]) != (255, 255, 255)
     hu_rgb = heatmap_overlay(np.full((8, 8), -600.0), np.zeros((8, 8)), window=(-600.0, 1500.0), alpha=0.0)
     assert int(hu_rgb[0, 0, 0]) == 128  # level of the window = mid-grey
+
+
+def test_activation_beside_mask():
+    img = np.linspace(0.0, 1.0, 24 * 24, dtype=np.float32).reshape(24, 24)
+    heat = np.zeros((24, 24), np.float32)
+    heat[:8, :8] = 1.0
+    mask = np.zeros((24, 24), bool)
+    mask[10:20, 10:20] = True
+    rgb = activation_beside_mask(img, heat, mask, gap=2)
+    assert rgb.shape == (24, 50, 3)
+    left, right = rgb[:, :24], rgb[:, 26:]
+    assert tuple(left[10, 10]) == INFECTION_COLOUR and tuple(right[10, 10]) == (255, 255, 255)
+    assert left[2, 2, 0] == left[2, 2, 1] == left[2, 2, 2]  # left: plain grey CT
+    assert right[2, 2, 0] > right[2, 2, 2]  # right: heat (red) where the map is high
+    assert np.all(rgb[:, 24:26] == 0)
 
 
 def test_write_volume_figures(tmp_path):

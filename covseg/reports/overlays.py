@@ -35,6 +35,7 @@ from covseg.io.atomic import atomic_path, ensure_writable_dir  # noqa: E402
 
 __all__ = [
     "CLASS_COLOURS",
+    "activation_beside_mask",
     "INFECTION_COLOUR",
     "LUNG_WINDOW",
     "OVERLAY_CHOICES",
@@ -102,7 +103,8 @@ def axial_panel(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float],
                 classes: np.ndarray | None = None, max_px: int = 384) -> np.ndarray:
     """RGB of axial slice ``z``: anterior up, patient right on the left."""
     sx, sy, _ = (float(s) for s in spacing)
-    return _to_display(lung_window(hu[z]), _labels(infection, classes)[z], sy, sx, classes is not None, max_px)
+    lab = _labels(infection[z], None if classes is None else classes[z])
+    return _to_display(lung_window(hu[z]), lab, sy, sx, classes is not None, max_px)
 
 
 def coronal_panel(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float], y: int,
@@ -110,7 +112,7 @@ def coronal_panel(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float
     """RGB of the coronal plane at row ``y``: superior up, patient right on the left."""
     sx, _, sz = (float(s) for s in spacing)
     grey = lung_window(hu[::-1, y, :])
-    lab = _labels(infection, classes)[::-1, y, :]
+    lab = _labels(infection[::-1, y, :], None if classes is None else classes[::-1, y, :])
     return _to_display(grey, lab, sz, sx, classes is not None, max_px)
 
 
@@ -119,7 +121,7 @@ def sagittal_panel(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[floa
     """RGB of the sagittal plane at column ``x``: superior up, anterior on the left."""
     _, sy, sz = (float(s) for s in spacing)
     grey = lung_window(hu[::-1, :, x])
-    lab = _labels(infection, classes)[::-1, :, x]
+    lab = _labels(infection[::-1, :, x], None if classes is None else classes[::-1, :, x])
     return _to_display(grey, lab, sz, sy, classes is not None, max_px)
 
 
@@ -256,6 +258,16 @@ def heatmap_overlay(image: np.ndarray, heat: np.ndarray, contour: np.ndarray | N
         edge = find_boundaries(np.asarray(contour) > 0, mode="inner")
         out[edge] = contour_colour
     return out
+
+
+def activation_beside_mask(image: np.ndarray, heat: np.ndarray, mask: np.ndarray | None = None, *,
+                           window: tuple[float, float] | None = None, gap: int = 4) -> np.ndarray:
+    """uint8 RGB: the slice with ``mask``'s contour (infection red) on the left, :func:`heatmap_overlay` of
+    ``heat`` with the same contour (white) on the right, ``gap`` black columns between (for ``covseg diagnose``)."""
+    left = heatmap_overlay(image, np.zeros(np.shape(image), np.float32), mask, alpha=0.0, window=window,
+                           contour_colour=INFECTION_COLOUR)
+    right = heatmap_overlay(image, heat, mask, window=window)
+    return np.concatenate([left, np.zeros((left.shape[0], gap, 3), np.uint8), right], axis=1)
 
 
 def _save_png(data: bytes | np.ndarray, path: Path) -> Path:
