@@ -116,6 +116,11 @@ def export_volume(item: VolumeOutputs, options: ExportOptions = ExportOptions())
             if _settle_name(item):  # another run took the name meanwhile
                 atomic_write_text(tmp / files["report"], item.report.to_json())
             replace_dir(tmp, item.final_dir)
+    except CovsegInputError as exc:  # name the file the user will look for, not its hidden temporary
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.path is None or str(tmp) not in exc.path:
+            raise
+        raise CovsegInputError(exc.path.replace(str(tmp), str(item.final_dir)), exc.reason) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
