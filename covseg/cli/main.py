@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also write infection_prob.nii.gz (uint8, 255 x probability)")
     _output_args(infer)
     infer.add_argument("--no-progress", action="store_true", help="no progress bar")
+    infer.add_argument("--gate", nargs="?", const="default", metavar="BUNDLE",
+                       help="skip slices the JCS slice classifier calls infection-free (default classifier: the "
+                            "shipped bundles/jcs_classifier; threshold: its gate_threshold)")
+    infer.add_argument("--gate-threshold", type=float, metavar="P", help="keep slices with P(COVID-19) >= P")
 
     evaluate = sub.add_parser("evaluate", help="score 2D prediction maps against masks (paper table row)",
                               description="Score prediction maps against ground-truth masks with the Inf-Net "
@@ -115,9 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     _output_args(demo)
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    from covseg.cli import label_server  # standard library only: cheap
+    from covseg.cli import diagnose, label_server  # standard library only: cheap
 
     label_server.add_parser(sub)
+    diagnose.add_parser(sub)
     return parser
 
 
@@ -178,6 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _cmd_infer(args)
             if args.command == "evaluate":
                 return _cmd_evaluate(args)
+            if args.command == "diagnose":
+                from covseg.cli.diagnose import run as run_diagnose
+
+                return run_diagnose(args)
             return _cmd_demo(args)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -270,6 +279,15 @@ def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, label
     model = _load(args)
     if model is None:
         return EXIT_USAGE
+    gate = None
+    if getattr(args, "gate", None):
+        from covseg.cli.diagnose import load_gate
+
+        try:
+            gate = load_gate(args.gate, args.gate_threshold, args.device)
+        except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
+            _error(" ".join(str(exc).split()))
+            return EXIT_USAGE
     all_sources = find_volumes(list(inputs))
     shard = shard_from_env()  # under torchrun each rank takes a share of the volumes
     sources = shard.take(all_sources)
@@ -297,7 +315,7 @@ def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, label
 
     t0 = time.perf_counter()
     try:
-        results = run_batch(sources, out, model, labels_dir=labels, save_prob=args.save_prob,
+        results = run_batch(sources, out, model, labels_dir=labels, save_prob=args.save_prob, gate=gate,
                             device=args.device, batch_size=args.batch_size, bf16=False if args.no_bf16 else "auto",
                             tta=args.tta, handlers=[slice_progress], on_start=on_start, on_result=on_result,
                             export=ExportOptions(save_prob=args.save_prob, figures=not args.no_figures,

@@ -60,14 +60,16 @@ def prepare_volume(volume: CTVolume, predictor: SlicePredictor, out_dir: str | P
                    label_path: str | Path | None = None, labels_dir: str | Path | None = None,
                    gate: Gate | None = None, model_info: dict | None = None, handlers: Sequence[Handler] = (),
                    threshold: float = THRESHOLD, lung_margin_mm: float = LUNG_MARGIN_MM,
-                   timing_s: dict[str, float] | None = None) -> VolumeOutputs:
-    """Infer ``volume``, score it against its label (if any) and build its report: what :func:`export_volume` needs."""
+                   timing_s: dict[str, float] | None = None, lung=None) -> VolumeOutputs:
+    """Infer ``volume``, score it against its label (if any) and build its report: what :func:`export_volume` needs.
+
+    ``lung``: a lung label map already computed for ``volume`` (skips that step)."""
     timing_s = timing_s or {}
     model_info = model_info or {}
     t0 = time.perf_counter()
     started = t0 - timing_s.get("read", 0.0)
-    result = infer_volume(volume, predictor, gate=gate, threshold=threshold, lung_margin_mm=lung_margin_mm,
-                          handlers=handlers)
+    result = infer_volume(volume, predictor, lung=lung, gate=gate, threshold=threshold,
+                          lung_margin_mm=lung_margin_mm, handlers=handlers)
     warnings = list(volume.warnings)
     if model_info and not model_info.get("trained", True):
         warnings.append(f"model {model_info.get('name', '?')!r} has no trained weights: the infection outputs are "
@@ -176,16 +178,18 @@ def run_batch(sources: Sequence[VolumeSource | str | Path], out_dir: str | Path,
               tta: bool = False, handlers: Sequence[Handler] = (),
               on_start: Callable[[VolumeSource], None] | None = None,
               on_result: Callable[[VolumeResult], None] | None = None, threshold: float = THRESHOLD,
-              lung_margin_mm: float = LUNG_MARGIN_MM, export: ExportOptions | None = None) -> list[VolumeResult]:
+              lung_margin_mm: float = LUNG_MARGIN_MM, export: ExportOptions | None = None,
+              prepare: Callable[..., VolumeOutputs] | None = None) -> list[VolumeResult]:
     """Process every volume of ``sources`` (paths or :class:`VolumeSource`) into ``out_dir``; never stops early.
 
     ``model``: a :class:`covseg.networks.loading.LoadedModel` (its ``image_size`` is used unless ``image_size``
     is given), an ``nn.Module`` (``image_size`` default 352) or a ready :class:`SlicePredictor`; ``tta``: flip
     averaging (:class:`SlicePredictor`), recorded in each report's ``model`` entry; ``export``: which optional
     outputs to write (default: ``ExportOptions(save_prob=save_prob)``). Reading of the next volume and writing of
-    the previous one run in background threads. ``on_start(source)`` / ``on_result(result)`` are called in input
-    order from the calling thread. An unwritable ``out_dir`` raises :class:`CovsegInputError` before anything is
-    read.
+    the previous one run in background threads. ``prepare``: replaces :func:`prepare_volume` (same signature),
+    e.g. the joint diagnosis of :mod:`covseg.engines.diagnose`. ``on_start(source)`` / ``on_result(result)``
+    are called in input order from the calling thread. An unwritable ``out_dir`` raises :class:`CovsegInputError`
+    before anything is read.
     """
     out_dir = check_folders(out_dir, labels_dir)
     options = export if export is not None else ExportOptions(save_prob=save_prob)
@@ -222,7 +226,7 @@ def run_batch(sources: Sequence[VolumeSource | str | Path], out_dir: str | Path,
                     on_start(src)
                 try:
                     volume, read_s = current.result()
-                    item = prepare_volume(volume, predictor, out_dir, labels_dir=labels_dir, gate=gate,
+                    item = (prepare or prepare_volume)(volume, predictor, out_dir, labels_dir=labels_dir, gate=gate,
                                           model_info=info, handlers=handlers, threshold=threshold,
                                           lung_margin_mm=lung_margin_mm, timing_s={"read": read_s})
                     item.key, item.owners = source_key(src), owners

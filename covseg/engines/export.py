@@ -62,6 +62,8 @@ class VolumeOutputs:
     """The input's identity (:func:`covseg.io.naming.source_key`); default: the volume's resolved path."""
     owners: dict[str, str] = field(default_factory=dict)
     """Names recorded in the output folder's summary -> their source keys (:func:`covseg.io.naming.pick_name`)."""
+    extras: dict = field(default_factory=dict)
+    """Results of other engines for extra writers (e.g. ``"diagnosis"``: :mod:`covseg.engines.diagnose`)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class ExportOptions:
     overlays: str = "none"
     dicom_seg: bool | None = None
     """``None``: on for DICOM inputs; ``True`` asks for it (a non-DICOM input then gets a warning); ``False``: off."""
+    writers: tuple = ()
+    """Extra :data:`OutputWriter` callables, run after the built-in outputs (e.g. the joint diagnosis files)."""
 
 
 OutputWriter = Callable[[Path, VolumeOutputs], dict[str, str]]
@@ -93,6 +97,8 @@ def write_outputs(folder: Path, item: VolumeOutputs, options: ExportOptions) -> 
         files |= write_figures(folder, item, options.overlays)
     if options.dicom_seg or (options.dicom_seg is None and item.volume.source_files):
         files |= write_dicom_seg_file(folder, item)
+    for writer in options.writers:
+        files |= writer(folder, item)
     return files
 
 

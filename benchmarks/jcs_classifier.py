@@ -1,0 +1,174 @@
+"""JCS slice classifier: slice-level figures, the patient-level threshold table (the paper's Table IV) and the
+gate threshold, on the real data in ../shared/data.
+
+1. Slice level (P(COVID-19) >= 0.5): AUC, accuracy, sensitivity, specificity, F1 on every val/test split of
+   covid-ct-cls (sars-cov-2-ct test is the clean test; ucsd-covid-ct has only val).
+2. Patient level: a group is positive when more than ``f`` x its slices are positive. Groups: the val and test
+   groups of sars-cov-2-ct (blocks of 25 consecutive file numbers, the set's stand-in for patients) and the
+   20 COVID-19 volumes behind COVID-SemiSeg's 1,600 unlabelled slices (``Data-1_<volume>_<slice>.jpg``, all
+   positive, 80 slices each). ``f`` is chosen on the val groups (best sensitivity + specificity; the median of
+   the tied candidates), never on a test group.
+3. Gate threshold for ``covseg infer --gate``: half the lowest score of the 50 labelled COVID-SemiSeg training
+   slices (every one holds infection); then counted on the 48 test slices: infected slices the gate would drop.
+
+Run:  python benchmarks/jcs_classifier.py [--weights FILE] [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from covseg.engines.classifier import predict_scores  # noqa: E402
+from covseg.engines.cpu import precision_name, resolve_bf16  # noqa: E402
+from covseg.io.classification import labelled_slices  # noqa: E402
+from covseg.io.slices import list_images, read_grey  # noqa: E402
+from covseg.metrics.classification import classification_scores  # noqa: E402
+from covseg.networks.classifier import SliceClassifier  # noqa: E402
+from covseg.networks.loading import load_weights  # noqa: E402
+from covseg.transforms.classification import classifier_eval_transforms  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data"
+FRACTIONS = (0.0, 0.04, 0.08, 0.12, 0.2, 0.3, 0.4, 0.5, 0.6)
+
+
+def score_items(net, items, image_size, bf16):
+    from monai.data import Dataset
+
+    loader = DataLoader(Dataset(items, classifier_eval_transforms(image_size)), batch_size=16)
+    return predict_scores(net, loader, "cpu", bf16)
+
+
+def semiseg_volume_items(root: Path) -> list[dict]:
+    items = []
+    for p in list_images(root / "train" / "unlabeled" / "images"):
+        volume = p.stem[len("Data-1_"):].rsplit("_", 1)[0]
+        items.append({"name": p.name, "image": str(p), "label": 1, "group": volume, "source": "semiseg"})
+    return items
+
+
+def group_counts(rows):
+    groups = defaultdict(list)
+    for r in rows:
+        groups[r["group"]].append(r)
+    return {g: (sum(x["score"] >= 0.5 for x in rs), len(rs), rs[0]["label"]) for g, rs in groups.items()}
+
+
+def patient_table(groups: dict, fractions=FRACTIONS):
+    out = []
+    for f in fractions:
+        pos = {g: n_pos > f * n for g, (n_pos, n, _) in groups.items()}
+        p = [g for g, (_, _, y) in groups.items() if y == 1]
+        n = [g for g, (_, _, y) in groups.items() if y == 0]
+        sen = sum(pos[g] for g in p) / len(p) if p else float("nan")
+        spec = sum(not pos[g] for g in n) / len(n) if n else float("nan")
+        out.append({"fraction": f, "sensitivity": sen, "specificity": spec, "n_pos": len(p), "n_neg": len(n)})
+    return out
+
+
+def choose_fraction(val_table) -> float:
+    best = max(r["sensitivity"] + r["specificity"] for r in val_table)
+    tied = [r["fraction"] for r in val_table if r["sensitivity"] + r["specificity"] == best]
+    return float(statistics.median_low(tied))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", default=str(REPO / "bundles" / "jcs_classifier" / "models" / "model.pt"))
+    ap.add_argument("--image-size", type=int, default=160)
+    ap.add_argument("--bf16", default="false", help="auto / true / false (default fp32 scoring)")
+    ap.add_argument("--json", metavar="FILE", help="also write every figure and score to FILE")
+    ap.add_argument("--record", action="store_true", help="append the tables to docs/benchmarks.md")
+    ap.add_argument("--limit", type=int, help="smoke run: only the first N slices of each class / folder")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    bf16 = resolve_bf16(args.bf16)
+    net = load_weights(SliceClassifier(), args.weights)
+    t0 = time.perf_counter()
+    cls = DATA / "covid-ct-cls"
+    items = labelled_slices(cls, None, ["val", "test"])
+    if args.limit:
+        keys = {(i["source"], i["split"], i["label"]) for i in items}
+        items = [i for k in sorted(keys) for i in [x for x in items if (x["source"], x["split"], x["label"]) == k]
+                 [:args.limit]]
+    rows = score_items(net, items, args.image_size, bf16)
+    semi = score_items(net, semiseg_volume_items(DATA / "covid-semiseg")[:args.limit], args.image_size, bf16)
+    lines = [f"Weights `{args.weights}`, input {args.image_size}², {precision_name(bf16)}; "
+             f"{platform.processor() or platform.machine()}, 1 thread, shared machine.", "",
+             "| slices | n | AUC | accuracy | sensitivity | specificity | F1 |", "|---|---|---|---|---|---|---|"]
+    figures: dict = {}
+    for key in ("sars-cov-2-ct/test", "sars-cov-2-ct/val", "ucsd-covid-ct/val"):
+        source, split = key.split("/")
+        part = [r for r in rows if r["source"] == source and r["split"] == split]
+        s = classification_scores([r["score"] for r in part], [r["label"] for r in part])
+        figures[key] = s
+        lines.append(f"| {key} | {s['n']} | {s['auc']:.3f} | {s['accuracy']:.3f} | {s['sensitivity']:.3f} | "
+                     f"{s['specificity']:.3f} | {s['f1']:.3f} |")
+    semi_pos = float(np.mean([r["score"] >= 0.5 for r in semi]))
+    lines.append(f"| COVID-SemiSeg unlabelled (all from COVID-19 volumes) | {len(semi)} | - | - | "
+                 f"{semi_pos:.3f} | - | - |")
+
+    sars = [r for r in rows if r["source"] == "sars-cov-2-ct"]
+    val_groups = group_counts([r for r in sars if r["split"] == "val"])
+    test_groups = group_counts([r for r in sars if r["split"] == "test"])
+    semi_groups = group_counts(semi)
+    val_t, test_t, semi_t = (patient_table(g) for g in (val_groups, test_groups, semi_groups))
+    chosen = choose_fraction(val_t)
+    figures["patient"] = {"chosen_fraction": chosen, "val": val_t, "test": test_t, "semiseg": semi_t,
+                          "semiseg_positive_slices": {g: c[0] for g, c in semi_groups.items()}}
+    lines += ["", "Patient level: positive when more than f x its slices score >= 0.5 (f chosen on the sars val "
+              f"groups: **{chosen}**).", "",
+              "| f | (count on 25 slices) | val Sen (5 groups) | val Spec (5) | test Sen (11) | test Spec (10) | "
+              "SemiSeg volumes positive (20) |", "|---|---|---|---|---|---|---|"]
+    for v, t, s in zip(val_t, test_t, semi_t):
+        mark = " (chosen)" if v["fraction"] == chosen else ""
+        lines.append(f"| {v['fraction']}{mark} | > {v['fraction'] * 25:g} | {v['sensitivity']:.2f} | "
+                     f"{v['specificity']:.2f} | {t['sensitivity']:.3f} | {t['specificity']:.3f} | "
+                     f"{round(s['sensitivity'] * s['n_pos'])} / {s['n_pos']} |")
+
+    semiseg = DATA / "covid-semiseg"
+    train_scores = []
+    for p in list_images(semiseg / "train" / "labeled" / "images")[:args.limit]:
+        if read_grey(semiseg / "train" / "labeled" / "masks" / f"{p.stem}.png").max() > 0.5:
+            train_scores.append(score_items(net, [{"name": p.name, "image": str(p), "label": 1}], args.image_size,
+                                            bf16)[0]["score"])
+    gate = 0.5 * min(train_scores)
+    test_items = [{"name": p.name, "image": str(p), "label": 1} for p in list_images(semiseg / "test" / "images")
+                  if read_grey(semiseg / "test" / "masks" / f"{p.stem}.png").max() > 0.5][:args.limit]
+    test_scores = [r["score"] for r in score_items(net, test_items, args.image_size, bf16)]
+    dropped = sum(s < gate for s in test_scores)
+    figures["gate"] = {"threshold": gate, "train_min": min(train_scores), "n_train": len(train_scores),
+                       "test_infected": len(test_scores), "test_dropped": dropped,
+                       "test_min": min(test_scores)}
+    lines += ["", f"Gate threshold (half the lowest score of the {len(train_scores)} infected labelled training "
+              f"slices, lowest {min(train_scores):.4f}): **{gate:.4f}**. On the 48 test slices: "
+              f"{dropped} of {len(test_scores)} infected slices would be gated away (lowest test score "
+              f"{min(test_scores):.4f}).", "", f"Scoring took {time.perf_counter() - t0:.0f} s."]
+    text = "\n".join(lines)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"figures": figures, "rows": rows, "semiseg": semi}, indent=1,
+                                              default=float))
+    if args.record:
+        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        with open(REPO / "docs" / "benchmarks.md", "a") as fh:
+            fh.write(f"\n## JCS slice classifier: slices, patients, gate threshold ({stamp})\n\n"
+                     f"`python benchmarks/jcs_classifier.py --record`\n\n{text}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,160 @@
+"""``covseg diagnose``: joint classification and segmentation of CT volumes (JCS), thin over
+:mod:`covseg.engines.diagnose` and :func:`covseg.engines.batch.run_batch` (one error line per bad input, the batch
+goes on, no partial output folder)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+REPO_BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
+DEFAULT_CLASSIFIER = REPO_BUNDLES / "jcs_classifier"
+DEFAULT_SEGMENTER = REPO_BUNDLES / "infnet"
+
+_EPILOG = """\
+outputs per volume in DIR/<name>/: diagnosis.json (decision, positive-slice count, thresholds, per-slice
+P(COVID-19), infection volume), activation_montage.png (activation maps over the strongest slices),
+infection_mask.nii.gz (empty for negative patients: they are not segmented), lung_mask.nii.gz, report.json,
+slices.csv; DIR/summary.json and summary.csv for the batch.
+
+examples:
+  covseg diagnose scan.nii.gz --out results/
+  covseg diagnose ct_folder/ --out results/ --segmenter bundles/jcs_segmenter
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``diagnose`` on the ``covseg`` sub-command parser."""
+    p = sub.add_parser("diagnose", help="classify CT volumes as COVID-19 or not, segment the positive ones (JCS)",
+                       description="Joint diagnosis (JCS): classify every lung slice, decide the patient, segment "
+                                   "only positive patients, explain with activation maps.",
+                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="volume files or folders")
+    p.add_argument("--out", "-o", metavar="DIR", required=True, help="output folder")
+    p.add_argument("--classifier", metavar="PATH", default=str(DEFAULT_CLASSIFIER),
+                   help="classifier bundle (default: the shipped jcs_classifier)")
+    p.add_argument("--segmenter", metavar="PATH", default=str(DEFAULT_SEGMENTER),
+                   help="segmentation bundle for positive patients (default: the shipped Inf-Net)")
+    p.add_argument("--slice-threshold", type=float, metavar="P",
+                   help="a slice is positive at P(COVID-19) >= P (default: the classifier bundle's)")
+    p.add_argument("--patient-threshold", type=float, metavar="F",
+                   help="a patient is positive when more than F x lung slices are positive (default: the bundle's)")
+    p.add_argument("--segment-gate", type=float, metavar="P",
+                   help="segment only the slices of positive patients with P(COVID-19) >= P (default: all)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="slices per forward pass (default 8)")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the joint diagnosis; exit 0 when every volume is done, 1 when some failed, 2 on usage errors."""
+    import torch
+    from tqdm import tqdm
+
+    from covseg.engines.batch import check_folders, run_batch
+    from covseg.engines.diagnose import DiagnosisSettings, SliceScorer, make_diagnose_prepare, write_diagnosis
+    from covseg.engines.export import ExportOptions
+    from covseg.engines.interrupts import BatchInterrupted
+    from covseg.io.discover import find_volumes
+    from covseg.io.errors import CovsegInputError
+    from covseg.networks.loading import load_bundle, load_model
+    from covseg.reports.batch import format_console_table, write_batch_report
+
+    out = Path(args.out)
+    if args.batch_size < 1:
+        _error(f"--batch-size must be >= 1, got {args.batch_size}")
+        return 2
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
+    try:
+        check_folders(out)
+    except CovsegInputError as exc:
+        _error(str(exc))
+        return 2
+    try:
+        classifier = load_bundle(args.classifier, args.device)
+        segmenter = load_model(bundle=args.segmenter, device=args.device)
+    except (FileNotFoundError, ValueError, RuntimeError, OSError, KeyError) as exc:
+        _error(" ".join(str(exc).split()))
+        return 2
+    meta = classifier.meta
+    settings = DiagnosisSettings(
+        slice_threshold=float(args.slice_threshold if args.slice_threshold is not None
+                              else meta.get("slice_threshold", 0.5)),
+        patient_threshold=float(args.patient_threshold if args.patient_threshold is not None
+                                else meta.get("patient_threshold", 0.2)),
+        segment_gate=args.segment_gate)
+    scorer = SliceScorer(classifier.network, classifier.image_size, args.device, args.batch_size, bf16="auto")
+    sources = find_volumes(list(args.inputs))
+    bar = tqdm(total=len(sources), unit="vol", desc="covseg diagnose", disable=args.no_progress or None,
+               file=sys.stderr, dynamic_ncols=True)
+
+    def on_result(result) -> None:
+        if not result.ok:
+            bar.write(f"error: {result.error}", file=sys.stderr)
+        bar.update(1)
+
+    t0 = time.perf_counter()
+    try:
+        results = run_batch(sources, out, segmenter, device=args.device, batch_size=args.batch_size,
+                            on_result=on_result, export=ExportOptions(writers=(write_diagnosis,)),
+                            prepare=make_diagnose_prepare(scorer, settings))
+    except CovsegInputError as exc:
+        _error(str(exc))
+        return 2
+    except BatchInterrupted as stop:
+        results = stop.results
+        _error(f"interrupted: {sum(r.ok for r in results)} volume(s) finished before it are complete in {out}/")
+        return 130
+    finally:
+        bar.close()
+    run_meta = {"command": "covseg diagnose", "inputs": [str(i) for i in args.inputs], "out": str(out),
+                "classifier": str(args.classifier), "segmenter": str(args.segmenter),
+                "settings": {"slice_threshold": settings.slice_threshold,
+                             "patient_threshold": settings.patient_threshold,
+                             "segment_gate": settings.segment_gate},
+                "seconds": round(time.perf_counter() - t0, 3)}
+    try:
+        write_batch_report(results, out, run_meta)
+    except CovsegInputError as exc:
+        _error(str(exc))
+        return 2
+    if results:
+        print(format_console_table(results))
+    for r in results:
+        if r.ok:
+            print(_decision_line(Path(r.out_dir)))
+    n_failed = sum(not r.ok for r in results)
+    print(f"\n{len(results) - n_failed} of {len(results)} volume(s) diagnosed; outputs in {out}/")
+    if not results:
+        _error("no input volume")
+        return 1
+    return 1 if n_failed else 0
+
+
+def load_gate(bundle: str, threshold: float | None = None, device: str = "cpu"):
+    """``covseg infer --gate``: a :class:`covseg.engines.diagnose.ClassifierGate` from a classifier bundle
+    (``"default"``: the shipped one), its threshold from ``threshold`` or the bundle's ``gate_threshold``."""
+    from covseg.engines.diagnose import ClassifierGate, SliceScorer
+    from covseg.networks.loading import load_bundle
+
+    classifier = load_bundle(DEFAULT_CLASSIFIER if bundle == "default" else bundle, device)
+    limit = threshold if threshold is not None else classifier.meta.get("gate_threshold", 0.05)
+    return ClassifierGate(SliceScorer(classifier.network, classifier.image_size, device, bf16="auto"), float(limit))
+
+
+def _decision_line(folder: Path) -> str:
+    import json
+
+    d = json.loads((folder / "diagnosis.json").read_text())
+    verdict = "POSITIVE" if d["positive"] else "negative"
+    return (f"{d['name']}: {verdict} ({d['positive_slices']} of {d['lung_slices']} lung slices positive, "
+            f"threshold > {d['patient_threshold_slices']}); infection {d['infection_ml']:.1f} mL "
+            f"({d['lung_involvement_percent']:.2f} % of lung)")

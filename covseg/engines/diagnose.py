@@ -1,0 +1,188 @@
+"""Joint diagnosis (JCS, Wu et al. Fig. 1) of CT volumes: classify every lung slice, decide the patient, segment
+only positive patients, explain with activation maps.
+
+Per volume (:func:`diagnose_prepare`, a drop-in for :func:`covseg.engines.batch.prepare_volume`, so
+:func:`covseg.engines.batch.run_batch` reads ahead, goes on after a bad input and exports atomically):
+
+1. the lung mask, and every lung slice cropped and windowed exactly as the segmenter sees it
+   (:func:`lung_crops`);
+2. ``P(COVID-19)`` of every lung slice (:class:`SliceScorer`); a slice is positive at ``score >= slice_threshold``;
+3. the patient is positive when the positive slices are more than ``patient_threshold`` (a fraction of the lung
+   slices; the paper's count rule, Table IV, with the count scaled to the volume's slice number);
+4. positive patients are segmented (all lung slices, or with ``segment_gate`` only those scoring at least that);
+   negative patients are not (empty infection mask, lung mask still written);
+5. extra outputs in the volume's folder (:func:`write_diagnosis`): ``diagnosis.json`` (decision, counts,
+   thresholds, infection volume, per-slice scores) and ``activation_montage.png`` (activation maps, Eq. 1-2, over
+   the strongest slices).
+
+:class:`ClassifierGate` is the same classifier as a gate for ``covseg infer --gate`` (infer_volume's gate hook).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+
+from covseg.engines.activation import activation_overlay, slice_activation
+from covseg.engines.batch import prepare_volume
+from covseg.engines.cpu import autocast_context, resolve_bf16
+from covseg.engines.export import VolumeOutputs
+from covseg.io.atomic import atomic_path, atomic_write_text
+from covseg.io.read import CTVolume
+from covseg.networks.classifier import covid_probability
+from covseg.transforms.crop import DEFAULT_MARGIN_MM, crop_to_box, lung_box, margin_px
+from covseg.transforms.intensity import window_hu
+from covseg.transforms.lung import lung_mask
+
+DIAGNOSIS_FILE = "diagnosis.json"
+MONTAGE_FILE = "activation_montage.png"
+
+
+@dataclass(frozen=True)
+class DiagnosisSettings:
+    """Thresholds of the joint diagnosis (defaults: the classifier bundle's ``covseg`` section)."""
+
+    slice_threshold: float = 0.5
+    patient_threshold: float = 0.2
+    """Positive patient: positive slices > this fraction of the lung slices."""
+    segment_gate: float | None = None
+    """Segment only slices scoring at least this (None: every lung slice of a positive patient)."""
+    montage_slices: int = 6
+
+
+class SliceScorer:
+    """P(COVID-19) of grey lung crops in [0, 1] of any size (resized to ``image_size``), in batches."""
+
+    def __init__(self, network: torch.nn.Module, image_size: int = 160, device: str = "cpu",
+                 batch_size: int = 16, bf16: bool | str = False) -> None:
+        self.network = network.to(device).eval()
+        self.image_size, self.device, self.batch_size = int(image_size), torch.device(device), int(batch_size)
+        self.bf16 = resolve_bf16(bf16, self.device)
+
+    @torch.inference_mode()
+    def __call__(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        scores: list[float] = []
+        size = (self.image_size, self.image_size)
+        for i in range(0, len(crops), self.batch_size):
+            batch = torch.stack([
+                F.interpolate(torch.as_tensor(np.asarray(c, np.float32))[None, None], size=size, mode="bilinear",
+                              align_corners=False)[0] for c in crops[i:i + self.batch_size]]).to(self.device)
+            with autocast_context(self.device, self.bf16):
+                out = self.network(batch)
+            scores += covid_probability(out).cpu().tolist()
+        return np.asarray(scores, np.float64)
+
+
+class ClassifierGate:
+    """A slice gate for :func:`covseg.engines.volume.infer_volume`: keep crops scoring ``>= threshold``."""
+
+    def __init__(self, scorer: SliceScorer, threshold: float) -> None:
+        self.scorer, self.threshold = scorer, float(threshold)
+
+    def __call__(self, crops: Sequence[np.ndarray]) -> list[bool]:
+        return [bool(s >= self.threshold) for s in self.scorer(crops)]
+
+
+def lung_crops(volume: CTVolume, lung: np.ndarray,
+               crop_margin_mm: float = DEFAULT_MARGIN_MM) -> tuple[list[int], list[np.ndarray]]:
+    """z indices of the lung slices and their windowed lung-box crops (as :func:`infer_volume` makes them)."""
+    margin = margin_px(volume.spacing, crop_margin_mm)
+    zs = [int(z) for z in np.nonzero(lung.reshape(lung.shape[0], -1).any(axis=1))[0]]
+    return zs, [window_hu(crop_to_box(volume.array[z], lung_box(lung[z], margin))) for z in zs]
+
+
+def decide(scores: Sequence[float], settings: DiagnosisSettings) -> dict:
+    """The patient decision from per-slice scores: counts, thresholds and ``positive``."""
+    s = np.asarray(scores, np.float64)
+    n_pos = int((s >= settings.slice_threshold).sum())
+    limit = settings.patient_threshold * len(s)
+    return {"positive": bool(len(s) > 0 and n_pos > limit), "positive_slices": n_pos, "lung_slices": int(len(s)),
+            "slice_threshold": settings.slice_threshold, "patient_threshold_fraction": settings.patient_threshold,
+            "patient_threshold_slices": round(limit, 2)}
+
+
+def _skip_all(crops: Sequence[np.ndarray]) -> list[bool]:
+    return [False] * len(crops)
+
+
+def make_diagnose_prepare(scorer: SliceScorer, settings: DiagnosisSettings):
+    """A ``prepare`` for :func:`covseg.engines.batch.run_batch` doing the joint diagnosis of one volume."""
+
+    def prepare(volume: CTVolume, predictor, out_dir, **kwargs) -> VolumeOutputs:
+        import time
+
+        t0 = time.perf_counter()
+        lung = np.asarray(lung_mask(volume.array, volume.spacing), np.uint8)
+        zs, crops = lung_crops(volume, lung)
+        scores = scorer(crops) if crops else np.zeros(0)
+        t_cls = time.perf_counter() - t0
+        decision = decide(scores, settings)
+        if not decision["positive"]:
+            gate = _skip_all
+        elif settings.segment_gate is not None:
+            gate = ClassifierGate(scorer, settings.segment_gate)
+        else:
+            gate = None
+        kwargs["gate"] = gate
+        item = prepare_volume(volume, predictor, out_dir, lung=lung, **kwargs)
+        item.report.timing_s["classify"] = round(t_cls, 3)
+        order = np.argsort(-scores, kind="stable")[:settings.montage_slices]
+        top = [(zs[i], crops[i], float(scores[i])) for i in order]
+        item.extras["diagnosis"] = {
+            **decision,
+            "segmented": bool(decision["positive"]),
+            "segmented_slices": int(item.result.predicted.sum()),
+            "infection_ml": item.report.infection_ml,
+            "lung_involvement_percent": item.report.lung_involvement_percent,
+            "settings": asdict(settings),
+            "slices": [{"slice": z, "score": round(float(s), 5)} for z, s in zip(zs, scores)],
+        }
+        item.extras["montage"] = (scorer, top)
+        return item
+
+    return prepare
+
+
+def montage_png(scorer: SliceScorer, top: Sequence[tuple[int, np.ndarray, float]], panel: int = 256,
+                columns: int = 3) -> bytes:
+    """PNG bytes of a grid of activation-map overlays, one panel per (z, crop, score), captioned."""
+    n = max(len(top), 1)
+    rows = (n + columns - 1) // columns
+    sheet = Image.new("RGB", (columns * panel, rows * (panel + 18)), (0, 0, 0))
+    draw = ImageDraw.Draw(sheet)
+    for k, (z, crop, score) in enumerate(top):
+        am, _ = slice_activation(scorer.network, crop, scorer.image_size)
+        tile = Image.fromarray(activation_overlay(crop, am)).resize((panel, panel), Image.BILINEAR)
+        x, y = (k % columns) * panel, (k // columns) * (panel + 18)
+        sheet.paste(tile, (x, y + 18))
+        draw.text((x + 4, y + 3), f"slice {z}  P(COVID-19) {score:.2f}", fill=(255, 255, 255))
+    if not top:
+        draw.text((8, 8), "no lung slice", fill=(255, 255, 255))
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_diagnosis(folder: Path, item: VolumeOutputs) -> dict[str, str]:
+    """Extra writer (:class:`covseg.engines.export.ExportOptions`): ``diagnosis.json`` and the montage PNG."""
+    files: dict[str, str] = {}
+    diagnosis = item.extras.get("diagnosis")
+    if diagnosis is None:
+        return files
+    atomic_write_text(folder / DIAGNOSIS_FILE, json.dumps({"name": item.report.name, **diagnosis}, indent=1))
+    files["diagnosis"] = DIAGNOSIS_FILE
+    montage = item.extras.get("montage")
+    if montage is not None:
+        data = montage_png(*montage)
+        with atomic_path(folder / MONTAGE_FILE) as tmp:
+            Path(tmp).write_bytes(data)
+        files["activation_montage"] = MONTAGE_FILE
+    return files

@@ -1,0 +1,117 @@
+"""Joint diagnosis (``covseg diagnose``) and the classifier gate (``covseg infer --gate``) on the real CT volumes.
+
+The segmenter is a tiny untrained U-Net and the classifier a fresh (untrained) one in a temporary bundle: what
+is tested is the flow (decision -> segment or not, outputs, bad inputs), driven by the thresholds.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from covseg.cli.main import main
+from covseg.engines.diagnose import DiagnosisSettings, decide
+from covseg.networks import loading
+from covseg.networks.classifier import SliceClassifier
+from covseg.networks.registry import get_network
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def tiny_segmenter(monkeypatch):
+    net = get_network("unet", features=(4, 4, 8, 8, 16, 4))
+    monkeypatch.setattr(loading, "load_model",
+                        lambda model=None, bundle=None, device="cpu": loading.LoadedModel(net.eval(), "tiny",
+                                                                                          image_size=32))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def classifier_bundle(tmp_path_factory) -> Path:
+    """The jcs_classifier bundle's configs with fresh weights (fp16, as shipped)."""
+    root = tmp_path_factory.mktemp("cls") / "jcs_classifier"
+    shutil.copytree(REPO / "bundles" / "jcs_classifier" / "configs", root / "configs")
+    (root / "models").mkdir()
+    torch.manual_seed(0)
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in SliceClassifier().state_dict().items()},
+               root / "models" / "model.pt")
+    return root
+
+
+def test_decision_rule_counts_slices_above_the_fraction():
+    s = DiagnosisSettings(slice_threshold=0.5, patient_threshold=0.2)
+    assert decide([0.9, 0.8, 0.1, 0.2, 0.3, 0.1, 0.1, 0.1, 0.1, 0.1], s)["positive"] is False  # 2 > 2.0: no
+    d = decide([0.9, 0.8, 0.7, 0.2, 0.3, 0.1, 0.1, 0.1, 0.1, 0.1], s)
+    assert d["positive"] is True and d["positive_slices"] == 3 and d["patient_threshold_slices"] == 2.0
+    assert decide([], s)["positive"] is False
+
+
+def _diagnose(ct_volumes_dir: Path, bundle: Path, out: Path, *extra: str) -> int:
+    inputs = [str(ct_volumes_dir / "chest-2slice" / "ct.nii.gz"), str(out.parent / "broken.nii.gz"),
+              str(ct_volumes_dir / "chest-cip64" / "ct.nii.gz")]
+    (out.parent / "broken.nii.gz").write_bytes(b"not a volume")
+    return main(["diagnose", *inputs, "--out", str(out), "--classifier", str(bundle), "--no-progress", *extra])
+
+
+def test_diagnose_negative_patients_are_not_segmented_and_bad_input_is_one_line(ct_volumes_dir, classifier_bundle,
+                                                                               tmp_path, capsys):
+    out = tmp_path / "neg"
+    code = _diagnose(ct_volumes_dir, classifier_bundle, out, "--patient-threshold", "1.0")  # never positive
+    err = capsys.readouterr().err
+    assert code == 1  # one input failed, the others went on
+    bad = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(bad) == 1 and "broken.nii.gz" in bad[0]
+    assert not any(p.name.startswith("broken") for p in out.iterdir())  # nothing partial
+    folders = [p for p in out.iterdir() if p.is_dir()]
+    assert len(folders) == 2
+    for folder in folders:
+        d = json.loads((folder / "diagnosis.json").read_text())
+        assert d["positive"] is False and d["segmented_slices"] == 0 and d["infection_ml"] == 0.0
+        assert len(d["slices"]) == d["lung_slices"] > 0
+        assert all(0.0 <= s["score"] <= 1.0 for s in d["slices"])
+        assert int(np.asarray(nib.load(folder / "infection_mask.nii.gz").dataobj).sum()) == 0
+        assert Image.open(folder / "activation_montage.png").size[0] > 0
+        report = json.loads((folder / "report.json").read_text())
+        assert report["predicted_slices"] == 0 and report["outputs"]["diagnosis"] == "diagnosis.json"
+
+
+def test_diagnose_positive_patients_are_segmented(ct_volumes_dir, classifier_bundle, tmp_path, capsys):
+    out = tmp_path / "pos"
+    _diagnose(ct_volumes_dir, classifier_bundle, out, "--patient-threshold", "-1")  # always positive
+    assert "POSITIVE" in capsys.readouterr().out
+    folders = [p for p in out.iterdir() if p.is_dir()]
+    assert len(folders) == 2
+    for folder in folders:
+        d = json.loads((folder / "diagnosis.json").read_text())
+        assert d["positive"] is True and d["segmented_slices"] == d["lung_slices"]
+
+
+def test_infer_gate_skips_slices_below_the_threshold(ct_volumes_dir, classifier_bundle, tmp_path):
+    ct = str(ct_volumes_dir / "chest-cip64" / "ct.nii.gz")
+    predicted = {}
+    for label, extra in (("none", []), ("all", ["--gate-threshold", "0"]), ("drop", ["--gate-threshold", "1.01"])):
+        out = tmp_path / label
+        gate = ["--gate", str(classifier_bundle)] if extra else []
+        assert main(["infer", ct, "--out", str(out), "--no-progress", *gate, *extra]) == 0
+        predicted[label] = json.loads((out / "ct" / "report.json").read_text())["predicted_slices"]
+    assert predicted["all"] == predicted["none"] > 0 and predicted["drop"] == 0
+
+
+def test_infer_gate_without_weights_is_one_line(ct_volumes_dir, tmp_path, capsys):
+    empty = tmp_path / "nobundle"
+    empty.mkdir()
+    code = main(["infer", str(ct_volumes_dir / "chest-2slice" / "ct.nii.gz"), "--out", str(tmp_path / "o"),
+                 "--gate", str(empty)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(err) == 1 and "nobundle" in err[0]
