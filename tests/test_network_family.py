@@ -81,3 +81,16 @@ def test_prior_guided_segmenter_feeds_the_prior_map_to_the_head():
     assert out.shape == (1, 2, 48, 48)
     assert torch.equal(out[:, :1], x)
     assert out[0, 1, 20, 20] > 0.99 and out[0, 1, 40, 40] < 0.01
+
+
+def test_prior_residual_with_a_silent_head_reproduces_the_prior():
+    from covseg.networks.multiclass import PriorResidual
+
+    class Silent(torch.nn.Module):
+        def forward(self, x):
+            return torch.zeros(x.shape[0], 3, *x.shape[-2:])
+
+    x = torch.rand(2, 2, 8, 8) * 0.9 + 0.05
+    probs = torch.softmax(PriorResidual(Silent())(x), dim=1)
+    assert torch.allclose(probs[:, 1:].sum(1), x[:, 1], atol=1e-5)
+    assert torch.allclose(probs[:, 1], probs[:, 2])

@@ -1,5 +1,8 @@
 """Supervised training of covseg's 2D networks on pytorch-ignite: multi-scale steps, deep supervision,
 validation on a split of the labelled slices, checkpoints that resume after a kill, TensorBoard, progress bars.
+
+Binary networks (``num_classes=1``: one sigmoid channel, 0/1 float masks) and C-class networks (``num_classes=C``:
+softmax logits, class-index masks (B, 1, H, W)) share the same step, schedule, checkpoints and selection.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import ignite.distributed as idist
+import numpy as np
 import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
@@ -23,6 +27,7 @@ from torch.utils.data import DataLoader
 from covseg.engines.averaging import average_weights
 from covseg.engines.cpu import autocast_context
 from covseg.io.atomic import atomic_path, atomic_write_text
+from covseg.metrics.multiclass import ClassToolbox, class_scores, mean_foreground
 from covseg.networks.outputs import DeepSupervisionOutput
 from covseg.options import as_flag
 
@@ -43,8 +48,12 @@ def scaled_size(base: int, rate: float, multiple: int = 32) -> int:
 
 def make_train_step(network: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, device: torch.device,
                     image_size: int = 352, scales: Sequence[float] = (0.75, 1.0, 1.25), all_scales: bool = False,
-                    bf16: bool = False, channels_last: bool = False, grad_clip: float = 10.0):
-    """An ignite process function: one batch at one random scale (or every scale, as the paper's code does)."""
+                    bf16: bool = False, channels_last: bool = False, grad_clip: float = 10.0, num_classes: int = 1):
+    """An ignite process function: one batch at one random scale (or every scale, as the paper's code does).
+
+    ``num_classes`` 1: masks are 0/1 floats and deep-supervised outputs also get the mask's edge band; C > 1:
+    masks are class indices, resized by nearest neighbour.
+    """
 
     def step(engine: Engine, batch: dict) -> dict:
         network.train()
@@ -57,13 +66,15 @@ def make_train_step(network: nn.Module, optimizer: torch.optim.Optimizer, loss_f
             x, y = images, masks
             if size != images.shape[-1]:
                 x = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-                y = (F.interpolate(masks, size=(size, size), mode="bilinear", align_corners=False) > 0.5).float()
+                y = (F.interpolate(masks, size=(size, size), mode="bilinear", align_corners=False) > 0.5).float() \
+                    if num_classes == 1 else F.interpolate(masks, size=(size, size), mode="nearest")
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             optimizer.zero_grad(set_to_none=True)
             with autocast_context(device, bf16):
                 out = network(x)
-            loss = loss_fn(out, y, edge_from_mask(y)) if isinstance(out, DeepSupervisionOutput) else loss_fn(out, y)
+            edge = isinstance(out, DeepSupervisionOutput) and num_classes == 1
+            loss = loss_fn(out, y, edge_from_mask(y)) if edge else loss_fn(out, y)
             loss.backward()
             if grad_clip:
                 nn.utils.clip_grad_norm_(network.parameters(), grad_clip)
@@ -75,8 +86,16 @@ def make_train_step(network: nn.Module, optimizer: torch.optim.Optimizer, loss_f
 
 
 @torch.inference_mode()
-def validate(network: nn.Module, loader: DataLoader, device: torch.device, bf16: bool = False) -> dict[str, float]:
-    """Mean Dice (threshold 0.5) and MAE over validation slices, each scored at its own mask size."""
+def validate(network: nn.Module, loader: DataLoader, device: torch.device, bf16: bool = False,
+             num_classes: int = 1) -> dict[str, float]:
+    """Validation figures, each slice scored at its own mask size; ``val_dice`` is the selection figure.
+
+    Binary: mean Dice at 0.5 and MAE. C classes: the toolbox meanDic of each foreground class's softmax map
+    (``val_dice_<class>``; ``val_dice`` is their mean, the figure the paper's multi-class table reports) and the
+    argmax-label Dice per class (``val_label_dice_<class>``).
+    """
+    if num_classes > 1:
+        return _validate_classes(network, loader, device, bf16, num_classes)
     network.eval()
     dices, maes = [], []
     for batch in loader:
@@ -95,6 +114,29 @@ def validate(network: nn.Module, loader: DataLoader, device: torch.device, bf16:
     return {"val_dice": sum(dices) / n, "val_mae": sum(maes) / n}
 
 
+def _validate_classes(network: nn.Module, loader: DataLoader, device: torch.device, bf16: bool,
+                      num_classes: int) -> dict[str, float]:
+    network.eval()
+    toolbox = ClassToolbox(num_classes)
+    label_counts: dict[str, list[float]] = {}
+    for batch in loader:
+        with autocast_context(device, bf16):
+            logits = network(batch["image"].to(device))
+        for logit, mask in zip(logits, batch["label"]):
+            probs = torch.softmax(F.interpolate(logit[None].float(), size=mask.shape[-2:], mode="bilinear",
+                                                align_corners=False), dim=1)[0].cpu().numpy()
+            gt = mask[0].cpu().numpy().astype(np.int64)
+            toolbox.add(probs, gt)
+            for name, sc in class_scores(probs.argmax(0), gt, num_classes).items():
+                label_counts.setdefault(name, []).append(sc["dice"])
+    network.train()
+    figures = toolbox.figures()
+    scores = {"val_dice": mean_foreground(figures)}
+    scores.update({f"val_dice_{name}": f["meanDic"] for name, f in figures.items()})
+    scores.update({f"val_label_dice_{name}": float(np.mean(v)) for name, v in label_counts.items()})
+    return scores
+
+
 def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str | Path, *,
                   val_loader: DataLoader | None = None, max_epochs: int = 100, lr: float = 1e-4,
                   weight_decay: float = 0.0, lr_schedule: str = "cosine", image_size: int = 352,
@@ -102,16 +144,21 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
                   loss_fn: nn.Module | None = None, device: str | torch.device = "cpu", bf16: bool = False,
                   channels_last: bool = False, val_interval: int = 5, resume: bool = True,
                   tensorboard: bool = True, progress: bool = True, seed: int = 0,
-                  snapshot_start: int | None = None, snapshot_every: int = 5, seg_loss: str = "structure") -> Engine:
+                  snapshot_start: int | None = None, snapshot_every: int = 5, seg_loss: str | None = None,
+                  num_classes: int = 1, class_weights: Sequence[float] | None = None) -> Engine:
     """Assemble the ignite trainer with optimiser, schedule, validation, checkpoints and logging.
 
     ``output_dir`` receives ``checkpoint_*.pt`` (everything needed to resume; the newest is loaded when
     ``resume``), ``model_best.pt`` (network weights with the best validation Dice) and ``model_final.pt``.
     With ``snapshot_start``, the weights of every ``snapshot_every``-th epoch from that epoch on are kept as
     ``snapshot_<epoch>.pt`` and averaged into ``model_swa.pt`` at the end (:mod:`covseg.engines.averaging`).
-    Without ``loss_fn``, the loss is :class:`covseg.losses.InfNetLoss` with ``seg_loss`` per map.
+    Without ``loss_fn``, the loss is :class:`covseg.losses.InfNetLoss` with ``seg_loss`` per map: a binary loss
+    (:func:`covseg.losses.segmentation_loss`, default ``structure``) or, for ``num_classes`` > 1, a softmax loss
+    (:func:`covseg.losses.multiclass.multiclass_loss`, default ``ce_dice``, optional ``class_weights``).
+    ``lr_schedule``: ``cosine`` (to 1 % of ``lr``), ``poly`` ((1 - t)^0.9, the FCN / DeepLab schedule) or constant.
     """
     from covseg.losses import InfNetLoss
+    from covseg.losses.multiclass import multiclass_loss
 
     all_scales, channels_last = as_flag(all_scales, "all_scales"), as_flag(channels_last, "channels_last")
     rank = idist.get_rank()
@@ -136,8 +183,10 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
         def factor(step: int) -> float:
             return 1.0
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    step = make_train_step(network, optimizer, loss_fn or InfNetLoss(seg_loss=seg_loss), device, image_size, scales,
-                           all_scales, bf16, channels_last)
+    if loss_fn is None and num_classes > 1:
+        loss_fn = InfNetLoss(edge_weight=0.0, seg_loss=multiclass_loss(seg_loss or "ce_dice", class_weights))
+    step = make_train_step(network, optimizer, loss_fn or InfNetLoss(seg_loss=seg_loss or "structure"), device,
+                           image_size, scales, all_scales, bf16, channels_last, num_classes=num_classes)
     trainer = Engine(step)
     best_file = output_dir / "best.json"
     best = {"val_dice": json.loads(best_file.read_text())["val_dice"] if best_file.exists() else -1.0}
@@ -180,8 +229,8 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
         epoch = engine.state.epoch
         msg = f"epoch {epoch}/{engine.state.max_epochs} loss {engine.state.output['loss']:.4f}"
         if val_loader is not None and (epoch % val_interval == 0 or epoch == engine.state.max_epochs):
-            scores = validate(network, val_loader, device, bf16)
-            msg += f" val_dice {scores['val_dice']:.4f} val_mae {scores['val_mae']:.4f}"
+            scores = validate(network, val_loader, device, bf16, num_classes)
+            msg += "".join(f" {k} {v:.4f}" for k, v in scores.items())
             if writer is not None:
                 for key, value in scores.items():
                     writer.add_scalar(f"val/{key}", value, epoch)
@@ -189,7 +238,7 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
                 best["val_dice"] = scores["val_dice"]
                 if rank == 0:
                     save_weights(network, output_dir / "model_best.pt")
-                    atomic_write_text(best_file, json.dumps({"val_dice": scores["val_dice"], "epoch": epoch}))
+                    atomic_write_text(best_file, json.dumps({**scores, "epoch": epoch}))
                 msg += " (best)"
         if rank == 0:
             log.info(msg)

@@ -1,4 +1,4 @@
-"""The 2D COVID-SemiSeg slices (8-bit JPEG images, 0/255 PNG masks) as in-memory training items."""
+"""The 2D COVID-SemiSeg slices (8-bit JPEG images, 0/255 PNG masks, indexed class masks) as in-memory items."""
 
 from __future__ import annotations
 
@@ -19,6 +19,18 @@ def read_grey(path: Path) -> np.ndarray:
         return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
 
 
+def read_class_mask(path: Path, num_classes: int = 3) -> np.ndarray:
+    """A class-index mask (H, W) uint8 read by index: palette PNGs give their indices (not their colours), greyscale
+    PNGs their values (0 background, 1 GGO, 2 consolidation in COVID-SemiSeg's ``masks-multiclass``)."""
+    with Image.open(path) as img:
+        if img.mode not in ("P", "L", "I", "I;16"):
+            raise ValueError(f"{path}: class mask must be an indexed or greyscale PNG, got mode {img.mode}")
+        mask = np.asarray(img)
+    if mask.size and int(mask.max()) >= num_classes:
+        raise ValueError(f"{path}: class index {int(mask.max())} out of range for {num_classes} classes")
+    return mask.astype(np.uint8)
+
+
 def write_grey(path: Path, grey: np.ndarray) -> Path:
     """Write a (H, W) map in [0, 1] as an 8-bit PNG (rounded), atomically: no half-written file is left."""
     with atomic_path(path) as tmp:
@@ -31,19 +43,30 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def semiseg_items(dataset_dir: str | Path, split: str = "train", limit: int | None = None) -> list[dict]:
-    """Items ``{"name", "image", "label"}`` (channel-first float arrays) of the labelled train or test split."""
+def semiseg_items(dataset_dir: str | Path, split: str = "train", limit: int | None = None,
+                  labels: str = "binary") -> list[dict]:
+    """Items ``{"name", "image", "label"}`` (channel-first arrays) of the labelled train or test split.
+
+    ``labels="binary"``: float 0/1 infection masks from ``masks/``; ``"multiclass"``: uint8 class indices
+    (0 background, 1 GGO, 2 consolidation) from ``masks-multiclass/``.
+    """
+    if labels not in ("binary", "multiclass"):
+        raise ValueError(f"labels must be 'binary' or 'multiclass', got {labels!r}")
     root = Path(dataset_dir)
     base = root / "train" / "labeled" if split == "train" else root / "test"
     if not (base / "images").is_dir():
         raise FileNotFoundError(f"{base / 'images'}: not found (is {root} the COVID-SemiSeg folder?)")
+    mask_dir = base / ("masks" if labels == "binary" else "masks-multiclass")
     items = []
     for image_path in list_images(base / "images"):
-        mask_path = base / "masks" / f"{image_path.stem}.png"
+        mask_path = mask_dir / f"{image_path.stem}.png"
         if not mask_path.exists():
             raise FileNotFoundError(f"{mask_path}: mask missing for {image_path.name}")
-        mask = (read_grey(mask_path) > 0.5).astype(np.float32)
-        items.append({"name": image_path.stem, "image": read_grey(image_path)[None], "label": mask[None]})
+        image = read_grey(image_path)
+        mask = (read_grey(mask_path) > 0.5).astype(np.float32) if labels == "binary" else read_class_mask(mask_path)
+        if mask.shape != image.shape:
+            raise ValueError(f"{mask_path}: mask shape {mask.shape} differs from image shape {image.shape}")
+        items.append({"name": image_path.stem, "image": image[None], "label": mask[None]})
     return items[:limit] if limit else items
 
 

@@ -7,6 +7,8 @@ channels, 3 classes); :class:`PriorGuidedSegmenter` chains a binary network and 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from monai.networks.nets import BasicUNet
@@ -18,16 +20,37 @@ from covseg.networks.outputs import final_logits
 CLASS_NAMES = ("background", "ggo", "consolidation")
 
 
+class PriorResidual(nn.Module):
+    """Adds the infection map's logit to a head's class logits: background 0, each of the K foreground classes
+    ``logit(prior) - log K``, so that an all-zero head output reproduces the binary model's infection probability
+    split evenly between the foreground classes; the head learns the split and corrections to the map."""
+
+    def __init__(self, head: nn.Module, prior_channel: int = 1, eps: float = 1e-3) -> None:
+        super().__init__()
+        self.head, self.prior_channel, self.eps = head, prior_channel, eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = final_logits(self.head(x))
+        p = x[:, self.prior_channel:self.prior_channel + 1].float().clamp(self.eps, 1 - self.eps)
+        k = logits.shape[1] - 1
+        fg = torch.log(p) - torch.log1p(-p) - math.log(k)
+        base = torch.cat([torch.zeros_like(fg), fg.expand(-1, k, -1, -1)], dim=1)
+        return logits + base.to(logits.dtype)
+
+
 def multiclass_unet(in_channels: int = 2, out_channels: int = 3,
-                    features: tuple[int, ...] = (32, 32, 64, 128, 256, 32)) -> nn.Module:
-    """Multi-class U-Net head (MONAI BasicUNet, 2D): slice + infection map -> class logits."""
-    return BasicUNet(spatial_dims=2, in_channels=in_channels, out_channels=out_channels, features=features)
+                    features: tuple[int, ...] = (32, 32, 64, 128, 256, 32), prior_residual: bool = False) -> nn.Module:
+    """Multi-class U-Net head (MONAI BasicUNet, 2D): slice + infection map -> class logits
+    (``prior_residual``: plus the map's logit, :class:`PriorResidual`)."""
+    net = BasicUNet(spatial_dims=2, in_channels=in_channels, out_channels=out_channels, features=features)
+    return PriorResidual(net) if prior_residual else net
 
 
 def multiclass_fcn8s(in_channels: int = 2, out_channels: int = 3, width: float = 1.0,
-                     fc_channels: int = 1024) -> nn.Module:
-    """FCN8s head (VGG16 from scratch): slice + infection map -> class logits."""
-    return FCN8s(in_channels, out_channels, width=width, fc_channels=fc_channels)
+                     fc_channels: int = 1024, prior_residual: bool = False) -> nn.Module:
+    """FCN8s head (VGG16 from scratch): slice + infection map -> class logits (``prior_residual`` as above)."""
+    net = FCN8s(in_channels, out_channels, width=width, fc_channels=fc_channels)
+    return PriorResidual(net) if prior_residual else net
 
 
 class PriorGuidedSegmenter(nn.Module):
