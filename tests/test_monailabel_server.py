@@ -34,7 +34,7 @@ from covseg.synthetic.phantom import make_chest_phantom  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-INFECTION, LUNGS = "covseg_infection", "covseg_lungs"
+INFECTION, LUNGS, MULTICLASS = "covseg_infection", "covseg_lungs", "covseg_ggo_consolidation"
 START_TIMEOUT_S, TRAIN_TIMEOUT_S = 180, 900
 
 
@@ -120,16 +120,20 @@ class Server:
         raise RuntimeError(f"/info/ did not answer in {START_TIMEOUT_S} s:\n{self.log.read_text()[-3000:]}")
 
     def infer(self, model: str, image: str, out: Path, **params) -> dict:
-        """POST /infer/<model>?image=<id>: the label volume into ``out``; returns the result JSON."""
-        url = f"{self.url}/infer/{model}"
-        res = requests.post(url, params={"image": image, "output": "image"}, data={"params": json.dumps(params)},
-                            timeout=900)
+        """POST /infer/<model>?image=<id> (the default multipart answer): the label volume into ``out``; returns
+        the result JSON."""
+        from requests_toolbelt.multipart.decoder import MultipartDecoder
+
+        res = requests.post(f"{self.url}/infer/{model}", params={"image": image},
+                            data={"params": json.dumps(params)}, timeout=900)
         assert res.status_code == 200, res.text[:500]
-        out.write_bytes(res.content)
-        res = requests.post(url, params={"image": image, "output": "json"}, data={"params": json.dumps(params)},
-                            timeout=900)
-        assert res.status_code == 200, res.text[:500]
-        return res.json()
+        parts = {}
+        for part in MultipartDecoder.from_response(res).parts:
+            name = "params" if 'name="params"' in part.headers[b"Content-Disposition"].decode() else "image"
+            parts[name] = part.content
+        assert set(parts) == {"params", "image"}, f"answer parts: {sorted(parts)}"
+        out.write_bytes(parts["image"])
+        return json.loads(parts["params"])
 
     def train_status(self) -> dict:
         return requests.get(f"{self.url}/train/", params={"check_if_running": "false"}, timeout=30).json()
@@ -220,7 +224,7 @@ def test_info_lists_covseg_models_and_labels(server, cli_outputs):
     assert {"infection", "right lung", "left lung"} <= set(info["labels"])
     assert INFECTION in info["trainers"]
     multiclass = (DEFAULT_BUNDLE.parent / "multiclass_infnet" / "models" / "model.pt").is_file()
-    assert ("covseg_ggo_consolidation" in info["models"]) == multiclass
+    assert (MULTICLASS in info["models"]) == multiclass
     ids = requests.get(f"{server.url}/datastore/", params={"output": "all"}, timeout=30).json()
     assert {"chest-cip64", "phantom"} <= set(ids["objects"])
 
@@ -242,6 +246,28 @@ def test_infer_equals_covseg_infer_in_input_geometry(server, cli_outputs, worksp
         assert np.array_equal(got, want), f"{served.name}: {int((got != want).sum())} voxels differ"
         assert sum(counts["voxels"].values()) == int((got > 0).sum())
     assert result["voxels"]["infection"] > 0 and lungs["voxels"]["right lung"] > 0
+
+
+def test_ggo_consolidation_equals_covseg_infer_with_the_multiclass_bundle(server, workspace):
+    import nibabel as nib
+
+    bundle = DEFAULT_BUNDLE.parent / "multiclass_infnet"
+    if not (bundle / "models" / "model.pt").is_file():
+        pytest.skip(f"{bundle} has no weights: the GGO / consolidation model is not offered")
+    phantom = workspace / "studies" / "phantom.nii.gz"
+    out = workspace / "cli_multiclass"
+    cli = subprocess.run([sys.executable, "-m", "covseg", "infer", str(phantom), "--out", str(out), "--bundle",
+                          str(bundle), "--no-bf16", "--threads", "1", "--no-progress", "--no-figures"],
+                         capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=900)
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    result = server.infer(MULTICLASS, "phantom", workspace / "server_classes.nii.gz", bf16=False)
+    assert result["model_file"] == str(bundle / "models" / "model.pt")
+    served = nib.load(workspace / "server_classes.nii.gz")
+    written = nib.load(out / "phantom" / "infection_labels.nii.gz")
+    assert served.shape == nib.load(phantom).shape and np.allclose(served.affine, nib.load(phantom).affine, atol=1e-5)
+    got, want = np.asarray(served.dataobj), np.asarray(written.dataobj)
+    assert set(np.unique(got).tolist()) <= {0, 1, 2}
+    assert np.array_equal(got, want), f"{int((got != want).sum())} voxels differ"
 
 
 def test_label_then_train_publishes_weights_the_next_infer_uses(server, workspace):

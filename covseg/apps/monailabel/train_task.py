@@ -31,9 +31,9 @@ from covseg.apps.monailabel.infer_tasks import _flag, precision_setting
 from covseg.apps.monailabel.training_slices import training_slices
 from covseg.apps.monailabel.weights import load_state
 from covseg.engines.cpu import autocast_context, resolve_bf16
+from covseg.engines.predictor import logits_of
 from covseg.engines.training import edge_from_mask
 from covseg.losses import InfNetLoss
-from covseg.networks.infnet import InfNetOutput
 from covseg.networks.loading import load_bundle
 
 log = logging.getLogger(__name__)
@@ -133,12 +133,11 @@ class InfectionTrain(BasicTrainTask):
             engine.optimizer.zero_grad(set_to_none=True)
             with autocast_context(engine.state.device, bf16):
                 out = engine.network(images)
-            loss = loss_fn(out, masks, edge_from_mask(masks)) if isinstance(out, InfNetOutput) else loss_fn(out, masks)
+            loss = loss_fn(out, masks, edge_from_mask(masks))  # a plain tensor output ignores the edge target
             loss.backward()
             nn.utils.clip_grad_norm_(engine.network.parameters(), 10.0)
             engine.optimizer.step()
-            final = out.final if isinstance(out, InfNetOutput) else out
-            engine.state.output = {"image": images, "label": masks, "pred": final.detach().float(),
+            engine.state.output = {"image": images, "label": masks, "pred": logits_of(out).detach().float(),
                                    "loss": loss.detach()}
             engine.fire_event(IterationEvents.MODEL_COMPLETED)  # decollate, post-transforms, metrics
             return engine.state.output
