@@ -129,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    # SIGINT too: a shell that starts a background job ignores it there, and Python would then keep ignoring it
+    previous = {sig: signal.signal(sig, on_term) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         return proc.wait()
     except KeyboardInterrupt:
@@ -137,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         stop_group(proc)
         return 0
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if proc.poll() is None or _group_alive(proc.pid):  # e.g. a training left behind by a server that died
             stop_group(proc)
