@@ -120,7 +120,7 @@ KILL_POINTS = {
 
 
 @pytest.mark.parametrize("point", list(KILL_POINTS))
-def test_kill9_then_rerun_gives_complete_results(tmp_path, inputs, tiny_model, point):
+def test_kill9_then_rerun_gives_complete_results(tmp_path, inputs, tiny_model, point, capsys):
     module_name, attr, call = KILL_POINTS[point]
     out = tmp_path / "out"
     if "." in module_name and module_name.rsplit(".", 1)[1][0].isupper():  # a method: patch on its class
@@ -129,7 +129,12 @@ def test_kill9_then_rerun_gives_complete_results(tmp_path, inputs, tiny_model, p
     else:
         code = _in_child(_killed_run, _argv(inputs, out), module_name, attr, call)
     assert code == -signal.SIGKILL
+    left = sorted(p.name for p in out.iterdir() if p.name.startswith((".tmp-", ".old-")))
+    capsys.readouterr()
     assert main(_argv(inputs, out)) == 0
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if "left by a killed run" in line] == [
+        f"warning: removed {out / name} (left by a killed run)" for name in left]
     _assert_complete(out, 3)
     names = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert len(names) == 3 and "ct" in names and "case" in names  # siteB's ct got a stable tag

@@ -201,6 +201,9 @@ def _setup_logging() -> None:
         handler._covseg_cli = True  # type: ignore[attr-defined]
         root.addHandler(handler)
         root.setLevel(logging.WARNING)
+    for h in root.handlers:  # main() may run several times in one process (tests, scripts): today's stderr
+        if getattr(h, "_covseg_cli", False) and h.stream is not sys.stderr:
+            h.stream = sys.stderr  # not setStream(): it flushes the old stream, which may be closed
     logging.getLogger("covseg").handlers[0].setFormatter(_LowerFormatter())
 
 
