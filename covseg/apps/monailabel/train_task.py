@@ -3,7 +3,7 @@
 Each volume with a final label becomes 2D training slices prepared as inference sees them
 (:mod:`covseg.apps.monailabel.training_slices`). The network starts from the newest weights (the last published
 fine-tune, else the shipped bundle), trains with covseg's Inf-Net loss (structure loss on the final and side maps
-plus edge BCE, :class:`covseg.losses.InfNetLoss`) in MONAI's ``SupervisedTrainer``, and MONAI Label publishes the
+plus edge BCE, :class:`covseg.losses.InfNetLoss`) in MONAI's ``SupervisedTrainer``, and the task publishes the
 result to ``<app>/model/covseg_infection/model.pt``, which the infection infer task loads on its next request. The
 shipped bundle's ``models/model.pt`` is only read. Experiment tracking (MLflow) is off.
 
@@ -14,11 +14,14 @@ Request parameters (``POST /train/covseg_infection``): ``max_epochs`` (default 5
 
 from __future__ import annotations
 
+import filecmp
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+from ignite.engine import Events
 from monai.engines.utils import IterationEvents
 from monai.handlers import MeanDice, from_engine
 from monai.inferers import SimpleInferer
@@ -33,6 +36,7 @@ from covseg.apps.monailabel.weights import load_state
 from covseg.engines.cpu import autocast_context, resolve_bf16
 from covseg.engines.predictor import logits_of
 from covseg.engines.training import edge_from_mask
+from covseg.io.atomic import atomic_path
 from covseg.losses import InfNetLoss
 from covseg.networks.loading import load_bundle
 
@@ -47,6 +51,7 @@ class InfectionTrain(BasicTrainTask):
     def __init__(self, model_dir: str | Path, bundle: str | Path) -> None:
         self.bundle = Path(bundle)
         model_dir = Path(model_dir)
+        self.published = model_dir / "model.pt"
         super().__init__(
             model_dir=str(model_dir),
             description="fine-tune covseg's infection model (Inf-Net) slice-wise on the labelled volumes",
@@ -55,7 +60,7 @@ class InfectionTrain(BasicTrainTask):
                     "dataset": "Dataset", "dataloader": "DataLoader", "tracking": "None"},
             amp=False,
             load_path=None,
-            publish_path=str(model_dir / "model.pt"),
+            publish_path=None,  # published atomically by _publish() instead of MONAI Label's plain copy
             train_save_interval=1000,
             n_saved=1,
             labels={"infection": 1},
@@ -99,13 +104,27 @@ class InfectionTrain(BasicTrainTask):
     def network(self, context: Context) -> nn.Module:
         """The bundle's network with the newest weights (the published fine-tune unless ``pretrained`` is false)."""
         net = load_bundle(self.bundle).network
-        published = Path(self._publish_path)
-        if bool(_flag(context.request.get("pretrained"), True)) and published.is_file():
-            load_state(net, published)
-            log.info("fine-tuning from the published weights %s", published)
+        if bool(_flag(context.request.get("pretrained"), True)) and self.published.is_file():
+            load_state(net, self.published)
+            log.info("fine-tuning from the published weights %s", self.published)
         else:
             log.info("fine-tuning from the shipped bundle %s", self.bundle)
         return net.train()
+
+    def finalize(self, context: Context) -> None:
+        """MONAI Label's stats handler, then publication of each new best checkpoint."""
+        super().finalize(context)
+        if context.local_rank == 0:
+            context.trainer.add_event_handler(Events.EPOCH_COMPLETED, self._publish, Path(context.output_dir))
+
+    def _publish(self, engine: Any, output_dir: Path) -> None:
+        """Copy the run's best ``model.pt`` to the published path atomically (an infer request reading it meanwhile
+        sees the old or the new file, never half of one)."""
+        best = output_dir / self._key_metric_filename
+        if best.is_file() and not (self.published.is_file() and filecmp.cmp(best, self.published, shallow=False)):
+            with atomic_path(self.published) as tmp:
+                shutil.copyfile(best, tmp)
+            log.info("published %s", self.published)
 
     def load_path(self, output_dir: str, pretrained: bool = True) -> None:
         return None  # the starting weights are loaded by network()
