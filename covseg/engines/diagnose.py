@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from covseg.engines.activation import activation_overlay, slice_activation
+from covseg.engines.activation import slice_activation
 from covseg.engines.batch import prepare_volume
 from covseg.engines.cpu import autocast_context, resolve_bf16
 from covseg.engines.export import VolumeOutputs
@@ -135,7 +135,9 @@ def make_diagnose_prepare(scorer: SliceScorer, settings: DiagnosisSettings):
         item = prepare_volume(volume, predictor, out_dir, lung=lung, **kwargs)
         item.report.timing_s["classify"] = round(t_cls, 3)
         order = np.argsort(-scores, kind="stable")[:settings.montage_slices]
-        top = [(zs[i], crops[i], float(scores[i])) for i in order]
+        margin = margin_px(volume.spacing, DEFAULT_MARGIN_MM)
+        top = [(zs[i], crops[i], float(scores[i]),
+                crop_to_box(item.result.infection[zs[i]], lung_box(lung[zs[i]], margin))) for i in order]
         item.extras["diagnosis"] = {
             **decision,
             "segmented": bool(decision["positive"]),
@@ -151,17 +153,22 @@ def make_diagnose_prepare(scorer: SliceScorer, settings: DiagnosisSettings):
     return prepare
 
 
-def montage_png(scorer: SliceScorer, top: Sequence[tuple[int, np.ndarray, float]], panel: int = 256,
-                columns: int = 3) -> bytes:
-    """PNG bytes of a grid of activation-map overlays, one panel per (z, crop, score), captioned."""
+def montage_png(scorer: SliceScorer, top: Sequence[tuple[int, np.ndarray, float, np.ndarray | None]],
+                panel: int = 224, columns: int = 2) -> bytes:
+    """PNG bytes of a grid of panels, one per (z, crop, score, infection crop or None), captioned: the slice with
+    the segmentation's contour beside the activation map (:func:`covseg.reports.overlays.activation_beside_mask`)."""
+    from covseg.reports.overlays import activation_beside_mask
+
     n = max(len(top), 1)
     rows = (n + columns - 1) // columns
-    sheet = Image.new("RGB", (columns * panel, rows * (panel + 18)), (0, 0, 0))
+    width = 2 * panel + 4
+    sheet = Image.new("RGB", (columns * width, rows * (panel + 18)), (0, 0, 0))
     draw = ImageDraw.Draw(sheet)
-    for k, (z, crop, score) in enumerate(top):
+    for k, (z, crop, score, mask) in enumerate(top):
         am, _ = slice_activation(scorer.network, crop, scorer.image_size)
-        tile = Image.fromarray(activation_overlay(crop, am)).resize((panel, panel), Image.BILINEAR)
-        x, y = (k % columns) * panel, (k // columns) * (panel + 18)
+        pair = activation_beside_mask(crop, am, mask if mask is not None and mask.any() else None)
+        tile = Image.fromarray(pair).resize((width, panel), Image.BILINEAR)
+        x, y = (k % columns) * width, (k // columns) * (panel + 18)
         sheet.paste(tile, (x, y + 18))
         draw.text((x + 4, y + 3), f"slice {z}  P(COVID-19) {score:.2f}", fill=(255, 255, 255))
     if not top:

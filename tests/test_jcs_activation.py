@@ -1,0 +1,83 @@
+"""The shipped classifier's activation map (Eq. 1-2) responds to a lesion inserted into a real slice.
+
+Real non-COVID slices of the sars-cov-2-ct test split get a synthetic ground-glass lesion (a soft disk of hazy
+grey with texture) placed inside the lung. Criterion, fixed before looking at any result: over all cases, the
+share of the map's mass inside the lesion disk rises at least 1.5-fold from the slice without the lesion to the
+slice with it, and with the lesion it is at least twice the disk's share of the image area.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import SHARED_DATA
+from scipy import ndimage
+from skimage.filters import threshold_otsu
+
+from covseg.engines.activation import slice_activation
+from covseg.io.classification import labelled_slices
+from covseg.io.slices import read_grey
+from covseg.networks.classifier import SliceClassifier
+from covseg.networks.loading import load_weights
+
+REPO = Path(__file__).resolve().parents[1]
+WEIGHTS = REPO / "bundles" / "jcs_classifier" / "models" / "model.pt"
+IMAGE_SIZE = 160
+N_SLICES = 6
+
+
+def insert_lesion(grey: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+    """A ground-glass disk placed where a disk of radius ~12 % of the width fits inside the lung (the dark regions
+    below Otsu's threshold that do not touch the border); None if there is no room."""
+    radius = int(0.12 * min(grey.shape))
+    smooth = ndimage.gaussian_filter(grey, 2)
+    dark, _ = ndimage.label(smooth < threshold_otsu(smooth))
+    outside = np.unique(np.concatenate([dark[0], dark[-1], dark[:, 0], dark[:, -1]]))
+    lung = ndimage.binary_opening((dark > 0) & ~np.isin(dark, outside), iterations=2)  # dark, not air outside
+    room = ndimage.distance_transform_edt(lung)
+    ys, xs = np.nonzero(room >= radius * 0.8)
+    if ys.size == 0:
+        return None
+    k = rng.integers(ys.size)
+    yy, xx = np.mgrid[:grey.shape[0], :grey.shape[1]]
+    dist = np.hypot(yy - ys[k], xx - xs[k])
+    disk = dist <= radius
+    weight = np.clip((radius - dist) / (0.3 * radius), 0, 1)  # soft edge
+    texture = ndimage.gaussian_filter(rng.normal(0, 1, grey.shape), 2)
+    haze = np.clip(0.5 + 0.08 * texture / (texture.std() + 1e-6), 0, 1)
+    return np.clip(grey + weight * (haze - grey) * 0.85, 0, 1).astype(np.float32), disk
+
+
+@pytest.mark.slow
+def test_activation_mass_moves_onto_an_inserted_lesion(one_torch_thread):
+    if not WEIGHTS.exists():
+        pytest.skip(f"{WEIGHTS}: no shipped classifier weights")
+    cls = SHARED_DATA / "covid-ct-cls"
+    if not (cls / "labels.csv").exists():
+        pytest.skip(f"real data not found at {cls}")
+    net = load_weights(SliceClassifier(), WEIGHTS)
+    items = [i for i in labelled_slices(cls, "sars-cov-2-ct", "test") if i["label"] == 0]
+    rng = np.random.default_rng(0)
+    before, after, area = [], [], []
+    for item in items[::max(1, len(items) // (3 * N_SLICES))]:
+        grey = read_grey(Path(item["image"]))
+        placed = insert_lesion(grey, rng)
+        if placed is None:
+            continue
+        lesioned, disk = placed
+        am0, _ = slice_activation(net, grey, IMAGE_SIZE)
+        am1, _ = slice_activation(net, lesioned, IMAGE_SIZE)
+        before.append(float(am0[disk].sum() / max(am0.sum(), 1e-12)))
+        after.append(float(am1[disk].sum() / max(am1.sum(), 1e-12)))
+        area.append(float(disk.mean()))
+        if len(after) == N_SLICES:
+            break
+    assert len(after) == N_SLICES, "not enough slices with room for a lesion"
+    b, a, s = np.mean(before), np.mean(after), np.mean(area)
+    print(f"mass inside lesion: before {b:.3f}, after {a:.3f}, area share {s:.3f}")
+    assert a >= 1.5 * b, f"activation mass inside the lesion rose only from {b:.3f} to {a:.3f}"
+    assert a >= 2.0 * s, f"activation mass inside the lesion {a:.3f} is not twice its area share {s:.3f}"
+    torch.set_num_threads(1)
