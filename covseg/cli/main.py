@@ -8,21 +8,17 @@ See docs/cli.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import io
 import json
 import logging
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from covseg.engines.distributed import Shard
-    from covseg.networks.loading import LoadedModel
     from covseg.reports.batch import VolumeResult
 
 from covseg.synthetic.demo import DEMO_SHAPE
@@ -264,15 +260,11 @@ def _export_notice(path: Path) -> None:
 
 
 def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels: str | None) -> int:
-    """Load the model, run the batch with a progress bar, write the summary, print the table."""
-    from tqdm import tqdm
-
-    from covseg.engines.batch import check_folders, run_batch
-    from covseg.engines.distributed import shard_from_env
-    from covseg.engines.export import ExportOptions
+    """Load the model, build the bundle's inference workflow with it, run it with a progress bar, print the table."""
+    from covseg.engines.batch import check_folders, evaluator_from_config
     from covseg.engines.interrupts import BatchInterrupted
-    from covseg.io.discover import find_volumes
     from covseg.io.errors import CovsegInputError
+    from covseg.networks.loading import DEFAULT_BUNDLE
 
     try:
         check_folders(out, labels)
@@ -291,109 +283,90 @@ def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, label
         except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
             _error(" ".join(str(exc).split()))
             return EXIT_USAGE
-    all_sources = find_volumes(list(inputs))
-    shard = shard_from_env()  # under torchrun each rank takes a share of the volumes
-    sources = shard.take(all_sources)
-    bar = tqdm(total=len(sources), unit="vol", desc="covseg", disable=args.no_progress or None, file=sys.stderr,
-               dynamic_ncols=True)
+    bundle = Path(args.bundle) if args.bundle else DEFAULT_BUNDLE
+    overrides = {
+        "bundle_root": str(bundle), "input_dir": [str(i) for i in inputs], "output_dir": str(out),
+        "labels_dir": labels, "device": args.device, "batch_size": args.batch_size,
+        "precision": "fp32" if args.no_bf16 else "auto", "tta": args.tta, "save_prob": args.save_prob,
+        "backend": args.backend, "image_size": model.image_size, "network": model.network,
+        "export#figures": not args.no_figures, "export#overlays": args.overlays, "export#dicom_seg": args.dicom_seg,
+        "model_info": {"name": model.name, "version": model.meta.get("version"), "trained": model.trained},
+        "evaluator#meta": {"command": "covseg infer", "inputs": [str(i) for i in inputs]}, "evaluator#gate": gate,
+    }
+    try:
+        evaluator = evaluator_from_config(bundle / "configs" / "inference.yaml", overrides)
+    except Exception as exc:  # noqa: BLE001 - MONAI wraps the cause: show it in one line
+        while exc.__cause__ is not None:
+            exc = exc.__cause__
+        _error(" ".join(str(exc).split()) or type(exc).__name__)
+        return EXIT_USAGE
+    with _progress(len(evaluator.dataset), args.no_progress) as bar:
+        evaluator.on_start, evaluator.on_result, evaluator.progress = bar.on_start, bar.on_result, bar.on_batch
+        try:
+            results = evaluator.run()
+        except CovsegInputError as exc:  # e.g. a full disk for the summary: the finished volume folders are kept
+            bar.close()
+            if evaluator.results:
+                from covseg.reports.batch import format_console_table
 
-    current = {"name": ""}
+                print(format_console_table(evaluator.results))
+            _error(str(exc))
+            return EXIT_USAGE
+        except BatchInterrupted as stop:  # every process merged its finished volumes into the summary
+            bar.close()
+            n_ok = sum(r.ok for r in stop.results)
+            _error(f"interrupted: {n_ok} volume(s) finished before it are complete in {out}/ (summary.json)")
+            return EXIT_INTERRUPTED
+    return _finish_infer(results, out, evaluator.is_main, evaluator.seconds)
 
-    def on_start(src) -> None:
-        current["name"] = src.name
-        bar.set_postfix_str(src.name, refresh=True)
 
-    def on_result(result) -> None:
+class _progress:
+    """A tqdm bar over volumes whose postfix shows the current volume and slice batch."""
+
+    def __init__(self, total: int, disable: bool) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="vol", desc="covseg", disable=disable or None, file=sys.stderr,
+                        dynamic_ncols=True)
+        self.name = ""
+
+    def __enter__(self) -> _progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.bar.close()
+
+    def on_start(self, src) -> None:
+        self.name = src.name
+        self.bar.set_postfix_str(src.name, refresh=True)
+
+    def on_batch(self, done: int, total: int) -> None:
+        self.bar.set_postfix_str(f"{self.name}: slice batch {done}/{total}", refresh=True)
+
+    def on_result(self, result) -> None:
         if not result.ok:
-            bar.write(f"error: {result.error}", file=sys.stderr)
-        bar.update(1)
-
-    def slice_progress(engine) -> None:
-        from ignite.engine import Events
-
-        @engine.on(Events.ITERATION_COMPLETED)
-        def _update(e) -> None:
-            done = e.state.iteration
-            bar.set_postfix_str(f"{current['name']}: slice batch {done}/{e.state.epoch_length}", refresh=True)
-
-    t0 = time.perf_counter()
-    try:
-        results = run_batch(sources, out, model, labels_dir=labels, save_prob=args.save_prob, gate=gate,
-                            device=args.device, batch_size=args.batch_size, bf16=False if args.no_bf16 else "auto",
-                            tta=args.tta, handlers=[slice_progress], on_start=on_start, on_result=on_result,
-                            export=ExportOptions(save_prob=args.save_prob, figures=not args.no_figures,
-                                                 overlays=args.overlays, dicom_seg=args.dicom_seg))
-    except CovsegInputError as exc:
-        bar.close()
-        _error(str(exc))
-        return EXIT_USAGE
-    except BatchInterrupted as stop:  # every rank merges its finished volumes into the summary itself
-        bar.close()
-        return _interrupted(stop.results, inputs, out, model, labels, t0)
-    finally:
-        bar.close()
-    results = shard.gather(results, len(all_sources))
-    try:
-        return _finish_infer(results, inputs, out, args, model, labels, shard, t0)
-    finally:
-        shard.close()
+            self.bar.write(f"error: {result.error}", file=sys.stderr)
+        self.bar.update(1)
 
 
-def _finish_infer(results: list[VolumeResult], inputs: Sequence[str], out: Path, args: argparse.Namespace,
-                  model: LoadedModel, labels: str | None, shard: Shard, t0: float) -> int:
-    """Rank 0 (or the only process) writes the combined report and prints the table; other ranks just exit."""
-    from covseg.io.errors import CovsegInputError
-    from covseg.reports.batch import format_console_table, write_batch_report
-    from covseg.reports.html import write_html_report
+def _finish_infer(results: list[VolumeResult], out: Path, is_main: bool, seconds: float) -> int:
+    """Rank 0 (or the only process) prints the table (the summary is written); other ranks just exit."""
+    from covseg.reports.batch import format_console_table
 
-    if not shard.is_main:
+    if not is_main:
         return EXIT_FAILED if any(not r.ok for r in results) else EXIT_OK
-    from covseg.engines.cpu import precision_name, resolve_bf16
-
-    ran = next((r.report.model for r in results if r.ok and r.report is not None), {})
-    bf16 = args.backend == "torch" and resolve_bf16(False if args.no_bf16 else "auto", args.device)
-    meta = {"command": "covseg infer", "inputs": [str(i) for i in inputs], "out": str(out),
-            "model": {"name": model.name, "version": model.meta.get("version"), "trained": model.trained,
-                      "image_size": model.image_size,
-                      "backend": ran.get("backend", args.backend),
-                      "precision": ran.get("precision", precision_name(bf16)), "device": args.device},
-            "labels": labels, "seconds": round(time.perf_counter() - t0, 3), "processes": shard.world}
-    try:
-        write_batch_report(results, out, meta)
-        write_html_report(out, meta)
-    except CovsegInputError as exc:  # e.g. a full disk: the finished volume folders are kept
-        if results:
-            print(format_console_table(results))
-        _error(str(exc))
-        return EXIT_USAGE
     if results:
         print(format_console_table(results))
     n_failed = sum(not r.ok for r in results)
-    print(f"\n{len(results) - n_failed} of {len(results)} volume(s) done in {meta['seconds']:.1f} s; "
+    print(f"\n{len(results) - n_failed} of {len(results)} volume(s) done in {seconds:.1f} s; "
           f"outputs in {out}/ (summary.json, summary.csv, report.html)")
     if not results:
         _error("no input volume")
         return EXIT_FAILED
     return EXIT_FAILED if n_failed else EXIT_OK
-
-
-def _interrupted(results: list[VolumeResult], inputs: Sequence[str], out: Path, model: LoadedModel,
-                 labels: str | None, t0: float) -> int:
-    """Ctrl-C / SIGTERM: merge the finished volumes into the summary, say so in one line, exit 130."""
-    from covseg.io.errors import CovsegInputError
-    from covseg.reports.batch import write_batch_report
-
-    meta = {"command": "covseg infer", "inputs": [str(i) for i in inputs], "out": str(out), "interrupted": True,
-            "model": {"name": model.name, "trained": model.trained}, "labels": labels,
-            "seconds": round(time.perf_counter() - t0, 3)}
-    try:
-        with contextlib.suppress(KeyboardInterrupt):
-            write_batch_report(results, out, meta)
-    except CovsegInputError as exc:
-        _error(str(exc))
-    n_ok = sum(r.ok for r in results)
-    _error(f"interrupted: {n_ok} volume(s) finished before it are complete in {out}/ (summary.json)")
-    return EXIT_INTERRUPTED
 
 
 def _cmd_infer(args: argparse.Namespace) -> int:
@@ -471,10 +444,3 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 if __name__ == "__main__":
     raise SystemExit(main())
 
-
-def run_checked(argv: Sequence[str]) -> int:
-    """``main(argv)`` for configs and scripts: raise ``RuntimeError`` when the exit status is not 0."""
-    status = main(list(argv))
-    if status != EXIT_OK:
-        raise RuntimeError(f"covseg {' '.join(map(str, argv))}: exit status {status}")
-    return status

@@ -20,8 +20,10 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from torch import nn
 
 from covseg.engines.cpu import precision_name
@@ -29,7 +31,15 @@ from covseg.engines.export import ExportOptions, VolumeOutputs, export_volume
 from covseg.engines.interrupts import BatchInterrupted
 from covseg.engines.onnx_runtime import OnnxRuntimeNetwork
 from covseg.engines.predictor import SlicePredictor
-from covseg.engines.volume import LUNG_MARGIN_MM, THRESHOLD, Gate, Handler, infer_volume
+from covseg.engines.volume import (
+    LUNG_MARGIN_MM,
+    THRESHOLD,
+    Gate,
+    Handler,
+    InfectionPostprocessing,
+    Progress,
+    infer_volume,
+)
 from covseg.io.atomic import clean_leftovers, ensure_writable_dir
 from covseg.io.discover import VolumeSource, find_volumes
 from covseg.io.errors import CovsegInputError
@@ -39,10 +49,62 @@ from covseg.io.outlock import output_lock
 from covseg.io.read import CTVolume, read_volume
 from covseg.reports.batch import VolumeResult, recorded_sources
 from covseg.reports.volume import VolumeReport, build_volume_report, slice_rows
+from covseg.transforms.lung import lung_mask
 
 log = logging.getLogger(__name__)
 
-__all__ = ["as_predictor", "check_folders", "prepare_volume", "process_volume", "run_batch"]
+__all__ = ["VolumeBatchInference", "VolumeDataset", "VolumeItem", "VolumePreprocessing", "as_predictor",
+           "check_folders", "evaluator_from_config", "predictor_info", "prepare_volume", "process_volume", "run_batch"]
+
+
+@dataclass
+class VolumeItem:
+    """One input ready for the network: the volume, its lung label map, and the seconds each step took."""
+
+    volume: CTVolume
+    lung: np.ndarray | None = None
+    timing_s: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VolumePreprocessing:
+    """The inference workflow's ``preprocessing``: read a source and (``lung``) compute its lung mask.
+
+    :func:`run_batch` calls it in its reader thread, so the next volume's reading and lung masking overlap the
+    current volume's network pass.
+    """
+
+    lung: bool = True
+
+    def __call__(self, source: VolumeSource | str | Path) -> VolumeItem:
+        t0 = time.perf_counter()
+        volume = read_volume(source)
+        t1 = time.perf_counter()
+        item = VolumeItem(volume, timing_s={"read": t1 - t0})
+        if self.lung:
+            item.lung = lung_mask(volume.array, volume.spacing)
+            item.timing_s["lung_mask"] = time.perf_counter() - t1
+        return item
+
+
+class VolumeDataset(Sequence):
+    """The inference workflow's ``dataset``: the volumes found in ``data`` (files, folders, DICOM series), each
+    item being ``transform(source)`` (default :class:`VolumePreprocessing`), computed when it is asked for."""
+
+    def __init__(self, data: Sequence[VolumeSource | str | Path] | str | Path,
+                 transform: Callable[[VolumeSource], VolumeItem] | None = None) -> None:
+        if isinstance(data, (str, Path)):
+            data = [data]
+        paths = [s for s in data if not isinstance(s, VolumeSource)]
+        self.data: list[VolumeSource] = ([s for s in data if isinstance(s, VolumeSource)]
+                                         + (find_volumes(paths) if paths else []))
+        self.transform = transform if transform is not None else VolumePreprocessing()
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> VolumeItem:  # type: ignore[override]
+        return self.transform(self.data[index])
 
 
 def check_folders(out_dir: str | Path, labels_dir: str | Path | None = None) -> Path:
@@ -60,16 +122,19 @@ def prepare_volume(volume: CTVolume, predictor: SlicePredictor, out_dir: str | P
                    label_path: str | Path | None = None, labels_dir: str | Path | None = None,
                    gate: Gate | None = None, model_info: dict | None = None, handlers: Sequence[Handler] = (),
                    threshold: float = THRESHOLD, lung_margin_mm: float = LUNG_MARGIN_MM,
-                   timing_s: dict[str, float] | None = None, lung=None) -> VolumeOutputs:
+                   timing_s: dict[str, float] | None = None, lung: np.ndarray | None = None,
+                   postprocessing: InfectionPostprocessing | None = None,
+                   progress: Progress | None = None) -> VolumeOutputs:
     """Infer ``volume``, score it against its label (if any) and build its report: what :func:`export_volume` needs.
 
-    ``lung``: a lung label map already computed for ``volume`` (skips that step)."""
+    ``lung``: its lung mask when already computed (``timing_s`` then holds that step's seconds)."""
     timing_s = timing_s or {}
     model_info = model_info or {}
     t0 = time.perf_counter()
-    started = t0 - timing_s.get("read", 0.0)
+    started = t0 - sum(timing_s.get(k, 0.0) for k in ("read", "lung_mask"))
     result = infer_volume(volume, predictor, lung=lung, gate=gate, threshold=threshold,
-                          lung_margin_mm=lung_margin_mm, handlers=handlers)
+                          lung_margin_mm=lung_margin_mm, handlers=handlers, postprocessing=postprocessing,
+                          progress=progress)
     warnings = list(volume.warnings)
     if model_info and not model_info.get("trained", True):
         warnings.append(f"model {model_info.get('name', '?')!r} has no trained weights: the infection outputs are "
@@ -115,33 +180,31 @@ def process_volume(volume: CTVolume, predictor: SlicePredictor, out_dir: str | P
     return item.report
 
 
+def predictor_info(predictor: SlicePredictor) -> dict:
+    """What ran, for reports: ``backend``, ``precision``, ``device``, ``image_size``, ``tta`` (the predictor's own
+    reading of its options, so a report cannot disagree with what ran)."""
+    backend = "onnxruntime" if isinstance(predictor.network, OnnxRuntimeNetwork) else "torch"
+    return {"image_size": predictor.image_size, "tta": predictor.tta, "backend": backend,
+            "precision": precision_name(predictor.bf16), "device": str(predictor.device)}
+
+
 def as_predictor(model: object, image_size: int | None = None, device: str = "cpu", batch_size: int = 8,
                  bf16: bool | str = "auto", tta: bool = False) -> tuple[SlicePredictor, dict]:
     """A :class:`SlicePredictor` for ``model`` (LoadedModel, nn.Module or SlicePredictor) and its report entry."""
     if isinstance(model, SlicePredictor):
-        backend = "onnxruntime" if isinstance(model.network, OnnxRuntimeNetwork) else "torch"
-        return model, {"name": type(model.network).__name__, "trained": True, "backend": backend,
-                       "precision": precision_name(model.bf16), "device": str(model.device)}
+        return model, {"name": type(model.network).__name__, "trained": True, **predictor_info(model)}
     network = getattr(model, "network", model)
     if not isinstance(network, nn.Module):
         raise TypeError(f"model must be a LoadedModel, an nn.Module or a SlicePredictor, not {type(model).__name__}")
     size = getattr(model, "image_size", 352) if image_size is None else image_size
-    info = {"name": getattr(model, "name", type(network).__name__), "image_size": size}
+    info = {"name": getattr(model, "name", type(network).__name__)}
     if hasattr(model, "trained"):
         info["trained"] = bool(model.trained)
-    backend = "onnxruntime" if isinstance(network, OnnxRuntimeNetwork) else "torch"
-    if backend == "onnxruntime":
-        bf16 = False  # ONNX Runtime runs the exported fp32 graph; autocast would not reach it
-    predictor = SlicePredictor(network, image_size=size, device=device, batch_size=batch_size, bf16=bf16, tta=tta)
-    # the predictor's reading of the options, so the report cannot disagree with what ran
-    info["tta"] = predictor.tta
-    info["backend"] = backend
-    info["precision"] = precision_name(predictor.bf16)
-    info["device"] = str(predictor.device)
     version = (getattr(model, "meta", None) or {}).get("version")
     if version:
         info["version"] = str(version)
-    return predictor, info
+    predictor = SlicePredictor(network, image_size=size, device=device, batch_size=batch_size, bf16=bf16, tta=tta)
+    return predictor, {**info, **predictor_info(predictor)}
 
 
 def _error_text(exc: BaseException, source: str) -> str:
@@ -166,37 +229,35 @@ def _claim(srcs: Sequence[VolumeSource], out_dir: Path) -> dict[str, str]:
     return owners
 
 
-def _timed_read(src: VolumeSource) -> tuple[CTVolume, float]:
-    t = time.perf_counter()
-    vol = read_volume(src)
-    return vol, time.perf_counter() - t
-
-
-def run_batch(sources: Sequence[VolumeSource | str | Path], out_dir: str | Path, model: object,
+def run_batch(sources: Sequence[VolumeSource | str | Path] | VolumeDataset, out_dir: str | Path, model: object,
               labels_dir: str | Path | None = None, *, save_prob: bool = False, gate: Gate | None = None,
               device: str = "cpu", batch_size: int = 8, bf16: bool | str = "auto", image_size: int | None = None,
               tta: bool = False, handlers: Sequence[Handler] = (),
               on_start: Callable[[VolumeSource], None] | None = None,
               on_result: Callable[[VolumeResult], None] | None = None, threshold: float = THRESHOLD,
               lung_margin_mm: float = LUNG_MARGIN_MM, export: ExportOptions | None = None,
-              prepare: Callable[..., VolumeOutputs] | None = None) -> list[VolumeResult]:
-    """Process every volume of ``sources`` (paths or :class:`VolumeSource`) into ``out_dir``; never stops early.
+              postprocessing: InfectionPostprocessing | None = None, progress: Progress | None = None,
+              model_info: dict | None = None, prepare: Callable[..., VolumeOutputs] | None = None
+              ) -> list[VolumeResult]:
+    """Process every volume of ``sources`` into ``out_dir``; never stops early.
 
-    ``model``: a :class:`covseg.networks.loading.LoadedModel` (its ``image_size`` is used unless ``image_size``
-    is given), an ``nn.Module`` (``image_size`` default 352) or a ready :class:`SlicePredictor`; ``tta``: flip
-    averaging (:class:`SlicePredictor`), recorded in each report's ``model`` entry; ``export``: which optional
-    outputs to write (default: ``ExportOptions(save_prob=save_prob)``). Reading of the next volume and writing of
-    the previous one run in background threads. ``prepare``: replaces :func:`prepare_volume` (same signature),
-    e.g. the joint diagnosis of :mod:`covseg.engines.diagnose`. ``on_start(source)`` / ``on_result(result)``
-    are called in input order from the calling thread. An unwritable ``out_dir`` raises :class:`CovsegInputError`
-    before anything is read.
+    ``sources``: paths / :class:`VolumeSource` (read with :class:`VolumePreprocessing`) or a
+    :class:`VolumeDataset` (its ``transform`` is the preprocessing). ``model``: a
+    :class:`covseg.networks.loading.LoadedModel` (its ``image_size`` is used unless ``image_size`` is given), an
+    ``nn.Module`` (``image_size`` default 352) or a ready :class:`SlicePredictor`; ``tta``: flip averaging
+    (:class:`SlicePredictor`), recorded in each report's ``model`` entry (``model_info`` adds to that entry);
+    ``export``: which optional outputs to write (default: ``ExportOptions(save_prob=save_prob)``). Preprocessing
+    (reading, lung mask) of the next volume and export of the previous one run in background threads.
+    ``prepare``: replaces :func:`prepare_volume` (same signature, ``lung`` included), e.g. the joint diagnosis of
+    :mod:`covseg.engines.diagnose`. ``on_start(source)`` / ``on_result(result)`` are called in input order from the
+    calling thread. An unwritable ``out_dir`` raises :class:`CovsegInputError` before anything is read.
     """
     out_dir = check_folders(out_dir, labels_dir)
     options = export if export is not None else ExportOptions(save_prob=save_prob)
-    paths = [s for s in sources if not isinstance(s, VolumeSource)]
-    srcs: list[VolumeSource] = [s for s in sources if isinstance(s, VolumeSource)] + (find_volumes(paths) if paths
-                                                                                      else [])
+    dataset = sources if isinstance(sources, VolumeDataset) else VolumeDataset(list(sources))
+    srcs = dataset.data
     predictor, info = as_predictor(model, image_size, device, batch_size, bf16, tta)
+    info = {**info, **(model_info or {})}
     owners = _claim(srcs, out_dir)
     results: list[VolumeResult | None] = [None] * len(srcs)
     pending: list = []  # at most one (index, future, item): the volume being written
@@ -217,20 +278,21 @@ def run_batch(sources: Sequence[VolumeSource | str | Path], out_dir: str | Path,
     interrupted = False
     with ThreadPoolExecutor(1, thread_name_prefix="covseg-read") as reader, \
             ThreadPoolExecutor(1, thread_name_prefix="covseg-write") as writer:
-        next_read = reader.submit(_timed_read, srcs[0]) if srcs else None
+        next_read = reader.submit(dataset.__getitem__, 0) if srcs else None
         try:
             for i, src in enumerate(srcs):
                 current = next_read
-                next_read = reader.submit(_timed_read, srcs[i + 1]) if i + 1 < len(srcs) else None
+                next_read = reader.submit(dataset.__getitem__, i + 1) if i + 1 < len(srcs) else None
                 if on_start is not None:
                     on_start(src)
                 try:
-                    volume, read_s = current.result()
-                    item = (prepare or prepare_volume)(volume, predictor, out_dir, labels_dir=labels_dir, gate=gate,
-                                          model_info=info, handlers=handlers, threshold=threshold,
-                                          lung_margin_mm=lung_margin_mm, timing_s={"read": read_s})
+                    loaded: VolumeItem = current.result()
+                    item = (prepare or prepare_volume)(
+                        loaded.volume, predictor, out_dir, labels_dir=labels_dir, gate=gate, model_info=info,
+                        handlers=handlers, threshold=threshold, lung_margin_mm=lung_margin_mm,
+                        timing_s=loaded.timing_s, lung=loaded.lung, postprocessing=postprocessing, progress=progress)
                     item.key, item.owners = source_key(src), owners
-                    del volume
+                    del loaded
                 except Exception as exc:  # noqa: BLE001 - report and go on with the next input
                     log.debug("volume %s failed", src.path, exc_info=True)
                     if pending:
@@ -255,3 +317,91 @@ def run_batch(sources: Sequence[VolumeSource | str | Path], out_dir: str | Path,
     if interrupted:
         raise BatchInterrupted(done)
     return done
+
+
+class VolumeBatchInference:
+    """The inference workflow's ``evaluator``: :func:`run_batch` over a :class:`VolumeDataset` with an
+    ``inferer`` (:class:`SlicePredictor`) and ``postprocessing``, then ``summary.json``/``summary.csv``.
+
+    Under ``torchrun`` each rank takes a share of the volumes and rank 0 writes the combined summary
+    (:mod:`covseg.engines.distributed`). ``on_start``, ``on_result``, ``progress`` and ``handlers`` may be set
+    before :meth:`run` (the CLI's progress bar). After :meth:`run`, ``results``, ``is_main`` and ``seconds`` hold
+    the outcome.
+    """
+
+    def __init__(self, dataset: VolumeDataset, inferer: SlicePredictor, output_dir: str | Path, *,
+                 labels_dir: str | Path | None = None, postprocessing: InfectionPostprocessing | None = None,
+                 export: ExportOptions | None = None, model_info: dict | None = None, gate: Gate | None = None,
+                 handlers: Sequence[Handler] = (), meta: dict | None = None, summary: bool = True) -> None:
+        self.dataset, self.inferer, self.output_dir = dataset, inferer, Path(output_dir)
+        self.labels_dir = labels_dir
+        self.postprocessing = postprocessing if postprocessing is not None else InfectionPostprocessing()
+        self.export = export if export is not None else ExportOptions()
+        self.model_info = {**(model_info or {}), **predictor_info(inferer)}
+        self.gate, self.handlers, self.meta, self.summary = gate, list(handlers), dict(meta or {}), summary
+        self.on_start: Callable[[VolumeSource], None] | None = None
+        self.on_result: Callable[[VolumeResult], None] | None = None
+        self.progress: Progress | None = None
+        self.results: list[VolumeResult] = []
+        self.is_main = True
+        self.processes = 1
+        self.seconds = 0.0
+
+    def run(self) -> list[VolumeResult]:
+        """Process this process's share of the dataset; on the main process, write the summary; return all results.
+
+        Ctrl-C / SIGTERM: each process merges the volumes it finished into the summary (``"interrupted": true``),
+        then :class:`BatchInterrupted` propagates.
+        """
+        from covseg.engines.distributed import shard_from_env
+
+        t0 = time.perf_counter()
+        check_folders(self.output_dir, self.labels_dir)
+        shard = shard_from_env()
+        self.is_main, self.processes = shard.is_main, shard.world
+        mine = VolumeDataset(shard.take(self.dataset.data), self.dataset.transform)
+        try:
+            results = run_batch(mine, self.output_dir, self.inferer, self.labels_dir, gate=self.gate,
+                                handlers=self.handlers, on_start=self.on_start, on_result=self.on_result,
+                                export=self.export, postprocessing=self.postprocessing, progress=self.progress,
+                                model_info=self.model_info)
+        except BatchInterrupted as stop:
+            self.results, self.seconds = stop.results, time.perf_counter() - t0
+            if self.summary:
+                with contextlib.suppress(KeyboardInterrupt):
+                    self.write_summary(interrupted=True)
+            raise
+        try:
+            self.results = shard.gather(results, len(self.dataset.data))
+            self.seconds = time.perf_counter() - t0
+            if shard.is_main and self.summary:
+                self.write_summary()
+        finally:
+            shard.close()
+        return self.results
+
+    def write_summary(self, interrupted: bool = False) -> None:
+        """``summary.json`` / ``summary.csv`` (merged with earlier runs' into the same folder) and, unless
+        ``interrupted``, ``report.html``, for :attr:`results`."""
+        from covseg.reports.batch import write_batch_report
+
+        meta = {"command": "covseg infer", "out": str(self.output_dir), **self.meta, "model": self.model_info,
+                "labels": None if self.labels_dir is None else str(self.labels_dir),
+                "seconds": round(self.seconds, 3), "processes": self.processes}
+        if interrupted:
+            write_batch_report(self.results, self.output_dir, {**meta, "interrupted": True})
+            return
+        from covseg.reports.html import write_html_report
+
+        write_batch_report(self.results, self.output_dir, meta)
+        write_html_report(self.output_dir, meta)
+
+def evaluator_from_config(config_file: str | Path, overrides: dict | None = None) -> VolumeBatchInference:
+    """The ``evaluator`` of a bundle's inference config (with ``overrides``: id -> value, values may be objects),
+    exactly as ``python -m monai.bundle run inference`` builds it."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(config_file))
+    parser.update(overrides or {})
+    return parser.get_parsed_content("evaluator")

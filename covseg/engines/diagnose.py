@@ -120,7 +120,8 @@ def make_diagnose_prepare(scorer: SliceScorer, settings: DiagnosisSettings):
         import time
 
         t0 = time.perf_counter()
-        lung = np.asarray(lung_mask(volume.array, volume.spacing), np.uint8)
+        lung = kwargs.pop("lung", None)  # run_batch computes it in its reader thread
+        lung = np.asarray(lung_mask(volume.array, volume.spacing) if lung is None else lung, np.uint8)
         zs, crops = lung_crops(volume, lung)
         scores = scorer(crops) if crops else np.zeros(0)
         t_cls = time.perf_counter() - t0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,17 +24,11 @@ from covseg.metrics.toolbox import IMAGE_KEYS, evaluate_folders, format_table_ro
 TABLE_KEYS = ("meanDic", "meanSen", "meanSpe", "Sm", "meanEm", "MAE")
 
 
-def predict_folder(network: nn.Module, images_dir: str | Path, out_dir: str | Path, masks_dir: str | Path | None = None,
-                   image_size: int = 352, device: str = "cpu", bf16: bool = False, batch_size: int = 8,
-                   tta: bool = False) -> list[Path]:
-    """Predict every image of ``images_dir``; write ``out_dir/<stem>.png`` (0-255) at the mask's (or image's) size.
-
-    ``tta``: average the logits over flips (see :class:`SlicePredictor`)."""
+def predict_paths(predictor: SlicePredictor, paths: Sequence[Path], out_dir: str | Path,
+                  masks_dir: str | Path | None = None) -> list[Path]:
+    """Predict the grey images ``paths``; write ``out_dir/<stem>.png`` (0-255) at the mask's (or image's) size."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    predictor = SlicePredictor(network, image_size=image_size, device=device, batch_size=batch_size, bf16=bf16,
-                                tta=tta)
-    paths = list_images(Path(images_dir))
     probs = predictor.predict([read_grey(p) for p in paths])
     written = []
     for path, prob in zip(paths, probs):
@@ -48,22 +43,47 @@ def predict_folder(network: nn.Module, images_dir: str | Path, out_dir: str | Pa
     return written
 
 
+def predict_folder(network: nn.Module, images_dir: str | Path, out_dir: str | Path, masks_dir: str | Path | None = None,
+                   image_size: int = 352, device: str = "cpu", bf16: bool = False, batch_size: int = 8,
+                   tta: bool = False) -> list[Path]:
+    """Predict every image of ``images_dir``; write ``out_dir/<stem>.png`` (0-255) at the mask's (or image's) size.
+
+    ``tta``: average the logits over flips (see :class:`SlicePredictor`)."""
+    predictor = SlicePredictor(network, image_size=image_size, device=device, batch_size=batch_size, bf16=bf16,
+                                tta=tta)
+    return predict_paths(predictor, list_images(Path(images_dir)), out_dir, masks_dir)
+
+
+class SliceEvaluation:
+    """The evaluation workflow's ``evaluator``: predict ``dataset`` (image paths) with ``inferer``, write the 8-bit
+    maps to ``<output_dir>/predictions``, score them against ``masks_dir`` like the paper, write ``metrics.json``
+    and ``per_image.csv``, print the table row; :meth:`run` returns the figures."""
+
+    def __init__(self, dataset: Sequence[str | Path], inferer: SlicePredictor, masks_dir: str | Path,
+                 output_dir: str | Path, name: str = "covseg") -> None:
+        self.dataset = [Path(p) for p in dataset]
+        self.inferer, self.masks_dir, self.output_dir, self.name = inferer, Path(masks_dir), Path(output_dir), name
+
+    def run(self) -> dict:
+        predictions = self.output_dir / "predictions"
+        predict_paths(self.inferer, self.dataset, predictions, self.masks_dir)
+        figures = evaluate_folders(predictions, self.masks_dir)
+        per_image = figures.pop("per_image", [])
+        atomic_write_text(self.output_dir / "metrics.json", json.dumps(figures, indent=2))
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(("name", *IMAGE_KEYS))
+        for row in per_image:
+            writer.writerow([row["name"], *(f"{row[k]:.4f}" for k in IMAGE_KEYS)])
+        atomic_write_text(self.output_dir / "per_image.csv", buffer.getvalue())
+        print(format_table_row(figures, name=self.name), flush=True)
+        return figures
+
+
 def evaluate_network(network: nn.Module, dataset_dir: str | Path, output_dir: str | Path, image_size: int = 352,
                      device: str = "cpu", bf16: bool = False, name: str = "covseg", tta: bool = False) -> dict:
     """Predict the test split, score it like the paper, write ``metrics.json`` and ``per_image.csv``; print the row."""
-    dataset_dir, output_dir = Path(dataset_dir), Path(output_dir)
-    images, masks = dataset_dir / "test" / "images", dataset_dir / "test" / "masks"
-    predictions = output_dir / "predictions"
-    predict_folder(network, images, predictions, masks, image_size=image_size, device=device, bf16=bf16, tta=tta)
-    figures = evaluate_folders(predictions, masks)
-    per_image = figures.pop("per_image", [])
-    output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output_dir / "metrics.json", json.dumps(figures, indent=2))
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(("name", *IMAGE_KEYS))
-    for row in per_image:
-        writer.writerow([row["name"], *(f"{row[k]:.4f}" for k in IMAGE_KEYS)])
-    atomic_write_text(output_dir / "per_image.csv", buffer.getvalue())
-    print(format_table_row(figures, name=name), flush=True)
-    return figures
+    dataset_dir = Path(dataset_dir)
+    predictor = SlicePredictor(network, image_size=image_size, device=device, bf16=bf16, tta=tta)
+    images = list_images(dataset_dir / "test" / "images")
+    return SliceEvaluation(images, predictor, dataset_dir / "test" / "masks", output_dir, name).run()

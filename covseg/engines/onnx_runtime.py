@@ -25,7 +25,8 @@ from torch import nn
 from covseg.engines.predictor import logits_of
 from covseg.io.atomic import atomic_path
 
-__all__ = ["OnnxRuntimeNetwork", "cache_dir", "export_onnx", "onnx_runtime_network", "use_onnx_runtime"]
+__all__ = ["OnnxRuntimeNetwork", "cache_dir", "export_onnx", "onnx_runtime_network", "use_onnx_runtime",
+           "backend_network"]
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,10 @@ class OnnxRuntimeNetwork(nn.Module):
     """An ONNX Runtime session behind the ``nn.Module`` interface: (B, 1, H, W) float -> logits (B, C, H, W).
 
     CPU only; ``threads``: intra-op threads (default: torch's current thread count, so ``--threads`` applies).
+    It runs the exported fp32 graph whatever autocast says (``fixed_precision``).
     """
+
+    fixed_precision = "fp32"
 
     def __init__(self, onnx_path: str | Path, threads: int | None = None, out_channels: int | None = None) -> None:
         super().__init__()
@@ -138,6 +142,16 @@ def onnx_runtime_network(network: nn.Module, image_size: int = 352, threads: int
     out_channels = getattr(network, "out_channels", None)
     return OnnxRuntimeNetwork(path, threads=threads, out_channels=out_channels if isinstance(out_channels, int)
                               else None)
+
+
+def backend_network(network: nn.Module, backend: str = "torch", image_size: int = 352,
+                    threads: int | None = None) -> nn.Module:
+    """``network`` itself for ``backend="torch"``, its :func:`onnx_runtime_network` for ``"onnxruntime"``."""
+    if backend == "torch":
+        return network
+    if backend == "onnxruntime":
+        return onnx_runtime_network(network, image_size=image_size, threads=threads)
+    raise ValueError(f"backend must be 'torch' or 'onnxruntime', not {backend!r}")
 
 
 def use_onnx_runtime(model: object, threads: int | None = None,

@@ -41,7 +41,8 @@ class SlicePredictor:
         self.device = torch.device(device)
         self.image_size = None if image_size is None else int(image_size)
         self.batch_size = int(batch_size)
-        self.bf16 = resolve_bf16(bf16, self.device)
+        # a network that runs one precision whatever autocast says (ONNX Runtime: fp32) reports that precision
+        self.bf16 = resolve_bf16(bf16, self.device) and getattr(network, "fixed_precision", None) != "fp32"
         self.channels_last = as_flag(channels_last, "channels_last")
         self.tta = as_flag(tta, "tta")
         self.network = network.to(self.device).eval()

@@ -12,7 +12,7 @@ import logging
 import math
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import ignite.distributed as idist
@@ -48,9 +48,12 @@ def scaled_size(base: int, rate: float, multiple: int = 32) -> int:
 
 def make_train_step(network: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, device: torch.device,
                     image_size: int = 352, scales: Sequence[float] = (0.75, 1.0, 1.25), all_scales: bool = False,
-                    bf16: bool = False, channels_last: bool = False, grad_clip: float = 10.0, num_classes: int = 1):
+                    bf16: bool = False, channels_last: bool = False, grad_clip: float = 10.0, num_classes: int = 1,
+                    inferer: Callable | None = None):
     """An ignite process function: one batch at one random scale (or every scale, as the paper's code does).
 
+    ``inferer(x, network)`` (e.g. MONAI's ``SimpleInferer``, the bundle's ``train#inferer``), when given, runs the
+    forward pass.
     ``num_classes`` 1: masks are 0/1 floats and deep-supervised outputs also get the mask's edge band; C > 1:
     masks are class indices, resized by nearest neighbour.
     """
@@ -72,7 +75,7 @@ def make_train_step(network: nn.Module, optimizer: torch.optim.Optimizer, loss_f
                 x = x.contiguous(memory_format=torch.channels_last)
             optimizer.zero_grad(set_to_none=True)
             with autocast_context(device, bf16):
-                out = network(x)
+                out = network(x) if inferer is None else inferer(x, network)
             edge = isinstance(out, DeepSupervisionOutput) and num_classes == 1
             loss = loss_fn(out, y, edge_from_mask(y)) if edge else loss_fn(out, y)
             loss.backward()
@@ -145,7 +148,8 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
                   channels_last: bool = False, val_interval: int = 5, resume: bool = True,
                   tensorboard: bool = True, progress: bool = True, seed: int = 0,
                   snapshot_start: int | None = None, snapshot_every: int = 5, seg_loss: str | None = None,
-                  num_classes: int = 1, class_weights: Sequence[float] | None = None) -> Engine:
+                  num_classes: int = 1, class_weights: Sequence[float] | None = None,
+                  inferer: Callable | None = None) -> Engine:
     """Assemble the ignite trainer with optimiser, schedule, validation, checkpoints and logging.
 
     ``output_dir`` receives ``checkpoint_*.pt`` (everything needed to resume; the newest is loaded when
@@ -156,6 +160,7 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
     (:func:`covseg.losses.segmentation_loss`, default ``structure``) or, for ``num_classes`` > 1, a softmax loss
     (:func:`covseg.losses.multiclass.multiclass_loss`, default ``ce_dice``, optional ``class_weights``).
     ``lr_schedule``: ``cosine`` (to 1 % of ``lr``), ``poly`` ((1 - t)^0.9, the FCN / DeepLab schedule) or constant.
+    ``inferer`` (``inferer(x, network)``, the bundle's ``train#inferer``) runs the training forward pass when given.
     """
     from covseg.losses import InfNetLoss
     from covseg.losses.multiclass import multiclass_loss
@@ -186,7 +191,8 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
     if loss_fn is None and num_classes > 1:
         loss_fn = InfNetLoss(edge_weight=0.0, seg_loss=multiclass_loss(seg_loss or "ce_dice", class_weights))
     step = make_train_step(network, optimizer, loss_fn or InfNetLoss(seg_loss=seg_loss or "structure"), device,
-                           image_size, scales, all_scales, bf16, channels_last, num_classes=num_classes)
+                           image_size, scales, all_scales, bf16, channels_last, num_classes=num_classes,
+                           inferer=inferer)
     trainer = Engine(step)
     best_file = output_dir / "best.json"
     best = {"val_dice": json.loads(best_file.read_text())["val_dice"] if best_file.exists() else -1.0}

@@ -9,14 +9,15 @@ Per volume (:func:`infer_volume`):
    slices **without lung are not predicted** and stay empty (probability 0);
 3. an optional *gate* (``gate(crops) -> sequence of bool``, e.g. a JCS-style slice classifier) sees the batch's
    crops and drops the slices it rejects (they stay empty too);
-4. the kept crops go through :class:`covseg.engines.predictor.SlicePredictor` in batches, driven by an ignite
-   :class:`~ignite.engine.Engine` (one iteration per batch, ``state.output`` = slices in the batch), so ignite
-   handlers (``ProgressBar``, ``Timer``, custom events) attach through ``handlers``;
+4. the kept crops go through :class:`covseg.engines.predictor.SlicePredictor` in batches; with ``handlers`` the
+   batches are driven by an ignite :class:`~ignite.engine.Engine` (one iteration per batch, ``state.output`` =
+   slices in the batch), so ignite handlers (``ProgressBar``, ``Timer``, custom events) attach; without, a plain
+   loop runs them (ignite is not imported) and ``progress(done, total)`` is called per batch;
 5. the probability maps are pasted back (:func:`covseg.transforms.crop.paste_from_box`, exact inverse of the
    crop) into a ``[z, y, x]`` float32 volume, 0 outside the boxes;
-6. **infection mask** = ``probability >= threshold`` (0.5) **and** inside the lung mask dilated in-plane by
-   ``lung_margin_mm`` (5 mm): findings outside the lungs are discarded, while consolidation at the pleura that
-   the lung mask may have missed is kept;
+6. **infection mask** (:class:`InfectionPostprocessing`) = ``probability >= threshold`` (0.5) **and** inside the
+   lung mask dilated in-plane by ``lung_margin_mm`` (5 mm): findings outside the lungs are discarded, while
+   consolidation at the pleura that the lung mask may have missed is kept;
 7. multi-class networks (C > 1, softmax, channel 0 = background): infection probability = ``1 - p[0]``, and
    the **label map** = ``1 + argmax(p[1:])`` inside the infection mask, 0 elsewhere (e.g. 1 ground glass,
    2 consolidation).
@@ -30,10 +31,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-from ignite.engine import Engine
 from torch import nn
 
 from covseg.engines.predictor import SlicePredictor
@@ -42,12 +43,18 @@ from covseg.transforms.crop import DEFAULT_MARGIN_MM, Box, crop_to_box, lung_box
 from covseg.transforms.intensity import window_hu
 from covseg.transforms.lung import lung_mask
 
-__all__ = ["LUNG_MARGIN_MM", "THRESHOLD", "Gate", "Handler", "VolumeInference", "infer_volume"]
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+
+__all__ = ["LUNG_MARGIN_MM", "THRESHOLD", "Gate", "Handler", "InfectionPostprocessing", "Progress", "VolumeInference",
+           "infer_volume"]
 
 Gate = Callable[[Sequence[np.ndarray]], Sequence[bool]]
 """A slice gate: windowed lung crops in, one ``keep`` flag per crop out."""
-Handler = Callable[[Engine], None]
+Handler = Callable[["Engine"], None]
 """Called with the per-volume ignite Engine before it runs (attach ProgressBar, timers, custom events)."""
+Progress = Callable[[int, int], None]
+"""Called after each batch of slices with ``(batches done, batches in the volume)``."""
 
 THRESHOLD = 0.5
 LUNG_MARGIN_MM = 5.0
@@ -84,18 +91,43 @@ def _dilate_in_plane(mask: np.ndarray, radius_px: int) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class InfectionPostprocessing:
+    """Probability -> infection mask: ``p >= threshold`` inside the lung mask dilated in-plane by
+    ``lung_margin_mm``; a class map (if any) is cleared outside the infection mask (steps 6-7 above)."""
+
+    threshold: float = THRESHOLD
+    lung_margin_mm: float = LUNG_MARGIN_MM
+
+    def __call__(self, prob: np.ndarray, lung: np.ndarray, spacing: Sequence[float],
+                 classes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        spacing_x, spacing_y = float(spacing[0]), float(spacing[1])
+        radius = int(round(self.lung_margin_mm / max(min(spacing_x, spacing_y), 1e-6)))
+        region = _dilate_in_plane(lung > 0, radius)
+        infection = ((prob >= self.threshold) & region).astype(np.uint8)
+        if classes is not None:
+            classes[infection == 0] = 0
+        return infection, classes
+
+
 def infer_volume(volume: CTVolume, predictor: SlicePredictor, *, lung: np.ndarray | None = None,
                  gate: Gate | None = None, threshold: float = THRESHOLD, lung_margin_mm: float = LUNG_MARGIN_MM,
-                 crop_margin_mm: float = DEFAULT_MARGIN_MM, handlers: Sequence[Handler] = ()) -> VolumeInference:
+                 crop_margin_mm: float = DEFAULT_MARGIN_MM, handlers: Sequence[Handler] = (),
+                 postprocessing: InfectionPostprocessing | None = None,
+                 progress: Progress | None = None) -> VolumeInference:
     """Segment infection in ``volume`` (see the module docstring); ``lung`` skips the lung-mask step.
 
     ``crop_margin_mm``: margin around each slice's lung box (``transforms.crop``, 3.5 mm like the SemiSeg
-    slices); ``lung_margin_mm``: in-plane dilation of the lung mask that bounds the infection mask.
+    slices); ``postprocessing`` (default: ``InfectionPostprocessing(threshold, lung_margin_mm)``) turns the
+    probability into the infection mask. ``handlers`` run the batches in an ignite Engine (imported only then);
+    ``progress(done, total)`` is a plain per-batch callback.
     """
     t0 = time.perf_counter()
     hu = volume.array
+    timing: dict[str, float] = {}
     if lung is None:
         lung = lung_mask(hu, volume.spacing)
+        timing["lung_mask"] = time.perf_counter() - t0
     lung = np.asarray(lung, dtype=np.uint8)
     t_lung = time.perf_counter()
     nz = hu.shape[0]
@@ -107,7 +139,7 @@ def infer_volume(volume: CTVolume, predictor: SlicePredictor, *, lung: np.ndarra
 
     margin = margin_px(volume.spacing, crop_margin_mm)
 
-    def step(engine: Engine, zs: list[int]) -> int:
+    def step(engine: object, zs: list[int]) -> int:
         boxes = [lung_box(lung[z], margin) for z in zs]
         crops = [_crop_window(hu[z], box) for z, box in zip(zs, boxes)]
         if gate is not None:
@@ -132,25 +164,28 @@ def infer_volume(volume: CTVolume, predictor: SlicePredictor, *, lung: np.ndarra
             predicted[z] = True
         return len(zs)
 
-    engine = Engine(step)
-    for attach in handlers:
-        attach(engine)
-    if batches:  # no lung: nothing to run (ignite refuses empty data)
-        engine.run(batches, max_epochs=1)
+    if handlers:
+        from ignite.engine import Engine  # only when ignite handlers are given: ignite costs seconds to import
+
+        engine = Engine(step)
+        for attach in handlers:
+            attach(engine)
+        if batches:  # no lung: nothing to run (ignite refuses empty data)
+            engine.run(batches, max_epochs=1)
+    else:
+        for done, zs in enumerate(batches, 1):
+            step(None, zs)
+            if progress is not None:
+                progress(done, len(batches))
     t_pred = time.perf_counter()
 
-    spacing_x, spacing_y = float(volume.spacing[0]), float(volume.spacing[1])
-    radius = int(round(lung_margin_mm / max(min(spacing_x, spacing_y), 1e-6)))
-    region = _dilate_in_plane(lung > 0, radius)
-    infection = ((prob >= threshold) & region).astype(np.uint8)
+    post = postprocessing or InfectionPostprocessing(threshold, lung_margin_mm)
     n_classes = int(state["n_classes"] or _out_channels(predictor.network))
-    classes = state["classes"]
-    if classes is not None:
-        classes[infection == 0] = 0
-    elif n_classes > 1:
+    infection, classes = post(prob, lung, volume.spacing, state["classes"])
+    if classes is None and n_classes > 1:
         classes = np.zeros(hu.shape, np.uint8)
     t_post = time.perf_counter()
-    timing = {"lung_mask": t_lung - t0, "predict": t_pred - t_lung, "postprocess": t_post - t_pred}
+    timing.update({"predict": t_pred - t_lung, "postprocess": t_post - t_pred})
     return VolumeInference(lung, prob, infection, predicted, classes, n_classes, timing)
 
 

@@ -1,0 +1,74 @@
+"""The Inf-Net bundle's configs are MONAI workflows: check_properties() finds every required property for the
+inference, evaluation and training workflow types, built from covseg's own pieces."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from bundle_runs import BUNDLE
+
+from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+
+CONFIGS = BUNDLE / "configs"
+
+
+def _workflow(name: str, workflow_type: str, **overrides):
+    from monai.bundle import ConfigWorkflow
+
+    workflow = ConfigWorkflow(config_file=str(CONFIGS / f"{name}.yaml"), workflow_type=workflow_type,
+                              logging_file=False, bundle_root=str(BUNDLE), **overrides)
+    workflow.initialize()
+    return workflow
+
+
+def _assert_complete(workflow) -> None:
+    logging.getLogger("monai").setLevel(logging.ERROR)
+    assert workflow.check_properties() == []  # not None: a workflow type was given, so MONAI really checked
+
+
+def test_inference_config_is_a_monai_infer_workflow(tmp_path):
+    from covseg.engines.batch import VolumeBatchInference, VolumeDataset, VolumePreprocessing
+    from covseg.engines.predictor import SlicePredictor
+    from covseg.engines.volume import InfectionPostprocessing
+
+    ct = write_phantom(tmp_path / "in" / "p.nii.gz", make_chest_phantom(shape=(6, 48, 48), spacing=(7.0, 7.0, 12.0),
+                                                                         seed=1))["ct"]
+    workflow = _workflow("inference", "infer", dataset_dir=str(ct), output_dir=str(tmp_path / "out"))
+    _assert_complete(workflow)
+    assert isinstance(workflow.dataset, VolumeDataset) and [s.name for s in workflow.dataset.data] == ["p"]
+    assert isinstance(workflow.dataset.transform, VolumePreprocessing)
+    assert isinstance(workflow.inferer, SlicePredictor)
+    assert isinstance(workflow.evaluator, VolumeBatchInference)
+    assert isinstance(workflow.parser.get_parsed_content("postprocessing"), InfectionPostprocessing)
+
+
+def test_evaluate_config_is_a_monai_eval_workflow(semiseg_dir, tmp_path):
+    from covseg.engines.evaluation import SliceEvaluation
+
+    workflow = _workflow("evaluate", "eval", dataset_dir=str(semiseg_dir), output_dir=str(tmp_path))
+    _assert_complete(workflow)
+    assert isinstance(workflow.evaluator, SliceEvaluation) and len(workflow.dataset) == 48
+
+
+def test_train_config_is_a_monai_train_workflow(semiseg_dir, tmp_path):
+    workflow = _workflow("train", "train", dataset_dir=str(semiseg_dir), output_dir=str(tmp_path), train_limit=4,
+                         image_size=64)
+    _assert_complete(workflow)
+    assert workflow.max_epochs == 100 and len(workflow.train_dataset) >= 1
+    assert type(workflow.train_inferer).__name__ == "SimpleInferer"
+
+
+def test_a_missing_property_is_reported(tmp_path):
+    """The check can fail: without an evaluator the inference workflow is incomplete."""
+    from monai.bundle import ConfigWorkflow
+
+    config = tmp_path / "configs" / "inference.yaml"
+    config.parent.mkdir()
+    text = (CONFIGS / "inference.yaml").read_text()
+    config.write_text(text.replace("\nevaluator:\n", "\nsomething_else:\n"))
+    (tmp_path / "configs" / "metadata.json").write_text((CONFIGS / "metadata.json").read_text())
+    workflow = ConfigWorkflow(config_file=str(config), workflow_type="infer", logging_file=False)
+    with pytest.raises(KeyError, match="evaluator"):
+        workflow.initialize()
+        workflow.check_properties()
