@@ -8,12 +8,8 @@ See docs/cli.md.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import logging
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -397,6 +393,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if shape is None or min(shape[1:]) < 16:
         _error(f"--phantom-shape {args.phantom_shape!r}: expected Z,Y,X with Y, X >= 16")
         return EXIT_USAGE
+    import tempfile
+
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="covseg-demo-"))
     try:
         ct, labels = write_demo_input(out / "demo", shape)
@@ -414,7 +412,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from covseg.io.atomic import atomic_write_text
     from covseg.io.errors import CovsegInputError
-    from covseg.metrics.toolbox import IMAGE_KEYS, evaluate_folders, format_table_row
+    from covseg.metrics.toolbox import evaluate_folders, format_table_row, per_image_csv_text
 
     try:
         figures = evaluate_folders(args.pred_dir, args.gt_dir)
@@ -423,17 +421,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     per_image = figures.pop("per_image", [])
     if args.csv:
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(("name", *IMAGE_KEYS))
-        for row in per_image:
-            writer.writerow([row["name"], *(f"{row[k]:.6f}" for k in IMAGE_KEYS)])
         try:
-            atomic_write_text(args.csv, buf.getvalue())
+            atomic_write_text(args.csv, per_image_csv_text(per_image))
         except (CovsegInputError, OSError) as exc:
             _error(str(exc))
             return EXIT_USAGE
     if args.json:
+        import json
+
         print(json.dumps({k: (float(v) if isinstance(v, float) else v) for k, v in figures.items()}, indent=2))
     else:
         print(format_table_row(figures, name=args.name))

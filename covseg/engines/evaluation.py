@@ -6,8 +6,6 @@ check them, then scores the folder with the authors' toolbox conventions (:mod:`
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +17,7 @@ from torch import nn
 from covseg.engines.predictor import SlicePredictor
 from covseg.io.atomic import atomic_write_text
 from covseg.io.slices import list_images, read_grey, write_grey
-from covseg.metrics.toolbox import IMAGE_KEYS, evaluate_folders, format_table_row
+from covseg.metrics.toolbox import evaluate_folders, format_table_row, per_image_csv_text
 
 TABLE_KEYS = ("meanDic", "meanSen", "meanSpe", "Sm", "meanEm", "MAE")
 
@@ -70,12 +68,7 @@ class SliceEvaluation:
         figures = evaluate_folders(predictions, self.masks_dir)
         per_image = figures.pop("per_image", [])
         atomic_write_text(self.output_dir / "metrics.json", json.dumps(figures, indent=2))
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(("name", *IMAGE_KEYS))
-        for row in per_image:
-            writer.writerow([row["name"], *(f"{row[k]:.4f}" for k in IMAGE_KEYS)])
-        atomic_write_text(self.output_dir / "per_image.csv", buffer.getvalue())
+        atomic_write_text(self.output_dir / "per_image.csv", per_image_csv_text(per_image, digits=4))
         print(format_table_row(figures, name=self.name), flush=True)
         return figures
 

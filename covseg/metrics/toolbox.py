@@ -358,3 +358,16 @@ def format_table_row(figures: dict, name: str | None = None) -> str:
         head.insert(0, f"{'model':<{width}}")
         row.insert(0, f"{name:<{width}}")
     return " ".join(head) + "\n" + " ".join(row)
+
+
+def per_image_csv_text(per_image: list[dict], digits: int = 6) -> str:
+    """The ``per_image`` rows of :func:`evaluate_folders` as CSV text: ``name`` then :data:`IMAGE_KEYS`."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(("name", *IMAGE_KEYS))
+    for row in per_image:
+        writer.writerow([row["name"], *(f"{row[k]:.{digits}f}" for k in IMAGE_KEYS)])
+    return buffer.getvalue()
