@@ -1,7 +1,7 @@
 """Load on covseg's MONAI Label server: concurrent infer clients for a bounded time, on loopback only.
 
 Usage: ``python benchmarks/bench_label_server.py [--clients 8] [--duration 120] [--model covseg_infection]
-[--threads 1] [--bf16 false] [--timeout 1800] [--no-docs]``.
+[--threads 1] [--bf16 auto] [--timeout 1800] [--no-docs]``.
 
 Starts ``covseg label-server`` on 127.0.0.1 (a free port) with a temporary studies folder holding copies of the
 real CT volumes in ``../shared/data/ct-volumes`` (chest-cip64, chest-2slice, abdomen-totalseg's small volume).
@@ -146,6 +146,7 @@ def client(index: int, url: str, model: str, images: dict[str, Path], allowed: s
                         parts["params" if 'name="params"' in disposition else "image"] = part.content
                     meta = json.loads(parts["params"])
                     rec["compute_s"] = float(meta["latencies"]["total"])
+                    rec["precision"] = meta.get("precision", "-")
                     rec["mismatch"] = check_label(parts["image"], images[image], allowed, scratch)
             except Exception as exc:  # noqa: BLE001 - every failure is counted, none stops the run
                 rec.setdefault("done", time.monotonic())
@@ -178,6 +179,7 @@ def summarise(records: list[dict], t0: float, duration: float) -> dict:
         "wait_max_s": round(max(waits, default=float("nan")), 2),
         "server_busy_fraction": round(busy / span, 3) if span > 0 else None,
         "mean_requests_in_system": round(sum(latencies) / span, 2) if span > 0 else None,
+        "precision": sorted({r.get("precision", "-") for r in ok}),
         "served_per_image": {img: sum(1 for r in ok if r["image"] == img) for img in sorted({r["image"] for r in ok})},
         "compute_p50_per_image_s": {img: round(percentile([r["compute_s"] for r in ok if r["image"] == img], 50), 2)
                                     for img in sorted({r["image"] for r in ok})},
@@ -191,7 +193,7 @@ def markdown(summary: dict, args: argparse.Namespace, load: tuple, load_after: t
             ("requests served", s["requests_served"]), ("errors", s["errors"]),
             ("mismatched geometry / values", s["mismatched_geometry"]),
             ("latency p50 / p95 / max (s)", f"{s['latency_p50_s']} / {s['latency_p95_s']} / {s['latency_max_s']}"),
-            ("server compute p50 (s)", s["compute_p50_s"]),
+            ("server compute p50 (s); precision", f"{s['compute_p50_s']}; {', '.join(s['precision'])}"),
             ("wait in queue p50 / max (s)", f"{s['wait_p50_s']} / {s['wait_max_s']}"),
             ("server busy fraction", s["server_busy_fraction"]),
             ("mean requests in the server", s["mean_requests_in_system"]),
@@ -215,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=120.0, help="seconds during which requests are sent")
     parser.add_argument("--model", default="covseg_infection")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--bf16", default="false", help="infer precision: false (fp32), auto or true")
+    parser.add_argument("--bf16", default="auto",
+                        help="infer precision: auto (bf16 where the CPU runs it natively, as users get), false, true")
     parser.add_argument("--timeout", type=float, default=1800.0, help="client timeout per request (s)")
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args(argv)
