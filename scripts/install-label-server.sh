@@ -30,6 +30,7 @@ trap 'rm -f "$constraints"' EXIT
 "$PY" -m pip list --format=freeze --exclude-editable 2>/dev/null | grep -E '^[A-Za-z0-9_.-]+==' > "$constraints" || true
 
 "$PY" -m pip install -q --no-deps "${NO_DEPS[@]}"
+echo "note: pip may list monailabel's requirements that were skipped on purpose (--no-deps); that is expected" >&2
 "$PY" -m pip install -q -c "$constraints" "${SERVER[@]}"
 
 # sanity: the server imports, and pip sees no conflict among what covseg and the server use
