@@ -301,3 +301,17 @@ def test_disk_full_real_tmpfs(tmp_path, inputs, tiny_model, capsys):
         _assert_complete(out, 2)
     finally:
         subprocess.run(["umount", str(tiny)], capture_output=True)
+
+
+def test_tagged_name_still_finds_its_label(tmp_path, inputs, tiny_model):
+    """``siteB/ct.nii.gz`` written as ``ct_<tag>`` is still scored against ``labels/ct.nii.gz``."""
+    import shutil
+
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    shutil.copy(inputs[0].parent / "ct_infection.nii.gz", labels / "ct.nii.gz")
+    out = tmp_path / "out"
+    assert main(_argv(inputs[:2], out) + ["--labels", str(labels)]) == 0
+    volumes = json.loads((out / "summary.json").read_text())["volumes"]
+    assert len(volumes) == 2 and volumes[1]["name"].startswith("ct_")
+    assert all(v["label"] == str(labels / "ct.nii.gz") and v["metrics"] for v in volumes)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -142,6 +143,9 @@ def prepare_volume(volume: CTVolume, predictor: SlicePredictor, out_dir: str | P
     label = None
     if label_path is None and labels_dir is not None:
         label_path = find_label(labels_dir, volume.name)
+        tagged = re.fullmatch(r"(.+)_[0-9a-f]{8}", volume.name)  # a name tagged by covseg.io.naming
+        if label_path is None and tagged:
+            label_path = find_label(labels_dir, tagged.group(1))
         if label_path is None:
             warnings.append(f"no label {Path(labels_dir) / (volume.name + '.nii.gz')}: no scores")
     if label_path is not None:
