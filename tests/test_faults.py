@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -329,14 +330,21 @@ def test_fault5_leftovers_of_dead_runs_are_cleaned_live_ones_kept(tmp_path):
     (tmp_path / f".tmp-{live}-0123abcd-busy").mkdir()  # a live run's work in progress
     (tmp_path / "vol").mkdir()
     (tmp_path / "vol" / f".tmp-{dead}-0123abcd-report.json").write_text("{")
+    ours = leftover_name("tmp", "mine")  # this live process, with its host tag
+    (tmp_path / ours).mkdir()
+    foreign_new = f".tmp-{dead}@ffffff-0123abcd-other"  # another host's pid cannot be checked: kept while young
+    foreign_old = f".tmp-{dead}@ffffff-4567abcd-stale"  # ... and removed when over an hour old
+    (tmp_path / foreign_new).mkdir()
+    (tmp_path / foreign_old).mkdir()
+    os.utime(tmp_path / foreign_old, (time.time() - 7200, time.time() - 7200))
     actions = clean_leftovers(tmp_path)
-    assert len(actions) == 4
-    assert sorted(os.listdir(tmp_path)) == sorted([f".tmp-{live}-0123abcd-busy", "prev", "vol"])
+    assert len(actions) == 5
+    assert sorted(os.listdir(tmp_path)) == sorted([f".tmp-{live}-0123abcd-busy", ours, foreign_new, "prev", "vol"])
     assert (tmp_path / "prev" / "report.json").exists() and os.listdir(tmp_path / "vol") == []
 
 
 def test_leftover_names_carry_the_pid(tmp_path):
-    assert leftover_name("tmp", "ct").startswith(f".tmp-{os.getpid()}-")
+    assert leftover_name("tmp", "ct").startswith(f".tmp-{os.getpid()}@")
     ensure_writable_dir(tmp_path / "new")
     assert os.listdir(tmp_path / "new") == []  # the write probe leaves nothing
 

@@ -1,7 +1,7 @@
 """Export of one volume's results: every output file, written into a hidden folder that replaces ``<out>/<name>``.
 
 :func:`export_volume` is the one place where a volume's outputs are written. Files go to
-``<out>/.tmp-<pid>-<hex>-<name>/``, ``report.json`` last, and the folder is then renamed to ``<out>/<name>/``
+``<out>/.tmp-<pid>@<host>-<hex>-<name>/``, ``report.json`` last, and the folder is then renamed to ``<out>/<name>/``
 (replacing this input's previous result), so a failure leaves no partial folder and a ``kill -9`` leaves
 only a hidden folder that the next run removes (:func:`covseg.io.atomic.clean_leftovers`). The name is
 checked under the output folder's lock just before the rename: a folder holding another input's result

@@ -1,15 +1,16 @@
 """Atomic outputs: write to a hidden temporary name in the same folder, rename on success.
 
 A failure (exception, Ctrl-C) inside the block deletes the temporary file, so no half-written output
-is ever left under the final name. Temporary names are ``.tmp-<pid>-<hex>-<name>`` (hidden, skipped by
+is ever left under the final name. Temporary names are ``.tmp-<pid>@<host>-<hex>-<name>`` (hidden, skipped by
 :func:`covseg.io.discover.find_volumes`) and keep the final name's suffix so writers that choose a
 format from the extension (SimpleITK, nibabel) still do the right thing. A folder being replaced is first
-moved aside as ``.old-<pid>-<hex>-<name>``.
+moved aside as ``.old-<pid>@<host>-<hex>-<name>``.
 
 The writer's pid in those names lets a later run tell the leftovers of a killed run (``kill -9``, power
 loss: nothing could clean up) from a live run's work in progress: :func:`clean_leftovers` removes a
-leftover only when its owner process no longer exists, and moves an ``.old-*`` folder back when the
-run died between moving the previous result aside and putting the new one in place.
+leftover only when its owner process no longer exists (one written on another host only when it is over
+an hour old), and moves an ``.old-*`` folder back when the run died between moving the previous result
+aside and putting the new one in place.
 
 A write that fails for lack of space or permission raises a one-line :class:`CovsegInputError`.
 :func:`check_nifti_written` (used by :func:`covseg.io.write.write_volume_like`) checks a NIfTI file's length
@@ -21,10 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import secrets
 import shutil
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,9 +44,10 @@ __all__ = [
     "pid_alive",
 ]
 
-_LEFTOVER = re.compile(r"^\.(tmp|old)-(\d+)-[0-9a-f]{8}-(.+)$")
+_LEFTOVER = re.compile(r"^\.(tmp|old)-(\d+)(?:@([0-9a-f]{6}))?-[0-9a-f]{8}-(.+)$")
 _LEGACY = re.compile(r"^\.(tmp|old)-[0-9a-f]{8}-(.+)$")  # covseg before the pid was in the name
-_LEGACY_AGE_S = 3600.0  # legacy leftovers carry no pid: removed only when this old
+_LEGACY_AGE_S = 3600.0  # leftovers whose pid cannot be checked (legacy, other host): removed only when this old
+_HOST = hashlib.sha1(socket.gethostname().encode("utf-8")).hexdigest()[:6]
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO}
 
 
@@ -63,8 +67,12 @@ def ensure_writable_dir(directory: str | Path, probe: bool = True) -> Path:
 
 
 def leftover_name(kind: str, name: str) -> str:
-    """A hidden name ``.<kind>-<pid>-<8 hex>-<name>`` (``kind`` ``tmp`` or ``old``) owned by this process."""
-    return f".{kind}-{os.getpid()}-{secrets.token_hex(4)}-{name}"
+    """A hidden name ``.<kind>-<pid>@<host>-<8 hex>-<name>`` (``kind`` ``tmp`` or ``old``) owned by this process.
+
+    ``<host>`` is 6 hex digits of the host name's SHA-1: a pid means something only on its own machine (an
+    output folder on a network share, or shared by containers, is seen by several).
+    """
+    return f".{kind}-{os.getpid()}@{_HOST}-{secrets.token_hex(4)}-{name}"
 
 
 @contextlib.contextmanager
@@ -155,8 +163,10 @@ def clean_leftovers(directory: str | Path, depth: int = 1) -> list[str]:
         m = _LEFTOVER.match(entry.name)
         legacy = None if m else _LEGACY.match(entry.name)
         path = Path(entry.path)
-        if m:
-            kind, name, dead = m.group(1), m.group(3), not pid_alive(int(m.group(2)))
+        if m and m.group(3) in (None, _HOST):
+            kind, name, dead = m.group(1), m.group(4), not pid_alive(int(m.group(2)))
+        elif m:  # another host's: its pid cannot be checked from here; temporaries live seconds, not hours
+            kind, name, dead = m.group(1), m.group(4), _age_s(path) > _LEGACY_AGE_S
         elif legacy:
             kind, name, dead = legacy.group(1), legacy.group(2), _age_s(path) > _LEGACY_AGE_S
         else:
