@@ -228,3 +228,37 @@ def test_labels_give_scores(tmp_path, phantom):
     missing = run_batch([ct], tmp_path / "out", Constant(3.0), labels_dir=tmp_path, image_size=16)
     assert missing[0].report.metrics is None
     assert any(w.startswith("no label") for w in missing[0].report.warnings)
+
+
+def test_dataset_prefetch_reads_once_and_preprocessing_carries_the_lung(ct_ras):
+    from covseg.engines.batch import VolumeDataset, VolumePreprocessing
+
+    calls = []
+    preprocessing = VolumePreprocessing()
+
+    def counting(source):
+        calls.append(source.name)
+        return preprocessing(source)
+
+    dataset = VolumeDataset([ct_ras], counting)
+    dataset.prefetch(0)
+    dataset.prefetch(0)  # already under way: not started twice
+    item = dataset[0]
+    assert calls == ["chest"] and item.volume.name == "chest"
+    assert item.lung is not None and item.lung.shape == item.volume.array.shape and item.lung.any()
+    assert set(item.timing_s) == {"read", "lung_mask"}
+    assert dataset[0] is not item and calls == ["chest", "chest"]  # a prefetched item is handed out once
+    dataset.prefetch(5)  # out of range: nothing
+    assert len(dataset) == 1
+
+
+def test_dataset_prefetch_delivers_errors_to_the_reader(tmp_path):
+    from covseg.engines.batch import VolumeDataset
+    from covseg.io.errors import CovsegInputError
+
+    empty = tmp_path / "empty.nii.gz"
+    empty.write_bytes(b"")
+    dataset = VolumeDataset([empty])
+    dataset.prefetch(0)
+    with pytest.raises(CovsegInputError, match="empty"):
+        dataset[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -209,32 +210,39 @@ def _error(message: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ infer
-def _load(args: argparse.Namespace):
-    """The model of ``--model`` / ``--bundle`` / default, or ``None`` after printing one error line."""
-    from covseg.networks.loading import load_model
-
+def _check_model_args(args: argparse.Namespace) -> bool:
+    """The model options make sense (else one error line and ``False``); applies ``--threads``."""
     if args.batch_size < 1:
         _error(f"--batch-size must be >= 1, got {args.batch_size}")
-        return None
+        return False
     if args.threads is not None:
         import torch
 
         if args.threads < 1:
             _error(f"--threads must be >= 1, got {args.threads}")
-            return None
+            return False
         torch.set_num_threads(args.threads)
     if args.image_size is not None and (args.image_size < 64 or args.image_size % 32):
         _error(f"--image-size must be a multiple of 32 and at least 64, got {args.image_size}")
-        return None
+        return False
     if args.backend == "onnxruntime" and args.device != "cpu":
         _error(f"--backend onnxruntime runs on the CPU only, not --device {args.device}")
-        return None
+        return False
     if args.device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
             _error(f"--device {args.device}: CUDA is not available (torch {torch.__version__})")
-            return None
+            return False
+    return True
+
+
+def _load(args: argparse.Namespace):
+    """The model of ``--model`` / ``--bundle`` / default, or ``None`` after printing one error line."""
+    from covseg.networks.loading import load_model
+
+    if not _check_model_args(args):
+        return None
     try:
         model = load_model(model=args.model, bundle=args.bundle, device=args.device)
         if args.image_size is not None:
@@ -257,7 +265,7 @@ def _export_notice(path: Path) -> None:
 
 def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels: str | None) -> int:
     """Load the model, build the bundle's inference workflow with it, run it with a progress bar, print the table."""
-    from covseg.engines.batch import check_folders, evaluator_from_config
+    from covseg.engines.batch import check_folders, inference_config
     from covseg.engines.interrupts import BatchInterrupted
     from covseg.io.errors import CovsegInputError
     from covseg.networks.loading import DEFAULT_BUNDLE
@@ -267,6 +275,19 @@ def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, label
     except CovsegInputError as exc:
         _error(str(exc))
         return EXIT_USAGE
+    if not _check_model_args(args):
+        return EXIT_USAGE
+    bundle = Path(args.bundle) if args.bundle else DEFAULT_BUNDLE
+    config = bundle / "configs" / "inference.yaml"
+    parser = None
+    if config.is_file():  # read + lung-mask the first volume while the model loads
+        parser = inference_config(config, {"bundle_root": str(bundle), "input_dir": [str(i) for i in inputs]})
+        try:
+            dataset = parser.get_parsed_content("dataset")
+        except Exception as exc:  # noqa: BLE001 - MONAI wraps the cause: show it in one line
+            return _config_error(exc)
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            dataset.prefetch(0)
     model = _load(args)
     if model is None:
         return EXIT_USAGE
@@ -279,7 +300,6 @@ def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, label
         except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
             _error(" ".join(str(exc).split()))
             return EXIT_USAGE
-    bundle = Path(args.bundle) if args.bundle else DEFAULT_BUNDLE
     overrides = {
         "bundle_root": str(bundle), "input_dir": [str(i) for i in inputs], "output_dir": str(out),
         "labels_dir": labels, "device": args.device, "batch_size": args.batch_size,
@@ -290,12 +310,14 @@ def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, label
         "evaluator#meta": {"command": "covseg infer", "inputs": [str(i) for i in inputs]}, "evaluator#gate": gate,
     }
     try:
-        evaluator = evaluator_from_config(bundle / "configs" / "inference.yaml", overrides)
+        if parser is None:  # a --bundle without its own inference config: the shipped one, with this network
+            parser = inference_config(DEFAULT_BUNDLE / "configs" / "inference.yaml")
+        else:
+            overrides["dataset"] = dataset  # the same object, whose first volume is being read
+        parser.update(overrides)
+        evaluator = parser.get_parsed_content("evaluator")
     except Exception as exc:  # noqa: BLE001 - MONAI wraps the cause: show it in one line
-        while exc.__cause__ is not None:
-            exc = exc.__cause__
-        _error(" ".join(str(exc).split()) or type(exc).__name__)
-        return EXIT_USAGE
+        return _config_error(exc)
     with _progress(len(evaluator.dataset), args.no_progress) as bar:
         evaluator.on_start, evaluator.on_result, evaluator.progress = bar.on_start, bar.on_result, bar.on_batch
         try:
@@ -314,6 +336,14 @@ def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, label
             _error(f"interrupted: {n_ok} volume(s) finished before it are complete in {out}/ (summary.json)")
             return EXIT_INTERRUPTED
     return _finish_infer(results, out, evaluator.is_main, evaluator.seconds)
+
+
+def _config_error(exc: BaseException) -> int:
+    """One error line for a failure while building the workflow from the config (MONAI wraps the cause)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    _error(" ".join(str(exc).split()) or type(exc).__name__)
+    return EXIT_USAGE
 
 
 class _progress:

@@ -18,9 +18,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,7 +56,8 @@ from covseg.transforms.lung import lung_mask
 log = logging.getLogger(__name__)
 
 __all__ = ["VolumeBatchInference", "VolumeDataset", "VolumeItem", "VolumePreprocessing", "as_predictor",
-           "check_folders", "evaluator_from_config", "predictor_info", "prepare_volume", "process_volume", "run_batch"]
+           "check_folders", "evaluator_from_config", "inference_config", "predictor_info", "prepare_volume",
+           "process_volume", "run_batch"]
 
 
 @dataclass
@@ -100,12 +102,30 @@ class VolumeDataset(Sequence):
         self.data: list[VolumeSource] = ([s for s in data if isinstance(s, VolumeSource)]
                                          + (find_volumes(paths) if paths else []))
         self.transform = transform if transform is not None else VolumePreprocessing()
+        self._ahead: dict[int, Future] = {}
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __getitem__(self, index: int) -> VolumeItem:  # type: ignore[override]
-        return self.transform(self.data[index])
+        ahead = self._ahead.pop(index, None)
+        return ahead.result() if ahead is not None else self.transform(self.data[index])
+
+    def prefetch(self, index: int = 0) -> None:
+        """Start computing item ``index`` now, in a daemon thread (e.g. while the model loads); the next
+        ``dataset[index]`` returns that result. The thread never delays the process's exit."""
+        if not 0 <= index < len(self.data) or index in self._ahead:
+            return
+        future: Future = Future()
+
+        def work() -> None:
+            try:
+                future.set_result(self.transform(self.data[index]))
+            except BaseException as exc:  # noqa: BLE001 - delivered to whoever asks for the item
+                future.set_exception(exc)
+
+        self._ahead[index] = future
+        threading.Thread(target=work, name="covseg-prefetch", daemon=True).start()
 
 
 def check_folders(out_dir: str | Path, labels_dir: str | Path | None = None) -> Path:
@@ -291,6 +311,7 @@ def run_batch(sources: Sequence[VolumeSource | str | Path] | VolumeDataset, out_
                     on_start(src)
                 try:
                     loaded: VolumeItem = current.result()
+                    loaded.volume.name = src.name  # as claimed (a prefetched volume was read before the claim)
                     item = (prepare or prepare_volume)(
                         loaded.volume, predictor, out_dir, labels_dir=labels_dir, gate=gate, model_info=info,
                         handlers=handlers, threshold=threshold, lung_margin_mm=lung_margin_mm,
@@ -363,7 +384,8 @@ class VolumeBatchInference:
         check_folders(self.output_dir, self.labels_dir)
         shard = shard_from_env()
         self.is_main, self.processes = shard.is_main, shard.world
-        mine = VolumeDataset(shard.take(self.dataset.data), self.dataset.transform)
+        mine = (self.dataset if shard.world == 1
+                else VolumeDataset(shard.take(self.dataset.data), self.dataset.transform))
         try:
             results = run_batch(mine, self.output_dir, self.inferer, self.labels_dir, gate=self.gate,
                                 handlers=self.handlers, on_start=self.on_start, on_result=self.on_result,
@@ -400,12 +422,18 @@ class VolumeBatchInference:
         write_batch_report(self.results, self.output_dir, meta)
         write_html_report(self.output_dir, meta)
 
-def evaluator_from_config(config_file: str | Path, overrides: dict | None = None) -> VolumeBatchInference:
-    """The ``evaluator`` of a bundle's inference config (with ``overrides``: id -> value, values may be objects),
-    exactly as ``python -m monai.bundle run inference`` builds it."""
+def inference_config(config_file: str | Path, overrides: dict | None = None):
+    """A ``monai.bundle.ConfigParser`` of a bundle's inference config with ``overrides`` (id -> value; values may
+    be objects): :func:`evaluator_from_config` and the CLI build their objects from it."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(str(config_file))
     parser.update(overrides or {})
-    return parser.get_parsed_content("evaluator")
+    return parser
+
+
+def evaluator_from_config(config_file: str | Path, overrides: dict | None = None) -> VolumeBatchInference:
+    """The ``evaluator`` of a bundle's inference config (with ``overrides``), exactly as
+    ``python -m monai.bundle run inference`` builds it."""
+    return inference_config(config_file, overrides).get_parsed_content("evaluator")
