@@ -60,6 +60,12 @@ def load_bundle(bundle_dir: str | Path, device: str = "cpu") -> LoadedModel:
     parser["bundle_root"] = str(bundle_dir)
     net = load_weights(parser.get_parsed_content("network_def"), weights)
     meta = dict(parser.get("covseg", {}) or {})
+    if meta.get("prior_bundle"):  # a multi-class head: chain it after the binary bundle it names
+        from covseg.networks.multiclass import PriorGuidedSegmenter
+
+        prior = load_bundle((bundle_dir / str(meta["prior_bundle"])).resolve(), device)
+        net = PriorGuidedSegmenter(prior.network, net, prior_size=prior.image_size)
+        meta["prior_version"] = prior.meta.get("version")
     metadata = bundle_dir / "configs" / "metadata.json"
     if metadata.is_file() and "version" not in meta:  # the bundle's version, shown in reports
         meta["version"] = str(json.loads(metadata.read_text(encoding="utf-8")).get("version", "")) or None

@@ -77,6 +77,8 @@ class VolumeReport:
     status: str = "ok"
     model: dict = field(default_factory=dict)
     class_ml: dict[str, float] | None = None
+    class_volumes: dict[str, dict[str, float]] | None = None  # per class: ml, lung_percent, right_ml, left_ml
+    class_metrics: dict[str, dict[str, float]] | None = None  # per class vs a 0/1/2 label: dice ... mae
     label: str | None = None
     metrics: dict[str, float] | None = None
     warnings: list[str] = field(default_factory=list)
@@ -150,6 +152,34 @@ def _ml(count: int, voxel_ml: float) -> float:
     return round(float(count) * voxel_ml, 3)
 
 
+def _class_names(n_classes: int) -> list[str]:
+    from covseg.metrics.multiclass import DEFAULT_CLASSES
+
+    return list(DEFAULT_CLASSES) if n_classes == len(DEFAULT_CLASSES) else [f"class{k}" for k in range(n_classes)]
+
+
+def _class_volumes(classes: np.ndarray, lung: np.ndarray, n_classes: int, voxel_ml: float,
+                   lung_n: int) -> dict[str, dict[str, float]]:
+    """Per foreground class: volume (mL), share of the lung (%), and its volume in the right and left lung."""
+    names = _class_names(n_classes)
+    out = {}
+    for k in range(1, n_classes):
+        in_class = classes == k
+        right, left = int(np.count_nonzero(in_class & (lung == 1))), int(np.count_nonzero(in_class & (lung == 2)))
+        out[names[k]] = {"ml": _ml(int(np.count_nonzero(in_class)), voxel_ml),
+                         "lung_percent": round(100.0 * (right + left) / lung_n, 3) if lung_n else 0.0,
+                         "right_ml": _ml(right, voxel_ml), "left_ml": _ml(left, voxel_ml)}
+    return out
+
+
+def _class_metrics(classes: np.ndarray, label: np.ndarray, n_classes: int) -> dict[str, dict[str, float]]:
+    """Dice / Sen / Spec / Prec / MAE per foreground class of the label map against a class-index label."""
+    from covseg.metrics.multiclass import class_scores
+
+    scores = class_scores(classes.astype(np.int64), label.astype(np.int64), n_classes, _class_names(n_classes))
+    return {name: {k: round(float(sc[k]), 6) for k in METRIC_KEYS} for name, sc in scores.items()}
+
+
 def build_volume_report(name: str, source: str, lung: np.ndarray, infection: np.ndarray,
                         spacing_xyz: Sequence[float], *, prob: np.ndarray | None = None,
                         label: np.ndarray | None = None, label_path: str | None = None,
@@ -176,10 +206,13 @@ def build_volume_report(name: str, source: str, lung: np.ndarray, infection: np.
     infected_slices = int(np.count_nonzero(_per_slice_count(inf)))
     lung_ml = _ml(lung_n, voxel_ml)
     warn = list(warnings) + lung_warnings(lung_slices, nz, lung_ml)
-    class_ml = None
+    class_ml = class_volumes = class_metrics = None
     if classes is not None and n_classes > 1:
         counts = np.bincount(classes.ravel(), minlength=n_classes)
         class_ml = {str(k): _ml(int(counts[k]), voxel_ml) for k in range(1, n_classes)}
+        class_volumes = _class_volumes(classes, lung, n_classes, voxel_ml, lung_n)
+        if label is not None and label.shape == classes.shape and int(label.max(initial=0)) > 1:
+            class_metrics = _class_metrics(classes, label, n_classes)
     metrics = None
     if label is not None:
         if label.shape != infection.shape:
@@ -197,7 +230,8 @@ def build_volume_report(name: str, source: str, lung: np.ndarray, infection: np.
         lung_involvement_percent=round(100.0 * (inf_right + inf_left) / lung_n, 3) if lung_n else 0.0,
         n_slices=nz, lung_slices=lung_slices, infected_slices=infected_slices,
         predicted_slices=lung_slices if predicted_slices is None else int(predicted_slices),
-        model=dict(model or {}), class_ml=class_ml, label=label_path, metrics=metrics, warnings=warn,
+        model=dict(model or {}), class_ml=class_ml, class_volumes=class_volumes, class_metrics=class_metrics,
+        label=label_path, metrics=metrics, warnings=warn,
         timing_s={k: round(float(v), 3) for k, v in (timing_s or {}).items() if math.isfinite(v)},
         severity=compute_severity(lung, infection).to_dict(),
     )

@@ -1,0 +1,82 @@
+"""Paper-table evaluation of a multi-class model (slice -> background / GGO / consolidation) on the test split.
+
+Writes each foreground class's softmax probability as an 8-bit PNG named like its image, at its mask's size
+(``predictions-ggo/``, ``predictions-consolidation/``), scores each folder with the toolbox conventions against
+``masks-ggo/`` and ``masks-consolidation/``, adds the argmax-label Dice per class, and prints the table.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch.nn.functional as F
+from torch import nn
+
+from covseg.engines.predictor import SlicePredictor
+from covseg.io.atomic import atomic_write_text
+from covseg.io.slices import list_images, read_class_mask, read_grey, write_grey
+from covseg.metrics.multiclass import DEFAULT_CLASSES, class_scores
+from covseg.metrics.toolbox import evaluate_folders
+
+CLASS_FOLDERS = {"ggo": "masks-ggo", "consolidation": "masks-consolidation"}
+
+
+def _resize(probs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    import torch
+
+    if probs.shape[-2:] == shape:
+        return probs
+    t = F.interpolate(torch.from_numpy(probs)[None], size=shape, mode="bilinear", align_corners=False)
+    return t[0].numpy()
+
+
+def predict_classes(network: nn.Module, images_dir: str | Path, out_dir: str | Path,
+                    masks_dir: str | Path | None = None, image_size: int = 352, device: str = "cpu",
+                    bf16: bool | str = False, batch_size: int = 4) -> dict[str, np.ndarray]:
+    """Class probabilities (C, H, W) per image of ``images_dir`` at its mask's size; each foreground class map is
+    written to ``out_dir/predictions-<class>/<stem>.png``."""
+    out_dir = Path(out_dir)
+    predictor = SlicePredictor(network, image_size=image_size, device=device, batch_size=batch_size, bf16=bf16,
+                               channels_last=False)
+    paths = list_images(Path(images_dir))
+    result = {}
+    for path, probs in zip(paths, predictor.predict([read_grey(p) for p in paths])):
+        if masks_dir is not None:
+            probs = _resize(probs, read_class_mask(Path(masks_dir) / f"{path.stem}.png").shape)
+        for k, name in enumerate(DEFAULT_CLASSES[1:], start=1):
+            write_grey(out_dir / f"predictions-{name}" / f"{path.stem}.png", probs[k])
+        result[path.stem] = probs
+    return result
+
+
+def evaluate_multiclass(network: nn.Module, dataset_dir: str | Path, output_dir: str | Path, image_size: int = 352,
+                        device: str = "cpu", bf16: bool | str = False, name: str = "covseg") -> dict:
+    """Predict the test split, score GGO and consolidation like the paper, write ``metrics.json``; print the table."""
+    dataset_dir, output_dir = Path(dataset_dir), Path(output_dir)
+    test = dataset_dir / "test"
+    probs = predict_classes(network, test / "images", output_dir, test / "masks-multiclass", image_size, device, bf16)
+    figures: dict[str, dict] = {}
+    label_dice: dict[str, list[float]] = {c: [] for c in CLASS_FOLDERS}
+    for stem, p in probs.items():
+        gt = read_class_mask(test / "masks-multiclass" / f"{stem}.png")
+        for cls, sc in class_scores(p.argmax(0), gt).items():
+            label_dice[cls].append(sc["dice"])
+    for cls, folder in CLASS_FOLDERS.items():
+        fig = evaluate_folders(output_dir / f"predictions-{cls}", test / folder)
+        fig.pop("per_image", None)
+        fig["labelDice"] = float(np.mean(label_dice[cls]))
+        figures[cls] = fig
+    atomic_write_text(output_dir / "metrics.json", json.dumps(figures, indent=2))
+    print(format_class_table(figures, name), flush=True)
+    return figures
+
+
+def format_class_table(figures: dict[str, dict], name: str) -> str:
+    """A markdown table: one row per class with the paper's columns and the argmax-label Dice."""
+    keys = ("meanDic", "meanSen", "meanSpe", "Sm", "meanEm", "MAE", "labelDice")
+    lines = [f"| {name} | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for cls, fig in figures.items():
+        lines.append(f"| {cls} | " + " | ".join(f"{fig[k]:.3f}" for k in keys) + " |")
+    return "\n".join(lines)

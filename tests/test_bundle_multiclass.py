@@ -1,0 +1,72 @@
+"""The multi-class bundle: metadata verifies offline, the inference config is a MONAI workflow, and a tiny
+train -> evaluate run writes the per-class maps the acceptance check reads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from bundle_runs import REPO, run_ok
+from PIL import Image
+
+BUNDLE = REPO / "bundles" / "multiclass_infnet"
+CONFIGS = BUNDLE / "configs"
+HEAD = {"features": (16, 16, 32, 64, 128, 16), "prior_residual": True}  # network_def of the configs
+
+
+def _cmd(run_id: str, config: str, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", str(CONFIGS / config),
+            "--bundle_root", str(BUNDLE), *overrides]
+
+
+def test_metadata_verifies_offline():
+    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file",
+                           str(CONFIGS / "metadata.json"), "--filepath", str(REPO / "bundles" / "schema" /
+                                                                          "meta_schema.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "verified with no error" in proc.stdout + proc.stderr
+
+
+def test_inference_config_passes_monai_check_properties(tmp_path):
+    from monai.bundle import ConfigWorkflow
+
+    from covseg.engines.training import save_weights
+    from covseg.networks.registry import get_network
+
+    weights = tmp_path / "head.pt"
+    save_weights(get_network("multiclass_unet", **HEAD), weights, half=True)
+    (tmp_path / "slices").mkdir()
+    workflow = ConfigWorkflow(config_file=str(CONFIGS / "inference.yaml"), workflow_type="infer",
+                              meta_file=str(CONFIGS / "metadata.json"), logging_file=False,
+                              bundle_root=str(BUNDLE), dataset_dir=str(tmp_path / "slices"), weights=str(weights))
+    workflow.initialize()
+    assert workflow.check_properties() == []
+    net = workflow.parser.get_parsed_content("network")
+    out = net.eval()(torch.rand(1, 1, 64, 64))
+    assert out.shape == (1, 3, 64, 64)
+
+
+@pytest.mark.slow
+def test_tiny_train_then_evaluate_writes_class_maps(semiseg_dir, tmp_path):
+    run = tmp_path / "run"
+    run_ok(_cmd("training", "train.yaml", "--dataset_dir", str(semiseg_dir), "--output_dir", str(run),
+                "--max_epochs", "1", "--train_limit", "4", "--image_size", "64", "--batch_size", "2",
+                "--prior_draws", "2"))
+    assert (run / "model_final.pt").exists() and (run / "priors" / "train-clean.npz").exists()
+    out = tmp_path / "eval"
+    proc = run_ok(_cmd("evaluate", "evaluate.yaml", "--dataset_dir", str(semiseg_dir), "--output_dir", str(out),
+                       "--weights", str(run / "model_final.pt"), "--image_size", "64"))
+    assert "| ggo |" in proc.stdout and "| consolidation |" in proc.stdout
+    masks = sorted((semiseg_dir / "test" / "masks-multiclass").glob("*.png"))
+    for cls in ("ggo", "consolidation"):
+        preds = sorted((out / f"predictions-{cls}").glob("*.png"))
+        assert [p.name for p in preds] == [m.name for m in masks] and len(preds) == 48
+        for pred, mask in zip(preds[:4], masks[:4]):
+            with Image.open(pred) as p, Image.open(mask) as m:
+                assert p.size == m.size and p.mode == "L"
+    figures = json.loads((out / "metrics.json").read_text())
+    assert set(figures) == {"ggo", "consolidation"}
+    assert all(0.0 <= f["meanDic"] <= 1.0 and f["n_images"] == 48 for f in figures.values())
