@@ -27,7 +27,8 @@ class DensityPrior(nn.Module):
 
 
 class DensityHead(nn.Module):
-    """Background from the prior channel; consolidation above -300 HU (denser than any GGO core), GGO below: an intensity oracle."""
+    """Background from the prior channel; consolidation above -300 HU (denser than any GGO core), GGO below:
+    an intensity oracle."""
 
     out_channels = 3
 
