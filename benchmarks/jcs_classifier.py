@@ -89,7 +89,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", default=str(REPO / "bundles" / "jcs_classifier" / "models" / "model.pt"))
     ap.add_argument("--image-size", type=int, default=160)
-    ap.add_argument("--bf16", default="false", help="auto / true / false (default fp32 scoring)")
+    ap.add_argument("--bf16", default="auto", help="auto (default, as covseg diagnose) / true / false")
     ap.add_argument("--json", metavar="FILE", help="also write every figure and score to FILE")
     ap.add_argument("--record", action="store_true", help="append the tables to docs/benchmarks.md")
     ap.add_argument("--limit", type=int, help="smoke run: only the first N slices of each class / folder")

@@ -52,6 +52,8 @@ def insert_lesion(grey: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarra
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="jcs_classifier 0.1.0 (sars val AUC 0.79): the map's mass inside the lesion "
+                   "went from 0.039 to 0.029 (area share 0.032) although P(COVID-19) rose; see the model card")
 def test_activation_mass_moves_onto_an_inserted_lesion(one_torch_thread):
     if not WEIGHTS.exists():
         pytest.skip(f"{WEIGHTS}: no shipped classifier weights")

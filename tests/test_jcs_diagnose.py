@@ -102,7 +102,7 @@ def test_infer_gate_skips_slices_below_the_threshold(ct_volumes_dir, classifier_
     predicted = {}
     for label, extra in (("none", []), ("all", ["--gate-threshold", "0"]), ("drop", ["--gate-threshold", "1.01"])):
         out = tmp_path / label
-        gate = ["--gate", str(classifier_bundle)] if extra else []
+        gate = ["--gate", "--gate-bundle", str(classifier_bundle)] if extra else []
         assert main(["infer", ct, "--out", str(out), "--no-progress", *gate, *extra]) == 0
         predicted[label] = json.loads((out / "ct" / "report.json").read_text())["predicted_slices"]
     assert predicted["all"] == predicted["none"] > 0 and predicted["drop"] == 0
@@ -112,6 +112,6 @@ def test_infer_gate_without_weights_is_one_line(ct_volumes_dir, tmp_path, capsys
     empty = tmp_path / "nobundle"
     empty.mkdir()
     code = main(["infer", str(ct_volumes_dir / "chest-2slice" / "ct.nii.gz"), "--out", str(tmp_path / "o"),
-                 "--gate", str(empty)])
+                 "--gate", "--gate-bundle", str(empty)])
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(err) == 1 and "nobundle" in err[0]

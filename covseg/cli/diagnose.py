@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         slice_threshold=float(args.slice_threshold if args.slice_threshold is not None
                               else meta.get("slice_threshold", 0.5)),
         patient_threshold=float(args.patient_threshold if args.patient_threshold is not None
-                                else meta.get("patient_threshold", 0.2)),
+                                else meta.get("patient_threshold", 0.5)),
         segment_gate=args.segment_gate)
     scorer = SliceScorer(classifier.network, classifier.image_size, args.device, args.batch_size, bf16="auto")
     sources = find_volumes(list(args.inputs))
@@ -146,7 +146,7 @@ def load_gate(bundle: str, threshold: float | None = None, device: str = "cpu"):
     from covseg.networks.loading import load_bundle
 
     classifier = load_bundle(DEFAULT_CLASSIFIER if bundle == "default" else bundle, device)
-    limit = threshold if threshold is not None else classifier.meta.get("gate_threshold", 0.05)
+    limit = threshold if threshold is not None else classifier.meta.get("gate_threshold", 0.31)
     return ClassifierGate(SliceScorer(classifier.network, classifier.image_size, device, bf16="auto"), float(limit))
 
 

@@ -86,9 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also write infection_prob.nii.gz (uint8, 255 x probability)")
     _output_args(infer)
     infer.add_argument("--no-progress", action="store_true", help="no progress bar")
-    infer.add_argument("--gate", nargs="?", const="default", metavar="BUNDLE",
-                       help="skip slices the JCS slice classifier calls infection-free (default classifier: the "
-                            "shipped bundles/jcs_classifier; threshold: its gate_threshold)")
+    infer.add_argument("--gate", action="store_true",
+                       help="skip slices the JCS slice classifier calls infection-free (threshold: the classifier "
+                            "bundle's gate_threshold)")
+    infer.add_argument("--gate-bundle", metavar="PATH", help="classifier bundle for --gate (default: the shipped "
+                                                             "bundles/jcs_classifier)")
     infer.add_argument("--gate-threshold", type=float, metavar="P", help="keep slices with P(COVID-19) >= P")
 
     evaluate = sub.add_parser("evaluate", help="score 2D prediction maps against masks (paper table row)",
@@ -292,11 +294,11 @@ def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, label
     if model is None:
         return EXIT_USAGE
     gate = None
-    if getattr(args, "gate", None):
+    if getattr(args, "gate", False) or getattr(args, "gate_bundle", None):
         from covseg.cli.diagnose import load_gate
 
         try:
-            gate = load_gate(args.gate, args.gate_threshold, args.device)
+            gate = load_gate(args.gate_bundle or "default", args.gate_threshold, args.device)
         except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
             _error(" ".join(str(exc).split()))
             return EXIT_USAGE

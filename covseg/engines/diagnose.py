@@ -51,7 +51,7 @@ class DiagnosisSettings:
     """Thresholds of the joint diagnosis (defaults: the classifier bundle's ``covseg`` section)."""
 
     slice_threshold: float = 0.5
-    patient_threshold: float = 0.2
+    patient_threshold: float = 0.5
     """Positive patient: positive slices > this fraction of the lung slices."""
     segment_gate: float | None = None
     """Segment only slices scoring at least this (None: every lung slice of a positive patient)."""
