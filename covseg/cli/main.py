@@ -279,17 +279,18 @@ def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, label
         return EXIT_USAGE
     if not _check_model_args(args):
         return EXIT_USAGE
+    # the bundle's own volume workflow, else (a slice-level bundle, or none) the shipped one with its network
     bundle = Path(args.bundle) if args.bundle else DEFAULT_BUNDLE
-    config = bundle / "configs" / "inference.yaml"
-    parser = None
-    if config.is_file():  # read + lung-mask the first volume while the model loads
-        parser = inference_config(config, {"bundle_root": str(bundle), "input_dir": [str(i) for i in inputs]})
-        try:
-            dataset = parser.get_parsed_content("dataset")
-        except Exception as exc:  # noqa: BLE001 - MONAI wraps the cause: show it in one line
-            return _config_error(exc)
-        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-            dataset.prefetch(0)
+    if not _is_volume_workflow(bundle / "configs" / "inference.yaml"):
+        bundle = DEFAULT_BUNDLE
+    parser = inference_config(bundle / "configs" / "inference.yaml",
+                              {"bundle_root": str(bundle), "input_dir": [str(i) for i in inputs]})
+    try:
+        dataset = parser.get_parsed_content("dataset")
+    except Exception as exc:  # noqa: BLE001 - MONAI wraps the cause: show it in one line
+        return _config_error(exc)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        dataset.prefetch(0)  # read + lung-mask the first volume while the model loads
     model = _load(args)
     if model is None:
         return EXIT_USAGE
@@ -303,7 +304,7 @@ def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, label
             _error(" ".join(str(exc).split()))
             return EXIT_USAGE
     overrides = {
-        "bundle_root": str(bundle), "input_dir": [str(i) for i in inputs], "output_dir": str(out),
+        "output_dir": str(out),
         "labels_dir": labels, "device": args.device, "batch_size": args.batch_size,
         "precision": "fp32" if args.no_bf16 else "auto", "tta": args.tta, "save_prob": args.save_prob,
         "backend": args.backend, "image_size": model.image_size, "network": model.network,
@@ -311,11 +312,8 @@ def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, label
         "model_info": {"name": model.name, "version": model.meta.get("version"), "trained": model.trained},
         "evaluator#meta": {"command": "covseg infer", "inputs": [str(i) for i in inputs]}, "evaluator#gate": gate,
     }
+    overrides["dataset"] = dataset  # the same object, whose first volume is being read
     try:
-        if parser is None:  # a --bundle without its own inference config: the shipped one, with this network
-            parser = inference_config(DEFAULT_BUNDLE / "configs" / "inference.yaml")
-        else:
-            overrides["dataset"] = dataset  # the same object, whose first volume is being read
         parser.update(overrides)
         evaluator = parser.get_parsed_content("evaluator")
     except Exception as exc:  # noqa: BLE001 - MONAI wraps the cause: show it in one line
@@ -338,6 +336,19 @@ def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, label
             _error(f"interrupted: {n_ok} volume(s) finished before it are complete in {out}/ (summary.json)")
             return EXIT_INTERRUPTED
     return _finish_infer(results, out, evaluator.is_main, evaluator.seconds)
+
+
+def _is_volume_workflow(config: Path) -> bool:
+    """Whether a bundle's inference config is covseg's volume workflow (its evaluator a VolumeBatchInference)."""
+    if not config.is_file():
+        return False
+    import yaml
+
+    try:
+        target = (yaml.safe_load(config.read_text()) or {}).get("evaluator", {}).get("_target_", "")
+    except (yaml.YAMLError, AttributeError, OSError):
+        return False
+    return str(target).endswith("VolumeBatchInference")
 
 
 def _config_error(exc: BaseException) -> int:

@@ -112,8 +112,9 @@ class VolumeDataset(Sequence):
         return ahead.result() if ahead is not None else self.transform(self.data[index])
 
     def prefetch(self, index: int = 0) -> None:
-        """Start computing item ``index`` now, in a daemon thread (e.g. while the model loads); the next
-        ``dataset[index]`` returns that result. The thread never delays the process's exit."""
+        """Start computing item ``index`` now, in a background thread (e.g. while the model loads); the next
+        ``dataset[index]`` returns that result. Not a daemon thread: a process that exits early (a usage error)
+        waits for it, since killing a thread inside native reading code aborts the interpreter."""
         if not 0 <= index < len(self.data) or index in self._ahead:
             return
         future: Future = Future()
@@ -125,7 +126,7 @@ class VolumeDataset(Sequence):
                 future.set_exception(exc)
 
         self._ahead[index] = future
-        threading.Thread(target=work, name="covseg-prefetch", daemon=True).start()
+        threading.Thread(target=work, name="covseg-prefetch").start()
 
 
 def check_folders(out_dir: str | Path, labels_dir: str | Path | None = None) -> Path:
