@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,3 +128,34 @@ def test_label_server_app_dir_loads_covseg_app_and_a_free_port_binds(tmp_path):
 
     app_class = get_class_of_subclass_from_file("main", str(folder / "main.py"), "MONAILabelApp")
     assert app_class is not None and app_class.__name__ == "CovsegLabelApp"
+
+
+def test_infer_tasks_write_labels_in_the_input_geometry(tmp_path):
+    pytest.importorskip("monailabel", reason="MONAI Label is not installed: run scripts/install-label-server.sh")
+    from covseg.apps.monailabel.infer_tasks import LungInfer, MulticlassInfer
+
+    bundle = _tiny_bundle(tmp_path / "bundle")
+    config = bundle / "configs" / "inference.yaml"
+    config.write_text(config.read_text().replace("out_channels: 1", "out_channels: 3"))  # 3 classes, 1x1 conv
+    net = torch.nn.Conv2d(1, 3, 1)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([-8.0, 4.0, 8.0]).view(3, 1, 1, 1))
+        net.bias.copy_(torch.tensor([4.0, 0.0, -4.0]))
+    torch.save(net.state_dict(), bundle / "models" / "model.pt")
+    ph = make_chest_phantom(shape=(6, 96, 96), spacing=(3.7, 3.7, 5.0), seed=2)
+    ct = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(ph.image(), str(ct))
+
+    for task, values in ((MulticlassInfer(ModelCache(bundle)), {0, 1, 2}), (LungInfer(), {0, 1, 2})):
+        label_file, result = task({"image": str(ct), "bf16": False})
+        try:
+            label, ref = sitk.ReadImage(label_file), sitk.ReadImage(str(ct))
+            assert label.GetSize() == ref.GetSize() and label.GetSpacing() == ref.GetSpacing()
+            assert label.GetOrigin() == ref.GetOrigin() and label.GetDirection() == ref.GetDirection()
+            array = sitk.GetArrayFromImage(label)
+            assert set(np.unique(array).tolist()) <= values
+            assert result["voxels"] == {name: int((array == v).sum()) for name, v in task.labels.items()}
+            assert sum(result["voxels"].values()) > 0, type(task).__name__
+        finally:
+            Path(label_file).unlink(missing_ok=True)
+    assert result["voxels"]["right lung"] > 0 and result["voxels"]["left lung"] > 0
