@@ -102,3 +102,28 @@ def test_metadata_verifies_offline():
            "--filepath", str(schema)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "verified with no error" in proc.stdout + proc.stderr
+
+
+def test_shipped_weights_are_fp16_under_45_mb_and_load_through_the_bundle():
+    from covseg.networks.loading import load_bundle
+
+    weights = BUNDLE / "models" / "model.pt"
+    assert weights.stat().st_size <= 45e6
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    model = load_bundle(BUNDLE)
+    assert isinstance(model.network, JCSSegmenter) and model.image_size == 256 and model.trained
+    assert model.network(torch.rand(1, 1, 64, 64)).shape == (1, 1, 64, 64)
+
+
+RECORDED = {"meanDic": 0.5945, "meanIoU": 0.4617, "Sm": 0.6968, "meanEm": 0.7251, "MAE": 0.1645}  # docs/README.md
+
+
+@pytest.mark.slow
+def test_evaluate_reproduces_the_recorded_figures_of_the_shipped_weights(semiseg_dir, tmp_path):
+    out = tmp_path / "eval"
+    run_ok(jcs_cmd("evaluate", "evaluate.yaml", "--dataset_dir", str(semiseg_dir), "--output_dir", str(out)))
+    figures = json.loads((out / "metrics.json").read_text())
+    for key, value in RECORDED.items():
+        assert figures[key] == pytest.approx(value, abs=0.005), key
+    assert len(list((out / "predictions").glob("*.png"))) == 48
