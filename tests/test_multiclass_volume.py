@@ -75,3 +75,32 @@ def test_phantom_lesions_get_their_class_and_the_report_matches_the_maps(tmp_pat
         assert scores["sensitivity"] == pytest.approx(tp / gt.sum(), abs=1e-6)
         assert scores["precision"] == pytest.approx(tp / pred.sum(), abs=1e-6)
         assert scores["mae"] == pytest.approx(np.mean(pred != gt), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_covseg_infer_with_the_shipped_bundle_writes_a_label_map(tmp_path):
+    import subprocess
+    import sys
+
+    from bundle_runs import REPO
+
+    bundle = REPO / "bundles" / "multiclass_infnet"
+    if not (bundle / "models" / "model.pt").exists():
+        pytest.skip("bundles/multiclass_infnet has no weights")
+    phantom = make_chest_phantom(shape=(8, 128, 128), spacing=(2.8, 2.8, 10.0), seed=5)
+    ct = write_phantom(tmp_path / "in" / "case.nii.gz", phantom, orientation="RAS")["ct"]
+    proc = subprocess.run([sys.executable, "-m", "covseg", "infer", str(ct), "--bundle", str(bundle), "--out",
+                           str(tmp_path / "out"), "--threads", "1", "--no-progress"], cwd=REPO,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    folder = tmp_path / "out" / "case"
+    labels = nib.load(str(folder / "infection_labels.nii.gz"))
+    np.testing.assert_allclose(labels.affine, nib.load(str(ct)).affine, atol=1e-4)
+    classes = np.asarray(labels.dataobj)
+    infection = np.asarray(nib.load(str(folder / "infection_mask.nii.gz")).dataobj)
+    assert classes.shape == infection.shape and set(np.unique(classes)) <= {0, 1, 2}
+    np.testing.assert_array_equal(classes > 0, infection > 0)
+    report = json.loads((folder / "report.json").read_text())
+    assert report["model"]["name"] == "multiclass_infnet"
+    total = sum(v["ml"] for v in report["class_volumes"].values())
+    assert total == pytest.approx(report["infection_ml"], abs=1e-2)
