@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from utils import use_tiny_default_model
 
 from covseg.cli.main import main
-from covseg.networks import loading
-from covseg.networks.registry import get_network
 from covseg.synthetic.phantom import make_chest_phantom, write_phantom, write_phantom_dicom
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -19,9 +18,7 @@ PICTURES = {"montage.png", "reformats.png", "infection_curve.png"}
 @pytest.fixture(autouse=True)
 def tiny_model(monkeypatch):
     """The CLI's default model: a tiny untrained U-Net at 32x32 (the outputs' presence is tested, not accuracy)."""
-    net = get_network("unet", features=(4, 4, 8, 8, 16, 4)).eval()
-    monkeypatch.setattr(loading, "load_model", lambda model=None, bundle=None, device="cpu":
-                        loading.LoadedModel(net, name="tiny-unet", image_size=32, meta={"version": "9.9.9"}))
+    use_tiny_default_model(monkeypatch, meta={"version": "9.9.9"})
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from utils import use_tiny_default_model
 
 from covseg.cli.main import main
-from covseg.networks import loading
-from covseg.networks.registry import get_network
 
 FOLDERS = ("chest-cip64", "chest-2slice", "abdomen-totalseg")
 LUNG_WARNINGS = ("no lung found", "slices contain lung", "lung volume is only")
@@ -26,10 +25,7 @@ LUNG_WARNINGS = ("no lung found", "slices contain lung", "lung volume is only")
 @pytest.fixture(autouse=True)
 def tiny_model(monkeypatch):
     """A tiny untrained U-Net at 32x32 as the default model, one torch thread (geometry is what is tested)."""
-    net = get_network("unet", features=(4, 4, 8, 8, 16, 4))
-    monkeypatch.setattr(loading, "load_model",
-                        lambda model=None, bundle=None, device="cpu": loading.LoadedModel(net.eval(), "tiny",
-                                                                                          image_size=32))
+    use_tiny_default_model(monkeypatch)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

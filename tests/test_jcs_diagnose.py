@@ -15,22 +15,18 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from utils import use_tiny_default_model
 
 from covseg.cli.main import main
 from covseg.engines.diagnose import DiagnosisSettings, decide
-from covseg.networks import loading
 from covseg.networks.classifier import SliceClassifier
-from covseg.networks.registry import get_network
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
 def tiny_segmenter(monkeypatch):
-    net = get_network("unet", features=(4, 4, 8, 8, 16, 4))
-    monkeypatch.setattr(loading, "load_model",
-                        lambda model=None, bundle=None, device="cpu": loading.LoadedModel(net.eval(), "tiny",
-                                                                                          image_size=32))
+    use_tiny_default_model(monkeypatch)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

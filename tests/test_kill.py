@@ -20,10 +20,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from utils import use_tiny_default_model
 
 from covseg.cli.main import main
-from covseg.networks import loading
-from covseg.networks.registry import get_network
 from covseg.synthetic.phantom import make_chest_phantom, write_phantom
 
 OUTPUTS = ["infection_mask.nii.gz", "lung_mask.nii.gz", "report.json", "slices.csv"]
@@ -34,13 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture
 def tiny_model(monkeypatch):
-    net = get_network("unet", features=(4, 4, 8, 8, 16, 4))
-
-    def fake_load_model(model=None, bundle=None, device="cpu"):
-        return loading.LoadedModel(net.eval(), name="tiny-unet", image_size=32)
-
-    monkeypatch.setattr(loading, "load_model", fake_load_model)
-    return net
+    return use_tiny_default_model(monkeypatch)
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,10 @@ import pytest
 import SimpleITK as sitk
 from headless_browser import open_page
 from PIL import Image
+from utils import use_tiny_default_model
 
 from covseg.cli.main import main
 from covseg.io.dicom_seg import read_sources
-from covseg.networks import loading
-from covseg.networks.registry import get_network
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -26,11 +25,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def real_run(ct_volumes_dir, tmp_path_factory):
     """One ``covseg infer`` over the whole ct-volumes folder with a tiny untrained U-Net at 32x32 (outputs and
     geometry are tested here, not accuracy)."""
-    net = get_network("unet", features=(4, 4, 8, 8, 16, 4)).eval()
     out = tmp_path_factory.mktemp("real_reports") / "out"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(loading, "load_model", lambda model=None, bundle=None, device="cpu":
-                   loading.LoadedModel(net, name="tiny-unet", image_size=32))
+        use_tiny_default_model(mp)
         code = main(["infer", str(ct_volumes_dir), "--out", str(out), "--no-progress"])
     summary = json.loads((out / "summary.json").read_text())
     return code, out, summary

@@ -18,3 +18,21 @@ def assert_masks_agree(a: np.ndarray, b: np.ndarray, max_flip_fraction: float) -
     assert fraction <= max_flip_fraction, (f"{flipped} of {a.size} voxels differ ({fraction:.2e} > "
                                            f"{max_flip_fraction:.2e})")
     return fraction
+
+
+def tiny_unet():
+    """A tiny untrained U-Net (tests check outputs and geometry, not accuracy)."""
+    from covseg.networks.registry import get_network
+
+    return get_network("unet", features=(4, 4, 8, 8, 16, 4)).eval()
+
+
+def use_tiny_default_model(monkeypatch, meta: dict | None = None):
+    """Make a tiny untrained U-Net at 32x32 the model that ``covseg.networks.loading.load_model`` returns."""
+    from covseg.networks import loading
+
+    net = tiny_unet()
+    extra = {} if meta is None else {"meta": meta}
+    monkeypatch.setattr(loading, "load_model", lambda model=None, bundle=None, device="cpu":
+                        loading.LoadedModel(net, name="tiny-unet", image_size=32, **extra))
+    return net
