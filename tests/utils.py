@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 
 def assert_masks_agree(a: np.ndarray, b: np.ndarray, max_flip_fraction: float) -> float:
@@ -20,11 +21,13 @@ def assert_masks_agree(a: np.ndarray, b: np.ndarray, max_flip_fraction: float) -
     return fraction
 
 
-def tiny_unet():
+def tiny_unet(seed: int = 0):
     """A tiny untrained U-Net (tests check outputs and geometry, not accuracy)."""
     from covseg.networks.registry import get_network
 
-    return get_network("unet", features=(4, 4, 8, 8, 16, 4)).eval()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)  # a fixed draw: tests that count marked slices must not depend on the run
+        return get_network("unet", features=(4, 4, 8, 8, 16, 4)).eval()
 
 
 def use_tiny_default_model(monkeypatch, meta: dict | None = None):
