@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from utils import assert_masks_agree, use_tiny_default_model
 
 from covseg.cli.main import main
 from covseg.engines import onnx_runtime
 from covseg.engines.onnx_runtime import OnnxRuntimeNetwork, network_key, onnx_runtime_network
 from covseg.engines.predictor import SlicePredictor
-from covseg.networks import loading
 from covseg.networks.registry import get_network
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")
@@ -85,12 +85,7 @@ def test_export_is_cached_by_weights(tmp_path, monkeypatch):
 
 
 def test_cli_backend_option(tmp_path, monkeypatch, capsys):
-    net = get_network("unet", features=TINY)
-
-    def fake_load_model(model=None, bundle=None, device="cpu"):
-        return loading.LoadedModel(net.eval(), name="tiny-unet", image_size=32)
-
-    monkeypatch.setattr(loading, "load_model", fake_load_model)
+    use_tiny_default_model(monkeypatch)
     monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("COVSEG_PRECISION", "fp32")  # like with like: ONNX Runtime runs fp32, so torch does too
     masks = {}
@@ -106,7 +101,9 @@ def test_cli_backend_option(tmp_path, monkeypatch, capsys):
         exported = "exporting the network to ONNX once" in capsys.readouterr().err
         assert exported == (backend == "onnxruntime")  # the user is told why the first run waits
     assert list((tmp_path / "cache" / "onnx").glob("*.onnx"))
-    np.testing.assert_array_equal(masks["torch"], masks["onnxruntime"])
+    # Both fp32, but oneDNN and ONNX Runtime sum in different orders: a voxel whose probability sits on 0.5 may
+    # flip on some CPU (a combined run under load saw one), so allow 0.1 % of voxels.
+    assert_masks_agree(masks["torch"], masks["onnxruntime"], max_flip_fraction=1e-3)
 
 
 class NotExportable(nn.Module):
