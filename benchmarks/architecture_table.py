@@ -35,6 +35,10 @@ ROWS = {  # row name -> (registry name, label in the table)
     "unetpp": ("unetpp", "U-Net++ (MONAI BasicUNetPlusPlus)"),
     "attention_unet": ("attention_unet", "Attention U-Net (MONAI)"),
     "infnet_backbone": ("infnet_backbone", "Inf-Net No.1 backbone"),
+    "infnet_ea": ("infnet_ea", "Inf-Net No.2 +EA"),
+    "infnet_ppd": ("infnet_ppd", "Inf-Net No.3 +PPD"),
+    "infnet_ra": ("infnet_ra", "Inf-Net No.4 +RA"),
+    "infnet_ra_ea": ("infnet_ra_ea", "Inf-Net No.5 +RA+EA"),
     "infnet_ppd_ra": ("infnet_ppd_ra", "Inf-Net No.6 +PPD+RA"),
     "infnet": ("infnet", "Inf-Net No.7 +PPD+RA+EA (full)"),
 }
