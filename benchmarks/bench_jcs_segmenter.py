@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from machine import cpu_model
 
 from covseg.engines.cpu import autocast_context, bf16_fast
 from covseg.io.slices import list_images, read_grey
@@ -74,13 +74,6 @@ def mask_dice(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     inter = sum(int(((x >= 0.5) & (y >= 0.5)).sum()) for x, y in zip(a, b))
     total = sum(int((x >= 0.5).sum() + (y >= 0.5).sum()) for x, y in zip(a, b))
     return 1.0 if total == 0 else 2 * inter / total
-
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -137,7 +130,7 @@ def main() -> None:
             f"- data: {source}, each resized to {args.size}², batch 1, channels-last; network "
             f"{'with the bundle weights' if trained else 'untrained'}\n"
             f"- cost: {params:.2f} M parameters; GMACs per slice {cost}\n"
-            f"- machine: {torch.get_num_threads()} torch threads, {_cpu_model()}, torch {torch.__version__}; "
+            f"- machine: {torch.get_num_threads()} torch threads, {cpu_model()}, torch {torch.__version__}; "
             f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (other jobs shared the CPU)\n\n"
             f"{table}\n"
         )
