@@ -14,7 +14,6 @@ appends the record to ``docs/benchmarks.md``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from machine import cpu_model
+from machine import append_record, cpu_model
 
 from covseg.engines.cpu import autocast_context, bf16_fast
 from covseg.io.slices import list_images, read_grey
@@ -122,9 +121,7 @@ def main() -> None:
     print(summary)
     print(table)
     if not args.no_docs:
-        when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         record = (
-            f"\n## JCS segmenter inference at {args.size}² on CPU, fp32 vs bf16 ({when})\n\n"
             f"- command: `python benchmarks/bench_jcs_segmenter.py"
             f"{f' --threads {args.threads}' if args.threads else ''}`\n"
             f"- data: {source}, each resized to {args.size}², batch 1, channels-last; network "
@@ -132,10 +129,9 @@ def main() -> None:
             f"- cost: {params:.2f} M parameters; GMACs per slice {cost}\n"
             f"- machine: {torch.get_num_threads()} torch threads, {cpu_model()}, torch {torch.__version__}; "
             f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (other jobs shared the CPU)\n\n"
-            f"{table}\n"
+            f"{table}"
         )
-        with open(REPO / "docs" / "benchmarks.md", "a") as fh:
-            fh.write(record)
+        append_record(f"JCS segmenter inference at {args.size}² on CPU, fp32 vs bf16", record)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ from torch.utils.data import DataLoader
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from machine import append_record  # noqa: E402
+
 from covseg.engines.classifier import predict_scores  # noqa: E402
 from covseg.engines.cpu import precision_name, resolve_bf16  # noqa: E402
 from covseg.io.classification import labelled_slices  # noqa: E402
@@ -163,10 +165,8 @@ def main() -> int:
         Path(args.json).write_text(json.dumps({"figures": figures, "rows": rows, "semiseg": semi}, indent=1,
                                               default=float))
     if args.record:
-        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        with open(REPO / "docs" / "benchmarks.md", "a") as fh:
-            fh.write(f"\n## JCS slice classifier: slices, patients, gate threshold ({stamp})\n\n"
-                     f"`python benchmarks/jcs_classifier.py --record`\n\n{text}\n")
+        append_record("JCS slice classifier: slices, patients, gate threshold",
+                      f"`python benchmarks/jcs_classifier.py --record`\n\n{text}")
     return 0
 
 

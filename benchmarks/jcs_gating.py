@@ -16,11 +16,12 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from machine import append_record  # noqa: E402
 
 from covseg.cli.main import main as covseg  # noqa: E402
 
@@ -61,10 +62,8 @@ def main() -> int:
     text = "\n".join(lines) + f"\n\nLoad average at the end: {load:.1f} (2 cores, shared)."
     print(text)
     if args.record:
-        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        with open(REPO / "docs" / "benchmarks.md", "a") as fh:
-            fh.write(f"\n## JCS joint diagnosis and gating on real non-COVID scans ({stamp})\n\n"
-                     f"`python benchmarks/jcs_gating.py --record`\n\n{text}\n")
+        append_record("JCS joint diagnosis and gating on real non-COVID scans",
+                      f"`python benchmarks/jcs_gating.py --record`\n\n{text}")
     return 0
 
 

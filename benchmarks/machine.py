@@ -38,3 +38,13 @@ def describe() -> str:
     return (f"{cpu_model()}; flags {' '.join(cpu_flags()) or 'none of ' + ' '.join(FLAGS)}; "
             f"{os.cpu_count()} CPUs; load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min, "
             "shared machine)")
+
+
+def append_record(title: str, body: str, docs: Path | None = None) -> None:
+    """Append one dated section, ``## <title> (<UTC time>)`` then ``body``, to docs/benchmarks.md."""
+    import datetime
+
+    docs = docs or Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    with open(docs, "a") as fh:
+        fh.write(f"\n## {title} ({when})\n\n{body}\n")

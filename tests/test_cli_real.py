@@ -13,7 +13,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 from utils import use_tiny_default_model
 
 from covseg.cli.main import main
@@ -23,13 +22,9 @@ LUNG_WARNINGS = ("no lung found", "slices contain lung", "lung volume is only")
 
 
 @pytest.fixture(autouse=True)
-def tiny_model(monkeypatch):
+def tiny_model(monkeypatch, one_torch_thread):
     """A tiny untrained U-Net at 32x32 as the default model, one torch thread (geometry is what is tested)."""
     use_tiny_default_model(monkeypatch)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _geometry(img: sitk.Image) -> tuple:

@@ -25,12 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
-def tiny_segmenter(monkeypatch):
+def tiny_segmenter(monkeypatch, one_torch_thread):
     use_tiny_default_model(monkeypatch)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
