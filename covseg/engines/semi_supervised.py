@@ -10,27 +10,34 @@ atomically, and are never re-predicted once written.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from ignite.engine import Engine, Events
 from monai.data import Dataset
+from monai.transforms import Compose
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, Sampler
 
 from covseg.engines.predictor import SlicePredictor
 from covseg.engines.training import build_trainer
-from covseg.io.atomic import atomic_path
+from covseg.io.atomic import atomic_path, atomic_write_text
 from covseg.io.slices import pseudo_labelled_items, read_grey, write_grey
 from covseg.networks.loading import load_weights
 from covseg.transforms.augment import eval_transforms, train_transforms
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run_propagation", "write_pseudo_labels"]
+__all__ = ["EpochSampler", "RoundSchedule", "plan_rounds", "reseed_each_epoch", "run_propagation", "run_to_end",
+           "seeded_loader", "train_rounds", "write_pseudo_labels"]
 
 
 def write_pseudo_labels(predictor: SlicePredictor, items: list[dict], out_dir: str | Path,
@@ -58,6 +65,214 @@ def write_pseudo_labels(predictor: SlicePredictor, items: list[dict], out_dir: s
     return done
 
 
+class EpochSampler(Sampler[int]):
+    """``num_samples`` indices of a ``size``-item set (repeated random permutations) whose order depends only on
+    ``seed`` and the epoch (:meth:`set_epoch`, which :func:`build_trainer` calls as each epoch starts), so a run
+    resumed from an epoch's checkpoint draws what the uninterrupted run drew. ``num_samples`` None: one
+    permutation of the set per epoch."""
+
+    def __init__(self, size: int, num_samples: int | None = None, seed: int = 0) -> None:
+        if size < 1:
+            raise ValueError("cannot sample from an empty training set")
+        self.size, self.num_samples, self.seed, self.epoch = size, num_samples or size, seed, 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        left = self.num_samples
+        while left > 0:
+            order = torch.randperm(self.size, generator=generator).tolist()[:left]
+            left -= len(order)
+            yield from order
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A well-mixed 32-bit seed for one epoch of a run seeded with ``seed``."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def seeded_loader(items: list[dict], transform: Compose, batch_size: int, seed: int,
+                  num_samples: int | None = None) -> DataLoader:
+    """A one-process training loader whose draws (order and augmentation) depend only on ``seed`` and the epoch,
+    once :func:`reseed_each_epoch` is attached to its trainer."""
+    sampler = EpochSampler(len(items), num_samples, seed)
+    return DataLoader(Dataset(items, transform), batch_size=batch_size, sampler=sampler, num_workers=0,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def reseed_each_epoch(trainer: Engine, loader: DataLoader, seed: int) -> Engine:
+    """Reseed Python, NumPy, torch and the loader's transforms as each epoch starts, from ``seed`` and the epoch.
+
+    Together with the epoch checkpoints of :func:`build_trainer` this makes a killed and resumed run compute
+    exactly what an uninterrupted one computes (same device and precision).
+    """
+
+    @trainer.on(Events.EPOCH_STARTED)
+    def _reseed(engine: Engine) -> None:
+        value = epoch_seed(seed, engine.state.epoch)
+        random.seed(value)
+        np.random.seed(value)
+        torch.manual_seed(value)
+        transform = getattr(loader.dataset, "transform", None)
+        if hasattr(transform, "set_random_state"):
+            transform.set_random_state(seed=value)
+
+    return trainer
+
+
+def run_to_end(trainer: Engine, loader: DataLoader, max_epochs: int) -> None:
+    """``trainer.run`` that finishes a trainer resumed from its last epoch's checkpoint instead of restarting it
+    (ignite starts a finished state over; a kill between that checkpoint and the end left no final weights)."""
+    if trainer.state.max_epochs is not None and trainer.state.epoch >= max_epochs:
+        trainer.fire_event(Events.COMPLETED)
+    else:
+        trainer.run(loader, max_epochs=max_epochs)
+
+
+def plan_rounds(pool: list[dict], per_round: int | None, seed: int) -> list[list[dict]]:
+    """The pool shuffled with ``seed`` and cut into rounds of ``per_round`` slices (None: one round)."""
+    if per_round is not None and per_round < 1:
+        raise ValueError(f"per_round must be >= 1 or null, got {per_round}")
+    pool = list(pool)
+    random.Random(seed).shuffle(pool)
+    size = per_round or max(len(pool), 1)
+    return [pool[i:i + size] for i in range(0, len(pool), size)]
+
+
+@dataclass
+class RoundSchedule:
+    """How each round labels its slices and trains the student.
+
+    ``samples_per_round``: one epoch of that many samples per round; None: ``epochs`` epochs over the enlarged set.
+    ``labeller``: ``student`` (the current student labels; the teacher labels round 1 when one is given: the
+    paper's propagation) or ``teacher`` (the fixed teacher labels every round).
+    ``keep_round_weights``: False keeps only the newest finished round's weights (320 rounds of Inf-Net
+    weights would take 40 GB).
+    """
+
+    per_round: int | None = None
+    samples_per_round: int | None = None
+    epochs: int = 1
+    lr: float = 1e-4
+    lr_schedule: str = "constant"
+    weight_decay: float = 1e-4
+    seg_loss: str = "bce_dice"
+    strong_window_jitter: bool = True
+    batch_size: int = 6
+    image_size: int = 352
+    scales: tuple[float, ...] = (0.75, 1.0, 1.25)
+    labeller: str = "student"
+    tta: bool = False
+    threshold: float = 0.5
+    keep_round_weights: bool = True
+
+    def __post_init__(self) -> None:
+        if self.labeller not in ("student", "teacher"):
+            raise ValueError(f"labeller must be 'student' or 'teacher', got {self.labeller!r}")
+        if (self.samples_per_round is not None and self.samples_per_round < 1) or self.epochs < 1:
+            raise ValueError(f"samples_per_round and epochs must be >= 1, got {self.samples_per_round}, "
+                             f"{self.epochs}")
+
+
+def train_rounds(student: nn.Module, labelled: list[dict], unlabelled: list[dict], output_dir: str | Path,
+                 schedule: RoundSchedule, *, teacher: nn.Module | None = None, val_items: list[dict] | None = None,
+                 label_dir: str | Path | None = None, device: str = "cpu", bf16: bool = False, seed: int = 0,
+                 inferer: Callable | None = None) -> Path:
+    """Label round after round of the shuffled pool and train ``student`` on labelled + pseudo-labelled-so-far.
+
+    Round ``NNN`` writes ``round_NNN/slices.txt`` (the pool slices it draws) before labelling, its pseudo labels
+    into ``label_dir`` (default ``output_dir/pseudo_labels``), then trains with :func:`build_trainer` in
+    ``round_NNN`` (seed ``seed + NNN``; validation on ``val_items`` after every epoch) and writes
+    ``round_NNN/model_final.pt`` and ``round_NNN/round.json``. A restart skips finished rounds, resumes the
+    interrupted one from its last epoch checkpoint (the result equals an uninterrupted run's), and never relabels
+    a slice. Returns the last round's weights.
+    """
+    output_dir = Path(output_dir)
+    label_dir = Path(label_dir) if label_dir else output_dir / "pseudo_labels"
+    rounds = plan_rounds(unlabelled, schedule.per_round, seed)
+    val_loader = DataLoader(Dataset(val_items, eval_transforms(schedule.image_size)), batch_size=1) \
+        if val_items else None
+    enlarged: list[dict] = []
+    previous: Path | None = None
+    for number, chosen in enumerate(rounds, start=1):
+        round_dir = output_dir / f"round_{number:03d}"
+        _claim_slices(round_dir, chosen)
+        if (round_dir / "model_final.pt").exists() or (round_dir / "round.json").exists():  # finished earlier
+            enlarged += pseudo_labelled_items(chosen, label_dir)
+            previous = _close_round(round_dir, previous, number, chosen, len(labelled) + len(enlarged), schedule)
+            continue
+        if previous is not None:  # every round starts from the weights on disk, resumed or not
+            load_weights(student, previous)
+        use_teacher = teacher is not None and (schedule.labeller == "teacher" or number == 1)
+        enlarged += label_slices(teacher if use_teacher else student, chosen, label_dir, schedule, device, bf16)
+        train_set = labelled + enlarged
+        loader = seeded_loader(train_set, train_transforms(schedule.image_size, schedule.strong_window_jitter),
+                               schedule.batch_size, seed + number, schedule.samples_per_round)
+        epochs = 1 if schedule.samples_per_round else schedule.epochs
+        trainer = build_trainer(student, loader, round_dir, val_loader=val_loader, max_epochs=epochs,
+                                lr=schedule.lr, weight_decay=schedule.weight_decay, lr_schedule=schedule.lr_schedule,
+                                image_size=schedule.image_size, scales=schedule.scales, device=device, bf16=bf16,
+                                val_interval=1, seed=seed + number, seg_loss=schedule.seg_loss, tensorboard=False,
+                                inferer=inferer)
+        reseed_each_epoch(trainer, loader, seed + number)
+        log.info("round %d/%d: %d labelled + %d pseudo-labelled slices", number, len(rounds), len(labelled),
+                 len(enlarged))
+        print(f"round {number}/{len(rounds)}: training set {len(train_set)} slices", flush=True)
+        started = time.perf_counter()
+        run_to_end(trainer, loader, epochs)
+        previous = _close_round(round_dir, previous, number, chosen, len(train_set), schedule,
+                                time.perf_counter() - started)
+    if previous is None:
+        raise ValueError(f"{output_dir}: no round was run (is the unlabelled pool empty?)")
+    return previous
+
+
+def label_slices(labeller: nn.Module, items: list[dict], label_dir: Path, schedule: RoundSchedule, device: str,
+                 bf16: bool) -> list[dict]:
+    """Pseudo labels of ``items`` by ``labeller`` (only those not labelled yet are predicted)."""
+    if len(pseudo_labelled_items(items, label_dir)) == len(items):
+        return pseudo_labelled_items(items, label_dir)
+    predictor = SlicePredictor(labeller, image_size=schedule.image_size, device=device, batch_size=8, bf16=bf16,
+                               channels_last=False, tta=schedule.tta)
+    return write_pseudo_labels(predictor, items, label_dir, schedule.threshold)
+
+
+def _claim_slices(round_dir: Path, chosen: list[dict]) -> None:
+    """Write the round's slice names, or check them against those of the run being resumed."""
+    names = "".join(f"{item['name']}\n" for item in chosen)
+    listing = round_dir / "slices.txt"
+    if listing.exists():
+        if listing.read_text() != names:
+            raise ValueError(f"{listing}: this folder holds a run with another pool, seed or per_round")
+        return
+    round_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(listing, names)
+
+
+def _close_round(round_dir: Path, previous: Path | None, number: int, chosen: list[dict], train_size: int,
+                 schedule: RoundSchedule, seconds: float | None = None) -> Path:
+    """Record a finished round, drop its checkpoints (and the previous round's weights unless kept)."""
+    record = round_dir / "round.json"
+    if not record.exists():
+        best = round_dir / "best.json"
+        atomic_write_text(record, json.dumps({
+            "round": number, "slices": len(chosen), "train_size": train_size, "seconds": seconds,
+            "val": json.loads(best.read_text()) if best.exists() else None}))
+    for checkpoint in round_dir.glob("checkpoint_*.pt"):  # the round is done: only its weights are needed
+        checkpoint.unlink()
+    if not schedule.keep_round_weights:
+        (round_dir / "model_best.pt").unlink(missing_ok=True)
+        if previous is not None and previous.parent != round_dir:
+            previous.unlink(missing_ok=True)
+    final = round_dir / "model_final.pt"
+    return final if final.exists() else previous  # type: ignore[return-value]
+
+
 def run_propagation(network: nn.Module, labelled: list[dict], unlabelled: list[dict], output_dir: str | Path, *,
                     per_round: int = 5, samples_per_round: int = 240, val_items: list[dict] | None = None,
                     image_size: int = 352, batch_size: int = 6, lr: float = 1e-4, weight_decay: float = 1e-4,
@@ -65,53 +280,25 @@ def run_propagation(network: nn.Module, labelled: list[dict], unlabelled: list[d
                     bf16: bool = False, tta: bool = False, seed: int = 0) -> Path:
     """Algorithm 1 of the paper: label ``per_round`` random pool slices, enlarge the set, fine-tune; repeat.
 
+    ``network`` (the supervised model) labels the first round and is then the student that labels the next.
     ``labelled`` items hold arrays (``semiseg_items``), ``unlabelled`` items paths (``unlabelled_items``).
     Each round trains on ``samples_per_round`` slices drawn from the enlarged set (labelled + pseudo-labelled),
-    at a constant ``lr``, and scores ``val_items`` after the round. Writes ``pseudo_labels/``, ``round_NNN/`` and
-    the final weights ``model_final.pt`` in ``output_dir``; returns the path of the final weights.
+    at a constant ``lr``, and scores ``val_items`` after the round (:func:`train_rounds`). Writes
+    ``pseudo_labels/``, ``round_NNN/`` and the final weights ``model_final.pt`` in ``output_dir``; returns the
+    path of the final weights.
     """
     if per_round < 1 or samples_per_round < 1:
         raise ValueError(f"per_round and samples_per_round must be >= 1, got {per_round}, {samples_per_round}")
-    output_dir = Path(output_dir)
-    label_dir = output_dir / "pseudo_labels"
-    pool = list(unlabelled)
-    random.Random(seed).shuffle(pool)
-    rounds = [pool[i:i + per_round] for i in range(0, len(pool), per_round)]
-    val_loader = None
-    if val_items:
-        val_loader = DataLoader(Dataset(val_items, eval_transforms(image_size)), batch_size=1)
-    enlarged: list[dict] = []
-    final: Path | None = None
-    for number, chosen in enumerate(rounds, start=1):
-        round_dir = output_dir / f"round_{number:03d}"
-        if (round_dir / "model_final.pt").exists():  # finished before a restart: its labels are on disk
-            enlarged += pseudo_labelled_items(chosen, label_dir)
-            final = round_dir / "model_final.pt"
-            continue
-        if final is not None:  # the previous round's weights (needed when that round ran before a restart)
-            load_weights(network, final)
-        predictor = SlicePredictor(network, image_size=image_size, device=device, batch_size=8, bf16=bf16,
-                                   channels_last=False, tta=tta)
-        enlarged += write_pseudo_labels(predictor, chosen, label_dir)
-        train_set = labelled + enlarged
-        sampler = RandomSampler(train_set, num_samples=samples_per_round,
-                                generator=torch.Generator().manual_seed(seed + number))
-        loader = DataLoader(Dataset(train_set, train_transforms(image_size, strong_window_jitter)),
-                            batch_size=batch_size, sampler=sampler, num_workers=0)
-        trainer = build_trainer(network, loader, round_dir, val_loader=val_loader, max_epochs=1, lr=lr,
-                                weight_decay=weight_decay, lr_schedule="constant", image_size=image_size,
-                                device=device, bf16=bf16, val_interval=1, seed=seed + number, seg_loss=seg_loss,
-                                tensorboard=False)
-        log.info("round %d/%d: %d labelled + %d pseudo-labelled slices", number, len(rounds), len(labelled),
-                 len(enlarged))
-        print(f"round {number}/{len(rounds)}: training set {len(train_set)} slices", flush=True)
-        trainer.run(loader, max_epochs=1)
-        final = round_dir / "model_final.pt"
-        for checkpoint in round_dir.glob("checkpoint_*.pt"):  # the round is done: only its weights are needed
-            checkpoint.unlink()
-    if final is None:
-        raise ValueError(f"{output_dir}: no round was run (is the unlabelled pool empty?)")
-    out = output_dir / "model_final.pt"
-    with atomic_path(out) as tmp:
-        shutil.copyfile(final, tmp)
-    return out
+    schedule = RoundSchedule(per_round=per_round, samples_per_round=samples_per_round, lr=lr,
+                             weight_decay=weight_decay, seg_loss=seg_loss, strong_window_jitter=strong_window_jitter,
+                             batch_size=batch_size, image_size=image_size, tta=tta)
+    final = train_rounds(network, labelled, unlabelled, output_dir, schedule, val_items=val_items, device=device,
+                         bf16=bf16, seed=seed)
+    return copy_atomic(final, Path(output_dir) / "model_final.pt")
+
+
+def copy_atomic(source: Path, target: Path) -> Path:
+    """Copy ``source`` to ``target`` through a temporary name (no half-written ``target`` is ever seen)."""
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+    return target
