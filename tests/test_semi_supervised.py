@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ import torch
 from bundle_runs import BUNDLE, TINY, TRAIN, bundle_cmd, run_ok
 from PIL import Image
 from torch import nn
+from utils import bright_square_slices
 
 from covseg.engines.predictor import SlicePredictor
 from covseg.engines.semi_supervised import run_propagation, write_pseudo_labels
@@ -29,25 +29,12 @@ class BrightIsInfected(nn.Module):
         return self.scale * (x - 0.5)
 
 
-def _slices(folder: Path, count: int, size: int = 48) -> list[dict]:
-    """``count`` 8-bit PNG slices: a bright square (the 'infection') on a dark background, one size each."""
-    folder.mkdir(parents=True, exist_ok=True)
-    items = []
-    for i in range(count):
-        img = np.full((size, size + i), 40, np.uint8)
-        img[10:20 + i, 5:25] = 220
-        path = folder / f"s{i}.png"
-        Image.fromarray(img).save(path)
-        items.append({"name": path.stem, "image": str(path)})
-    return items
-
-
 def _predictor(network: nn.Module) -> SlicePredictor:
     return SlicePredictor(network, image_size=None, batch_size=2, channels_last=False)
 
 
 def test_pseudo_labels_are_the_thresholded_prediction_at_the_slice_size(tmp_path):
-    items = _slices(tmp_path / "pool", 3)
+    items = bright_square_slices(tmp_path / "pool", 3)
     done = write_pseudo_labels(_predictor(BrightIsInfected()), items, tmp_path / "labels")
     assert [it["name"] for it in done] == ["s0", "s1", "s2"]
     for item in done:
@@ -58,7 +45,7 @@ def test_pseudo_labels_are_the_thresholded_prediction_at_the_slice_size(tmp_path
 
 
 def test_existing_pseudo_labels_are_kept_and_unreadable_slices_skipped(tmp_path, caplog):
-    items = _slices(tmp_path / "pool", 2)
+    items = bright_square_slices(tmp_path / "pool", 2)
     labels = tmp_path / "labels"
     labels.mkdir()
     Image.fromarray(np.zeros((48, 48), np.uint8)).save(labels / "s0.png")  # labelled in an earlier round
@@ -74,7 +61,7 @@ def test_existing_pseudo_labels_are_kept_and_unreadable_slices_skipped(tmp_path,
 
 
 def test_load_grey_sliced_reads_paths_and_binarises_labels(tmp_path):
-    item = _slices(tmp_path, 1)[0]
+    item = bright_square_slices(tmp_path, 1)[0]
     loaded = LoadGreySliced(keys=("image", "label"))({"image": item["image"], "label": item["image"]})
     assert loaded["image"].shape == (1, 48, 48) and loaded["image"].dtype == np.float32
     assert set(np.unique(loaded["label"])) == {0.0, 1.0}
@@ -83,7 +70,7 @@ def test_load_grey_sliced_reads_paths_and_binarises_labels(tmp_path):
 
 
 def test_propagation_labels_the_whole_pool_round_by_round_and_resumes(tmp_path, one_torch_thread):
-    pool = _slices(tmp_path / "pool", 5)
+    pool = bright_square_slices(tmp_path / "pool", 5)
     grey = np.full((48, 48), 0.15, np.float32)
     grey[10:30, 10:30] = 0.85
     labelled = [{"name": "l0", "image": grey[None], "label": (grey > 0.5).astype(np.float32)[None]}]

@@ -1,9 +1,12 @@
-"""Assertions shared by tests."""
+"""Assertions and small test inputs shared by tests."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
+from PIL import Image
 
 
 def assert_masks_agree(a: np.ndarray, b: np.ndarray, max_flip_fraction: float) -> float:
@@ -39,3 +42,16 @@ def use_tiny_default_model(monkeypatch, meta: dict | None = None):
     monkeypatch.setattr(loading, "load_model", lambda model=None, bundle=None, device="cpu":
                         loading.LoadedModel(net, name="tiny-unet", image_size=32, **extra))
     return net
+
+
+def bright_square_slices(folder: Path, count: int, size: int = 48) -> list[dict]:
+    """``count`` 8-bit PNG slices: a bright square (the 'infection') on a dark background, one size each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    items = []
+    for i in range(count):
+        img = np.full((size, size + i), 40, np.uint8)
+        img[10:20 + i, 5:25] = 220
+        path = folder / f"s{i}.png"
+        Image.fromarray(img).save(path)
+        items.append({"name": path.stem, "image": str(path)})
+    return items
