@@ -5,8 +5,9 @@ For a stage's feature map ``X`` (before global pooling) and the predicted COVID-
     w_k = mean_{i,j} d y_p / d X^k_{ij}            (Eq. 1)
     AM  = sum_k ReLU(w_k X^k)                      (Eq. 2)
 
-Maps are computed for the last two stages (strides 16 and 32), each upsampled to the input size and scaled to
-[0, 1] per image, then averaged: the finer stage sharpens the coarse last-stage map. Gradients are taken in fp32
+``X`` is the paper's "feature map before GAP", the last stage (stride 32): :func:`activation_maps` uses it alone by
+default. The stage before it (stride 16) can be added with ``stages=(0, 1)``; each map is upsampled to the input
+size and scaled to [0, 1] per image, and the maps are averaged. Gradients are taken in fp32
 with respect to the feature maps only (no parameter gradients are accumulated). Overlays use
 :func:`covseg.reports.overlays.heatmap_overlay`.
 """
@@ -39,11 +40,12 @@ def _unit(maps: Tensor) -> Tensor:
     return maps / peak
 
 
-def activation_maps(network: SliceClassifier, images: Tensor, stages: Sequence[int] = (0, 1),
+def activation_maps(network: SliceClassifier, images: Tensor, stages: Sequence[int] = (1,),
                     target: int = COVID) -> tuple[Tensor, Tensor]:
     """Activation maps ``(B, H, W)`` in [0, 1] at the input size, and the class probabilities ``(B,)``.
 
-    ``stages`` index :meth:`SliceClassifier.forward_stages`' feature list (0: stride 16, 1: stride 32).
+    ``stages`` index :meth:`SliceClassifier.forward_stages`' feature list (0: stride 16, 1: stride 32, the map
+    before global pooling that the paper's Eq. 1-2 use).
     """
     network.eval()
     size = images.shape[-2:]
