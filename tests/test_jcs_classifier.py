@@ -94,9 +94,22 @@ def test_stage_activation_follows_eq_1_and_2():
     feats = torch.rand(1, 3, 4, 4, requires_grad=True)
     weights = torch.tensor([1.0, -2.0, 0.5])
     prob = (feats.mean(dim=(2, 3)) * weights).sum(dim=1)  # d prob / d X^k_ij = w_k / 16
-    am = stage_activation(prob, feats)
-    manual = torch.relu((weights / 16)[:, None, None] * feats[0].detach()).sum(0)
-    assert torch.allclose(am[0], manual, atol=1e-6)
+    terms = (weights / 16)[:, None, None] * feats[0].detach()
+    assert torch.allclose(stage_activation(prob, feats)[0], torch.relu(terms.sum(0)), atol=1e-6)  # Grad-CAM
+    assert torch.allclose(stage_activation(prob, feats, "channel")[0], torch.relu(terms).sum(0), atol=1e-6)
+    with pytest.raises(ValueError, match="relu"):
+        stage_activation(prob, feats, "inside")
+
+
+def test_activation_is_zero_where_evidence_against_outweighs_evidence_for():
+    # channel 0 argues for COVID-19 everywhere, channel 1 (twice as strongly) against it only in the right column
+    feats = torch.zeros(1, 2, 1, 2)
+    feats[0, 0] = 1.0
+    feats[0, 1, 0, 1] = 1.0
+    feats.requires_grad_(True)
+    prob = (feats.mean(dim=(2, 3)) * torch.tensor([1.0, -2.0])).sum(dim=1)
+    assert stage_activation(prob, feats)[0].tolist() == [[0.5, 0.0]]
+    assert stage_activation(prob, feats, "channel")[0].tolist() == [[0.5, 0.5]]  # Eq. 2 as printed: blind to it
 
 
 def test_activation_maps_shape_range_and_no_parameter_gradients(one_torch_thread):

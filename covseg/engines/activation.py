@@ -1,9 +1,16 @@
-"""JCS activation maps (Wu et al. Eq. 1-2): where the slice classifier looks when it says COVID-19.
+"""JCS activation maps (Wu et al. Eq. 1-2, Grad-CAM): where the slice classifier looks when it says COVID-19.
 
 For a stage's feature map ``X`` (before global pooling) and the predicted COVID-19 probability ``y_p``:
 
     w_k = mean_{i,j} d y_p / d X^k_{ij}            (Eq. 1)
-    AM  = sum_k ReLU(w_k X^k)                      (Eq. 2)
+    AM  = ReLU(sum_k w_k X^k)                      (Grad-CAM, the method the paper cites for its maps, [18])
+
+The paper prints Eq. 2 with the ReLU inside the sum, ``AM = sum_k ReLU(w_k X^k)`` (``relu="channel"`` here). The
+last stage's maps come out of a ReLU (``X >= 0``) and feed global pooling and a linear layer, so ``w_k X^k_ij`` is
+exactly channel ``k``'s share of the COVID-19 logit margin at ``(i, j)`` (times ``y_p (1 - y_p)``). The printed
+form keeps only the channels that argue for COVID-19 and drops those that argue against it, so it lights up
+healthy lung where the net evidence is against COVID-19; the ReLU over the sum (``relu="sum"``, the default) keeps
+the places whose net evidence is for COVID-19, as Grad-CAM does.
 
 ``X`` is the paper's "feature map before GAP", the last stage (stride 32): :func:`activation_maps` uses it alone by
 default. The stage before it (stride 16) can be added with ``stages=(0, 1)``; each map is upsampled to the input
@@ -23,15 +30,21 @@ from torch import Tensor
 
 from covseg.networks.classifier import COVID, SliceClassifier
 
+RELU = ("sum", "channel")
+"""Where the ReLU goes: over the weighted sum (Grad-CAM) or on each channel's term (Eq. 2 as printed)."""
 
-def stage_activation(probability: Tensor, features: Tensor) -> Tensor:
-    """Eq. 1-2 for one stage: ``(B, h, w)`` map from ``features`` (B, K, h, w) and per-image ``probability`` (B,).
+
+def stage_activation(probability: Tensor, features: Tensor, relu: str = "sum") -> Tensor:
+    """Eq. 1 weights and the map for one stage: ``(B, h, w)`` from ``features`` (B, K, h, w) and per-image
+    ``probability`` (B,); ``relu`` is ``"sum"`` (``ReLU(sum_k w_k X^k)``) or ``"channel"`` (``sum_k ReLU(w_k X^k)``).
 
     ``features`` must be part of the graph that produced ``probability``.
     """
+    if relu not in RELU:
+        raise ValueError(f"relu must be one of {RELU}, got {relu!r}")
     (grads,) = torch.autograd.grad(probability.sum(), features, retain_graph=True)
-    weights = grads.mean(dim=(2, 3), keepdim=True)  # Eq. 1
-    return torch.relu(weights * features).sum(dim=1)  # Eq. 2
+    weighted = grads.mean(dim=(2, 3), keepdim=True) * features  # Eq. 1
+    return torch.relu(weighted.sum(dim=1)) if relu == "sum" else torch.relu(weighted).sum(dim=1)
 
 
 def _unit(maps: Tensor) -> Tensor:
@@ -41,11 +54,11 @@ def _unit(maps: Tensor) -> Tensor:
 
 
 def activation_maps(network: SliceClassifier, images: Tensor, stages: Sequence[int] = (1,),
-                    target: int = COVID) -> tuple[Tensor, Tensor]:
+                    target: int = COVID, relu: str = "sum") -> tuple[Tensor, Tensor]:
     """Activation maps ``(B, H, W)`` in [0, 1] at the input size, and the class probabilities ``(B,)``.
 
     ``stages`` index :meth:`SliceClassifier.forward_stages`' feature list (0: stride 16, 1: stride 32, the map
-    before global pooling that the paper's Eq. 1-2 use).
+    before global pooling that the paper's Eq. 1-2 use); ``relu``: see :func:`stage_activation`.
     """
     network.eval()
     size = images.shape[-2:]
@@ -54,7 +67,7 @@ def activation_maps(network: SliceClassifier, images: Tensor, stages: Sequence[i
         prob = torch.softmax(logits.float(), dim=1)[:, target]
         maps = []
         for s in stages:
-            am = stage_activation(prob, feats[s])
+            am = stage_activation(prob, feats[s], relu)
             am = F.interpolate(am[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
             maps.append(_unit(am.clamp_min(0)))
     return torch.stack(maps).mean(dim=0).detach(), prob.detach()
