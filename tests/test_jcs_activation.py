@@ -3,11 +3,19 @@
 Real non-COVID slices of the sars-cov-2-ct test split get a synthetic ground-glass lesion (a soft disk of hazy
 grey with texture) placed inside the lung. Criterion, fixed before looking at any result: over all cases, the
 share of the map's mass inside the lesion disk rises at least 1.5-fold from the slice without the lesion to the
-slice with it, and with the lesion it is at least twice the disk's share of the image area.
+slice with it, and with the lesion it is at least twice the disk's share of the image area. At 160² the map of
+the last stage is 5x5, yet a map on the lesion still gives the disk about 0.3 of its mass (on these cases 0.34 for
+all of it on the cell under the lesion, 0.27 for the disk averaged onto the grid), so twice the area share (about
+0.06) is within reach of that resolution.
+The share inside the disk grown by half its radius and the distance from the map's centre of mass to the
+lesion's centre (as a fraction of the image diagonal) are printed beside it.
+
+The xfail is tied to the weights it was measured on (their SHA-256): other shipped weights are tested for real.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +35,11 @@ REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "bundles" / "jcs_classifier" / "models" / "model.pt"
 IMAGE_SIZE = 160
 N_SLICES = 6
+MEASURED = "b27da25d0ac0754ed2ee122e43a406f885f2c0c6a087819104f49d3bec0d146f"  # jcs_classifier 0.1.0
+
+
+def _digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
 
 
 def insert_lesion(grey: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
@@ -52,8 +65,11 @@ def insert_lesion(grey: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarra
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="jcs_classifier 0.1.0 (sars val AUC 0.79): the map's mass inside the lesion "
-                   "went from 0.039 to 0.029 (area share 0.032) although P(COVID-19) rose; see the model card")
+@pytest.mark.xfail(_digest(WEIGHTS) == MEASURED, strict=True, reason=(
+    "jcs_classifier 0.1.0 (sars val AUC 0.79), Grad-CAM of the last stage: P(COVID-19) 0.37 -> 0.45, the map's "
+    "mass inside the lesion 0.010 -> 0.031 (within half a radius 0.025 -> 0.071 for 0.064 of the area; centre of "
+    "mass 0.26 -> 0.18 of the diagonal from the lesion), but only the disk's area share (0.032), not twice it: the "
+    "lesion turns that lung from evidence against COVID-19 into neutral, not into the map's hot spot; model card"))
 def test_activation_mass_moves_onto_an_inserted_lesion(one_torch_thread):
     if not WEIGHTS.exists():
         pytest.skip(f"{WEIGHTS}: no shipped classifier weights")
@@ -63,23 +79,42 @@ def test_activation_mass_moves_onto_an_inserted_lesion(one_torch_thread):
     net = load_weights(SliceClassifier(), WEIGHTS)
     items = [i for i in labelled_slices(cls, "sars-cov-2-ct", "test") if i["label"] == 0]
     rng = np.random.default_rng(0)
-    before, after, area = [], [], []
+    before, after, area, near, centre, prob = [], [], [], [], [], []
     for item in items[::max(1, len(items) // (3 * N_SLICES))]:
         grey = read_grey(Path(item["image"]))
         placed = insert_lesion(grey, rng)
         if placed is None:
             continue
         lesioned, disk = placed
-        am0, _ = slice_activation(net, grey, IMAGE_SIZE)
-        am1, _ = slice_activation(net, lesioned, IMAGE_SIZE)
-        before.append(float(am0[disk].sum() / max(am0.sum(), 1e-12)))
-        after.append(float(am1[disk].sum() / max(am1.sum(), 1e-12)))
+        margin = ndimage.binary_dilation(disk, iterations=int(np.sqrt(disk.sum() / np.pi) / 2))
+        am0, p0 = slice_activation(net, grey, IMAGE_SIZE)
+        am1, p1 = slice_activation(net, lesioned, IMAGE_SIZE)
+        before.append(_share(am0, disk))
+        after.append(_share(am1, disk))
         area.append(float(disk.mean()))
+        near.append((_share(am0, margin), _share(am1, margin), float(margin.mean())))
+        centre.append((_centre_distance(am0, disk), _centre_distance(am1, disk)))
+        prob.append((p0, p1))
         if len(after) == N_SLICES:
             break
     assert len(after) == N_SLICES, "not enough slices with room for a lesion"
     b, a, s = np.mean(before), np.mean(after), np.mean(area)
-    print(f"mass inside lesion: before {b:.3f}, after {a:.3f}, area share {s:.3f}")
+    (n0, n1, ns), (c0, c1), (p0, p1) = np.mean(near, 0), np.mean(centre, 0), np.mean(prob, 0)
+    print(f"P(COVID-19) {p0:.3f} -> {p1:.3f}; mass inside lesion: before {b:.3f}, after {a:.3f}, area share {s:.3f}; "
+          f"within half a radius {n0:.3f} -> {n1:.3f} (area {ns:.3f}); centre of mass {c0:.3f} -> {c1:.3f}")
     assert a >= 1.5 * b, f"activation mass inside the lesion rose only from {b:.3f} to {a:.3f}"
     assert a >= 2.0 * s, f"activation mass inside the lesion {a:.3f} is not twice its area share {s:.3f}"
     torch.set_num_threads(1)
+
+
+def _share(am: np.ndarray, region: np.ndarray) -> float:
+    """Share of the map's mass inside ``region``."""
+    return float(am[region].sum() / max(am.sum(), 1e-12))
+
+
+def _centre_distance(am: np.ndarray, disk: np.ndarray) -> float:
+    """Distance from the map's centre of mass to the disk's centre, as a fraction of the image diagonal."""
+    yy, xx = np.mgrid[:am.shape[0], :am.shape[1]]
+    total = max(am.sum(), 1e-12)
+    gap = np.hypot((am * yy).sum() / total - yy[disk].mean(), (am * xx).sum() / total - xx[disk].mean())
+    return float(gap / np.hypot(*am.shape))
