@@ -4,6 +4,7 @@ inference, evaluation and training workflow types, built from covseg's own piece
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 from bundle_runs import BUNDLE
@@ -11,13 +12,14 @@ from bundle_runs import BUNDLE
 from covseg.synthetic.phantom import make_chest_phantom, write_phantom
 
 CONFIGS = BUNDLE / "configs"
+SEMI = BUNDLE.parent / "semi_infnet"
 
 
-def _workflow(name: str, workflow_type: str, **overrides):
+def _workflow(name: str, workflow_type: str, bundle: Path = BUNDLE, **overrides):
     from monai.bundle import ConfigWorkflow
 
-    workflow = ConfigWorkflow(config_file=str(CONFIGS / f"{name}.yaml"), workflow_type=workflow_type,
-                              logging_file=False, bundle_root=str(BUNDLE), **overrides)
+    workflow = ConfigWorkflow(config_file=str(bundle / "configs" / f"{name}.yaml"), workflow_type=workflow_type,
+                              logging_file=False, bundle_root=str(bundle), **overrides)
     workflow.initialize()
     return workflow
 
@@ -57,6 +59,29 @@ def test_train_config_is_a_monai_train_workflow(semiseg_dir, tmp_path):
     _assert_complete(workflow)
     assert workflow.max_epochs == 100 and len(workflow.train_dataset) >= 1
     assert type(workflow.train_inferer).__name__ == "SimpleInferer"
+
+
+def test_semi_infnet_train_config_is_a_monai_train_workflow(semiseg_dir, tmp_path):
+    from covseg.engines.semi_procedure import SemiInfNet
+
+    workflow = _workflow("train", "train", SEMI, dataset_dir=str(semiseg_dir), output_dir=str(tmp_path),
+                         train_limit=4, unlabelled_limit=2)
+    _assert_complete(workflow)
+    assert isinstance(workflow.trainer, SemiInfNet) and workflow.max_epochs == 20
+    assert len(workflow.train_dataset) == 3 and len(workflow.trainer.unlabelled) == 2
+    assert type(workflow.train_inferer).__name__ == "SimpleInferer"
+    assert workflow.trainer.rounds.labeller == "teacher" and workflow.trainer.student_init == "fresh"
+    assert not list(tmp_path.iterdir())  # building the workflow trains nothing
+
+
+@pytest.mark.parametrize(("name", "workflow_type"), [("evaluate", "eval"), ("inference", "infer")])
+def test_semi_infnet_evaluate_and_inference_configs_are_monai_workflows(semiseg_dir, tmp_path, name, workflow_type):
+    """Checked with bundles/infnet's weights (same network) where the bundle's own are not shipped."""
+    weights = SEMI / "models" / "model.pt"
+    weights = weights if weights.exists() else BUNDLE / "models" / "model.pt"
+    data = str(semiseg_dir) if name == "evaluate" else str(tmp_path / "none.nii.gz")
+    workflow = _workflow(name, workflow_type, SEMI, dataset_dir=data, output_dir=str(tmp_path), weights=str(weights))
+    _assert_complete(workflow)
 
 
 def test_a_missing_property_is_reported(tmp_path):

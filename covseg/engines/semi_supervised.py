@@ -256,7 +256,8 @@ def _claim_slices(round_dir: Path, chosen: list[dict]) -> None:
 
 def _close_round(round_dir: Path, previous: Path | None, number: int, chosen: list[dict], train_size: int,
                  schedule: RoundSchedule, seconds: float | None = None) -> Path:
-    """Record a finished round, drop its checkpoints (and the previous round's weights unless kept)."""
+    """Record a finished round (``round.json``: its size, time and best-epoch validation), drop its checkpoints and
+    best-epoch weights (and the previous round's weights unless kept)."""
     record = round_dir / "round.json"
     if not record.exists():
         best = round_dir / "best.json"
@@ -265,10 +266,9 @@ def _close_round(round_dir: Path, previous: Path | None, number: int, chosen: li
             "val": json.loads(best.read_text()) if best.exists() else None}))
     for checkpoint in round_dir.glob("checkpoint_*.pt"):  # the round is done: only its weights are needed
         checkpoint.unlink()
-    if not schedule.keep_round_weights:
-        (round_dir / "model_best.pt").unlink(missing_ok=True)
-        if previous is not None and previous.parent != round_dir:
-            previous.unlink(missing_ok=True)
+    (round_dir / "model_best.pt").unlink(missing_ok=True)  # rounds are not selected on validation
+    if not schedule.keep_round_weights and previous is not None and previous.parent != round_dir:
+        previous.unlink(missing_ok=True)
     final = round_dir / "model_final.pt"
     return final if final.exists() else previous  # type: ignore[return-value]
 
