@@ -25,3 +25,10 @@ def bundle_cmd(run_id: str, config: str, *overrides: str) -> list[str]:
     """``python -m monai.bundle run RUN_ID --config_file CONFIG`` for the Inf-Net bundle, with overrides."""
     return [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", config,
             "--bundle_root", str(BUNDLE), *overrides]
+
+
+def verify_metadata(meta_file: Path) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle verify_metadata`` of ``meta_file`` against the schema in bundles/schema (offline)."""
+    return subprocess.run([sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", str(meta_file),
+                           "--filepath", str(REPO / "bundles" / "schema" / "meta_schema.json")],
+                          capture_output=True, text=True, timeout=300)
