@@ -27,7 +27,7 @@ CTX = multiprocessing.get_context("fork")
 POOL = 8
 OPTIONS = {"labeller": "student", "per_round": 3, "pseudo_epochs": 2, "pseudo_lr": 1e-2, "max_epochs": 3,
            "finetune_lr": 1e-2, "snapshot_start": 2, "val_interval": 1, "image_size": 32, "batch_size": 2,
-           "scales": (1.0,), "seed": 3}
+           "scales": (1.0,), "seed": 3, "device": "cpu", "bf16": False}
 
 
 def _net() -> nn.Module:
@@ -164,7 +164,9 @@ def test_the_teacher_labels_every_round_and_only_the_newest_round_weights_stay(t
         np.testing.assert_array_equal(label, np.asarray(Image.open(expected)))
         assert (label == 255).sum() > 100
     assert [p.parent.name for p in (tmp_path / "run").glob("round_*/model_final.pt")] == ["round_003"]
-    assert len(list((tmp_path / "run").glob("round_*/round.json"))) == 3
+    curve = (tmp_path / "run" / "rounds.csv").read_text().splitlines()
+    assert curve[0] == "round,slices,train_size,seconds,val_dice,val_mae" and len(curve) == 4
+    assert [row.split(",")[:3] for row in curve[1:]] == [["1", "3", "4"], ["2", "3", "7"], ["3", "2", "9"]]
 
 
 def test_bad_settings_are_refused(tmp_path):

@@ -27,6 +27,7 @@ from monai.data import Dataset
 from torch import nn
 from torch.utils.data import DataLoader
 
+from covseg.engines.cpu import resolve_bf16
 from covseg.engines.semi_supervised import (
     RoundSchedule,
     copy_atomic,
@@ -173,10 +174,11 @@ def build_semi_inf_net(student: nn.Module, teacher_weights: str | Path | None, l
                      snapshot_start: int | None = 10, val_interval: int = 5, image_size: int = 352,
                      batch_size: int = 6, weight_decay: float = 1e-4, scales=(0.75, 1.0, 1.25), tta: bool = False,
                      threshold: float = 0.5, keep_round_weights: bool = True, label_dir: str | Path | None = None,
-                     device: str = "cpu", bf16: bool = False, seed: int = 0,
+                     device: str | None = None, bf16: bool | str = "auto", seed: int = 0,
                      inferer: Callable | None = None) -> SemiInfNet:
     """The procedure from flat keyword options (the bundle's ``train#trainer`` and ``scripts/train_long.py``);
-    ``.run()`` trains. ``max_epochs``: the fine-tune's epochs.
+    ``.run()`` trains. ``max_epochs``: the fine-tune's epochs. ``device`` None: CUDA when available, else the CPU;
+    ``bf16`` ``"auto"``: :func:`covseg.engines.cpu.resolve_bf16`.
 
     Defaults: the teacher labels the whole pool in one round, a fresh student trains 3 epochs on labelled +
     pseudo-labelled at lr 3e-4 (cosine, BCE + Dice), then 20 labelled epochs at lr 1e-4 (BCE + Dice, mild window
@@ -192,6 +194,7 @@ def build_semi_inf_net(student: nn.Module, teacher_weights: str | Path | None, l
     finetune = FineTune(epochs=max_epochs, lr=finetune_lr, seg_loss=finetune_seg_loss,
                         strong_window_jitter=as_flag(finetune_strong_window_jitter, "finetune_strong_window_jitter"),
                         snapshot_start=snapshot_start, val_interval=val_interval)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return SemiInfNet(student, teacher_weights, labelled, unlabelled, output_dir, val_items=val_items,
                       student_init=student_init, rounds=rounds, finetune=finetune, label_dir=label_dir,
-                      device=device, bf16=bf16, seed=seed, inferer=inferer)
+                      device=device, bf16=resolve_bf16(bf16, device), seed=seed, inferer=inferer)

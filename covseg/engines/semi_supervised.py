@@ -229,7 +229,22 @@ def train_rounds(student: nn.Module, labelled: list[dict], unlabelled: list[dict
                                 time.perf_counter() - started)
     if previous is None:
         raise ValueError(f"{output_dir}: no round was run (is the unlabelled pool empty?)")
+    write_round_curve(output_dir, len(rounds))
     return previous
+
+
+def write_round_curve(output_dir: Path, count: int) -> Path:
+    """``rounds.csv``: one row per round (slices, training set, seconds, best-epoch validation Dice and MAE)."""
+    rows = ["round,slices,train_size,seconds,val_dice,val_mae"]
+    for number in range(1, count + 1):
+        rec = json.loads((output_dir / f"round_{number:03d}" / "round.json").read_text())
+        val = rec["val"] or {}
+        rows.append(",".join(str(v if v is not None else "") for v in (
+            rec["round"], rec["slices"], rec["train_size"], rec["seconds"] and round(rec["seconds"], 1),
+            val.get("val_dice"), val.get("val_mae"))))
+    target = output_dir / "rounds.csv"
+    atomic_write_text(target, "\n".join(rows) + "\n")
+    return target
 
 
 def label_slices(labeller: nn.Module, items: list[dict], label_dir: Path, schedule: RoundSchedule, device: str,
