@@ -4,8 +4,12 @@ Round after round, the current model labels ``per_round`` slices drawn at random
 join the training set, and the model is fine-tuned on the enlarged set, until the pool is empty. The paper uses
 ``per_round = 5`` (320 rounds, ~50 GPU-hours); on a CPU a larger ``per_round`` and a fixed number of training
 samples per round keep the same procedure affordable. Each round fine-tunes with :func:`build_trainer` in its own
-folder, so a killed run resumes at the round it was in; pseudo labels are 0/255 PNGs named like their slice, written
-atomically, and are never re-predicted once written.
+folder, so a killed run resumes at the round it was in, from its last epoch, and every epoch's randomness is
+reseeded from (seed, round, epoch), so the resumed run ends where an uninterrupted one would; pseudo labels are
+0/255 PNGs named like their slice, written atomically, and are never re-predicted once written.
+
+:func:`train_rounds` is the round loop (the current student or a fixed teacher labels); :func:`run_propagation`
+runs it as Algorithm 1, :mod:`covseg.engines.semi_procedure` as the whole Semi-Inf-Net procedure.
 """
 
 from __future__ import annotations
