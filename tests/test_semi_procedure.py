@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -177,3 +178,20 @@ def test_bad_settings_are_refused(tmp_path):
         _procedure(inputs, tmp_path / "b", labeller="oracle")
     with pytest.raises(ValueError, match="teacher_weights"):
         build_semi_inf_net(_net(), None, [], [], tmp_path / "c")
+
+
+def test_killed_after_the_last_checkpoint_finishes_without_training_again(reference, capsys, one_torch_thread):
+    """A kill between the fine-tune's last checkpoint and its final weights: the resume only writes them (ignite
+    would start a finished state over)."""
+    out = reference["root"] / "killed-at-the-end"
+    shutil.copytree(reference["root"] / "reference", out)
+    for name in ("model_final.pt", "finetune/model_final.pt", "finetune/model_swa.pt"):
+        (out / name).unlink()
+    capsys.readouterr()
+    final = _procedure(reference["inputs"], out).run()
+    assert " loss " not in capsys.readouterr().out  # no epoch was trained
+    expected = reference["root"] / "reference"
+    for name in ("finetune/model_final.pt", "finetune/model_swa.pt"):
+        a, b = _weights(out / name), _weights(expected / name)
+        assert all(torch.equal(a[k], b[k]) for k in b), name
+    assert all(torch.equal(v, reference["weights"][k]) for k, v in _weights(final).items())
