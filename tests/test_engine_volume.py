@@ -252,6 +252,42 @@ def test_dataset_prefetch_reads_once_and_preprocessing_carries_the_lung(ct_ras):
     assert len(dataset) == 1
 
 
+def test_dataset_adopts_an_equal_datasets_prefetch_only(ct_ras):
+    from covseg.engines.dataset import VolumeDataset, VolumePreprocessing
+
+    calls = []
+
+    class Counting(VolumePreprocessing):
+        def __call__(self, source):
+            calls.append(source.name)
+            return super().__call__(source)
+
+    early = VolumeDataset([ct_ras], Counting())
+    early.prefetch(0)
+    same = VolumeDataset(early.data, Counting())  # what the config builds: the same sources, an equal transform
+    assert same.adopt(early)
+    assert same[0].volume.name == "chest" and calls == ["chest"]  # the early item, not read again
+    other = VolumeDataset(early.data, Counting(lung=False))
+    early.prefetch(0)
+    assert not other.adopt(early)  # another preprocessing: its own item
+    assert other[0].lung is None and early[0].lung is not None and calls == ["chest"] * 3
+
+
+def test_dataset_imports_neither_torch_nor_monai_and_reading_imports_nothing(ct_ras):
+    """The CLI reads its first volume in a thread while the main thread imports torch and MONAI: that thread must
+    import nothing (MONAI's package import breaks when another thread imports it at the same time)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from covseg.engines.dataset import VolumePreprocessing; "
+            "assert not {'torch', 'monai'} & set(sys.modules), sorted({'torch', 'monai'} & set(sys.modules)); "
+            "before = set(sys.modules); item = VolumePreprocessing()(sys.argv[1]); assert item.lung.any(); "
+            "new = sorted(set(sys.modules) - before); assert not new, new")
+    done = subprocess.run([sys.executable, "-c", code, str(ct_ras)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_dataset_prefetch_delivers_errors_to_the_reader(tmp_path):
     from covseg.engines.batch import VolumeDataset
     from covseg.io.errors import CovsegInputError

@@ -212,28 +212,29 @@ def _error(message: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ infer
-def _check_model_args(args: argparse.Namespace) -> bool:
-    """The model options make sense (else one error line and ``False``); applies ``--threads``."""
+def _check_model_args(args: argparse.Namespace, apply: bool = True) -> bool:
+    """The model options make sense (else one error line and ``False``); ``apply``: sets ``--threads``.
+
+    torch is imported only to apply ``--threads`` and to check ``--device cuda``, so the CLI can check the options
+    before it starts reading the first volume, and apply them later."""
     if args.batch_size < 1:
         _error(f"--batch-size must be >= 1, got {args.batch_size}")
         return False
-    if args.threads is not None:
-        import torch
-
-        if args.threads < 1:
-            _error(f"--threads must be >= 1, got {args.threads}")
-            return False
-        torch.set_num_threads(args.threads)
+    if args.threads is not None and args.threads < 1:
+        _error(f"--threads must be >= 1, got {args.threads}")
+        return False
     if args.image_size is not None and (args.image_size < 64 or args.image_size % 32):
         _error(f"--image-size must be a multiple of 32 and at least 64, got {args.image_size}")
         return False
     if args.backend == "onnxruntime" and args.device != "cpu":
         _error(f"--backend onnxruntime runs on the CPU only, not --device {args.device}")
         return False
-    if args.device.startswith("cuda"):
+    if (apply and args.threads is not None) or args.device.startswith("cuda"):
         import torch
 
-        if not torch.cuda.is_available():
+        if apply and args.threads is not None:
+            torch.set_num_threads(args.threads)
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
             _error(f"--device {args.device}: CUDA is not available (torch {torch.__version__})")
             return False
     return True
@@ -266,31 +267,42 @@ def _export_notice(path: Path) -> None:
 
 
 def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels: str | None) -> int:
-    """Load the model, build the bundle's inference workflow with it, run it with a progress bar, print the table."""
-    from covseg.engines.batch import check_folders, inference_config
-    from covseg.engines.interrupts import BatchInterrupted
+    """Load the model, build the bundle's inference workflow with it, run it with a progress bar, print the table.
+
+    The first volume is read and lung-masked in a thread (:mod:`covseg.engines.dataset`: no torch, no MONAI) while
+    this thread imports torch and MONAI, parses ``inference.yaml`` with MONAI's ``ConfigParser`` and loads the
+    model; the dataset built from the config takes that item over when its ``preprocessing`` is the same."""
+    from covseg.engines.dataset import VolumeDataset, VolumePreprocessing, check_folders
     from covseg.io.errors import CovsegInputError
-    from covseg.networks.loading import DEFAULT_BUNDLE
 
     try:
         check_folders(out, labels)
     except CovsegInputError as exc:
         _error(str(exc))
         return EXIT_USAGE
-    if not _check_model_args(args):
+    if not _check_model_args(args, apply=False):
         return EXIT_USAGE
+    try:
+        found = VolumeDataset(list(inputs), VolumePreprocessing())
+    except Exception as exc:  # noqa: BLE001 - one line, as for a config error
+        return _config_error(exc)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        found.prefetch(0)  # read + lung-mask the first volume while torch, MONAI and the model load
+    from covseg.engines.batch import inference_config
+    from covseg.engines.interrupts import BatchInterrupted
+    from covseg.networks.loading import DEFAULT_BUNDLE
+
     # the bundle's own volume workflow, else (a slice-level bundle, or none) the shipped one with its network
     bundle = Path(args.bundle) if args.bundle else DEFAULT_BUNDLE
     if not _is_volume_workflow(bundle / "configs" / "inference.yaml"):
         bundle = DEFAULT_BUNDLE
     parser = inference_config(bundle / "configs" / "inference.yaml",
-                              {"bundle_root": str(bundle), "input_dir": [str(i) for i in inputs]})
+                              {"bundle_root": str(bundle), "input_dir": found.data})
     try:
         dataset = parser.get_parsed_content("dataset")
     except Exception as exc:  # noqa: BLE001 - MONAI wraps the cause: show it in one line
         return _config_error(exc)
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        dataset.prefetch(0)  # read + lung-mask the first volume while the model loads
+    dataset.adopt(found)  # the first volume under way, if the config's preprocessing is the same
     model = _load(args)
     if model is None:
         return EXIT_USAGE

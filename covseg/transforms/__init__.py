@@ -1,46 +1,35 @@
 """covseg.transforms: MONAI-style preprocessing (plain function, array ``Transform``, dict ``...d`` transform).
 
 - ``intensity``: HU window to the COVID-SemiSeg 8-bit look (``window_hu``, ``SEMISEG_WINDOW``);
-- ``lung``: automatic lung mask, 1 right / 2 left (``lung_mask``);
+- ``lung``: automatic lung mask, 1 right / 2 left (``lung_mask``; numpy/scipy only, its MONAI transforms are in
+  ``lung_transforms``);
 - ``crop``: lung bounding box crop and its exact inverse (``lung_box``, ``crop_to_box``, ``paste_from_box``);
 - ``edges``: edge map of a mask as the Inf-Net dataset derives it (``edge_map``).
+
+The names below are imported on first use, so importing one submodule (e.g. ``covseg.transforms.lung`` in the
+CLI's first reader thread) does not import the others, nor MONAI.
 """
 
-from covseg.transforms.crop import (
-    DEFAULT_MARGIN_PX,
-    Box,
-    CropToLungBox,
-    CropToLungBoxd,
-    PasteFromLungBox,
-    PasteFromLungBoxd,
-    crop_to_box,
-    lung_box,
-    paste_from_box,
-)
-from covseg.transforms.edges import EdgeMap, EdgeMapd, edge_map
-from covseg.transforms.intensity import SEMISEG_WINDOW, WindowHU, WindowHUd, window_hu
-from covseg.transforms.lung import LEFT_LUNG, RIGHT_LUNG, LungMask, LungMaskd, lung_mask
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_MARGIN_PX",
-    "LEFT_LUNG",
-    "RIGHT_LUNG",
-    "SEMISEG_WINDOW",
-    "Box",
-    "CropToLungBox",
-    "CropToLungBoxd",
-    "EdgeMap",
-    "EdgeMapd",
-    "LungMask",
-    "LungMaskd",
-    "PasteFromLungBox",
-    "PasteFromLungBoxd",
-    "WindowHU",
-    "WindowHUd",
-    "crop_to_box",
-    "edge_map",
-    "lung_box",
-    "lung_mask",
-    "paste_from_box",
-    "window_hu",
-]
+import importlib
+from typing import Any
+
+_HOME = {
+    **dict.fromkeys(("DEFAULT_MARGIN_PX", "Box", "CropToLungBox", "CropToLungBoxd", "PasteFromLungBox",
+                     "PasteFromLungBoxd", "crop_to_box", "lung_box", "paste_from_box"), "crop"),
+    **dict.fromkeys(("EdgeMap", "EdgeMapd", "edge_map"), "edges"),
+    **dict.fromkeys(("SEMISEG_WINDOW", "WindowHU", "WindowHUd", "window_hu"), "intensity"),
+    **dict.fromkeys(("LEFT_LUNG", "RIGHT_LUNG", "lung_mask"), "lung"),
+    **dict.fromkeys(("LungMask", "LungMaskd"), "lung_transforms"),
+}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+    globals()[name] = value
+    return value
