@@ -23,7 +23,6 @@ and the load average, and appends a record to ``docs/benchmarks.md``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from compute_bound import gemm_rate, network_flops
-from machine import describe
+from machine import append_record, describe
 
 from covseg.engines.cpu import bf16_fast
 from covseg.engines.predictor import SlicePredictor
@@ -155,9 +154,7 @@ def main() -> None:
     machine_after = describe()
     print(f"- machine before: {machine_before}\n- machine after: {machine_after}")
     if not args.no_docs:
-        when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         record = (
-            f"\n## Inf-Net per-slice inference: covseg vs the plain loop ({when})\n\n"
             f"- command: `python benchmarks/bench_infnet_speed.py --bundle {_shown(args.bundle)}"
             f"{f' --slices {args.slices}' if args.slices != 48 else ''}"
             f"{f' --image-size {args.image_size}' if args.image_size else ''}`\n"
@@ -168,8 +165,7 @@ def main() -> None:
             f"{gemm}\n{verdict}\n\n"
             f"{table}\n"
         )
-        with open(REPO / "docs" / "benchmarks.md", "a") as fh:
-            fh.write(record)
+        append_record("Inf-Net per-slice inference: covseg vs the plain loop", record)
 
 if __name__ == "__main__":
     main()

@@ -18,17 +18,15 @@ From these it prints the lowest possible network time for ``--slices`` slices (t
 from __future__ import annotations
 
 import argparse
-import datetime
 import platform
 import time
 from pathlib import Path
 
 import torch
+from machine import append_record, describe
 from torch.utils.flop_counter import FlopCounterMode
 
 from covseg.networks.loading import DEFAULT_BUNDLE, load_model
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def network_flops(network: torch.nn.Module, size: int) -> float:
@@ -125,11 +123,9 @@ def main() -> None:
     print(summary)
     print(table)
     if not args.no_docs:
-        when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        with open(REPO / "docs" / "benchmarks.md", "a") as fh:
-            fh.write(f"\n## Inf-Net compute lower bound on this CPU ({when})\n\n"
-                     f"- command: `python benchmarks/compute_bound.py --slices {args.slices}`\n"
-                     f"{summary}\n\n{table}\n")
+        append_record("Inf-Net compute lower bound on this CPU",
+                      f"- command: `python benchmarks/compute_bound.py --slices {args.slices}`\n"
+                      f"- machine after the run: {describe()}\n{summary}\n\n{table}")
 
 
 if __name__ == "__main__":

@@ -37,14 +37,29 @@ def describe() -> str:
     load = os.getloadavg()
     return (f"{cpu_model()}; flags {' '.join(cpu_flags()) or 'none of ' + ' '.join(FLAGS)}; "
             f"{os.cpu_count()} CPUs; load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min, "
-            "shared machine)")
+            f"shared machine); runnable now {_runnable()}")
+
+
+def _runnable() -> str:
+    """Threads runnable at this instant (/proc/loadavg), this process's included: the load right now, which the
+    1-minute average lags by about a minute."""
+    try:
+        return Path("/proc/loadavg").read_text().split()[3].split("/")[0]
+    except (OSError, IndexError):
+        return "?"
 
 
 def append_record(title: str, body: str, docs: Path | None = None) -> None:
-    """Append one dated section, ``## <title> (<UTC time>)`` then ``body``, to docs/benchmarks.md."""
+    """Append one dated section, ``## <title> (<UTC time>)`` then ``body``, to docs/benchmarks.md.
+
+    ``$COVSEG_BENCH_CONDITIONS``, when set, is added as a ``- conditions:`` line (e.g. which other jobs were paused
+    during the run), so a record says under what load it was measured."""
     import datetime
 
     docs = docs or Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    conditions = os.environ.get("COVSEG_BENCH_CONDITIONS", "").strip()
+    if conditions:
+        body = f"- conditions: {conditions}\n{body}"
     with open(docs, "a") as fh:
-        fh.write(f"\n## {title} ({when})\n\n{body}\n")
+        fh.write(f"\n## {title} ({when})\n\n{body.rstrip()}\n")
