@@ -273,6 +273,30 @@ def test_dataset_adopts_an_equal_datasets_prefetch_only(ct_ras):
     assert other[0].lung is None and early[0].lung is not None and calls == ["chest"] * 3
 
 
+def test_dataset_prefetch_in_a_child_process_gives_the_same_item_and_the_real_error(ct_ras, tmp_path):
+    import glob
+
+    from covseg.engines.dataset import VolumeDataset
+    from covseg.io.errors import CovsegInputError
+
+    before = set(glob.glob("/dev/shm/covseg-item-*"))
+    dataset = VolumeDataset([ct_ras])
+    dataset.prefetch(0, process=True)
+    item, again = dataset[0], dataset[0]  # the child's item, then one computed here
+    np.testing.assert_array_equal(item.volume.array, again.volume.array)
+    np.testing.assert_array_equal(item.lung, again.lung)
+    assert item.volume.reference == again.volume.reference and item.volume.name == again.volume.name
+    assert set(item.timing_s) == {"read", "lung_mask"}
+    empty = tmp_path / "empty.nii.gz"
+    empty.write_bytes(b"")
+    bad = VolumeDataset([empty])
+    bad.prefetch(0, process=True)
+    with pytest.raises(CovsegInputError, match="empty") as info:
+        bad[0]
+    assert info.value.path == str(empty)  # computed again here: the real error, not a copy
+    assert set(glob.glob("/dev/shm/covseg-item-*")) <= before  # nothing left behind
+
+
 def test_dataset_imports_neither_torch_nor_monai_and_reading_imports_nothing(ct_ras):
     """The CLI reads its first volume in a thread while the main thread imports torch and MONAI: that thread must
     import nothing (MONAI's package import breaks when another thread imports it at the same time)."""

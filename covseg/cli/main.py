@@ -269,8 +269,8 @@ def _export_notice(path: Path) -> None:
 def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels: str | None) -> int:
     """Load the model, build the bundle's inference workflow with it, run it with a progress bar, print the table.
 
-    The first volume is read and lung-masked in a thread (:mod:`covseg.engines.dataset`: no torch, no MONAI) while
-    this thread imports torch and MONAI, parses ``inference.yaml`` with MONAI's ``ConfigParser`` and loads the
+    The first volume is read and lung-masked in a forked child (:mod:`covseg.engines.dataset`: no torch, no MONAI)
+    while this process imports torch and MONAI, parses ``inference.yaml`` with MONAI's ``ConfigParser`` and loads the
     model; the dataset built from the config takes that item over when its ``preprocessing`` is the same."""
     from covseg.engines.dataset import VolumeDataset, VolumePreprocessing, check_folders
     from covseg.io.errors import CovsegInputError
@@ -287,7 +287,7 @@ def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, label
     except Exception as exc:  # noqa: BLE001 - one line, as for a config error
         return _config_error(exc)
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        found.prefetch(0)  # read + lung-mask the first volume while torch, MONAI and the model load
+        found.prefetch(0, process=True)  # read + lung-mask the first volume while torch, MONAI and the model load
     from covseg.engines.batch import inference_config
     from covseg.engines.interrupts import BatchInterrupted
     from covseg.networks.loading import DEFAULT_BUNDLE

@@ -6,14 +6,20 @@ computes an item, :class:`VolumeItem`, with its ``transform`` (the workflow's ``
 (:meth:`VolumeDataset.prefetch`).
 
 This module imports neither torch nor MONAI (numpy, scipy, SimpleITK, nibabel, pydicom only), and nothing that it
-runs imports more: ``covseg infer`` starts reading and lung-masking its first volume here, in a thread, before the
-main thread imports torch and MONAI to build the workflow from ``inference.yaml`` (the two overlap); the dataset
-built from the config then takes that item over (:meth:`VolumeDataset.adopt`). MONAI must never be imported by two
+runs imports more: ``covseg infer`` starts reading and lung-masking its first volume here, in a forked child process
+(:func:`fork_child`; a thread would take turns with the imports for the GIL), before the main thread imports torch
+and MONAI to build the workflow from ``inference.yaml`` (the two overlap); the dataset built from the config then
+takes that item over (:meth:`VolumeDataset.adopt`). MONAI must never be imported by two
 threads at once (its package ``__init__`` imports its submodules in a cycle that another thread's import breaks).
 """
 
 from __future__ import annotations
 
+import os
+import pickle
+import shutil
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +35,7 @@ from covseg.io.errors import CovsegInputError
 from covseg.io.read import CTVolume, read_volume
 from covseg.transforms.lung import lung_mask
 
-__all__ = ["VolumeDataset", "VolumeItem", "VolumePreprocessing", "check_folders"]
+__all__ = ["VolumeDataset", "VolumeItem", "VolumePreprocessing", "check_folders", "fork_child"]
 
 
 @dataclass
@@ -83,17 +89,25 @@ class VolumeDataset(Sequence):
         ahead = self._ahead.pop(index, None)
         return ahead.result() if ahead is not None else self.transform(self.data[index])
 
-    def prefetch(self, index: int = 0) -> None:
+    def prefetch(self, index: int = 0, process: bool = False) -> None:
         """Start computing item ``index`` now, in a background thread (e.g. while the model loads); the next
         ``dataset[index]`` returns that result. Not a daemon thread: a process that exits early (a usage error)
-        waits for it, since killing a thread inside native reading code aborts the interpreter."""
+        waits for it, since killing a thread inside native reading code aborts the interpreter.
+
+        ``process``: compute it in a forked child process instead (Linux; see :func:`fork_child`), so that it
+        runs alongside this process's Python work (imports) rather than taking turns with it for the GIL: the
+        lung mask is mostly scipy.ndimage, which holds the GIL. Call it from the main thread while no other thread
+        is importing or holding locks (the CLI: before it imports torch). Where forking is not possible, or the
+        child fails in any way, the item is computed in the thread as without ``process``."""
         if not 0 <= index < len(self.data) or index in self._ahead:
             return
         future: Future = Future()
+        child = fork_child(self.transform, self.data[index]) if process else None
 
         def work() -> None:
             try:
-                future.set_result(self.transform(self.data[index]))
+                item = child.result() if child is not None else None
+                future.set_result(item if item is not None else self.transform(self.data[index]))
             except BaseException as exc:  # noqa: BLE001 - delivered to whoever asks for the item
                 future.set_exception(exc)
 
@@ -120,3 +134,66 @@ def check_folders(out_dir: str | Path, labels_dir: str | Path | None = None) -> 
     if labels_dir is not None and not Path(labels_dir).is_dir():
         raise CovsegInputError(labels_dir, "labels folder not found")
     return out
+
+
+class _Child:
+    """A forked child computing one item; :meth:`result` waits for it and returns the item, or ``None`` when the
+    child did not deliver one (any failure: the caller computes the item itself, which reproduces a real error)."""
+
+    def __init__(self, pid: int, folder: Path) -> None:
+        self.pid, self.folder = pid, folder
+
+    def result(self) -> VolumeItem | None:
+        try:
+            _, status = os.waitpid(self.pid, 0)
+            path = self.folder / "item.pickle"
+            if os.waitstatus_to_exitcode(status) != 0 or not path.is_file():
+                return None
+            with open(path, "rb") as fh:
+                item = pickle.load(fh)
+            return item if isinstance(item, VolumeItem) else None
+        except Exception:  # noqa: BLE001 - the mechanism failed, not the item: computed again by the caller
+            return None
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def fork_child(transform: Callable[[VolumeSource], VolumeItem], source: VolumeSource) -> _Child | None:
+    """Fork a child that computes ``transform(source)`` and hands it back as a pickle in a private folder on
+    tmpfs (``/dev/shm`` where there is one); ``None`` where forking is not possible (not Linux) or fails.
+
+    The child runs only ``transform`` (which must import nothing: :class:`VolumePreprocessing` does not) and
+    leaves with ``os._exit``: no atexit handlers, no flushing of buffers it shares with this process. An error
+    in ``transform`` makes it exit non-zero without a result, and the caller computes the item again itself, so
+    that the error it reports is the real one. It writes nothing once this process is gone."""
+    if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
+        return None
+    shm = Path("/dev/shm")
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="covseg-item-",
+                                       dir=shm if shm.is_dir() and os.access(shm, os.W_OK) else None))
+    except OSError:
+        return None
+    parent = os.getpid()
+    try:
+        pid = os.fork()
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    if pid == 0:  # the child
+        code = 1
+        try:
+            item = transform(source)
+            part = folder / "item.pickle.part"
+            with open(part, "wb") as fh:
+                pickle.dump(item, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            if os.getppid() == parent:
+                os.replace(part, folder / "item.pickle")
+                code = 0
+            else:  # the parent is gone: nobody will read or remove it
+                shutil.rmtree(folder, ignore_errors=True)
+        except BaseException:  # noqa: BLE001, S110 - the parent computes the item itself
+            pass
+        finally:
+            os._exit(code)
+    return _Child(pid, folder)
