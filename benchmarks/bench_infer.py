@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"began {first[0]:.2f} s after the process was started; the first volume's read + lung mask "
                     f"alone take {read_mask_s:.2f} s (measured in the benchmark's own process), so interpreter, "
                     f"imports, config and model added {added:.2f} s before the first slice (the CLI reads and "
-                    f"lung-masks in a thread while it imports torch and MONAI) against `import torch` + 1 s = "
+                    f"lung-masks in a forked child while it imports torch and MONAI) against `import torch` + 1 s = "
                     f"{torch_s + 1:.2f} s (target: {'met' if added <= torch_s + 1.0 else 'NOT met'})")
     machine_after = describe()
     print("\n".join([*bounds, imports, f"- machine before: {machine_before}", f"- machine after: {machine_after}"]))
