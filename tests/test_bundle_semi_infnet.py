@@ -42,6 +42,29 @@ def test_metadata_verifies_offline():
     assert json.loads((CONFIGS / "metadata.json").read_text())["version"] == "0.1.0"
 
 
+def test_labelling_writes_teacher_labels_the_jcs_segmenter_reads(semiseg_dir, tmp_path):
+    run = tmp_path / "run"
+    labels = run / "pseudo_labels"
+    run_ok(_cmd("labelling", "train.yaml", "--dataset_dir", str(semiseg_dir), "--output_dir", str(run),
+                "--unlabelled_limit", "3", "--image_size", "64"))
+    written = sorted(labels.glob("*.png"))
+    assert len(written) == 3
+    for path in written:
+        with Image.open(path) as img:
+            assert img.mode == "L" and set(img.getdata()) <= {0, 255}
+    stamps = [p.stat().st_mtime_ns for p in written]
+    run_ok(_cmd("labelling", "train.yaml", "--dataset_dir", str(semiseg_dir), "--output_dir", str(run),
+                "--unlabelled_limit", "3", "--image_size", "64"))
+    assert [p.stat().st_mtime_ns for p in written] == stamps  # labelled slices are never predicted again
+    from monai.bundle import ConfigParser
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / "jcs_segmenter" / "configs" / "train.yaml"))
+    parser.update({"bundle_root": str(REPO / "bundles" / "jcs_segmenter"), "dataset_dir": str(semiseg_dir),
+                   "pseudo_label_dir": str(labels), "train_limit": 2})
+    data = parser.get_parsed_content("train#dataset").data
+    assert len(data) == 1 + 3 and all(str(labels) in d["label"] for d in data[1:])  # 2 labelled minus 1 for val
+
+
 @pytest.mark.slow
 def test_tiny_training_run_writes_final_weights_and_resumes_as_done(semiseg_dir, tmp_path):
     run = tmp_path / "run"
