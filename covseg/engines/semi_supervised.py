@@ -41,7 +41,7 @@ from covseg.transforms.augment import eval_transforms, train_transforms
 log = logging.getLogger(__name__)
 
 __all__ = ["EpochSampler", "RoundSchedule", "plan_rounds", "reseed_each_epoch", "run_propagation", "run_to_end",
-           "seeded_loader", "train_rounds", "write_pseudo_labels"]
+           "label_slices", "seeded_loader", "train_rounds", "write_pseudo_labels"]
 
 
 def write_pseudo_labels(predictor: SlicePredictor, items: list[dict], out_dir: str | Path,
@@ -213,7 +213,8 @@ def train_rounds(student: nn.Module, labelled: list[dict], unlabelled: list[dict
         if previous is not None:  # every round starts from the weights on disk, resumed or not
             load_weights(student, previous)
         use_teacher = teacher is not None and (schedule.labeller == "teacher" or number == 1)
-        enlarged += label_slices(teacher if use_teacher else student, chosen, label_dir, schedule, device, bf16)
+        enlarged += label_slices(teacher if use_teacher else student, chosen, label_dir, image_size=schedule.image_size,
+                                 tta=schedule.tta, threshold=schedule.threshold, device=device, bf16=bf16)
         train_set = labelled + enlarged
         loader = seeded_loader(train_set, train_transforms(schedule.image_size, schedule.strong_window_jitter),
                                schedule.batch_size, seed + number, schedule.samples_per_round)
@@ -251,14 +252,15 @@ def write_round_curve(output_dir: Path, count: int) -> Path:
     return target
 
 
-def label_slices(labeller: nn.Module, items: list[dict], label_dir: Path, schedule: RoundSchedule, device: str,
-                 bf16: bool) -> list[dict]:
+def label_slices(labeller: nn.Module, items: list[dict], label_dir: str | Path, *, image_size: int = 352,
+                 tta: bool = False, threshold: float = 0.5, device: str = "cpu", bf16: bool = False) -> list[dict]:
     """Pseudo labels of ``items`` by ``labeller`` (only those not labelled yet are predicted)."""
+    label_dir = Path(label_dir)
     if len(pseudo_labelled_items(items, label_dir)) == len(items):
         return pseudo_labelled_items(items, label_dir)
-    predictor = SlicePredictor(labeller, image_size=schedule.image_size, device=device, batch_size=8, bf16=bf16,
-                               channels_last=False, tta=schedule.tta)
-    return write_pseudo_labels(predictor, items, label_dir, schedule.threshold)
+    predictor = SlicePredictor(labeller, image_size=image_size, device=device, batch_size=8, bf16=bf16,
+                               channels_last=False, tta=tta)
+    return write_pseudo_labels(predictor, items, label_dir, threshold)
 
 
 def _claim_slices(round_dir: Path, chosen: list[dict]) -> None:
