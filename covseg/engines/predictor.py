@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from covseg.engines.cpu import autocast_context, resolve_bf16
+from covseg.engines.fusion import fold_batchnorm
 from covseg.networks.outputs import final_logits as logits_of
 from covseg.options import as_flag
 
@@ -30,12 +31,15 @@ class SlicePredictor:
     ``True``/``False``, or ``"auto"`` (default) = bf16 autocast only where the device runs it fast
     (:func:`covseg.engines.cpu.bf16_fast`; on AVX2-only CPUs bf16 convolutions are ~10x slower than fp32).
     ``channels_last``: NHWC memory format (faster oneDNN convolutions on CPU). ``tta``: also run the horizontally,
-    vertically and doubly flipped batch and average the four logit maps (4x the compute).
+    vertically and doubly flipped batch and average the four logit maps (4x the compute). ``fold_bn``: run a copy
+    of the network with its BatchNorms folded into the convolutions (:func:`covseg.engines.fusion.fold_batchnorm`;
+    same maps up to rounding, fewer passes over memory); the copy holds the weights as they are at construction.
+    ``network`` stays the module given, for reports.
     """
 
     def __init__(self, network: nn.Module, image_size: int | None = 352, device: str | torch.device = "cpu",
                  batch_size: int = 8, bf16: bool | str = "auto", channels_last: bool = True,
-                 tta: bool = False) -> None:
+                 tta: bool = False, fold_bn: bool = True) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
@@ -46,8 +50,9 @@ class SlicePredictor:
         self.channels_last = as_flag(channels_last, "channels_last")
         self.tta = as_flag(tta, "tta")
         self.network = network.to(self.device).eval()
+        self._module = fold_batchnorm(self.network) if as_flag(fold_bn, "fold_bn") else self.network
         if self.channels_last:
-            self.network = self.network.to(memory_format=torch.channels_last)
+            self._module = self._module.to(memory_format=torch.channels_last)
 
     # ------------------------------------------------------------------------------------------------
     def predict(self, slices: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -78,7 +83,7 @@ class SlicePredictor:
         for dims in flips:
             xi = x if dims is None else torch.flip(x, dims)
             with autocast_context(self.device, self.bf16):
-                out = logits_of(self.network(xi)).float()
+                out = logits_of(self._module(xi)).float()
             out = out if dims is None else torch.flip(out, dims)
             total = out if total is None else total + out
         return total / len(flips)
