@@ -8,7 +8,8 @@ is absent), one after the other in one process:
 * ``plain``: the official procedure: each slice alone (batch 1), fp32, NCHW, resize to 352², forward, upsample
   the logits to the slice size, sigmoid;
 * ``covseg``: :class:`covseg.engines.predictor.SlicePredictor` with its defaults (batches of 8, channels-last,
-  bf16 autocast only where the CPU has native bf16 kernels);
+  BatchNorms folded into the convolutions, bf16 autocast only where the CPU has native bf16 kernels), and once more
+  at the fastest precision with the BatchNorms left as they are (``fold_bn=False``), side by side;
 * ``covseg, onnxruntime`` (when onnxruntime is installed): the same predictor on the network exported to ONNX and
   run by ONNX Runtime (``covseg infer --backend onnxruntime``; the export, cached, is not timed);
 * with ``--image-size N``, the same two again at N² (``covseg infer --image-size N``): not lossless, so their
@@ -63,10 +64,11 @@ def mask_dice(a: list[np.ndarray], b: list[np.ndarray]) -> float:
 
 
 def _timed_row(label: str, network: torch.nn.Module, slices: list[np.ndarray], size: int, batch_size: int,
-               plain: list[np.ndarray], plain_s: float, bf16: bool, bound_s: float) -> tuple[str, float, float]:
+               plain: list[np.ndarray], plain_s: float, bf16: bool, bound_s: float,
+               fold_bn: bool = True) -> tuple[str, float, float]:
     """Time :class:`SlicePredictor` over ``slices`` (after a warm-up); one table row against the plain loop and
     the compute bound; returns the row, the speed-up and the mask Dice."""
-    predictor = SlicePredictor(network, image_size=size, batch_size=batch_size, bf16=bf16)
+    predictor = SlicePredictor(network, image_size=size, batch_size=batch_size, bf16=bf16, fold_bn=fold_bn)
     predictor.predict(slices[:batch_size])  # warm-up (one full batch: the shapes that will run)
     t = time.perf_counter()
     probs = predictor.predict(slices)
@@ -131,6 +133,11 @@ def main() -> None:
             rows.append(row)
             if side == size and dice >= 0.995:
                 best = max(best, (speedup, dice))
+        name = "bf16" if precisions[-1] else "fp32"
+        row, _, _ = _timed_row(f"covseg SlicePredictor, BatchNorms not folded (batch {args.batch_size}, "
+                               f"channels-last, {name}, {side}²)", model.network, slices, side, args.batch_size,
+                               plain, plain_s, precisions[-1], side_flops / rates[name] / 1e9, fold_bn=False)
+        rows.append(row)
         if has_ort:
             from covseg.engines.onnx_runtime import onnx_runtime_network
 
