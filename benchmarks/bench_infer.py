@@ -1,7 +1,7 @@
 """Time ``covseg infer`` end to end on a generated 512x512x300 chest phantom, without and with the network.
 
 Usage: ``python benchmarks/bench_infer.py [--shape 300 512 512] [--threads N] [--batch-size 8] [--image-size N]
-[--onnxruntime] [--no-docs]``.
+[--onnxruntime] [--compile] [--no-docs]``.
 
 Each run is a fresh subprocess (``covseg infer <phantom> --out <tmp>``) whose wall time and peak RSS
 (``os.wait4`` rusage of that child alone) are measured:
@@ -12,7 +12,9 @@ Each run is a fresh subprocess (``covseg infer <phantom> --out <tmp>``) whose wa
 * ``network included``: the default model (``load_model()``: the shipped Inf-Net bundle, or an untrained Inf-Net
   until weights ship; same cost either way);
 * with ``--onnxruntime`` also the default model under ``--backend onnxruntime``, twice: the first run exports the
-  network into an empty cache (``COVSEG_CACHE`` = a temporary folder), the second reuses the export.
+  network into an empty cache (``COVSEG_CACHE`` = a temporary folder), the second reuses the export;
+* with ``--compile`` also the default model under ``covseg infer --compile``, twice: the first run compiles into an
+  empty inductor cache (``TORCHINDUCTOR_CACHE_DIR`` = a temporary folder), the second reuses its kernels.
 
 Also measured, each in a fresh subprocess: ``import torch`` alone, and the imports ``covseg infer`` makes before
 its first slice (CLI, model loading, the bundle's config parser, the inference engine), against the issue-15 target
@@ -116,7 +118,8 @@ def _run(cli_args: list[str], log: Path, cache: Path) -> dict:
     start = time.perf_counter()
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO,
-                                env={**os.environ, "COVSEG_CACHE": str(cache), "COVSEG_BENCH_FIRST_SLICE": str(first)})
+                                env={**os.environ, "COVSEG_CACHE": str(cache), "COVSEG_BENCH_FIRST_SLICE": str(first),
+                                     "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor")})
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -143,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="network input side for the network runs (default: the model's own, 352)")
     parser.add_argument("--onnxruntime", action="store_true",
                         help="also time --backend onnxruntime (first run with an empty export cache, then cached)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time --compile (first run with an empty inductor cache, then cached)")
     parser.add_argument("--no-docs", action="store_true", help="do not append to docs/benchmarks.md")
     args = parser.parse_args(argv)
 
@@ -174,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
             ort = ["--backend", "onnxruntime", *size]
             runs += [("network included, onnxruntime, first run (exports)", ort),
                      ("network included, onnxruntime, cached export", ort)]
+        if args.compile:
+            runs += [("network included, --compile, empty cache", ["--compile", *size]),
+                     ("network included, --compile, cached kernels", ["--compile", *size])]
         rows = []
         for label, extra in runs:
             out = tmp / "".join(c if c.isalnum() else "_" for c in label)
@@ -204,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             name += " (untrained)"
         if model.get("backend") and name != "threshold, no network":
             name += f", {model['backend']}, {model.get('precision', '?')}, {model.get('image_size', '?')}²"
+            name += ", compiled" if model.get("compiled") else ""
         n = rep.get("predicted_slices") or 0
         per = f"{timing['total'] / n:.3f}" if n and "total" in timing else "-"
         startup = res["wall_s"] - timing.get("total", float("nan"))
@@ -247,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.no_docs:
         cmd = "python benchmarks/bench_infer.py" + (f" --threads {args.threads}" if args.threads else "") + (
-            " --onnxruntime" if args.onnxruntime else "") + (
+            " --onnxruntime" if args.onnxruntime else "") + (" --compile" if args.compile else "") + (
             f" --image-size {args.image_size}" if args.image_size else "") + (
             f" --shape {' '.join(map(str, args.shape))}" if tuple(args.shape) != (300, 512, 512) else "")
         section = [

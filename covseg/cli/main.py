@@ -143,6 +143,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="never use bf16 autocast (default: bf16 only where the device runs it fast)")
     p.add_argument("--tta", action="store_true",
                    help="average each slice's prediction over flips (4x the compute; see docs/benchmarks.md)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the network: the first run pays about 45 s, later runs about 4 s (inductor's "
+                        "disk cache); pays on long batches only (docs/benchmarks.md)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for torch (default: torch's choice; use 1 on a busy shared machine)")
     p.add_argument("--image-size", type=int, metavar="N",
@@ -228,6 +231,9 @@ def _check_model_args(args: argparse.Namespace, apply: bool = True) -> bool:
         return False
     if args.backend == "onnxruntime" and args.device != "cpu":
         _error(f"--backend onnxruntime runs on the CPU only, not --device {args.device}")
+        return False
+    if args.backend == "onnxruntime" and getattr(args, "compile", False):
+        _error("--compile compiles the torch network; it does not apply to --backend onnxruntime")
         return False
     if (apply and args.threads is not None) or args.device.startswith("cuda"):
         import torch
@@ -318,7 +324,8 @@ def _run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, label
     overrides = {
         "output_dir": str(out),
         "labels_dir": labels, "device": args.device, "batch_size": args.batch_size,
-        "precision": "fp32" if args.no_bf16 else "auto", "tta": args.tta, "save_prob": args.save_prob,
+        "precision": "fp32" if args.no_bf16 else "auto", "tta": args.tta, "compile": args.compile,
+        "save_prob": args.save_prob,
         "backend": args.backend, "image_size": model.image_size, "network": model.network,
         "export#figures": not args.no_figures, "export#overlays": args.overlays, "export#dicom_seg": args.dicom_seg,
         "model_info": {"name": model.name, "version": model.meta.get("version"), "trained": model.trained},

@@ -128,7 +128,8 @@ def predictor_info(predictor: SlicePredictor) -> dict:
     reading of its options, so a report cannot disagree with what ran)."""
     backend = "onnxruntime" if isinstance(predictor.network, OnnxRuntimeNetwork) else "torch"
     return {"image_size": predictor.image_size, "tta": predictor.tta, "backend": backend,
-            "precision": precision_name(predictor.bf16), "device": str(predictor.device)}
+            "precision": precision_name(predictor.bf16), "device": str(predictor.device),
+            "compiled": predictor.compiled}
 
 
 def as_predictor(model: object, image_size: int | None = None, device: str = "cpu", batch_size: int = 8,

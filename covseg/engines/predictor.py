@@ -34,12 +34,15 @@ class SlicePredictor:
     vertically and doubly flipped batch and average the four logit maps (4x the compute). ``fold_bn``: run a copy
     of the network with its BatchNorms folded into the convolutions (:func:`covseg.engines.fusion.fold_batchnorm`;
     same maps up to rounding, fewer passes over memory); the copy holds the weights as they are at construction.
-    ``network`` stays the module given, for reports.
+    ``network`` stays the module given, for reports. ``compiled``: run it through ``torch.compile`` (inductor,
+    fixed shapes: a short last batch is padded to ``batch_size``); the first batch of a process pays the compile
+    (about 45 s for Inf-Net on a 2-core CPU, about 4 s once inductor's on-disk cache holds the kernels), so it pays
+    only on long runs (docs/benchmarks.md). It needs a fixed ``image_size`` and a C++ compiler on CPU.
     """
 
     def __init__(self, network: nn.Module, image_size: int | None = 352, device: str | torch.device = "cpu",
                  batch_size: int = 8, bf16: bool | str = "auto", channels_last: bool = True,
-                 tta: bool = False, fold_bn: bool = True) -> None:
+                 tta: bool = False, fold_bn: bool = True, compiled: bool = False) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
@@ -53,6 +56,11 @@ class SlicePredictor:
         self._module = fold_batchnorm(self.network) if as_flag(fold_bn, "fold_bn") else self.network
         if self.channels_last:
             self._module = self._module.to(memory_format=torch.channels_last)
+        self.compiled = as_flag(compiled, "compiled")
+        if self.compiled:
+            if self.image_size is None:
+                raise ValueError("compiled=True needs a fixed image_size (one input shape to compile)")
+            self._module = torch.compile(self._module, dynamic=False)
 
     # ------------------------------------------------------------------------------------------------
     def predict(self, slices: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -99,9 +107,13 @@ class SlicePredictor:
                                       align_corners=False)
                 inputs.append(t)
             x = torch.cat(inputs).to(self.device)
+            padded = self.compiled and len(inputs) < self.batch_size
+            if padded:  # one shape, one compile: pad with copies of the last slice, dropped below
+                x = torch.cat([x, x[-1:].expand(self.batch_size - len(inputs), *x.shape[1:])])
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             logits = self._forward(x)
+            logits = logits[: len(slices)] if padded else logits
             if logits.ndim != 4 or logits.shape[0] != len(slices):
                 raise ValueError(f"network output shape {tuple(logits.shape)} is not (B, C, H, W) for B={len(slices)}")
             probs = []
