@@ -1,6 +1,7 @@
 """Per-slice inference time of covseg's SlicePredictor vs the plain loop of the Inf-Net authors' test script.
 
-Usage: ``python benchmarks/bench_infnet_speed.py [--bundle bundles/infnet] [--slices N] [--image-size N] [--no-docs]``.
+Usage: ``python benchmarks/bench_infnet_speed.py [--bundle bundles/infnet] [--slices N] [--image-size N] [--compile]
+[--no-docs]``.
 
 Both run the same network on the same slices (the 48 COVID-SemiSeg test slices, or random slices when the data
 is absent), one after the other in one process:
@@ -12,6 +13,8 @@ is absent), one after the other in one process:
   at the fastest precision with the BatchNorms left as they are (``fold_bn=False``), side by side;
 * ``covseg, onnxruntime`` (when onnxruntime is installed): the same predictor on the network exported to ONNX and
   run by ONNX Runtime (``covseg infer --backend onnxruntime``; the export, cached, is not timed);
+* with ``--compile``, covseg at the fastest precision under ``torch.compile`` (``covseg infer --compile``; the
+  compile, in the warm-up, is not timed);
 * with ``--image-size N``, the same two again at N² (``covseg infer --image-size N``): not lossless, so their
   mask Dice vs the plain loop says what the smaller input costs.
 
@@ -65,10 +68,11 @@ def mask_dice(a: list[np.ndarray], b: list[np.ndarray]) -> float:
 
 def _timed_row(label: str, network: torch.nn.Module, slices: list[np.ndarray], size: int, batch_size: int,
                plain: list[np.ndarray], plain_s: float, bf16: bool, bound_s: float,
-               fold_bn: bool = True) -> tuple[str, float, float]:
+               fold_bn: bool = True, compiled: bool = False) -> tuple[str, float, float]:
     """Time :class:`SlicePredictor` over ``slices`` (after a warm-up); one table row against the plain loop and
     the compute bound; returns the row, the speed-up and the mask Dice."""
-    predictor = SlicePredictor(network, image_size=size, batch_size=batch_size, bf16=bf16, fold_bn=fold_bn)
+    predictor = SlicePredictor(network, image_size=size, batch_size=batch_size, bf16=bf16, fold_bn=fold_bn,
+                              compiled=compiled)
     predictor.predict(slices[:batch_size])  # warm-up (one full batch: the shapes that will run)
     t = time.perf_counter()
     probs = predictor.predict(slices)
@@ -92,6 +96,7 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=None, help="also time covseg at this input size")
+    parser.add_argument("--compile", action="store_true", help="also time covseg under torch.compile")
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
     has_ort = importlib.util.find_spec("onnxruntime") is not None
@@ -138,6 +143,14 @@ def main() -> None:
                                f"channels-last, {name}, {side}²)", model.network, slices, side, args.batch_size,
                                plain, plain_s, precisions[-1], side_flops / rates[name] / 1e9, fold_bn=False)
         rows.append(row)
+        if args.compile:
+            row, speedup, dice = _timed_row(f"covseg SlicePredictor, torch.compile (batch {args.batch_size}, "
+                                            f"channels-last, {name}, {side}²)", model.network, slices, side,
+                                            args.batch_size, plain, plain_s, precisions[-1],
+                                            side_flops / rates[name] / 1e9, compiled=True)
+            rows.append(row)
+            if side == size and dice >= 0.995:
+                best = max(best, (speedup, dice))
         if has_ort:
             from covseg.engines.onnx_runtime import onnx_runtime_network
 
@@ -164,7 +177,7 @@ def main() -> None:
         record = (
             f"- command: `python benchmarks/bench_infnet_speed.py --bundle {_shown(args.bundle)}"
             f"{f' --slices {args.slices}' if args.slices != 48 else ''}"
-            f"{f' --image-size {args.image_size}' if args.image_size else ''}`\n"
+            f"{f' --image-size {args.image_size}' if args.image_size else ''}{' --compile' if args.compile else ''}`\n"
             f"- data: {source}; network: {model.name} ({'trained' if model.trained else 'untrained'}), "
             f"input {size}x{size}\n"
             f"- machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}; before the run: "
