@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -109,16 +110,26 @@ class _NetworkInfer(CovsegInferTask):
         weights = [cache.bundle / "models" / "model.pt"] + ([cache.published] if cache.published else [])
         super().__init__(weights=weights, config={"bf16": "auto", "batch_size": 8, "tta": False}, **kwargs)
         self.cache = cache
+        self._predictors: dict[tuple, SlicePredictor] = {}  # one per (weights, settings): folding costs ~0.5 s
+        self._lock = threading.Lock()
+
+    def _predictor(self, model: Any, sha: str, device: str, data: dict) -> SlicePredictor:
+        """The predictor for these weights and request settings, made once (the last weights' only)."""
+        key = (sha, device, int(data.get("batch_size", 8)), resolve_bf16(precision_setting(data.get("bf16")), device),
+               bool(_flag(data.get("tta"), False)))
+        with self._lock:
+            if key not in self._predictors:
+                self._predictors = {k: v for k, v in self._predictors.items() if k[0] == sha}
+                self._predictors[key] = SlicePredictor(model.network, image_size=model.image_size, device=device,
+                                                       batch_size=key[2], bf16=key[3], tta=key[4])
+            return self._predictors[key]
 
     def run_network(self, volume: CTVolume, data: dict):
         """covseg's volume inference with the current weights; returns the result and the facts to report."""
         model, weights, sha = self.cache.get()
         device = str(data.get("device") or "cpu")
         device = device if device.startswith("cuda") else "cpu"
-        predictor = SlicePredictor(model.network, image_size=model.image_size, device=device,
-                                   batch_size=int(data.get("batch_size", 8)),
-                                   bf16=resolve_bf16(precision_setting(data.get("bf16")), device),
-                                   tta=bool(_flag(data.get("tta"), False)))
+        predictor = self._predictor(model, sha, device, data)
         result = infer_volume(volume, predictor)
         facts = {"model_file": str(weights.path), "weights_sha256": sha, "fine_tuned": weights.fine_tuned,
                  "precision": "bf16" if predictor.bf16 else "fp32", "image_size": model.image_size,
