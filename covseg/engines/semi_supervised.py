@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from covseg.engines.predictor import SlicePredictor
+from covseg.engines.seeding import epoch_seed, reseed_each_epoch
 from covseg.engines.training import build_trainer
 from covseg.io.atomic import atomic_path, atomic_write_text
 from covseg.io.slices import pseudo_labelled_items, read_grey, write_grey
@@ -95,11 +96,6 @@ class EpochSampler(Sampler[int]):
             yield from order
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A well-mixed 32-bit seed for one epoch of a run seeded with ``seed``."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
-
-
 def seeded_loader(items: list[dict], transform: Compose, batch_size: int, seed: int,
                   num_samples: int | None = None) -> DataLoader:
     """A one-process training loader whose draws (order and augmentation) depend only on ``seed`` and the epoch,
@@ -107,26 +103,6 @@ def seeded_loader(items: list[dict], transform: Compose, batch_size: int, seed: 
     sampler = EpochSampler(len(items), num_samples, seed)
     return DataLoader(Dataset(items, transform), batch_size=batch_size, sampler=sampler, num_workers=0,
                       generator=torch.Generator().manual_seed(seed))
-
-
-def reseed_each_epoch(trainer: Engine, loader: DataLoader, seed: int) -> Engine:
-    """Reseed Python, NumPy, torch and the loader's transforms as each epoch starts, from ``seed`` and the epoch.
-
-    Together with the epoch checkpoints of :func:`build_trainer` this makes a killed and resumed run compute
-    exactly what an uninterrupted one computes (same device and precision).
-    """
-
-    @trainer.on(Events.EPOCH_STARTED)
-    def _reseed(engine: Engine) -> None:
-        value = epoch_seed(seed, engine.state.epoch)
-        random.seed(value)
-        np.random.seed(value)
-        torch.manual_seed(value)
-        transform = getattr(loader.dataset, "transform", None)
-        if hasattr(transform, "set_random_state"):
-            transform.set_random_state(seed=value)
-
-    return trainer
 
 
 def run_to_end(trainer: Engine, loader: DataLoader, max_epochs: int) -> None:

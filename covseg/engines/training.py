@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 
 from covseg.engines.averaging import average_weights
 from covseg.engines.cpu import autocast_context
+from covseg.engines.seeding import reseed_each_epoch
 from covseg.io.atomic import atomic_path, atomic_write_text
 from covseg.metrics.multiclass import ClassToolbox, class_scores, mean_foreground
 from covseg.networks.outputs import DeepSupervisionOutput
@@ -193,7 +194,7 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
     step = make_train_step(network, optimizer, loss_fn or InfNetLoss(seg_loss=seg_loss or "structure"), device,
                            image_size, scales, all_scales, bf16, channels_last, num_classes=num_classes,
                            inferer=inferer)
-    trainer = Engine(step)
+    trainer = reseed_each_epoch(Engine(step), train_loader, seed + rank)
     best_file = output_dir / "best.json"
     best = {"val_dice": json.loads(best_file.read_text())["val_dice"] if best_file.exists() else -1.0}
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: scheduler.step())
