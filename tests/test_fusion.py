@@ -71,6 +71,8 @@ def test_untraceable_or_training_networks_are_returned_unchanged():
     plain = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
     assert fold_batchnorm(plain.train()) is plain
     assert fold_batchnorm(nn.Conv2d(1, 1, 3).eval()) is not None
+    no_conv = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)).eval()
+    assert fold_batchnorm(no_conv) is no_conv
 
 
 def test_predictor_folds_by_default_and_keeps_the_given_network():

@@ -47,7 +47,9 @@ def _fold_sequentials(network: nn.Module) -> int:
 
 def _agrees(network: nn.Module, folded: nn.Module, probe_size: int) -> bool:
     """Whether ``folded`` gives ``network``'s final logits (fp32, rtol 1e-3) on a seeded random probe input."""
-    conv = next(m for m in network.modules() if isinstance(m, nn.Conv2d))
+    conv = next((m for m in network.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is None:  # nothing a 2D probe can be shaped for
+        return False
     x = torch.rand(1, conv.in_channels, probe_size, probe_size, generator=torch.Generator().manual_seed(0))
     x = x.to(conv.weight.device)
     try:
