@@ -31,7 +31,6 @@ from covseg.engines.cpu import resolve_bf16
 from covseg.engines.semi_supervised import (
     RoundSchedule,
     copy_atomic,
-    reseed_each_epoch,
     run_to_end,
     seeded_loader,
     train_rounds,
@@ -157,7 +156,6 @@ class SemiInfNet:
                                 scales=self.rounds.scales, device=self.device, bf16=self.bf16,
                                 val_interval=ft.val_interval, seed=self.seed, snapshot_start=ft.snapshot_start,
                                 seg_loss=ft.seg_loss, inferer=self.inferer)
-        reseed_each_epoch(trainer, loader, self.seed)
         print(f"fine-tune: {len(self.labelled)} labelled slices, {ft.epochs} epochs", flush=True)
         run_to_end(trainer, loader, ft.epochs)
         best = folder / "model_best.pt"

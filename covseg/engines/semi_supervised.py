@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from covseg.engines.predictor import SlicePredictor
-from covseg.engines.seeding import epoch_seed, reseed_each_epoch
+from covseg.engines.seeding import epoch_seed
 from covseg.engines.training import build_trainer
 from covseg.io.atomic import atomic_path, atomic_write_text
 from covseg.io.slices import pseudo_labelled_items, read_grey, write_grey
@@ -41,7 +41,7 @@ from covseg.transforms.augment import eval_transforms, train_transforms
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EpochSampler", "RoundSchedule", "plan_rounds", "reseed_each_epoch", "run_propagation", "run_to_end",
+__all__ = ["EpochSampler", "RoundSchedule", "plan_rounds", "run_propagation", "run_to_end",
            "label_slices", "seeded_loader", "train_rounds", "write_pseudo_labels"]
 
 
@@ -99,7 +99,7 @@ class EpochSampler(Sampler[int]):
 def seeded_loader(items: list[dict], transform: Compose, batch_size: int, seed: int,
                   num_samples: int | None = None) -> DataLoader:
     """A one-process training loader whose draws (order and augmentation) depend only on ``seed`` and the epoch,
-    once :func:`reseed_each_epoch` is attached to its trainer."""
+    once its trainer reseeds each epoch (:func:`covseg.engines.training.build_trainer` does)."""
     sampler = EpochSampler(len(items), num_samples, seed)
     return DataLoader(Dataset(items, transform), batch_size=batch_size, sampler=sampler, num_workers=0,
                       generator=torch.Generator().manual_seed(seed))
@@ -200,7 +200,6 @@ def train_rounds(student: nn.Module, labelled: list[dict], unlabelled: list[dict
                                 image_size=schedule.image_size, scales=schedule.scales, device=device, bf16=bf16,
                                 val_interval=1, seed=seed + number, seg_loss=schedule.seg_loss, tensorboard=False,
                                 inferer=inferer)
-        reseed_each_epoch(trainer, loader, seed + number)
         log.info("round %d/%d: %d labelled + %d pseudo-labelled slices", number, len(rounds), len(labelled),
                  len(enlarged))
         print(f"round {number}/{len(rounds)}: training set {len(train_set)} slices", flush=True)
