@@ -44,6 +44,31 @@ def test_pseudo_labels_are_the_thresholded_prediction_at_the_slice_size(tmp_path
         np.testing.assert_array_equal(label == 255, grey > 127)
 
 
+def test_soft_pseudo_labels_are_the_probability_and_stay_soft_through_training_transforms(tmp_path):
+    from covseg.engines.training import resize_masks
+    from covseg.transforms.augment import train_transforms
+
+    class HalfSure(nn.Module):  # logit = 2 * (grey - 0.5): probabilities well inside (0, 1)
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 2.0 * (x - 0.5)
+
+    items = bright_square_slices(tmp_path / "pool", 1)
+    item = write_pseudo_labels(_predictor(HalfSure()), items, tmp_path / "labels", threshold=None)[0]
+    label = np.asarray(Image.open(item["label"])).astype(np.float64) / 255
+    grey = np.asarray(Image.open(item["image"])).astype(np.float64) / 255
+    np.testing.assert_allclose(label, 1 / (1 + np.exp(-2 * (grey - 0.5))), atol=1 / 255)
+    assert ((label > 0.05) & (label < 0.95)).all()
+
+    soft = train_transforms(48, soft_labels=True)({"image": item["image"], "label": item["label"]})["label"]
+    hard = train_transforms(48)({"image": item["image"], "label": item["label"]})["label"]
+    assert set(np.unique(np.asarray(hard))) <= {0.0, 1.0}
+    assert ((np.asarray(soft) > 0.05) & (np.asarray(soft) < 0.95)).any()  # not thresholded at load
+    masks = torch.stack([torch.as_tensor(np.asarray(soft)), torch.as_tensor(np.asarray(hard))]).float()
+    resized = resize_masks(masks, 32)
+    assert ((resized[0] > 0.05) & (resized[0] < 0.95)).any()  # the soft label stays soft at another training scale
+    assert set(torch.unique(resized[1]).tolist()) <= {0.0, 1.0}  # a binary one stays binary
+
+
 def test_existing_pseudo_labels_are_kept_and_unreadable_slices_skipped(tmp_path, caplog):
     items = bright_square_slices(tmp_path / "pool", 2)
     labels = tmp_path / "labels"

@@ -171,9 +171,9 @@ def build_semi_inf_net(student: nn.Module, teacher_weights: str | Path | None, l
                      finetune_seg_loss: str = "bce_dice", finetune_strong_window_jitter: bool = False,
                      snapshot_start: int | None = 10, val_interval: int = 5, image_size: int = 352,
                      batch_size: int = 6, weight_decay: float = 1e-4, scales=(0.75, 1.0, 1.25), tta: bool = False,
-                     threshold: float = 0.5, keep_round_weights: bool = True, label_dir: str | Path | None = None,
-                     device: str | None = None, bf16: bool | str = "auto", seed: int = 0,
-                     inferer: Callable | None = None) -> SemiInfNet:
+                     threshold: float | None = 0.5, keep_round_weights: bool = True,
+                     label_dir: str | Path | None = None, device: str | None = None, bf16: bool | str = "auto",
+                     seed: int = 0, inferer: Callable | None = None) -> SemiInfNet:
     """The procedure from flat keyword options (the bundle's ``train#trainer`` and ``scripts/train_long.py``);
     ``.run()`` trains. ``max_epochs``: the fine-tune's epochs. ``device`` None: CUDA when available, else the CPU;
     ``bf16`` ``"auto"``: :func:`covseg.engines.cpu.resolve_bf16`.

@@ -46,8 +46,9 @@ __all__ = ["EpochSampler", "RoundSchedule", "plan_rounds", "run_propagation", "r
 
 
 def write_pseudo_labels(predictor: SlicePredictor, items: list[dict], out_dir: str | Path,
-                        threshold: float = 0.5) -> list[dict]:
-    """Label ``items`` (``{"name", "image": path}``) with ``predictor``; write ``out_dir/<name>.png`` (0/255).
+                        threshold: float | None = 0.5) -> list[dict]:
+    """Label ``items`` (``{"name", "image": path}``) with ``predictor``; write ``out_dir/<name>.png`` (0/255, or
+    with ``threshold`` None the probability itself, 8-bit: soft labels).
 
     Slices already labelled in ``out_dir`` are kept as they are. A slice that cannot be read is logged (one line,
     naming the file) and left out. Returns the items that have a pseudo label, with ``"label"`` set to its path.
@@ -65,7 +66,8 @@ def write_pseudo_labels(predictor: SlicePredictor, items: list[dict], out_dir: s
             except (OSError, ValueError) as exc:
                 log.warning("%s: skipped, not a readable slice (%s)", item["image"], exc)
         for (item, _), prob in zip(chunk, predictor.predict([grey for _, grey in chunk])):
-            target = write_grey(out_dir / f"{item['name']}.png", (prob[0] >= threshold).astype(np.float32))
+            soft = prob[0] if threshold is None else (prob[0] >= threshold).astype(np.float32)
+            target = write_grey(out_dir / f"{item['name']}.png", soft)
             done.append({**item, "label": str(target)})
     return done
 
@@ -148,7 +150,7 @@ class RoundSchedule:
     scales: tuple[float, ...] = (0.75, 1.0, 1.25)
     labeller: str = "student"
     tta: bool = False
-    threshold: float = 0.5
+    threshold: float | None = 0.5  # None: soft labels (the labeller's probability)
     keep_round_weights: bool = True
 
     def __post_init__(self) -> None:
@@ -192,7 +194,9 @@ def train_rounds(student: nn.Module, labelled: list[dict], unlabelled: list[dict
         enlarged += label_slices(teacher if use_teacher else student, chosen, label_dir, image_size=schedule.image_size,
                                  tta=schedule.tta, threshold=schedule.threshold, device=device, bf16=bf16)
         train_set = labelled + enlarged
-        loader = seeded_loader(train_set, train_transforms(schedule.image_size, schedule.strong_window_jitter),
+        transforms = train_transforms(schedule.image_size, schedule.strong_window_jitter,
+                                      soft_labels=schedule.threshold is None)
+        loader = seeded_loader(train_set, transforms,
                                schedule.batch_size, seed + number, schedule.samples_per_round)
         epochs = 1 if schedule.samples_per_round else schedule.epochs
         trainer = build_trainer(student, loader, round_dir, val_loader=val_loader, max_epochs=epochs,
@@ -228,8 +232,10 @@ def write_round_curve(output_dir: Path, count: int) -> Path:
 
 
 def label_slices(labeller: nn.Module, items: list[dict], label_dir: str | Path, *, image_size: int = 352,
-                 tta: bool = False, threshold: float = 0.5, device: str = "cpu", bf16: bool = False) -> list[dict]:
-    """Pseudo labels of ``items`` by ``labeller`` (only those not labelled yet are predicted)."""
+                 tta: bool = False, threshold: float | None = 0.5, device: str = "cpu",
+                 bf16: bool = False) -> list[dict]:
+    """Pseudo labels of ``items`` by ``labeller`` (only those not labelled yet are predicted; ``threshold`` None:
+    soft labels)."""
     label_dir = Path(label_dir)
     if len(pseudo_labelled_items(items, label_dir)) == len(items):
         return pseudo_labelled_items(items, label_dir)

@@ -42,6 +42,16 @@ def edge_from_mask(mask: Tensor, width: int = 3) -> Tensor:
     return (dilated - eroded).clamp(0, 1)
 
 
+def resize_masks(masks: Tensor, size: int, num_classes: int = 1) -> Tensor:
+    """Masks (B, 1, H, W) at ``size``²: class indices nearest; binary masks bilinear then thresholded at 0.5, so they
+    stay 0/1; soft masks (any value strictly between 0 and 1: soft pseudo labels) bilinear, so they stay soft."""
+    if num_classes > 1:
+        return F.interpolate(masks, size=(size, size), mode="nearest")
+    resized = F.interpolate(masks, size=(size, size), mode="bilinear", align_corners=False)
+    binary = ((masks == 0) | (masks == 1)).flatten(1).all(dim=1).view(-1, 1, 1, 1)
+    return torch.where(binary, (resized > 0.5).float(), resized)
+
+
 def scaled_size(base: int, rate: float, multiple: int = 32) -> int:
     """``base * rate`` rounded to a multiple of the network's largest stride."""
     return max(multiple, int(round(base * rate / multiple)) * multiple)
@@ -70,8 +80,7 @@ def make_train_step(network: nn.Module, optimizer: torch.optim.Optimizer, loss_f
             x, y = images, masks
             if size != images.shape[-1]:
                 x = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-                y = (F.interpolate(masks, size=(size, size), mode="bilinear", align_corners=False) > 0.5).float() \
-                    if num_classes == 1 else F.interpolate(masks, size=(size, size), mode="nearest")
+                y = resize_masks(masks, size, num_classes)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             optimizer.zero_grad(set_to_none=True)

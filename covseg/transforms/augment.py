@@ -38,10 +38,11 @@ def window_jitter(prob: float = 0.8) -> list:
     ]
 
 
-def train_transforms(image_size: int = 352, strong_window_jitter: bool = True) -> Compose:
+def train_transforms(image_size: int = 352, strong_window_jitter: bool = True, soft_labels: bool = False) -> Compose:
     """Read file paths (pseudo-labelled items), resize to ``image_size``², augment; labels stay binary.
 
-    Labels use nearest resampling after the affine.
+    Labels use nearest resampling after the affine. ``soft_labels``: label files are read as probabilities (soft
+    pseudo labels, not thresholded) and resampled bilinearly; labels given as arrays pass through as they are.
 
     ``strong_window_jitter``: the wide display-window change of :func:`window_jitter`; ``False`` gives the
     mild jitter (scale ±0.15, shift ±0.08, each with probability 0.3) of the first shipped weights.
@@ -50,14 +51,16 @@ def train_transforms(image_size: int = 352, strong_window_jitter: bool = True) -
         RandScaleIntensityd(keys="image", prob=0.3, factors=0.15),
         RandShiftIntensityd(keys="image", prob=0.3, offsets=0.08),
     ]
+    soft = as_flag(soft_labels, "soft_labels")
+    modes = ("bilinear", "bilinear" if soft else "nearest")
     return Compose([
-        LoadGreySliced(keys=KEYS),
-        Resized(keys=KEYS, spatial_size=(image_size, image_size), mode=("bilinear", "nearest")),
+        LoadGreySliced(keys=KEYS, binary_keys=() if soft else ("label",)),
+        Resized(keys=KEYS, spatial_size=(image_size, image_size), mode=modes),
         RandFlipd(keys=KEYS, prob=0.5, spatial_axis=0),
         RandFlipd(keys=KEYS, prob=0.5, spatial_axis=1),
         RandRotate90d(keys=KEYS, prob=0.75, max_k=3),
         RandAffined(keys=KEYS, prob=0.5, rotate_range=0.26, scale_range=0.15, translate_range=20,
-                    mode=("bilinear", "nearest"), padding_mode="zeros"),
+                    mode=modes, padding_mode="zeros"),
         RandAdjustContrastd(keys="image", prob=0.3, gamma=(0.7, 1.5)),
         *intensity,
         RandGaussianNoised(keys="image", prob=0.2, std=0.02),
