@@ -143,3 +143,28 @@ def test_trainer_learns_classes_with_poly_schedule(tmp_path, one_torch_thread):
     assert after["val_label_dice_ggo"] > 0.8 and after["val_label_dice_consolidation"] > 0.6, after
     assert after["val_dice"] > before["val_dice"]
     assert (tmp_path / "model_best.pt").exists()
+
+
+def test_cross_validation_folds_hold_out_every_slice_once_and_fold_0_of_10_is_the_usual_split():
+    import sys
+    from pathlib import Path
+
+    from covseg.io.slices import fold_split, split_train_val
+
+    items = [{"name": f"s{i}"} for i in range(50)]
+    held = [it["name"] for k in range(5) for it in fold_split(items, 5, k)[1]]
+    assert sorted(held) == sorted(it["name"] for it in items)  # each slice held out exactly once
+    for k in range(5):
+        train, val = fold_split(items, 5, k)
+        assert len(val) == 10 and len(train) == 40 and not {t["name"] for t in train} & {v["name"] for v in val}
+    assert fold_split(items, 10, 0)[1] == split_train_val(items, 5)[1]
+    with pytest.raises(ValueError, match="fold"):
+        fold_split(items, 5, 5)
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from multiclass_cv import epoch_figures
+
+    log = ("noise\nepoch 1/2 loss 0.90 val_dice 0.30 val_dice_ggo 0.40 val_dice_consolidation 0.20\n"
+           "2026 - INFO - epoch 2/2 loss 0.80 val_dice 0.35 val_dice_ggo 0.45 val_dice_consolidation 0.25\n")
+    assert epoch_figures(log) == {1: {"val_dice": 0.30, "val_dice_ggo": 0.40, "val_dice_consolidation": 0.20},
+                                  2: {"val_dice": 0.35, "val_dice_ggo": 0.45, "val_dice_consolidation": 0.25}}

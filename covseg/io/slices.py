@@ -86,6 +86,19 @@ def pseudo_labelled_items(items: list[dict], label_dir: str | Path) -> list[dict
     return [it for it in found if Path(it["label"]).exists()]
 
 
+def fold_split(items: list[dict], folds: int, fold: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Fold ``fold`` of a ``folds``-fold cross-validation of the training items: the same seeded order as
+    :func:`split_train_val`, cut into ``folds`` contiguous parts, part ``fold`` held out (with 50 items and 10 folds,
+    fold 0 is split_train_val's 5 validation items)."""
+    if not 2 <= folds <= len(items) or not 0 <= fold < folds:
+        raise ValueError(f"need 2 <= folds <= {len(items)} items and 0 <= fold < folds, got folds={folds}, "
+                         f"fold={fold}")
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    held = set(order[fold * len(items) // folds:(fold + 1) * len(items) // folds])
+    return ([it for i, it in enumerate(items) if i not in held], [it for i, it in enumerate(items) if i in held])
+
+
 def split_train_val(items: list[dict], val_count: int = 5, seed: int = 0) -> tuple[list[dict], list[dict]]:
     """A fixed random validation subset carved from the training items (never the test split)."""
     order = list(range(len(items)))

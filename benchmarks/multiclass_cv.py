@@ -1,0 +1,83 @@
+"""Cross-validate a multi-class head setting on the 50 labelled COVID-SemiSeg slices (never the test split).
+
+Usage: ``python benchmarks/multiclass_cv.py NAME --out DIR [--folds 5] [--record] [-- TRAIN.YAML OVERRIDES ...]``,
+e.g. ``python benchmarks/multiclass_cv.py weighted --out /tmp/cv -- --class_weights "[1, 1, 3]"``.
+
+Five validation slices cannot tell settings apart (docs/benchmarks.md: differences of 0.01-0.02 are noise), so
+each setting trains once per fold (``train.yaml --folds F --fold k``; every slice is held out exactly once) and is
+scored by the mean over folds of its last epoch's validation figures: toolbox meanDic per class (probability maps)
+and labelDice per class (argmax label maps, as the paper's test script saves them). Folds share one prior cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "bundles" / "multiclass_infnet" / "configs" / "train.yaml"
+KEYS = ("val_dice_ggo", "val_dice_consolidation", "val_label_dice_ggo", "val_label_dice_consolidation")
+EPOCH_LINE = re.compile(r"epoch (\d+)/(\d+) loss [\d.]+ ((?:\w+ [\d.]+ ?)+)")
+
+
+def epoch_figures(log_text: str) -> dict[int, dict[str, float]]:
+    """``{epoch: {metric: value}}`` from the trainer's per-epoch log lines."""
+    out: dict[int, dict[str, float]] = {}
+    for match in EPOCH_LINE.finditer(log_text):
+        words = match.group(3).split()
+        out[int(match.group(1))] = {k: float(v) for k, v in zip(words[::2], words[1::2])}
+    return out
+
+
+def run_fold(name: str, fold: int, folds: int, out: Path, overrides: list[str]) -> dict[str, float]:
+    """Train one fold (skipped when its log already holds the last epoch); its last epoch's figures."""
+    run_dir = out / name / f"fold_{fold}"
+    log = run_dir.with_suffix(".log")
+    figures = epoch_figures(log.read_text()) if log.exists() else {}
+    if not figures or not (run_dir / "model_final.pt").exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(CONFIG),
+               "--output_dir", str(run_dir), "--prior_cache", str(out / "priors"), "--folds", str(folds),
+               "--fold", str(fold), *overrides]
+        with open(log, "w") as fh:
+            result = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO, env=os.environ)
+        if result.returncode != 0:
+            raise SystemExit(f"{log}: training failed (exit {result.returncode})")
+        figures = epoch_figures(log.read_text())
+    return figures[max(figures)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--record", action="store_true", help="append the row to docs/benchmarks.md")
+    parser.add_argument("overrides", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    overrides = args.overrides[1:] if args.overrides[:1] == ["--"] else args.overrides
+    per_fold = [run_fold(args.name, k, args.folds, args.out, overrides) for k in range(args.folds)]
+    means = {k: statistics.mean(f[k] for f in per_fold) for k in KEYS}
+    sds = {k: statistics.stdev(f[k] for f in per_fold) for k in KEYS}
+    row = (f"| {args.name} | `{' '.join(overrides) or '(defaults)'}` | "
+           + " | ".join(f"{means[k]:.3f} ± {sds[k]:.3f}" for k in KEYS) + " |")
+    print("| setting | overrides | meanDic GGO | meanDic cons. | labelDice GGO | labelDice cons. |")
+    print(row)
+    if args.record:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from machine import append_record, describe
+        append_record(f"Multi-class head, {args.folds}-fold cross-validation: {args.name}",
+                      f"- command: `python benchmarks/multiclass_cv.py {args.name} --out DIR --folds {args.folds} "
+                      f"-- {' '.join(overrides)}`\n- machine: {describe()}\n- figures: mean ± sd over folds of "
+                      f"the last epoch's validation figures\n\n"
+                      "| setting | overrides | meanDic GGO | meanDic cons. | labelDice GGO | labelDice cons. |\n"
+                      "|---|---|---|---|---|---|\n" + row + "\n")
+
+
+if __name__ == "__main__":
+    main()
