@@ -46,6 +46,18 @@ def test_env_auto_or_unset_follows_the_cpu(monkeypatch):
     assert resolve_bf16("fp32") is False and resolve_bf16("bf16") is True
 
 
+@pytest.mark.parametrize("cap", ["AVX2", "avx512_core", "AVX2_VNNI"])
+def test_onednn_capped_below_bf16_means_no_native_bf16(monkeypatch, cap):
+    """An ISA cap (how the AVX2-only path is measured on a newer CPU) turns auto bf16 off like an AVX2 CPU would."""
+    monkeypatch.delenv(PRECISION_ENV, raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert bf16_fast("cpu") is False and resolve_bf16("auto") is False
+    assert resolve_bf16(True) is True  # an explicit setting still wins
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
+    assert bf16_fast("cpu") is bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def test_bad_env_value_is_one_clear_error(monkeypatch):
     monkeypatch.setenv(PRECISION_ENV, "fp16")
     with pytest.raises(ValueError, match=r"COVSEG_PRECISION='fp16'"):

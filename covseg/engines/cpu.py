@@ -13,21 +13,33 @@ import torch
 
 from covseg.options import as_flag
 
-__all__ = ["PRECISION_ENV", "autocast_context", "bf16_fast", "precision_name", "resolve_bf16"]
+__all__ = ["PRECISION_ENV", "autocast_context", "bf16_fast", "onednn_isa_cap", "precision_name", "resolve_bf16"]
 
 PRECISION_ENV = "COVSEG_PRECISION"
 _PRECISIONS = ("auto", "fp32", "bf16")
+# oneDNN's ISA caps (``$ONEDNN_MAX_CPU_ISA``) below which it has no native bf16 convolution kernels
+_ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
+def onednn_isa_cap() -> str | None:
+    """The instruction set oneDNN is capped at by ``$ONEDNN_MAX_CPU_ISA`` (or its old name ``$DNNL_MAX_CPU_ISA``),
+    upper case; None when uncapped."""
+    value = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    return None if value in ("", "ALL", "DEFAULT") else value
 
 
 def bf16_fast(device: torch.device | str = "cpu") -> bool:
     """True when bf16 autocast is worth it: CUDA with bf16, or a CPU whose oneDNN has native bf16 kernels.
 
     On CPUs without AVX-512-BF16/AMX (e.g. AVX2-only machines) bf16 convolutions fall back to a slow reference
-    kernel (measured 10x slower than fp32 here), so ``"auto"`` precision picks fp32 there.
+    kernel (measured 10x slower than fp32 here), so ``"auto"`` precision picks fp32 there. The same holds when
+    oneDNN is capped below AVX-512-BF16 (:func:`onednn_isa_cap`), whatever the CPU has.
     """
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
+    if onednn_isa_cap() in _ISAS_WITHOUT_BF16:
+        return False
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
