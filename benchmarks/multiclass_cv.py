@@ -58,9 +58,9 @@ def main() -> None:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--record", action="store_true", help="append the row to docs/benchmarks.md")
-    parser.add_argument("overrides", nargs=argparse.REMAINDER)
-    args = parser.parse_args()
-    overrides = args.overrides[1:] if args.overrides[:1] == ["--"] else args.overrides
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args, overrides = parser.parse_args(argv[:cut]), argv[cut + 1:]
     per_fold = [run_fold(args.name, k, args.folds, args.out, overrides) for k in range(args.folds)]
     means = {k: statistics.mean(f[k] for f in per_fold) for k in KEYS}
     sds = {k: statistics.stdev(f[k] for f in per_fold) for k in KEYS}
