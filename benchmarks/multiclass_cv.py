@@ -52,12 +52,58 @@ def run_fold(name: str, fold: int, folds: int, out: Path, overrides: list[str]) 
     return figures[max(figures)]
 
 
+def fold_logits(run_dir: Path, fold: int, folds: int, out: Path, overrides: list[str]) -> list[tuple]:
+    """(class logits at the mask size, class mask) of each held-out slice of one fold, by its last weights."""
+    import torch
+    import torch.nn.functional as F
+    from monai.bundle import ConfigParser
+
+    from covseg.networks.loading import load_weights
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIG))
+    parser.update({"output_dir": str(run_dir), "prior_cache": str(out / "priors"), "folds": folds, "fold": fold,
+                   "device": "cpu"})
+    for key, value in zip(overrides[::2], overrides[1::2]):
+        parser[key.lstrip("-")] = value if value.startswith("$") else __import__("yaml").safe_load(value)
+    parser.parse()
+    network = load_weights(parser.get_parsed_content("network_def"), run_dir / "model_final.pt").eval()
+    pairs = []
+    with torch.inference_mode():
+        for batch in parser.get_parsed_content("validate#dataloader"):
+            for logit, mask in zip(network(batch["image"]), batch["label"]):
+                pairs.append((F.interpolate(logit[None].float(), size=mask.shape[-2:], mode="bilinear",
+                                            align_corners=False)[0], mask[0].long()))
+    return pairs
+
+
+def bias_scan(name: str, folds: int, out: Path, overrides: list[str], biases: list[float]) -> list[str]:
+    """Argmax label Dice per class over all held-out slices with ``bias`` added to the consolidation logit."""
+    import torch
+
+    from covseg.metrics.multiclass import class_scores
+
+    pairs = [p for k in range(folds) for p in fold_logits(out / name / f"fold_{k}", k, folds, out, overrides)]
+    rows = []
+    for bias in biases:
+        shift = torch.tensor([0.0, 0.0, bias])[:, None, None]
+        scores: dict[str, list[float]] = {}
+        for logit, mask in pairs:
+            for cls, sc in class_scores((logit + shift).argmax(0).numpy(), mask.numpy(), 3).items():
+                scores.setdefault(cls, []).append(sc["dice"])
+        rows.append(f"| {bias:+.2f} | " + " | ".join(f"{statistics.mean(v):.3f}" for v in scores.values()) + " |")
+    return ["| consolidation logit bias | " + " | ".join(f"labelDice {c}" for c in scores) + " |",
+            "|---|" + "---|" * len(scores), *rows]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--record", action="store_true", help="append the row to docs/benchmarks.md")
+    parser.add_argument("--bias-scan", type=float, nargs="*", default=None,
+                        help="also: label Dice of all held-out slices with these consolidation logit biases")
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
     args, overrides = parser.parse_args(argv[:cut]), argv[cut + 1:]
@@ -68,6 +114,8 @@ def main() -> None:
            + " | ".join(f"{means[k]:.3f} ± {sds[k]:.3f}" for k in KEYS) + " |")
     print("| setting | overrides | meanDic GGO | meanDic cons. | labelDice GGO | labelDice cons. |")
     print(row)
+    scan = bias_scan(args.name, args.folds, args.out, overrides, args.bias_scan) if args.bias_scan else []
+    print("\n".join(scan))
     if args.record:
         sys.path.insert(0, str(Path(__file__).parent))
         from machine import append_record, describe
@@ -76,7 +124,7 @@ def main() -> None:
                       f"-- {' '.join(overrides)}`\n- machine: {describe()}\n- figures: mean ± sd over folds of "
                       f"the last epoch's validation figures\n\n"
                       "| setting | overrides | meanDic GGO | meanDic cons. | labelDice GGO | labelDice cons. |\n"
-                      "|---|---|---|---|---|---|\n" + row + "\n")
+                      "|---|---|---|---|---|---|\n" + row + "\n" + ("\n" + "\n".join(scan) + "\n" if scan else ""))
 
 
 if __name__ == "__main__":
