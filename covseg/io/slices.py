@@ -86,6 +86,13 @@ def pseudo_labelled_items(items: list[dict], label_dir: str | Path) -> list[dict
     return [it for it in found if Path(it["label"]).exists()]
 
 
+def _seeded_order(count: int, seed: int) -> list[int]:
+    """0..count-1 shuffled by ``seed``: the order both splits of the training items cut."""
+    order = list(range(count))
+    random.Random(seed).shuffle(order)
+    return order
+
+
 def fold_split(items: list[dict], folds: int, fold: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
     """Fold ``fold`` of a ``folds``-fold cross-validation of the training items: the same seeded order as
     :func:`split_train_val`, cut into ``folds`` contiguous parts, part ``fold`` held out (with 50 items and 10 folds,
@@ -93,16 +100,14 @@ def fold_split(items: list[dict], folds: int, fold: int, seed: int = 0) -> tuple
     if not 2 <= folds <= len(items) or not 0 <= fold < folds:
         raise ValueError(f"need 2 <= folds <= {len(items)} items and 0 <= fold < folds, got folds={folds}, "
                          f"fold={fold}")
-    order = list(range(len(items)))
-    random.Random(seed).shuffle(order)
+    order = _seeded_order(len(items), seed)
     held = set(order[fold * len(items) // folds:(fold + 1) * len(items) // folds])
     return ([it for i, it in enumerate(items) if i not in held], [it for i, it in enumerate(items) if i in held])
 
 
 def split_train_val(items: list[dict], val_count: int = 5, seed: int = 0) -> tuple[list[dict], list[dict]]:
     """A fixed random validation subset carved from the training items (never the test split)."""
-    order = list(range(len(items)))
-    random.Random(seed).shuffle(order)
+    order = _seeded_order(len(items), seed)
     val_ids = set(order[:val_count]) if val_count < len(items) else set()
     train = [it for i, it in enumerate(items) if i not in val_ids]
     val = [it for i, it in enumerate(items) if i in val_ids]
