@@ -19,9 +19,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "bundles" / "multiclass_infnet" / "configs" / "train.yaml"
 KEYS = ("val_dice_ggo", "val_dice_consolidation", "val_label_dice_ggo", "val_label_dice_consolidation")
+HEADER = ("| setting | overrides | meanDic GGO | meanDic cons. | labelDice GGO | labelDice cons. |\n"
+          "|---|---|---|---|---|---|")
 EPOCH_LINE = re.compile(r"epoch (\d+)/(\d+) loss [\d.]+ ((?:\w+ [\d.]+ ?)+)")
 
 
@@ -65,7 +69,7 @@ def fold_logits(run_dir: Path, fold: int, folds: int, out: Path, overrides: list
     parser.update({"output_dir": str(run_dir), "prior_cache": str(out / "priors"), "folds": folds, "fold": fold,
                    "device": "cpu"})
     for key, value in zip(overrides[::2], overrides[1::2]):
-        parser[key.lstrip("-")] = value if value.startswith("$") else __import__("yaml").safe_load(value)
+        parser[key.lstrip("-")] = value if value.startswith("$") else yaml.safe_load(value)
     parser.parse()
     network = load_weights(parser.get_parsed_content("network_def"), run_dir / "model_final.pt").eval()
     pairs = []
@@ -112,10 +116,11 @@ def main() -> None:
     sds = {k: statistics.stdev(f[k] for f in per_fold) for k in KEYS}
     row = (f"| {args.name} | `{' '.join(overrides) or '(defaults)'}` | "
            + " | ".join(f"{means[k]:.3f} ± {sds[k]:.3f}" for k in KEYS) + " |")
-    print("| setting | overrides | meanDic GGO | meanDic cons. | labelDice GGO | labelDice cons. |")
+    print(HEADER)
     print(row)
     scan = bias_scan(args.name, args.folds, args.out, overrides, args.bias_scan) if args.bias_scan else []
-    print("\n".join(scan))
+    if scan:
+        print("\n".join(scan))
     if args.record:
         sys.path.insert(0, str(Path(__file__).parent))
         from machine import append_record, describe
@@ -123,8 +128,7 @@ def main() -> None:
                       f"- command: `python benchmarks/multiclass_cv.py {args.name} --out DIR --folds {args.folds} "
                       f"-- {' '.join(overrides)}`\n- machine: {describe()}\n- figures: mean ± sd over folds of "
                       f"the last epoch's validation figures\n\n"
-                      "| setting | overrides | meanDic GGO | meanDic cons. | labelDice GGO | labelDice cons. |\n"
-                      "|---|---|---|---|---|---|\n" + row + "\n" + ("\n" + "\n".join(scan) + "\n" if scan else ""))
+                      + HEADER + "\n" + row + "\n" + ("\n" + "\n".join(scan) + "\n" if scan else ""))
 
 
 if __name__ == "__main__":
