@@ -56,8 +56,10 @@ def run_fold(name: str, fold: int, folds: int, out: Path, overrides: list[str]) 
     return figures[max(figures)]
 
 
-def fold_logits(run_dir: Path, fold: int, folds: int, out: Path, overrides: list[str]) -> list[tuple]:
-    """(class logits at the mask size, class mask) of each held-out slice of one fold, by its last weights."""
+def fold_logits(run_dir: Path, fold: int, folds: int, out: Path, overrides: list[str],
+                oracle_prior: bool = False) -> list[tuple]:
+    """(class logits (C, h, w) at the network's size, class mask (H, W)) of each held-out slice of one fold, by its
+    last weights; ``oracle_prior``: the head is given the true infection mask instead of the binary model's map."""
     import torch
     import torch.nn.functional as F
     from monai.bundle import ConfigParser
@@ -75,29 +77,53 @@ def fold_logits(run_dir: Path, fold: int, folds: int, out: Path, overrides: list
     pairs = []
     with torch.inference_mode():
         for batch in parser.get_parsed_content("validate#dataloader"):
-            for logit, mask in zip(network(batch["image"]), batch["label"]):
-                pairs.append((F.interpolate(logit[None].float(), size=mask.shape[-2:], mode="bilinear",
-                                            align_corners=False)[0], mask[0].long()))
+            image = batch["image"]
+            if oracle_prior:
+                truth = F.interpolate((batch["label"] > 0).float(), size=image.shape[-2:], mode="nearest")
+                image = torch.cat([image[:, :1], truth.to(image.dtype)], dim=1)
+            pairs += [(logit.float(), mask[0].long()) for logit, mask in zip(network(image), batch["label"])]
     return pairs
 
 
-def bias_scan(name: str, folds: int, out: Path, overrides: list[str], biases: list[float]) -> list[str]:
-    """Argmax label Dice per class over all held-out slices with ``bias`` added to the consolidation logit."""
-    import torch
+def label_dice_table(pairs: list[tuple], column: str, settings: dict[str, object]) -> list[str]:
+    """Argmax label Dice per class over all held-out slices, one row per ``settings`` entry: a function from the
+    (1, C, h, w) logits to the logits that are upsampled to the mask size and argmaxed."""
+    import torch.nn.functional as F
 
     from covseg.metrics.multiclass import class_scores
 
-    pairs = [p for k in range(folds) for p in fold_logits(out / name / f"fold_{k}", k, folds, out, overrides)]
-    rows = []
-    for bias in biases:
-        shift = torch.tensor([0.0, 0.0, bias])[:, None, None]
+    rows, names = [], []
+    for label, change in settings.items():
         scores: dict[str, list[float]] = {}
         for logit, mask in pairs:
-            for cls, sc in class_scores((logit + shift).argmax(0).numpy(), mask.numpy(), 3).items():
+            up = F.interpolate(change(logit[None]), size=mask.shape, mode="bilinear", align_corners=False)[0]
+            for cls, sc in class_scores(up.argmax(0).numpy(), mask.numpy(), 3).items():
                 scores.setdefault(cls, []).append(sc["dice"])
-        rows.append(f"| {bias:+.2f} | " + " | ".join(f"{statistics.mean(v):.3f}" for v in scores.values()) + " |")
-    return ["| consolidation logit bias | " + " | ".join(f"labelDice {c}" for c in scores) + " |",
-            "|---|" + "---|" * len(scores), *rows]
+        names = list(scores)
+        rows.append(f"| {label} | " + " | ".join(f"{statistics.mean(v):.3f}" for v in scores.values()) + " |")
+    return [f"| {column} | " + " | ".join(f"labelDice {c}" for c in names) + " |", "|---|" + "---|" * len(names),
+            *rows]
+
+
+def bias_scan(pairs: list[tuple], biases: list[float]) -> list[str]:
+    """Label Dice with ``bias`` added to the consolidation logit."""
+    import torch
+
+    def shifted(bias: float):
+        return lambda logits: logits + torch.tensor([0.0, 0.0, bias])[:, None, None]
+
+    return label_dice_table(pairs, "consolidation logit bias", {f"{b:+.2f}": shifted(b) for b in biases})
+
+
+def merge_scan(pairs: list[tuple], fractions: list[float]) -> list[str]:
+    """Label Dice when a slice's consolidation covering less than ``fraction`` of it becomes GGO
+    (:func:`covseg.transforms.class_merge.merge_small_class`, as the bundle's ``merge_below``)."""
+    from covseg.transforms.class_merge import merge_small_class
+
+    def merged(fraction: float):
+        return lambda logits: merge_small_class(logits, 2, 1, fraction)
+
+    return label_dice_table(pairs, "merge_below", {f"{f:g}": merged(f) for f in fractions})
 
 
 def main() -> None:
@@ -108,6 +134,10 @@ def main() -> None:
     parser.add_argument("--record", action="store_true", help="append the row to docs/benchmarks.md")
     parser.add_argument("--bias-scan", type=float, nargs="*", default=None,
                         help="also: label Dice of all held-out slices with these consolidation logit biases")
+    parser.add_argument("--merge-scan", type=float, nargs="*", default=None,
+                        help="also: label Dice of all held-out slices with these merge_below fractions")
+    parser.add_argument("--oracle-prior", action="store_true",
+                        help="scans give the heads the true infection mask as their prior (an upper bound)")
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
     args, overrides = parser.parse_args(argv[:cut]), argv[cut + 1:]
@@ -118,7 +148,15 @@ def main() -> None:
            + " | ".join(f"{means[k]:.3f} ± {sds[k]:.3f}" for k in KEYS) + " |")
     print(HEADER)
     print(row)
-    scan = bias_scan(args.name, args.folds, args.out, overrides, args.bias_scan) if args.bias_scan else []
+    scan: list[str] = []
+    if args.bias_scan or args.merge_scan:
+        pairs = [p for k in range(args.folds)
+                 for p in fold_logits(args.out / args.name / f"fold_{k}", k, args.folds, args.out, overrides,
+                                      args.oracle_prior)]
+        if args.bias_scan:
+            scan += bias_scan(pairs, args.bias_scan)
+        if args.merge_scan:
+            scan += ([""] if scan else []) + merge_scan(pairs, args.merge_scan)
     if scan:
         print("\n".join(scan))
     if args.record:

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from covseg.networks.fcn8s import FCN8s
 from covseg.networks.outputs import final_logits
+from covseg.transforms.class_merge import merge_small_class
 
 CLASS_NAMES = ("background", "ggo", "consolidation")
 
@@ -58,12 +59,16 @@ class PriorGuidedSegmenter(nn.Module):
 
     The binary network's sigmoid map (its final logits, at ``prior_size``² when given, else at the input size) is
     resized to the input and concatenated with the slice as the head's second channel. The binary network is
-    frozen: only the head's weights belong to a multi-class bundle.
+    frozen: only the head's weights belong to a multi-class bundle. ``merge_below`` > 0: on a slice where class
+    ``merge_class`` wins less than that fraction of the pixels, it is folded into ``merge_into``
+    (:func:`covseg.transforms.class_merge.merge_small_class`; the bundle's consolidation rule).
     """
 
-    def __init__(self, prior: nn.Module, head: nn.Module, prior_size: int | None = None) -> None:
+    def __init__(self, prior: nn.Module, head: nn.Module, prior_size: int | None = None, merge_below: float = 0.0,
+                 merge_class: int = 2, merge_into: int = 1) -> None:
         super().__init__()
         self.prior, self.head, self.prior_size = prior, head, prior_size
+        self.merge_below, self.merge_class, self.merge_into = float(merge_below), merge_class, merge_into
         for p in self.prior.parameters():
             p.requires_grad_(False)
 
@@ -80,7 +85,8 @@ class PriorGuidedSegmenter(nn.Module):
         return torch.sigmoid(logits).to(x.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(torch.cat([x, self.infection_map(x)], dim=1))
+        logits = final_logits(self.head(torch.cat([x, self.infection_map(x)], dim=1)))
+        return merge_small_class(logits, self.merge_class, self.merge_into, self.merge_below)
 
     def state_dict_head(self) -> dict[str, Tensor]:
         """The head's weights only (what ``models/model.pt`` of a multi-class bundle holds)."""

@@ -4,6 +4,7 @@
 - ``lung``: automatic lung mask, 1 right / 2 left (``lung_mask``; numpy/scipy only, its MONAI transforms are in
   ``lung_transforms``);
 - ``crop``: lung bounding box crop and its exact inverse (``lung_box``, ``crop_to_box``, ``paste_from_box``);
+- ``class_merge``: fold a class that covers too little of a slice into another (``merge_small_class``);
 - ``edges``: edge map of a mask as the Inf-Net dataset derives it (``edge_map``).
 
 The names below are imported on first use, so importing one submodule (e.g. ``covseg.transforms.lung`` in the
@@ -18,6 +19,7 @@ from typing import Any
 _HOME = {
     **dict.fromkeys(("DEFAULT_MARGIN_PX", "Box", "CropToLungBox", "CropToLungBoxd", "PasteFromLungBox",
                      "PasteFromLungBoxd", "crop_to_box", "lung_box", "paste_from_box"), "crop"),
+    **dict.fromkeys(("MERGED_MARGIN", "merge_small_class"), "class_merge"),
     **dict.fromkeys(("EdgeMap", "EdgeMapd", "edge_map"), "edges"),
     **dict.fromkeys(("SEMISEG_WINDOW", "WindowHU", "WindowHUd", "window_hu"), "intensity"),
     **dict.fromkeys(("LEFT_LUNG", "RIGHT_LUNG", "lung_mask"), "lung"),

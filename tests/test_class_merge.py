@@ -1,0 +1,86 @@
+"""Folding a class that covers too little of a slice into another (the multi-class bundle's consolidation rule)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from covseg.networks.multiclass import PriorGuidedSegmenter
+from covseg.transforms.class_merge import merge_small_class
+
+
+def _logits(consolidation_pixels: int, size: int = 50) -> torch.Tensor:
+    """(1, 3, size, size) logits: background on the left half, GGO on the right, consolidation on the first
+    ``consolidation_pixels`` pixels of the top row (GGO the runner-up there)."""
+    logits = torch.zeros(1, 3, size, size)
+    logits[0, 0, :, : size // 2] = 4.0
+    logits[0, 1, :, size // 2:] = 3.0
+    row = logits[0, 2, 0]
+    row[:consolidation_pixels] = 5.0
+    logits[0, 1, 0, :consolidation_pixels] = 2.0
+    return logits
+
+
+def test_a_few_consolidation_pixels_become_ggo_with_their_probability():
+    logits = _logits(10)  # 10 of 2,500 pixels = 0.4 %
+    merged = merge_small_class(logits, cls=2, into=1, min_fraction=0.005)
+    assert not (merged.argmax(1) == 2).any()
+    p, q = torch.softmax(logits, 1), torch.softmax(merged, 1)
+    torch.testing.assert_close(q[:, 1], p[:, 1] + p[:, 2], atol=1e-6, rtol=0)
+    torch.testing.assert_close(q[:, 0], p[:, 0], atol=1e-6, rtol=0)
+    assert float(q[:, 2].max()) < 1e-15
+    torch.testing.assert_close(merge_small_class(merged, 2, 1, 0.005), merged)  # a second pass changes nothing
+
+
+def test_enough_consolidation_and_a_zero_fraction_leave_the_logits_alone():
+    logits = _logits(20)  # 0.8 %
+    assert torch.equal(merge_small_class(logits, 2, 1, 0.005), logits)
+    assert torch.equal(merge_small_class(_logits(1), 2, 1, 0.0), _logits(1))
+
+
+def test_each_slice_of_a_batch_is_judged_on_its_own():
+    logits = torch.cat([_logits(10), _logits(20)])
+    merged = merge_small_class(logits, 2, 1, 0.005)
+    assert not (merged[0].argmax(0) == 2).any()
+    assert torch.equal(merged[1], logits[1])
+
+
+def test_merging_a_class_into_itself_or_a_missing_class_is_refused():
+    with pytest.raises(ValueError, match="cannot merge class 2 into 2"):
+        merge_small_class(_logits(1), 2, 2, 0.01)
+    with pytest.raises(ValueError, match="cannot merge class 3 into 1"):
+        merge_small_class(_logits(1), 3, 1, 0.01)
+
+
+class _Prior(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x[:, :1])
+
+
+class _Head(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _logits(10).expand(x.shape[0], -1, -1, -1)
+
+
+def test_the_prior_guided_segmenter_applies_its_rule_only_when_asked():
+    x = torch.zeros(2, 1, 50, 50)
+    plain = PriorGuidedSegmenter(_Prior(), _Head())(x)
+    ruled = PriorGuidedSegmenter(_Prior(), _Head(), merge_below=0.005)(x)
+    assert int((plain.argmax(1) == 2).sum()) == 20
+    assert int((ruled.argmax(1) == 2).sum()) == 0
+
+
+def test_the_cross_validation_merge_scan_scores_the_rule():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from multiclass_cv import merge_scan
+
+    logits = _logits(10)[0]
+    no_consolidation = logits.argmax(0).clone()
+    no_consolidation[no_consolidation == 2] = 1
+    rows = merge_scan([(logits, no_consolidation)], [0.0, 0.005])
+    assert rows[0] == "| merge_below | labelDice ggo | labelDice consolidation |"
+    assert rows[2].endswith("| 0.000 |")  # 10 spurious consolidation pixels: Dice 0 on a slice without any
+    assert rows[3].endswith("| 1.000 |")  # folded into GGO: nothing to get wrong
