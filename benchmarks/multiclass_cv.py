@@ -56,16 +56,27 @@ def run_fold(name: str, fold: int, folds: int, out: Path, overrides: list[str]) 
     return figures[max(figures)]
 
 
+PRIORS = ("cache", "truth", "chain", "chain-tta")
+
+
 def fold_logits(run_dir: Path, fold: int, folds: int, out: Path, overrides: list[str],
-                oracle_prior: bool = False) -> list[tuple]:
+                prior: str = "cache") -> list[tuple]:
     """(class logits (C, h, w) at the network's size, class mask (H, W)) of each held-out slice of one fold, by its
-    last weights; ``oracle_prior``: the head is given the true infection mask instead of the binary model's map."""
+    last weights. The head's prior channel: ``cache``, the binary model's map of the full-size slice (as in
+    training); ``truth``, the true infection mask (an upper bound); ``chain``, the binary bundle run on the head's
+    input as :class:`PriorGuidedSegmenter` does at inference; ``chain-tta``, that chain averaged over flips
+    (``flip_average``)."""
+    import numpy as np
     import torch
     import torch.nn.functional as F
     from monai.bundle import ConfigParser
 
+    from covseg.engines.predictor import SlicePredictor
     from covseg.networks.loading import load_weights
+    from covseg.networks.multiclass import PriorGuidedSegmenter
 
+    if prior not in PRIORS:
+        raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
     parser = ConfigParser()
     parser.read_config(str(CONFIG))
     parser.update({"output_dir": str(run_dir), "prior_cache": str(out / "priors"), "folds": folds, "fold": fold,
@@ -73,15 +84,26 @@ def fold_logits(run_dir: Path, fold: int, folds: int, out: Path, overrides: list
     for key, value in zip(overrides[::2], overrides[1::2]):
         parser[key.lstrip("-")] = value if value.startswith("$") else yaml.safe_load(value)
     parser.parse()
-    network = load_weights(parser.get_parsed_content("network_def"), run_dir / "model_final.pt").eval()
+    head = load_weights(parser.get_parsed_content("network_def"), run_dir / "model_final.pt").eval()
+    chain = None
+    if prior.startswith("chain"):
+        binary = parser.get_parsed_content("prior_network")
+        network = PriorGuidedSegmenter(binary, head, parser.get_parsed_content("prior_image_size"),
+                                       flip_average=prior == "chain-tta").eval()
+        chain = SlicePredictor(network, image_size=int(parser.get_parsed_content("image_size")), channels_last=False)
     pairs = []
     with torch.inference_mode():
         for batch in parser.get_parsed_content("validate#dataloader"):
             image = batch["image"]
-            if oracle_prior:
-                truth = F.interpolate((batch["label"] > 0).float(), size=image.shape[-2:], mode="nearest")
-                image = torch.cat([image[:, :1], truth.to(image.dtype)], dim=1)
-            pairs += [(logit.float(), mask[0].long()) for logit, mask in zip(network(image), batch["label"])]
+            if chain is not None:  # log-probabilities stand in for logits (same softmax)
+                probs = chain.predict([s[0].numpy() for s in image[:, :1]])
+                logits = torch.log(torch.from_numpy(np.stack(probs)).clamp_min(1e-12))
+            else:
+                if prior == "truth":
+                    truth = F.interpolate((batch["label"] > 0).float(), size=image.shape[-2:], mode="nearest")
+                    image = torch.cat([image[:, :1], truth.to(image.dtype)], dim=1)
+                logits = head(image)
+            pairs += [(logit.float(), mask[0].long()) for logit, mask in zip(logits, batch["label"])]
     return pairs
 
 
@@ -136,8 +158,8 @@ def main() -> None:
                         help="also: label Dice of all held-out slices with these consolidation logit biases")
     parser.add_argument("--merge-scan", type=float, nargs="*", default=None,
                         help="also: label Dice of all held-out slices with these merge_below fractions")
-    parser.add_argument("--oracle-prior", action="store_true",
-                        help="scans give the heads the true infection mask as their prior (an upper bound)")
+    parser.add_argument("--prior", choices=PRIORS, default="cache",
+                        help="the heads' prior channel in the scans (see fold_logits)")
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
     args, overrides = parser.parse_args(argv[:cut]), argv[cut + 1:]
@@ -152,7 +174,7 @@ def main() -> None:
     if args.bias_scan or args.merge_scan:
         pairs = [p for k in range(args.folds)
                  for p in fold_logits(args.out / args.name / f"fold_{k}", k, args.folds, args.out, overrides,
-                                      args.oracle_prior)]
+                                      args.prior)]
         if args.bias_scan:
             scan += bias_scan(pairs, args.bias_scan)
         if args.merge_scan:

@@ -84,3 +84,23 @@ def test_the_cross_validation_merge_scan_scores_the_rule():
     assert rows[0] == "| merge_below | labelDice ggo | labelDice consolidation |"
     assert rows[2].endswith("| 0.000 |")  # 10 spurious consolidation pixels: Dice 0 on a slice without any
     assert rows[3].endswith("| 1.000 |")  # folded into GGO: nothing to get wrong
+
+
+class _PositionHead(torch.nn.Module):
+    """Not flip-equivariant: GGO logit grows from left to right, whatever the input."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ramp = torch.linspace(0, 1, x.shape[-1]).expand(x.shape[0], 1, x.shape[-2], -1)
+        return torch.cat([torch.zeros_like(ramp), ramp, torch.zeros_like(ramp)], dim=1)
+
+
+def test_flip_averaging_the_chain_averages_its_four_flipped_passes():
+    from covseg.networks.flips import flip_averaged
+
+    x = torch.rand(2, 1, 8, 10)
+    plain = PriorGuidedSegmenter(_Prior(), _PositionHead())(x)
+    averaged = PriorGuidedSegmenter(_Prior(), _PositionHead(), flip_average=True)(x)
+    assert float(plain[:, 1, :, -1].min()) == 1.0
+    torch.testing.assert_close(averaged[:, 1], torch.full_like(averaged[:, 1], 0.5))  # the ramp and its mirror
+    with pytest.raises(ValueError, match="at least one flip"):
+        flip_averaged(lambda t: t, x, ())

@@ -102,5 +102,6 @@ def test_covseg_infer_with_the_shipped_bundle_writes_a_label_map(tmp_path):
     np.testing.assert_array_equal(classes > 0, infection > 0)
     report = json.loads((folder / "report.json").read_text())
     assert report["model"]["name"] == "multiclass_infnet"
+    assert report["model"]["tta"] is True  # the bundle's chain averages over flips (its covseg section)
     total = sum(v["ml"] for v in report["class_volumes"].values())
     assert total == pytest.approx(report["infection_ml"], abs=1e-2)

@@ -125,9 +125,11 @@ def process_volume(volume: CTVolume, predictor: SlicePredictor, out_dir: str | P
 
 def predictor_info(predictor: SlicePredictor) -> dict:
     """What ran, for reports: ``backend``, ``precision``, ``device``, ``image_size``, ``tta`` (the predictor's own
-    reading of its options, so a report cannot disagree with what ran)."""
+    reading of its options, so a report cannot disagree with what ran; ``tta`` is also true when the network
+    averages over flips itself, as a multi-class bundle with ``flip_average`` does)."""
     backend = "onnxruntime" if isinstance(predictor.network, OnnxRuntimeNetwork) else "torch"
-    return {"image_size": predictor.image_size, "tta": predictor.tta, "backend": backend,
+    tta = predictor.tta or bool(getattr(predictor.network, "flip_average", False))  # or the model flip-averages
+    return {"image_size": predictor.image_size, "tta": tta, "backend": backend,
             "precision": precision_name(predictor.bf16), "device": str(predictor.device),
             "compiled": predictor.compiled}
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from covseg.engines.cpu import autocast_context, resolve_bf16
 from covseg.engines.fusion import fold_batchnorm
+from covseg.networks.flips import FLIPS, flip_averaged
 from covseg.networks.outputs import final_logits as logits_of
 from covseg.options import as_flag
 
@@ -86,15 +87,12 @@ class SlicePredictor:
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """fp32 logits of the batch, averaged over the flips when ``tta``."""
-        flips = (None, (-1,), (-2,), (-2, -1)) if self.tta else (None,)
-        total = None
-        for dims in flips:
-            xi = x if dims is None else torch.flip(x, dims)
+
+        def once(xi: torch.Tensor) -> torch.Tensor:
             with autocast_context(self.device, self.bf16):
-                out = logits_of(self._module(xi)).float()
-            out = out if dims is None else torch.flip(out, dims)
-            total = out if total is None else total + out
-        return total / len(flips)
+                return logits_of(self._module(xi))
+
+        return flip_averaged(once, x, FLIPS if self.tta else (None,))
 
     def _run(self, slices: list[np.ndarray]) -> list[np.ndarray]:
         """One forward pass over ``slices`` (all the same size unless ``image_size`` is set)."""

@@ -65,7 +65,8 @@ def load_bundle(bundle_dir: str | Path, device: str = "cpu") -> LoadedModel:
 
         prior = load_bundle((bundle_dir / str(meta["prior_bundle"])).resolve(), device)
         net = PriorGuidedSegmenter(prior.network, net, prior_size=prior.image_size,
-                                   merge_below=float(meta.get("merge_below", 0.0)))
+                                   merge_below=float(meta.get("merge_below", 0.0)),
+                                   flip_average=bool(meta.get("flip_average", False)))
         meta["prior_version"] = prior.meta.get("version")
     metadata = bundle_dir / "configs" / "metadata.json"
     if metadata.is_file() and "version" not in meta:  # the bundle's version, shown in reports

@@ -15,6 +15,7 @@ from monai.networks.nets import BasicUNet
 from torch import Tensor, nn
 
 from covseg.networks.fcn8s import FCN8s
+from covseg.networks.flips import FLIPS, flip_averaged
 from covseg.networks.outputs import final_logits
 from covseg.transforms.class_merge import merge_small_class
 
@@ -61,13 +62,14 @@ class PriorGuidedSegmenter(nn.Module):
     resized to the input and concatenated with the slice as the head's second channel. The binary network is
     frozen: only the head's weights belong to a multi-class bundle. ``merge_below`` > 0: on a slice where class
     ``merge_class`` wins less than that fraction of the pixels, it is folded into ``merge_into``
-    (:func:`covseg.transforms.class_merge.merge_small_class`; the bundle's consolidation rule).
+    (:func:`covseg.transforms.class_merge.merge_small_class`; the bundle's consolidation rule), after
+    ``flip_average`` (the whole chain, binary map and head, run on the four flips of the input and averaged).
     """
 
     def __init__(self, prior: nn.Module, head: nn.Module, prior_size: int | None = None, merge_below: float = 0.0,
-                 merge_class: int = 2, merge_into: int = 1) -> None:
+                 merge_class: int = 2, merge_into: int = 1, flip_average: bool = False) -> None:
         super().__init__()
-        self.prior, self.head, self.prior_size = prior, head, prior_size
+        self.prior, self.head, self.prior_size, self.flip_average = prior, head, prior_size, bool(flip_average)
         self.merge_below, self.merge_class, self.merge_into = float(merge_below), merge_class, merge_into
         for p in self.prior.parameters():
             p.requires_grad_(False)
@@ -84,8 +86,12 @@ class PriorGuidedSegmenter(nn.Module):
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         return torch.sigmoid(logits).to(x.dtype)
 
+    def head_logits(self, x: Tensor) -> Tensor:
+        """The head's class logits for slice + infection map, one pass."""
+        return final_logits(self.head(torch.cat([x, self.infection_map(x)], dim=1)))
+
     def forward(self, x: Tensor) -> Tensor:
-        logits = final_logits(self.head(torch.cat([x, self.infection_map(x)], dim=1)))
+        logits = flip_averaged(self.head_logits, x, FLIPS if self.flip_average else (None,))
         return merge_small_class(logits, self.merge_class, self.merge_into, self.merge_below)
 
     def state_dict_head(self) -> dict[str, Tensor]:
