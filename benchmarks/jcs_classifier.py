@@ -7,7 +7,9 @@ gate threshold, on the real data in ../shared/data.
    groups of sars-cov-2-ct (blocks of 25 consecutive file numbers, the set's stand-in for patients) and the
    20 COVID-19 volumes behind COVID-SemiSeg's 1,600 unlabelled slices (``Data-1_<volume>_<slice>.jpg``, all
    positive, 80 slices each). ``f`` is chosen on the val groups (best sensitivity + specificity; the median of
-   the tied candidates), never on a test group.
+   the tied candidates), never on a test group. The unlabelled slices were written with their source's own window
+   (the 10 coronacases volumes a much wider one, ``docs/windowing.md``); they are scored as ``covseg diagnose``
+   would see those volumes, re-windowed to the labelled slices' window (``--semiseg-as-stored``: as stored).
 3. Gate threshold for ``covseg infer --gate``: half the lowest score of the 50 labelled COVID-SemiSeg training
    slices (every one holds infection); then counted on the 48 test slices: infected slices the gate would drop.
 
@@ -42,6 +44,7 @@ from covseg.metrics.classification import classification_scores  # noqa: E402
 from covseg.networks.classifier import SliceClassifier  # noqa: E402
 from covseg.networks.loading import load_weights  # noqa: E402
 from covseg.transforms.classification import classifier_eval_transforms  # noqa: E402
+from covseg.transforms.intensity import semiseg_window_of  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 FRACTIONS = (0.0, 0.04, 0.08, 0.12, 0.2, 0.3, 0.4, 0.5, 0.6)
@@ -54,11 +57,14 @@ def score_items(net, items, image_size, bf16):
     return predict_scores(net, loader, "cpu", bf16)
 
 
-def semiseg_volume_items(root: Path) -> list[dict]:
+def semiseg_volume_items(root: Path, as_stored: bool = False) -> list[dict]:
+    """The unlabelled slices, grouped by volume; each names its window (re-windowed when scored) unless
+    ``as_stored``."""
     items = []
     for p in list_images(root / "train" / "unlabeled" / "images"):
         volume = p.stem[len("Data-1_"):].rsplit("_", 1)[0]
-        items.append({"name": p.name, "image": str(p), "label": 1, "group": volume, "source": "semiseg"})
+        item = {"name": p.name, "image": str(p), "label": 1, "group": volume, "source": "semiseg"}
+        items.append(item if as_stored else {**item, "window": semiseg_window_of(p.name)})
     return items
 
 
@@ -95,6 +101,8 @@ def main() -> int:
     ap.add_argument("--json", metavar="FILE", help="also write every figure and score to FILE")
     ap.add_argument("--record", action="store_true", help="append the tables to docs/benchmarks.md")
     ap.add_argument("--limit", type=int, help="smoke run: only the first N slices of each class / folder")
+    ap.add_argument("--semiseg-as-stored", action="store_true",
+                    help="score the unlabelled COVID-SemiSeg slices in their stored windows (before 2026-12-04)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     bf16 = resolve_bf16(args.bf16)
@@ -107,7 +115,8 @@ def main() -> int:
         items = [i for k in sorted(keys) for i in [x for x in items if (x["source"], x["split"], x["label"]) == k]
                  [:args.limit]]
     rows = score_items(net, items, args.image_size, bf16)
-    semi = score_items(net, semiseg_volume_items(DATA / "covid-semiseg")[:args.limit], args.image_size, bf16)
+    semi = score_items(net, semiseg_volume_items(DATA / "covid-semiseg", args.semiseg_as_stored)[:args.limit],
+                       args.image_size, bf16)
     lines = [f"Weights `{args.weights}`, input {args.image_size}², {precision_name(bf16)}; "
              f"{platform.processor() or platform.machine()}, 1 thread, shared machine.", "",
              "| slices | n | AUC | accuracy | sensitivity | specificity | F1 |", "|---|---|---|---|---|---|---|"]
@@ -120,7 +129,8 @@ def main() -> int:
         lines.append(f"| {key} | {s['n']} | {s['auc']:.3f} | {s['accuracy']:.3f} | {s['sensitivity']:.3f} | "
                      f"{s['specificity']:.3f} | {s['f1']:.3f} |")
     semi_pos = float(np.mean([r["score"] >= 0.5 for r in semi]))
-    lines.append(f"| COVID-SemiSeg unlabelled (all from COVID-19 volumes) | {len(semi)} | - | - | "
+    shown = "as stored" if args.semiseg_as_stored else "re-windowed to the labelled slices' window"
+    lines.append(f"| COVID-SemiSeg unlabelled (all from COVID-19 volumes; {shown}) | {len(semi)} | - | - | "
                  f"{semi_pos:.3f} | - | - |")
 
     sars = [r for r in rows if r["source"] == "sars-cov-2-ct"]

@@ -120,6 +120,19 @@ def test_activation_maps_shape_range_and_no_parameter_gradients(one_torch_thread
     assert all(p.grad is None for p in net.parameters())
 
 
+def test_eval_transforms_show_a_slice_in_the_semiseg_window_when_it_names_its_own():
+    from covseg.transforms.classification import classifier_eval_transforms
+    from covseg.transforms.intensity import SEMISEG_CORONACASES_WINDOW, window_hu
+
+    hu = np.linspace(-1000.0, 200.0, 64 * 64, dtype=np.float32).reshape(1, 64, 64)
+    wide = window_hu(hu, *SEMISEG_CORONACASES_WINDOW)
+    tf = classifier_eval_transforms(64)
+    shown = np.asarray(tf({"image": wide, "window": SEMISEG_CORONACASES_WINDOW})["image"])
+    np.testing.assert_allclose(shown, window_hu(hu), atol=1e-4)
+    as_is = np.asarray(tf({"image": wide})["image"])
+    np.testing.assert_allclose(as_is, wide, atol=1e-6)
+
+
 def test_classification_metrics_known_values():
     assert roc_auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == pytest.approx(0.75)
     assert math.isnan(roc_auc([0.1, 0.2], [1, 1]))

@@ -98,3 +98,17 @@ def test_slices_are_lung_boxes_with_a_small_margin(semiseg_dir: Path) -> None:
     assert np.median(tight) <= 1 and (tight == 0).mean() > 0.5
     assert 4 <= np.median(loose) <= 14
     assert np.median(tight) <= DEFAULT_MARGIN_PX <= np.median(loose)
+
+
+def test_rewindow_shows_a_wide_window_slice_as_the_labelled_slices_look():
+    from covseg.transforms.intensity import rewindow, semiseg_window_of
+
+    hu = np.linspace(-1050.0, 300.0, 57, dtype=np.float32)  # inside both windows (outside, the source clipped)
+    stored = np.round(window_hu(hu, *SEMISEG_CORONACASES_WINDOW) * 255) / 255  # the 8-bit slice as shipped
+    shown = rewindow(stored, semiseg_window_of("Data-1_coronacases_org_004_12.jpg"))
+    np.testing.assert_allclose(shown, window_hu(hu), atol=SEMISEG_CORONACASES_WINDOW[1] / 255 / SEMISEG_WINDOW[1])
+    assert not np.allclose(stored, window_hu(hu), atol=0.05)  # as stored they differ a lot
+    assert semiseg_window_of("Data-1_radiopaedia_org_covid-19-pneumonia-7_85703_0-dcm_3.jpg") != SEMISEG_WINDOW
+    assert semiseg_window_of("/x/train/labeled/images/12.jpg") == SEMISEG_WINDOW
+    with pytest.raises(ValueError, match="width must be positive"):
+        rewindow(stored, (0.0, 0.0))

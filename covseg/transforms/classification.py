@@ -21,13 +21,17 @@ from monai.transforms import (
 )
 
 from covseg.transforms.augment import window_jitter
+from covseg.transforms.intensity import Rewindowd
 from covseg.transforms.load import LoadGreySliced
 
 
 def classifier_eval_transforms(image_size: int = 224) -> Compose:
-    """Read the slice (path or (1, H, W) array) and resize it to ``image_size``²."""
+    """Read the slice (path or (1, H, W) array), show it in the COVID-SemiSeg window when the item names the
+    window it was written with (``window``: (level, width); :class:`covseg.transforms.intensity.Rewindowd`, as
+    ``covseg diagnose`` windows a CT volume), and resize it to ``image_size``²."""
     return Compose([
         LoadGreySliced(keys="image", binary_keys=()),
+        Rewindowd(keys="image"),
         Resized(keys="image", spatial_size=(image_size, image_size), mode="bilinear"),
         EnsureTyped(keys="image", track_meta=False),
     ])

@@ -13,6 +13,7 @@ The evidence (per-group tables, fit, residuals, a recovery check on real CT) is 
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,8 +29,11 @@ __all__ = [
     "SEMISEG_RADIOPAEDIA_WINDOW",
     "TISSUE_HU",
     "window_hu",
+    "rewindow",
+    "semiseg_window_of",
     "WindowHU",
     "WindowHUd",
+    "Rewindowd",
     "grey_landmarks",
     "fit_window",
     "fit_landmarks",
@@ -63,6 +67,27 @@ def window_hu(hu: Any, level: float = SEMISEG_WINDOW[0], width: float = SEMISEG_
     return np.clip(out, 0.0, 1.0, out=out)
 
 
+def rewindow(grey: Any, source: tuple[float, float], target: tuple[float, float] = SEMISEG_WINDOW) -> np.ndarray:
+    """An image in [0, 1] written with the window ``source`` (level, width), shown with the window ``target``
+    instead: grey -> HU -> :func:`window_hu`. HU clipped by the source window stay clipped."""
+    level, width = source
+    if width <= 0:
+        raise ValueError(f"window width must be positive, got {width}")
+    arr = np.asarray(grey, dtype=np.float32)
+    return window_hu(arr * np.float32(width) + np.float32(level - width / 2.0), *target)
+
+
+def semiseg_window_of(name: str) -> tuple[float, float]:
+    """The window of a COVID-SemiSeg slice by its file name: the unlabelled ``Data-1_coronacases_*`` and
+    ``Data-1_radiopaedia_*`` slices have their own (``docs/windowing.md``), every other slice ``SEMISEG_WINDOW``."""
+    stem = Path(name).name
+    if stem.startswith("Data-1_coronacases"):
+        return SEMISEG_CORONACASES_WINDOW
+    if stem.startswith("Data-1_radiopaedia"):
+        return SEMISEG_RADIOPAEDIA_WINDOW
+    return SEMISEG_WINDOW
+
+
 class WindowHU(Transform):
     """Array transform: HU -> [0, 1] float32 with the window ``(level, width)`` (default ``SEMISEG_WINDOW``)."""
 
@@ -93,6 +118,25 @@ class WindowHUd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = self.op(d[key])
+        return d
+
+
+class Rewindowd(MapTransform):
+    """Dict transform: :func:`rewindow` each of ``keys`` from the item's own window (``data[window_key]``, a
+    (level, width) pair) to ``target``; items without a window pass unchanged."""
+
+    def __init__(self, keys: KeysCollection, window_key: str = "window",
+                 target: tuple[float, float] = SEMISEG_WINDOW) -> None:
+        super().__init__(keys)
+        self.window_key, self.target = window_key, target
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        source = d.get(self.window_key)
+        if source is None:
+            return d
+        for key in self.key_iterator(d):
+            d[key] = rewindow(d[key], tuple(source), self.target)
         return d
 
 
