@@ -137,3 +137,28 @@ def test_semi_bundle_propagates_then_training_uses_the_pseudo_labels(semiseg_dir
                              "--init_weights", str(run / "model_final.pt"), *TINY))
     assert "epoch 1/1" in proc.stdout
     assert (tmp_path / "ft" / "model_final.pt").exists()
+
+
+def test_unlabelled_slices_with_their_own_window_are_labelled_and_trained_in_the_semiseg_window(tmp_path):
+    from covseg.transforms.augment import train_transforms
+    from covseg.transforms.intensity import SEMISEG_CORONACASES_WINDOW, window_hu
+
+    folder = tmp_path / "train" / "unlabeled" / "images"
+    folder.mkdir(parents=True)
+    hu = np.tile(np.linspace(-1000.0, 200.0, 48, dtype=np.float32), (40, 1))  # -1000 .. 200 HU left to right
+    Image.fromarray(np.round(window_hu(hu, *SEMISEG_CORONACASES_WINDOW) * 255).astype(np.uint8)).save(
+        folder / "Data-1_coronacases_org_001_7.png")
+    as_stored = unlabelled_items(tmp_path)
+    shown = unlabelled_items(tmp_path, rewindowed=True)
+    assert "window" not in as_stored[0] and shown[0]["window"] == SEMISEG_CORONACASES_WINDOW
+    # grey > 0.5 means HU > 330 as stored (nothing here) but HU > -430 in the SemiSeg window
+    stored_label = write_pseudo_labels(_predictor(BrightIsInfected()), as_stored, tmp_path / "a")[0]["label"]
+    shown_label = write_pseudo_labels(_predictor(BrightIsInfected()), shown, tmp_path / "b")[0]["label"]
+    assert not np.asarray(Image.open(stored_label)).any()
+    expected = (window_hu(hu) > 0.5)
+    assert abs(float((np.asarray(Image.open(shown_label)) == 255).mean()) - float(expected.mean())) < 0.03
+    means = []
+    for item in (as_stored[0], shown[0]):  # the same augmentation draws for both
+        image = train_transforms(40).set_random_state(seed=3)({**item, "label": shown_label})["image"]
+        means.append(float(np.asarray(image).mean()))
+    assert means[1] > means[0] + 0.05  # before augmentation 0.45 against 0.13; after it, at least +0.07 (40 seeds)

@@ -38,6 +38,7 @@ from covseg.io.atomic import atomic_path, atomic_write_text
 from covseg.io.slices import pseudo_labelled_items, read_grey, write_grey
 from covseg.networks.loading import load_weights
 from covseg.transforms.augment import eval_transforms, train_transforms
+from covseg.transforms.intensity import rewindow
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ def write_pseudo_labels(predictor: SlicePredictor, items: list[dict], out_dir: s
     """Label ``items`` (``{"name", "image": path}``) with ``predictor``; write ``out_dir/<name>.png`` (0/255, or
     with ``threshold`` None the probability itself, 8-bit: soft labels).
 
+    An item with a ``window`` is labelled in the SemiSeg window (:func:`covseg.transforms.intensity.rewindow`).
     Slices already labelled in ``out_dir`` are kept as they are. A slice that cannot be read is logged (one line,
     naming the file) and left out. Returns the items that have a pseudo label, with ``"label"`` set to its path.
     """
@@ -62,7 +64,8 @@ def write_pseudo_labels(predictor: SlicePredictor, items: list[dict], out_dir: s
         chunk = []
         for item in todo[start:start + predictor.batch_size]:
             try:
-                chunk.append((item, read_grey(Path(item["image"]))))
+                grey = read_grey(Path(item["image"]))
+                chunk.append((item, grey if item.get("window") is None else rewindow(grey, item["window"])))
             except (OSError, ValueError) as exc:
                 log.warning("%s: skipped, not a readable slice (%s)", item["image"], exc)
         for (item, _), prob in zip(chunk, predictor.predict([grey for _, grey in chunk])):

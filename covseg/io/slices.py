@@ -70,12 +70,21 @@ def semiseg_items(dataset_dir: str | Path, split: str = "train", limit: int | No
     return items[:limit] if limit else items
 
 
-def unlabelled_items(dataset_dir: str | Path, limit: int | None = None) -> list[dict]:
-    """Items ``{"name", "image": path}`` of the unlabelled training slices (read lazily: there are 1,600)."""
+def unlabelled_items(dataset_dir: str | Path, limit: int | None = None, rewindowed: bool = False) -> list[dict]:
+    """Items ``{"name", "image": path}`` of the unlabelled training slices (read lazily: there are 1,600).
+
+    ``rewindowed``: each item also names the window its slice was written with (``"window"``: (level, width);
+    the 10 coronacases volumes' is much wider than the labelled slices', ``docs/windowing.md``), so labelling and
+    training show it in the labelled slices' window."""
+    from covseg.options import as_flag
+    from covseg.transforms.intensity import semiseg_window_of
+
+    rewindowed = as_flag(rewindowed, "rewindowed")
     folder = Path(dataset_dir) / "train" / "unlabeled" / "images"
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: not found (is {dataset_dir} the COVID-SemiSeg folder?)")
-    items = [{"name": p.stem, "image": str(p)} for p in list_images(folder)]
+    items = [{"name": p.stem, "image": str(p), **({"window": semiseg_window_of(p.name)} if rewindowed else {})}
+             for p in list_images(folder)]
     return items[:limit] if limit else items
 
 

@@ -21,6 +21,7 @@ from monai.transforms import (
 )
 
 from covseg.options import as_flag
+from covseg.transforms.intensity import Rewindowd
 from covseg.transforms.load import LoadGreySliced
 
 KEYS = ("image", "label")
@@ -41,6 +42,8 @@ def window_jitter(prob: float = 0.8) -> list:
 def train_transforms(image_size: int = 352, strong_window_jitter: bool = True, soft_labels: bool = False) -> Compose:
     """Read file paths (pseudo-labelled items), resize to ``image_size``², augment; labels stay binary.
 
+    An item with a ``window`` (level, width) is first re-windowed to the SemiSeg window
+    (:class:`covseg.transforms.intensity.Rewindowd`; unlabelled slices from ``unlabelled_items(rewindowed=True)``).
     Labels use nearest resampling after the affine. ``soft_labels``: label files are read as probabilities (soft
     pseudo labels, not thresholded) and resampled bilinearly; labels given as arrays pass through as they are.
 
@@ -55,6 +58,7 @@ def train_transforms(image_size: int = 352, strong_window_jitter: bool = True, s
     modes = ("bilinear", "bilinear" if soft else "nearest")
     return Compose([
         LoadGreySliced(keys=KEYS, binary_keys=() if soft else ("label",)),
+        Rewindowd(keys="image"),  # an item that names its own window is shown in the SemiSeg window
         Resized(keys=KEYS, spatial_size=(image_size, image_size), mode=modes),
         RandFlipd(keys=KEYS, prob=0.5, spatial_axis=0),
         RandFlipd(keys=KEYS, prob=0.5, spatial_axis=1),
