@@ -123,7 +123,7 @@ class WindowHUd(MapTransform):
 
 class Rewindowd(MapTransform):
     """Dict transform: :func:`rewindow` each of ``keys`` from the item's own window (``data[window_key]``, a
-    (level, width) pair) to ``target``; items without a window pass unchanged."""
+    (level, width) pair, removed from the item) to ``target``; items without a window pass unchanged."""
 
     def __init__(self, keys: KeysCollection, window_key: str = "window",
                  target: tuple[float, float] = SEMISEG_WINDOW) -> None:
@@ -132,7 +132,7 @@ class Rewindowd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        source = d.get(self.window_key)
+        source = d.pop(self.window_key, None)  # consumed: re-windowed items batch with items that never had one
         if source is None:
             return d
         for key in self.key_iterator(d):
