@@ -10,8 +10,9 @@ Usage::
 ``python -m monai.bundle run training --config_file FILE --KEY VALUE`` takes them; this script runs the same
 ``training`` id. ``--paper-schedule`` is Semi-Inf-Net's propagation as the paper runs it (K = 5 slices a round,
 320 rounds, the student labels the next round; each round one epoch of 240 samples at a constant lr 1e-4; only the
-newest round's weights kept), hours on a GPU instead of days on a CPU. A killed run resumes with the same command;
-each start is appended to ``train_long.json`` (device, precision, start, wall seconds, finished or not).
+newest round's weights kept; a fresh student; the 20-epoch labelled fine-tune after), hours on a GPU instead of
+days on a CPU. A killed run resumes with the same command; each start is appended to ``train_long.json``
+(device, precision, start, wall seconds, finished or not).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SEMI_TRAIN = REPO / "bundles" / "semi_infnet" / "configs" / "train.yaml"
 PAPER_SCHEDULE = {"per_round": 5, "labeller": "student", "samples_per_round": 240, "pseudo_lr": 0.0001,
-                  "pseudo_lr_schedule": "constant", "keep_round_weights": False}
+                  "pseudo_lr_schedule": "constant", "keep_round_weights": False, "student_init": "fresh",
+                  "pseudo_passes": 1, "max_epochs": 20}
 
 
 def parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict]:

@@ -19,7 +19,7 @@ CONFIGS = BUNDLE / "configs"
 WEIGHTS = BUNDLE / "models" / "model.pt"
 NO_WEIGHTS = "bundles/semi_infnet/models/model.pt is not shipped (added only if Semi-Inf-Net beats bundles/infnet)"
 TINY = ["--train_limit", "4", "--unlabelled_limit", "4", "--per_round", "2", "--image_size", "64",
-        "--batch_size", "2", "--pseudo_epochs", "1", "--max_epochs", "1", "--val_interval", "1"]
+        "--batch_size", "2", "--pseudo_epochs", "1", "--pseudo_passes", "2", "--max_epochs", "1", "--val_interval", "1"]
 
 
 def _cmd(run_id: str, config: str, *overrides: str) -> list[str]:
@@ -39,7 +39,7 @@ def _check_maps(out, semiseg_dir) -> None:
 def test_metadata_verifies_offline():
     proc = verify_metadata(CONFIGS / "metadata.json")
     assert proc.returncode == 0 and "verified with no error" in proc.stdout + proc.stderr
-    assert json.loads((CONFIGS / "metadata.json").read_text())["version"] == "0.1.0"
+    assert json.loads((CONFIGS / "metadata.json").read_text())["version"] == "0.2.0"
 
 
 def test_labelling_writes_teacher_labels_the_jcs_segmenter_reads(semiseg_dir, tmp_path):
@@ -69,10 +69,11 @@ def test_labelling_writes_teacher_labels_the_jcs_segmenter_reads(semiseg_dir, tm
 def test_tiny_training_run_writes_final_weights_and_resumes_as_done(semiseg_dir, tmp_path):
     run = tmp_path / "run"
     proc = run_ok(_cmd("training", "train.yaml", "--dataset_dir", str(semiseg_dir), "--output_dir", str(run), *TINY))
-    assert "round 2/2: training set 7 slices" in proc.stdout  # 3 labelled (4 minus 1 for validation) + 4 pseudo
+    assert "round 2/4: training set 7 slices" in proc.stdout  # 3 labelled (4 minus 1 for validation) + 4 pseudo
+    assert "round 4/4: training set 7 slices" in proc.stdout  # the second pass: the same slices, none relabelled
     assert "fine-tune: 3 labelled slices" in proc.stdout
     assert (run / "model_final.pt").exists() and len(list((run / "pseudo_labels").glob("*.png"))) == 4
-    assert [f.read_text().count("\n") for f in sorted(run.glob("round_*/slices.txt"))] == [2, 2]
+    assert [f.read_text().count("\n") for f in sorted(run.glob("round_*/slices.txt"))] == [2, 2, 2, 2]
     stamp = (run / "model_final.pt").stat().st_mtime_ns
     proc = run_ok(_cmd("training", "train.yaml", "--dataset_dir", str(semiseg_dir), "--output_dir", str(run), *TINY))
     assert "training set" not in proc.stdout and (run / "model_final.pt").stat().st_mtime_ns == stamp  # done: not rerun
@@ -91,6 +92,12 @@ def test_shipped_weights_evaluate_to_the_paper_table(semiseg_dir, tmp_path):
                        str(tmp_path)))
     assert "Semi-Inf-Net (covseg)" in proc.stdout and (tmp_path / "metrics.json").exists()
     _check_maps(tmp_path, semiseg_dir)
+    figures = json.loads((tmp_path / "metrics.json").read_text())
+    for key, value in RECORDED.items():
+        assert figures[key] == pytest.approx(value, abs=0.005), key
+
+
+RECORDED = {"meanDic": 0.7281, "meanIoU": 0.5876, "Sm": 0.7631, "meanEm": 0.8903, "MAE": 0.0732}  # model card, 0.2.0
 
 
 @pytest.mark.slow

@@ -67,10 +67,11 @@ def test_semi_infnet_train_config_is_a_monai_train_workflow(semiseg_dir, tmp_pat
     workflow = _workflow("train", "train", SEMI, dataset_dir=str(semiseg_dir), output_dir=str(tmp_path),
                          train_limit=4, unlabelled_limit=2)
     _assert_complete(workflow)
-    assert isinstance(workflow.trainer, SemiInfNet) and workflow.max_epochs == 20
+    assert isinstance(workflow.trainer, SemiInfNet) and workflow.max_epochs == 0
     assert len(workflow.train_dataset) == 3 and len(workflow.trainer.unlabelled) == 2
     assert type(workflow.train_inferer).__name__ == "SimpleInferer"
-    assert workflow.trainer.rounds.labeller == "teacher" and workflow.trainer.student_init == "fresh"
+    assert workflow.trainer.rounds.labeller == "teacher" and workflow.trainer.student_init == "teacher"
+    assert workflow.trainer.rounds.passes == 3 and workflow.trainer.rounds.epochs == 1
     assert not list(tmp_path.iterdir())  # building the workflow trains nothing
 
 

@@ -195,3 +195,30 @@ def test_killed_after_the_last_checkpoint_finishes_without_training_again(refere
         a, b = _weights(out / name), _weights(expected / name)
         assert all(torch.equal(a[k], b[k]) for k in b), name
     assert all(torch.equal(v, reference["weights"][k]) for k, v in _weights(final).items())
+
+
+def test_passes_rerun_the_rounds_without_relabelling_and_zero_finetune_epochs_keep_the_last_round(
+        tmp_path, one_torch_thread, monkeypatch):
+    inputs = _inputs(tmp_path)
+    written: list[str] = []
+    write_grey = semi_supervised.write_grey
+
+    def counting(path, grey):
+        written.append(Path(path).stem)
+        return write_grey(path, grey)
+
+    monkeypatch.setattr(semi_supervised, "write_grey", counting)
+    out = tmp_path / "run"
+    final = _procedure(inputs, out, labeller="teacher", student_init="teacher", per_round=None, pseudo_epochs=1,
+                       pseudo_passes=2, max_epochs=0).run()
+    curve = (out / "rounds.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[:3] for row in curve] == [["1", str(POOL), str(POOL + 1)], ["2", str(POOL), str(POOL + 1)]]
+    assert sorted(written) == sorted(i["name"] for i in inputs["pool"])  # each slice labelled once, in pass 1
+    assert len(list((out / "pseudo_labels").glob("*.png"))) == POOL
+    assert not (out / "finetune").exists()
+    last = _weights(out / "round_002" / "model_final.pt")
+    assert all(torch.equal(v, last[k]) for k, v in _weights(final).items())
+    first = _weights(out / "round_001" / "model_final.pt")
+    assert any(not torch.equal(v, first[k]) for k, v in last.items())  # the second pass trained on
+    with pytest.raises(ValueError, match="passes"):
+        _procedure(inputs, tmp_path / "bad", pseudo_passes=0)

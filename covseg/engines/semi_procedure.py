@@ -6,6 +6,7 @@
    slices, then the student trains on labelled + pseudo-labelled-so-far.
 2. **Fine-tune**: the last round's student is fine-tuned on the labelled slices with :func:`build_trainer`,
    validated on the validation split; its best-validation weights become ``model_final.pt`` (written atomically).
+   With 0 fine-tune epochs the last round's weights are ``model_final.pt``.
 
 Everything lives in one output folder: ``procedure.json`` (the settings), ``student_init.pt`` (a fresh student's
 first weights), ``pseudo_labels/``, ``round_NNN/`` (``slices.txt``, ``model_final.pt``, ``round.json``),
@@ -127,7 +128,7 @@ class SemiInfNet:
                               val_items=self.val_items, label_dir=self.label_dir, device=self.device, bf16=self.bf16,
                               seed=self.seed, inferer=self.inferer)
         del teacher
-        best = self._finetune(pseudo)
+        best = self._finetune(pseudo) if self.finetune.epochs > 0 else pseudo
         log.info("Semi-Inf-Net: final weights %s (from %s)", final, best)
         return copy_atomic(best, final)
 
@@ -167,7 +168,8 @@ def build_semi_inf_net(student: nn.Module, teacher_weights: str | Path | None, l
                      student_init: str = "fresh", labeller: str = "teacher", per_round: int | None = None,
                      samples_per_round: int | None = None, pseudo_epochs: int = 3, pseudo_lr: float = 3e-4,
                      pseudo_lr_schedule: str = "cosine", pseudo_seg_loss: str = "bce_dice",
-                     pseudo_strong_window_jitter: bool = True, max_epochs: int = 20, finetune_lr: float = 1e-4,
+                     pseudo_strong_window_jitter: bool = True, pseudo_passes: int = 1, max_epochs: int = 20,
+                     finetune_lr: float = 1e-4,
                      finetune_seg_loss: str = "bce_dice", finetune_strong_window_jitter: bool = False,
                      snapshot_start: int | None = 10, val_interval: int = 5, image_size: int = 352,
                      batch_size: int = 6, weight_decay: float = 1e-4, scales=(0.75, 1.0, 1.25), tta: bool = False,
@@ -175,7 +177,8 @@ def build_semi_inf_net(student: nn.Module, teacher_weights: str | Path | None, l
                      label_dir: str | Path | None = None, device: str | None = None, bf16: bool | str = "auto",
                      seed: int = 0, inferer: Callable | None = None) -> SemiInfNet:
     """The procedure from flat keyword options (the bundle's ``train#trainer`` and ``scripts/train_long.py``);
-    ``.run()`` trains. ``max_epochs``: the fine-tune's epochs. ``device`` None: CUDA when available, else the CPU;
+    ``.run()`` trains. ``pseudo_passes``: how many times the rounds are run (:class:`RoundSchedule`'s ``passes``).
+    ``max_epochs``: the fine-tune's epochs (0: none). ``device`` None: CUDA when available, else the CPU;
     ``bf16`` ``"auto"``: :func:`covseg.engines.cpu.resolve_bf16`.
 
     Defaults: the teacher labels the whole pool in one round, a fresh student trains 3 epochs on labelled +
@@ -188,7 +191,8 @@ def build_semi_inf_net(student: nn.Module, teacher_weights: str | Path | None, l
                            strong_window_jitter=as_flag(pseudo_strong_window_jitter, "pseudo_strong_window_jitter"),
                            batch_size=batch_size, image_size=image_size, scales=tuple(scales), labeller=labeller,
                            tta=as_flag(tta, "tta"), threshold=threshold,
-                           keep_round_weights=as_flag(keep_round_weights, "keep_round_weights"))
+                           keep_round_weights=as_flag(keep_round_weights, "keep_round_weights"),
+                           passes=int(pseudo_passes))
     finetune = FineTune(epochs=max_epochs, lr=finetune_lr, seg_loss=finetune_seg_loss,
                         strong_window_jitter=as_flag(finetune_strong_window_jitter, "finetune_strong_window_jitter"),
                         snapshot_start=snapshot_start, val_interval=val_interval)

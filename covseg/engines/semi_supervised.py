@@ -137,7 +137,9 @@ class RoundSchedule:
     ``labeller``: ``student`` (the current student labels; the teacher labels round 1 when one is given: the
     paper's propagation) or ``teacher`` (the fixed teacher labels every round).
     ``keep_round_weights``: False keeps only the newest finished round's weights (320 rounds of Inf-Net
-    weights would take 40 GB).
+    weights would take 40 GB). ``passes``: the whole sequence of rounds is run this many times; later passes
+    label nothing new (a slice is never relabelled) and train again from the previous round's weights, each
+    round with a fresh learning-rate schedule.
     """
 
     per_round: int | None = None
@@ -155,6 +157,7 @@ class RoundSchedule:
     tta: bool = False
     threshold: float | None = 0.5  # None: soft labels (the labeller's probability)
     keep_round_weights: bool = True
+    passes: int = 1
 
     def __post_init__(self) -> None:
         if self.labeller not in ("student", "teacher"):
@@ -162,6 +165,8 @@ class RoundSchedule:
         if (self.samples_per_round is not None and self.samples_per_round < 1) or self.epochs < 1:
             raise ValueError(f"samples_per_round and epochs must be >= 1, got {self.samples_per_round}, "
                              f"{self.epochs}")
+        if self.passes < 1:
+            raise ValueError(f"passes must be >= 1, got {self.passes}")
 
 
 def train_rounds(student: nn.Module, labelled: list[dict], unlabelled: list[dict], output_dir: str | Path,
@@ -179,24 +184,25 @@ def train_rounds(student: nn.Module, labelled: list[dict], unlabelled: list[dict
     """
     output_dir = Path(output_dir)
     label_dir = Path(label_dir) if label_dir else output_dir / "pseudo_labels"
-    rounds = plan_rounds(unlabelled, schedule.per_round, seed)
+    rounds = plan_rounds(unlabelled, schedule.per_round, seed) * schedule.passes
     val_loader = DataLoader(Dataset(val_items, eval_transforms(schedule.image_size)), batch_size=1) \
         if val_items else None
-    enlarged: list[dict] = []
+    enlarged: dict[str, dict] = {}  # pseudo-labelled so far, by slice name (a later pass adds nothing new)
     previous: Path | None = None
     for number, chosen in enumerate(rounds, start=1):
         round_dir = output_dir / f"round_{number:03d}"
         _claim_slices(round_dir, chosen)
         if (round_dir / "model_final.pt").exists() or (round_dir / "round.json").exists():  # finished earlier
-            enlarged += pseudo_labelled_items(chosen, label_dir)
+            enlarged.update((i["name"], i) for i in pseudo_labelled_items(chosen, label_dir))
             previous = _close_round(round_dir, previous, number, chosen, len(labelled) + len(enlarged), schedule)
             continue
         if previous is not None:  # every round starts from the weights on disk, resumed or not
             load_weights(student, previous)
         use_teacher = teacher is not None and (schedule.labeller == "teacher" or number == 1)
-        enlarged += label_slices(teacher if use_teacher else student, chosen, label_dir, image_size=schedule.image_size,
-                                 tta=schedule.tta, threshold=schedule.threshold, device=device, bf16=bf16)
-        train_set = labelled + enlarged
+        new = label_slices(teacher if use_teacher else student, chosen, label_dir, image_size=schedule.image_size,
+                           tta=schedule.tta, threshold=schedule.threshold, device=device, bf16=bf16)
+        enlarged.update((i["name"], i) for i in new)
+        train_set = labelled + list(enlarged.values())
         transforms = train_transforms(schedule.image_size, schedule.strong_window_jitter,
                                       soft_labels=schedule.threshold is None)
         loader = seeded_loader(train_set, transforms,
