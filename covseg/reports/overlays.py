@@ -181,7 +181,7 @@ def montage_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float],
     zs, top = pick_slices(infection, lung, n)
     px_mm2 = float(spacing[0]) * float(spacing[1])
     rows = (len(zs) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.4, rows * 2.55 + 0.4), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.4, rows * 2.75 + 0.4), squeeze=False)  # room for row titles
     inf = np.asarray(infection) > 0
     for ax in axes.ravel():
         ax.axis("off")
