@@ -181,6 +181,9 @@ def _slow_predict_then_signal(argv: list[str], log: str, ready: str) -> None:
         return real(self, crops)
 
     SlicePredictor.predict = slow
+    # as in a terminal: a shell that starts the test run as a background job (``pytest &``) ignores SIGINT in it,
+    # and a Python started with SIGINT ignored keeps ignoring it; a Ctrl-C'd covseg has Python's own handler
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     _child_main(argv, log)
 
 
