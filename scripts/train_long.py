@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 SEMI_TRAIN = REPO / "bundles" / "semi_infnet" / "configs" / "train.yaml"
 PAPER_SCHEDULE = {"per_round": 5, "labeller": "student", "samples_per_round": 240, "pseudo_lr": 0.0001,
                   "pseudo_lr_schedule": "constant", "keep_round_weights": False, "student_init": "fresh",
-                  "pseudo_passes": 1, "max_epochs": 20}
+                  "pseudo_passes": 1, "max_epochs": 20, "student_weight": 1.0}
 
 
 def parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict]:

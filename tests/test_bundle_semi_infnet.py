@@ -97,7 +97,7 @@ def test_shipped_weights_evaluate_to_the_paper_table(semiseg_dir, tmp_path):
         assert figures[key] == pytest.approx(value, abs=0.005), key
 
 
-RECORDED = {"meanDic": 0.7281, "meanIoU": 0.5876, "Sm": 0.7631, "meanEm": 0.8903, "MAE": 0.0732}  # model card, 0.2.0
+RECORDED = {"meanDic": 0.7228, "meanIoU": 0.5848, "Sm": 0.7797, "meanEm": 0.8798, "MAE": 0.0704}  # model card, 0.3.0
 
 
 @pytest.mark.slow

@@ -71,6 +71,7 @@ def test_semi_infnet_train_config_is_a_monai_train_workflow(semiseg_dir, tmp_pat
     assert len(workflow.train_dataset) == 3 and len(workflow.trainer.unlabelled) == 2
     assert type(workflow.train_inferer).__name__ == "SimpleInferer"
     assert workflow.trainer.rounds.labeller == "teacher" and workflow.trainer.student_init == "teacher"
+    assert workflow.trainer.student_weight == 0.25  # the WiSE-FT blend that made 0.3.0
     assert workflow.trainer.rounds.passes == 3 and workflow.trainer.rounds.epochs == 1
     assert not list(tmp_path.iterdir())  # building the workflow trains nothing
 

@@ -222,3 +222,20 @@ def test_passes_rerun_the_rounds_without_relabelling_and_zero_finetune_epochs_ke
     assert any(not torch.equal(v, first[k]) for k, v in last.items())  # the second pass trained on
     with pytest.raises(ValueError, match="passes"):
         _procedure(inputs, tmp_path / "bad", pseudo_passes=0)
+
+
+def test_student_weight_blends_the_last_student_with_the_teacher(tmp_path, one_torch_thread):
+    """WiSE-FT step: model_final.pt = w x the student + (1 - w) x the teacher, the student kept beside it."""
+    inputs = _inputs(tmp_path)
+    out = tmp_path / "run"
+    final = _procedure(inputs, out, labeller="teacher", student_init="teacher", per_round=None, pseudo_epochs=1,
+                       max_epochs=0, student_weight=0.25).run()
+    student, teacher, blended = _weights(out / "model_student.pt"), _weights(inputs["teacher"]), _weights(final)
+    assert all(torch.equal(v, student[k]) for k, v in _weights(out / "round_001" / "model_final.pt").items())
+    for key, value in blended.items():
+        torch.testing.assert_close(value, 0.25 * student[key] + 0.75 * teacher[key])
+    assert any(not torch.equal(student[k], teacher[k]) for k in student)  # the blend is not trivially either end
+    with pytest.raises(ValueError, match="student_init 'teacher'"):
+        _procedure(inputs, tmp_path / "fresh", student_init="fresh", student_weight=0.5)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        _procedure(inputs, tmp_path / "big", student_init="teacher", student_weight=1.5)

@@ -7,6 +7,10 @@
 2. **Fine-tune**: the last round's student is fine-tuned on the labelled slices with :func:`build_trainer`,
    validated on the validation split; its best-validation weights become ``model_final.pt`` (written atomically).
    With 0 fine-tune epochs the last round's weights are ``model_final.pt``.
+3. **Blend** (optional, ``student_weight`` < 1): the final weights are ``student_weight`` x the student's +
+   (1 - ``student_weight``) x the teacher's (weight-space ensembling of a network and the weights it was tuned
+   from, WiSE-FT; only with ``student_init: teacher``, where both lie on one path). The student's own weights stay
+   in ``model_student.pt``.
 
 Everything lives in one output folder: ``procedure.json`` (the settings), ``student_init.pt`` (a fresh student's
 first weights), ``pseudo_labels/``, ``round_NNN/`` (``slices.txt``, ``model_final.pt``, ``round.json``),
@@ -28,6 +32,7 @@ from monai.data import Dataset
 from torch import nn
 from torch.utils.data import DataLoader
 
+from covseg.engines.averaging import blend_weights
 from covseg.engines.cpu import resolve_bf16
 from covseg.engines.semi_supervised import (
     RoundSchedule,
@@ -92,10 +97,16 @@ class SemiInfNet:
     bf16: bool = False
     seed: int = 0
     inferer: Callable | None = None
+    student_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.student_init not in ("fresh", "teacher"):
             raise ValueError(f"student_init must be 'fresh' or 'teacher', got {self.student_init!r}")
+        if not 0.0 <= self.student_weight <= 1.0:
+            raise ValueError(f"student_weight must be in [0, 1], got {self.student_weight}")
+        if self.student_weight < 1.0 and self.student_init != "teacher":
+            raise ValueError("student_weight < 1 blends the student with the teacher it started from: "
+                             "it needs student_init 'teacher'")
         if self.teacher_weights is None and (self.student_init == "teacher" or self.rounds.labeller == "teacher"):
             raise ValueError("teacher_weights are needed for student_init 'teacher' or labeller 'teacher'")
         self.output_dir = Path(self.output_dir)
@@ -109,7 +120,8 @@ class SemiInfNet:
         return {"teacher_weights": str(self.teacher_weights), "student_init": self.student_init,
                 "rounds": asdict(self.rounds), "finetune": asdict(self.finetune), "seed": self.seed,
                 "labelled": len(self.labelled), "unlabelled": len(self.unlabelled),
-                "val": len(self.val_items or []), "label_dir": str(self.label_dir) if self.label_dir else None}
+                "val": len(self.val_items or []), "label_dir": str(self.label_dir) if self.label_dir else None,
+                "student_weight": self.student_weight}
 
     def run(self) -> Path:
         """Run (or finish) the procedure; returns ``output_dir/model_final.pt``."""
@@ -129,6 +141,11 @@ class SemiInfNet:
                               seed=self.seed, inferer=self.inferer)
         del teacher
         best = self._finetune(pseudo) if self.finetune.epochs > 0 else pseudo
+        if self.student_weight < 1.0:
+            best = copy_atomic(best, out / "model_student.pt")
+            log.info("Semi-Inf-Net: final weights %s = %.2f x student %s + %.2f x teacher", final,
+                     self.student_weight, best, 1.0 - self.student_weight)
+            return blend_weights(self.teacher_weights, best, self.student_weight, final)
         log.info("Semi-Inf-Net: final weights %s (from %s)", final, best)
         return copy_atomic(best, final)
 
@@ -175,10 +192,11 @@ def build_semi_inf_net(student: nn.Module, teacher_weights: str | Path | None, l
                      batch_size: int = 6, weight_decay: float = 1e-4, scales=(0.75, 1.0, 1.25), tta: bool = False,
                      threshold: float | None = 0.5, keep_round_weights: bool = True,
                      label_dir: str | Path | None = None, device: str | None = None, bf16: bool | str = "auto",
-                     seed: int = 0, inferer: Callable | None = None) -> SemiInfNet:
+                     seed: int = 0, inferer: Callable | None = None, student_weight: float = 1.0) -> SemiInfNet:
     """The procedure from flat keyword options (the bundle's ``train#trainer`` and ``scripts/train_long.py``);
     ``.run()`` trains. ``pseudo_passes``: how many times the rounds are run (:class:`RoundSchedule`'s ``passes``).
-    ``max_epochs``: the fine-tune's epochs (0: none). ``device`` None: CUDA when available, else the CPU;
+    ``max_epochs``: the fine-tune's epochs (0: none). ``student_weight`` < 1: the final weights blend the student
+    with the teacher (WiSE-FT, step 3 of the module's docstring). ``device`` None: CUDA when available, else the CPU;
     ``bf16`` ``"auto"``: :func:`covseg.engines.cpu.resolve_bf16`.
 
     Defaults: the teacher labels the whole pool in one round, a fresh student trains 3 epochs on labelled +
@@ -199,4 +217,5 @@ def build_semi_inf_net(student: nn.Module, teacher_weights: str | Path | None, l
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return SemiInfNet(student, teacher_weights, labelled, unlabelled, output_dir, val_items=val_items,
                       student_init=student_init, rounds=rounds, finetune=finetune, label_dir=label_dir,
-                      device=device, bf16=resolve_bf16(bf16, device), seed=seed, inferer=inferer)
+                      device=device, bf16=resolve_bf16(bf16, device), seed=seed, inferer=inferer,
+                      student_weight=float(student_weight))
