@@ -39,7 +39,7 @@ def _check_maps(out, semiseg_dir) -> None:
 def test_metadata_verifies_offline():
     proc = verify_metadata(CONFIGS / "metadata.json")
     assert proc.returncode == 0 and "verified with no error" in proc.stdout + proc.stderr
-    assert json.loads((CONFIGS / "metadata.json").read_text())["version"] == "0.2.0"
+    assert json.loads((CONFIGS / "metadata.json").read_text())["version"] == "0.3.0"
 
 
 def test_labelling_writes_teacher_labels_the_jcs_segmenter_reads(semiseg_dir, tmp_path):
@@ -73,6 +73,7 @@ def test_tiny_training_run_writes_final_weights_and_resumes_as_done(semiseg_dir,
     assert "round 4/4: training set 7 slices" in proc.stdout  # the second pass: the same slices, none relabelled
     assert "fine-tune: 3 labelled slices" in proc.stdout
     assert (run / "model_final.pt").exists() and len(list((run / "pseudo_labels").glob("*.png"))) == 4
+    assert (run / "model_student.pt").exists()  # the default blend (student_weight 0.25) keeps the student beside it
     assert [f.read_text().count("\n") for f in sorted(run.glob("round_*/slices.txt"))] == [2, 2, 2, 2]
     stamp = (run / "model_final.pt").stat().st_mtime_ns
     proc = run_ok(_cmd("training", "train.yaml", "--dataset_dir", str(semiseg_dir), "--output_dir", str(run), *TINY))
