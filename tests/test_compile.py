@@ -1,7 +1,10 @@
 """``torch.compile`` on request: same maps as eager, one input shape (a short last batch is padded), reported."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -64,3 +67,51 @@ def test_cli_compile_refuses_onnxruntime(tmp_path, capsys):
                  "--compile", "--backend", "onnxruntime"])
     assert code == 2
     assert "--compile" in capsys.readouterr().err
+
+
+_EAGER_VS_COMPILED = """
+import sys
+import numpy as np
+import torch
+from torch import nn
+from covseg.engines.predictor import SlicePredictor
+torch.manual_seed(0)
+net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 1, 3, padding=1)).eval()
+images = [np.random.default_rng(k).random((20 + k, 28), dtype=np.float32) for k in range(5)]
+eager = SlicePredictor(net, image_size=32, batch_size=2, bf16=False).predict(images)
+compiled = SlicePredictor(net, image_size=32, batch_size=2, bf16=False, compiled=True).predict(images)
+gap = max(float(np.abs(a - b).max()) for a, b in zip(eager, compiled))
+print(f"max gap {gap:.3g}")
+sys.exit(0 if gap < 1e-5 else 3)
+"""
+
+
+@needs_compiler
+@pytest.mark.slow
+def test_kernels_compiled_for_another_instruction_set_are_not_reused(tmp_path):
+    """Processes compiling for AVX2 and for AVX-512 in turn, with inductor's default cache folder shared (one
+    TMPDIR): each gets its own cache folder and eager's maps. With one shared folder, torch 2.13 reused the other
+    instruction set's kernels here: heap corruption or maps off by 0.04 (docs/benchmarks.md)."""
+    if torch.backends.cpu.get_cpu_capability() != "AVX512":
+        pytest.skip("needs an AVX-512 CPU, where ATEN_CPU_CAPABILITY=avx2 makes inductor compile for a second "
+                    f"instruction set (this CPU: {torch.backends.cpu.get_cpu_capability()})")
+    env = {k: v for k, v in os.environ.items() if k not in ("TORCHINDUCTOR_CACHE_DIR", "ATEN_CPU_CAPABILITY")}
+    env["TMPDIR"] = str(tmp_path)
+    for capability in ("avx2", None, "avx2", None):
+        run_env = {**env, "ATEN_CPU_CAPABILITY": capability} if capability else env
+        proc = subprocess.run([sys.executable, "-c", _EAGER_VS_COMPILED], env=run_env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, (capability, proc.returncode, proc.stdout[-500:], proc.stderr[-2000:])
+    folders = sorted(p.name for p in tmp_path.glob("torchinductor_*/covseg-*"))
+    assert len(folders) == 2 and any("AVX2" in f for f in folders), folders
+
+
+def test_a_cache_folder_the_user_chose_is_kept(monkeypatch, tmp_path):
+    from covseg.engines.compile_cache import isa_tag, use_isa_cache
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert use_isa_cache() == str(tmp_path / "mine")
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    folder = use_isa_cache()
+    assert folder.endswith(f"covseg-{isa_tag()}") and os.environ["TORCHINDUCTOR_CACHE_DIR"] == folder
+    assert "/" not in isa_tag() and isa_tag()

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from covseg.engines.compile_cache import use_isa_cache
 from covseg.engines.cpu import autocast_context, resolve_bf16
 from covseg.engines.fusion import fold_batchnorm
 from covseg.networks.flips import FLIPS, flip_averaged
@@ -38,7 +39,8 @@ class SlicePredictor:
     ``network`` stays the module given, for reports. ``compiled``: run it through ``torch.compile`` (inductor,
     fixed shapes: a short last batch is padded to ``batch_size``); the first batch of a process pays the compile
     (about 45 s for Inf-Net on a 2-core CPU, about 4 s once inductor's on-disk cache holds the kernels), so it pays
-    only on long runs (docs/benchmarks.md). It needs a fixed ``image_size`` and a C++ compiler on CPU.
+    only on long runs (docs/benchmarks.md). It needs a fixed ``image_size`` and a C++ compiler on CPU; on CPU the
+    kernels are cached per instruction set (:mod:`covseg.engines.compile_cache`).
     """
 
     def __init__(self, network: nn.Module, image_size: int | None = 352, device: str | torch.device = "cpu",
@@ -61,6 +63,8 @@ class SlicePredictor:
         if self.compiled:
             if self.image_size is None:
                 raise ValueError("compiled=True needs a fixed image_size (one input shape to compile)")
+            if self.device.type == "cpu":
+                use_isa_cache()  # inductor's kernels kept per instruction set (compile_cache's docstring)
             self._module = torch.compile(self._module, dynamic=False)
 
     # ------------------------------------------------------------------------------------------------
