@@ -106,7 +106,7 @@ def test_kernels_compiled_for_another_instruction_set_are_not_reused(tmp_path):
     assert len(folders) == 2 and any("AVX2" in f for f in folders), folders
 
 
-def test_a_cache_folder_the_user_chose_is_kept(monkeypatch, tmp_path):
+def test_a_cache_folder_the_user_chose_is_kept_and_the_default_one_is_split(monkeypatch, tmp_path):
     from covseg.engines.compile_cache import isa_tag, use_isa_cache
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
@@ -114,4 +114,9 @@ def test_a_cache_folder_the_user_chose_is_kept(monkeypatch, tmp_path):
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
     folder = use_isa_cache()
     assert folder.endswith(f"covseg-{isa_tag()}") and os.environ["TORCHINDUCTOR_CACHE_DIR"] == folder
+    # torch sets the variable to its default folder itself (e.g. during an ONNX export): not a user's choice
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())
+    assert use_isa_cache() == folder
     assert "/" not in isa_tag() and isa_tag()

@@ -30,12 +30,18 @@ def isa_tag() -> str:
 
 
 def use_isa_cache() -> str:
-    """Point inductor's cache at ``<its default folder>/covseg-<isa_tag()>`` unless ``$TORCHINDUCTOR_CACHE_DIR`` is
-    set already (the user's choice stands); returns the folder in use. Call before the first compile."""
-    if os.environ.get(ENV):
-        return os.environ[ENV]
+    """Point inductor's cache at ``<its default folder>/covseg-<isa_tag()>`` unless ``$TORCHINDUCTOR_CACHE_DIR``
+    names another folder (the user's choice stands); returns the folder in use. Call before the first compile.
+
+    ``$TORCHINDUCTOR_CACHE_DIR`` equal to the default folder counts as unset: torch writes it there itself the first
+    time anything asks for the cache (an ONNX export does), so it is no sign of a choice.
+    """
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
-    folder = os.path.join(default_cache_dir(), f"covseg-{isa_tag()}")
+    default = os.path.abspath(default_cache_dir())
+    chosen = os.environ.get(ENV)
+    if chosen and os.path.abspath(chosen) != default:
+        return chosen
+    folder = os.path.join(default, f"covseg-{isa_tag()}")
     os.environ[ENV] = folder
     return folder
