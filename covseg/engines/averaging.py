@@ -52,10 +52,7 @@ def average_states(states: Sequence[dict[str, Tensor]], weights: Sequence[float]
 
 def average_weights(paths: Sequence[str | Path], out: str | Path) -> Path:
     """Average the snapshots in ``paths`` and save the state dict to ``out`` (atomically)."""
-    state = average_states([read_state(p) for p in paths])
-    with atomic_path(out) as tmp:
-        torch.save(state, tmp)
-    return Path(out)
+    return _save_state(average_states([read_state(p) for p in paths]), out)
 
 
 def blend_weights(start: str | Path, tuned: str | Path, tuned_weight: float, out: str | Path) -> Path:
@@ -64,7 +61,12 @@ def blend_weights(start: str | Path, tuned: str | Path, tuned_weight: float, out
     fine-tuned weights as they are)."""
     if not 0.0 <= tuned_weight <= 1.0:
         raise ValueError(f"tuned_weight must be in [0, 1], got {tuned_weight}")
-    state = average_states([read_state(tuned), read_state(start)], [tuned_weight, 1.0 - tuned_weight])
+    return _save_state(average_states([read_state(tuned), read_state(start)], [tuned_weight, 1.0 - tuned_weight]),
+                       out)
+
+
+def _save_state(state: dict[str, Tensor], out: str | Path) -> Path:
+    """Save a state dict to ``out`` atomically; returns ``Path(out)``."""
     with atomic_path(out) as tmp:
         torch.save(state, tmp)
     return Path(out)
