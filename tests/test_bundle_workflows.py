@@ -99,3 +99,21 @@ def test_a_missing_property_is_reported(tmp_path):
     with pytest.raises(KeyError, match="evaluator"):
         workflow.initialize()
         workflow.check_properties()
+
+
+@pytest.mark.parametrize("bundle", sorted(p.parent.parent.name for p in BUNDLE.parent.glob("*/configs/metadata.json")))
+def test_monai_reads_each_bundles_metadata_as_written(bundle):
+    """MONAI renames deprecated metadata keys on reading (``optional_packages_version`` replaces
+    ``required_packages_version``); what it reads must be what the file says, the required packages included."""
+    import json
+
+    from monai.bundle import ConfigParser
+
+    meta_file = BUNDLE.parent / bundle / "configs" / "metadata.json"
+    written = json.loads(meta_file.read_text())
+    parser = ConfigParser()
+    parser.read_meta(f=str(meta_file))
+    read = parser.get("_meta_")
+    assert read["required_packages_version"] == written["required_packages_version"]
+    assert "covseg" in read["required_packages_version"]
+    assert read.keys() == written.keys()
