@@ -150,9 +150,9 @@ def test_demo_runs(tmp_path, tiny_model, capsys):
 
 
 def test_infer_without_input_runs_the_demo(tmp_path, tiny_model, monkeypatch):
-    import covseg.cli.main as cli
+    import covseg.cli.demo as demo
 
-    monkeypatch.setattr(cli, "DEMO_SHAPE", (8, 48, 48))
+    monkeypatch.setattr(demo, "DEMO_SHAPE", (8, 48, 48))
     assert main(["infer", "--out", str(tmp_path), "--no-progress"]) == 0
     assert (tmp_path / "phantom" / "infection_mask.nii.gz").exists()
     assert (tmp_path / "demo" / "input" / "phantom.nii.gz").exists()

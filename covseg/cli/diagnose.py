@@ -5,9 +5,11 @@ goes on, no partial output folder)."""
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
+
+from covseg.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, error, one_line
+from covseg.cli.progress import VolumeProgress
 
 REPO_BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 DEFAULT_CLASSIFIER = REPO_BUNDLES / "jcs_classifier"
@@ -49,14 +51,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _error(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the joint diagnosis; exit 0 when every volume is done, 1 when some failed, 2 on usage errors."""
     import torch
-    from tqdm import tqdm
 
     from covseg.engines.batch import check_folders, run_batch
     from covseg.engines.diagnose import DiagnosisSettings, SliceScorer, make_diagnose_prepare, write_diagnosis
@@ -69,21 +66,21 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if args.batch_size < 1:
-        _error(f"--batch-size must be >= 1, got {args.batch_size}")
-        return 2
+        error(f"--batch-size must be >= 1, got {args.batch_size}")
+        return EXIT_USAGE
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
     try:
         check_folders(out)
     except CovsegInputError as exc:
-        _error(str(exc))
-        return 2
+        error(str(exc))
+        return EXIT_USAGE
     try:
         classifier = load_bundle(args.classifier, args.device)
         segmenter = load_model(bundle=args.segmenter, device=args.device)
     except (FileNotFoundError, ValueError, RuntimeError, OSError, KeyError) as exc:
-        _error(" ".join(str(exc).split()))
-        return 2
+        error(one_line(exc))
+        return EXIT_USAGE
     meta = classifier.meta
     settings = DiagnosisSettings(
         slice_threshold=float(args.slice_threshold if args.slice_threshold is not None
@@ -93,26 +90,19 @@ def run(args: argparse.Namespace) -> int:
         segment_gate=args.segment_gate)
     scorer = SliceScorer(classifier.network, classifier.image_size, args.device, args.batch_size, bf16="auto")
     sources = find_volumes(list(args.inputs))
-    bar = tqdm(total=len(sources), unit="vol", desc="covseg diagnose", disable=args.no_progress or None,
-               file=sys.stderr, dynamic_ncols=True)
-
-    def on_result(result) -> None:
-        if not result.ok:
-            bar.write(f"error: {result.error}", file=sys.stderr)
-        bar.update(1)
-
+    bar = VolumeProgress(len(sources), args.no_progress, desc="covseg diagnose")
     t0 = time.perf_counter()
     try:
         results = run_batch(sources, out, segmenter, device=args.device, batch_size=args.batch_size,
-                            on_result=on_result, export=ExportOptions(writers=(write_diagnosis,)),
+                            on_result=bar.on_result, export=ExportOptions(writers=(write_diagnosis,)),
                             prepare=make_diagnose_prepare(scorer, settings))
     except CovsegInputError as exc:
-        _error(str(exc))
-        return 2
+        error(str(exc))
+        return EXIT_USAGE
     except BatchInterrupted as stop:
         results = stop.results
-        _error(f"interrupted: {sum(r.ok for r in results)} volume(s) finished before it are complete in {out}/")
-        return 130
+        error(f"interrupted: {sum(r.ok for r in results)} volume(s) finished before it are complete in {out}/")
+        return EXIT_INTERRUPTED
     finally:
         bar.close()
     run_meta = {"command": "covseg diagnose", "inputs": [str(i) for i in args.inputs], "out": str(out),
@@ -124,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         write_batch_report(results, out, run_meta)
     except CovsegInputError as exc:
-        _error(str(exc))
-        return 2
+        error(str(exc))
+        return EXIT_USAGE
     if results:
         print(format_console_table(results))
     for r in results:
@@ -134,9 +124,9 @@ def run(args: argparse.Namespace) -> int:
     n_failed = sum(not r.ok for r in results)
     print(f"\n{len(results) - n_failed} of {len(results)} volume(s) diagnosed; outputs in {out}/")
     if not results:
-        _error("no input volume")
-        return 1
-    return 1 if n_failed else 0
+        error("no input volume")
+        return EXIT_FAILED
+    return EXIT_FAILED if n_failed else EXIT_OK
 
 
 def load_gate(bundle: str, threshold: float | None = None, device: str = "cpu"):

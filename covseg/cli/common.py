@@ -1,0 +1,49 @@
+"""What every ``covseg`` sub-command shares: exit statuses, the one-line error, logging to stderr."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "config_error", "error", "one_line",
+           "setup_logging"]
+
+
+def error(message: str) -> None:
+    """Print ``error: <message>`` as one line on stderr."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message with its whitespace (newlines included) collapsed."""
+    return " ".join(str(exc).split())
+
+
+def config_error(exc: BaseException) -> int:
+    """One error line for a failure while building a workflow from its config (MONAI wraps the cause)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    error(one_line(exc) or type(exc).__name__)
+    return EXIT_USAGE
+
+
+class _LowerFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
+def setup_logging() -> None:
+    """covseg's warnings go to today's stderr as ``warning: ...`` lines (once, however often ``main`` runs)."""
+    root = logging.getLogger("covseg")
+    if not any(getattr(h, "_covseg_cli", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler._covseg_cli = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)
+    for h in root.handlers:  # main() may run several times in one process (tests, scripts): today's stderr
+        if getattr(h, "_covseg_cli", False):
+            if h.stream is not sys.stderr:
+                h.stream = sys.stderr  # not setStream(): it flushes the old stream, which may be closed
+            h.setFormatter(_LowerFormatter())

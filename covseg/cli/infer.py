@@ -1,0 +1,214 @@
+"""``covseg infer``: segment lungs and infection in CT volumes, thin over the bundle's inference workflow
+(:class:`covseg.engines.batch.VolumeBatchInference`, built from ``inference.yaml`` by MONAI's ``ConfigParser``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from covseg.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, config_error, error, one_line
+from covseg.cli.options import add_model_args, add_output_args, check_model_args
+from covseg.cli.progress import VolumeProgress
+
+if TYPE_CHECKING:
+    from covseg.reports.batch import VolumeResult
+
+__all__ = ["add_parser", "load_model_of", "run", "run_infer"]
+
+_EPILOG = """\
+examples:
+  covseg infer scan.nii.gz --out results/
+  covseg infer scans/ dicom_series/ --out results/ --labels labels/ --save-prob
+  covseg infer scan.nii.gz --out results/ --model unet --batch-size 4 --no-bf16
+  covseg infer scan.nii.gz --out results/ --bundle bundles/infnet
+  covseg infer --out results/        (no INPUT: the built-in chest phantom, as `covseg demo`)
+
+outputs: <out>/<volume>/{infection_mask,lung_mask[,infection_prob][,infection_labels]}.nii.gz,
+report.json, slices.csv, montage.png, reformats.png, infection_curve.png[, overlays/][, infection_seg.dcm];
+<out>/summary.json, summary.csv and report.html (see docs/reports.md). exit status: 0 all inputs succeeded,
+1 some input failed (one 'error: <file>: <reason>' line each; the others are processed), 2 usage error,
+unusable model or unwritable --out.
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``infer`` on the ``covseg`` sub-command parser."""
+    p = sub.add_parser("infer", help="segment lungs and infection in CT volumes",
+                       description="Segment the lungs and COVID-19 infection in CT volumes (NIfTI, MHA, NRRD "
+                                   "files or DICOM series; folders are searched).",
+                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="volume files or folders (none: the built-in "
+                                                               "phantom demo)")
+    p.add_argument("--out", "-o", metavar="DIR", help="output folder (required with INPUTs)")
+    p.add_argument("--labels", metavar="DIR", help="reference masks <DIR>/<volume>.nii.gz (>0 = infection): "
+                                                   "adds Dice, Sen., Spec., Prec., MAE to the reports")
+    add_model_args(p)
+    p.add_argument("--save-prob", action="store_true",
+                   help="also write infection_prob.nii.gz (uint8, 255 x probability)")
+    add_output_args(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--gate", action="store_true",
+                   help="skip slices the JCS slice classifier calls infection-free (threshold: the classifier "
+                        "bundle's gate_threshold)")
+    p.add_argument("--gate-bundle", metavar="PATH", help="classifier bundle for --gate (default: the shipped "
+                                                         "bundles/jcs_classifier)")
+    p.add_argument("--gate-threshold", type=float, metavar="P", help="keep slices with P(COVID-19) >= P")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``covseg infer`` with parsed ``args``; no INPUT runs the demo."""
+    if not args.inputs:
+        from covseg.cli import demo
+
+        print("covseg infer: no INPUT given: running the built-in chest phantom demo", file=sys.stderr)
+        args.phantom_shape = ",".join(map(str, demo.DEMO_SHAPE))
+        return demo.run(args)
+    if args.out is None:
+        error("--out DIR is required with INPUTs (see covseg infer --help)")
+        return EXIT_USAGE
+    return run_infer(args.inputs, Path(args.out), args, args.labels)
+
+
+def load_model_of(args: argparse.Namespace):
+    """The model of ``--model`` / ``--bundle`` / default, or ``None`` after printing one error line."""
+    from covseg.networks.loading import load_model
+
+    if not check_model_args(args):
+        return None
+    try:
+        model = load_model(model=args.model, bundle=args.bundle, device=args.device)
+        if args.image_size is not None:
+            model.image_size = args.image_size
+        if args.backend == "onnxruntime":
+            from covseg.engines.onnx_runtime import use_onnx_runtime
+
+            use_onnx_runtime(model, threads=args.threads, on_export=_export_notice)
+        return model
+    except KeyError as exc:
+        error(str(exc.args[0]) if exc.args else str(exc))
+    except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
+        error(one_line(exc))
+    return None
+
+
+def _export_notice(path: Path) -> None:
+    print(f"covseg: exporting the network to ONNX once (about half a minute): {path}", file=sys.stderr, flush=True)
+
+
+def run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels: str | None) -> int:
+    """Load the model, build the bundle's inference workflow with it, run it with a progress bar, print the table.
+
+    The first volume is read and lung-masked in a forked child (:mod:`covseg.engines.dataset`: no torch, no MONAI)
+    while this process imports torch and MONAI, parses ``inference.yaml`` with MONAI's ``ConfigParser`` and loads the
+    model; the dataset built from the config takes that item over when its ``preprocessing`` is the same."""
+    from covseg.engines.dataset import VolumeDataset, VolumePreprocessing, check_folders
+    from covseg.io.errors import CovsegInputError
+
+    try:
+        check_folders(out, labels)
+    except CovsegInputError as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    if not check_model_args(args, apply=False):
+        return EXIT_USAGE
+    try:
+        found = VolumeDataset(list(inputs), VolumePreprocessing())
+    except Exception as exc:  # noqa: BLE001 - one line, as for a config error
+        return config_error(exc)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        found.prefetch(0, process=True)  # read + lung-mask the first volume while torch, MONAI and the model load
+    from covseg.engines.batch import inference_config
+    from covseg.engines.interrupts import BatchInterrupted
+    from covseg.networks.loading import DEFAULT_BUNDLE
+
+    # the bundle's own volume workflow, else (a slice-level bundle, or none) the shipped one with its network
+    bundle = Path(args.bundle) if args.bundle else DEFAULT_BUNDLE
+    if not _is_volume_workflow(bundle / "configs" / "inference.yaml"):
+        bundle = DEFAULT_BUNDLE
+    parser = inference_config(bundle / "configs" / "inference.yaml",
+                              {"bundle_root": str(bundle), "input_dir": found.data})
+    try:
+        dataset = parser.get_parsed_content("dataset")
+    except Exception as exc:  # noqa: BLE001 - MONAI wraps the cause: show it in one line
+        return config_error(exc)
+    dataset.adopt(found)  # the first volume under way, if the config's preprocessing is the same
+    model = load_model_of(args)
+    if model is None:
+        return EXIT_USAGE
+    gate = None
+    if getattr(args, "gate", False) or getattr(args, "gate_bundle", None):
+        from covseg.cli.diagnose import load_gate
+
+        try:
+            gate = load_gate(args.gate_bundle or "default", args.gate_threshold, args.device)
+        except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
+            error(one_line(exc))
+            return EXIT_USAGE
+    overrides = {
+        "output_dir": str(out),
+        "labels_dir": labels, "device": args.device, "batch_size": args.batch_size,
+        "precision": "fp32" if args.no_bf16 else "auto", "tta": args.tta, "compile": args.compile,
+        "save_prob": args.save_prob,
+        "backend": args.backend, "image_size": model.image_size, "network": model.network,
+        "export#figures": not args.no_figures, "export#overlays": args.overlays, "export#dicom_seg": args.dicom_seg,
+        "model_info": {"name": model.name, "version": model.meta.get("version"), "trained": model.trained},
+        "evaluator#meta": {"command": "covseg infer", "inputs": [str(i) for i in inputs]}, "evaluator#gate": gate,
+    }
+    overrides["dataset"] = dataset  # the same object, whose first volume is being read
+    try:
+        parser.update(overrides)
+        evaluator = parser.get_parsed_content("evaluator")
+    except Exception as exc:  # noqa: BLE001 - MONAI wraps the cause: show it in one line
+        return config_error(exc)
+    with VolumeProgress(len(evaluator.dataset), args.no_progress) as bar:
+        evaluator.on_start, evaluator.on_result, evaluator.progress = bar.on_start, bar.on_result, bar.on_batch
+        try:
+            results = evaluator.run()
+        except CovsegInputError as exc:  # e.g. a full disk for the summary: the finished volume folders are kept
+            bar.close()
+            if evaluator.results:
+                from covseg.reports.batch import format_console_table
+
+                print(format_console_table(evaluator.results))
+            error(str(exc))
+            return EXIT_USAGE
+        except BatchInterrupted as stop:  # every process merged its finished volumes into the summary
+            bar.close()
+            n_ok = sum(r.ok for r in stop.results)
+            error(f"interrupted: {n_ok} volume(s) finished before it are complete in {out}/ (summary.json)")
+            return EXIT_INTERRUPTED
+    return _finish(results, out, evaluator.is_main, evaluator.seconds)
+
+
+def _is_volume_workflow(config: Path) -> bool:
+    """Whether a bundle's inference config is covseg's volume workflow (its evaluator a VolumeBatchInference)."""
+    if not config.is_file():
+        return False
+    import yaml
+
+    try:
+        target = (yaml.safe_load(config.read_text()) or {}).get("evaluator", {}).get("_target_", "")
+    except (yaml.YAMLError, AttributeError, OSError):
+        return False
+    return str(target).endswith("VolumeBatchInference")
+
+
+def _finish(results: list[VolumeResult], out: Path, is_main: bool, seconds: float) -> int:
+    """Rank 0 (or the only process) prints the table (the summary is written); other ranks just exit."""
+    from covseg.reports.batch import format_console_table
+
+    if not is_main:
+        return EXIT_FAILED if any(not r.ok for r in results) else EXIT_OK
+    if results:
+        print(format_console_table(results))
+    n_failed = sum(not r.ok for r in results)
+    print(f"\n{len(results) - n_failed} of {len(results)} volume(s) done in {seconds:.1f} s; "
+          f"outputs in {out}/ (summary.json, summary.csv, report.html)")
+    if not results:
+        error("no input volume")
+        return EXIT_FAILED
+    return EXIT_FAILED if n_failed else EXIT_OK

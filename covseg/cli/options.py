@@ -1,0 +1,77 @@
+"""Command-line options that ``infer`` and ``demo`` share (model, device, precision, outputs) and their checks."""
+
+from __future__ import annotations
+
+import argparse
+
+from covseg.cli.common import error
+
+__all__ = ["add_model_args", "add_output_args", "check_model_args"]
+
+
+def add_output_args(p: argparse.ArgumentParser) -> None:
+    """Which pictures and files beside the masks a run writes."""
+    p.add_argument("--overlays", choices=("none", "infected", "all"), default="none",
+                   help="also write one overlay PNG per axial slice into <volume>/overlays/: none (default), the "
+                        "slices holding infection, or all slices")
+    p.add_argument("--no-figures", action="store_true",
+                   help="no pictures (montage, reformats, infection curve, overlays); report.html keeps the tables")
+    p.add_argument("--dicom-seg", action=argparse.BooleanOptionalAction, default=None,
+                   help="write infection_seg.dcm (DICOM-SEG referencing the source series) for DICOM inputs "
+                        "(default: on for DICOM inputs)")
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """Which network runs, where and how (batch, precision, flips, compile, threads, size, backend)."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--model", metavar="NAME", help="registered network, freshly initialised (e.g. infnet, unet)")
+    group.add_argument("--bundle", metavar="PATH", help="MONAI bundle folder with models/model.pt "
+                                                        "(default: the shipped Inf-Net bundle)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="slices per forward pass (default 8)")
+    p.add_argument("--no-bf16", action="store_true",
+                   help="never use bf16 autocast (default: bf16 only where the device runs it fast)")
+    p.add_argument("--tta", action="store_true",
+                   help="average each slice's prediction over flips (4x the compute; see docs/benchmarks.md)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the network: the first run pays about 45 s, later runs about 4 s (inductor's "
+                        "disk cache); pays on long batches only (docs/benchmarks.md)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for torch (default: torch's choice; use 1 on a busy shared machine)")
+    p.add_argument("--image-size", type=int, metavar="N",
+                   help="side in pixels each lung slice is resized to for the network (default: the model's, 352 "
+                        "for Inf-Net; a multiple of 32; smaller is faster, see docs/benchmarks.md)")
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                   help="run the network with torch (default) or ONNX Runtime (CPU only; same masks, 1.2-1.5x faster "
+                        "on AVX2 CPUs; exported once into ~/.cache/covseg/onnx; needs covseg[onnx])")
+
+
+def check_model_args(args: argparse.Namespace, apply: bool = True) -> bool:
+    """The model options make sense (else one error line and ``False``); ``apply``: sets ``--threads``.
+
+    torch is imported only to apply ``--threads`` and to check ``--device cuda``, so the CLI can check the options
+    before it starts reading the first volume, and apply them later."""
+    if args.batch_size < 1:
+        error(f"--batch-size must be >= 1, got {args.batch_size}")
+        return False
+    if args.threads is not None and args.threads < 1:
+        error(f"--threads must be >= 1, got {args.threads}")
+        return False
+    if args.image_size is not None and (args.image_size < 64 or args.image_size % 32):
+        error(f"--image-size must be a multiple of 32 and at least 64, got {args.image_size}")
+        return False
+    if args.backend == "onnxruntime" and args.device != "cpu":
+        error(f"--backend onnxruntime runs on the CPU only, not --device {args.device}")
+        return False
+    if args.backend == "onnxruntime" and getattr(args, "compile", False):
+        error("--compile compiles the torch network; it does not apply to --backend onnxruntime")
+        return False
+    if (apply and args.threads is not None) or args.device.startswith("cuda"):
+        import torch
+
+        if apply and args.threads is not None:
+            torch.set_num_threads(args.threads)
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            error(f"--device {args.device}: CUDA is not available (torch {torch.__version__})")
+            return False
+    return True
