@@ -107,3 +107,28 @@ def test_infer_gate_without_weights_is_one_line(ct_volumes_dir, tmp_path, capsys
                  "--gate", "--gate-bundle", str(empty)])
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(err) == 1 and "nobundle" in err[0]
+
+
+def test_montage_sources_share_the_volumes_lung_box(tmp_path):
+    """Every montage panel shows the same field of view (the volume's lung box); a slice's own crop sits inside it,
+    smaller for a slice near the lung's end."""
+    from covseg.engines.diagnose import lung_crops, montage_sources
+    from covseg.io.read import read_volume
+    from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+
+    ph = make_chest_phantom(shape=(12, 64, 64), spacing=(5.0, 5.0, 10.0), seed=2)
+    volume = read_volume(write_phantom(tmp_path / "p.nii.gz", ph)["ct"])
+    lung = (ph.lung_labels > 0).astype(np.uint8)
+    zs, crops = lung_crops(volume, lung)
+    sizes = [c.size for c in crops]
+    picked = [zs[int(np.argmax(sizes))], zs[int(np.argmin(sizes))]]
+    top = [(z, crops[zs.index(z)], 0.5) for z in picked]
+    sources = montage_sources(volume, lung, np.zeros_like(lung), top)
+    views = {src[3].shape for src in sources}
+    assert len(views) == 1 and {src[4].shape for src in sources} == views
+    (view_h, view_w), = views
+    areas = []
+    for (z, score, crop, image, mask, (y0, y1, x0, x1)) in sources:
+        assert 0 <= y0 < y1 <= view_h and 0 <= x0 < x1 <= view_w and crop.shape == (y1 - y0, x1 - x0)
+        areas.append((y1 - y0) * (x1 - x0))
+    assert areas[0] > areas[1]

@@ -3,6 +3,8 @@ heat-map overlay, written PNGs."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -118,6 +120,18 @@ def test_heatmap_overlay_colours_and_contour():
     assert int(hu_rgb[0, 0, 0]) == 128  # level of the window = mid-grey
 
 
+def test_heatmap_overlay_leaves_uncovered_pixels_grey():
+    img = np.full((16, 16), 0.25, np.float32)
+    heat = np.full((16, 16), np.nan, np.float32)
+    heat[4:8, 4:12] = np.linspace(0.2, 0.9, 32, dtype=np.float32).reshape(4, 8)
+    rgb = heatmap_overlay(img, heat)
+    grey = round(0.25 * 255)
+    assert np.all(rgb[:4] == grey) and np.all(rgb[8:] == grey)  # no map: the slice as it is
+    inside = rgb[4:8, 4:12].astype(int)
+    assert inside[0, 0, 2] > inside[0, 0, 0] and inside[-1, -1, 0] > inside[-1, -1, 2]  # low blue, high red
+    assert np.all(heatmap_overlay(img, np.full((16, 16), np.nan)) == grey)
+
+
 def test_activation_beside_mask():
     img = np.linspace(0.0, 1.0, 24 * 24, dtype=np.float32).reshape(24, 24)
     heat = np.zeros((24, 24), np.float32)
@@ -149,3 +163,23 @@ def test_write_volume_figures(tmp_path):
     assert not list(tmp_path.glob(".tmp-*"))
     with pytest.raises(ValueError, match="overlays"):
         write_volume_figures(tmp_path, hu, lung, marker, SPACING, overlays="some")
+
+
+def test_activation_montage_keeps_the_view_and_outlines_the_crop():
+    from PIL import Image
+
+    from covseg.reports.activation_montage import CROP_OUTLINE, ActivationPanel, activation_montage_png
+
+    image = np.full((40, 80), 0.3, np.float32)  # a view twice as wide as high
+    heat = np.full((40, 80), np.nan, np.float32)
+    heat[10:20, 30:50] = 1.0
+    panels = [ActivationPanel(z, 0.9 - z / 10, image, heat, None, (10, 20, 30, 50)) for z in range(3)]
+    sheet = np.asarray(Image.open(io.BytesIO(activation_montage_png(panels, height=40, columns=2))).convert("RGB"))
+    caption, gap = 18, 4
+    assert sheet.shape[0] == 2 * (40 + caption)  # 3 panels in 2 columns: 2 rows, each 40 px + its caption
+    assert sheet.shape[1] == 2 * (2 * 80 + 2 * gap)  # each half keeps the 2:1 view: 80 px wide at 40 px high
+    right = sheet[caption:caption + 40, 80 + gap:2 * 80 + gap]
+    assert tuple(right[10, 40]) == CROP_OUTLINE  # the crop's top edge
+    assert tuple(right[0, 0]) == tuple(sheet[caption, 0]) and len(set(right[0, 0])) == 1  # grey outside the crop
+    with pytest.raises(ValueError, match="slice 1"):
+        activation_montage_png([panels[0], ActivationPanel(1, 0.5, image[:20], heat[:20], None, (0, 5, 0, 5))])

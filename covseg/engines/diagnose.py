@@ -20,7 +20,6 @@ Per volume (:func:`diagnose_prepare`, a drop-in for :func:`covseg.engines.batch.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -29,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
 
 from covseg.engines.activation import slice_activation
 from covseg.engines.batch import prepare_volume
@@ -136,9 +134,8 @@ def make_diagnose_prepare(scorer: SliceScorer, settings: DiagnosisSettings):
         item = prepare_volume(volume, predictor, out_dir, lung=lung, **kwargs)
         item.report.timing_s["classify"] = round(t_cls, 3)
         order = np.argsort(-scores, kind="stable")[:settings.montage_slices]
-        margin = margin_px(volume.spacing, DEFAULT_MARGIN_MM)
-        top = [(zs[i], crops[i], float(scores[i]),
-                crop_to_box(item.result.infection[zs[i]], lung_box(lung[zs[i]], margin))) for i in order]
+        top = montage_sources(volume, lung, item.result.infection, [(zs[i], crops[i], float(scores[i]))
+                                                                     for i in order])
         item.extras["diagnosis"] = {
             **decision,
             "segmented": bool(decision["positive"]),
@@ -154,29 +151,37 @@ def make_diagnose_prepare(scorer: SliceScorer, settings: DiagnosisSettings):
     return prepare
 
 
-def montage_png(scorer: SliceScorer, top: Sequence[tuple[int, np.ndarray, float, np.ndarray | None]],
-                panel: int = 224, columns: int = 2) -> bytes:
-    """PNG bytes of a grid of panels, one per (z, crop, score, infection crop or None), captioned: the slice with
-    the segmentation's contour beside the activation map (:func:`covseg.reports.overlays.activation_beside_mask`)."""
-    from covseg.reports.overlays import activation_beside_mask
+def montage_sources(volume: CTVolume, lung: np.ndarray, infection: np.ndarray,
+                    top: Sequence[tuple[int, np.ndarray, float]],
+                    crop_margin_mm: float = DEFAULT_MARGIN_MM) -> list[tuple]:
+    """What the montage needs of each ``(z, crop, score)``, in one field of view, the volume's lung box: the
+    windowed slice, its infection mask and the slice's crop box within the view (see
+    :mod:`covseg.reports.activation_montage`)."""
+    margin = margin_px(volume.spacing, crop_margin_mm)
+    view = lung_box(lung, margin)  # [z, y, x]: the union of every slice's lung
+    if view is None:
+        return []
+    vy0, _, vx0, _ = view
+    sources = []
+    for z, crop, score in top:
+        y0, y1, x0, x1 = lung_box(lung[z], margin)
+        sources.append((z, score, crop, window_hu(crop_to_box(volume.array[z], view)),
+                        crop_to_box(infection[z], view), (y0 - vy0, y1 - vy0, x0 - vx0, x1 - vx0)))
+    return sources
 
-    n = max(len(top), 1)
-    rows = (n + columns - 1) // columns
-    width = 2 * panel + 4
-    sheet = Image.new("RGB", (columns * width, rows * (panel + 18)), (0, 0, 0))
-    draw = ImageDraw.Draw(sheet)
-    for k, (z, crop, score, mask) in enumerate(top):
+
+def activation_montage(scorer: SliceScorer, sources: Sequence[tuple]) -> bytes:
+    """PNG bytes of the montage: each source's activation map (Eq. 1-2, on the crop the classifier scored) placed
+    over its crop in the view, beside the segmentation's contour."""
+    from covseg.reports.activation_montage import ActivationPanel, activation_montage_png
+
+    panels = []
+    for z, score, crop, image, mask, box in sources:
         am, _ = slice_activation(scorer.network, crop, scorer.image_size)
-        pair = activation_beside_mask(crop, am, mask if mask is not None and mask.any() else None)
-        tile = Image.fromarray(pair).resize((width, panel), Image.BILINEAR)
-        x, y = (k % columns) * width, (k // columns) * (panel + 18)
-        sheet.paste(tile, (x, y + 18))
-        draw.text((x + 4, y + 3), f"slice {z}  P(COVID-19) {score:.2f}", fill=(255, 255, 255))
-    if not top:
-        draw.text((8, 8), "no lung slice", fill=(255, 255, 255))
-    buffer = io.BytesIO()
-    sheet.save(buffer, format="PNG")
-    return buffer.getvalue()
+        heat = np.full(image.shape, np.nan, np.float32)
+        heat[box[0]:box[1], box[2]:box[3]] = am
+        panels.append(ActivationPanel(z, score, image, heat, mask, box))
+    return activation_montage_png(panels)
 
 
 def write_diagnosis(folder: Path, item: VolumeOutputs) -> dict[str, str]:
@@ -189,7 +194,7 @@ def write_diagnosis(folder: Path, item: VolumeOutputs) -> dict[str, str]:
     files["diagnosis"] = DIAGNOSIS_FILE
     montage = item.extras.get("montage")
     if montage is not None:
-        data = montage_png(*montage)
+        data = activation_montage(*montage)
         with atomic_path(folder / MONTAGE_FILE) as tmp:
             Path(tmp).write_bytes(data)
         files["activation_montage"] = MONTAGE_FILE

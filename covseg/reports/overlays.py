@@ -241,18 +241,21 @@ def heatmap_overlay(image: np.ndarray, heat: np.ndarray, contour: np.ndarray | N
     """uint8 RGB of ``heat`` (an activation map, any range, normalised to [0, 1]) blended over ``image``.
 
     ``image``: a 2D slice, in [0, 1] unless ``window`` (level, width in HU) is given; ``heat`` is resized to
-    ``image``'s shape when it differs (bilinear); ``contour``: an optional mask whose inner boundary is drawn.
+    ``image``'s shape when it differs (bilinear); where ``heat`` is NaN (a region the map does not cover) the
+    slice is shown without colour; ``contour``: an optional mask whose inner boundary is drawn.
     """
     image = np.asarray(image, np.float32)
     base = lung_window(image, *window) if window is not None else np.clip(image, 0.0, 1.0)
     h = np.asarray(heat, np.float32)
     if h.shape != image.shape:
         h = resize(h, image.shape, order=1, preserve_range=True, anti_aliasing=False)
-    h = np.nan_to_num(h - float(np.nanmin(h)))
+    covered = np.isfinite(h)
+    h = np.where(covered, h - (float(h[covered].min()) if covered.any() else 0.0), 0.0)
     peak = float(h.max())
     h = h / peak if peak > 0 else h
     colour = matplotlib.colormaps[cmap](h)[..., :3].astype(np.float32)
-    rgb = (1.0 - alpha) * base[..., None] + alpha * colour
+    weight = np.where(covered, alpha, 0.0)[..., None]
+    rgb = (1.0 - weight) * base[..., None] + weight * colour
     out = (np.clip(rgb, 0.0, 1.0) * 255).round().astype(np.uint8)
     if contour is not None:
         edge = find_boundaries(np.asarray(contour) > 0, mode="inner")
