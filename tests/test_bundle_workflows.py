@@ -117,3 +117,29 @@ def test_monai_reads_each_bundles_metadata_as_written(bundle):
     assert read["required_packages_version"] == written["required_packages_version"]
     assert "covseg" in read["required_packages_version"]
     assert read.keys() == written.keys()
+
+
+def _targets(node) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["_target_"]] if isinstance(node.get("_target_"), str) else []
+        return found + [t for v in node.values() for t in _targets(v)]
+    if isinstance(node, list):
+        return [t for v in node for t in _targets(v)]
+    return []
+
+
+@pytest.mark.parametrize("config", sorted(str(p.relative_to(BUNDLE.parent))
+                                          for p in BUNDLE.parent.glob("*/configs/*.yaml")))
+def test_every_config_import_and_target_exists(config):
+    """Each bundle config's ``imports`` run and each ``_target_`` names something importable (a config whose
+    helper was renamed fails only when that run id is used)."""
+    from pydoc import locate  # what MONAI's ConfigComponent resolves a _target_ with
+
+    import yaml
+
+    data = yaml.safe_load((BUNDLE.parent / config).read_text()) or {}
+    for line in data.get("imports", []):
+        exec(str(line).lstrip("$"), {})  # noqa: S102 - the config's own import lines
+    for target in _targets(data):
+        if "." in target and not target.startswith(("$", "@")):
+            assert locate(target) is not None, f"{config}: _target_ {target} not found"

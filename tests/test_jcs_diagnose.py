@@ -7,6 +7,7 @@ is tested is the flow (decision -> segment or not, outputs, bad inputs), driven 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -128,7 +129,34 @@ def test_montage_sources_share_the_volumes_lung_box(tmp_path):
     assert len(views) == 1 and {src[4].shape for src in sources} == views
     (view_h, view_w), = views
     areas = []
-    for (z, score, crop, image, mask, (y0, y1, x0, x1)) in sources:
+    for (_z, _score, crop, _image, _mask, (y0, y1, x0, x1)) in sources:
         assert 0 <= y0 < y1 <= view_h and 0 <= x0 < x1 <= view_w and crop.shape == (y1 - y0, x1 - x0)
         areas.append((y1 - y0) * (x1 - x0))
     assert areas[0] > areas[1]
+
+
+def test_bundle_inference_run_id_diagnoses_and_fails_like_the_command(classifier_bundle, tmp_path):
+    """``python -m monai.bundle run inference`` of the classifier bundle runs the joint diagnosis; a run whose
+    input fails exits non-zero, as ``covseg diagnose`` does."""
+    import subprocess
+    import sys
+
+    from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+
+    ct = write_phantom(tmp_path / "in" / "p.nii.gz", make_chest_phantom(shape=(6, 48, 48), spacing=(7.0, 7.0, 12.0),
+                                                                         seed=1))["ct"]
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_text("not a volume")
+
+    def run(src: Path, out: Path) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file",
+               str(classifier_bundle / "configs" / "inference.yaml"), "--bundle_root", str(classifier_bundle),
+               "--segmenter", str(REPO / "bundles" / "infnet"), "--input_dir", str(src), "--output_dir", str(out)]
+        return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    ok = run(ct, tmp_path / "out")
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
+    assert json.loads((tmp_path / "out" / "p" / "diagnosis.json").read_text())["lung_slices"] > 0
+    failed = run(bad, tmp_path / "out-bad")
+    assert failed.returncode != 0 and "error: " in failed.stderr and "bad.nii.gz" in failed.stderr
