@@ -40,7 +40,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--record", action="store_true", help="append the table to docs/benchmarks.md")
     args = ap.parse_args()
-    lines = ["| volume | run | decision (positive / lung slices) | % lung marked | slices segmented | "
+    lines = ["| volume | run | decision (positive / classified of lung slices) | % lung marked | slices segmented | "
              "Inf-Net time s |", "|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         for name, path in VOLUMES.items():
@@ -53,8 +53,9 @@ def main() -> int:
                     continue
                 r = _report(out)
                 rep, d = r["report"], r["diagnosis"]
+                classified = None if d is None else d.get("classified_slices", d["lung_slices"])
                 decision = "-" if d is None else (f"{'positive' if d['positive'] else 'negative'} "
-                                                  f"({d['positive_slices']} / {d['lung_slices']})")
+                                                  f"({d['positive_slices']} / {classified} of {d['lung_slices']})")
                 lines.append(f"| {name} | `{label}` | {decision} | {rep['lung_involvement_percent']:.2f} | "
                              f"{rep['predicted_slices']} / {rep['lung_slices']} | "
                              f"{rep['timing_s'].get('predict', 0.0):.1f} |")

@@ -48,6 +48,17 @@ def test_decision_rule_counts_slices_above_the_fraction():
     d = decide([0.9, 0.8, 0.7, 0.2, 0.3, 0.1, 0.1, 0.1, 0.1, 0.1], s)
     assert d["positive"] is True and d["positive_slices"] == 3 and d["patient_threshold_slices"] == 2.0
     assert decide([], s)["positive"] is False
+    d = decide([0.9, 0.1], s, lung_slices=5)
+    assert d["classified_slices"] == 2 and d["lung_slices"] == 5 and d["patient_threshold_slices"] == 0.4
+
+
+def test_only_slices_with_enough_lung_are_classified():
+    from covseg.engines.diagnose import classified_slices
+
+    crops = [np.zeros((4, 5)), np.zeros((20, 30)), np.zeros((16, 20)), np.zeros((10, 10)), np.zeros((2, 3))]
+    assert classified_slices(crops, 0.25) == [1, 2]  # 20 px, 100 px and 6 px are below 0.25 x 600 px
+    assert classified_slices(crops, 0.0) == [0, 1, 2, 3, 4]
+    assert classified_slices([], 0.25) == []
 
 
 def _diagnose(ct_volumes_dir: Path, bundle: Path, out: Path, *extra: str) -> int:
@@ -71,7 +82,7 @@ def test_diagnose_negative_patients_are_not_segmented_and_bad_input_is_one_line(
     for folder in folders:
         d = json.loads((folder / "diagnosis.json").read_text())
         assert d["positive"] is False and d["segmented_slices"] == 0 and d["infection_ml"] == 0.0
-        assert len(d["slices"]) == d["lung_slices"] > 0
+        assert len(d["slices"]) == d["classified_slices"] > 0 and d["classified_slices"] <= d["lung_slices"]
         assert all(0.0 <= s["score"] <= 1.0 for s in d["slices"])
         assert int(np.asarray(nib.load(folder / "infection_mask.nii.gz").dataobj).sum()) == 0
         assert Image.open(folder / "activation_montage.png").size[0] > 0

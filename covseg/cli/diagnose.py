@@ -43,6 +43,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="a slice is positive at P(COVID-19) >= P (default: the classifier bundle's)")
     p.add_argument("--patient-threshold", type=float, metavar="F",
                    help="a patient is positive when more than F x lung slices are positive (default: the bundle's)")
+    p.add_argument("--min-lung-fraction", type=float, metavar="F",
+                   help="classify only slices whose lung box is at least F x the volume's largest (default: the "
+                        "bundle's, 0.25; 0: every lung slice)")
     p.add_argument("--segment-gate", type=float, metavar="P",
                    help="segment only the slices of positive patients with P(COVID-19) >= P (default: all)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
@@ -87,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
                               else meta.get("slice_threshold", 0.5)),
         patient_threshold=float(args.patient_threshold if args.patient_threshold is not None
                                 else meta.get("patient_threshold", 0.5)),
-        segment_gate=args.segment_gate)
+        segment_gate=args.segment_gate,
+        min_lung_fraction=float(args.min_lung_fraction if args.min_lung_fraction is not None
+                                else meta.get("min_lung_fraction", DiagnosisSettings.min_lung_fraction)))
     scorer = SliceScorer(classifier.network, classifier.image_size, args.device, args.batch_size, bf16="auto")
     sources = find_volumes(list(args.inputs))
     bar = VolumeProgress(len(sources), args.no_progress, desc="covseg diagnose")
@@ -109,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
                 "classifier": str(args.classifier), "segmenter": str(args.segmenter),
                 "settings": {"slice_threshold": settings.slice_threshold,
                              "patient_threshold": settings.patient_threshold,
+                             "min_lung_fraction": settings.min_lung_fraction,
                              "segment_gate": settings.segment_gate},
                 "seconds": round(time.perf_counter() - t0, 3)}
     try:
@@ -145,6 +151,9 @@ def _decision_line(folder: Path) -> str:
 
     d = json.loads((folder / "diagnosis.json").read_text())
     verdict = "POSITIVE" if d["positive"] else "negative"
-    return (f"{d['name']}: {verdict} ({d['positive_slices']} of {d['lung_slices']} lung slices positive, "
-            f"threshold > {d['patient_threshold_slices']}); infection {d['infection_ml']:.1f} mL "
+    skipped = d["lung_slices"] - d.get("classified_slices", d["lung_slices"])
+    ends = f"; {skipped} end slices with little lung not classified" if skipped else ""
+    return (f"{d['name']}: {verdict} ({d['positive_slices']} of {d.get('classified_slices', d['lung_slices'])} "
+            f"classified lung slices positive, threshold > {d['patient_threshold_slices']}{ends}); "
+            f"infection {d['infection_ml']:.1f} mL "
             f"({d['lung_involvement_percent']:.2f} % of lung)")
