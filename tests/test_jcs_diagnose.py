@@ -171,3 +171,11 @@ def test_bundle_inference_run_id_diagnoses_and_fails_like_the_command(classifier
     assert json.loads((tmp_path / "out" / "p" / "diagnosis.json").read_text())["lung_slices"] > 0
     failed = run(bad, tmp_path / "out-bad")
     assert failed.returncode != 0 and "error: " in failed.stderr and "bad.nii.gz" in failed.stderr
+
+
+def test_min_lung_fraction_out_of_range_is_one_line(tmp_path, capsys):
+    assert main(["diagnose", str(tmp_path / "x.nii.gz"), "--out", str(tmp_path / "o"), "--min-lung-fraction",
+                 "1.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --min-lung-fraction must be within [0, 1], got 1.5"]
+    assert not (tmp_path / "o").exists()

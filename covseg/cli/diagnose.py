@@ -71,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         error(f"--batch-size must be >= 1, got {args.batch_size}")
         return EXIT_USAGE
+    if args.min_lung_fraction is not None and not 0.0 <= args.min_lung_fraction <= 1.0:
+        error(f"--min-lung-fraction must be within [0, 1], got {args.min_lung_fraction}")
+        return EXIT_USAGE
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
     try:
