@@ -154,9 +154,9 @@ def _decision_line(folder: Path) -> str:
 
     d = json.loads((folder / "diagnosis.json").read_text())
     verdict = "POSITIVE" if d["positive"] else "negative"
-    skipped = d["lung_slices"] - d.get("classified_slices", d["lung_slices"])
+    skipped = d["lung_slices"] - d["classified_slices"]
     ends = f"; {skipped} end slices with little lung not classified" if skipped else ""
-    return (f"{d['name']}: {verdict} ({d['positive_slices']} of {d.get('classified_slices', d['lung_slices'])} "
+    return (f"{d['name']}: {verdict} ({d['positive_slices']} of {d['classified_slices']} "
             f"classified lung slices positive, threshold > {d['patient_threshold_slices']}{ends}); "
             f"infection {d['infection_ml']:.1f} mL "
             f"({d['lung_involvement_percent']:.2f} % of lung)")
