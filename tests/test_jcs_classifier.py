@@ -209,3 +209,26 @@ def test_tiny_training_writes_checkpoint_resumes_and_evaluates(cls_dir, tmp_path
     assert all(0.0 <= float(r["score"]) <= 1.0 for r in rows)
     assert json.loads((ev / "metrics.json").read_text())["all"]["n"] == 3
     shutil.rmtree(out)
+
+
+def test_snapshot_average_is_validated_and_kept_when_it_scores_higher(tmp_path, one_torch_thread):
+    from covseg.engines.averaging import average_states, read_state
+    from covseg.engines.classifier import build_classifier_trainer
+
+    torch.manual_seed(0)
+    items = [{"image": torch.rand(1, 32, 32), "label": i % 2, "source": "s", "name": f"{i}.png"} for i in range(8)]
+    loader = torch.utils.data.DataLoader(items, batch_size=4)
+    out = tmp_path / "run"
+    trainer = build_classifier_trainer(SliceClassifier(), loader, out, val_loader=loader, max_epochs=3,
+                                       warmup_steps=1, select_sources=["s"], progress=False, snapshot_start=2)
+    trainer.run(loader, max_epochs=3)
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3, "swa"] and history[-1]["snapshots"] == 2
+    expected = average_states([read_state(out / "snapshot_2.pt"), read_state(out / "snapshot_3.pt")])
+    swa = read_state(out / "model_swa.pt")
+    assert all(torch.equal(swa[k], expected[k]) for k in expected)
+    best = json.loads((out / "best.json").read_text())
+    scores = {h["epoch"]: h["score"] for h in history}
+    assert best["epoch"] == max(scores, key=scores.get)  # the first of a tie wins: strictly higher replaces
+    if best["epoch"] == "swa":
+        assert all(torch.equal(read_state(out / "model_best.pt")[k], swa[k]) for k in swa)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -27,8 +28,9 @@ from ignite.handlers import Checkpoint, DiskSaver, ProgressBar
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from covseg.engines.averaging import read_state
 from covseg.engines.cpu import autocast_context
-from covseg.engines.training import latest_checkpoint, save_weights
+from covseg.engines.training import attach_snapshot_averaging, latest_checkpoint, save_weights
 from covseg.io.atomic import atomic_write_text
 from covseg.metrics.classification import classification_scores, roc_auc
 from covseg.networks.classifier import covid_probability, trainable_parameters
@@ -121,12 +123,14 @@ def build_classifier_trainer(network: nn.Module, train_loader: DataLoader, outpu
                              weight_decay: float = 0.05, warmup_steps: int = 100, mixup_alpha: float = 0.5,
                              select_sources: Sequence[str] | None = ("sars-cov-2-ct",),
                              device: str | torch.device = "cpu", bf16: bool = False, resume: bool = True,
-                             progress: bool = True, seed: int = 0) -> Engine:
+                             progress: bool = True, seed: int = 0, snapshot_start: int | None = None) -> Engine:
     """The ignite trainer of :mod:`covseg.engines.classifier` (see there).
 
     ``output_dir`` receives ``checkpoint_<epoch>.pt`` (resume state; the newest is loaded when ``resume``),
     ``model_best.pt`` (weights with the best validation selection score), ``best.json``, ``history.jsonl``
-    (one line of figures per epoch) and ``model_final.pt``.
+    (one line of figures per epoch) and ``model_final.pt``. With ``snapshot_start``, every epoch's weights from
+    that epoch on are averaged into ``model_swa.pt`` at the end; the average is validated like an epoch (history
+    line ``"epoch": "swa"``) and becomes ``model_best.pt`` when it scores higher.
     """
     torch.manual_seed(seed)
     random.seed(seed)
@@ -163,20 +167,15 @@ def build_classifier_trainer(network: nn.Module, train_loader: DataLoader, outpu
     losses: list[float] = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output["loss"]))
 
-    @trainer.on(Events.EPOCH_COMPLETED)
-    def _epoch_done(engine: Engine) -> None:
-        epoch = engine.state.epoch
-        record: dict = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else math.nan,
-                        "lr": optimizer.param_groups[0]["lr"]}
-        losses.clear()
+    def _validate_and_log(net: nn.Module, record: dict) -> None:
         if val_loader is not None:
-            aucs = validation_aucs(predict_scores(network, val_loader, device, as_flag(bf16, "bf16")))
+            aucs = validation_aucs(predict_scores(net, val_loader, device, as_flag(bf16, "bf16")))
             record.update(aucs)
             record["score"] = selection_score(aucs, select_sources)
             if record["score"] > best["score"]:
                 best["score"] = record["score"]
-                save_weights(network, output_dir / "model_best.pt")
-                atomic_write_text(best_file, json.dumps({"score": record["score"], "epoch": epoch, **aucs}))
+                save_weights(net, output_dir / "model_best.pt")
+                atomic_write_text(best_file, json.dumps({"score": record["score"], "epoch": record["epoch"], **aucs}))
                 record["best"] = True
         with open(output_dir / "history.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")
@@ -184,9 +183,23 @@ def build_classifier_trainer(network: nn.Module, train_loader: DataLoader, outpu
         log.info(msg)
         print(msg, flush=True)
 
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def _epoch_done(engine: Engine) -> None:
+        record: dict = {"epoch": engine.state.epoch, "loss": float(np.mean(losses)) if losses else math.nan,
+                        "lr": optimizer.param_groups[0]["lr"]}
+        losses.clear()
+        _validate_and_log(network, record)
+
+    attach_snapshot_averaging(trainer, network, output_dir, snapshot_start)
+
     @trainer.on(Events.COMPLETED)
     def _finish(engine: Engine) -> None:
         save_weights(network, output_dir / "model_final.pt")
+        swa = output_dir / "model_swa.pt"
+        if snapshot_start is not None and swa.exists():
+            averaged = copy.deepcopy(network)
+            averaged.load_state_dict(read_state(swa))
+            _validate_and_log(averaged, {"epoch": "swa", "snapshots": len(list(output_dir.glob("snapshot_*.pt")))})
         if val_loader is None:  # nothing to select on: the final weights are the best ones
             save_weights(network, output_dir / "model_best.pt")
 

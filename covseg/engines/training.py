@@ -260,25 +260,41 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
             log.info(msg)
             print(msg, flush=True)
 
-    @trainer.on(Events.EPOCH_COMPLETED)
-    def _snapshot(engine: Engine) -> None:
-        epoch = engine.state.epoch
-        if rank == 0 and snapshot_start is not None and epoch >= snapshot_start and \
-                (epoch - snapshot_start) % snapshot_every == 0:
-            save_weights(network, output_dir / f"snapshot_{epoch}.pt")
+    if rank == 0:
+        attach_snapshot_averaging(trainer, network, output_dir, snapshot_start, snapshot_every)
 
     @trainer.on(Events.COMPLETED)
     def _finish(engine: Engine) -> None:
         if rank == 0:
             save_weights(network, output_dir / "model_final.pt")
-            snapshots = sorted(output_dir.glob("snapshot_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
-            if snapshot_start is not None and snapshots:
-                average_weights(snapshots, output_dir / "model_swa.pt")
-                log.info("averaged %d snapshots into model_swa.pt", len(snapshots))
         if writer is not None:
             writer.close()
 
     return trainer
+
+
+def attach_snapshot_averaging(trainer: Engine, network: nn.Module, output_dir: Path, start: int | None,
+                              every: int = 1) -> None:
+    """Keep the weights of every ``every``-th epoch from epoch ``start`` on as ``snapshot_<epoch>.pt`` and, when
+    the run completes, average them into ``model_swa.pt`` (:mod:`covseg.engines.averaging`); ``start`` None: off.
+
+    Registered before the caller's own COMPLETED handlers, so those find ``model_swa.pt`` already written.
+    """
+    if start is None:
+        return
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def _snapshot(engine: Engine) -> None:
+        epoch = engine.state.epoch
+        if epoch >= start and (epoch - start) % every == 0:
+            save_weights(network, output_dir / f"snapshot_{epoch}.pt")
+
+    @trainer.on(Events.COMPLETED)
+    def _average(engine: Engine) -> None:
+        snapshots = sorted(output_dir.glob("snapshot_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+        if snapshots:
+            average_weights(snapshots, output_dir / "model_swa.pt")
+            log.info("averaged %d snapshots into model_swa.pt", len(snapshots))
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
