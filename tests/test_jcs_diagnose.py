@@ -52,6 +52,17 @@ def test_decision_rule_counts_slices_above_the_fraction():
     assert d["classified_slices"] == 2 and d["lung_slices"] == 5 and d["patient_threshold_slices"] == 0.4
 
 
+def test_montage_title_states_the_decision():
+    from covseg.engines.diagnose import decision_line
+
+    s = DiagnosisSettings(slice_threshold=0.5, patient_threshold=0.5)
+    d = {**decide([0.9, 0.8, 0.1, 0.2], s), "settings": {}}
+    assert decision_line("ct", d, 2) == ("ct: NEGATIVE, 2 of 4 classified slices >= 0.50 (positive when more than 2); "
+                                         "the 2 highest-scoring slices")
+    d = {**decide([0.9, 0.8, 0.7, 0.2], s), "settings": {}}
+    assert decision_line("ct", d, 4).startswith("ct: POSITIVE, 3 of 4 classified")
+
+
 def test_only_slices_with_enough_lung_are_classified():
     from covseg.engines.diagnose import classified_slices
 

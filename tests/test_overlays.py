@@ -183,3 +183,22 @@ def test_activation_montage_keeps_the_view_and_outlines_the_crop():
     assert tuple(right[0, 0]) == tuple(sheet[caption, 0]) and len(set(right[0, 0])) == 1  # grey outside the crop
     with pytest.raises(ValueError, match="slice 1"):
         activation_montage_png([panels[0], ActivationPanel(1, 0.5, image[:20], heat[:20], None, (0, 5, 0, 5))])
+
+
+def test_activation_montage_title_sits_above_the_grid():
+    from PIL import Image
+
+    from covseg.reports.activation_montage import CROP_OUTLINE, ActivationPanel, activation_montage_png
+
+    image = np.full((40, 80), 0.3, np.float32)
+    heat = np.full((40, 80), np.nan, np.float32)
+    panels = [ActivationPanel(0, 0.9, image, heat, None, (10, 20, 30, 50))]
+    plain = np.asarray(Image.open(io.BytesIO(activation_montage_png(panels, height=40))).convert("RGB"))
+    titled = np.asarray(Image.open(io.BytesIO(activation_montage_png(panels, height=40, title="ct: NEGATIVE")))
+                        .convert("RGB"))
+    strip = titled.shape[0] - plain.shape[0]
+    assert strip == 18 + 4 and titled.shape[1] == plain.shape[1]
+    assert np.array_equal(titled[strip:], plain)  # the grid, moved down unchanged
+    yellow = (titled[:strip, :, 0] > 200) & (titled[:strip, :, 1] > 200) & (titled[:strip, :, 2] < 60)
+    assert yellow.sum() > 20  # the title's text
+    assert tuple(titled[strip + 18 + 10, 80 + 4 + 40]) == CROP_OUTLINE

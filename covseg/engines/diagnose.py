@@ -188,9 +188,19 @@ def montage_sources(volume: CTVolume, lung: np.ndarray, infection: np.ndarray,
     return sources
 
 
-def activation_montage(scorer: SliceScorer, sources: Sequence[tuple]) -> bytes:
+def decision_line(name: str, diagnosis: dict, shown: int) -> str:
+    """One line for the montage's head: ``<name>: NEGATIVE, 9 of 63 classified slices >= 0.50 (positive when more
+    than 31.5); the 6 highest-scoring slices``."""
+    d = diagnosis
+    verdict = "POSITIVE" if d["positive"] else "NEGATIVE"
+    return (f"{name}: {verdict}, {d['positive_slices']} of {d['classified_slices']} classified slices "
+            f">= {d['slice_threshold']:.2f} (positive when more than {d['patient_threshold_slices']:g}); "
+            f"the {shown} highest-scoring slices")
+
+
+def activation_montage(scorer: SliceScorer, sources: Sequence[tuple], title: str | None = None) -> bytes:
     """PNG bytes of the montage: each source's activation map (Eq. 1-2, on the crop the classifier scored) placed
-    over its crop in the view, beside the segmentation's contour."""
+    over its crop in the view, beside the segmentation's contour, under ``title``."""
     from covseg.reports.activation_montage import ActivationPanel, activation_montage_png
 
     panels = []
@@ -199,7 +209,7 @@ def activation_montage(scorer: SliceScorer, sources: Sequence[tuple]) -> bytes:
         heat = np.full(image.shape, np.nan, np.float32)
         heat[box[0]:box[1], box[2]:box[3]] = am
         panels.append(ActivationPanel(z, score, image, heat, mask, box))
-    return activation_montage_png(panels)
+    return activation_montage_png(panels, title=title)
 
 
 def write_diagnosis(folder: Path, item: VolumeOutputs) -> dict[str, str]:
@@ -212,7 +222,8 @@ def write_diagnosis(folder: Path, item: VolumeOutputs) -> dict[str, str]:
     files["diagnosis"] = DIAGNOSIS_FILE
     montage = item.extras.get("montage")
     if montage is not None:
-        data = activation_montage(*montage)
+        scorer, sources = montage
+        data = activation_montage(scorer, sources, decision_line(item.report.name, diagnosis, len(sources)))
         with atomic_path(folder / MONTAGE_FILE) as tmp:
             Path(tmp).write_bytes(data)
         files["activation_montage"] = MONTAGE_FILE

@@ -45,10 +45,13 @@ def _outline(rgb: np.ndarray, box: tuple[int, int, int, int], colour: tuple[int,
     rgb[y0:y1 + 1, [x0, x1]] = colour
 
 
-def activation_montage_png(panels: Sequence[ActivationPanel], height: int = 240, columns: int = 2) -> bytes:
+def activation_montage_png(panels: Sequence[ActivationPanel], height: int = 240, columns: int = 2,
+                           title: str | None = None) -> bytes:
     """PNG bytes of a grid of panels (``columns`` across), each captioned ``slice z  P(COVID-19) s``; every panel
-    is ``height`` pixels high and keeps the view's aspect ratio."""
+    is ``height`` pixels high and keeps the view's aspect ratio. ``title``: one line above the grid (the decision,
+    so that high-scoring slices of a negative patient are not read as a positive finding)."""
     gap, caption = 4, 18
+    top = caption + gap if title else 0
     if panels:
         view_h, view_w = panels[0].image.shape
         width = max(int(round(height * view_w / max(view_h, 1))), 1)
@@ -56,8 +59,10 @@ def activation_montage_png(panels: Sequence[ActivationPanel], height: int = 240,
         width = height
     pair_width = 2 * width + gap
     rows = max((len(panels) + columns - 1) // columns, 1)
-    sheet = Image.new("RGB", (columns * (pair_width + gap), rows * (height + caption)), (0, 0, 0))
+    sheet = Image.new("RGB", (columns * (pair_width + gap), top + rows * (height + caption)), (0, 0, 0))
     draw = ImageDraw.Draw(sheet)
+    if title:
+        draw.text((4, 4), title, fill=(255, 255, 0))
     for k, p in enumerate(panels):
         if p.image.shape != panels[0].image.shape:
             raise ValueError(f"panel {k} (slice {p.z}) has view {p.image.shape}, not {panels[0].image.shape}")
@@ -65,13 +70,13 @@ def activation_montage_png(panels: Sequence[ActivationPanel], height: int = 240,
         pair = activation_beside_mask(p.image, p.heat, mask, gap=0)
         left, right = pair[:, :p.image.shape[1]].copy(), pair[:, p.image.shape[1]:].copy()
         _outline(right, p.crop_box, CROP_OUTLINE)
-        x, y = (k % columns) * (pair_width + gap), (k // columns) * (height + caption)
+        x, y = (k % columns) * (pair_width + gap), top + (k // columns) * (height + caption)
         for i, half in enumerate((left, right)):
             tile = Image.fromarray(half).resize((width, height), Image.BILINEAR)
             sheet.paste(tile, (x + i * (width + gap), y + caption))
         draw.text((x + 4, y + 3), f"slice {p.z}  P(COVID-19) {p.score:.2f}", fill=(255, 255, 255))
     if not panels:
-        draw.text((8, 8), "no lung slice", fill=(255, 255, 255))
+        draw.text((8, top + 8), "no lung slice", fill=(255, 255, 255))
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
     return buffer.getvalue()
