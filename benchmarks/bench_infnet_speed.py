@@ -1,7 +1,7 @@
 """Per-slice inference time of covseg's SlicePredictor vs the plain loop of the Inf-Net authors' test script.
 
 Usage: ``python benchmarks/bench_infnet_speed.py [--bundle bundles/infnet] [--slices N] [--image-size N] [--compile]
-[--no-docs]``.
+[--repeats N] [--no-docs]``.
 
 Both run the same network on the same slices (the 48 COVID-SemiSeg test slices, or random slices when the data
 is absent), one after the other in one process:
@@ -17,6 +17,9 @@ is absent), one after the other in one process:
   compile, in the warm-up, is not timed);
 * with ``--image-size N``, the same two again at N² (``covseg infer --image-size N``): not lossless, so their
   mask Dice vs the plain loop says what the smaller input costs.
+
+With ``--repeats N`` every loop is timed once per round, the loops interleaved, for N rounds; the table gives each
+loop's median and the range of its per-round speed-ups, so a slow spell of a shared machine hits all loops alike.
 
 Also reports the agreement of the two masks (probability >= 0.5) as a Dice over all slices, the compute bound
 (the network's FLOPs per slice at the sustained GEMM rate of the precision used, ``compute_bound.py``), the issue-15
@@ -66,20 +69,58 @@ def mask_dice(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     return 1.0 if total == 0 else 2 * inter / total
 
 
-def _timed_row(label: str, network: torch.nn.Module, slices: list[np.ndarray], size: int, batch_size: int,
-               plain: list[np.ndarray], plain_s: float, bf16: bool, bound_s: float,
-               fold_bn: bool = True, compiled: bool = False) -> tuple[str, float, float]:
-    """Time :class:`SlicePredictor` over ``slices`` (after a warm-up); one table row against the plain loop and
-    the compute bound; returns the row, the speed-up and the mask Dice."""
+class Loop:
+    """One timed way of running the network over the slices: ``run()`` returns the probability maps."""
+
+    def __init__(self, label: str, run, bound_s: float, target_row: bool) -> None:
+        self.label, self.run, self.bound_s, self.target_row = label, run, bound_s, target_row
+        self.seconds: list[float] = []
+        self.probs: list[np.ndarray] | None = None
+
+    def time_once(self, n_slices: int) -> None:
+        t = time.perf_counter()
+        probs = self.run()
+        self.seconds.append((time.perf_counter() - t) / n_slices)
+        if self.probs is None:
+            self.probs = probs
+
+
+def predictor_loop(label: str, network: torch.nn.Module, slices: list[np.ndarray], size: int, batch_size: int,
+                   bf16: bool, bound_s: float, target_row: bool, fold_bn: bool = True,
+                   compiled: bool = False) -> Loop:
+    """A :class:`SlicePredictor` loop, warmed up on one full batch (the shapes that will run; compiles here)."""
     predictor = SlicePredictor(network, image_size=size, batch_size=batch_size, bf16=bf16, fold_bn=fold_bn,
                               compiled=compiled)
-    predictor.predict(slices[:batch_size])  # warm-up (one full batch: the shapes that will run)
-    t = time.perf_counter()
-    probs = predictor.predict(slices)
-    seconds = (time.perf_counter() - t) / len(slices)
-    dice = mask_dice(plain, probs)
-    return (f"| {label} | {seconds:.3f} | {plain_s / seconds:.2f} | {dice:.4f} | {bound_s:.3f} | "
-            f"{seconds / bound_s:.2f} |", plain_s / seconds, dice)
+    predictor.predict(slices[:batch_size])
+    return Loop(label, lambda: predictor.predict(slices), bound_s, target_row)
+
+
+def timed_rounds(loops: list[Loop], n_slices: int, repeats: int) -> None:
+    """Time every loop once per round, the loops interleaved, for ``repeats`` rounds (drift hits all alike)."""
+    for _ in range(repeats):
+        for loop in loops:
+            loop.time_once(n_slices)
+
+
+def table_rows(loops: list[Loop], repeats: int) -> tuple[list[str], tuple[float, float]]:
+    """Markdown rows (median seconds; with repeats, the range of the per-round speed-ups) and the best eligible
+    (speed-up, mask Dice) with Dice >= 0.995; ``loops[0]`` is the plain loop."""
+    plain = loops[0]
+    plain_s = float(np.median(plain.seconds))
+    rows, best = [], (0.0, 0.0)
+    for loop in loops:
+        seconds = float(np.median(loop.seconds))
+        dice = 1.0 if loop is plain else mask_dice(plain.probs, loop.probs)
+        speedup = plain_s / seconds
+        spread = ""
+        if repeats > 1:
+            per_round = [a / b for a, b in zip(plain.seconds, loop.seconds)]
+            spread = f" | {min(per_round):.2f}-{max(per_round):.2f}"
+        rows.append(f"| {loop.label} | {seconds:.3f} | {speedup:.2f}{spread} | {dice:.4f} | {loop.bound_s:.3f} | "
+                    f"{seconds / loop.bound_s:.2f} |")
+        if loop.target_row and dice >= 0.995:
+            best = max(best, (speedup, dice))
+    return rows, best
 
 
 def _shown(path: str) -> str:
@@ -97,6 +138,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=None, help="also time covseg at this input size")
     parser.add_argument("--compile", action="store_true", help="also time covseg under torch.compile")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="rounds, every loop timed once per round, interleaved; the table gives medians")
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
     cap = onednn_isa_cap()
@@ -121,52 +164,38 @@ def main() -> None:
     if native:  # an emulated bf16 GEMM takes minutes to time and is never used
         rates["bf16"] = gemm_rate(torch.bfloat16)
     plain_loop(model.network, slices[:2], size)  # warm-up
-    t = time.perf_counter()
-    plain = plain_loop(model.network, slices, size)
-    plain_s = (time.perf_counter() - t) / len(slices)
-
+    fp32_bound = flops / rates["fp32"] / 1e9
+    loops = [Loop(f"plain (batch 1, fp32, NCHW, {size}²)", lambda: plain_loop(model.network, slices, size),
+                  fp32_bound, False)]
     precisions = [False, True] if native else [False]
-    rows = [
-        "| loop | s / slice | speed-up vs plain | mask Dice vs plain | GEMM bound s / slice | × bound |",
-        "|---|---:|---:|---:|---:|---:|",
-        f"| plain (batch 1, fp32, NCHW, {size}²) | {plain_s:.3f} | 1.00 | 1.0000 | "
-        f"{flops / rates['fp32'] / 1e9:.3f} | {plain_s / (flops / rates['fp32'] / 1e9):.2f} |",
-    ]
-    best = (0.0, 0.0)
     sizes = [size] + ([args.image_size] if args.image_size and args.image_size != size else [])
+    bs = args.batch_size
     for side in sizes:
         side_flops = flops if side == size else network_flops(model.network, side)
         for bf16 in precisions:
             name = "bf16" if bf16 else "fp32"
-            label = f"covseg SlicePredictor (batch {args.batch_size}, channels-last, {name}, {side}²)"
-            row, speedup, dice = _timed_row(label, model.network, slices, side, args.batch_size, plain, plain_s, bf16,
-                                            side_flops / rates[name] / 1e9)
-            rows.append(row)
-            if side == size and dice >= 0.995:
-                best = max(best, (speedup, dice))
+            loops.append(predictor_loop(f"covseg SlicePredictor (batch {bs}, channels-last, {name}, {side}²)",
+                                        model.network, slices, side, bs, bf16, side_flops / rates[name] / 1e9,
+                                        side == size))
         name = "bf16" if precisions[-1] else "fp32"
-        row, _, _ = _timed_row(f"covseg SlicePredictor, BatchNorms not folded (batch {args.batch_size}, "
-                               f"channels-last, {name}, {side}²)", model.network, slices, side, args.batch_size,
-                               plain, plain_s, precisions[-1], side_flops / rates[name] / 1e9, fold_bn=False)
-        rows.append(row)
+        loops.append(predictor_loop(f"covseg SlicePredictor, BatchNorms not folded (batch {bs}, channels-last, "
+                                    f"{name}, {side}²)", model.network, slices, side, bs, precisions[-1],
+                                    side_flops / rates[name] / 1e9, False, fold_bn=False))
         if args.compile:
-            row, speedup, dice = _timed_row(f"covseg SlicePredictor, torch.compile (batch {args.batch_size}, "
-                                            f"channels-last, {name}, {side}²)", model.network, slices, side,
-                                            args.batch_size, plain, plain_s, precisions[-1],
-                                            side_flops / rates[name] / 1e9, compiled=True)
-            rows.append(row)
-            if side == size and dice >= 0.995:
-                best = max(best, (speedup, dice))
+            loops.append(predictor_loop(f"covseg SlicePredictor, torch.compile (batch {bs}, channels-last, {name}, "
+                                        f"{side}²)", model.network, slices, side, bs, precisions[-1],
+                                        side_flops / rates[name] / 1e9, side == size, compiled=True))
         if has_ort:
             from covseg.engines.onnx_runtime import onnx_runtime_network
 
-            row, speedup, dice = _timed_row(
-                f"covseg SlicePredictor, onnxruntime backend (batch {args.batch_size}, fp32, {side}²)",
-                onnx_runtime_network(model.network, image_size=side), slices, side, args.batch_size, plain, plain_s,
-                False, side_flops / rates["fp32"] / 1e9)
-            rows.append(row)
-            if side == size and dice >= 0.995:
-                best = max(best, (speedup, dice))
+            loops.append(predictor_loop(f"covseg SlicePredictor, onnxruntime backend (batch {bs}, fp32, {side}²)",
+                                        onnx_runtime_network(model.network, image_size=side), slices, side, bs,
+                                        False, side_flops / rates["fp32"] / 1e9, side == size))
+    timed_rounds(loops, len(slices), args.repeats)
+    body, best = table_rows(loops, args.repeats)
+    spread_head = " | speed-up range over rounds" if args.repeats > 1 else ""
+    rows = [f"| loop | s / slice | speed-up vs plain{spread_head} | mask Dice vs plain | GEMM bound s / slice | "
+            "× bound |", "|---|---:|---:|" + ("---:|" if args.repeats > 1 else "") + "---:|---:|---:|", *body]
     target = 3.0 if native else 1.7
     verdict = (f"- target (issue 15): >= {target:g}x the plain loop with mask Dice >= 0.995 "
                f"({'native bf16' if native else 'no native bf16'}): best {best[0]:.2f}x at Dice {best[1]:.4f}: "
@@ -185,7 +214,8 @@ def main() -> None:
             f"- command: `{f'ONEDNN_MAX_CPU_ISA={cap} ' if cap else ''}"
             f"python benchmarks/bench_infnet_speed.py --bundle {_shown(args.bundle)}"
             f"{f' --slices {args.slices}' if args.slices != 48 else ''}"
-            f"{f' --image-size {args.image_size}' if args.image_size else ''}{' --compile' if args.compile else ''}`\n"
+            f"{f' --image-size {args.image_size}' if args.image_size else ''}{' --compile' if args.compile else ''}"
+            f"{f' --repeats {args.repeats}' if args.repeats > 1 else ''}`\n"
             f"- data: {source}; network: {model.name} ({'trained' if model.trained else 'untrained'}), "
             f"input {size}x{size}\n"
             f"- machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}; before the run: "
