@@ -83,6 +83,19 @@ def test_unwritable_out_and_usage_errors(tmp_path, good_ct, tiny_model, capsys):
     assert main([]) == 2
 
 
+@pytest.mark.parametrize("command", ["infer", "diagnose"])
+def test_unusable_device_is_one_line_and_leaves_no_output_folder(command, tmp_path, good_ct, capsys):
+    import torch
+
+    bad = ["cuda:99", "tpu"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in bad:
+        out = tmp_path / f"out-{device.replace(':', '_')}"
+        assert main([command, str(good_ct), "--out", str(out), "--device", device, "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: --device {device}: "), err
+        assert not out.exists()  # a usage error writes nothing
+
+
 def test_image_size_option_sets_the_network_input(tmp_path, good_ct, tiny_model, capsys):
     seen = set()
     tiny_model.register_forward_hook(lambda module, inputs, output: seen.add(tuple(inputs[0].shape[-2:])))

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from covseg.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, error, one_line
+from covseg.cli.options import device_problem
 from covseg.cli.progress import VolumeProgress
 
 REPO_BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
@@ -73,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.min_lung_fraction is not None and not 0.0 <= args.min_lung_fraction <= 1.0:
         error(f"--min-lung-fraction must be within [0, 1], got {args.min_lung_fraction}")
+        return EXIT_USAGE
+    problem = device_problem(args.device)
+    if problem:
+        error(problem)
         return EXIT_USAGE
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))

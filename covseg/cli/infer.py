@@ -108,12 +108,12 @@ def run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels
     from covseg.engines.dataset import VolumeDataset, VolumePreprocessing, check_folders
     from covseg.io.errors import CovsegInputError
 
+    if not check_model_args(args, apply=False):  # before the output folder is made: a usage error leaves nothing
+        return EXIT_USAGE
     try:
         check_folders(out, labels)
     except CovsegInputError as exc:
         error(str(exc))
-        return EXIT_USAGE
-    if not check_model_args(args, apply=False):
         return EXIT_USAGE
     try:
         found = VolumeDataset(list(inputs), VolumePreprocessing())

@@ -66,12 +66,26 @@ def check_model_args(args: argparse.Namespace, apply: bool = True) -> bool:
     if args.backend == "onnxruntime" and getattr(args, "compile", False):
         error("--compile compiles the torch network; it does not apply to --backend onnxruntime")
         return False
-    if (apply and args.threads is not None) or args.device.startswith("cuda"):
+    problem = device_problem(args.device)
+    if problem:
+        error(problem)
+        return False
+    if apply and args.threads is not None:
         import torch
 
-        if apply and args.threads is not None:
-            torch.set_num_threads(args.threads)
-        if args.device.startswith("cuda") and not torch.cuda.is_available():
-            error(f"--device {args.device}: CUDA is not available (torch {torch.__version__})")
-            return False
+        torch.set_num_threads(args.threads)
     return True
+
+
+def device_problem(device: str) -> str | None:
+    """Why ``--device`` cannot be used here, in one line, or None; torch is imported only for a CUDA device."""
+    if not device.startswith("cuda"):
+        return None if device == "cpu" else f"--device {device}: use cpu or cuda[:N]"
+    import torch
+
+    if not torch.cuda.is_available():
+        return f"--device {device}: CUDA is not available (torch {torch.__version__})"
+    index = device.partition(":")[2]
+    if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+        return f"--device {device}: no such CUDA device ({torch.cuda.device_count()} visible)"
+    return None
