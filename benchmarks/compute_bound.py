@@ -8,7 +8,9 @@ Measures, in one process on an otherwise idle machine:
   and matrix products, 2 FLOPs per multiply-add);
 * the machine's sustained dense fp32 throughput: the best of several large ``torch.mm`` products, which oneDNN /
   MKL run close to the cores' FMA peak, and the same in bf16 (native only where the CPU has bf16 kernels);
-* the throughput the network itself reaches (batch 8, fp32, channels-last, no grad).
+* the throughput the network itself reaches (batch 8, fp32, channels-last, no grad);
+* the network's convolution FLOPs by kind (1x1, 3x3 stride 1, other) and what a Winograd algorithm, which cuts
+  the multiplies of 3x3 stride-1 layers only, could give the whole network at most.
 
 From these it prints the lowest possible network time for ``--slices`` slices (the lung slices of the
 512x512x300 phantom of ``bench_infer.py``), were every FLOP run at the GEMM rate, and appends a record to
@@ -34,6 +36,38 @@ def network_flops(network: torch.nn.Module, size: int) -> float:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         network(torch.zeros(1, 1, size, size))
     return float(counter.get_total_flops())
+
+
+def conv_flop_shares(network: torch.nn.Module, size: int) -> dict[str, float]:
+    """FLOPs of one forward pass split by convolution kind: ``1x1``, ``3x3 stride 1`` (undilated, the layers a
+    Winograd algorithm could take) and ``other`` (strided, dilated, larger or separable kernels)."""
+    shares = {"1x1": 0.0, "3x3 stride 1": 0.0, "other": 0.0}
+
+    def count(module: torch.nn.Conv2d, _inputs, output: torch.Tensor) -> None:
+        k, stride, dilation = module.kernel_size, module.stride, module.dilation
+        flops = 2.0 * output.shape[-2] * output.shape[-1] * module.out_channels * \
+            module.in_channels // module.groups * k[0] * k[1]
+        if k == (1, 1):
+            shares["1x1"] += flops
+        elif k == (3, 3) and stride == (1, 1) and dilation == (1, 1):
+            shares["3x3 stride 1"] += flops
+        else:
+            shares["other"] += flops
+
+    hooks = [m.register_forward_hook(count) for m in network.modules() if isinstance(m, torch.nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            network(torch.zeros(1, 1, size, size))
+    finally:
+        for h in hooks:
+            h.remove()
+    return shares
+
+
+def winograd_ceiling(share_3x3: float, fewer: float) -> float:
+    """Whole-network speed-up if the ``share_3x3`` of the FLOPs needed ``fewer`` times fewer multiplies and every
+    FLOP ran at one rate (transforms free): an upper bound on what a Winograd convolution can give."""
+    return 1.0 / (1.0 - share_3x3 * (1.0 - 1.0 / fewer))
 
 
 def gemm_rate(dtype: torch.dtype, n: int = 3072, repeats: int = 10) -> float:
@@ -118,6 +152,14 @@ def main() -> None:
                     f"{total / args.target_seconds:.0f} | {args.target_speedup * plain:.0f} | "
                     f"{total / fp32:.1f} | {total / peak:.1f} |")
     table = "\n".join(rows)
+    shares = conv_flop_shares(network, args.sizes[0])
+    conv_total = sum(shares.values())
+    share_3x3 = shares["3x3 stride 1"] / conv_total
+    kinds = ", ".join(f"{k} {v / 1e9:.2f} GFLOP ({v / conv_total:.1%})" for k, v in shares.items())
+    table += (f"\n\n- convolutions at {args.sizes[0]}², by kind: {kinds}. Winograd (3x3 stride 1 only) could speed the "
+              f"whole network up by at most {winograd_ceiling(share_3x3, 2.25):.2f}x with F(2x2,3x3) (2.25x fewer "
+              f"multiplies) or {winograd_ceiling(share_3x3, 4.0):.2f}x with F(4x4,3x3) (4x), were its transforms "
+              "free")
     summary = (f"- sustained GEMM ({threads} threads): fp32 {fp32:.1f} GFLOP/s, bf16 {bf16:.1f} GFLOP/s\n"
                f"- FMA peak: {threads} cores x {per_cycle} fp32 FLOPs per cycle x {args.boost_mhz:.0f} MHz = "
                f"{peak:.0f} GFLOP/s "
