@@ -232,3 +232,49 @@ def test_snapshot_average_is_validated_and_kept_when_it_scores_higher(tmp_path, 
     assert best["epoch"] == max(scores, key=scores.get)  # the first of a tie wins: strictly higher replaces
     if best["epoch"] == "swa":
         assert all(torch.equal(read_state(out / "model_best.pt")[k], swa[k]) for k in swa)
+
+
+def test_source_weights_give_each_source_the_same_share():
+    from covseg.engines.sampling import source_weights
+
+    items = [{"source": "big"}] * 6 + [{"source": "small"}] * 2
+    weights = source_weights(items)
+    assert weights.sum().item() == pytest.approx(1.0)
+    assert weights[:6].sum().item() == pytest.approx(0.5) and weights[6:].sum().item() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="empty"):
+        source_weights([])
+
+
+def test_source_balanced_draws_follow_seed_and_epoch_and_balance_the_sources():
+    from covseg.engines.sampling import SourceBalancedSampler
+
+    items = [{"source": "big"}] * 900 + [{"source": "small"}] * 100
+    sampler = SourceBalancedSampler(items, seed=3)
+    first = list(sampler)
+    sampler.set_epoch(2)
+    second = list(sampler)
+    again = SourceBalancedSampler(items, seed=3)
+    again.set_epoch(2)
+    assert len(first) == len(second) == len(sampler) == 1000
+    assert second == list(again) and first != second  # a resumed run draws what the uninterrupted one drew
+    small_share = np.mean([i >= 900 for i in first + second])
+    assert 0.45 < small_share < 0.55  # a plain shuffle: 0.10
+
+
+def test_classifier_trainer_tells_an_epoch_sampler_each_epoch(tmp_path, one_torch_thread):
+    from covseg.engines.classifier import build_classifier_trainer
+    from covseg.engines.sampling import SourceBalancedSampler
+
+    items = [{"image": torch.rand(1, 32, 32), "label": i % 2, "source": "s" if i < 6 else "t"} for i in range(8)]
+    seen: list[int] = []
+
+    class Recording(SourceBalancedSampler):
+        def set_epoch(self, epoch: int) -> None:
+            seen.append(epoch)
+            super().set_epoch(epoch)
+
+    loader = torch.utils.data.DataLoader(items, batch_size=4, sampler=Recording(items, seed=0))
+    trainer = build_classifier_trainer(SliceClassifier(), loader, tmp_path / "run", max_epochs=2, warmup_steps=1,
+                                       progress=False)
+    trainer.run(loader, max_epochs=2)
+    assert seen == [1, 2]

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 
 from covseg.engines.averaging import read_state
 from covseg.engines.cpu import autocast_context
+from covseg.engines.seeding import follow_epochs
 from covseg.engines.training import attach_snapshot_averaging, latest_checkpoint, save_weights
 from covseg.io.atomic import atomic_write_text
 from covseg.metrics.classification import classification_scores, roc_auc
@@ -151,6 +152,7 @@ def build_classifier_trainer(network: nn.Module, train_loader: DataLoader, outpu
     trainer = Engine(make_classifier_step(network, optimizer, device, mixup_alpha=float(mixup_alpha),
                                           bf16=as_flag(bf16, "bf16")))
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: scheduler.step())
+    follow_epochs(trainer, train_loader)  # a sampler that draws by epoch (source balancing) resumes in step
     to_save = {"network": network, "optimizer": optimizer, "scheduler": scheduler, "trainer": trainer}
     trainer.add_event_handler(Events.EPOCH_COMPLETED, Checkpoint(
         to_save, DiskSaver(str(output_dir), require_empty=False), n_saved=1,

@@ -15,7 +15,7 @@ import torch
 from ignite.engine import Engine, Events
 from torch.utils.data import DataLoader
 
-__all__ = ["epoch_seed", "reseed_each_epoch"]
+__all__ = ["epoch_seed", "follow_epochs", "reseed_each_epoch"]
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -36,4 +36,13 @@ def reseed_each_epoch(trainer: Engine, loader: DataLoader, seed: int) -> Engine:
         if hasattr(transform, "set_random_state"):
             transform.set_random_state(seed=value)
 
+    return trainer
+
+
+def follow_epochs(trainer: Engine, loader: DataLoader) -> Engine:
+    """Tell the loader's sampler which epoch starts, when it draws by epoch (``set_epoch``: a DistributedSampler,
+    :class:`covseg.engines.sampling.SourceBalancedSampler`); other samplers are left alone."""
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch))
     return trainer

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from covseg.engines.averaging import average_weights
 from covseg.engines.cpu import autocast_context
-from covseg.engines.seeding import reseed_each_epoch
+from covseg.engines.seeding import follow_epochs, reseed_each_epoch
 from covseg.io.atomic import atomic_path, atomic_write_text
 from covseg.metrics.multiclass import ClassToolbox, class_scores, mean_foreground
 from covseg.networks.outputs import DeepSupervisionOutput
@@ -207,9 +207,7 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
     best_file = output_dir / "best.json"
     best = {"val_dice": json.loads(best_file.read_text())["val_dice"] if best_file.exists() else -1.0}
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: scheduler.step())
-    sampler = getattr(train_loader, "sampler", None)
-    if hasattr(sampler, "set_epoch"):  # DistributedSampler: a new shuffle each epoch
-        trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: sampler.set_epoch(e.state.epoch))
+    follow_epochs(trainer, train_loader)  # DistributedSampler: a new shuffle each epoch
 
     to_save = {"network": network, "optimizer": optimizer, "scheduler": scheduler, "trainer": trainer}
     # n_saved=2: ignite deletes the oldest checkpoint *before* writing the new one, so with 1 a kill -9 during
