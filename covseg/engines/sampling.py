@@ -1,9 +1,12 @@
-"""Training draws that give every data source the same weight, whatever its size.
+"""Training draws that depend only on the run's seed and the epoch, so a resumed run draws what the
+uninterrupted one drew (the trainers call :meth:`EpochDraws.set_epoch` as each epoch starts,
+:func:`covseg.engines.seeding.follow_epochs`).
 
-The classifier's two sources differ fivefold in size (1,707 sars-cov-2-ct against 494 ucsd-covid-ct training
-slices), so a plain shuffle shows the small source a fifth as often. :class:`SourceBalancedSampler` draws items
-with replacement, each with probability ``1 / (number of sources x its source's size)``, so every source fills an
-equal share of each epoch in expectation; the draws depend only on the seed and the epoch.
+* :class:`EpochSampler`: repeated random permutations of a set (Semi-Inf-Net's rounds).
+* :class:`SourceBalancedSampler`: every data source the same weight, whatever its size. The classifier's two
+  sources differ fivefold (1,707 sars-cov-2-ct against 494 ucsd-covid-ct training slices), so a plain shuffle shows
+  the small source a fifth as often; here items are drawn with replacement, each with probability
+  ``1 / (number of sources x its source's size)`` (:func:`source_weights`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,45 @@ from torch.utils.data import Sampler
 
 from covseg.engines.seeding import epoch_seed
 
-__all__ = ["SourceBalancedSampler", "source_weights"]
+__all__ = ["EpochDraws", "EpochSampler", "SourceBalancedSampler", "source_weights"]
+
+
+class EpochDraws(Sampler[int]):
+    """``num_samples`` indices an epoch, drawn by :meth:`draw` from a generator seeded with (seed, epoch)."""
+
+    def __init__(self, num_samples: int, seed: int = 0) -> None:
+        if num_samples < 1:
+            raise ValueError("cannot sample from an empty training set")
+        self.num_samples, self.seed, self.epoch = num_samples, seed, 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        yield from self.draw(torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch)))
+
+    def draw(self, generator: torch.Generator) -> Iterator[int]:
+        raise NotImplementedError
+
+
+class EpochSampler(EpochDraws):
+    """``num_samples`` indices of a ``size``-item set, as repeated random permutations (None: one permutation)."""
+
+    def __init__(self, size: int, num_samples: int | None = None, seed: int = 0) -> None:
+        if size < 1:
+            raise ValueError("cannot sample from an empty training set")
+        super().__init__(num_samples or size, seed)
+        self.size = size
+
+    def draw(self, generator: torch.Generator) -> Iterator[int]:
+        left = self.num_samples
+        while left > 0:
+            order = torch.randperm(self.size, generator=generator).tolist()[:left]
+            left -= len(order)
+            yield from order
 
 
 def source_weights(items: Sequence[dict], key: str = "source") -> torch.Tensor:
@@ -27,21 +68,13 @@ def source_weights(items: Sequence[dict], key: str = "source") -> torch.Tensor:
     return torch.tensor([1.0 / (len(counts) * counts[item.get(key, "")]) for item in items], dtype=torch.float64)
 
 
-class SourceBalancedSampler(Sampler[int]):
-    """``num_samples`` indices (default: as many as items) drawn with replacement by :func:`source_weights`; the
-    trainer's :meth:`set_epoch` makes a resumed run draw what the uninterrupted one drew."""
+class SourceBalancedSampler(EpochDraws):
+    """``num_samples`` indices (default: as many as items) drawn with replacement by :func:`source_weights`."""
 
     def __init__(self, items: Sequence[dict], seed: int = 0, num_samples: int | None = None,
                  key: str = "source") -> None:
         self.weights = source_weights(items, key)
-        self.num_samples, self.seed, self.epoch = num_samples or len(items), seed, 1
+        super().__init__(num_samples or len(items), seed)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+    def draw(self, generator: torch.Generator) -> Iterator[int]:
         yield from torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator).tolist()

@@ -19,7 +19,7 @@ import logging
 import random
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,10 +29,10 @@ from ignite.engine import Engine, Events
 from monai.data import Dataset
 from monai.transforms import Compose
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from covseg.engines.predictor import SlicePredictor
-from covseg.engines.seeding import epoch_seed
+from covseg.engines.sampling import EpochSampler
 from covseg.engines.training import build_trainer
 from covseg.io.atomic import atomic_path, atomic_write_text
 from covseg.io.slices import pseudo_labelled_items, read_grey, write_grey
@@ -42,7 +42,7 @@ from covseg.transforms.intensity import rewindow
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EpochSampler", "RoundSchedule", "plan_rounds", "run_propagation", "run_to_end",
+__all__ = ["RoundSchedule", "plan_rounds", "run_propagation", "run_to_end",
            "label_slices", "seeded_loader", "train_rounds", "write_pseudo_labels"]
 
 
@@ -73,32 +73,6 @@ def write_pseudo_labels(predictor: SlicePredictor, items: list[dict], out_dir: s
             target = write_grey(out_dir / f"{item['name']}.png", soft)
             done.append({**item, "label": str(target)})
     return done
-
-
-class EpochSampler(Sampler[int]):
-    """``num_samples`` indices of a ``size``-item set (repeated random permutations) whose order depends only on
-    ``seed`` and the epoch (:meth:`set_epoch`, which :func:`build_trainer` calls as each epoch starts), so a run
-    resumed from an epoch's checkpoint draws what the uninterrupted run drew. ``num_samples`` None: one
-    permutation of the set per epoch."""
-
-    def __init__(self, size: int, num_samples: int | None = None, seed: int = 0) -> None:
-        if size < 1:
-            raise ValueError("cannot sample from an empty training set")
-        self.size, self.num_samples, self.seed, self.epoch = size, num_samples or size, seed, 1
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        left = self.num_samples
-        while left > 0:
-            order = torch.randperm(self.size, generator=generator).tolist()[:left]
-            left -= len(order)
-            yield from order
 
 
 def seeded_loader(items: list[dict], transform: Compose, batch_size: int, seed: int,
