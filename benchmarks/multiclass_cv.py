@@ -127,14 +127,20 @@ def label_dice_table(pairs: list[tuple], column: str, settings: dict[str, object
             *rows]
 
 
-def bias_scan(pairs: list[tuple], biases: list[float]) -> list[str]:
-    """Label Dice with ``bias`` added to the consolidation logit."""
+def bias_scan(pairs: list[tuple], biases: list[float], cls: int = 2, merge_below: float = 0.0) -> list[str]:
+    """Label Dice with ``bias`` added to class ``cls``'s logit (2: consolidation; 0: background, where a negative
+    bias widens the infection), then ``merge_below`` as the bundle applies it."""
     import torch
 
-    def shifted(bias: float):
-        return lambda logits: logits + torch.tensor([0.0, 0.0, bias])[:, None, None]
+    from covseg.transforms.class_merge import merge_small_class
 
-    return label_dice_table(pairs, "consolidation logit bias", {f"{b:+.2f}": shifted(b) for b in biases})
+    def shifted(bias: float):
+        offset = torch.zeros(3)
+        offset[cls] = bias
+        return lambda logits: merge_small_class(logits + offset[:, None, None], 2, 1, merge_below)
+
+    column = f"{('background', 'GGO', 'consolidation')[cls]} logit bias (merge_below {merge_below:g})"
+    return label_dice_table(pairs, column, {f"{b:+.2f}": shifted(b) for b in biases})
 
 
 def merge_scan(pairs: list[tuple], fractions: list[float]) -> list[str]:
@@ -156,6 +162,10 @@ def main() -> None:
     parser.add_argument("--record", action="store_true", help="append the row to docs/benchmarks.md")
     parser.add_argument("--bias-scan", type=float, nargs="*", default=None,
                         help="also: label Dice of all held-out slices with these consolidation logit biases")
+    parser.add_argument("--background-scan", type=float, nargs="*", default=None,
+                        help="also: label Dice with these background logit biases (negative: more infection), "
+                             "each followed by --merge-below")
+    parser.add_argument("--merge-below", type=float, default=0.0, help="merge_below applied after the bias scans")
     parser.add_argument("--merge-scan", type=float, nargs="*", default=None,
                         help="also: label Dice of all held-out slices with these merge_below fractions")
     parser.add_argument("--prior", choices=PRIORS, default="cache",
@@ -171,12 +181,14 @@ def main() -> None:
     print(HEADER)
     print(row)
     scan: list[str] = []
-    if args.bias_scan or args.merge_scan:
+    if args.bias_scan or args.background_scan or args.merge_scan:
         pairs = [p for k in range(args.folds)
                  for p in fold_logits(args.out / args.name / f"fold_{k}", k, args.folds, args.out, overrides,
                                       args.prior)]
         if args.bias_scan:
-            scan += bias_scan(pairs, args.bias_scan)
+            scan += bias_scan(pairs, args.bias_scan, 2, args.merge_below)
+        if args.background_scan:
+            scan += ([""] if scan else []) + bias_scan(pairs, args.background_scan, 0, args.merge_below)
         if args.merge_scan:
             scan += ([""] if scan else []) + merge_scan(pairs, args.merge_scan)
     if scan:

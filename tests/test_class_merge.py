@@ -104,3 +104,17 @@ def test_flip_averaging_the_chain_averages_its_four_flipped_passes():
     torch.testing.assert_close(averaged[:, 1], torch.full_like(averaged[:, 1], 0.5))  # the ramp and its mirror
     with pytest.raises(ValueError, match="at least one flip"):
         flip_averaged(lambda t: t, x, ())
+
+
+def test_the_cross_validation_background_scan_widens_the_infection():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from multiclass_cv import bias_scan
+
+    logits = _logits(0)[0]
+    logits[1, :, 20:25] = 3.5  # a strip the head calls background by 0.5 over GGO
+    truth = logits.argmax(0).clone()
+    truth[:, 20:25] = 1  # ... that is GGO
+    rows = bias_scan([(logits, truth)], [0.0, -1.0], cls=0)
+    assert rows[0].startswith("| background logit bias (merge_below 0) | labelDice ggo |")
+    before, after = (float(r.split("|")[2]) for r in rows[2:4])
+    assert before < 0.95 and after == 1.0
