@@ -156,6 +156,8 @@ def test_gate_and_handlers(phantom):
     res = infer_volume(vol, _predictor(Constant(3.0)), lung=lung, gate=every_other, handlers=[count],
                        lung_margin_mm=0.0)
     assert len(seen) == len(lung_z)
+    ungated = infer_volume(vol, _predictor(Constant(3.0)), lung=lung)
+    assert res.timing_s["gate"] >= 0.0 and "gate" not in ungated.timing_s
     kept = res.predicted.nonzero()[0]
     assert 0 < len(kept) < len(lung_z) and set(kept) <= set(lung_z)
     assert sum(iterations) == len(kept) and len(iterations) == -(-len(lung_z) // 4)

@@ -19,7 +19,7 @@ from PIL import Image
 from utils import use_tiny_default_model
 
 from covseg.cli.main import main
-from covseg.engines.diagnose import DiagnosisSettings, decide
+from covseg.engines.diagnose import DiagnosisSettings, SliceScorer, decide
 from covseg.networks.classifier import SliceClassifier
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,7 +119,12 @@ def test_infer_gate_skips_slices_below_the_threshold(ct_volumes_dir, classifier_
         out = tmp_path / label
         gate = ["--gate", "--gate-bundle", str(classifier_bundle)] if extra else []
         assert main(["infer", ct, "--out", str(out), "--no-progress", *gate, *extra]) == 0
-        predicted[label] = json.loads((out / "ct" / "report.json").read_text())["predicted_slices"]
+        report = json.loads((out / "ct" / "report.json").read_text())
+        predicted[label] = report["predicted_slices"]
+        gate_info = report["model"].get("gate")
+        assert (gate_info is None) == (label == "none") and ("gate" in report["timing_s"]) == (label != "none")
+        if gate_info is not None:  # the report names the gate that ran
+            assert gate_info["classifier"] == "jcs_classifier" and gate_info["threshold"] == float(extra[-1])
     assert predicted["all"] == predicted["none"] > 0 and predicted["drop"] == 0
 
 
@@ -190,3 +195,24 @@ def test_min_lung_fraction_out_of_range_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: --min-lung-fraction must be within [0, 1], got 1.5"]
     assert not (tmp_path / "o").exists()
+
+
+def test_the_fast_scorer_gives_the_networks_scores_and_leaves_it_alone():
+    torch.manual_seed(0)
+    net = SliceClassifier().eval()
+    for m in net.modules():  # trained-looking BatchNorm statistics, so that folding them changes the weights
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    head = [m for m in net.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))][-1]
+    head.weight.data *= 1e-3 / head.weight.abs().max()  # an untrained head saturates the softmax: tame it
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    crops = [np.random.default_rng(i).random((40 + 7 * i, 52), dtype=np.float32) for i in range(5)]
+    fast, plain = SliceScorer(net, 64, batch_size=2), SliceScorer(net, 64, batch_size=2, fast=False)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast._module.modules())
+    got, want = fast(crops), plain(crops)
+    assert want.std() > 1e-3  # the crops score differently, so agreement is not a constant
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())  # the activation maps' network
+    assert fast.network is net and any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())

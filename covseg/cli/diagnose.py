@@ -151,7 +151,8 @@ def load_gate(bundle: str, threshold: float | None = None, device: str = "cpu"):
 
     classifier = load_bundle(DEFAULT_CLASSIFIER if bundle == "default" else bundle, device)
     limit = threshold if threshold is not None else classifier.meta.get("gate_threshold", 0.31)
-    return ClassifierGate(SliceScorer(classifier.network, classifier.image_size, device, bf16="auto"), float(limit))
+    return ClassifierGate(SliceScorer(classifier.network, classifier.image_size, device, bf16="auto"), float(limit),
+                          name=classifier.name, version=classifier.meta.get("version"))
 
 
 def _decision_line(folder: Path) -> str:

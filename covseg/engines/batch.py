@@ -285,6 +285,8 @@ class VolumeBatchInference:
         self.postprocessing = postprocessing if postprocessing is not None else InfectionPostprocessing()
         self.export = export if export is not None else ExportOptions()
         self.model_info = {**(model_info or {}), **predictor_info(inferer)}
+        if gate is not None and hasattr(gate, "describe"):  # e.g. covseg infer --gate: which classifier, threshold
+            self.model_info["gate"] = gate.describe()
         self.gate, self.handlers, self.meta, self.summary = gate, list(handlers), dict(meta or {}), summary
         self.on_start: Callable[[VolumeSource], None] | None = None
         self.on_result: Callable[[VolumeResult], None] | None = None

@@ -34,6 +34,7 @@ from covseg.engines.activation import slice_activation
 from covseg.engines.batch import prepare_volume
 from covseg.engines.cpu import autocast_context, resolve_bf16
 from covseg.engines.export import VolumeOutputs
+from covseg.engines.fusion import fold_batchnorm
 from covseg.io.atomic import atomic_path, atomic_write_text
 from covseg.io.read import CTVolume
 from covseg.networks.classifier import covid_probability
@@ -63,13 +64,19 @@ class DiagnosisSettings:
 
 
 class SliceScorer:
-    """P(COVID-19) of grey lung crops in [0, 1] of any size (resized to ``image_size``), in batches."""
+    """P(COVID-19) of grey lung crops in [0, 1] of any size (resized to ``image_size``), in batches.
+
+    Scores come from a copy of ``network`` with its BatchNorms folded into the convolutions, in channels-last
+    memory (``fast``, as :class:`covseg.engines.predictor.SlicePredictor` runs Inf-Net; same scores up to rounding);
+    ``network`` itself stays as it is for the activation maps, which need its gradients."""
 
     def __init__(self, network: torch.nn.Module, image_size: int = 160, device: str = "cpu",
-                 batch_size: int = 16, bf16: bool | str = False) -> None:
+                 batch_size: int = 16, bf16: bool | str = False, fast: bool = True) -> None:
         self.network = network.to(device).eval()
         self.image_size, self.device, self.batch_size = int(image_size), torch.device(device), int(batch_size)
         self.bf16 = resolve_bf16(bf16, self.device)
+        self.memory_format = torch.channels_last if fast else torch.contiguous_format
+        self._module = fold_batchnorm(self.network).to(memory_format=self.memory_format) if fast else self.network
 
     @torch.inference_mode()
     def __call__(self, crops: Sequence[np.ndarray]) -> np.ndarray:
@@ -80,16 +87,24 @@ class SliceScorer:
                 F.interpolate(torch.as_tensor(np.asarray(c, np.float32))[None, None], size=size, mode="bilinear",
                               align_corners=False)[0] for c in crops[i:i + self.batch_size]]).to(self.device)
             with autocast_context(self.device, self.bf16):
-                out = self.network(batch)
+                out = self._module(batch.contiguous(memory_format=self.memory_format))
             scores += covid_probability(out).cpu().tolist()
         return np.asarray(scores, np.float64)
 
 
 class ClassifierGate:
-    """A slice gate for :func:`covseg.engines.volume.infer_volume`: keep crops scoring ``>= threshold``."""
+    """A slice gate for :func:`covseg.engines.volume.infer_volume`: keep crops scoring ``>= threshold``.
 
-    def __init__(self, scorer: SliceScorer, threshold: float) -> None:
-        self.scorer, self.threshold = scorer, float(threshold)
+    ``name`` / ``version``: the classifier's, for the reports (:meth:`describe`)."""
+
+    def __init__(self, scorer: SliceScorer, threshold: float, name: str | None = None,
+                 version: str | None = None) -> None:
+        self.scorer, self.threshold, self.name, self.version = scorer, float(threshold), name, version
+
+    def describe(self) -> dict:
+        """What report.json records under ``model.gate``."""
+        return {"classifier": self.name, "version": self.version, "threshold": self.threshold,
+                "precision": "bf16" if self.scorer.bf16 else "fp32"}
 
     def __call__(self, crops: Sequence[np.ndarray]) -> list[bool]:
         return [bool(s >= self.threshold) for s in self.scorer(crops)]

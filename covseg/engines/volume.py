@@ -133,7 +133,7 @@ def infer_volume(volume: CTVolume, predictor: SlicePredictor, *, lung: np.ndarra
     nz = hu.shape[0]
     prob = np.zeros(hu.shape, np.float32)
     predicted = np.zeros(nz, bool)
-    state: dict = {"classes": None, "n_classes": None}
+    state: dict = {"classes": None, "n_classes": None, "gate_s": 0.0}
     lung_z = [int(z) for z in np.nonzero(lung.reshape(nz, -1).any(axis=1))[0]]
     batches = [lung_z[i:i + predictor.batch_size] for i in range(0, len(lung_z), predictor.batch_size)]
 
@@ -143,7 +143,9 @@ def infer_volume(volume: CTVolume, predictor: SlicePredictor, *, lung: np.ndarra
         boxes = [lung_box(lung[z], margin) for z in zs]
         crops = [_crop_window(hu[z], box) for z, box in zip(zs, boxes)]
         if gate is not None:
+            t_gate = time.perf_counter()
             keep = [bool(k) for k in gate(crops)]
+            state["gate_s"] += time.perf_counter() - t_gate
             if len(keep) != len(crops):
                 raise ValueError(f"slice gate returned {len(keep)} flags for {len(crops)} slices")
             zs, boxes, crops = ([x for x, k in zip(seq, keep) if k] for seq in (zs, boxes, crops))
@@ -186,6 +188,8 @@ def infer_volume(volume: CTVolume, predictor: SlicePredictor, *, lung: np.ndarra
         classes = np.zeros(hu.shape, np.uint8)
     t_post = time.perf_counter()
     timing.update({"predict": t_pred - t_lung, "postprocess": t_post - t_pred})
+    if gate is not None:  # the gate's own share of ``predict``
+        timing["gate"] = state["gate_s"]
     return VolumeInference(lung, prob, infection, predicted, classes, n_classes, timing)
 
 

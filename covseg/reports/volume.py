@@ -7,7 +7,8 @@ Volumes are voxel counts times the voxel volume (``prod(spacing) / 1000`` mL). D
   see :mod:`covseg.engines.volume`); ``right_infection_ml`` / ``left_infection_ml``: infection inside each lung;
 * ``lung_involvement_percent``: ``100 * |infection ∩ lung| / |lung|`` (0 when there is no lung);
 * ``lung_slices``: axial slices holding any lung voxel; ``infected_slices``: slices holding any infection voxel;
-  ``predicted_slices``: slices the network actually ran on (lung slices kept by the optional gate);
+  ``predicted_slices``: slices the network actually ran on (lung slices kept by the optional gate, which
+  ``model["gate"]`` then names, with its share of the ``predict`` time in ``timing_s["gate"]``);
 * ``severity``: CT severity score per lung and per zone (thirds of each lung along z, not lobes), see
   :mod:`covseg.reports.severity`;
 * ``metrics`` (only with a label; label > 0 = infection): Dice, sensitivity, specificity, precision, IoU of the
