@@ -126,21 +126,29 @@ def sagittal_panel(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[floa
 
 
 def pick_slices(infection: np.ndarray, lung: np.ndarray | None = None, n: int = 12) -> tuple[list[int], set[int]]:
-    """Axial slices for a montage: the ``n // 2`` slices with most infection plus evenly spaced ones.
+    """Axial slices for a montage: up to ``n // 2`` slices with most infection plus evenly spaced ones.
 
-    Evenly spaced slices cover the lung's z extent (the whole volume without lung). Returns the slices from
-    superior to inferior and the set of those picked for their infection.
+    The infected picks are taken by decreasing infection area, each at least the lung's z extent / ``n`` slices
+    away from those already taken, so they show different lesions rather than one lesion on neighbouring slices.
+    Evenly spaced slices fill the rest and cover the lung's z extent (the whole volume without lung). Returns the
+    slices from superior to inferior and the set of those picked for their infection.
     """
     nz = infection.shape[0]
     n = max(1, min(int(n), nz))
     area = np.count_nonzero(np.asarray(infection).reshape(nz, -1), axis=1)
-    infected = np.nonzero(area)[0]
-    top = [int(z) for z in infected[np.argsort(-area[infected], kind="stable")][: n // 2]]
     if lung is not None and np.any(lung):
         held = np.nonzero(np.asarray(lung).reshape(nz, -1).any(axis=1))[0]
         lo, hi = int(held[0]), int(held[-1])
     else:
         lo, hi = 0, nz - 1
+    gap = max(1, (hi - lo + 1) // n)
+    infected = np.nonzero(area)[0]
+    top: list[int] = []
+    for z in infected[np.argsort(-area[infected], kind="stable")]:
+        if len(top) == n // 2:
+            break
+        if all(abs(int(z) - t) >= gap for t in top):
+            top.append(int(z))
     chosen = set(top)
     free = [z for z in range(lo, hi + 1) if z not in chosen] or [z for z in range(nz) if z not in chosen]
     for target in np.linspace(lo, hi, n - len(top)) if n > len(top) else []:
