@@ -59,8 +59,19 @@ def test_montage_title_states_the_decision():
     d = {**decide([0.9, 0.8, 0.1, 0.2], s), "settings": {}}
     assert decision_line("ct", d, 2) == ("ct: NEGATIVE, 2 of 4 classified slices >= 0.50 (positive when more than 2); "
                                          "the 2 highest-scoring slices")
-    d = {**decide([0.9, 0.8, 0.7, 0.2], s), "settings": {}}
+    d = {**decide([0.9, 0.8, 0.7, 0.2], s), "settings": {}, "montage_min_gap": 10}
     assert decision_line("ct", d, 4).startswith("ct: POSITIVE, 3 of 4 classified")
+    assert decision_line("ct", d, 4).endswith("the 4 highest-scoring slices at least 10 apart")
+
+
+def test_spaced_top_keeps_the_strongest_slice_of_each_part():
+    from covseg.reports.picks import spaced_top
+
+    z = [10, 11, 12, 13, 30, 31, 50]
+    score = [0.9, 0.95, 0.97, 0.8, 0.6, 0.7, 0.1]
+    assert spaced_top(z, score, 3, gap=5) == [12, 31, 50]  # 11 and 10 lie within 5 of 12
+    assert spaced_top(z, score, 3, gap=1) == [12, 11, 10]  # no spacing: simply the highest
+    assert spaced_top(z, score, 10, gap=25) == [12, 50]  # fewer than asked when the volume is short
 
 
 def test_only_slices_with_enough_lung_are_classified():
@@ -95,6 +106,9 @@ def test_diagnose_negative_patients_are_not_segmented_and_bad_input_is_one_line(
         assert d["positive"] is False and d["segmented_slices"] == 0 and d["infection_ml"] == 0.0
         assert len(d["slices"]) == d["classified_slices"] > 0 and d["classified_slices"] <= d["lung_slices"]
         assert all(0.0 <= s["score"] <= 1.0 for s in d["slices"])
+        shown, gap = d["montage_slices"], d["montage_min_gap"]  # the montage's slices: classified, kept apart
+        assert 0 < len(shown) <= 6 and set(shown) <= {s["slice"] for s in d["slices"]}
+        assert all(abs(a - b) >= gap for i, a in enumerate(shown) for b in shown[i + 1:])
         assert int(np.asarray(nib.load(folder / "infection_mask.nii.gz").dataobj).sum()) == 0
         assert Image.open(folder / "activation_montage.png").size[0] > 0
         report = json.loads((folder / "report.json").read_text())

@@ -38,6 +38,7 @@ from covseg.engines.fusion import fold_batchnorm
 from covseg.io.atomic import atomic_path, atomic_write_text
 from covseg.io.read import CTVolume
 from covseg.networks.classifier import covid_probability
+from covseg.reports.picks import spaced_top
 from covseg.transforms.crop import DEFAULT_MARGIN_MM, crop_to_box, lung_box, margin_px
 from covseg.transforms.intensity import window_hu
 from covseg.transforms.lung import lung_mask
@@ -166,9 +167,11 @@ def make_diagnose_prepare(scorer: SliceScorer, settings: DiagnosisSettings):
         kwargs["gate"] = gate
         item = prepare_volume(volume, predictor, out_dir, lung=lung, **kwargs)
         item.report.timing_s["classify"] = round(t_cls, 3)
-        order = np.argsort(-scores, kind="stable")[:settings.montage_slices]
-        top = montage_sources(volume, lung, item.result.infection, [(zs[i], crops[i], float(scores[i]))
-                                                                     for i in order])
+        gap = max(1, (zs[-1] - zs[0] + 1) // max(settings.montage_slices, 1)) if zs else 1
+        shown = spaced_top(zs, scores, settings.montage_slices, gap)
+        at = {z: i for i, z in enumerate(zs)}
+        top = montage_sources(volume, lung, item.result.infection, [(z, crops[at[z]], float(scores[at[z]]))
+                                                                     for z in shown])
         item.extras["diagnosis"] = {
             **decision,
             "segmented": bool(decision["positive"]),
@@ -176,6 +179,8 @@ def make_diagnose_prepare(scorer: SliceScorer, settings: DiagnosisSettings):
             "infection_ml": item.report.infection_ml,
             "lung_involvement_percent": item.report.lung_involvement_percent,
             "settings": asdict(settings),
+            "montage_slices": shown,
+            "montage_min_gap": gap,
             "slices": [{"slice": z, "score": round(float(s), 5)} for z, s in zip(zs, scores)],
         }
         item.extras["montage"] = (scorer, top)
@@ -205,12 +210,13 @@ def montage_sources(volume: CTVolume, lung: np.ndarray, infection: np.ndarray,
 
 def decision_line(name: str, diagnosis: dict, shown: int) -> str:
     """One line for the montage's head: ``<name>: NEGATIVE, 9 of 63 classified slices >= 0.50 (positive when more
-    than 31.5); the 6 highest-scoring slices``."""
+    than 31.5); the 6 highest-scoring slices at least 10 apart``."""
     d = diagnosis
     verdict = "POSITIVE" if d["positive"] else "NEGATIVE"
+    gap = int(d.get("montage_min_gap", 1))
     return (f"{name}: {verdict}, {d['positive_slices']} of {d['classified_slices']} classified slices "
             f">= {d['slice_threshold']:.2f} (positive when more than {d['patient_threshold_slices']:g}); "
-            f"the {shown} highest-scoring slices")
+            f"the {shown} highest-scoring slices" + (f" at least {gap} apart" if gap > 1 else ""))
 
 
 def activation_montage(scorer: SliceScorer, sources: Sequence[tuple], title: str | None = None) -> bytes:

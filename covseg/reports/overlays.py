@@ -32,6 +32,7 @@ from skimage.segmentation import find_boundaries  # noqa: E402
 from skimage.transform import resize  # noqa: E402
 
 from covseg.io.atomic import atomic_path, ensure_writable_dir  # noqa: E402
+from covseg.reports.picks import spaced_top  # noqa: E402
 
 __all__ = [
     "CLASS_COLOURS",
@@ -143,12 +144,7 @@ def pick_slices(infection: np.ndarray, lung: np.ndarray | None = None, n: int = 
         lo, hi = 0, nz - 1
     gap = max(1, (hi - lo + 1) // n)
     infected = np.nonzero(area)[0]
-    top: list[int] = []
-    for z in infected[np.argsort(-area[infected], kind="stable")]:
-        if len(top) == n // 2:
-            break
-        if all(abs(int(z) - t) >= gap for t in top):
-            top.append(int(z))
+    top = spaced_top(infected, area[infected], n // 2, gap)
     chosen = set(top)
     free = [z for z in range(lo, hi + 1) if z not in chosen] or [z for z in range(nz) if z not in chosen]
     for target in np.linspace(lo, hi, n - len(top)) if n > len(top) else []:
