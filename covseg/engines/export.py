@@ -31,6 +31,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,16 +86,21 @@ OutputWriter = Callable[[Path, VolumeOutputs], dict[str, str]]
 
 
 def write_outputs(folder: Path, item: VolumeOutputs, options: ExportOptions) -> dict[str, str]:
-    """Write every output of ``item`` except ``report.json`` into ``folder``; one call per output."""
-    files: dict[str, str] = {}
-    files |= write_masks(folder, item)
-    if options.save_prob:
-        files |= write_probability(folder, item)
-    if item.result.classes is not None:
-        files |= write_label_map(folder, item)
-    files |= write_slice_table(folder, item)
-    if options.figures:
-        files |= write_figures(folder, item, options.overlays)
+    """Write every output of ``item`` except ``report.json`` into ``folder``; one call per output.
+
+    The pictures are drawn in a second thread while this one compresses the NIfTI files (zlib releases the GIL),
+    so the two overlap on a multi-core machine; an error in either propagates once both have stopped."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="covseg-figures") as pool:
+        figures = pool.submit(write_figures, folder, item, options.overlays) if options.figures else None
+        files: dict[str, str] = {}
+        files |= write_masks(folder, item)
+        if options.save_prob:
+            files |= write_probability(folder, item)
+        if item.result.classes is not None:
+            files |= write_label_map(folder, item)
+        files |= write_slice_table(folder, item)
+        if figures is not None:
+            files |= figures.result()
     if options.dicom_seg or (options.dicom_seg is None and item.volume.source_files):
         files |= write_dicom_seg_file(folder, item)
     for writer in options.writers:
