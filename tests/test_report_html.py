@@ -101,3 +101,10 @@ def test_broken_page_is_caught(tmp_path, entries):
     assert "oops" in joined and "notDefinedAnywhere" in joined
     assert check.broken_images == ["beta"]
     assert check.sortable is None
+
+
+def test_the_model_line_spells_out_the_gate():
+    from covseg.reports.html import _model_line
+
+    line = _model_line({**MODEL, "gate": {"classifier": "jcs_classifier", "threshold": 0.1921}})
+    assert "gate (classifier jcs_classifier, threshold 0.1921)" in line and "{" not in line

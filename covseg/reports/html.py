@@ -215,8 +215,15 @@ def _model_line(model: dict) -> str:
     shown = {"name": model.get("name"), "version": model.get("version"), "precision": model.get("precision")}
     others = {k: v for k, v in model.items() if k not in shown}
     parts = [f"<b>{_e(k)}</b> {_e(v if v is not None else 'not recorded')}" for k, v in shown.items()]
-    parts += [f"{_e(k)} {_e(v)}" for k, v in others.items()]
+    parts += [f"{_e(k)} {_e(_plain(v))}" for k, v in others.items()]
     return "<p>Model: " + "; ".join(parts) + "</p>"
+
+
+def _plain(value: object) -> str:
+    """A report value as text; a nested record (e.g. the slice gate) as ``key value, key value``."""
+    if isinstance(value, dict):
+        return "(" + ", ".join(f"{k} {_plain(v)}" for k, v in value.items()) + ")"
+    return str(value)
 
 
 def _img(key: str, caption: str, entry: VolumeEntry) -> str:
