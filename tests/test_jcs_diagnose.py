@@ -230,3 +230,42 @@ def test_the_fast_scorer_gives_the_networks_scores_and_leaves_it_alone():
     np.testing.assert_allclose(got, want, atol=1e-4)
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())  # the activation maps' network
     assert fast.network is net and any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+
+
+def test_gate_scores_only_crops_it_does_not_know():
+    from covseg.engines.diagnose import ClassifierGate, crop_key
+
+    scored: list[int] = []
+
+    class MeanScorer:  # a stand-in classifier: the crop's mean is its score
+        bf16 = False
+
+        def __call__(self, crops):
+            scored.append(len(crops))
+            return np.asarray([float(np.mean(c)) for c in crops])
+
+    crops = [np.full((8, 9), v, np.float32) for v in (0.1, 0.4, 0.6, 0.9)]
+    plain = ClassifierGate(MeanScorer(), 0.5)(crops)
+    assert plain == [False, False, True, True] and scored == [4]
+    known = {crop_key(crops[0]): 0.1, crop_key(crops[2]): 0.6}
+    assert ClassifierGate(MeanScorer(), 0.5, known=known)(crops) == plain and scored == [4, 2]
+    assert ClassifierGate(MeanScorer(), 0.5, known=known)(crops[2:3]) == [True] and scored == [4, 2]  # no call
+    assert crop_key(crops[0]) != crop_key(crops[0].reshape(9, 8))  # same values, other shape: another crop
+
+
+def test_segment_gate_reuses_the_diagnosis_scores(ct_volumes_dir, classifier_bundle, tmp_path, monkeypatch):
+    calls: list[int] = []
+    score = SliceScorer.__call__
+
+    def counting(self, crops):
+        calls.append(len(crops))
+        return score(self, crops)
+
+    monkeypatch.setattr(SliceScorer, "__call__", counting)
+    out = tmp_path / "gated"
+    assert main(["diagnose", str(ct_volumes_dir / "chest-cip64" / "ct.nii.gz"), "--out", str(out), "--classifier",
+                 str(classifier_bundle), "--no-progress", "--patient-threshold", "-1", "--min-lung-fraction", "0",
+                 "--segment-gate", "0"]) == 0
+    d = json.loads((out / "ct" / "diagnosis.json").read_text())
+    assert d["classified_slices"] == d["lung_slices"] == d["segmented_slices"] > 0
+    assert sum(calls) == d["lung_slices"]  # every lung slice scored once: the gate reused the diagnosis' scores

@@ -10,7 +10,8 @@ Per volume (:func:`diagnose_prepare`, a drop-in for :func:`covseg.engines.batch.
    (:class:`SliceScorer`, :func:`classified_slices`); a slice is positive at ``score >= slice_threshold``;
 3. the patient is positive when the positive slices are more than ``patient_threshold`` (a fraction of the
    classified slices; the paper's count rule, Table IV, with the count scaled to the volume's slice number);
-4. positive patients are segmented (all lung slices, or with ``segment_gate`` only those scoring at least that);
+4. positive patients are segmented (all lung slices, or with ``segment_gate`` only those scoring at least that:
+   step 2's scores are reused, only the slices it left out are scored);
    negative patients are not (empty infection mask, lung mask still written);
 5. extra outputs in the volume's folder (:func:`write_diagnosis`): ``diagnosis.json`` (decision, counts,
    thresholds, infection volume, per-slice scores) and ``activation_montage.png`` (activation maps, Eq. 1-2, over
@@ -21,6 +22,7 @@ Per volume (:func:`diagnose_prepare`, a drop-in for :func:`covseg.engines.batch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -93,14 +95,23 @@ class SliceScorer:
         return np.asarray(scores, np.float64)
 
 
+def crop_key(crop: np.ndarray) -> tuple:
+    """A key naming a crop by its shape and content (the same slice cropped twice gets the same key)."""
+    a = np.ascontiguousarray(crop, np.float32)
+    return a.shape, hashlib.blake2b(a.tobytes(), digest_size=16).digest()
+
+
 class ClassifierGate:
     """A slice gate for :func:`covseg.engines.volume.infer_volume`: keep crops scoring ``>= threshold``.
 
-    ``name`` / ``version``: the classifier's, for the reports (:meth:`describe`)."""
+    ``name`` / ``version``: the classifier's, for the reports (:meth:`describe`). ``known``: scores already
+    computed, by :func:`crop_key` (the joint diagnosis scored its slices before segmenting): only other crops are
+    scored again."""
 
     def __init__(self, scorer: SliceScorer, threshold: float, name: str | None = None,
-                 version: str | None = None) -> None:
+                 version: str | None = None, known: dict[tuple, float] | None = None) -> None:
         self.scorer, self.threshold, self.name, self.version = scorer, float(threshold), name, version
+        self.known = dict(known or {})
 
     def describe(self) -> dict:
         """What report.json records under ``model.gate``."""
@@ -108,7 +119,10 @@ class ClassifierGate:
                 "precision": "bf16" if self.scorer.bf16 else "fp32"}
 
     def __call__(self, crops: Sequence[np.ndarray]) -> list[bool]:
-        return [bool(s >= self.threshold) for s in self.scorer(crops)]
+        keys = [crop_key(c) for c in crops] if self.known else [None] * len(crops)
+        todo = [i for i, k in enumerate(keys) if k not in self.known]
+        fresh = dict(zip(todo, self.scorer([crops[i] for i in todo]))) if todo else {}
+        return [bool((fresh[i] if i in fresh else self.known[k]) >= self.threshold) for i, k in enumerate(keys)]
 
 
 def lung_crops(volume: CTVolume, lung: np.ndarray,
@@ -161,7 +175,8 @@ def make_diagnose_prepare(scorer: SliceScorer, settings: DiagnosisSettings):
         if not decision["positive"]:
             gate = _skip_all
         elif settings.segment_gate is not None:
-            gate = ClassifierGate(scorer, settings.segment_gate)
+            gate = ClassifierGate(scorer, settings.segment_gate,
+                                  known={crop_key(c): float(v) for c, v in zip(crops, scores)})
         else:
             gate = None
         kwargs["gate"] = gate
