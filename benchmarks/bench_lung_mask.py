@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     shape = tuple(args.shape)
     spacing = tuple(args.spacing)
 
-    from covseg.transforms.lung import _working_factors, lung_mask
+    from covseg.transforms.lung import lung_mask
+    from covseg.transforms.lung_grid import working_factors
 
     start = time.perf_counter()
     try:
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         source = "built-in simple chest"
     made = time.perf_counter() - start
     print(f"volume {shape} (z, y, x) {hu.dtype} at {spacing} mm from {source}, generated in {made:.2f} s")
-    f = _working_factors(hu.shape, spacing)
+    f = working_factors(hu.shape, spacing)
     print(f"working grid: blocks {f} (z, y, x) -> {tuple(-(-n // k) for n, k in zip(hu.shape, f))}")
 
     times = []
