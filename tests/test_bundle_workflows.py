@@ -30,7 +30,8 @@ def _assert_complete(workflow) -> None:
 
 
 def test_inference_config_is_a_monai_infer_workflow(tmp_path):
-    from covseg.engines.batch import VolumeBatchInference, VolumeDataset, VolumePreprocessing
+    from covseg.engines.batch import VolumeDataset, VolumePreprocessing
+    from covseg.engines.evaluator import VolumeBatchInference
     from covseg.engines.predictor import SlicePredictor
     from covseg.engines.volume import InfectionPostprocessing
 

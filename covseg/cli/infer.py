@@ -1,5 +1,5 @@
 """``covseg infer``: segment lungs and infection in CT volumes, thin over the bundle's inference workflow
-(:class:`covseg.engines.batch.VolumeBatchInference`, built from ``inference.yaml`` by MONAI's ``ConfigParser``)."""
+(:class:`covseg.engines.evaluator.VolumeBatchInference`, built from ``inference.yaml`` by MONAI's ``ConfigParser``)."""
 
 from __future__ import annotations
 
@@ -121,7 +121,7 @@ def run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels
         return config_error(exc)
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         found.prefetch(0, process=True)  # read + lung-mask the first volume while torch, MONAI and the model load
-    from covseg.engines.batch import inference_config
+    from covseg.engines.evaluator import inference_config
     from covseg.engines.interrupts import BatchInterrupted
     from covseg.networks.loading import DEFAULT_BUNDLE
 

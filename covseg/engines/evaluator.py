@@ -1,0 +1,119 @@
+"""The inference workflow's ``evaluator``: every volume of a dataset through :func:`covseg.engines.batch.run_batch`,
+then the batch summary; and the bundle config it is built from (:func:`inference_config`,
+:func:`evaluator_from_config`), as ``python -m monai.bundle run inference`` and ``covseg infer`` build it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from covseg.engines.batch import predictor_info, run_batch
+from covseg.engines.dataset import VolumeDataset, check_folders
+from covseg.engines.export import ExportOptions
+from covseg.engines.interrupts import BatchInterrupted
+from covseg.engines.predictor import SlicePredictor
+from covseg.engines.volume import Gate, Handler, InfectionPostprocessing, Progress
+from covseg.io.discover import VolumeSource
+from covseg.reports.batch import VolumeResult
+
+__all__ = ["VolumeBatchInference", "evaluator_from_config", "inference_config"]
+
+
+class VolumeBatchInference:
+    """The inference workflow's ``evaluator``: :func:`run_batch` over a :class:`VolumeDataset` with an
+    ``inferer`` (:class:`SlicePredictor`) and ``postprocessing``, then ``summary.json``/``summary.csv``.
+
+    Under ``torchrun`` each rank takes a share of the volumes and rank 0 writes the combined summary
+    (:mod:`covseg.engines.distributed`). ``on_start``, ``on_result``, ``progress`` and ``handlers`` may be set
+    before :meth:`run` (the CLI's progress bar). After :meth:`run`, ``results``, ``is_main`` and ``seconds`` hold
+    the outcome.
+    """
+
+    def __init__(self, dataset: VolumeDataset, inferer: SlicePredictor, output_dir: str | Path, *,
+                 labels_dir: str | Path | None = None, postprocessing: InfectionPostprocessing | None = None,
+                 export: ExportOptions | None = None, model_info: dict | None = None, gate: Gate | None = None,
+                 handlers: Sequence[Handler] = (), meta: dict | None = None, summary: bool = True) -> None:
+        self.dataset, self.inferer, self.output_dir = dataset, inferer, Path(output_dir)
+        self.labels_dir = labels_dir
+        self.postprocessing = postprocessing if postprocessing is not None else InfectionPostprocessing()
+        self.export = export if export is not None else ExportOptions()
+        self.model_info = {**(model_info or {}), **predictor_info(inferer)}
+        if gate is not None and hasattr(gate, "describe"):  # e.g. covseg infer --gate: which classifier, threshold
+            self.model_info["gate"] = gate.describe()
+        self.gate, self.handlers, self.meta, self.summary = gate, list(handlers), dict(meta or {}), summary
+        self.on_start: Callable[[VolumeSource], None] | None = None
+        self.on_result: Callable[[VolumeResult], None] | None = None
+        self.progress: Progress | None = None
+        self.results: list[VolumeResult] = []
+        self.is_main = True
+        self.processes = 1
+        self.seconds = 0.0
+
+    def run(self) -> list[VolumeResult]:
+        """Process this process's share of the dataset; on the main process, write the summary; return all results.
+
+        Ctrl-C / SIGTERM: each process merges the volumes it finished into the summary (``"interrupted": true``),
+        then :class:`BatchInterrupted` propagates.
+        """
+        from covseg.engines.distributed import shard_from_env
+
+        t0 = time.perf_counter()
+        check_folders(self.output_dir, self.labels_dir)
+        shard = shard_from_env()
+        self.is_main, self.processes = shard.is_main, shard.world
+        mine = (self.dataset if shard.world == 1
+                else VolumeDataset(shard.take(self.dataset.data), self.dataset.transform))
+        try:
+            results = run_batch(mine, self.output_dir, self.inferer, self.labels_dir, gate=self.gate,
+                                handlers=self.handlers, on_start=self.on_start, on_result=self.on_result,
+                                export=self.export, postprocessing=self.postprocessing, progress=self.progress,
+                                model_info=self.model_info)
+        except BatchInterrupted as stop:
+            self.results, self.seconds = stop.results, time.perf_counter() - t0
+            if self.summary:
+                with contextlib.suppress(KeyboardInterrupt):
+                    self.write_summary(interrupted=True)
+            raise
+        try:
+            self.results = shard.gather(results, len(self.dataset.data))
+            self.seconds = time.perf_counter() - t0
+            if shard.is_main and self.summary:
+                self.write_summary()
+        finally:
+            shard.close()
+        return self.results
+
+    def write_summary(self, interrupted: bool = False) -> None:
+        """``summary.json`` / ``summary.csv`` (merged with earlier runs' into the same folder) and, unless
+        ``interrupted``, ``report.html``, for :attr:`results`."""
+        from covseg.reports.batch import write_batch_report
+
+        meta = {"command": "covseg infer", "out": str(self.output_dir), **self.meta, "model": self.model_info,
+                "labels": None if self.labels_dir is None else str(self.labels_dir),
+                "seconds": round(self.seconds, 3), "processes": self.processes}
+        if interrupted:
+            write_batch_report(self.results, self.output_dir, {**meta, "interrupted": True})
+            return
+        from covseg.reports.html import write_html_report
+
+        write_batch_report(self.results, self.output_dir, meta)
+        write_html_report(self.output_dir, meta)
+
+def inference_config(config_file: str | Path, overrides: dict | None = None):
+    """A ``monai.bundle.ConfigParser`` of a bundle's inference config with ``overrides`` (id -> value; values may
+    be objects): :func:`evaluator_from_config` and the CLI build their objects from it."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(config_file))
+    parser.update(overrides or {})
+    return parser
+
+
+def evaluator_from_config(config_file: str | Path, overrides: dict | None = None) -> VolumeBatchInference:
+    """The ``evaluator`` of a bundle's inference config (with ``overrides``), exactly as
+    ``python -m monai.bundle run inference`` builds it."""
+    return inference_config(config_file, overrides).get_parsed_content("evaluator")
