@@ -53,15 +53,15 @@ def test_decision_rule_counts_slices_above_the_fraction():
 
 
 def test_montage_title_states_the_decision():
-    from covseg.engines.diagnose import decision_line
+    from covseg.reports.diagnosis import montage_title
 
     s = DiagnosisSettings(slice_threshold=0.5, patient_threshold=0.5)
     d = {**decide([0.9, 0.8, 0.1, 0.2], s), "settings": {}}
-    assert decision_line("ct", d, 2) == ("ct: NEGATIVE, 2 of 4 classified slices >= 0.50 (positive when more than 2); "
-                                         "the 2 highest-scoring slices")
+    assert montage_title("ct", d, 2) == ("ct: NEGATIVE, 2 of 4 classified slices >= 0.50 (positive when more than 2); "
+                                          "the 2 highest-scoring slices")
     d = {**decide([0.9, 0.8, 0.7, 0.2], s), "settings": {}, "montage_min_gap": 10}
-    assert decision_line("ct", d, 4).startswith("ct: POSITIVE, 3 of 4 classified")
-    assert decision_line("ct", d, 4).endswith("the 4 highest-scoring slices at least 10 apart")
+    assert montage_title("ct", d, 4).startswith("ct: POSITIVE, 3 of 4 classified")
+    assert montage_title("ct", d, 4).endswith("the 4 highest-scoring slices at least 10 apart")
 
 
 def test_spaced_top_keeps_the_strongest_slice_of_each_part():
@@ -113,6 +113,12 @@ def test_diagnose_negative_patients_are_not_segmented_and_bad_input_is_one_line(
         assert Image.open(folder / "activation_montage.png").size[0] > 0
         report = json.loads((folder / "report.json").read_text())
         assert report["predicted_slices"] == 0 and report["outputs"]["diagnosis"] == "diagnosis.json"
+        assert report["model"]["classifier"]["name"] == "jcs_classifier"  # the report names both models
+        assert not (folder / "montage.png").exists()  # nothing segmented, no infection pictures
+    page = (out / "report.html").read_text()  # each decision and activation montage; no infection pictures
+    assert page.count('data-diagnosis="negative"') == 2 and page.count('data-kind="activation_montage"') == 2
+    assert 'id="col-diagnosis"' in page and 'data-kind="montage"' not in page and "Not segmented" in page
+    assert "broken.nii.gz" in page  # the failed input keeps its row
 
 
 def test_diagnose_positive_patients_are_segmented(ct_volumes_dir, classifier_bundle, tmp_path, capsys):
@@ -124,6 +130,13 @@ def test_diagnose_positive_patients_are_segmented(ct_volumes_dir, classifier_bun
     for folder in folders:
         d = json.loads((folder / "diagnosis.json").read_text())
         assert d["positive"] is True and d["segmented_slices"] == d["lung_slices"]
+        assert all((folder / f).is_file() for f in ("montage.png", "reformats.png", "infection_curve.png"))
+    page = (out / "report.html").read_text()
+    assert page.count('data-diagnosis="positive"') == 2 and page.count('data-kind="montage"') == 2
+    again = tmp_path / "no-figures"
+    _diagnose(ct_volumes_dir, classifier_bundle, again, "--patient-threshold", "-1", "--no-figures")
+    assert not any((f / "montage.png").exists() for f in again.iterdir() if f.is_dir())
+    assert all((f / "activation_montage.png").is_file() for f in again.iterdir() if f.is_dir())
 
 
 def test_infer_gate_skips_slices_below_the_threshold(ct_volumes_dir, classifier_bundle, tmp_path):

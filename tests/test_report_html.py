@@ -108,3 +108,22 @@ def test_the_model_line_spells_out_the_gate():
 
     line = _model_line({**MODEL, "gate": {"classifier": "jcs_classifier", "threshold": 0.1921}})
     assert "gate (classifier jcs_classifier, threshold 0.1921)" in line and "{" not in line
+
+
+def test_a_diagnosis_adds_its_column_decision_and_activation_montage(tmp_path, entries):
+    d = {"positive": False, "positive_slices": 9, "classified_slices": 63, "lung_slices": 69,
+         "patient_threshold_slices": 31.5, "infection_ml": 0.0, "lung_involvement_percent": 0.0, "segmented": False}
+    diagnosed = [VolumeEntry(e.name, e.status, e.source, e.error, e.report,
+                             {"activation_montage": e.images["curve"]} if e.report else {},
+                             {**d, "positive": i == 1, "segmented": i == 1} if e.report else None)
+                 for i, e in enumerate(entries)]
+    text = render_report(diagnosed, {"command": "covseg diagnose"})
+    assert 'id="col-diagnosis"' in text and "negative, 9 / 63 slices" in text
+    assert "negative (9 of 63 classified lung slices positive, threshold &gt; 31.5; 6 end slices" in text
+    assert text.count('data-kind="activation_montage"') == 2 and text.count("Not segmented") == 1
+    assert text.count('data-missing="montage"') == 1  # the positive one was segmented: its pictures are expected
+    assert 'id="col-diagnosis"' not in render_report(entries, {})  # covseg infer's page keeps its columns
+    page = tmp_path / "diagnose.html"
+    page.write_text(text, encoding="utf-8")
+    check = open_page(page, tmp_path / "browser")
+    assert check.problems == [] and check.sortable == "ready" and check.rows == [e.name for e in entries]

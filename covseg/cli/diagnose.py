@@ -20,7 +20,8 @@ _EPILOG = """\
 outputs per volume in DIR/<name>/: diagnosis.json (decision, positive-slice count, thresholds, per-slice
 P(COVID-19), infection volume), activation_montage.png (activation maps over the strongest slices),
 infection_mask.nii.gz (empty for negative patients: they are not segmented), lung_mask.nii.gz, report.json,
-slices.csv; DIR/summary.json and summary.csv for the batch.
+slices.csv, and for positive patients the infection pictures (montage.png, reformats.png, infection_curve.png);
+DIR/summary.json, summary.csv and report.html (every volume's decision, activation montage and pictures).
 
 examples:
   covseg diagnose scan.nii.gz --out results/
@@ -49,6 +50,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "bundle's, 0.25; 0: every lung slice)")
     p.add_argument("--segment-gate", type=float, metavar="P",
                    help="segment only the slices of positive patients with P(COVID-19) >= P (default: all)")
+    p.add_argument("--no-figures", action="store_true",
+                   help="no infection pictures for positive patients (the activation montage is always written)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="slices per forward pass (default 8)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
@@ -60,13 +63,20 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from covseg.engines.batch import check_folders, run_batch
-    from covseg.engines.diagnose import DiagnosisSettings, SliceScorer, make_diagnose_prepare, write_diagnosis
+    from covseg.engines.diagnose import (
+        DiagnosisSettings,
+        SliceScorer,
+        make_diagnose_prepare,
+        write_diagnosis,
+        write_positive_figures,
+    )
     from covseg.engines.export import ExportOptions
     from covseg.engines.interrupts import BatchInterrupted
     from covseg.io.discover import find_volumes
     from covseg.io.errors import CovsegInputError
     from covseg.networks.loading import load_bundle, load_model
     from covseg.reports.batch import format_console_table, write_batch_report
+    from covseg.reports.html import write_html_report
 
     out = Path(args.out)
     if args.batch_size < 1:
@@ -101,13 +111,17 @@ def run(args: argparse.Namespace) -> int:
         segment_gate=args.segment_gate,
         min_lung_fraction=float(args.min_lung_fraction if args.min_lung_fraction is not None
                                 else meta.get("min_lung_fraction", DiagnosisSettings.min_lung_fraction)))
+    writers = (write_diagnosis,) if args.no_figures else (write_diagnosis, write_positive_figures)
     scorer = SliceScorer(classifier.network, classifier.image_size, args.device, args.batch_size, bf16="auto")
+    classifier_info = {"name": classifier.name, "version": classifier.meta.get("version"),
+                       "image_size": classifier.image_size, "precision": "bf16" if scorer.bf16 else "fp32"}
     sources = find_volumes(list(args.inputs))
     bar = VolumeProgress(len(sources), args.no_progress, desc="covseg diagnose")
     t0 = time.perf_counter()
     try:
         results = run_batch(sources, out, segmenter, device=args.device, batch_size=args.batch_size,
-                            on_result=bar.on_result, export=ExportOptions(writers=(write_diagnosis,)),
+                            on_result=bar.on_result, export=ExportOptions(writers=writers),
+                            model_info={"classifier": classifier_info},
                             prepare=make_diagnose_prepare(scorer, settings))
     except CovsegInputError as exc:
         error(str(exc))
@@ -127,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
                 "seconds": round(time.perf_counter() - t0, 3)}
     try:
         write_batch_report(results, out, run_meta)
+        write_html_report(out, run_meta)
     except CovsegInputError as exc:
         error(str(exc))
         return EXIT_USAGE
@@ -136,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
         if r.ok:
             print(_decision_line(Path(r.out_dir)))
     n_failed = sum(not r.ok for r in results)
-    print(f"\n{len(results) - n_failed} of {len(results)} volume(s) diagnosed; outputs in {out}/")
+    print(f"\n{len(results) - n_failed} of {len(results)} volume(s) diagnosed; outputs in {out}/ (summary.json, "
+          "summary.csv, report.html)")
     if not results:
         error("no input volume")
         return EXIT_FAILED
@@ -158,11 +174,7 @@ def load_gate(bundle: str, threshold: float | None = None, device: str = "cpu"):
 def _decision_line(folder: Path) -> str:
     import json
 
+    from covseg.reports.diagnosis import decision_summary
+
     d = json.loads((folder / "diagnosis.json").read_text())
-    verdict = "POSITIVE" if d["positive"] else "negative"
-    skipped = d["lung_slices"] - d["classified_slices"]
-    ends = f"; {skipped} end slices with little lung not classified" if skipped else ""
-    return (f"{d['name']}: {verdict} ({d['positive_slices']} of {d['classified_slices']} "
-            f"classified lung slices positive, threshold > {d['patient_threshold_slices']}{ends}); "
-            f"infection {d['infection_ml']:.1f} mL "
-            f"({d['lung_involvement_percent']:.2f} % of lung)")
+    return f"{d['name']}: {decision_summary(d)}"

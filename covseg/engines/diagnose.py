@@ -15,7 +15,7 @@ Per volume (:func:`diagnose_prepare`, a drop-in for :func:`covseg.engines.batch.
    negative patients are not (empty infection mask, lung mask still written);
 5. extra outputs in the volume's folder (:func:`write_diagnosis`): ``diagnosis.json`` (decision, counts,
    thresholds, infection volume, per-slice scores) and ``activation_montage.png`` (activation maps, Eq. 1-2, over
-   the strongest slices).
+   the strongest slices); for a segmented patient the infection pictures too (:func:`write_positive_figures`).
 
 :class:`ClassifierGate` is the same classifier as a gate for ``covseg infer --gate`` (infer_volume's gate hook).
 """
@@ -35,11 +35,12 @@ import torch.nn.functional as F
 from covseg.engines.activation import slice_activation
 from covseg.engines.batch import prepare_volume
 from covseg.engines.cpu import autocast_context, resolve_bf16
-from covseg.engines.export import VolumeOutputs
+from covseg.engines.export import VolumeOutputs, write_figures
 from covseg.engines.fusion import fold_batchnorm
 from covseg.io.atomic import atomic_path, atomic_write_text
 from covseg.io.read import CTVolume
 from covseg.networks.classifier import covid_probability
+from covseg.reports.diagnosis import montage_title
 from covseg.reports.picks import spaced_top
 from covseg.transforms.crop import DEFAULT_MARGIN_MM, crop_to_box, lung_box, margin_px
 from covseg.transforms.intensity import window_hu
@@ -223,17 +224,6 @@ def montage_sources(volume: CTVolume, lung: np.ndarray, infection: np.ndarray,
     return sources
 
 
-def decision_line(name: str, diagnosis: dict, shown: int) -> str:
-    """One line for the montage's head: ``<name>: NEGATIVE, 9 of 63 classified slices >= 0.50 (positive when more
-    than 31.5); the 6 highest-scoring slices at least 10 apart``."""
-    d = diagnosis
-    verdict = "POSITIVE" if d["positive"] else "NEGATIVE"
-    gap = int(d.get("montage_min_gap", 1))
-    return (f"{name}: {verdict}, {d['positive_slices']} of {d['classified_slices']} classified slices "
-            f">= {d['slice_threshold']:.2f} (positive when more than {d['patient_threshold_slices']:g}); "
-            f"the {shown} highest-scoring slices" + (f" at least {gap} apart" if gap > 1 else ""))
-
-
 def activation_montage(scorer: SliceScorer, sources: Sequence[tuple], title: str | None = None) -> bytes:
     """PNG bytes of the montage: each source's activation map (Eq. 1-2, on the crop the classifier scored) placed
     over its crop in the view, beside the segmentation's contour, under ``title``."""
@@ -259,8 +249,16 @@ def write_diagnosis(folder: Path, item: VolumeOutputs) -> dict[str, str]:
     montage = item.extras.get("montage")
     if montage is not None:
         scorer, sources = montage
-        data = activation_montage(scorer, sources, decision_line(item.report.name, diagnosis, len(sources)))
+        data = activation_montage(scorer, sources, montage_title(item.report.name, diagnosis, len(sources)))
         with atomic_path(folder / MONTAGE_FILE) as tmp:
             Path(tmp).write_bytes(data)
         files["activation_montage"] = MONTAGE_FILE
     return files
+
+
+def write_positive_figures(folder: Path, item: VolumeOutputs) -> dict[str, str]:
+    """Extra writer: the infection pictures (:func:`covseg.engines.export.write_figures`) of a segmented patient;
+    nothing for a negative one, whose infection mask is empty."""
+    if not (item.extras.get("diagnosis") or {}).get("segmented"):
+        return {}
+    return write_figures(folder, item)

@@ -3,7 +3,9 @@
 A table of the volumes (lung and infection volumes, % of lung involved, severity score, infected slices;
 sortable by clicking a column header) whose names link to one section per volume: axial montage, coronal and
 sagittal reformats, infection-per-slice curve, lung and infection volumes per lung, the severity table with
-its rule, the model (name, version, precision), warnings and, with a reference label, the scores. A failed
+its rule, the model (name, version, precision), warnings and, with a reference label, the scores. A volume of
+``covseg diagnose`` adds its decision (a sortable column, by the share of positive slices) and the classifier's
+activation montage; a negative patient, not segmented, shows no infection pictures. A failed
 volume keeps its row with the one-line error. A Content-Security-Policy meta tag forbids every fetch, so the
 page cannot reach the network even if a value were to hold a URL.
 """
@@ -19,12 +21,15 @@ from pathlib import Path
 
 from covseg.io.atomic import atomic_write_text
 from covseg.io.outlock import output_lock
+from covseg.reports.diagnosis import decision_summary, positive_fraction
 
-__all__ = ["IMAGES", "VolumeEntry", "entries_from_summary", "render_report", "write_html_report"]
+__all__ = ["ACTIVATION_IMAGE", "IMAGES", "VolumeEntry", "entries_from_summary", "render_report", "write_html_report"]
 
 IMAGES = (("montage", "Axial slices, lung window"), ("reformats", "Coronal and sagittal reformats"),
           ("curve", "Infection per slice"))
 """Keys of a volume's pictures (as in ``report.outputs``) and their captions, in page order."""
+ACTIVATION_IMAGE = ("activation_montage", "Activation maps of the classifier over its strongest slices (JCS Eq. 1-2)")
+"""The picture ``covseg diagnose`` adds (key, caption)."""
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
        "base-uri 'none'; form-action 'none'")
 
@@ -86,6 +91,8 @@ _COLUMNS = (  # key, header, type (num/text), tooltip
     ("severity", "Severity (0-30)", "num", "sum of the 6 zone scores (see each volume)"),
     ("slices", "Infected / lung slices", "num", ""),
 )
+_DIAGNOSIS_COLUMN = ("diagnosis", "Diagnosis", "num", "covseg diagnose: the patient decision, sorted by the share of "
+                                                      "positive slices")
 
 
 @dataclass
@@ -99,6 +106,8 @@ class VolumeEntry:
     error: str | None = None
     report: dict | None = None
     images: dict[str, bytes] = field(default_factory=dict)
+    diagnosis: dict | None = None
+    """The volume's ``diagnosis.json`` (``covseg diagnose``), else ``None``."""
 
 
 def entries_from_summary(summary: dict, out_dir: str | Path) -> list[VolumeEntry]:
@@ -114,14 +123,22 @@ def entries_from_summary(summary: dict, out_dir: str | Path) -> list[VolumeEntry
         folder = Path(out_dir) / name
         if v.get("out_dir") and Path(v["out_dir"]).is_dir():  # the folder the volume went to (may be tagged)
             folder = Path(v["out_dir"])
+        outputs = v.get("outputs") or {}
         images = {}
-        for key, _ in IMAGES:
-            rel = (v.get("outputs") or {}).get(key)
-            path = folder / rel if rel else None
+        for key, _ in (*IMAGES, ACTIVATION_IMAGE):
+            path = folder / outputs[key] if outputs.get(key) else None
             if path is not None and path.is_file():
                 images[key] = path.read_bytes()
-        entries.append(VolumeEntry(name, "ok", str(v.get("source", "")), None, v, images))
+        entries.append(VolumeEntry(name, "ok", str(v.get("source", "")), None, v, images,
+                                   _read_json(folder / outputs["diagnosis"]) if outputs.get("diagnosis") else None))
     return entries
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def _e(value: object) -> str:
@@ -137,17 +154,34 @@ def _lung_percent(rep: dict, side: str) -> float | None:
     return 100.0 * (rep.get(f"{side}_infection_ml") or 0.0) / lung if lung else None
 
 
-def _cells(i: int, entry: VolumeEntry) -> list[tuple[str, str]]:
+def _columns(entries: Sequence[VolumeEntry]) -> tuple[tuple[str, str, str, str], ...]:
+    """The table's columns: with a diagnosis column after the status when some volume has one."""
+    if not any(e.diagnosis for e in entries):
+        return _COLUMNS
+    return (*_COLUMNS[:2], _DIAGNOSIS_COLUMN, *_COLUMNS[2:])
+
+
+def _diagnosis_cell(d: dict | None) -> tuple[str, str]:
+    if not d:
+        return "-", ""
+    verdict = "POSITIVE" if d.get("positive") else "negative"
+    return (f"{verdict}, {d.get('positive_slices')} / {d.get('classified_slices')} slices",
+            f"{positive_fraction(d):.6f}")
+
+
+def _cells(i: int, entry: VolumeEntry, with_diagnosis: bool = False) -> list[tuple[str, str]]:
     """(display html, sort value) per column."""
     link = f'<a href="#vol-{i}">{_e(entry.name)}</a>'
     rep = entry.report
     if rep is None:
-        return [(link, entry.name), ('<span class="err">failed</span>', "failed")] + [("-", "")] * (len(_COLUMNS) - 2)
+        n_rest = len(_COLUMNS) - 2 + int(with_diagnosis)
+        return [(link, entry.name), ('<span class="err">failed</span>', "failed")] + [("-", "")] * n_rest
     sev = rep.get("severity") or {}
     right, left = _lung_percent(rep, "right"), _lung_percent(rep, "left")
     total = sev.get("total_score")
+    diagnosis = [_diagnosis_cell(entry.diagnosis)] if with_diagnosis else []
     return [
-        (link, entry.name), (_e(entry.status), entry.status),
+        (link, entry.name), (_e(entry.status), entry.status), *diagnosis,
         (_num(rep.get("lung_ml")), str(rep.get("lung_ml", ""))),
         (_num(rep.get("infection_ml")), str(rep.get("infection_ml", ""))),
         (_num(rep.get("lung_involvement_percent"), 2), str(rep.get("lung_involvement_percent", ""))),
@@ -159,13 +193,15 @@ def _cells(i: int, entry: VolumeEntry) -> list[tuple[str, str]]:
 
 
 def _table(entries: Sequence[VolumeEntry]) -> str:
+    columns = _columns(entries)
     head = "".join(
         f'<th id="col-{key}" class="{"t" if kind == "text" else ""}" data-type="{kind}" title="{_e(tip)}">'
-        f"{_e(label)}</th>" for key, label, kind, tip in _COLUMNS)
+        f"{_e(label)}</th>" for key, label, kind, tip in columns)
     rows = []
     for i, entry in enumerate(entries):
         cells = "".join(f'<td class="{"t" if kind == "text" else ""}" data-value="{_e(value)}">{shown}</td>'
-                        for (shown, value), (_, _, kind, _) in zip(_cells(i, entry), _COLUMNS))
+                        for (shown, value), (_, _, kind, _) in zip(_cells(i, entry, len(columns) > len(_COLUMNS)),
+                                                                   columns))
         cls = ' class="failed"' if entry.report is None else ""
         rows.append(f'<tr id="row-{i}" data-volume="{_e(entry.name)}"{cls}>{cells}</tr>')
     return (f'<table id="volumes"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
@@ -242,13 +278,28 @@ def _section(i: int, entry: VolumeEntry) -> str:
         return f'<section data-volume="{_e(entry.name)}">{title}<p class="err">{_e(entry.error)}</p></section>'
     parts = [title, _model_line(rep.get("model") or {})]
     parts += [f'<p class="err">warning: {_e(w)}</p>' for w in rep.get("warnings", [])]
-    parts += [_img(key, caption, entry) for key, caption in IMAGES]
+    d = entry.diagnosis
+    if d:
+        parts += [f'<p data-diagnosis="{"positive" if d.get("positive") else "negative"}"><b>Diagnosis.</b> '
+                  f"{_e(_diagnosis_text(d))}</p>", _img(*ACTIVATION_IMAGE, entry)]
+    if d and not d.get("segmented", True):
+        parts += ['<p class="note">Not segmented: the classifier found the patient negative, so the infection mask '
+                  "is empty and no infection pictures were drawn.</p>"]
+    else:
+        parts += [_img(key, caption, entry) for key, caption in IMAGES]
     parts += ["<h3>Lung and infection volumes</h3>", _volumes_table(rep)]
     parts += ["<h3>Severity score</h3>", _severity_table(rep.get("severity"))]
     if rep.get("metrics"):
         parts += ["<h3>Scores against the label</h3>",
                   _kv_table([(k, _num(v, 4)) for k, v in rep["metrics"].items()], ("metric", "value"))]
     return f'<section data-volume="{_e(entry.name)}">{"".join(parts)}</section>'
+
+
+def _diagnosis_text(d: dict) -> str:
+    try:
+        return decision_summary(d)
+    except (KeyError, TypeError, ValueError):  # a diagnosis.json of another version: say what it holds
+        return "positive" if d.get("positive") else "negative"
 
 
 def render_report(entries: Sequence[VolumeEntry], meta: dict | None = None) -> str:

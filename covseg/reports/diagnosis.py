@@ -1,0 +1,33 @@
+"""Words for a joint diagnosis (the ``diagnosis.json`` of ``covseg diagnose``): the decision in one line for the
+console and report.html (:func:`decision_summary`), and the activation montage's title (:func:`montage_title`)."""
+
+from __future__ import annotations
+
+__all__ = ["decision_summary", "montage_title", "positive_fraction"]
+
+
+def decision_summary(d: dict) -> str:
+    """``POSITIVE (40 of 63 classified lung slices positive, threshold > 31.5; 6 end slices with little lung not
+    classified); infection 12.3 mL (1.05 % of lung)``."""
+    verdict = "POSITIVE" if d["positive"] else "negative"
+    skipped = int(d["lung_slices"]) - int(d["classified_slices"])
+    ends = f"; {skipped} end slices with little lung not classified" if skipped else ""
+    return (f"{verdict} ({d['positive_slices']} of {d['classified_slices']} classified lung slices positive, "
+            f"threshold > {d['patient_threshold_slices']}{ends}); infection {d['infection_ml']:.1f} mL "
+            f"({d['lung_involvement_percent']:.2f} % of lung)")
+
+
+def montage_title(name: str, d: dict, shown: int) -> str:
+    """One line for the montage's head: ``<name>: NEGATIVE, 9 of 63 classified slices >= 0.50 (positive when more
+    than 31.5); the 6 highest-scoring slices at least 10 apart``."""
+    verdict = "POSITIVE" if d["positive"] else "NEGATIVE"
+    gap = int(d.get("montage_min_gap", 1))
+    return (f"{name}: {verdict}, {d['positive_slices']} of {d['classified_slices']} classified slices "
+            f">= {d['slice_threshold']:.2f} (positive when more than {d['patient_threshold_slices']:g}); "
+            f"the {shown} highest-scoring slices" + (f" at least {gap} apart" if gap > 1 else ""))
+
+
+def positive_fraction(d: dict) -> float:
+    """Positive slices / classified slices (0 when none was classified)."""
+    n = int(d.get("classified_slices") or 0)
+    return int(d.get("positive_slices") or 0) / n if n else 0.0
