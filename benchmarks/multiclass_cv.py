@@ -143,6 +143,36 @@ def bias_scan(pairs: list[tuple], biases: list[float], cls: int = 2, merge_below
     return label_dice_table(pairs, column, {f"{b:+.2f}": shifted(b) for b in biases})
 
 
+def ensemble_pairs(members: list[list[tuple]]) -> list[tuple]:
+    """Each held-out slice's class probabilities averaged over ``members`` (the heads' pairs of the same slices in
+    the same order), as log-probabilities (the same argmax and merge as averaged probabilities)."""
+    import torch
+
+    out = []
+    for group in zip(*members):
+        masks = [mask for _, mask in group]
+        if any(not torch.equal(masks[0], m) for m in masks[1:]):
+            raise SystemExit("ensemble members hold out different slices: train them with the same --split_seed")
+        probs = torch.stack([torch.softmax(logit, 0) for logit, _ in group]).mean(0)
+        out.append((torch.log(probs.clamp_min(1e-12)), masks[0]))
+    return out
+
+
+def ensemble_scan(member_pairs: dict[str, list[tuple]], merge_below: float) -> list[str]:
+    """Label Dice of the first head alone, then of the average of the first k heads, k = 2 .. all."""
+    from covseg.transforms.class_merge import merge_small_class
+
+    names = list(member_pairs)
+    rows = {" + ".join(names[:k]): ensemble_pairs([member_pairs[n] for n in names[:k]]) for k in
+            range(1, len(names) + 1)}
+    table: list[str] = []
+    for label, pairs in rows.items():
+        part = label_dice_table(pairs, f"heads averaged (merge_below {merge_below:g})",
+                                {label: lambda logits: merge_small_class(logits, 2, 1, merge_below)})
+        table += part if not table else part[2:]
+    return table
+
+
 def merge_scan(pairs: list[tuple], fractions: list[float]) -> list[str]:
     """Label Dice when a slice's consolidation covering less than ``fraction`` of it becomes GGO
     (:func:`covseg.transforms.class_merge.merge_small_class`, as the bundle's ``merge_below``)."""
@@ -168,6 +198,10 @@ def main() -> None:
     parser.add_argument("--merge-below", type=float, default=0.0, help="merge_below applied after the bias scans")
     parser.add_argument("--merge-scan", type=float, nargs="*", default=None,
                         help="also: label Dice of all held-out slices with these merge_below fractions")
+    parser.add_argument("--ensemble", nargs="+", default=None, metavar="NAME",
+                        help="also: label Dice of this setting's heads averaged with those of the settings NAME "
+                             "(trained into the same --out with the same folds, e.g. another --seed with "
+                             "--split_seed 0), then --merge-below")
     parser.add_argument("--prior", choices=PRIORS, default="cache",
                         help="the heads' prior channel in the scans (see fold_logits)")
     argv = sys.argv[1:]
@@ -181,16 +215,21 @@ def main() -> None:
     print(HEADER)
     print(row)
     scan: list[str] = []
-    if args.bias_scan or args.background_scan or args.merge_scan:
-        pairs = [p for k in range(args.folds)
-                 for p in fold_logits(args.out / args.name / f"fold_{k}", k, args.folds, args.out, overrides,
-                                      args.prior)]
+    def held_out(name: str) -> list[tuple]:
+        return [p for k in range(args.folds)
+                for p in fold_logits(args.out / name / f"fold_{k}", k, args.folds, args.out, overrides, args.prior)]
+
+    if args.bias_scan or args.background_scan or args.merge_scan or args.ensemble:
+        pairs = held_out(args.name)
         if args.bias_scan:
             scan += bias_scan(pairs, args.bias_scan, 2, args.merge_below)
         if args.background_scan:
             scan += ([""] if scan else []) + bias_scan(pairs, args.background_scan, 0, args.merge_below)
         if args.merge_scan:
             scan += ([""] if scan else []) + merge_scan(pairs, args.merge_scan)
+        if args.ensemble:
+            members = {args.name: pairs, **{n: held_out(n) for n in args.ensemble}}
+            scan += ([""] if scan else []) + ensemble_scan(members, args.merge_below)
     if scan:
         print("\n".join(scan))
     if args.record:

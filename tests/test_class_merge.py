@@ -118,3 +118,25 @@ def test_the_cross_validation_background_scan_widens_the_infection():
     assert rows[0].startswith("| background logit bias (merge_below 0) | labelDice ggo |")
     before, after = (float(r.split("|")[2]) for r in rows[2:4])
     assert before < 0.95 and after == 1.0
+
+
+def test_the_cross_validation_ensemble_averages_heads_of_the_same_slices():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from multiclass_cv import ensemble_pairs, ensemble_scan
+
+    truth = _logits(0)[0].argmax(0)  # background left, GGO right
+    right, wrong = _logits(0)[0], _logits(0)[0]
+    wrong[0, :, 25:30] = 3.2  # one head calls part of the GGO background, narrowly
+    confident = _logits(0)[0]
+    confident[1, :, 25:30] = 6.0  # another is sure it is GGO: the average follows it
+    rows = ensemble_scan({"a": [(wrong, truth)], "b": [(confident, truth)], "c": [(right, truth)]}, 0.0)
+    assert rows[0].startswith("| heads averaged (merge_below 0) | labelDice ggo |")
+    assert [r.split("|")[1].strip() for r in rows[2:]] == ["a", "a + b", "a + b + c"]
+    alone, together = (float(r.split("|")[2]) for r in rows[2:4])
+    assert alone < 0.95 and together == 1.0
+    averaged = ensemble_pairs([[(wrong, truth)], [(wrong, truth)]])[0][0]  # a head averaged with itself
+    torch.testing.assert_close(averaged.argmax(0), wrong.argmax(0), rtol=0, atol=0)
+    other = truth.clone()
+    other[0, 0] = 2
+    with pytest.raises(SystemExit, match="same --split_seed"):
+        ensemble_pairs([[(right, truth)], [(right, other)]])
