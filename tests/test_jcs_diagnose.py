@@ -282,3 +282,28 @@ def test_segment_gate_reuses_the_diagnosis_scores(ct_volumes_dir, classifier_bun
     d = json.loads((out / "ct" / "diagnosis.json").read_text())
     assert d["classified_slices"] == d["lung_slices"] == d["segmented_slices"] > 0
     assert sum(calls) == d["lung_slices"]  # every lung slice scored once: the gate reused the diagnosis' scores
+
+
+def test_ctrl_c_keeps_the_finished_volume_in_the_summary(ct_volumes_dir, classifier_bundle, tmp_path, monkeypatch,
+                                                        capsys):
+    from covseg.engines.predictor import SlicePredictor
+
+    calls = {"n": 0}
+    predict = SlicePredictor.predict
+
+    def ctrl_c_after_the_first_call(self, crops):  # chest-2slice's two lung slices are one batch: one call
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise KeyboardInterrupt
+        return predict(self, crops)
+
+    monkeypatch.setattr(SlicePredictor, "predict", ctrl_c_after_the_first_call)
+    out = tmp_path / "stopped"
+    first, second = (str(ct_volumes_dir / n / "ct.nii.gz") for n in ("chest-2slice", "chest-cip64"))
+    code = main(["diagnose", first, second, "--out", str(out), "--classifier", str(classifier_bundle),
+                 "--no-progress", "--patient-threshold", "-1", "--no-figures"])
+    assert code == 130 and calls["n"] == 2
+    assert capsys.readouterr().err.strip().endswith(f"complete in {out}/ (summary.json)")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True and [v["status"] for v in summary["volumes"]] == ["ok"]
+    assert (out / summary["volumes"][0]["name"] / "diagnosis.json").is_file()

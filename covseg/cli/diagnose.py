@@ -5,6 +5,7 @@ goes on, no partial output folder)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from pathlib import Path
 
@@ -117,6 +118,12 @@ def run(args: argparse.Namespace) -> int:
                        "image_size": classifier.image_size, "precision": "bf16" if scorer.bf16 else "fp32"}
     sources = find_volumes(list(args.inputs))
     bar = VolumeProgress(len(sources), args.no_progress, desc="covseg diagnose")
+    run_meta = {"command": "covseg diagnose", "inputs": [str(i) for i in args.inputs], "out": str(out),
+                "classifier": str(args.classifier), "segmenter": str(args.segmenter),
+                "settings": {"slice_threshold": settings.slice_threshold,
+                             "patient_threshold": settings.patient_threshold,
+                             "min_lung_fraction": settings.min_lung_fraction,
+                             "segment_gate": settings.segment_gate}}
     t0 = time.perf_counter()
     try:
         results = run_batch(sources, out, segmenter, device=args.device, batch_size=args.batch_size,
@@ -126,19 +133,17 @@ def run(args: argparse.Namespace) -> int:
     except CovsegInputError as exc:
         error(str(exc))
         return EXIT_USAGE
-    except BatchInterrupted as stop:
+    except BatchInterrupted as stop:  # the finished volumes go into the summary, as with covseg infer
         results = stop.results
-        error(f"interrupted: {sum(r.ok for r in results)} volume(s) finished before it are complete in {out}/")
+        with contextlib.suppress(KeyboardInterrupt, CovsegInputError):
+            write_batch_report(results, out, {**run_meta, "seconds": round(time.perf_counter() - t0, 3),
+                                              "interrupted": True})
+        error(f"interrupted: {sum(r.ok for r in results)} volume(s) finished before it are complete in {out}/ "
+              "(summary.json)")
         return EXIT_INTERRUPTED
     finally:
         bar.close()
-    run_meta = {"command": "covseg diagnose", "inputs": [str(i) for i in args.inputs], "out": str(out),
-                "classifier": str(args.classifier), "segmenter": str(args.segmenter),
-                "settings": {"slice_threshold": settings.slice_threshold,
-                             "patient_threshold": settings.patient_threshold,
-                             "min_lung_fraction": settings.min_lung_fraction,
-                             "segment_gate": settings.segment_gate},
-                "seconds": round(time.perf_counter() - t0, 3)}
+    run_meta["seconds"] = round(time.perf_counter() - t0, 3)
     try:
         write_batch_report(results, out, run_meta)
         write_html_report(out, run_meta)
