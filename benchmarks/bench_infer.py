@@ -38,8 +38,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-INFER_IMPORTS = ("import covseg.cli.main, covseg.networks.loading, covseg.engines.batch, covseg.engines.evaluator, covseg.networks.infnet; "
-                 "from monai.bundle import ConfigParser")
+INFER_IMPORTS = ("import covseg.cli.main, covseg.networks.loading, covseg.engines.batch, covseg.engines.evaluator, "
+                 "covseg.networks.infnet; from monai.bundle import ConfigParser")
 NULL_MODEL = "bench-threshold"
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 from select_on_val import DATA, REPO, score_on_val
 from torch import nn
 
-from covseg.metrics.toolbox import evaluate_folders
+from covseg.metrics.folders import evaluate_folders
 from covseg.networks.loading import load_weights
 from covseg.networks.registry import get_network
 

@@ -16,7 +16,8 @@ from torch import nn
 
 from covseg.engines.evaluation import predict_folder
 from covseg.io.slices import semiseg_items, split_train_val
-from covseg.metrics.toolbox import evaluate_folders, format_table_row
+from covseg.metrics.folders import evaluate_folders
+from covseg.metrics.tables import format_table_row
 from covseg.networks.loading import load_weights
 from covseg.networks.registry import get_network
 

@@ -11,14 +11,14 @@ from PIL import Image
 
 from covseg.metrics import binary
 from covseg.metrics.binary import binary_scores
+from covseg.metrics.folders import evaluate_folders
 from covseg.metrics.handlers import BinaryMetrics, PaperMetrics, ToolboxDice, ToolboxMetrics
+from covseg.metrics.tables import format_table_row
 from covseg.metrics.toolbox import (
     EPS,
     THRESHOLDS,
     ToolboxAccumulator,
     binarize_gt,
-    evaluate_folders,
-    format_table_row,
     normalize_map,
     score_map,
     score_with_curves,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from covseg.metrics.toolbox import evaluate_folders
+from covseg.metrics.folders import evaluate_folders
 
 # README of COVID-SemiSeg: the authors' toolbox on reference/infnet-test-predictions
 PUBLISHED = {

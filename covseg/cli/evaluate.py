@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     """``covseg evaluate`` with parsed ``args``: the table row (or JSON), optionally a per-image CSV."""
     from covseg.io.atomic import atomic_write_text
     from covseg.io.errors import CovsegInputError
-    from covseg.metrics.toolbox import evaluate_folders, format_table_row, per_image_csv_text
+    from covseg.metrics.folders import evaluate_folders
+    from covseg.metrics.tables import format_table_row, per_image_csv_text
 
     try:
         figures = evaluate_folders(args.pred_dir, args.gt_dir)

@@ -17,7 +17,8 @@ from torch import nn
 from covseg.engines.predictor import SlicePredictor
 from covseg.io.atomic import atomic_write_text
 from covseg.io.slices import list_images, read_grey, write_grey
-from covseg.metrics.toolbox import evaluate_folders, format_table_row, per_image_csv_text
+from covseg.metrics.folders import evaluate_folders
+from covseg.metrics.tables import format_table_row, per_image_csv_text
 
 TABLE_KEYS = ("meanDic", "meanSen", "meanSpe", "Sm", "meanEm", "MAE")
 

@@ -17,8 +17,8 @@ from torch import nn
 from covseg.engines.predictor import SlicePredictor
 from covseg.io.atomic import atomic_write_text
 from covseg.io.slices import list_images, read_class_mask, read_grey, write_grey
+from covseg.metrics.folders import evaluate_folders
 from covseg.metrics.multiclass import DEFAULT_CLASSES, class_scores
-from covseg.metrics.toolbox import evaluate_folders
 
 CLASS_FOLDERS = {"ggo": "masks-ggo", "consolidation": "masks-consolidation"}
 

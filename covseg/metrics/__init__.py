@@ -4,6 +4,8 @@ The ignite wrappers live in :mod:`covseg.metrics.handlers` (not imported here, t
 """
 
 from covseg.metrics.binary import binary_scores
-from covseg.metrics.toolbox import evaluate_folders, format_table_row, score_map
+from covseg.metrics.folders import evaluate_folders
+from covseg.metrics.tables import format_table_row
+from covseg.metrics.toolbox import score_map
 
 __all__ = ["binary_scores", "evaluate_folders", "format_table_row", "score_map"]

@@ -18,14 +18,8 @@ from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced
 
 from covseg.metrics.binary import binary_scores
-from covseg.metrics.toolbox import (
-    CURVES,
-    IMAGE_KEYS,
-    TABLE_COLUMNS,
-    THRESHOLDS,
-    figures_from_sums,
-    score_with_curves,
-)
+from covseg.metrics.tables import TABLE_COLUMNS
+from covseg.metrics.toolbox import CURVES, IMAGE_KEYS, THRESHOLDS, figures_from_sums, score_with_curves
 
 PAPER_KEYS = tuple(k for _, k in TABLE_COLUMNS)
 """The paper-table figures: meanDic, meanSen, meanSpe, Sm, meanEm, MAE."""
