@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO))
 from machine import append_record  # noqa: E402
 
 from covseg.cli.main import main as covseg  # noqa: E402
+from covseg.reports.diagnosis import verdict  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "ct-volumes"
 VOLUMES = {"chest-cip64": DATA / "chest-cip64" / "ct.nii.gz", "chest-2slice": DATA / "chest-2slice" / "ct.nii.gz"}
@@ -60,7 +61,7 @@ def main() -> int:
                 r = _report(out)
                 rep, d = r["report"], r["diagnosis"]
                 classified = None if d is None else d.get("classified_slices", d["lung_slices"])
-                decision = "-" if d is None else (f"{'positive' if d['positive'] else 'negative'} "
+                decision = "-" if d is None else (f"{verdict(d)} "
                                                   f"({d['positive_slices']} / {classified} of {d['lung_slices']})")
                 lines.append(f"| {name} | `{label}` | {decision} | {rep['lung_involvement_percent']:.2f} | "
                              f"{rep['predicted_slices']} / {rep['lung_slices']} | "

@@ -307,3 +307,37 @@ def test_ctrl_c_keeps_the_finished_volume_in_the_summary(ct_volumes_dir, classif
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] is True and [v["status"] for v in summary["volumes"]] == ["ok"]
     assert (out / summary["volumes"][0]["name"] / "diagnosis.json").is_file()
+
+
+def test_too_little_lung_for_the_classifier_is_indeterminate():
+    s = DiagnosisSettings(slice_threshold=0.5, patient_threshold=0.5, min_lung_area_cm2=120.0)
+    scores = [0.9, 0.8, 0.7]
+    assert decide(scores, s)["decision"] == "positive" and "largest_lung_cm2" not in decide(scores, s)
+    assert decide(scores, s, largest_lung_cm2=193.0)["decision"] == "positive"
+    d = decide(scores, s, largest_lung_cm2=96.6)
+    assert d["decision"] == "indeterminate" and d["positive"] is None and d["positive_slices"] == 3
+    assert "97 cm² < 120" in d["indeterminate_reason"] and d["largest_lung_cm2"] == 96.6
+    off = DiagnosisSettings(min_lung_area_cm2=0.0)
+    assert decide([0.1, 0.2], off, largest_lung_cm2=5.0)["decision"] == "negative"
+
+
+def test_an_abdominal_scan_with_the_lung_bases_is_indeterminate_and_segmented(ct_volumes_dir, classifier_bundle,
+                                                                              tmp_path, capsys):
+    from covseg.engines.diagnose import largest_lung_area_cm2
+
+    ct = str(ct_volumes_dir / "abdomen-totalseg" / "example_ct.nii.gz")
+    out = tmp_path / "abdomen"
+    assert main(["diagnose", ct, "--out", str(out), "--classifier", str(classifier_bundle), "--no-progress",
+                 "--patient-threshold", "1.0"]) == 0  # the count rule alone would say negative
+    assert "example_ct: INDETERMINATE (no slice shows the middle of the lungs" in capsys.readouterr().out
+    d = json.loads((out / "example_ct" / "diagnosis.json").read_text())
+    assert d["decision"] == "indeterminate" and d["positive"] is None and d["segmented"] is True
+    assert d["segmented_slices"] == d["lung_slices"] > 0 and d["largest_lung_cm2"] < 120
+    assert 'data-diagnosis="indeterminate"' in (out / "report.html").read_text()
+    lung = np.zeros((3, 10, 10), np.uint8)
+    lung[1, :4, :5] = 1
+    assert largest_lung_area_cm2(lung, (2.0, 5.0, 1.0)) == 20 * 10.0 / 100.0
+    again = tmp_path / "rule-off"
+    assert main(["diagnose", ct, "--out", str(again), "--classifier", str(classifier_bundle), "--no-progress",
+                 "--patient-threshold", "1.0", "--min-lung-area", "0"]) == 0
+    assert json.loads((again / "example_ct" / "diagnosis.json").read_text())["decision"] == "negative"

@@ -49,6 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-lung-fraction", type=float, metavar="F",
                    help="classify only slices whose lung box is at least F x the volume's largest (default: the "
                         "bundle's, 0.25; 0: every lung slice)")
+    p.add_argument("--min-lung-area", type=float, metavar="CM2",
+                   help="the decision is INDETERMINATE (and the patient segmented) when no slice shows this much lung, "
+                        "both lungs in cm² (default: the bundle's, 120: an abdominal CT's lung bases; 0: never)")
     p.add_argument("--segment-gate", type=float, metavar="P",
                    help="segment only the slices of positive patients with P(COVID-19) >= P (default: all)")
     p.add_argument("--no-figures", action="store_true",
@@ -86,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
     if args.min_lung_fraction is not None and not 0.0 <= args.min_lung_fraction <= 1.0:
         error(f"--min-lung-fraction must be within [0, 1], got {args.min_lung_fraction}")
         return EXIT_USAGE
+    if args.min_lung_area is not None and not args.min_lung_area >= 0.0:
+        error(f"--min-lung-area must be >= 0 cm², got {args.min_lung_area}")
+        return EXIT_USAGE
     problem = device_problem(args.device)
     if problem:
         error(problem)
@@ -111,7 +117,9 @@ def run(args: argparse.Namespace) -> int:
                                 else meta.get("patient_threshold", 0.5)),
         segment_gate=args.segment_gate,
         min_lung_fraction=float(args.min_lung_fraction if args.min_lung_fraction is not None
-                                else meta.get("min_lung_fraction", DiagnosisSettings.min_lung_fraction)))
+                                else meta.get("min_lung_fraction", DiagnosisSettings.min_lung_fraction)),
+        min_lung_area_cm2=float(args.min_lung_area if args.min_lung_area is not None
+                                else meta.get("min_lung_area_cm2", DiagnosisSettings.min_lung_area_cm2)))
     writers = (write_diagnosis,) if args.no_figures else (write_diagnosis, write_positive_figures)
     scorer = SliceScorer(classifier.network, classifier.image_size, args.device, args.batch_size, bf16="auto")
     classifier_info = {"name": classifier.name, "version": classifier.meta.get("version"),
@@ -123,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
                 "settings": {"slice_threshold": settings.slice_threshold,
                              "patient_threshold": settings.patient_threshold,
                              "min_lung_fraction": settings.min_lung_fraction,
+                             "min_lung_area_cm2": settings.min_lung_area_cm2,
                              "segment_gate": settings.segment_gate}}
     t0 = time.perf_counter()
     try:

@@ -9,9 +9,10 @@ Per volume (:func:`diagnose_prepare`, a drop-in for :func:`covseg.engines.batch.
 2. ``P(COVID-19)`` of every lung slice whose lung box is at least ``min_lung_fraction`` of the volume's largest
    (:class:`SliceScorer`, :func:`classified_slices`); a slice is positive at ``score >= slice_threshold``;
 3. the patient is positive when the positive slices are more than ``patient_threshold`` (a fraction of the
-   classified slices; the paper's count rule, Table IV, with the count scaled to the volume's slice number);
-4. positive patients are segmented (all lung slices, or with ``segment_gate`` only those scoring at least that:
-   step 2's scores are reused, only the slices it left out are scored);
+   classified slices; the paper's count rule, Table IV, with the count scaled to the volume's slice number), and
+   ``indeterminate`` when no slice shows ``min_lung_area_cm2`` of lung (e.g. an abdominal CT's lung bases);
+4. positive and indeterminate patients are segmented (all lung slices, or with ``segment_gate`` only those scoring
+   at least that: step 2's scores are reused, only the slices it left out are scored);
    negative patients are not (empty infection mask, lung mask still written);
 5. extra outputs in the volume's folder (:func:`write_diagnosis`): ``diagnosis.json`` (decision, counts,
    thresholds, infection volume, per-slice scores) and ``activation_montage.png`` (activation maps, Eq. 1-2, over
@@ -65,6 +66,11 @@ class DiagnosisSettings:
     classifier's training slices show the lungs' middle (on COVID-SemiSeg's 20 volumes every slice's box is >= 0.39
     of its volume's largest), while the few slices at the apex or the base, cut to a tiny box, score high on scans
     without COVID-19. 0 classifies every lung slice."""
+    min_lung_area_cm2: float = 120.0
+    """The decision is ``indeterminate`` when no slice shows this much lung (both lungs, cm²): the scan does not
+    reach the middle of the lungs (an abdominal CT with the lung bases: 97 cm²; chest CTs here 193-263 cm²), where
+    the classifier's training slices lie and where its scores mean something. Such a patient is segmented, so the
+    reader sees what is there. 0 turns the rule off."""
 
 
 class SliceScorer:
@@ -142,16 +148,37 @@ def classified_slices(crops: Sequence[np.ndarray], min_fraction: float) -> list[
     return [int(i) for i in np.flatnonzero(areas >= float(min_fraction) * areas.max())]
 
 
-def decide(scores: Sequence[float], settings: DiagnosisSettings, lung_slices: int | None = None) -> dict:
-    """The patient decision from the classified slices' scores: counts, thresholds and ``positive``;
-    ``lung_slices``: all lung slices of the volume (default: as many as scores)."""
+def decide(scores: Sequence[float], settings: DiagnosisSettings, lung_slices: int | None = None,
+           largest_lung_cm2: float | None = None) -> dict:
+    """The patient decision from the classified slices' scores: counts, thresholds, ``decision`` (``positive``,
+    ``negative`` or ``indeterminate``) and ``positive`` (``None`` when indeterminate); ``lung_slices``: all lung
+    slices of the volume (default: as many as scores); ``largest_lung_cm2``: the volume's largest lung cross-section
+    (``None``: not checked), see :attr:`DiagnosisSettings.min_lung_area_cm2`."""
     s = np.asarray(scores, np.float64)
     n_pos = int((s >= settings.slice_threshold).sum())
     limit = settings.patient_threshold * len(s)
-    return {"positive": bool(len(s) > 0 and n_pos > limit), "positive_slices": n_pos,
-            "classified_slices": int(len(s)), "lung_slices": int(len(s) if lung_slices is None else lung_slices),
-            "slice_threshold": settings.slice_threshold, "patient_threshold_fraction": settings.patient_threshold,
-            "patient_threshold_slices": round(limit, 2)}
+    positive: bool | None = bool(len(s) > 0 and n_pos > limit)
+    out = {"positive_slices": n_pos, "classified_slices": int(len(s)),
+           "lung_slices": int(len(s) if lung_slices is None else lung_slices),
+           "slice_threshold": settings.slice_threshold, "patient_threshold_fraction": settings.patient_threshold,
+           "patient_threshold_slices": round(limit, 2)}
+    if largest_lung_cm2 is not None:
+        out["largest_lung_cm2"] = round(float(largest_lung_cm2), 1)
+        if float(largest_lung_cm2) < settings.min_lung_area_cm2:
+            positive = None
+            out["indeterminate_reason"] = (
+                f"no slice shows the middle of the lungs (largest lung cross-section {largest_lung_cm2:.0f} cm² < "
+                f"{settings.min_lung_area_cm2:g}), where the classifier was trained")
+    decision = "indeterminate" if positive is None else ("positive" if positive else "negative")
+    return {"decision": decision, "positive": positive, **out}
+
+
+def largest_lung_area_cm2(lung: np.ndarray, spacing: Sequence[float]) -> float:
+    """The largest axial cross-section of ``lung`` (both lungs) in cm²; ``spacing`` is (x, y, z) mm."""
+    if lung.size == 0:
+        return 0.0
+    per_slice = (np.asarray(lung) > 0).reshape(lung.shape[0], -1).sum(axis=1)
+    return float(per_slice.max()) * float(spacing[0]) * float(spacing[1]) / 100.0
 
 
 def _skip_all(crops: Sequence[np.ndarray]) -> list[bool]:
@@ -172,8 +199,9 @@ def make_diagnose_prepare(scorer: SliceScorer, settings: DiagnosisSettings):
         zs, crops = [lung_zs[i] for i in keep], [lung_slice_crops[i] for i in keep]
         scores = scorer(crops) if crops else np.zeros(0)
         t_cls = time.perf_counter() - t0
-        decision = decide(scores, settings, lung_slices=len(lung_zs))
-        if not decision["positive"]:
+        decision = decide(scores, settings, lung_slices=len(lung_zs),
+                          largest_lung_cm2=largest_lung_area_cm2(lung, volume.spacing))
+        if decision["decision"] == "negative":
             gate = _skip_all
         elif settings.segment_gate is not None:
             gate = ClassifierGate(scorer, settings.segment_gate,
@@ -190,7 +218,7 @@ def make_diagnose_prepare(scorer: SliceScorer, settings: DiagnosisSettings):
                                                                      for z in shown])
         item.extras["diagnosis"] = {
             **decision,
-            "segmented": bool(decision["positive"]),
+            "segmented": decision["decision"] != "negative",
             "segmented_slices": int(item.result.predicted.sum()),
             "infection_ml": item.report.infection_ml,
             "lung_involvement_percent": item.report.lung_involvement_percent,

@@ -3,26 +3,38 @@ console and report.html (:func:`decision_summary`), and the activation montage's
 
 from __future__ import annotations
 
-__all__ = ["decision_summary", "montage_title", "positive_fraction"]
+__all__ = ["decision_summary", "montage_title", "positive_fraction", "verdict"]
+
+
+def verdict(d: dict) -> str:
+    """``positive``, ``negative`` or ``indeterminate`` (a diagnosis.json without ``decision``: from ``positive``)."""
+    if d.get("decision") in ("positive", "negative", "indeterminate"):
+        return str(d["decision"])
+    return "positive" if d.get("positive") else "negative"
+
+
+def _shown(d: dict) -> str:
+    """The verdict as the console and the pictures show it: what needs a look in capitals."""
+    v = verdict(d)
+    return v if v == "negative" else v.upper()
 
 
 def decision_summary(d: dict) -> str:
     """``POSITIVE (40 of 63 classified lung slices positive, threshold > 31.5; 6 end slices with little lung not
-    classified); infection 12.3 mL (1.05 % of lung)``."""
-    verdict = "POSITIVE" if d["positive"] else "negative"
+    classified); infection 12.3 mL (1.05 % of lung)``; an indeterminate one names its reason first."""
     skipped = int(d["lung_slices"]) - int(d["classified_slices"])
     ends = f"; {skipped} end slices with little lung not classified" if skipped else ""
-    return (f"{verdict} ({d['positive_slices']} of {d['classified_slices']} classified lung slices positive, "
-            f"threshold > {d['patient_threshold_slices']}{ends}); infection {d['infection_ml']:.1f} mL "
+    reason = f"{d['indeterminate_reason']}; " if verdict(d) == "indeterminate" and d.get("indeterminate_reason") else ""
+    return (f"{_shown(d)} ({reason}{d['positive_slices']} of {d['classified_slices']} classified lung slices "
+            f"positive, threshold > {d['patient_threshold_slices']}{ends}); infection {d['infection_ml']:.1f} mL "
             f"({d['lung_involvement_percent']:.2f} % of lung)")
 
 
 def montage_title(name: str, d: dict, shown: int) -> str:
     """One line for the montage's head: ``<name>: NEGATIVE, 9 of 63 classified slices >= 0.50 (positive when more
     than 31.5); the 6 highest-scoring slices at least 10 apart``."""
-    verdict = "POSITIVE" if d["positive"] else "NEGATIVE"
     gap = int(d.get("montage_min_gap", 1))
-    return (f"{name}: {verdict}, {d['positive_slices']} of {d['classified_slices']} classified slices "
+    return (f"{name}: {verdict(d).upper()}, {d['positive_slices']} of {d['classified_slices']} classified slices "
             f">= {d['slice_threshold']:.2f} (positive when more than {d['patient_threshold_slices']:g}); "
             f"the {shown} highest-scoring slices" + (f" at least {gap} apart" if gap > 1 else ""))
 

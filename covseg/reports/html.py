@@ -21,7 +21,7 @@ from pathlib import Path
 
 from covseg.io.atomic import atomic_write_text
 from covseg.io.outlock import output_lock
-from covseg.reports.diagnosis import decision_summary, positive_fraction
+from covseg.reports.diagnosis import decision_summary, positive_fraction, verdict
 
 __all__ = ["ACTIVATION_IMAGE", "IMAGES", "VolumeEntry", "entries_from_summary", "render_report", "write_html_report"]
 
@@ -164,8 +164,8 @@ def _columns(entries: Sequence[VolumeEntry]) -> tuple[tuple[str, str, str, str],
 def _diagnosis_cell(d: dict | None) -> tuple[str, str]:
     if not d:
         return "-", ""
-    verdict = "POSITIVE" if d.get("positive") else "negative"
-    return (f"{verdict}, {d.get('positive_slices')} / {d.get('classified_slices')} slices",
+    shown = verdict(d) if verdict(d) == "negative" else verdict(d).upper()
+    return (f"{shown}, {d.get('positive_slices')} / {d.get('classified_slices')} slices",
             f"{positive_fraction(d):.6f}")
 
 
@@ -280,7 +280,7 @@ def _section(i: int, entry: VolumeEntry) -> str:
     parts += [f'<p class="err">warning: {_e(w)}</p>' for w in rep.get("warnings", [])]
     d = entry.diagnosis
     if d:
-        parts += [f'<p data-diagnosis="{"positive" if d.get("positive") else "negative"}"><b>Diagnosis.</b> '
+        parts += [f'<p data-diagnosis="{verdict(d)}"><b>Diagnosis.</b> '
                   f"{_e(_diagnosis_text(d))}</p>", _img(*ACTIVATION_IMAGE, entry)]
     if d and not d.get("segmented", True):
         parts += ['<p class="note">Not segmented: the classifier found the patient negative, so the infection mask '
@@ -299,7 +299,7 @@ def _diagnosis_text(d: dict) -> str:
     try:
         return decision_summary(d)
     except (KeyError, TypeError, ValueError):  # a diagnosis.json of another version: say what it holds
-        return "positive" if d.get("positive") else "negative"
+        return verdict(d)
 
 
 def render_report(entries: Sequence[VolumeEntry], meta: dict | None = None) -> str:
