@@ -1,4 +1,5 @@
-"""Joint diagnosis and classifier gating on the real non-COVID CT volumes (../shared/data/ct-volumes).
+"""Joint diagnosis and classifier gating on the real non-COVID CT volumes (../shared/data/ct-volumes: two chest
+CTs and an abdominal CT that shows the lung bases).
 
 Per volume, three runs of the shipped bundles through the command line:
 ``covseg infer`` (Inf-Net alone), ``covseg infer --gate`` (slices the JCS classifier scores below the bundle's
@@ -27,7 +28,8 @@ from covseg.cli.main import main as covseg  # noqa: E402
 from covseg.reports.diagnosis import verdict  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "ct-volumes"
-VOLUMES = {"chest-cip64": DATA / "chest-cip64" / "ct.nii.gz", "chest-2slice": DATA / "chest-2slice" / "ct.nii.gz"}
+VOLUMES = {"chest-cip64": DATA / "chest-cip64" / "ct.nii.gz", "chest-2slice": DATA / "chest-2slice" / "ct.nii.gz",
+           "abdomen-totalseg": DATA / "abdomen-totalseg" / "example_ct.nii.gz"}  # lung bases only
 
 
 def _report(out: Path) -> dict:
