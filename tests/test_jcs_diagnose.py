@@ -62,6 +62,8 @@ def test_montage_title_states_the_decision():
     d = {**decide([0.9, 0.8, 0.7, 0.2], s), "settings": {}, "montage_min_gap": 10}
     assert montage_title("ct", d, 4).startswith("ct: POSITIVE, 3 of 4 classified")
     assert montage_title("ct", d, 4).endswith("the 4 highest-scoring slices at least 10 apart")
+    d = {**decide([0.9], s, largest_lung_cm2=96.6), "settings": {}}
+    assert montage_title("ct", d, 1).startswith("ct: INDETERMINATE (largest lung cross-section 96.6 cm²), 1 of 1")
 
 
 def test_spaced_top_keeps_the_strongest_slice_of_each_part():
@@ -317,6 +319,7 @@ def test_too_little_lung_for_the_classifier_is_indeterminate():
     d = decide(scores, s, largest_lung_cm2=96.6)
     assert d["decision"] == "indeterminate" and d["positive"] is None and d["positive_slices"] == 3
     assert "97 cm² < 120" in d["indeterminate_reason"] and d["largest_lung_cm2"] == 96.6
+    assert decide([], s, lung_slices=0, largest_lung_cm2=0.0)["indeterminate_reason"] == "no lung found"
     off = DiagnosisSettings(min_lung_area_cm2=0.0)
     assert decide([0.1, 0.2], off, largest_lung_cm2=5.0)["decision"] == "negative"
 

@@ -167,6 +167,7 @@ def decide(scores: Sequence[float], settings: DiagnosisSettings, lung_slices: in
         if float(largest_lung_cm2) < settings.min_lung_area_cm2:
             positive = None
             out["indeterminate_reason"] = (
+                "no lung found" if float(largest_lung_cm2) <= 0.0 else
                 f"no slice shows the middle of the lungs (largest lung cross-section {largest_lung_cm2:.0f} cm² < "
                 f"{settings.min_lung_area_cm2:g}), where the classifier was trained")
     decision = "indeterminate" if positive is None else ("positive" if positive else "negative")

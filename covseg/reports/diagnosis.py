@@ -34,7 +34,9 @@ def montage_title(name: str, d: dict, shown: int) -> str:
     """One line for the montage's head: ``<name>: NEGATIVE, 9 of 63 classified slices >= 0.50 (positive when more
     than 31.5); the 6 highest-scoring slices at least 10 apart``."""
     gap = int(d.get("montage_min_gap", 1))
-    return (f"{name}: {verdict(d).upper()}, {d['positive_slices']} of {d['classified_slices']} classified slices "
+    why = (f" (largest lung cross-section {d['largest_lung_cm2']:g} cm²)"
+           if verdict(d) == "indeterminate" and "largest_lung_cm2" in d else "")
+    return (f"{name}: {verdict(d).upper()}{why}, {d['positive_slices']} of {d['classified_slices']} classified slices "
             f">= {d['slice_threshold']:.2f} (positive when more than {d['patient_threshold_slices']:g}); "
             f"the {shown} highest-scoring slices" + (f" at least {gap} apart" if gap > 1 else ""))
 
