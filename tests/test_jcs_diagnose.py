@@ -6,6 +6,7 @@ is tested is the flow (decision -> segment or not, outputs, bad inputs), driven 
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -121,6 +122,8 @@ def test_diagnose_negative_patients_are_not_segmented_and_bad_input_is_one_line(
     assert page.count('data-diagnosis="negative"') == 2 and page.count('data-kind="activation_montage"') == 2
     assert 'id="col-diagnosis"' in page and 'data-kind="montage"' not in page and "Not segmented" in page
     assert "broken.nii.gz" in page  # the failed input keeps its row
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert sorted(r["diagnosis"] for r in rows) == ["", "negative", "negative"]  # the broken input: none
 
 
 def test_diagnose_positive_patients_are_segmented(ct_volumes_dir, classifier_bundle, tmp_path, capsys):

@@ -212,6 +212,8 @@ def make_diagnose_prepare(scorer: SliceScorer, settings: DiagnosisSettings):
         kwargs["gate"] = gate
         item = prepare_volume(volume, predictor, out_dir, lung=lung, **kwargs)
         item.report.timing_s["classify"] = round(t_cls, 3)
+        item.report.diagnosis = {k: decision[k] for k in ("decision", "positive_slices", "classified_slices",
+                                                          "largest_lung_cm2") if k in decision}
         gap = max(1, (zs[-1] - zs[0] + 1) // max(settings.montage_slices, 1)) if zs else 1
         shown = spaced_top(zs, scores, settings.montage_slices, gap)
         at = {z: i for i, z in enumerate(zs)}

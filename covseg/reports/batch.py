@@ -70,7 +70,7 @@ class VolumeResult:
 
 SUMMARY_COLUMNS = (
     "name", "status", "source", "lung_ml", "right_lung_ml", "left_lung_ml", "infection_ml",
-    "lung_involvement_percent", "n_slices", "lung_slices", "infected_slices", *METRIC_KEYS, "seconds",
+    "lung_involvement_percent", "n_slices", "lung_slices", "infected_slices", "diagnosis", *METRIC_KEYS, "seconds",
     "warnings", "error",
 )
 
@@ -97,7 +97,8 @@ def _csv_row(entry: dict) -> list:
         entry["name"], entry["status"], entry.get("source"), entry.get("lung_ml"), entry.get("right_lung_ml"),
         entry.get("left_lung_ml"), entry.get("infection_ml"), entry.get("lung_involvement_percent"),
         entry.get("n_slices"), entry.get("lung_slices"), entry.get("infected_slices"),
-        *(metrics.get(k, "") for k in METRIC_KEYS), (entry.get("timing_s") or {}).get("total", ""),
+        (entry.get("diagnosis") or {}).get("decision", ""), *(metrics.get(k, "") for k in METRIC_KEYS),
+        (entry.get("timing_s") or {}).get("total", ""),
         "; ".join(entry.get("warnings") or []), entry.get("last_error") or "",
     ]
 

@@ -86,6 +86,9 @@ class VolumeReport:
     timing_s: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
     severity: dict | None = None
+    diagnosis: dict | None = None
+    """``covseg diagnose``'s decision in brief (``decision``, positive and classified slices, largest lung cm²);
+    the volume's diagnosis.json has the rest. ``None`` for ``covseg infer``."""
 
     def to_dict(self) -> dict:
         """Plain JSON-serialisable dict."""
