@@ -18,10 +18,11 @@ DEFAULT_CLASSIFIER = REPO_BUNDLES / "jcs_classifier"
 DEFAULT_SEGMENTER = REPO_BUNDLES / "infnet"
 
 _EPILOG = """\
-outputs per volume in DIR/<name>/: diagnosis.json (decision, positive-slice count, thresholds, per-slice
-P(COVID-19), infection volume), activation_montage.png (activation maps over the strongest slices),
+outputs per volume in DIR/<name>/: diagnosis.json (decision: positive, negative or indeterminate; positive-slice
+count, thresholds, per-slice P(COVID-19), infection volume), activation_montage.png (activation maps over the
+strongest slices),
 infection_mask.nii.gz (empty for negative patients: they are not segmented), lung_mask.nii.gz, report.json,
-slices.csv, and for positive patients the infection pictures (montage.png, reformats.png, infection_curve.png);
+slices.csv, and for segmented patients the infection pictures (montage.png, reformats.png, infection_curve.png);
 DIR/summary.json, summary.csv and report.html (every volume's decision, activation montage and pictures).
 
 examples:
@@ -50,10 +51,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="classify only slices whose lung box is at least F x the volume's largest (default: the "
                         "bundle's, 0.25; 0: every lung slice)")
     p.add_argument("--min-lung-area", type=float, metavar="CM2",
-                   help="the decision is INDETERMINATE (and the patient segmented) when no slice shows this much lung, "
-                        "both lungs in cm² (default: the bundle's, 120: an abdominal CT's lung bases; 0: never)")
+                   help="the decision is INDETERMINATE (and the patient segmented) when no slice shows this much "
+                        "lung, both lungs in cm² (default: the bundle's, 120; an abdominal CT's lung bases show less; "
+                        "0: never)")
     p.add_argument("--segment-gate", type=float, metavar="P",
-                   help="segment only the slices of positive patients with P(COVID-19) >= P (default: all)")
+                   help="segment only the slices of positive (or indeterminate) patients with P(COVID-19) >= P "
+                        "(default: all)")
     p.add_argument("--no-figures", action="store_true",
                    help="no infection pictures for positive patients (the activation montage is always written)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
