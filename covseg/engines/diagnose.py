@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -186,32 +187,52 @@ def _skip_all(crops: Sequence[np.ndarray]) -> list[bool]:
     return [False] * len(crops)
 
 
+@dataclass
+class ClassifiedVolume:
+    """Steps 1-3 of one volume: the classified slices (``zs``, their ``crops`` and ``scores``), the ``decision``
+    (:func:`decide`), the ``gate`` to segment with (``None``: every lung slice; skip all for a negative patient) and
+    the seconds they took."""
+
+    zs: list[int]
+    crops: list[np.ndarray]
+    scores: np.ndarray
+    decision: dict
+    gate: Callable[[Sequence[np.ndarray]], Sequence[bool]] | None
+    seconds: float
+
+
+def classify_volume(volume: CTVolume, lung: np.ndarray, scorer: SliceScorer,
+                    settings: DiagnosisSettings) -> ClassifiedVolume:
+    """Classify the lung slices of ``volume`` (``lung``: its lung mask), decide the patient and make the gate that
+    segments what the decision asks for (what ``covseg diagnose`` and the MONAI Label app do before segmenting)."""
+    t0 = time.perf_counter()
+    lung_zs, lung_slice_crops = lung_crops(volume, lung)
+    keep = classified_slices(lung_slice_crops, settings.min_lung_fraction)
+    zs, crops = [lung_zs[i] for i in keep], [lung_slice_crops[i] for i in keep]
+    scores = scorer(crops) if crops else np.zeros(0)
+    seconds = time.perf_counter() - t0
+    decision = decide(scores, settings, lung_slices=len(lung_zs),
+                      largest_lung_cm2=largest_lung_area_cm2(lung, volume.spacing))
+    gate: Callable[[Sequence[np.ndarray]], Sequence[bool]] | None = None
+    if decision["decision"] == "negative":
+        gate = _skip_all
+    elif settings.segment_gate is not None:
+        gate = ClassifierGate(scorer, settings.segment_gate,
+                              known={crop_key(c): float(v) for c, v in zip(crops, scores)})
+    return ClassifiedVolume(zs, crops, scores, decision, gate, seconds)
+
+
 def make_diagnose_prepare(scorer: SliceScorer, settings: DiagnosisSettings):
     """A ``prepare`` for :func:`covseg.engines.batch.run_batch` doing the joint diagnosis of one volume."""
 
     def prepare(volume: CTVolume, predictor, out_dir, **kwargs) -> VolumeOutputs:
-        import time
-
-        t0 = time.perf_counter()
         lung = kwargs.pop("lung", None)  # run_batch computes it in its reader thread
         lung = np.asarray(lung_mask(volume.array, volume.spacing) if lung is None else lung, np.uint8)
-        lung_zs, lung_slice_crops = lung_crops(volume, lung)
-        keep = classified_slices(lung_slice_crops, settings.min_lung_fraction)
-        zs, crops = [lung_zs[i] for i in keep], [lung_slice_crops[i] for i in keep]
-        scores = scorer(crops) if crops else np.zeros(0)
-        t_cls = time.perf_counter() - t0
-        decision = decide(scores, settings, lung_slices=len(lung_zs),
-                          largest_lung_cm2=largest_lung_area_cm2(lung, volume.spacing))
-        if decision["decision"] == "negative":
-            gate = _skip_all
-        elif settings.segment_gate is not None:
-            gate = ClassifierGate(scorer, settings.segment_gate,
-                                  known={crop_key(c): float(v) for c, v in zip(crops, scores)})
-        else:
-            gate = None
-        kwargs["gate"] = gate
+        classified = classify_volume(volume, lung, scorer, settings)
+        zs, crops, scores, decision = classified.zs, classified.crops, classified.scores, classified.decision
+        kwargs["gate"] = classified.gate
         item = prepare_volume(volume, predictor, out_dir, lung=lung, **kwargs)
-        item.report.timing_s["classify"] = round(t_cls, 3)
+        item.report.timing_s["classify"] = round(classified.seconds, 3)
         item.report.diagnosis = {k: decision[k] for k in ("decision", "positive_slices", "classified_slices",
                                                           "largest_lung_cm2") if k in decision}
         gap = max(1, (zs[-1] - zs[0] + 1) // max(settings.montage_slices, 1)) if zs else 1
