@@ -159,3 +159,42 @@ def test_infer_tasks_write_labels_in_the_input_geometry(tmp_path):
         finally:
             Path(label_file).unlink(missing_ok=True)
     assert result["voxels"]["right lung"] > 0 and result["voxels"]["left lung"] > 0
+
+
+def _classifier_bundle(folder: Path) -> Path:
+    """The jcs_classifier bundle's configs with fresh (untrained) weights."""
+    import shutil
+
+    from covseg.networks.classifier import SliceClassifier
+
+    shutil.copytree(Path(__file__).resolve().parents[1] / "bundles" / "jcs_classifier" / "configs", folder / "configs")
+    (folder / "models").mkdir()
+    torch.manual_seed(0)
+    torch.save(SliceClassifier().state_dict(), folder / "models" / "model.pt")
+    return folder
+
+
+def test_diagnosis_task_decides_then_segments_unless_negative(tmp_path):
+    pytest.importorskip("monailabel", reason="MONAI Label is not installed: run scripts/install-label-server.sh")
+    from covseg.apps.monailabel.infer_tasks import DiagnosisInfer
+
+    task = DiagnosisInfer(ModelCache(_tiny_bundle(tmp_path / "seg")), ModelCache(_classifier_bundle(tmp_path / "cls")))
+    ph = make_chest_phantom(shape=(6, 96, 96), spacing=(3.7, 3.7, 5.0), seed=2)
+    ct = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(ph.image(), str(ct))
+    decided = {}
+    for threshold, decision in ((-1.0, "positive"), (1.0, "negative")):
+        label_file, result = task({"image": str(ct), "bf16": False, "patient_threshold": threshold,
+                                   "min_lung_area_cm2": 0})
+        try:
+            label, ref = sitk.ReadImage(label_file), sitk.ReadImage(str(ct))
+            assert label.GetSize() == ref.GetSize() and label.GetOrigin() == ref.GetOrigin()
+            d = result["diagnosis"]
+            assert d["decision"] == decision and d["classified_slices"] > 0 and result["classifier"]["precision"]
+            decided[decision] = (result["voxels"]["infection"], d["segmented_slices"])
+        finally:
+            Path(label_file).unlink(missing_ok=True)
+    assert decided["positive"][0] > 0 and decided["positive"][1] > 0  # the tiny model marks the dark lung
+    assert decided["negative"] == (0, 0)  # a negative patient is not segmented
+    _, result = task({"image": str(ct), "bf16": False})  # the bundle's own settings: the phantom's lungs are small
+    assert result["diagnosis"]["decision"] in ("positive", "negative", "indeterminate")

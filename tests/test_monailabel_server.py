@@ -239,6 +239,7 @@ def test_info_lists_covseg_models_and_labels(server, workspace):
     assert INFECTION in info["trainers"]
     multiclass = (DEFAULT_BUNDLE.parent / "multiclass_infnet" / "models" / "model.pt").is_file()
     assert (MULTICLASS in info["models"]) == multiclass
+    assert info["models"]["covseg_jcs_diagnosis"]["labels"] == {"infection": 1}  # the shipped classifier bundle
     ids = requests.get(f"{server.url}/datastore/", params={"output": "all"}, timeout=30).json()
     expected = {"phantom"} | ({"chest-cip64"} if (workspace / "studies" / "chest-cip64.nii.gz").is_file() else set())
     assert set(ids["objects"]) == expected

@@ -112,17 +112,9 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, RuntimeError, OSError, KeyError) as exc:
         error(one_line(exc))
         return EXIT_USAGE
-    meta = classifier.meta
-    settings = DiagnosisSettings(
-        slice_threshold=float(args.slice_threshold if args.slice_threshold is not None
-                              else meta.get("slice_threshold", 0.5)),
-        patient_threshold=float(args.patient_threshold if args.patient_threshold is not None
-                                else meta.get("patient_threshold", 0.5)),
-        segment_gate=args.segment_gate,
-        min_lung_fraction=float(args.min_lung_fraction if args.min_lung_fraction is not None
-                                else meta.get("min_lung_fraction", DiagnosisSettings.min_lung_fraction)),
-        min_lung_area_cm2=float(args.min_lung_area if args.min_lung_area is not None
-                                else meta.get("min_lung_area_cm2", DiagnosisSettings.min_lung_area_cm2)))
+    settings = DiagnosisSettings.from_bundle(
+        classifier.meta, slice_threshold=args.slice_threshold, patient_threshold=args.patient_threshold,
+        min_lung_fraction=args.min_lung_fraction, min_lung_area_cm2=args.min_lung_area, segment_gate=args.segment_gate)
     writers = (write_diagnosis,) if args.no_figures else (write_diagnosis, write_positive_figures)
     scorer = SliceScorer(classifier.network, classifier.image_size, args.device, args.batch_size, bf16="auto")
     classifier_info = {"name": classifier.name, "version": classifier.meta.get("version"),

@@ -73,6 +73,18 @@ class DiagnosisSettings:
     the classifier's training slices lie and where its scores mean something. Such a patient is segmented, so the
     reader sees what is there. 0 turns the rule off."""
 
+    @classmethod
+    def from_bundle(cls, meta: dict, **given: float | None) -> DiagnosisSettings:
+        """Settings from a classifier bundle's ``covseg`` section (``meta``); ``given`` values that are not ``None``
+        win (command-line options, request parameters)."""
+        names = ("slice_threshold", "patient_threshold", "min_lung_fraction", "min_lung_area_cm2")
+        unknown = set(given) - set(names) - {"segment_gate"}
+        if unknown:
+            raise ValueError(f"unknown diagnosis settings: {sorted(unknown)}")
+        values = {n: float(given[n] if given.get(n) is not None else meta.get(n, getattr(cls, n))) for n in names}
+        gate = given.get("segment_gate")
+        return cls(**values, segment_gate=None if gate is None else float(gate))
+
 
 class SliceScorer:
     """P(COVID-19) of grey lung crops in [0, 1] of any size (resized to ``image_size``), in batches.

@@ -7,7 +7,9 @@ map (:func:`covseg.engines.volume.infer_volume`, or the lung mask alone), and
 mask a viewer receives is the one ``covseg infer`` writes for the same file and settings.
 
 Request parameters (``params`` of ``POST /infer/<model>``): ``bf16`` (``"auto"``: bf16 only where the CPU runs it
-natively; ``false`` forces fp32), ``batch_size`` (slices per forward pass, default 8), ``tta`` (flip averaging).
+natively; ``false`` forces fp32), ``batch_size`` (slices per forward pass, default 8), ``tta`` (flip averaging); the
+diagnosis also takes ``slice_threshold``, ``patient_threshold``, ``min_lung_fraction``, ``min_lung_area_cm2`` and
+``segment_gate`` (default: the classifier bundle's, as ``covseg diagnose``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from covseg.apps.monailabel.weights import ModelCache
 from covseg.engines.cpu import resolve_bf16
+from covseg.engines.diagnose import DiagnosisSettings, SliceScorer, classify_volume
 from covseg.engines.predictor import SlicePredictor
 from covseg.engines.volume import infer_volume
 from covseg.io import CTVolume, read_volume, write_volume_like
@@ -33,7 +36,7 @@ from covseg.transforms.lung import lung_mask
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CovsegInferTask", "InfectionInfer", "LungInfer", "MulticlassInfer", "ReadCTVolumed"]
+__all__ = ["CovsegInferTask", "DiagnosisInfer", "InfectionInfer", "LungInfer", "MulticlassInfer", "ReadCTVolumed"]
 
 VOLUME_KEY = "covseg_volume"
 
@@ -103,6 +106,12 @@ class CovsegInferTask(BasicInferTask):
         return str(path), dict(data.get(self.output_json_key, {}))
 
 
+def _device(data: dict) -> str:
+    """The request's device: ``cuda[:N]`` when asked for, else ``cpu``."""
+    device = str(data.get("device") or "cpu")
+    return device if device.startswith("cuda") else "cpu"
+
+
 class _NetworkInfer(CovsegInferTask):
     """An infer task whose label comes from a covseg bundle's network (fine-tuned weights when published)."""
 
@@ -124,13 +133,13 @@ class _NetworkInfer(CovsegInferTask):
                                                        batch_size=key[2], bf16=key[3], tta=key[4])
             return self._predictors[key]
 
-    def run_network(self, volume: CTVolume, data: dict):
-        """covseg's volume inference with the current weights; returns the result and the facts to report."""
+    def run_network(self, volume: CTVolume, data: dict, lung: np.ndarray | None = None, gate: Any = None):
+        """covseg's volume inference with the current weights (``lung``: its mask when known; ``gate``: which
+        slices to segment); returns the result and the facts to report."""
         model, weights, sha = self.cache.get()
-        device = str(data.get("device") or "cpu")
-        device = device if device.startswith("cuda") else "cpu"
+        device = _device(data)
         predictor = self._predictor(model, sha, device, data)
-        result = infer_volume(volume, predictor)
+        result = infer_volume(volume, predictor, lung=lung, gate=gate)
         facts = {"model_file": str(weights.path), "weights_sha256": sha, "fine_tuned": weights.fine_tuned,
                  "precision": "bf16" if predictor.bf16 else "fp32", "image_size": model.image_size,
                  "predicted_slices": int(result.predicted.sum())}
@@ -161,6 +170,44 @@ class MulticlassInfer(_NetworkInfer):
         result, facts = self.run_network(volume, data)
         classes = result.classes if result.classes is not None else np.zeros_like(result.infection)
         return classes.astype(np.uint8), facts
+
+
+class DiagnosisInfer(_NetworkInfer):
+    """JCS joint diagnosis, as ``covseg diagnose``: the classifier bundle scores the lung slices and decides the
+    patient; the infection model segments unless the patient is negative (1 = infection). The decision (positive,
+    negative or indeterminate, the slice counts and thresholds) is in the result JSON under ``diagnosis``."""
+
+    _SETTINGS = ("slice_threshold", "patient_threshold", "min_lung_fraction", "min_lung_area_cm2", "segment_gate")
+
+    def __init__(self, cache: ModelCache, classifier: ModelCache) -> None:
+        super().__init__(cache, labels={"infection": 1},
+                         description="covseg JCS diagnosis: classify the lung slices, decide the patient, segment "
+                                     "COVID-19 infection unless negative")
+        self.classifier = classifier
+        self._scorers: dict[tuple, SliceScorer] = {}
+
+    def _scorer(self, data: dict) -> tuple[SliceScorer, dict]:
+        """The classifier's scorer for the request's device and precision (made once), and its bundle's settings."""
+        model, _, sha = self.classifier.get()
+        device = _device(data)
+        key = (sha, device, resolve_bf16(precision_setting(data.get("bf16")), device))
+        with self._lock:
+            if key not in self._scorers:
+                self._scorers = {k: v for k, v in self._scorers.items() if k[0] == sha}
+                self._scorers[key] = SliceScorer(model.network, model.image_size, device, bf16=key[2])
+            return self._scorers[key], model.meta
+
+    def label_map(self, volume: CTVolume, data: dict) -> tuple[np.ndarray, dict[str, Any]]:
+        scorer, meta = self._scorer(data)
+        given = {k: (None if data.get(k) in (None, "") else float(data[k])) for k in self._SETTINGS}
+        settings = DiagnosisSettings.from_bundle(meta, **given)
+        lung = np.asarray(lung_mask(volume.array, volume.spacing), np.uint8)
+        classified = classify_volume(volume, lung, scorer, settings)
+        result, facts = self.run_network(volume, data, lung=lung, gate=classified.gate)
+        facts["diagnosis"] = {**classified.decision, "segmented_slices": int(result.predicted.sum())}
+        facts["classifier"] = {"name": meta.get("network"), "version": meta.get("version"),
+                               "precision": "bf16" if scorer.bf16 else "fp32"}
+        return result.infection.astype(np.uint8), facts
 
 
 class LungInfer(CovsegInferTask):

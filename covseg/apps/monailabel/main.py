@@ -6,7 +6,9 @@ Models (``GET /info/``):
   published, its fine-tuned weights ``<app>/model/covseg_infection/model.pt``;
 * ``covseg_lungs``: right and left lung, covseg's lung mask;
 * ``covseg_ggo_consolidation``: ground-glass opacity and consolidation, offered only when
-  ``bundles/multiclass_infnet`` exists with its weights.
+  ``bundles/multiclass_infnet`` exists with its weights;
+* ``covseg_jcs_diagnosis``: the JCS joint diagnosis (``bundles/jcs_classifier`` decides the patient, the infection
+  model segments unless negative; the decision comes in the result JSON), offered when the classifier bundle exists.
 
 Trainer ``covseg_infection`` fine-tunes the infection model on the datastore's labelled volumes. Active learning:
 MONAI Label's ``random`` strategy (next unlabelled volume).
@@ -24,12 +26,14 @@ from monailabel.interfaces.app import MONAILabelApp
 from monailabel.tasks.activelearning.random import Random
 
 from covseg import __version__
-from covseg.apps.monailabel.infer_tasks import InfectionInfer, LungInfer, MulticlassInfer
+from covseg.apps.monailabel.infer_tasks import DiagnosisInfer, InfectionInfer, LungInfer, MulticlassInfer
 from covseg.apps.monailabel.train_task import InfectionTrain
 from covseg.apps.monailabel.weights import (
+    CLASSIFIER_BUNDLE,
     INFECTION_MODEL,
     MULTICLASS_BUNDLE,
     ModelCache,
+    bundle_available,
     multiclass_available,
     published_weights,
 )
@@ -39,6 +43,7 @@ log = logging.getLogger(__name__)
 
 LUNG_MODEL = "covseg_lungs"
 MULTICLASS_MODEL = "covseg_ggo_consolidation"
+DIAGNOSIS_MODEL = "covseg_jcs_diagnosis"
 
 
 class CovsegLabelApp(MONAILabelApp):
@@ -48,16 +53,16 @@ class CovsegLabelApp(MONAILabelApp):
         self.model_dir = Path(app_dir) / "model"
         self.infection_bundle = Path(conf.get("infection_bundle", DEFAULT_BUNDLE))
         self.multiclass_bundle = Path(conf.get("multiclass_bundle", MULTICLASS_BUNDLE))
+        self.classifier_bundle = Path(conf.get("classifier_bundle", CLASSIFIER_BUNDLE))
         super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="covseg",
                          description="covseg: COVID-19 lung infection segmentation of chest CT (Inf-Net on MONAI)",
                          version=__version__)
 
     def init_infers(self) -> dict:
-        infers = {
-            INFECTION_MODEL: InfectionInfer(ModelCache(self.infection_bundle,
-                                                       published_weights(self.model_dir, INFECTION_MODEL))),
-            LUNG_MODEL: LungInfer(),
-        }
+        infection = ModelCache(self.infection_bundle, published_weights(self.model_dir, INFECTION_MODEL))
+        infers = {INFECTION_MODEL: InfectionInfer(infection), LUNG_MODEL: LungInfer()}
+        if bundle_available(self.classifier_bundle):
+            infers[DIAGNOSIS_MODEL] = DiagnosisInfer(infection, ModelCache(self.classifier_bundle))
         if multiclass_available(self.multiclass_bundle):
             infers[MULTICLASS_MODEL] = MulticlassInfer(ModelCache(self.multiclass_bundle))
         else:

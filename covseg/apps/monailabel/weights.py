@@ -19,11 +19,13 @@ from covseg.networks.loading import DEFAULT_BUNDLE, LoadedModel, load_bundle
 
 __all__ = [
     "BUNDLES_DIR",
+    "CLASSIFIER_BUNDLE",
     "INFECTION_MODEL",
     "MULTICLASS_BUNDLE",
     "ModelCache",
     "ResolvedWeights",
     "load_state",
+    "bundle_available",
     "multiclass_available",
     "published_weights",
     "resolve_weights",
@@ -33,11 +35,17 @@ __all__ = [
 BUNDLES_DIR = DEFAULT_BUNDLE.parent
 INFECTION_MODEL = "covseg_infection"
 MULTICLASS_BUNDLE = BUNDLES_DIR / "multiclass_infnet"
+CLASSIFIER_BUNDLE = BUNDLES_DIR / "jcs_classifier"
+
+
+def bundle_available(bundle: Path) -> bool:
+    """True when ``bundle`` exists with its weights and inference config (optional models are offered only then)."""
+    return (bundle / "models" / "model.pt").is_file() and (bundle / "configs" / "inference.yaml").is_file()
 
 
 def multiclass_available(bundle: Path = MULTICLASS_BUNDLE) -> bool:
     """True when the GGO / consolidation bundle exists with its weights (built separately; optional)."""
-    return (bundle / "models" / "model.pt").is_file() and (bundle / "configs" / "inference.yaml").is_file()
+    return bundle_available(bundle)
 
 
 def published_weights(model_dir: str | Path, model: str = INFECTION_MODEL) -> Path:
