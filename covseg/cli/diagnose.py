@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         SliceScorer,
         make_diagnose_prepare,
         write_diagnosis,
-        write_positive_figures,
+        write_segmented_figures,
     )
     from covseg.engines.export import ExportOptions
     from covseg.engines.interrupts import BatchInterrupted
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     settings = DiagnosisSettings.from_bundle(
         classifier.meta, slice_threshold=args.slice_threshold, patient_threshold=args.patient_threshold,
         min_lung_fraction=args.min_lung_fraction, min_lung_area_cm2=args.min_lung_area, segment_gate=args.segment_gate)
-    writers = (write_diagnosis,) if args.no_figures else (write_diagnosis, write_positive_figures)
+    writers = (write_diagnosis,) if args.no_figures else (write_diagnosis, write_segmented_figures)
     scorer = SliceScorer(classifier.network, classifier.image_size, args.device, args.batch_size, bf16="auto")
     classifier_info = {"name": classifier.name, "version": classifier.meta.get("version"),
                        "image_size": classifier.image_size, "precision": "bf16" if scorer.bf16 else "fp32"}

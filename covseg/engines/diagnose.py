@@ -16,7 +16,7 @@ Per volume (:func:`diagnose_prepare`, a drop-in for :func:`covseg.engines.batch.
    negative patients are not (empty infection mask, lung mask still written);
 5. extra outputs in the volume's folder (:func:`write_diagnosis`): ``diagnosis.json`` (decision, counts,
    thresholds, infection volume, per-slice scores) and ``activation_montage.png`` (activation maps, Eq. 1-2, over
-   the strongest slices); for a segmented patient the infection pictures too (:func:`write_positive_figures`).
+   the strongest slices); for a segmented patient the infection pictures too (:func:`write_segmented_figures`).
 
 :class:`ClassifierGate` is the same classifier as a gate for ``covseg infer --gate`` (infer_volume's gate hook).
 """
@@ -320,7 +320,7 @@ def write_diagnosis(folder: Path, item: VolumeOutputs) -> dict[str, str]:
     return files
 
 
-def write_positive_figures(folder: Path, item: VolumeOutputs) -> dict[str, str]:
+def write_segmented_figures(folder: Path, item: VolumeOutputs) -> dict[str, str]:
     """Extra writer: the infection pictures (:func:`covseg.engines.export.write_figures`) of a segmented patient;
     nothing for a negative one, whose infection mask is empty."""
     if not (item.extras.get("diagnosis") or {}).get("segmented"):

@@ -3,7 +3,7 @@ console and report.html (:func:`decision_summary`), and the activation montage's
 
 from __future__ import annotations
 
-__all__ = ["decision_summary", "montage_title", "positive_fraction", "verdict"]
+__all__ = ["decision_summary", "montage_title", "positive_fraction", "shown_verdict", "verdict"]
 
 
 def verdict(d: dict) -> str:
@@ -13,7 +13,7 @@ def verdict(d: dict) -> str:
     return "positive" if d.get("positive") else "negative"
 
 
-def _shown(d: dict) -> str:
+def shown_verdict(d: dict) -> str:
     """The verdict as the console and the pictures show it: what needs a look in capitals."""
     v = verdict(d)
     return v if v == "negative" else v.upper()
@@ -25,7 +25,7 @@ def decision_summary(d: dict) -> str:
     skipped = int(d["lung_slices"]) - int(d["classified_slices"])
     ends = f"; {skipped} end slices with little lung not classified" if skipped else ""
     reason = f"{d['indeterminate_reason']}; " if verdict(d) == "indeterminate" and d.get("indeterminate_reason") else ""
-    return (f"{_shown(d)} ({reason}{d['positive_slices']} of {d['classified_slices']} classified lung slices "
+    return (f"{shown_verdict(d)} ({reason}{d['positive_slices']} of {d['classified_slices']} classified lung slices "
             f"positive, threshold > {d['patient_threshold_slices']}{ends}); infection {d['infection_ml']:.1f} mL "
             f"({d['lung_involvement_percent']:.2f} % of lung)")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from covseg.io.atomic import atomic_write_text
 from covseg.io.outlock import output_lock
-from covseg.reports.diagnosis import decision_summary, positive_fraction, verdict
+from covseg.reports.diagnosis import decision_summary, positive_fraction, shown_verdict, verdict
 
 __all__ = ["ACTIVATION_IMAGE", "IMAGES", "VolumeEntry", "entries_from_summary", "render_report", "write_html_report"]
 
@@ -164,8 +164,7 @@ def _columns(entries: Sequence[VolumeEntry]) -> tuple[tuple[str, str, str, str],
 def _diagnosis_cell(d: dict | None) -> tuple[str, str]:
     if not d:
         return "-", ""
-    shown = verdict(d) if verdict(d) == "negative" else verdict(d).upper()
-    return (f"{shown}, {d.get('positive_slices')} / {d.get('classified_slices')} slices",
+    return (f"{shown_verdict(d)}, {d.get('positive_slices')} / {d.get('classified_slices')} slices",
             f"{positive_fraction(d):.6f}")
 
 
