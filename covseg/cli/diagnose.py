@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from covseg.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, error, one_line
@@ -58,7 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="segment only the slices of positive (or indeterminate) patients with P(COVID-19) >= P "
                         "(default: all)")
     p.add_argument("--no-figures", action="store_true",
-                   help="no infection pictures for positive patients (the activation montage is always written)")
+                   help="no infection pictures for segmented patients (the activation montage is always written)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="slices per forward pass (default 8)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
@@ -123,11 +124,7 @@ def run(args: argparse.Namespace) -> int:
     bar = VolumeProgress(len(sources), args.no_progress, desc="covseg diagnose")
     run_meta = {"command": "covseg diagnose", "inputs": [str(i) for i in args.inputs], "out": str(out),
                 "classifier": str(args.classifier), "segmenter": str(args.segmenter),
-                "settings": {"slice_threshold": settings.slice_threshold,
-                             "patient_threshold": settings.patient_threshold,
-                             "min_lung_fraction": settings.min_lung_fraction,
-                             "min_lung_area_cm2": settings.min_lung_area_cm2,
-                             "segment_gate": settings.segment_gate}}
+                "settings": asdict(settings)}
     t0 = time.perf_counter()
     try:
         results = run_batch(sources, out, segmenter, device=args.device, batch_size=args.batch_size,
