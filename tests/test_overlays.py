@@ -16,6 +16,7 @@ from covseg.reports.overlays import (
     axial_panel,
     coronal_panel,
     heatmap_overlay,
+    montage_png,
     pick_slices,
     sagittal_panel,
     write_volume_figures,
@@ -164,6 +165,14 @@ def test_write_volume_figures(tmp_path):
     assert not list(tmp_path.glob(".tmp-*"))
     with pytest.raises(ValueError, match="overlays"):
         write_volume_figures(tmp_path, hu, lung, marker, SPACING, overlays="some")
+
+
+def test_montage_of_a_short_volume_has_no_empty_columns():
+    hu, marker = _asymmetric()
+    two = Image.open(io.BytesIO(montage_png(hu[15:17], marker[15:17], SPACING, n=12, dpi=50)))
+    full = Image.open(io.BytesIO(montage_png(hu, marker, SPACING, n=12, dpi=50)))
+    assert two.width * 1.5 < full.width  # 2 panels side by side, not 2 of a 4-column grid
+    assert two.height < full.height
 
 
 def test_activation_montage_keeps_the_view_and_outlines_the_crop():

@@ -184,6 +184,7 @@ def montage_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float],
     """PNG bytes of an axial montage (see :func:`pick_slices`) with contours, orientation letters and areas."""
     zs, top = pick_slices(infection, lung, n)
     px_mm2 = float(spacing[0]) * float(spacing[1])
+    cols = max(1, min(cols, len(zs)))  # a short volume's few slices fill the width instead of a black margin
     rows = (len(zs) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.4, rows * 2.75 + 0.4), squeeze=False)  # room for row titles
     inf = np.asarray(infection) > 0
