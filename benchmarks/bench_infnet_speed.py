@@ -9,8 +9,9 @@ is absent), one after the other in one process:
 * ``plain``: the official procedure: each slice alone (batch 1), fp32, NCHW, resize to 352², forward, upsample
   the logits to the slice size, sigmoid;
 * ``covseg``: :class:`covseg.engines.predictor.SlicePredictor` with its defaults (batches of 8, channels-last,
-  BatchNorms folded into the convolutions, bf16 autocast only where the CPU has native bf16 kernels), and once more
-  at the fastest precision with the BatchNorms left as they are (``fold_bn=False``), side by side;
+  BatchNorms folded into the convolutions, conv -> ReLU chains run as one oneDNN call, bf16 autocast only where the
+  CPU has native bf16 kernels), and at the fastest precision once more without the conv -> ReLU fusion
+  (``fuse_relu=False``) and once with neither rewrite (``fold_bn=False``), side by side;
 * ``covseg, onnxruntime`` (when onnxruntime is installed): the same predictor on the network exported to ONNX and
   run by ONNX Runtime (``covseg infer --backend onnxruntime``; the export, cached, is not timed);
 * with ``--compile``, covseg at the fastest precision under ``torch.compile`` (``covseg infer --compile``; the
@@ -87,10 +88,10 @@ class Loop:
 
 def predictor_loop(label: str, network: torch.nn.Module, slices: list[np.ndarray], size: int, batch_size: int,
                    bf16: bool, bound_s: float, target_row: bool, fold_bn: bool = True,
-                   compiled: bool = False) -> Loop:
+                   compiled: bool = False, fuse_relu: bool = True) -> Loop:
     """A :class:`SlicePredictor` loop, warmed up on one full batch (the shapes that will run; compiles here)."""
     predictor = SlicePredictor(network, image_size=size, batch_size=batch_size, bf16=bf16, fold_bn=fold_bn,
-                              compiled=compiled)
+                              compiled=compiled, fuse_relu=fuse_relu)
     predictor.predict(slices[:batch_size])
     return Loop(label, lambda: predictor.predict(slices), bound_s, target_row)
 
@@ -178,9 +179,13 @@ def main() -> None:
                                         model.network, slices, side, bs, bf16, side_flops / rates[name] / 1e9,
                                         side == size))
         name = "bf16" if precisions[-1] else "fp32"
-        loops.append(predictor_loop(f"covseg SlicePredictor, BatchNorms not folded (batch {bs}, channels-last, "
+        loops.append(predictor_loop(f"covseg SlicePredictor, conv + ReLU not fused (batch {bs}, channels-last, "
                                     f"{name}, {side}²)", model.network, slices, side, bs, precisions[-1],
-                                    side_flops / rates[name] / 1e9, False, fold_bn=False))
+                                    side_flops / rates[name] / 1e9, False, fuse_relu=False))
+        loops.append(predictor_loop(f"covseg SlicePredictor, BatchNorms not folded, nothing fused (batch {bs}, "
+                                    f"channels-last, {name}, {side}²)", model.network, slices, side, bs,
+                                    precisions[-1], side_flops / rates[name] / 1e9, False, fold_bn=False,
+                                    fuse_relu=False))
         if args.compile:
             loops.append(predictor_loop(f"covseg SlicePredictor, torch.compile (batch {bs}, channels-last, {name}, "
                                         f"{side}²)", model.network, slices, side, bs, precisions[-1],

@@ -4,23 +4,11 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from utils import with_running_stats
 
 from covseg.engines.fusion import fold_batchnorm
 from covseg.engines.predictor import SlicePredictor
 from covseg.networks.registry import get_network, list_networks, network_spec
-
-
-def _with_running_stats(network: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BatchNorm non-trivial running statistics and affine terms, so folding has something to get wrong."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in network.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return network.eval()
 
 
 def _count_bn(network: nn.Module) -> int:
@@ -30,7 +18,7 @@ def _count_bn(network: nn.Module) -> int:
 @pytest.mark.parametrize("name", ["infnet", "jcs_segmenter", "multiclass_fcn8s", "jcs_classifier"])
 def test_folded_network_matches_in_fp32(name):
     torch.manual_seed(0)
-    network = _with_running_stats(get_network(name))
+    network = with_running_stats(get_network(name))
     folded = fold_batchnorm(network)
     assert folded is not network
     assert _count_bn(network) > 0 and _count_bn(folded) < _count_bn(network)
@@ -47,7 +35,7 @@ def test_other_network_families_are_folded_or_left_alone():
     others = ["infnet_backbone", "unet", "unetpp", "attention_unet", "fcn8s", "multiclass_unet"]
     assert set(others) <= set(list_networks())
     for name in others:
-        network = _with_running_stats(get_network(name))
+        network = with_running_stats(get_network(name))
         folded = fold_batchnorm(network)
         assert isinstance(folded, nn.Module), name
         assert not folded.training, name
@@ -77,7 +65,7 @@ def test_untraceable_or_training_networks_are_returned_unchanged():
 
 def test_predictor_folds_by_default_and_keeps_the_given_network():
     torch.manual_seed(1)
-    network = _with_running_stats(get_network("infnet"))
+    network = with_running_stats(get_network("infnet"))
     images = [np.random.default_rng(k).random((48, 56), dtype=np.float32) for k in range(3)]
     folded = SlicePredictor(network, image_size=64, bf16=False, batch_size=2)
     plain = SlicePredictor(network, image_size=64, bf16=False, batch_size=2, fold_bn=False)

@@ -55,3 +55,16 @@ def bright_square_slices(folder: Path, count: int, size: int = 48) -> list[dict]
         Image.fromarray(img).save(path)
         items.append({"name": path.stem, "image": str(path)})
     return items
+
+
+def with_running_stats(network: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every BatchNorm non-trivial running statistics and affine terms, so folding has something to get wrong."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in network.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return network.eval()

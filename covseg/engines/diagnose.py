@@ -39,6 +39,7 @@ from covseg.engines.batch import prepare_volume
 from covseg.engines.cpu import autocast_context, resolve_bf16
 from covseg.engines.export import VolumeOutputs, write_figures
 from covseg.engines.fusion import fold_batchnorm
+from covseg.engines.onednn_fusion import fuse_conv_relu
 from covseg.io.atomic import atomic_path, atomic_write_text
 from covseg.io.read import CTVolume
 from covseg.networks.classifier import covid_probability
@@ -89,8 +90,9 @@ class DiagnosisSettings:
 class SliceScorer:
     """P(COVID-19) of grey lung crops in [0, 1] of any size (resized to ``image_size``), in batches.
 
-    Scores come from a copy of ``network`` with its BatchNorms folded into the convolutions, in channels-last
-    memory (``fast``, as :class:`covseg.engines.predictor.SlicePredictor` runs Inf-Net; same scores up to rounding);
+    Scores come from a copy of ``network`` with its BatchNorms folded into the convolutions and, on CPU, each
+    conv -> ReLU chain run as one oneDNN call, in channels-last memory (``fast``, as
+    :class:`covseg.engines.predictor.SlicePredictor` runs Inf-Net; same scores up to rounding);
     ``network`` itself stays as it is for the activation maps, which need its gradients."""
 
     def __init__(self, network: torch.nn.Module, image_size: int = 160, device: str = "cpu",
@@ -99,7 +101,8 @@ class SliceScorer:
         self.image_size, self.device, self.batch_size = int(image_size), torch.device(device), int(batch_size)
         self.bf16 = resolve_bf16(bf16, self.device)
         self.memory_format = torch.channels_last if fast else torch.contiguous_format
-        self._module = fold_batchnorm(self.network).to(memory_format=self.memory_format) if fast else self.network
+        fused = fuse_conv_relu(fold_batchnorm(self.network)) if fast else None
+        self._module = fused.to(memory_format=self.memory_format) if fused is not None else self.network
 
     @torch.inference_mode()
     def __call__(self, crops: Sequence[np.ndarray]) -> np.ndarray:

@@ -20,7 +20,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from covseg.networks.outputs import final_logits
 
-__all__ = ["fold_batchnorm"]
+__all__ = ["agrees_on_probe", "fold_batchnorm"]
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def _fold_sequentials(network: nn.Module) -> int:
     return folded
 
 
-def _agrees(network: nn.Module, folded: nn.Module, probe_size: int) -> bool:
+def agrees_on_probe(network: nn.Module, folded: nn.Module, probe_size: int) -> bool:
     """Whether ``folded`` gives ``network``'s final logits (fp32, rtol 1e-3) on a seeded random probe input."""
     conv = next((m for m in network.modules() if isinstance(m, nn.Conv2d)), None)
     if conv is None:  # nothing a 2D probe can be shaped for
@@ -89,6 +89,6 @@ def fold_batchnorm(network: nn.Module, probe_size: int = 64) -> nn.Module:
         return network
     for rewrite in (_fx_folded, _sequential_folded):
         folded = rewrite(network)
-        if folded is not None and _agrees(network, folded, probe_size):
+        if folded is not None and agrees_on_probe(network, folded, probe_size):
             return folded
     return network

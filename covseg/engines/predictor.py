@@ -18,6 +18,7 @@ from torch import nn
 from covseg.engines.compile_cache import use_isa_cache
 from covseg.engines.cpu import autocast_context, resolve_bf16
 from covseg.engines.fusion import fold_batchnorm
+from covseg.engines.onednn_fusion import fuse_conv_relu
 from covseg.networks.flips import FLIPS, flip_averaged
 from covseg.networks.outputs import final_logits as logits_of
 from covseg.options import as_flag
@@ -36,6 +37,8 @@ class SlicePredictor:
     vertically and doubly flipped batch and average the four logit maps (4x the compute). ``fold_bn``: run a copy
     of the network with its BatchNorms folded into the convolutions (:func:`covseg.engines.fusion.fold_batchnorm`;
     same maps up to rounding, fewer passes over memory); the copy holds the weights as they are at construction.
+    ``fuse_relu``: in that copy, on CPU and not compiled, run each convolution followed by a ReLU (or by a residual
+    add and a ReLU) as one oneDNN call (:func:`covseg.engines.onednn_fusion.fuse_conv_relu`; fp32 maps unchanged).
     ``network`` stays the module given, for reports. ``compiled``: run it through ``torch.compile`` (inductor,
     fixed shapes: a short last batch is padded to ``batch_size``); the first batch of a process pays the compile
     (about 45 s for Inf-Net on a 2-core CPU, about 4 s once inductor's on-disk cache holds the kernels), so it pays
@@ -45,7 +48,7 @@ class SlicePredictor:
 
     def __init__(self, network: nn.Module, image_size: int | None = 352, device: str | torch.device = "cpu",
                  batch_size: int = 8, bf16: bool | str = "auto", channels_last: bool = True,
-                 tta: bool = False, fold_bn: bool = True, compiled: bool = False) -> None:
+                 tta: bool = False, fold_bn: bool = True, compiled: bool = False, fuse_relu: bool = True) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
@@ -57,9 +60,11 @@ class SlicePredictor:
         self.tta = as_flag(tta, "tta")
         self.network = network.to(self.device).eval()
         self._module = fold_batchnorm(self.network) if as_flag(fold_bn, "fold_bn") else self.network
+        self.compiled = as_flag(compiled, "compiled")
+        if as_flag(fuse_relu, "fuse_relu") and not self.compiled:  # inductor fuses these itself
+            self._module = fuse_conv_relu(self._module)
         if self.channels_last:
             self._module = self._module.to(memory_format=torch.channels_last)
-        self.compiled = as_flag(compiled, "compiled")
         if self.compiled:
             if self.image_size is None:
                 raise ValueError("compiled=True needs a fixed image_size (one input shape to compile)")
