@@ -82,6 +82,20 @@ def test_left_alone_when_nothing_to_fuse_or_training():
     assert fuse_conv_relu(training) is training
 
 
+class Uncopyable(nn.Sequential):
+    """A module that cannot be deep-copied (as one wrapping an ONNX Runtime session)."""
+
+    def __deepcopy__(self, memo: dict) -> None:
+        raise TypeError("cannot pickle this session")
+
+
+def test_uncopyable_module_is_left_alone():
+    for net in (Uncopyable(nn.Sigmoid()).eval(), Uncopyable(nn.Conv2d(1, 2, 3), nn.ReLU()).eval()):
+        assert fuse_conv_relu(net) is net
+    predictor = SlicePredictor(Uncopyable(nn.Conv2d(1, 1, 3, padding=1), nn.ReLU()), image_size=16, bf16=False)
+    assert predictor.predict([np.zeros((20, 20), np.float32)])[0].shape == (1, 20, 20)
+
+
 def test_untraceable_network_gets_its_sequential_pairs():
     class Branchy(nn.Module):
         def __init__(self) -> None:

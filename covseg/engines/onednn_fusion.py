@@ -97,7 +97,7 @@ def _only_user(node: torch.fx.Node) -> torch.fx.Node | None:
     return next(iter(node.users)) if len(node.users) == 1 else None
 
 
-def _fusable(conv: nn.Module) -> bool:
+def _fusable(conv: nn.Module | None) -> bool:
     return (type(conv) is nn.Conv2d and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
             and conv.weight.device.type == "cpu")
 
@@ -149,8 +149,12 @@ def _fx_fused(module: nn.Module) -> nn.Module | None:
 
 
 def _sequential_fused(module: nn.Module) -> nn.Module | None:
-    """A copy with the plain-Sequential pairs fused, or None when there are none."""
-    fused = copy.deepcopy(module)
+    """A copy with the plain-Sequential pairs fused, or None when there are none (or no copy can be made)."""
+    try:
+        fused = copy.deepcopy(module)
+    except Exception as exc:  # noqa: BLE001 - e.g. a module holding a native session: left as it is
+        log.debug("cannot copy %s: %s", type(module).__name__, exc)
+        return None
     return fused if _fuse_sequentials(fused) else None
 
 
@@ -176,7 +180,8 @@ def fuse_conv_relu(module: nn.Module, probe_size: int = 64) -> nn.Module:
     :func:`covseg.engines.fusion.fold_batchnorm` returns, or any network torch.fx can trace) with its
     conv -> ReLU and conv -> add -> ReLU chains fused (else the conv -> ReLU pairs of its plain Sequentials), or
     ``module`` itself when there is no such chain or the copy disagrees with it on a probe input."""
-    if module.training or not torch.backends.mkldnn.is_available():
+    if (module.training or not torch.backends.mkldnn.is_available()
+            or not any(_fusable(m) for m in module.modules())):  # e.g. an ONNX Runtime session: nothing to do
         return module
     for rewrite in (_fx_fused, _sequential_fused):
         fused = rewrite(module)
