@@ -138,10 +138,11 @@ def _rewrite(graph_module: torch.fx.GraphModule) -> int:
 
 
 def _fx_fused(module: nn.Module) -> nn.Module | None:
-    """The torch.fx rewrite of a copy, or None when the module cannot be traced or has nothing to fuse."""
+    """The torch.fx rewrite of a new graph over ``module``'s submodules (``module`` keeps its own graph; weights are
+    shared, not copied), or None when the module cannot be traced or has nothing to fuse."""
     try:
-        graph_module = (copy.deepcopy(module) if isinstance(module, torch.fx.GraphModule)
-                        else torch.fx.symbolic_trace(copy.deepcopy(module)))
+        graph_module = (torch.fx.GraphModule(module, copy.deepcopy(module.graph))
+                        if isinstance(module, torch.fx.GraphModule) else torch.fx.symbolic_trace(module))
         return graph_module if _rewrite(graph_module) else None
     except Exception as exc:  # noqa: BLE001 - control flow torch.fx cannot follow: try the Sequential pairs
         log.debug("torch.fx cannot fuse %s: %s", type(module).__name__, exc)
@@ -176,10 +177,12 @@ def _fuse_sequentials(module: nn.Module) -> int:
 
 
 def fuse_conv_relu(module: nn.Module, probe_size: int = 64) -> nn.Module:
-    """A copy of ``module`` (in eval mode; a ``torch.fx.GraphModule`` such as
+    """A module computing what ``module`` does (in eval mode; a ``torch.fx.GraphModule`` such as
     :func:`covseg.engines.fusion.fold_batchnorm` returns, or any network torch.fx can trace) with its
-    conv -> ReLU and conv -> add -> ReLU chains fused (else the conv -> ReLU pairs of its plain Sequentials), or
-    ``module`` itself when there is no such chain or the copy disagrees with it on a probe input."""
+    conv -> ReLU and conv -> add -> ReLU chains fused (else a copy with the conv -> ReLU pairs of its plain
+    Sequentials fused), or ``module`` itself when there is no such chain or the result disagrees with it on a probe
+    input. ``module`` is left as it is, but a traced result shares its weight tensors (building it copies no weights;
+    changing one's weights or their memory format changes the other's)."""
     if (module.training or not torch.backends.mkldnn.is_available()
             or not any(_fusable(m) for m in module.modules())):  # e.g. an ONNX Runtime session: nothing to do
         return module
