@@ -89,9 +89,16 @@ class Uncopyable(nn.Sequential):
         raise TypeError("cannot pickle this session")
 
 
-def test_uncopyable_module_is_left_alone():
-    for net in (Uncopyable(nn.Sigmoid()).eval(), Uncopyable(nn.Conv2d(1, 2, 3), nn.ReLU()).eval()):
-        assert fuse_conv_relu(net) is net
+def test_uncopyable_module_needs_no_copy():
+    """Nothing is deep-copied: a module without convolutions is left alone, one with them is traced and fused."""
+    plain = Uncopyable(nn.Sigmoid()).eval()
+    assert fuse_conv_relu(plain) is plain
+    net = Uncopyable(nn.Conv2d(1, 2, 3), nn.ReLU()).eval()
+    fused = fuse_conv_relu(net)
+    assert _fused_count(fused) == 1
+    x = torch.rand(1, 1, 8, 8)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x), net(x))
     predictor = SlicePredictor(Uncopyable(nn.Conv2d(1, 1, 3, padding=1), nn.ReLU()), image_size=16, bf16=False)
     assert predictor.predict([np.zeros((20, 20), np.float32)])[0].shape == (1, 20, 20)
 
