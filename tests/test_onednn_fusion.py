@@ -132,6 +132,24 @@ def test_slice_predictor_fuses_by_default_with_the_same_fp32_maps():
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_bf16_weights_follow_in_place_updates():
+    """A traced result shares its weights: after an in-place update (an optimizer step) the bf16 cast is redone."""
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU()).eval()
+    fused = fuse_conv_relu(net)
+    x = torch.rand(1, 1, 8, 8)
+
+    def bf16_out(module: nn.Module) -> torch.Tensor:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return module(x).float()
+
+    before = bf16_out(fused)
+    with torch.no_grad():
+        net[0].weight.mul_(-1.0)
+    after = bf16_out(fused)
+    torch.testing.assert_close(after, bf16_out(net), rtol=0.02, atol=0.02)
+    assert not torch.allclose(after, before)
+
+
 @pytest.mark.skipif(BF16_NATIVE, reason="this CPU has oneDNN bf16 kernels; the fallback is for those without")
 def test_bf16_without_native_kernels_runs_the_unfused_steps():
     conv = nn.Conv2d(2, 2, 3, padding=1).eval()

@@ -56,14 +56,17 @@ class FusedConvReLU(nn.Module):
         self.bias = conv.bias
         self.padding, self.stride = list(conv.padding), list(conv.stride)
         self.dilation, self.groups = list(conv.dilation), conv.groups
-        self._cast: tuple[torch.dtype, torch.Tensor, torch.Tensor | None] | None = None
+        self._cast: tuple[tuple, torch.Tensor, torch.Tensor | None] | None = None
 
     def _weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The weights in ``dtype``, cast once and again only after they change (in-place updates bump the
+        tensors' version counters: a traced result shares its weights with the module it was made from)."""
         if dtype == self.weight.dtype:
             return self.weight, self.bias
-        if self._cast is None or self._cast[0] != dtype:  # cast once: the weights of an inference copy stay put
+        key = (dtype, self.weight._version, None if self.bias is None else self.bias._version)
+        if self._cast is None or self._cast[0] != key:
             bias = None if self.bias is None else self.bias.detach().to(dtype)
-            self._cast = (dtype, self.weight.detach().to(dtype), bias)
+            self._cast = (key, self.weight.detach().to(dtype), bias)
         return self._cast[1], self._cast[2]
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
