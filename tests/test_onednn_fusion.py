@@ -75,6 +75,21 @@ def test_bf16_autocast_close_to_unfused():
     assert float(((got > 0) == (want > 0)).float().mean()) > 0.99
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_residual_add_in_bf16_in_either_memory_format(channels_last):
+    """oneDNN's fused add needs channels-last input in bf16; NCHW input takes the unfused steps."""
+    torch.manual_seed(0)
+    net = Residual().eval()
+    fused = fuse_conv_relu(net)
+    x = torch.randn(2, 4, 12, 12)
+    if channels_last:
+        net, fused = (m.to(memory_format=torch.channels_last) for m in (net, fused))
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        want, got = net(x).float(), fused(x).float()
+    torch.testing.assert_close(got, want, rtol=0.05, atol=0.05)
+
+
 def test_left_alone_when_nothing_to_fuse_or_training():
     plain = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Sigmoid()).eval()
     assert fuse_conv_relu(plain) is plain

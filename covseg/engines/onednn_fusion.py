@@ -47,7 +47,8 @@ class FusedConvReLU(nn.Module):
     """``relu(conv(x))``, or ``relu(conv(x) + residual)`` when called with a residual, in one oneDNN call.
 
     Runs in the autocast dtype when CPU autocast is on (as ``nn.Conv2d`` would), else in the input's dtype; where
-    oneDNN has no kernels for that dtype (bf16 on an AVX2-only CPU) it runs the three steps as before.
+    oneDNN has no kernels for that dtype (bf16 on an AVX2-only CPU), or for a bf16 residual add on an input that
+    is not channels-last, it runs the three steps as before.
     """
 
     def __init__(self, conv: nn.Conv2d) -> None:
@@ -71,7 +72,10 @@ class FusedConvReLU(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
-        if not _onednn_runs(dtype):
+        # oneDNN's fused add in bf16 needs channels-last input (PyTorch's NCHW fallback has no bf16 add_relu)
+        nchw_add = residual is not None and dtype != torch.float32 and not x.is_contiguous(
+            memory_format=torch.channels_last)
+        if nchw_add or not _onednn_runs(dtype):
             out = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
             return F.relu(out if residual is None else out + residual)
         weight, bias = self._weights(dtype)
