@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -281,7 +282,8 @@ def test_dataset_prefetch_in_a_child_process_gives_the_same_item_and_the_real_er
     from covseg.engines.dataset import VolumeDataset
     from covseg.io.errors import CovsegInputError
 
-    before = set(glob.glob("/dev/shm/covseg-item-*"))
+    own = f"/dev/shm/covseg-item-{os.getpid()}-*"  # this process's folders only: other runs may share /dev/shm
+    before = set(glob.glob(own))
     dataset = VolumeDataset([ct_ras])
     dataset.prefetch(0, process=True)
     item, again = dataset[0], dataset[0]  # the child's item, then one computed here
@@ -296,7 +298,7 @@ def test_dataset_prefetch_in_a_child_process_gives_the_same_item_and_the_real_er
     with pytest.raises(CovsegInputError, match="empty") as info:
         bad[0]
     assert info.value.path == str(empty)  # computed again here: the real error, not a copy
-    assert set(glob.glob("/dev/shm/covseg-item-*")) <= before  # nothing left behind
+    assert set(glob.glob(own)) <= before  # nothing left behind
 
 
 def test_dataset_imports_neither_torch_nor_monai_and_reading_imports_nothing(ct_ras):

@@ -169,8 +169,8 @@ def fork_child(transform: Callable[[VolumeSource], VolumeItem], source: VolumeSo
     if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
         return None
     shm = Path("/dev/shm")
-    try:
-        folder = Path(tempfile.mkdtemp(prefix="covseg-item-",
+    try:  # named by this process, so a leftover names its owner
+        folder = Path(tempfile.mkdtemp(prefix=f"covseg-item-{os.getpid()}-",
                                        dir=shm if shm.is_dir() and os.access(shm, os.W_OK) else None))
     except OSError:
         return None
