@@ -60,7 +60,7 @@ def test_edge_from_mask_is_a_thin_band():
 
 def test_segmentation_loss_by_name_orders_predictions():
     target = _square()
-    for name in ("structure", "bce_dice"):
+    for name in ("structure", "bce_dice", "bce_dice_confident"):
         loss = segmentation_loss(name)
         assert loss(target * 20 - 10, target) < loss(torch.zeros_like(target), target) < loss(10 - target * 20, target)
 
@@ -78,3 +78,59 @@ def test_deep_supervision_uses_the_named_loss():
     expected = per_map(output.final, target) + per_map(output.side[0], target)
     assert torch.isclose(dice_loss, expected)
     assert not torch.isclose(dice_loss, InfNetLoss()(output, target))
+
+
+def test_confident_loss_is_monais_bce_dice_on_binary_masks():
+    from monai.losses import DiceCELoss
+
+    from covseg.losses.confidence import ConfidentBCEDiceLoss
+
+    target = torch.cat([_square(), torch.zeros(1, 1, 64, 64)])  # one image without infection
+    logits = torch.randn(2, 1, 64, 64) * 3
+    expected = DiceCELoss(sigmoid=True, smooth_nr=1.0, smooth_dr=1.0)(logits, target)
+    assert torch.isclose(ConfidentBCEDiceLoss(0.8)(logits, target), expected, atol=1e-6)
+
+
+def test_confident_loss_ignores_the_pixels_the_soft_label_is_unsure_of():
+    from covseg.losses.confidence import ConfidentBCEDiceLoss, trusted_pixels
+
+    target = _square() * 0.95  # sure infection inside, sure background outside
+    target[..., 30:34, :] = 0.6  # a band the labeller is unsure of
+    unsure = trusted_pixels(target, 0.8) == 0
+    assert unsure.sum() == 4 * 64
+    loss = ConfidentBCEDiceLoss(0.8)
+    logits = torch.randn(1, 1, 64, 64)
+    changed_unsure, changed_sure = logits.clone(), logits.clone()
+    changed_unsure[unsure] = 25.0
+    changed_sure[..., 0:4, :] = 25.0  # background rows marked as infection
+    assert torch.isclose(loss(changed_unsure, target), loss(logits, target))
+    assert loss(changed_sure, target) > loss(logits, target) + 0.1
+    with pytest.raises(ValueError, match="confidence"):
+        ConfidentBCEDiceLoss(0.4)
+
+
+def test_training_step_draws_the_edge_target_from_the_half_contour_of_a_soft_label():
+    from torch import nn
+
+    from covseg.engines.training import make_train_step
+
+    class Mapper(nn.Module):  # a deep-supervised output with an edge map
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(()))
+
+        def forward(self, x: torch.Tensor) -> DeepSupervisionOutput:
+            return DeepSupervisionOutput(final=x * self.scale, side=(), edge=x * self.scale)
+
+    seen = {}
+
+    def loss_fn(out, mask, edge):
+        seen["edge"] = edge
+        return out.final.mean() * 0 + out.edge.mean()
+
+    soft = _square() * 0.7 + 0.15  # 0.85 inside, 0.15 outside
+    network = Mapper()
+    step = make_train_step(network, torch.optim.SGD(network.parameters(), lr=0.0), loss_fn, torch.device("cpu"),
+                           image_size=64, scales=(1.0,))
+    step(None, {"image": torch.rand(1, 1, 64, 64), "label": soft})
+    torch.testing.assert_close(seen["edge"], edge_from_mask(_square()))

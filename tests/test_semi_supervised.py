@@ -67,6 +67,12 @@ def test_soft_pseudo_labels_are_the_probability_and_stay_soft_through_training_t
     resized = resize_masks(masks, 32)
     assert ((resized[0] > 0.05) & (resized[0] < 0.95)).any()  # the soft label stays soft at another training scale
     assert set(torch.unique(resized[1]).tolist()) <= {0.0, 1.0}  # a binary one stays binary
+    square = np.zeros((1, 48, 48), np.float32)
+    square[:, 12:36, 12:36] = 1
+    for seed in range(6):  # several draws, so the rotations and zooms of the affine are among them
+        chain = train_transforms(48, soft_labels=True).set_random_state(seed)
+        labelled = chain({"image": item["image"], "label": square})["label"]
+        assert set(np.unique(np.asarray(labelled))) <= {0.0, 1.0}  # a labelled mask beside soft labels stays binary
 
 
 def test_existing_pseudo_labels_are_kept_and_unreadable_slices_skipped(tmp_path, caplog):

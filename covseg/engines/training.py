@@ -87,7 +87,7 @@ def make_train_step(network: nn.Module, optimizer: torch.optim.Optimizer, loss_f
             with autocast_context(device, bf16):
                 out = network(x) if inferer is None else inferer(x, network)
             edge = isinstance(out, DeepSupervisionOutput) and num_classes == 1
-            loss = loss_fn(out, y, edge_from_mask(y)) if edge else loss_fn(out, y)
+            loss = loss_fn(out, y, edge_from_mask((y >= 0.5).to(y.dtype))) if edge else loss_fn(out, y)
             loss.backward()
             if grad_clip:
                 nn.utils.clip_grad_norm_(network.parameters(), grad_clip)

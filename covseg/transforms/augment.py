@@ -44,8 +44,8 @@ def train_transforms(image_size: int = 352, strong_window_jitter: bool = True, s
 
     An item with a ``window`` (level, width) is first re-windowed to the SemiSeg window
     (:class:`covseg.transforms.intensity.Rewindowd`; unlabelled slices from ``unlabelled_items(rewindowed=True)``).
-    Labels use nearest resampling after the affine. ``soft_labels``: label files are read as probabilities (soft
-    pseudo labels, not thresholded) and resampled bilinearly; labels given as arrays pass through as they are.
+    Labels are resampled nearest, so binary masks stay binary. ``soft_labels``: label files are read as
+    probabilities (soft pseudo labels, not thresholded); labels given as arrays pass through as they are.
 
     ``strong_window_jitter``: the wide display-window change of :func:`window_jitter`; ``False`` gives the
     mild jitter (scale ±0.15, shift ±0.08, each with probability 0.3) of the first shipped weights.
@@ -55,7 +55,7 @@ def train_transforms(image_size: int = 352, strong_window_jitter: bool = True, s
         RandShiftIntensityd(keys="image", prob=0.3, offsets=0.08),
     ]
     soft = as_flag(soft_labels, "soft_labels")
-    modes = ("bilinear", "bilinear" if soft else "nearest")
+    modes = ("bilinear", "nearest")
     return Compose([
         LoadGreySliced(keys=KEYS, binary_keys=() if soft else ("label",)),
         Rewindowd(keys="image"),  # an item that names its own window is shown in the SemiSeg window
