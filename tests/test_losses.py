@@ -107,6 +107,11 @@ def test_confident_loss_ignores_the_pixels_the_soft_label_is_unsure_of():
     assert loss(changed_sure, target) > loss(logits, target) + 0.1
     with pytest.raises(ValueError, match="confidence"):
         ConfidentBCEDiceLoss(0.4)
+    assert segmentation_loss("bce_dice_confident").confidence == 0.8
+    assert segmentation_loss("bce_dice_confident:0.9").confidence == 0.9
+    for bad in ("bce_dice_confident:0.3", "bce_dice_confident:high"):
+        with pytest.raises(ValueError, match=bad):
+            segmentation_loss(bad)
 
 
 def test_training_step_draws_the_edge_target_from_the_half_contour_of_a_soft_label():

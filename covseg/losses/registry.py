@@ -14,7 +14,8 @@ SEGMENTATION_LOSSES = ("structure", "bce_dice", "bce_dice_confident")
 def segmentation_loss(name: str = "structure") -> nn.Module:
     """``structure``: boundary-weighted BCE + weighted IoU (Inf-Net); ``bce_dice``: BCE + soft Dice (MONAI, JCS);
     ``bce_dice_confident``: BCE + Dice over the pixels a soft pseudo label is at least 0.8 sure of
-    (:class:`covseg.losses.confidence.ConfidentBCEDiceLoss`; on binary masks the same as ``bce_dice``).
+    (:class:`covseg.losses.confidence.ConfidentBCEDiceLoss`; on binary masks the same as ``bce_dice``);
+    ``bce_dice_confident:0.9`` names another confidence.
 
     All take logits (B, 1, H, W) and a target of the same shape (binary, or soft for ``bce_dice_confident``).
     """
@@ -22,6 +23,10 @@ def segmentation_loss(name: str = "structure") -> nn.Module:
         return StructureLoss()
     if name == "bce_dice":
         return DiceCELoss(sigmoid=True, smooth_nr=1.0, smooth_dr=1.0)
-    if name == "bce_dice_confident":
-        return ConfidentBCEDiceLoss(confidence=0.8)
+    base, _, confidence = name.partition(":")
+    if base == "bce_dice_confident":
+        try:
+            return ConfidentBCEDiceLoss(confidence=float(confidence or 0.8))
+        except ValueError as exc:
+            raise ValueError(f"segmentation loss {name!r}: {exc}") from None
     raise ValueError(f"unknown segmentation loss {name!r}; choose one of {', '.join(SEGMENTATION_LOSSES)}")
