@@ -212,3 +212,17 @@ def test_activation_montage_title_sits_above_the_grid():
     yellow = (titled[:strip, :, 0] > 200) & (titled[:strip, :, 1] > 200) & (titled[:strip, :, 2] < 60)
     assert yellow.sum() > 20  # the title's text
     assert tuple(titled[strip + 18 + 10, 80 + 4 + 40]) == CROP_OUTLINE
+
+
+def test_a_volume_of_too_few_slices_gets_the_montage_only(tmp_path):
+    from covseg.reports.picks import THROUGH_PLANE_MIN_SLICES
+
+    hu, marker = _asymmetric()
+    lung = np.zeros_like(marker)
+    lung[:, 2:38, 2:38] = 1
+    short = slice(20 - THROUGH_PLANE_MIN_SLICES + 1, 20)  # the marker sits in slices 15-18
+    files = write_volume_figures(tmp_path / "short", hu[short], lung[short], marker[short], SPACING)
+    assert files == {"montage": "montage.png"} and not (tmp_path / "short" / "reformats.png").exists()
+    enough = slice(20 - THROUGH_PLANE_MIN_SLICES, 20)
+    files = write_volume_figures(tmp_path / "enough", hu[enough], lung[enough], marker[enough], SPACING)
+    assert files == {"montage": "montage.png", "reformats": "reformats.png"}

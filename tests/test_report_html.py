@@ -74,6 +74,16 @@ def test_html_from_the_merged_summary(tmp_path, entries):
     assert 'data-volume="v"' in text and 'data-volume="w"' in text and "second run" in text
 
 
+def test_a_short_scan_says_why_it_has_no_reformats_or_curve(entries):
+    short = VolumeEntry("short", "ok", "/data/short.nii.gz", None, {**entries[0].report, "n_slices": 2},
+                        {"montage": entries[0].images["montage"]})
+    text = render_report([short], {"command": "covseg infer"})
+    for key in ("reformats", "curve"):
+        assert re.search(f'data-missing="{key}">[^<]*: not drawn, the scan has 2 axial slices \\(fewer than 8\\)', text)
+    long = VolumeEntry("long", "ok", "/data/long.nii.gz", None, entries[0].report, short.images)
+    assert 'data-missing="reformats">Coronal and sagittal reformats: not written.' in render_report([long], {})
+
+
 def test_report_in_headless_chromium(tmp_path, entries):
     page = tmp_path / "report.html"
     page.write_text(render_report(entries, {"command": "covseg infer"}), encoding="utf-8")

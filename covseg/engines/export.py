@@ -183,13 +183,17 @@ def write_slice_table(folder: Path, item: VolumeOutputs) -> dict[str, str]:
 
 
 def write_figures(folder: Path, item: VolumeOutputs, overlays: str = "none") -> dict[str, str]:
-    """``montage.png``, ``reformats.png``, ``infection_curve.png`` (+ ``overlays/`` on request)."""
+    """``montage.png``, ``reformats.png``, ``infection_curve.png`` (+ ``overlays/`` on request); a volume of too
+    few slices (:func:`covseg.reports.picks.through_plane_views`) gets the montage only."""
     from covseg.reports.curves import infection_curve_png  # matplotlib: imported only when pictures are made
     from covseg.reports.overlays import write_volume_figures
+    from covseg.reports.picks import through_plane_views
 
     res, vol = item.result, item.volume
     files = write_volume_figures(folder, vol.array, res.lung, res.infection, vol.spacing, classes=res.classes,
                                  name=vol.name, overlays=overlays)
+    if not through_plane_views(vol.array.shape[0]):
+        return files
     with atomic_path(folder / "infection_curve.png") as tmp:
         tmp.write_bytes(infection_curve_png(item.rows, vol.spacing, title=vol.name))
     return {**files, "curve": "infection_curve.png"}

@@ -22,12 +22,15 @@ from pathlib import Path
 from covseg.io.atomic import atomic_write_text
 from covseg.io.outlock import output_lock
 from covseg.reports.diagnosis import decision_summary, positive_fraction, shown_verdict, verdict
+from covseg.reports.picks import THROUGH_PLANE_MIN_SLICES, through_plane_views
 
 __all__ = ["ACTIVATION_IMAGE", "IMAGES", "VolumeEntry", "entries_from_summary", "render_report", "write_html_report"]
 
 IMAGES = (("montage", "Axial slices, lung window"), ("reformats", "Coronal and sagittal reformats"),
           ("curve", "Infection per slice"))
 """Keys of a volume's pictures (as in ``report.outputs``) and their captions, in page order."""
+THROUGH_PLANE = ("reformats", "curve")
+"""The pictures a volume of too few slices does not get (:func:`covseg.reports.picks.through_plane_views`)."""
 ACTIVATION_IMAGE = ("activation_montage", "Activation maps of the classifier over its strongest slices (JCS Eq. 1-2)")
 """The picture ``covseg diagnose`` adds (key, caption)."""
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
@@ -263,6 +266,10 @@ def _plain(value: object) -> str:
 
 def _img(key: str, caption: str, entry: VolumeEntry) -> str:
     data = entry.images.get(key)
+    n_slices = (entry.report or {}).get("n_slices")
+    if data is None and key in THROUGH_PLANE and isinstance(n_slices, int) and not through_plane_views(n_slices):
+        return (f'<p class="note" data-missing="{_e(key)}">{_e(caption)}: not drawn, the scan has {n_slices} axial '
+                f"slice{'s' if n_slices != 1 else ''} (fewer than {THROUGH_PLANE_MIN_SLICES}).</p>")
     if data is None:
         return f'<p class="note" data-missing="{_e(key)}">{_e(caption)}: not written.</p>'
     uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")

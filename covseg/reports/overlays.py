@@ -32,7 +32,7 @@ from skimage.segmentation import find_boundaries  # noqa: E402
 from skimage.transform import resize  # noqa: E402
 
 from covseg.io.atomic import atomic_path, ensure_writable_dir  # noqa: E402
-from covseg.reports.picks import spaced_top  # noqa: E402
+from covseg.reports.picks import spaced_top, through_plane_views  # noqa: E402
 
 __all__ = [
     "CLASS_COLOURS",
@@ -304,18 +304,21 @@ def write_slice_overlays(folder: str | Path, hu: np.ndarray, infection: np.ndarr
 def write_volume_figures(out_dir: str | Path, hu: np.ndarray, lung: np.ndarray, infection: np.ndarray,
                          spacing: Sequence[float], *, classes: np.ndarray | None = None, name: str = "",
                          overlays: str = "none", n_slices: int = 12) -> dict[str, str]:
-    """Write ``montage.png``, ``reformats.png`` and (``overlays``) ``overlays/slice_*.png`` into ``out_dir``.
+    """Write ``montage.png``, ``reformats.png`` (not for a volume of too few slices:
+    :func:`covseg.reports.picks.through_plane_views`) and (``overlays``) ``overlays/slice_*.png`` into ``out_dir``.
 
-    Returns ``{"montage": "montage.png", "reformats": "reformats.png", ["overlays": "overlays"]}`` (relative).
+    Returns ``{"montage": "montage.png", ["reformats": "reformats.png"], ["overlays": "overlays"]}`` (relative).
     """
     if overlays not in OVERLAY_CHOICES:
         raise ValueError(f"overlays must be one of {OVERLAY_CHOICES}, not {overlays!r}")
     out_dir = ensure_writable_dir(out_dir)
-    files = {"montage": "montage.png", "reformats": "reformats.png"}
+    files = {"montage": "montage.png"}
     _save_png(montage_png(hu, infection, spacing, lung=lung, classes=classes, n=n_slices, title=name),
               out_dir / files["montage"])
-    _save_png(reformats_png(hu, infection, spacing, lung=lung, classes=classes, title=name),
-              out_dir / files["reformats"])
+    if through_plane_views(np.shape(hu)[0]):
+        files["reformats"] = "reformats.png"
+        _save_png(reformats_png(hu, infection, spacing, lung=lung, classes=classes, title=name),
+                  out_dir / files["reformats"])
     if overlays != "none":
         write_slice_overlays(out_dir / "overlays", hu, infection, spacing, classes=classes, which=overlays)
         files["overlays"] = "overlays"
