@@ -245,3 +245,18 @@ def test_read_volume_path_with_several_volumes(tmp_path, phantom):
     write_phantom_dicom(tmp_path, phantom, prefix="B")
     with pytest.raises(CovsegInputError, match="holds 2 volumes"):
         read_volume(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["nospacing.nii.gz", "nospacing.nii"])
+def test_nifti_without_voxel_size_refused(tmp_path, phantom, name):
+    hu = np.transpose(phantom.hu, (2, 1, 0)).astype(np.int16)  # (x, y, z)
+    img = nib.Nifti1Image(hu, None)  # no affine: the header is written as set here
+    img.header["pixdim"][1:4] = 0  # readers would silently assume 1 mm: every volume in mL would be wrong
+    nib.save(img, str(tmp_path / name))
+    _refused(tmp_path / name, "damaged header", "voxel size (pixdim) (0.0, 0.0, 0.0)", "cannot be measured")
+    with_sform = nib.Nifti1Image(hu, np.diag([*phantom.spacing, 1.0]))
+    with_sform.header["pixdim"][1:4] = 0  # ITK would still read 1 mm (it warns of "unexpected scales in sform")
+    nib.save(with_sform, str(tmp_path / f"sform-{name}"))
+    _refused(tmp_path / f"sform-{name}", "voxel size (pixdim) (0.0, 0.0, 0.0)")
+    nib.save(nib.Nifti1Image(hu, np.diag([*phantom.spacing, 1.0])), str(tmp_path / f"good-{name}"))
+    np.testing.assert_allclose(read_volume(tmp_path / f"good-{name}").spacing, phantom.spacing, rtol=1e-5)

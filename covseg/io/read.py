@@ -11,6 +11,8 @@ Bad inputs raise ``CovsegInputError("<path>: <reason>")`` (one line). Decisions:
 * empty (0 bytes), truncated or corrupt files, and files that are not images: refused;
 * a true 2D image: refused; a 3D volume with a single slice (z = 1): accepted, with a warning;
 * 4D: refused unless the 4th dimension is 1 (then read as 3D); vector / colour pixels: refused;
+* a voxel spacing that is not positive and finite, and a NIfTI header whose ``pixdim`` voxel size holds a zero
+  (which readers silently turn into 1 mm): refused as a damaged header;
 * DICOM whose Modality is not CT (MR, PT, …): refused, naming the modality; Modality missing:
   accepted (with a warning unless the SOP class says CT);
 * unsigned 8-bit pixels, or no voxel below -200 HU (no air: a label map, a normalised image, DICOM

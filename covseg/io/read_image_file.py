@@ -8,6 +8,7 @@ damaged stream); a NIfTI is checked for truncation against its header, and float
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import zlib
 from pathlib import Path
@@ -51,6 +52,8 @@ def read_image_file(path: Path) -> sitk.Image:
                                      "(a 4th dimension of size 1 is accepted)")
     if ncomp != 1:
         raise CovsegInputError(path, f"has {ncomp} values per voxel (colour or vector image), not a CT")
+    if name.endswith((".nii", ".nii.gz")):
+        _check_nifti_spacing(path, raw)
     nifti = _check_nifti_complete(path, raw)
     if nifti is not None and (raw is not None or np.dtype(nifti.dataobj.dtype).kind == "f"):
         # from the verified bytes (no second decompression); float voxels always through nibabel, because
@@ -130,6 +133,26 @@ def _nifti_to_sitk(nifti: nib.Nifti1Image, reader: sitk.ImageFileReader, raw: by
     except RuntimeError as exc:  # negative spacing, degenerate direction
         raise CovsegInputError(path_of(reader), f"damaged header: {itk_reason(str(exc))}") from None
     return img
+
+
+def _check_nifti_spacing(path: Path, raw: bytes | None = None) -> None:
+    """Refuse a NIfTI file with no voxel size: a zero or non-finite ``pixdim[1..3]``. nibabel and ITK silently
+    put 1 mm there (ITK even when an sform holds other scales), and every volume in mL would be wrong, so the
+    header is read as written (``raw``: the decompressed bytes of a ``.nii.gz``)."""
+    start = raw[:540] if raw is not None else path.open("rb").read(540)
+    header = None
+    for kind in (nib.Nifti1Header, nib.Nifti2Header):
+        try:
+            header = kind.from_fileobj(io.BytesIO(start), check=False)
+            break
+        except Exception:  # noqa: BLE001 - not this NIfTI version
+            continue
+    if header is None:
+        return
+    pixdim = [float(v) for v in header["pixdim"][1:4]]
+    if not all(math.isfinite(v) and v != 0 for v in pixdim):
+        raise CovsegInputError(path, f"damaged header: voxel size (pixdim) {tuple(pixdim)} has a zero or non-finite "
+                                     "value; volumes in mL cannot be measured")
 
 
 def _check_nifti_complete(path: Path, raw: bytes | None = None) -> nib.Nifti1Image | None:
