@@ -112,3 +112,12 @@ def test_covseg_infer_with_the_bundle(tmp_path):
     report = json.loads((tmp_path / "out" / "p" / "report.json").read_text())
     assert (tmp_path / "out" / "p" / "infection_mask.nii.gz").exists()
     assert "semi_infnet" in json.dumps(report)
+
+
+def test_tiny_mean_teacher_run_writes_teacher_and_student(semiseg_dir, tmp_path):
+    run = tmp_path / "mt"
+    proc = run_ok(_cmd("mean_teacher", "train.yaml", "--dataset_dir", str(semiseg_dir), "--output_dir", str(run),
+                       "--train_limit", "4", "--unlabelled_limit", "4", "--image_size", "64", "--mt_epochs", "1",
+                       "--mt_samples_per_epoch", "4", "--mt_batch_size", "2"))
+    assert "student_val_dice" in proc.stdout
+    assert {p.name for p in run.glob("model_*.pt")} == {"model_final.pt", "model_best.pt", "model_student.pt"}

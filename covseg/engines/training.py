@@ -14,6 +14,7 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ignite.distributed as idist
 import numpy as np
@@ -26,11 +27,14 @@ from torch.utils.data import DataLoader
 
 from covseg.engines.averaging import average_weights
 from covseg.engines.cpu import autocast_context
-from covseg.engines.seeding import follow_epochs, reseed_each_epoch
+from covseg.engines.seeding import epoch_seed, follow_epochs, reseed_each_epoch
 from covseg.io.atomic import atomic_path, atomic_write_text
 from covseg.metrics.multiclass import ClassToolbox, class_scores, mean_foreground
-from covseg.networks.outputs import DeepSupervisionOutput
+from covseg.networks.outputs import DeepSupervisionOutput, split_output
 from covseg.options import as_flag
+
+if TYPE_CHECKING:
+    from covseg.engines.mean_teacher import MeanTeacher
 
 log = logging.getLogger(__name__)
 
@@ -60,19 +64,24 @@ def scaled_size(base: int, rate: float, multiple: int = 32) -> int:
 def make_train_step(network: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, device: torch.device,
                     image_size: int = 352, scales: Sequence[float] = (0.75, 1.0, 1.25), all_scales: bool = False,
                     bf16: bool = False, channels_last: bool = False, grad_clip: float = 10.0, num_classes: int = 1,
-                    inferer: Callable | None = None):
+                    inferer: Callable | None = None, mean_teacher: MeanTeacher | None = None):
     """An ignite process function: one batch at one random scale (or every scale, as the paper's code does).
 
     ``inferer(x, network)`` (e.g. MONAI's ``SimpleInferer``, the bundle's ``train#inferer``), when given, runs the
     forward pass.
     ``num_classes`` 1: masks are 0/1 floats and deep-supervised outputs also get the mask's edge band; C > 1:
     masks are class indices, resized by nearest neighbour.
+    ``mean_teacher`` (binary only): the batch also holds ``unlabelled`` weak views; their strong views join the
+    forward pass, the teacher's confident probabilities on the weak views are their targets (weighted by
+    ``mean_teacher.weight``), and the teacher takes one EMA step after each optimiser step.
     """
 
     def step(engine: Engine, batch: dict) -> dict:
         network.train()
         images = batch["image"].to(device)
         masks = batch["label"].to(device).float()
+        weak = batch["unlabelled"].to(device) if mean_teacher is not None else None
+        strong = mean_teacher.strong(weak) if mean_teacher is not None else None
         rates = list(scales) if all_scales else [random.choice(list(scales))]
         total = 0.0
         for rate in rates:
@@ -81,21 +90,46 @@ def make_train_step(network: nn.Module, optimizer: torch.optim.Optimizer, loss_f
             if size != images.shape[-1]:
                 x = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
                 y = resize_masks(masks, size, num_classes)
+            targets = None
+            if mean_teacher is not None:
+                weak_x, strong_x = (_resized(v, size) for v in (weak, strong))
+                targets = mean_teacher.targets(weak_x, device, bf16)
+                x = torch.cat([x, strong_x])
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             optimizer.zero_grad(set_to_none=True)
             with autocast_context(device, bf16):
                 out = network(x) if inferer is None else inferer(x, network)
-            edge = isinstance(out, DeepSupervisionOutput) and num_classes == 1
-            loss = loss_fn(out, y, edge_from_mask((y >= 0.5).to(y.dtype))) if edge else loss_fn(out, y)
+            if targets is not None:
+                out, out_unlabelled = split_output(out, len(y))
+            loss = _map_loss(loss_fn, out, y, num_classes)
+            if targets is not None:
+                loss = loss + mean_teacher.weight * _map_loss(mean_teacher.loss, out_unlabelled, targets, 1)
             loss.backward()
             if grad_clip:
                 nn.utils.clip_grad_norm_(network.parameters(), grad_clip)
             optimizer.step()
+            if mean_teacher is not None:
+                mean_teacher.update(network)
             total += float(loss.detach())
         return {"loss": total / len(rates)}
 
     return step
+
+
+def _resized(images: Tensor, size: int) -> Tensor:
+    """Images (B, C, H, W) at ``size``² (bilinear), or as they are."""
+    if images.shape[-1] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def _map_loss(loss_fn: nn.Module, out: object, y: Tensor, num_classes: int) -> Tensor:
+    """The loss of one output; a binary deep-supervised output also gets the edge band of the target's 0.5
+    contour."""
+    if isinstance(out, DeepSupervisionOutput) and num_classes == 1:
+        return loss_fn(out, y, edge_from_mask((y >= 0.5).to(y.dtype)))
+    return loss_fn(out, y)
 
 
 @torch.inference_mode()
@@ -159,7 +193,7 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
                   tensorboard: bool = True, progress: bool = True, seed: int = 0,
                   snapshot_start: int | None = None, snapshot_every: int = 5, seg_loss: str | None = None,
                   num_classes: int = 1, class_weights: Sequence[float] | None = None,
-                  inferer: Callable | None = None) -> Engine:
+                  inferer: Callable | None = None, mean_teacher: MeanTeacher | None = None) -> Engine:
     """Assemble the ignite trainer with optimiser, schedule, validation, checkpoints and logging.
 
     ``output_dir`` receives ``checkpoint_*.pt`` (everything needed to resume; the newest is loaded when
@@ -171,6 +205,10 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
     (:func:`covseg.losses.multiclass.multiclass_loss`, default ``ce_dice``, optional ``class_weights``).
     ``lr_schedule``: ``cosine`` (to 1 % of ``lr``), ``poly`` ((1 - t)^0.9, the FCN / DeepLab schedule) or constant.
     ``inferer`` (``inferer(x, network)``, the bundle's ``train#inferer``) runs the training forward pass when given.
+    ``mean_teacher`` (:class:`covseg.engines.mean_teacher.MeanTeacher`): the loader's batches carry unlabelled weak
+    views too; the teacher is checkpointed, validated, selected and written as ``model_best.pt`` /
+    ``model_final.pt`` (the student's validation Dice is logged as ``student_val_dice``, its last weights go to
+    ``model_student.pt``).
     """
     from covseg.losses import InfNetLoss
     from covseg.losses.multiclass import multiclass_loss
@@ -202,14 +240,20 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
         loss_fn = InfNetLoss(edge_weight=0.0, seg_loss=multiclass_loss(seg_loss or "ce_dice", class_weights))
     step = make_train_step(network, optimizer, loss_fn or InfNetLoss(seg_loss=seg_loss or "structure"), device,
                            image_size, scales, all_scales, bf16, channels_last, num_classes=num_classes,
-                           inferer=inferer)
+                           inferer=inferer, mean_teacher=mean_teacher)
     trainer = reseed_each_epoch(Engine(step), train_loader, seed + rank)
+    scored = network if mean_teacher is None else mean_teacher.network  # what is validated, selected and written
+    if mean_teacher is not None:
+        trainer.add_event_handler(Events.EPOCH_STARTED,
+                                  lambda engine: mean_teacher.reseed(epoch_seed(seed + rank + 1, engine.state.epoch)))
     best_file = output_dir / "best.json"
     best = {"val_dice": json.loads(best_file.read_text())["val_dice"] if best_file.exists() else -1.0}
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: scheduler.step())
     follow_epochs(trainer, train_loader)  # DistributedSampler: a new shuffle each epoch
 
     to_save = {"network": network, "optimizer": optimizer, "scheduler": scheduler, "trainer": trainer}
+    if mean_teacher is not None:
+        to_save["teacher"] = mean_teacher.ema
     # n_saved=2: ignite deletes the oldest checkpoint *before* writing the new one, so with 1 a kill -9 during
     # the save would leave none; with 2 the previous epoch's stays until the new one is complete
     checkpoint = Checkpoint(to_save, DiskSaver(str(output_dir), require_empty=False), n_saved=2,
@@ -243,7 +287,9 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
         epoch = engine.state.epoch
         msg = f"epoch {epoch}/{engine.state.max_epochs} loss {engine.state.output['loss']:.4f}"
         if val_loader is not None and (epoch % val_interval == 0 or epoch == engine.state.max_epochs):
-            scores = validate(network, val_loader, device, bf16, num_classes)
+            scores = validate(scored, val_loader, device, bf16, num_classes)
+            if mean_teacher is not None:
+                scores["student_val_dice"] = validate(network, val_loader, device, bf16)["val_dice"]
             msg += "".join(f" {k} {v:.4f}" for k, v in scores.items())
             if writer is not None:
                 for key, value in scores.items():
@@ -251,7 +297,7 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
             if scores["val_dice"] > best["val_dice"]:
                 best["val_dice"] = scores["val_dice"]
                 if rank == 0:
-                    save_weights(network, output_dir / "model_best.pt")
+                    save_weights(scored, output_dir / "model_best.pt")
                     atomic_write_text(best_file, json.dumps({**scores, "epoch": epoch}))
                 msg += " (best)"
         if rank == 0:
@@ -259,12 +305,14 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
             print(msg, flush=True)
 
     if rank == 0:
-        attach_snapshot_averaging(trainer, network, output_dir, snapshot_start, snapshot_every)
+        attach_snapshot_averaging(trainer, scored, output_dir, snapshot_start, snapshot_every)
 
     @trainer.on(Events.COMPLETED)
     def _finish(engine: Engine) -> None:
         if rank == 0:
-            save_weights(network, output_dir / "model_final.pt")
+            save_weights(scored, output_dir / "model_final.pt")
+            if mean_teacher is not None:
+                save_weights(network, output_dir / "model_student.pt")
         if writer is not None:
             writer.close()
 

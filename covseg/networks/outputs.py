@@ -41,3 +41,17 @@ def final_logits(output: object) -> Tensor:
     if isinstance(output, (list, tuple)) and output and isinstance(output[-1], Tensor):
         return output[-1]
     raise TypeError(f"network returned {type(output).__name__}, expected logits or a covseg output type")
+
+
+def split_output(output: Tensor | DeepSupervisionOutput, count: int) -> tuple[object, object]:
+    """A network output over a concatenated batch cut into its first ``count`` samples and the rest (every map of
+    a :class:`DeepSupervisionOutput`, or the logits tensor)."""
+    if isinstance(output, Tensor):
+        return output[:count], output[count:]
+    if isinstance(output, DeepSupervisionOutput):
+        edge = output.edge
+        return (DeepSupervisionOutput(output.final[:count], [s[:count] for s in output.side],
+                                      None if edge is None else edge[:count]),
+                DeepSupervisionOutput(output.final[count:], [s[count:] for s in output.side],
+                                      None if edge is None else edge[count:]))
+    raise TypeError(f"cannot split a {type(output).__name__} output by sample")
