@@ -260,3 +260,19 @@ def test_nifti_without_voxel_size_refused(tmp_path, phantom, name):
     _refused(tmp_path / f"sform-{name}", "voxel size (pixdim) (0.0, 0.0, 0.0)")
     nib.save(nib.Nifti1Image(hu, np.diag([*phantom.spacing, 1.0])), str(tmp_path / f"good-{name}"))
     np.testing.assert_allclose(read_volume(tmp_path / f"good-{name}").spacing, phantom.spacing, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["extension.nii.gz", "extension.nii"])
+def test_nifti_with_header_extension_or_big_endian_keeps_its_voxel_size(tmp_path, phantom, name):
+    """A header extension (as TotalSegmentator's label maps carry) follows the 348-byte header: the voxel-size
+    check reads the fixed header alone, so such a file is read with its own spacing, as is a big-endian one."""
+    hu = np.transpose(phantom.hu, (2, 1, 0)).astype(np.int16)
+    img = nib.Nifti1Image(hu, np.diag([*phantom.spacing, 1.0]))
+    img.header.extensions.append(nib.nifti1.Nifti1Extension(6, b"a comment longer than 540 bytes " * 40))
+    nib.save(img, str(tmp_path / name))
+    np.testing.assert_allclose(read_volume(tmp_path / name).spacing, phantom.spacing, rtol=1e-5)
+    big = nib.Nifti1Image(hu.astype(">i2"), np.diag([*phantom.spacing, 1.0]),
+                          nib.Nifti1Header(endianness=">"))
+    nib.save(big, str(tmp_path / f"big-{name}"))
+    assert big.header.endianness == ">" and nib.load(str(tmp_path / f"big-{name}")).header.endianness == ">"
+    np.testing.assert_allclose(read_volume(tmp_path / f"big-{name}").spacing, phantom.spacing, rtol=1e-5)

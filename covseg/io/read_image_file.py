@@ -8,7 +8,6 @@ damaged stream); a NIfTI is checked for truncation against its header, and float
 from __future__ import annotations
 
 import gzip
-import io
 import math
 import zlib
 from pathlib import Path
@@ -139,16 +138,17 @@ def _check_nifti_spacing(path: Path, raw: bytes | None = None) -> None:
     """Refuse a NIfTI file with no voxel size: a zero or non-finite ``pixdim[1..3]``. nibabel and ITK silently
     put 1 mm there (ITK even when an sform holds other scales), and every volume in mL would be wrong, so the
     header is read as written (``raw``: the decompressed bytes of a ``.nii.gz``)."""
-    start = raw[:540] if raw is not None else path.open("rb").read(540)
-    header = None
-    for kind in (nib.Nifti1Header, nib.Nifti2Header):
-        try:
-            header = kind.from_fileobj(io.BytesIO(start), check=False)
-            break
-        except Exception:  # noqa: BLE001 - not this NIfTI version
-            continue
-    if header is None:
+    if raw is not None:
+        start = raw[:540]
+    else:
+        with path.open("rb") as handle:
+            start = handle.read(540)
+    # the fixed-size header block only: a NIfTI-1 header's extensions follow it and are not read here
+    found = [kind(binaryblock=start[:size], check=False) for kind, size in ((nib.Nifti1Header, 348),
+             (nib.Nifti2Header, 540)) if len(start) >= size and kind.may_contain_header(start[:size])]
+    if not found:
         return
+    header = found[0]
     pixdim = [float(v) for v in header["pixdim"][1:4]]
     if not all(math.isfinite(v) and v != 0 for v in pixdim):
         raise CovsegInputError(path, f"damaged header: voxel size (pixdim) {tuple(pixdim)} has a zero or non-finite "
