@@ -86,10 +86,8 @@ def make_train_step(network: nn.Module, optimizer: torch.optim.Optimizer, loss_f
         total = 0.0
         for rate in rates:
             size = scaled_size(image_size, rate)
-            x, y = images, masks
-            if size != images.shape[-1]:
-                x = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-                y = resize_masks(masks, size, num_classes)
+            x = _resized(images, size)
+            y = masks if size == masks.shape[-1] else resize_masks(masks, size, num_classes)
             targets = None
             if mean_teacher is not None:
                 weak_x, strong_x = (_resized(v, size) for v in (weak, strong))
