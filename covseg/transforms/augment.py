@@ -6,6 +6,9 @@ volume come in yet another, so the recipe trains orientation- and window-invaria
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from monai.config import KeysCollection
 from monai.transforms import (
     Compose,
     EnsureTyped,
@@ -39,6 +42,18 @@ def window_jitter(prob: float = 0.8) -> list:
     ]
 
 
+def random_moves(keys: KeysCollection, modes: str | Sequence[str]) -> list:
+    """Orientation and position changes applied alike to ``keys`` (resampled with ``modes``): flips, 90° turns
+    and a mild affine (±15°, ±15 % scale, ±20 px)."""
+    return [
+        RandFlipd(keys=keys, prob=0.5, spatial_axis=0),
+        RandFlipd(keys=keys, prob=0.5, spatial_axis=1),
+        RandRotate90d(keys=keys, prob=0.75, max_k=3),
+        RandAffined(keys=keys, prob=0.5, rotate_range=0.26, scale_range=0.15, translate_range=20,
+                    mode=modes, padding_mode="zeros"),
+    ]
+
+
 def train_transforms(image_size: int = 352, strong_window_jitter: bool = True, soft_labels: bool = False) -> Compose:
     """Read file paths (pseudo-labelled items), resize to ``image_size``², augment; labels stay binary.
 
@@ -60,11 +75,7 @@ def train_transforms(image_size: int = 352, strong_window_jitter: bool = True, s
         LoadGreySliced(keys=KEYS, binary_keys=() if soft else ("label",)),
         Rewindowd(keys="image"),  # an item that names its own window is shown in the SemiSeg window
         Resized(keys=KEYS, spatial_size=(image_size, image_size), mode=modes),
-        RandFlipd(keys=KEYS, prob=0.5, spatial_axis=0),
-        RandFlipd(keys=KEYS, prob=0.5, spatial_axis=1),
-        RandRotate90d(keys=KEYS, prob=0.75, max_k=3),
-        RandAffined(keys=KEYS, prob=0.5, rotate_range=0.26, scale_range=0.15, translate_range=20,
-                    mode=modes, padding_mode="zeros"),
+        *random_moves(KEYS, modes),
         RandAdjustContrastd(keys="image", prob=0.3, gamma=(0.7, 1.5)),
         *intensity,
         RandGaussianNoised(keys="image", prob=0.2, std=0.02),

@@ -13,17 +13,15 @@ from monai.transforms import (
     Compose,
     EnsureTyped,
     RandAdjustContrast,
-    RandAffined,
     RandCoarseDropout,
-    RandFlipd,
     RandGaussianNoise,
-    RandRotate90d,
     RandScaleIntensity,
     RandShiftIntensity,
     Resized,
     ThresholdIntensity,
 )
 
+from covseg.transforms.augment import random_moves
 from covseg.transforms.intensity import Rewindowd
 from covseg.transforms.load import LoadGreySliced
 
@@ -38,11 +36,7 @@ def weak_view_transforms(image_size: int = 352, key: str = "unlabelled",
         LoadGreySliced(keys=key, binary_keys=()),
         Rewindowd(keys=key, window_key=window_key),
         Resized(keys=key, spatial_size=(image_size, image_size), mode="bilinear"),
-        RandFlipd(keys=key, prob=0.5, spatial_axis=0),
-        RandFlipd(keys=key, prob=0.5, spatial_axis=1),
-        RandRotate90d(keys=key, prob=0.75, max_k=3),
-        RandAffined(keys=key, prob=0.5, rotate_range=0.26, scale_range=0.15, translate_range=20,
-                    mode="bilinear", padding_mode="zeros"),
+        *random_moves(key, "bilinear"),  # as the labelled slices are moved
         EnsureTyped(keys=key, track_meta=False),
     ])
 
