@@ -141,7 +141,9 @@ class InfNet(nn.Module):
         x1, x2, x3, x4 = self.backbone((x - self.mean) / self.std)
         f2, f3, f4 = self.rfb2(x2), self.rfb3(x3), self.rfb4(x4)
         global_map = self.global_head(f4, f3, f2) if self.use_ppd else self.global_head(_up(f4, f2))
-        edge_feats, edge_map = self.edge(x1) if self.edge is not None else (None, None)
+        edge_feats, edge_map = None, None
+        if self.edge is not None:  # in eval mode only the features: the edge map is a training target
+            edge_feats, edge_map = self.edge(x1) if self.training else (self.edge.features(x1), None)
         maps = [global_map]
         if self.use_ra:
             s5 = self.ra4(x4, global_map, edge_feats)
@@ -149,9 +151,9 @@ class InfNet(nn.Module):
             maps += [s5, s4, self.ra2(x2, s4, edge_feats)]
         elif edge_feats is not None:
             maps.append(self.edge_refine(torch.cat([f2, _up(edge_feats, f2)], dim=1)) + global_map)
+        if not self.training:  # the final map only, brought to the input size
+            return F.interpolate(maps[-1], size=size, mode="bilinear", align_corners=False)
         maps = [F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps]
-        if not self.training:
-            return maps[-1]
         edge_up = None if edge_map is None else F.interpolate(edge_map, size=size, mode="bilinear",
                                                               align_corners=False)
         return DeepSupervisionOutput(final=maps[-1], side=maps[:-1], edge=edge_up)
