@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["SLICE4", "SLICE8", "border_connected_2d", "closing_2d", "crop_box", "fill_holes_2d", "largest_component",
-           "open_holes"]
+__all__ = ["SLICE4", "SLICE8", "border_connected_2d", "closing_2d", "crop_box", "disk_kernel", "fill_holes_2d",
+           "largest_component", "open_holes"]
 
 SLICE4 = np.zeros((3, 3, 3), bool)
 SLICE4[1] = ndi.generate_binary_structure(2, 1)
@@ -33,28 +33,29 @@ def border_connected_2d(mask: np.ndarray) -> np.ndarray:
 
 
 def fill_holes_2d(mask: np.ndarray, max_ratio: float | None = None, min_px: int = 0) -> np.ndarray:
-    """Fill the holes of every axial slice (one labelling call for the whole stack).
+    """Fill the holes of every axial slice (8-connected background not reaching the slice's border).
 
     With ``max_ratio``, a hole larger than ``min_px`` is filled only if its area is at most ``max_ratio``
     times the mask's area in that slice: vessels and lesions inside a lung are filled, the liver dome
-    inside a ring of lung base is not.
+    inside a ring of lung base is not. Each slice's background is labelled by OpenCV.
     """
     if not mask.any():
         return mask
-    lab, n = ndi.label(~mask, structure=SLICE8)
-    if n == 0:
-        return mask
-    hole = np.ones(n + 1, bool)
-    for edge in (lab[:, 0, :], lab[:, -1, :], lab[:, :, 0], lab[:, :, -1]):
-        hole[np.unique(edge)] = False
-    hole[0] = False
-    if max_ratio is not None:
-        sizes = np.bincount(lab.ravel(), minlength=n + 1)
-        zs = np.array([sl[0].start if sl is not None else 0 for sl in ndi.find_objects(lab)], dtype=np.int64)
-        area = mask.sum(axis=(1, 2))
-        big = sizes[1:] > np.maximum(max_ratio * area[zs], min_px)
-        hole[1:] &= ~big
-    return mask | hole[lab]
+    import cv2  # as in closing_2d: only the lung mask needs OpenCV here
+
+    out = mask.copy()
+    height, width = mask.shape[1:]
+    for z in np.nonzero(mask.reshape(mask.shape[0], -1).any(axis=1))[0]:
+        background = np.ascontiguousarray(~mask[z]).view(np.uint8)
+        n, lab, stats, _ = cv2.connectedComponentsWithStats(background, connectivity=8, ltype=cv2.CV_32S)
+        x, y, w, h, area = (stats[:, i] for i in range(5))
+        hole = (x > 0) & (y > 0) & (x + w < width) & (y + h < height)
+        hole[0] = False  # label 0 is the slice's mask itself
+        if max_ratio is not None:
+            hole &= area <= max(max_ratio * float(np.count_nonzero(mask[z])), min_px)
+        if hole.any():
+            out[z] |= hole[lab]
+    return out
 
 
 def crop_box(mask: np.ndarray, pad: Sequence[int]) -> tuple[slice, ...]:
@@ -63,16 +64,36 @@ def crop_box(mask: np.ndarray, pad: Sequence[int]) -> tuple[slice, ...]:
     return tuple(slice(max(int(i.min()) - p, 0), min(int(i.max()) + p + 1, n)) for i, p, n in zip(idx, pad, mask.shape))
 
 
-def closing_2d(mask: np.ndarray, radius_mm: float, spacing_yx: tuple[float, float]) -> np.ndarray:
-    """Per-slice closing with a disk of ``radius_mm`` (exact, via distance transforms).
+def disk_kernel(radius_mm: float, spacing_yx: tuple[float, float]) -> np.ndarray:
+    """``uint8`` structuring element of the offsets within ``radius_mm`` of the centre (spacing-aware, exact).
 
-    ``mask`` must have at least ``radius`` + 1 pixels of background around it in every slice.
+    An offset is in the disk when its Euclidean length in mm, computed as ``scipy.ndimage.distance_transform_edt``
+    computes it, is at most ``radius_mm``; so a dilation with this kernel equals ``edt(~mask) <= radius_mm``.
+    """
+    sy, sx = (float(s) for s in spacing_yx)
+    ry, rx = int(radius_mm // sy), int(radius_mm // sx)
+    dy, dx = np.mgrid[-ry : ry + 1, -rx : rx + 1].astype(np.float64)
+    return (np.sqrt((dy * sy) ** 2 + (dx * sx) ** 2) <= radius_mm).astype(np.uint8)
+
+
+def closing_2d(mask: np.ndarray, radius_mm: float, spacing_yx: tuple[float, float]) -> np.ndarray:
+    """Per-slice closing with a disk of ``radius_mm`` (exact: the disk of :func:`disk_kernel`).
+
+    ``mask`` must have at least ``radius`` + 1 pixels of background around it in every slice. Each slice is
+    dilated and eroded with OpenCV (outside the slice counts as background for the dilation and as foreground for
+    the erosion, as with distance transforms), which is several times faster than two distance transforms.
     """
     if radius_mm <= 0 or not mask.any():
         return mask
-    sampling = (1e6, float(spacing_yx[0]), float(spacing_yx[1]))  # no reach across slices
-    dilated = ndi.distance_transform_edt(~mask, sampling=sampling) <= radius_mm
-    return ndi.distance_transform_edt(dilated, sampling=sampling) > radius_mm
+    import cv2  # only the lung mask's closings need OpenCV; imported here to keep this module's import light
+
+    kernel = disk_kernel(radius_mm, spacing_yx)
+    out = np.zeros(mask.shape, bool)
+    for z in np.nonzero(mask.reshape(mask.shape[0], -1).any(axis=1))[0]:
+        grown = cv2.dilate(np.ascontiguousarray(mask[z]).view(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT,
+                           borderValue=0)
+        out[z] = cv2.erode(grown, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=1).view(bool)
+    return out
 
 
 def open_holes(mask: np.ndarray, min_px: int) -> np.ndarray:
