@@ -42,6 +42,25 @@ def test_compiled_predictor_matches_eager_and_pads_the_last_batch(monkeypatch):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@needs_compiler
+def test_cpu_compile_freezes_and_prepacks_the_convolutions():
+    """On CPU the compile freezes the weights: inductor then prepacks every convolution's weights for oneDNN (and
+    fuses them with their ReLUs), which it does only with freezing on."""
+    from torch._dynamo.utils import counters
+
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch build has no oneDNN (mkldnn): inductor has nothing to prepack")
+    torch._dynamo.reset()
+    counters.clear()
+    net = _small_net()
+    images = [np.random.default_rng(k).random((24, 24), dtype=np.float32) for k in range(2)]
+    compiled = SlicePredictor(net, image_size=32, batch_size=2, bf16=False, compiled=True)
+    out = compiled.predict(images)
+    assert counters["inductor"]["mkldnn_conv_weight_pack_matcher_count"] == 2  # both convolutions
+    for a, b in zip(out, SlicePredictor(net, image_size=32, batch_size=2, bf16=False).predict(images)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 def test_compiled_needs_a_fixed_image_size():
     with pytest.raises(ValueError, match="fixed image_size"):
         SlicePredictor(_small_net(), image_size=None, compiled=True)

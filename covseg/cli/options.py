@@ -34,8 +34,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true",
                    help="average each slice's prediction over flips (4x the compute; see docs/benchmarks.md)")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the network: the first run pays about 45 s, later runs about 4 s (inductor's "
-                        "disk cache); pays on long batches only (docs/benchmarks.md)")
+                   help="torch.compile the network (CPU: with frozen, prepacked weights): about 1.1x the throughput, "
+                        "but each run first pays 15-30 s of compiling; pays on long batches only (docs/benchmarks.md)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for torch (default: torch's choice; use 1 on a busy shared machine)")
     p.add_argument("--image-size", type=int, metavar="N",

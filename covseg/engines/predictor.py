@@ -8,6 +8,7 @@ upsample the logits, then sigmoid). One output channel -> sigmoid; several -> so
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,7 +24,12 @@ from covseg.networks.flips import FLIPS, flip_averaged
 from covseg.networks.outputs import final_logits as logits_of
 from covseg.options import as_flag
 
-__all__ = ["SlicePredictor", "logits_of"]
+__all__ = ["CPU_COMPILE_OPTIONS", "SlicePredictor", "logits_of"]
+
+CPU_COMPILE_OPTIONS = {"freezing": True}
+"""Inductor options of ``compiled=True`` on CPU: freezing (weights as constants, oneDNN-prepacked, conv + ReLU and
+conv + add + ReLU fused). Without it inductor neither prepacks nor fuses the convolutions, and the compiled network
+ran no faster than the eager path's own fusions (docs/benchmarks.md, 2026-12-05 night)."""
 
 
 class SlicePredictor:
@@ -40,10 +46,14 @@ class SlicePredictor:
     ``fuse_relu``: in that copy, on CPU and not compiled, run each convolution followed by a ReLU (or by a residual
     add and a ReLU) as one oneDNN call (:func:`covseg.engines.onednn_fusion.fuse_conv_relu`; fp32 maps unchanged).
     ``network`` stays the module given, for reports. ``compiled``: run it through ``torch.compile`` (inductor,
-    fixed shapes: a short last batch is padded to ``batch_size``); the first batch of a process pays the compile
-    (about 45 s for Inf-Net on a 2-core CPU, about 4 s once inductor's on-disk cache holds the kernels), so it pays
-    only on long runs (docs/benchmarks.md). It needs a fixed ``image_size`` and a C++ compiler on CPU; on CPU the
-    kernels are cached per instruction set (:mod:`covseg.engines.compile_cache`).
+    fixed shapes: a short last batch is padded to ``batch_size``). On CPU with inductor's freezing (see
+    :data:`CPU_COMPILE_OPTIONS`): the weights become constants, prepacked for oneDNN, and inductor fuses each
+    convolution with its ReLU / residual add and the element-wise work between them; about 1.1x the eager path's
+    throughput for Inf-Net in bf16, but every process pays the compile on its first batch (about 16 s on a 2-core
+    Zen 5, 30 s with an empty kernel cache: graphs with prepacked weights are not cached), so it pays only on long
+    runs (docs/benchmarks.md). It needs a fixed ``image_size`` and a C++ compiler on CPU; on CPU the kernels are
+    cached per instruction set (:mod:`covseg.engines.compile_cache`). The compiled module holds the weights as they
+    are at its first batch.
     """
 
     def __init__(self, network: nn.Module, image_size: int | None = 352, device: str | torch.device = "cpu",
@@ -98,10 +108,19 @@ class SlicePredictor:
         """fp32 logits of the batch, averaged over the flips when ``tta``."""
 
         def once(xi: torch.Tensor) -> torch.Tensor:
-            with autocast_context(self.device, self.bf16):
+            with autocast_context(self.device, self.bf16), self._inductor_options():
                 return logits_of(self._module(xi))
 
         return flip_averaged(once, x, FLIPS if self.tta else (None,))
+
+    def _inductor_options(self) -> contextlib.AbstractContextManager:
+        """:data:`CPU_COMPILE_OPTIONS` around a call of the compiled module on CPU (inductor compiles inside the call
+        and reads its config then; ``torch.compile(options=...)`` did not turn freezing on), else nothing."""
+        if not self.compiled or self.device.type != "cpu":
+            return contextlib.nullcontext()
+        import torch._inductor.config as inductor_config
+
+        return inductor_config.patch(CPU_COMPILE_OPTIONS)
 
     def _run(self, slices: list[np.ndarray]) -> list[np.ndarray]:
         """One forward pass over ``slices`` (all the same size unless ``image_size`` is set)."""
