@@ -139,3 +139,17 @@ def test_a_cache_folder_the_user_chose_is_kept_and_the_default_one_is_split(monk
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())
     assert use_isa_cache() == folder
     assert "/" not in isa_tag() and isa_tag()
+
+
+def test_compile_without_a_cpp_compiler_is_one_usage_line_before_any_work(tmp_path):
+    """No C++ compiler: ``--compile`` is refused up front (exit 2, one line naming the cause), not by a failure of
+    every volume at its first batch."""
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-g++")}
+    env.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "covseg", "demo", "--out", str(out), "--phantom-shape", "8,48,48",
+                           "--no-progress", "--compile"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--compile needs a working C++ compiler" in lines[0] and "no-such-g++" in lines[0]
+    assert not out.exists()

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from covseg.cli.common import EXIT_USAGE, error
-from covseg.cli.options import add_model_args, add_output_args
+from covseg.cli.options import add_model_args, add_output_args, check_model_args
 from covseg.synthetic.demo import DEMO_SHAPE
 
 __all__ = ["DEMO_SHAPE", "add_parser", "parse_shape", "run"]
@@ -55,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     shape = parse_shape(args.phantom_shape)
     if shape is None or min(shape[1:]) < 16:
         error(f"--phantom-shape {args.phantom_shape!r}: expected Z,Y,X with Y, X >= 16")
+        return EXIT_USAGE
+    if not check_model_args(args, apply=False):  # before the phantom is written: a usage error leaves nothing
         return EXIT_USAGE
     import tempfile
 

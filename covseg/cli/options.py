@@ -66,7 +66,7 @@ def check_model_args(args: argparse.Namespace, apply: bool = True) -> bool:
     if args.backend == "onnxruntime" and getattr(args, "compile", False):
         error("--compile compiles the torch network; it does not apply to --backend onnxruntime")
         return False
-    problem = device_problem(args.device)
+    problem = device_problem(args.device) or (compile_problem(args.device) if getattr(args, "compile", False) else None)
     if problem:
         error(problem)
         return False
@@ -75,6 +75,23 @@ def check_model_args(args: argparse.Namespace, apply: bool = True) -> bool:
 
         torch.set_num_threads(args.threads)
     return True
+
+
+def compile_problem(device: str) -> str | None:
+    """Why ``--compile`` cannot run on ``device``, in one line, or None: on CPU inductor builds C++ kernels and needs
+    a working C++ compiler (checked as inductor finds it: ``$CXX`` or g++ / clang++ on PATH); without one every
+    volume would fail at its first batch."""
+    if not device.startswith("cpu"):
+        return None
+    from torch._inductor.cpp_builder import get_cpp_compiler  # imported only for --compile (about a second)
+
+    try:
+        get_cpp_compiler()
+    except Exception as exc:  # noqa: BLE001 - inductor raises its own InvalidCxxCompiler (or OSError)
+        return (f"--compile needs a working C++ compiler on CPU (torch.compile builds C++ kernels): "
+                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; install g++ or set $CXX, "
+                "or run without --compile")
+    return None
 
 
 def device_problem(device: str) -> str | None:
