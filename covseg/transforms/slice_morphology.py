@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -41,8 +42,6 @@ def fill_holes_2d(mask: np.ndarray, max_ratio: float | None = None, min_px: int 
     """
     if not mask.any():
         return mask
-    import cv2  # as in closing_2d: only the lung mask needs OpenCV here
-
     out = mask.copy()
     height, width = mask.shape[1:]
     for z in np.nonzero(mask.reshape(mask.shape[0], -1).any(axis=1))[0]:
@@ -85,8 +84,6 @@ def closing_2d(mask: np.ndarray, radius_mm: float, spacing_yx: tuple[float, floa
     """
     if radius_mm <= 0 or not mask.any():
         return mask
-    import cv2  # only the lung mask's closings need OpenCV; imported here to keep this module's import light
-
     kernel = disk_kernel(radius_mm, spacing_yx)
     out = np.zeros(mask.shape, bool)
     for z in np.nonzero(mask.reshape(mask.shape[0], -1).any(axis=1))[0]:
