@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -111,3 +112,31 @@ def test_inference_config_same_masks_with_onnxruntime(tmp_path):
     assert masks["torch"].any()
     np.testing.assert_array_equal(masks["torch"], masks["onnxruntime"])
     assert_masks_agree(masks["torch-bf16"], masks["torch"], max_flip_fraction=1e-3)
+
+
+def test_bundle_inference_run_reports_a_failed_volume_and_exits_non_zero(tmp_path):
+    """``python -m monai.bundle run inference`` with one good and one damaged input: an ``error:`` line naming the
+    damaged file, the good volume complete, exit status 1 (it used to exit 0 with the failure only in summary.json);
+    a missing ``dataset_dir`` likewise."""
+    from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+
+    ct = write_phantom(tmp_path / "phantom" / "good.nii.gz",
+                       make_chest_phantom(shape=(6, 48, 48), spacing=(7.0, 7.0, 12.0), seed=1))["ct"]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(ct, folder / "good.nii.gz")
+    (folder / "bad.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    config = str(BUNDLE / "configs" / "inference.yaml")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(bundle_cmd("inference", config, "--dataset_dir", str(folder), "--output_dir",
+                                     str(tmp_path / "out"), "--figures", "False"),
+                          capture_output=True, text=True, timeout=600, env=env)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert any("bad.nii.gz" in line for line in errors) and "Traceback" not in done.stderr
+    assert errors[-1].startswith("error: 1 of 2 volume(s) failed")
+    assert (tmp_path / "out" / "good" / "infection_mask.nii.gz").is_file()
+    missing = subprocess.run(bundle_cmd("inference", config, "--dataset_dir", str(tmp_path / "nowhere"),
+                                        "--output_dir", str(tmp_path / "out2")),
+                             capture_output=True, text=True, timeout=600, env=env)
+    assert missing.returncode == 1 and "nowhere" in missing.stderr and "Traceback" not in missing.stderr

@@ -197,8 +197,8 @@ def test_montage_sources_share_the_volumes_lung_box(tmp_path):
 
 
 def test_bundle_inference_run_id_diagnoses_and_fails_like_the_command(classifier_bundle, tmp_path):
-    """``python -m monai.bundle run inference`` of the classifier bundle runs the joint diagnosis; a run whose
-    input fails exits non-zero, as ``covseg diagnose`` does."""
+    """``python -m monai.bundle run inference`` of the classifier bundle runs the joint diagnosis of ``dataset_dir``
+    (MONAI's name; ``input_dir`` too); a run whose input fails exits non-zero, as ``covseg diagnose`` does."""
     import subprocess
     import sys
 
@@ -209,17 +209,17 @@ def test_bundle_inference_run_id_diagnoses_and_fails_like_the_command(classifier
     bad = tmp_path / "bad.nii.gz"
     bad.write_text("not a volume")
 
-    def run(src: Path, out: Path) -> subprocess.CompletedProcess:
+    def run(src: Path, out: Path, key: str = "--dataset_dir") -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file",
                str(classifier_bundle / "configs" / "inference.yaml"), "--bundle_root", str(classifier_bundle),
-               "--segmenter", str(REPO / "bundles" / "infnet"), "--input_dir", str(src), "--output_dir", str(out)]
+               "--segmenter", str(REPO / "bundles" / "infnet"), key, str(src), "--output_dir", str(out)]
         return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
 
     ok = run(ct, tmp_path / "out")
     assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
     assert json.loads((tmp_path / "out" / "p" / "diagnosis.json").read_text())["lung_slices"] > 0
-    failed = run(bad, tmp_path / "out-bad")
+    failed = run(bad, tmp_path / "out-bad", "--input_dir")  # the older name still works
     assert failed.returncode != 0 and "error: " in failed.stderr and "bad.nii.gz" in failed.stderr
 
 

@@ -6,6 +6,7 @@ then the batch summary; and the bundle config it is built from (:func:`inference
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ from covseg.engines.volume import Gate, Handler, InfectionPostprocessing, Progre
 from covseg.io.discover import VolumeSource
 from covseg.reports.batch import VolumeResult
 
-__all__ = ["VolumeBatchInference", "evaluator_from_config", "inference_config"]
+__all__ = ["VolumeBatchInference", "evaluator_from_config", "inference_config", "print_failure"]
 
 
 class VolumeBatchInference:
@@ -28,8 +29,9 @@ class VolumeBatchInference:
 
     Under ``torchrun`` each rank takes a share of the volumes and rank 0 writes the combined summary
     (:mod:`covseg.engines.distributed`). ``on_start``, ``on_result``, ``progress`` and ``handlers`` may be set
-    before :meth:`run` (the CLI's progress bar). After :meth:`run`, ``results``, ``is_main`` and ``seconds`` hold
-    the outcome.
+    before :meth:`run` (the CLI's progress bar); by default ``on_result`` prints one ``error:`` line to stderr for
+    each volume that fails. After :meth:`run`, ``results``, ``is_main`` and ``seconds`` hold the outcome;
+    :meth:`exit_if_failed` turns failures into the process's exit status (the bundle's ``inference`` run).
     """
 
     def __init__(self, dataset: VolumeDataset, inferer: SlicePredictor, output_dir: str | Path, *,
@@ -45,7 +47,7 @@ class VolumeBatchInference:
             self.model_info["gate"] = gate.describe()
         self.gate, self.handlers, self.meta, self.summary = gate, list(handlers), dict(meta or {}), summary
         self.on_start: Callable[[VolumeSource], None] | None = None
-        self.on_result: Callable[[VolumeResult], None] | None = None
+        self.on_result: Callable[[VolumeResult], None] | None = print_failure
         self.progress: Progress | None = None
         self.results: list[VolumeResult] = []
         self.is_main = True
@@ -86,6 +88,16 @@ class VolumeBatchInference:
             shard.close()
         return self.results
 
+    def exit_if_failed(self) -> None:
+        """Exit the process with status 1 and a one-line count when any volume of the last :meth:`run` failed (each
+        failure was printed as it happened); nothing when all succeeded. For ``python -m monai.bundle run
+        inference``, whose own exit status would otherwise be 0 (``covseg infer`` counts failures itself)."""
+        failed = [r for r in self.results if not r.ok]
+        if failed:
+            rest = ("the others are complete in" if len(failed) < len(self.results) else "listed in")
+            raise SystemExit(f"error: {len(failed)} of {len(self.results)} volume(s) failed; {rest} "
+                             f"{self.output_dir}/ (summary.json)")
+
     def write_summary(self, interrupted: bool = False) -> None:
         """``summary.json`` / ``summary.csv`` (merged with earlier runs' into the same folder) and, unless
         ``interrupted``, ``report.html``, for :attr:`results`."""
@@ -101,6 +113,12 @@ class VolumeBatchInference:
 
         write_batch_report(self.results, self.output_dir, meta)
         write_html_report(self.output_dir, meta)
+
+def print_failure(result: VolumeResult) -> None:
+    """The default ``on_result``: one ``error: <file>: <reason>`` line on stderr for a volume that failed."""
+    if not result.ok:
+        print(f"error: {result.error}", file=sys.stderr, flush=True)
+
 
 def inference_config(config_file: str | Path, overrides: dict | None = None):
     """A ``monai.bundle.ConfigParser`` of a bundle's inference config with ``overrides`` (id -> value; values may
