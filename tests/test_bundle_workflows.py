@@ -13,6 +13,7 @@ from covseg.synthetic.phantom import make_chest_phantom, write_phantom
 
 CONFIGS = BUNDLE / "configs"
 SEMI = BUNDLE.parent / "semi_infnet"
+BUNDLES = BUNDLE.parent
 
 
 def _workflow(name: str, workflow_type: str, bundle: Path = BUNDLE, **overrides):
@@ -144,3 +145,27 @@ def test_every_config_import_and_target_exists(config):
     for target in _targets(data):
         if "." in target and not target.startswith(("$", "@")):
             assert locate(target) is not None, f"{config}: _target_ {target} not found"
+
+
+@pytest.mark.parametrize(("bundle", "config", "missing"), [
+    ("infnet", "train", "train/labeled/images"), ("infnet", "evaluate", "test/images"),
+    ("semi_infnet", "train", "train/labeled/images"), ("multiclass_infnet", "evaluate", "test/images"),
+    ("jcs_segmenter", "train", "train/labeled/images"), ("jcs_classifier", "evaluate", "")])
+def test_a_missing_dataset_is_one_error_line_not_a_traceback(bundle, config, missing, tmp_path):
+    """``run`` of a training or evaluation config on a dataset folder that is not there (or lacks the split it
+    reads): exit status 1 and one ``error:`` line naming the folder (MONAI printed ~50 lines of traceback)."""
+    import subprocess
+    import sys
+
+    root = tmp_path / ("data" if missing else "nowhere")
+    if missing:  # the folder is there, the split it reads is not
+        root.mkdir()
+    run_id = {"train": "training", "evaluate": "evaluate"}[config]
+    done = subprocess.run([sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file",
+                           str(BUNDLES / bundle / "configs" / f"{config}.yaml"), "--bundle_root",
+                           str(BUNDLES / bundle), "--dataset_dir", str(root), "--output_dir",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=300, cwd=BUNDLES.parent)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and len(errors) == 1
+    assert errors[0].startswith(f"error: {root / missing if missing else root}: not found")

@@ -38,6 +38,18 @@ def write_grey(path: Path, grey: np.ndarray) -> Path:
     return Path(path)
 
 
+def exit_unless_folders(dataset_dir: str | Path, *relative: str) -> None:
+    """Stop the process with one ``error:`` line (``SystemExit``, exit status 1, no traceback) when ``dataset_dir`` or
+    one of the sub-folders ``relative`` to it is missing. The first step of the bundles' training and evaluation
+    runs: MONAI's config runner would otherwise print the same error inside a long traceback."""
+    root = Path(dataset_dir)
+    for rel in ("", *relative):
+        path = root / rel if rel else root
+        if not path.is_dir():
+            where = f"is {root} the dataset folder? " if rel else ""
+            raise SystemExit(f"error: {path}: not found ({where}set --dataset_dir)")
+
+
 def list_images(folder: Path) -> list[Path]:
     """Image files of a folder, sorted by name."""
     return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
