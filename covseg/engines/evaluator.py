@@ -114,6 +114,7 @@ class VolumeBatchInference:
         write_batch_report(self.results, self.output_dir, meta)
         write_html_report(self.output_dir, meta)
 
+
 def print_failure(result: VolumeResult) -> None:
     """The default ``on_result``: one ``error: <file>: <reason>`` line on stderr for a volume that failed."""
     if not result.ok:
