@@ -44,7 +44,7 @@ def exit_unless_folders(dataset_dir: str | Path, *relative: str) -> None:
     runs: MONAI's config runner would otherwise print the same error inside a long traceback."""
     root = Path(dataset_dir)
     for rel in ("", *relative):
-        path = root / rel if rel else root
+        path = root / rel  # rel "" is the folder itself
         if not path.is_dir():
             where = f"is {root} the dataset folder? " if rel else ""
             raise SystemExit(f"error: {path}: not found ({where}set --dataset_dir)")

@@ -21,6 +21,11 @@ SLICE8 = np.zeros((3, 3, 3), bool)
 SLICE8[1] = True
 
 
+def _occupied_slices(mask: np.ndarray) -> np.ndarray:
+    """Indices of the axial slices of ``mask`` that hold any voxel."""
+    return np.nonzero(mask.reshape(mask.shape[0], -1).any(axis=1))[0]
+
+
 def border_connected_2d(mask: np.ndarray) -> np.ndarray:
     """Voxels of ``mask`` connected, within their axial slice, to the slice's border."""
     lab, n = ndi.label(mask, structure=SLICE8)
@@ -44,9 +49,9 @@ def fill_holes_2d(mask: np.ndarray, max_ratio: float | None = None, min_px: int 
         return mask
     out = mask.copy()
     height, width = mask.shape[1:]
-    for z in np.nonzero(mask.reshape(mask.shape[0], -1).any(axis=1))[0]:
+    for z in _occupied_slices(mask):
         background = np.ascontiguousarray(~mask[z]).view(np.uint8)
-        n, lab, stats, _ = cv2.connectedComponentsWithStats(background, connectivity=8, ltype=cv2.CV_32S)
+        _, lab, stats, _ = cv2.connectedComponentsWithStats(background, connectivity=8, ltype=cv2.CV_32S)
         x, y, w, h, area = (stats[:, i] for i in range(5))
         hole = (x > 0) & (y > 0) & (x + w < width) & (y + h < height)
         hole[0] = False  # label 0 is the slice's mask itself
@@ -86,7 +91,7 @@ def closing_2d(mask: np.ndarray, radius_mm: float, spacing_yx: tuple[float, floa
         return mask
     kernel = disk_kernel(radius_mm, spacing_yx)
     out = np.zeros(mask.shape, bool)
-    for z in np.nonzero(mask.reshape(mask.shape[0], -1).any(axis=1))[0]:
+    for z in _occupied_slices(mask):
         grown = cv2.dilate(np.ascontiguousarray(mask[z]).view(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT,
                            borderValue=0)
         out[z] = cv2.erode(grown, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=1).view(bool)
