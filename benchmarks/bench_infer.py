@@ -3,8 +3,8 @@
 Usage: ``python benchmarks/bench_infer.py [--shape 300 512 512] [--threads N] [--batch-size 8] [--image-size N]
 [--onnxruntime] [--compile] [--no-docs]``.
 
-Each run is a fresh subprocess (``covseg infer <phantom> --out <tmp>``) whose wall time and peak RSS
-(``os.wait4`` rusage of that child alone) are measured:
+Each run is a fresh subprocess (``covseg infer <phantom> --out <tmp>``, ending as the console script does) whose wall
+time and peak RSS (``os.wait4`` rusage of that child alone) are measured:
 
 * ``network excluded``: ``--model bench-threshold``, a zero-parameter "network" registered only inside the
   benchmark's child (logits = 20 x (x - 0.6), i.e. a threshold of the windowed slice), so the figure is the
@@ -288,5 +288,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        raise SystemExit(_child(sys.argv[2:]))
+        from covseg.cli.leave import leave  # the console script's exit, so the child ends as `covseg` does
+
+        leave(_child(sys.argv[2:]))
     raise SystemExit(main())

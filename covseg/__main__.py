@@ -1,6 +1,6 @@
 """``python -m covseg`` behaves like the ``covseg`` command."""
 
-from covseg.cli.main import main
+from covseg.cli.leave import entry
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

@@ -75,4 +75,6 @@ def run_checked(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from covseg.cli.leave import entry
+
+    entry()

@@ -1,0 +1,41 @@
+"""Leave the ``covseg`` process once its work is done, without the interpreter's teardown.
+
+With torch and MONAI loaded, Python's own exit spends 0.7-0.9 s (measured on the 2-core machines) destroying
+thousands of module objects and the libraries' static state after every output is already written. The console
+script therefore does what a normal exit does that matters (waits for non-daemon threads, runs the ``atexit``
+handlers, which include logging's shutdown and the clean-up of temporary folders, flushes stdout and stderr) and then
+ends the process with ``os._exit``. Processes that never imported torch (``--help``, usage errors) exit normally.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from typing import NoReturn
+
+__all__ = ["entry", "leave"]
+
+
+def leave(code: int) -> NoReturn:
+    """End the process with exit status ``code``; skip the interpreter's teardown when torch is loaded."""
+    if "torch" not in sys.modules:  # cheap to tear down: the ordinary way
+        raise SystemExit(code)
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()  # what Py_Finalize runs first; includes logging.shutdown and tempfile's finalizers
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (``covseg ... | head``): nothing to save
+            stream.flush()
+    os._exit(code)
+
+
+def entry(argv: Sequence[str] | None = None) -> NoReturn:
+    """The ``covseg`` console script and ``python -m covseg``: :func:`covseg.cli.main.main`, then :func:`leave`."""
+    from covseg.cli.main import main
+
+    leave(main(argv))
