@@ -42,6 +42,13 @@ def test_leave_with_torch_loaded_keeps_status_output_threads_and_clean_up(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["atexit", "thread"]  # the temporary folder is gone
 
 
+def test_leave_does_not_wait_forever_for_an_idle_thread_pool() -> None:
+    done = _run("import torch\nfrom concurrent.futures import ThreadPoolExecutor\nfrom covseg.cli.leave import leave\n"
+                "pool = ThreadPoolExecutor(2)\nprint(pool.submit(lambda: 7).result())\nleave(4)")
+    assert done.returncode == 4, done.stderr
+    assert done.stdout.strip() == "7"
+
+
 def test_leave_without_torch_is_an_ordinary_exit() -> None:
     done = _run("from covseg.cli.leave import leave\nimport sys\n"
                 "print(sorted(m for m in sys.modules if m == 'torch'))\nleave(2)")

@@ -24,14 +24,24 @@ def leave(code: int) -> NoReturn:
     """End the process with exit status ``code``; skip the interpreter's teardown when torch is loaded."""
     if "torch" not in sys.modules:  # cheap to tear down: the ordinary way
         raise SystemExit(code)
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    _finish_threads()
     atexit._run_exitfuncs()  # what Py_Finalize runs first; includes logging.shutdown and tempfile's finalizers
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe (``covseg ... | head``): nothing to save
             stream.flush()
     os._exit(code)
+
+
+def _finish_threads() -> None:
+    """Wait for the non-daemon threads as the interpreter's exit does: ``threading._shutdown`` first runs the hooks
+    that tell idle pool workers to stop (an executor never shut down would otherwise be waited for forever)."""
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is not None and threading.current_thread() is threading.main_thread():
+        shutdown()
+        return
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
 
 
 def entry(argv: Sequence[str] | None = None) -> NoReturn:
