@@ -1,6 +1,6 @@
 """Leave the ``covseg`` process once its work is done, without the interpreter's teardown.
 
-With torch and MONAI loaded, Python's own exit spends 0.7-0.9 s (measured on the 2-core machines) destroying
+With torch and MONAI loaded, Python's own exit spends about 0.8 s (``benchmarks/bench_exit.py``) destroying
 thousands of module objects and the libraries' static state after every output is already written. The console
 script therefore does what a normal exit does that matters (waits for non-daemon threads, runs the ``atexit``
 handlers, which include logging's shutdown and the clean-up of temporary folders, flushes stdout and stderr) and then
