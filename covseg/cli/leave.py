@@ -22,26 +22,15 @@ __all__ = ["entry", "leave"]
 
 def leave(code: int) -> NoReturn:
     """End the process with exit status ``code``; skip the interpreter's teardown when torch is loaded."""
-    if "torch" not in sys.modules:  # cheap to tear down: the ordinary way
-        raise SystemExit(code)
-    _finish_threads()
+    shutdown = getattr(threading, "_shutdown", None)
+    if "torch" not in sys.modules or shutdown is None or threading.current_thread() is not threading.main_thread():
+        raise SystemExit(code)  # cheap to tear down, or not the main thread: the ordinary way
+    shutdown()  # as the interpreter's exit: stop idle pool workers, then wait for the non-daemon threads
     atexit._run_exitfuncs()  # what Py_Finalize runs first; includes logging.shutdown and tempfile's finalizers
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe (``covseg ... | head``): nothing to save
             stream.flush()
     os._exit(code)
-
-
-def _finish_threads() -> None:
-    """Wait for the non-daemon threads as the interpreter's exit does: ``threading._shutdown`` first runs the hooks
-    that tell idle pool workers to stop (an executor never shut down would otherwise be waited for forever)."""
-    shutdown = getattr(threading, "_shutdown", None)
-    if shutdown is not None and threading.current_thread() is threading.main_thread():
-        shutdown()
-        return
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
 
 
 def entry(argv: Sequence[str] | None = None) -> NoReturn:
