@@ -51,6 +51,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also write infection_prob.nii.gz (uint8, 255 x probability)")
     add_output_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--continue", dest="skip_done", action="store_true",
+                   help="resume a batch: keep each volume whose folder in --out already holds a complete result of "
+                        "the same request (same input files, model, precision and outputs); compute the others")
     p.add_argument("--gate", action="store_true",
                    help="skip slices the JCS slice classifier calls infection-free (threshold: the classifier "
                         "bundle's gate_threshold)")
@@ -119,7 +122,8 @@ def run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels
         found = VolumeDataset(list(inputs), VolumePreprocessing())
     except Exception as exc:  # noqa: BLE001 - one line, as for a config error
         return config_error(exc)
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    kept = getattr(args, "skip_done", False) and found.data and (out / found.data[0].name / "report.json").is_file()
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and not kept:
         found.prefetch(0, process=True)  # read + lung-mask the first volume while torch, MONAI and the model load
     from covseg.engines.evaluator import inference_config
     from covseg.engines.interrupts import BatchInterrupted
@@ -152,7 +156,7 @@ def run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels
         "output_dir": str(out),
         "labels_dir": labels, "device": args.device, "batch_size": args.batch_size,
         "precision": "fp32" if args.no_bf16 else "auto", "tta": args.tta, "compile": args.compile,
-        "save_prob": args.save_prob,
+        "save_prob": args.save_prob, "skip_done": getattr(args, "skip_done", False),
         "backend": args.backend, "image_size": model.image_size, "network": model.network,
         "export#figures": not args.no_figures, "export#overlays": args.overlays, "export#dicom_seg": args.dicom_seg,
         "model_info": {"name": model.name, "version": model.meta.get("version"), "trained": model.trained},
@@ -206,7 +210,9 @@ def _finish(results: list[VolumeResult], out: Path, is_main: bool, seconds: floa
     if results:
         print(format_console_table(results))
     n_failed = sum(not r.ok for r in results)
-    print(f"\n{len(results) - n_failed} of {len(results)} volume(s) done in {seconds:.1f} s; "
+    n_earlier = sum(r.earlier for r in results)
+    earlier = f" ({n_earlier} kept from an earlier run)" if n_earlier else ""
+    print(f"\n{len(results) - n_failed} of {len(results)} volume(s) done{earlier} in {seconds:.1f} s; "
           f"outputs in {out}/ (summary.json, summary.csv, report.html)")
     if not results:
         error("no input volume")

@@ -32,6 +32,7 @@ from covseg.engines.export import ExportOptions, VolumeOutputs, export_volume
 from covseg.engines.interrupts import BatchInterrupted
 from covseg.engines.onnx_runtime import OnnxRuntimeNetwork
 from covseg.engines.predictor import SlicePredictor
+from covseg.engines.resume import earlier_result, volume_request
 from covseg.engines.volume import (
     LUNG_MARGIN_MM,
     THRESHOLD,
@@ -182,8 +183,8 @@ def run_batch(sources: Sequence[VolumeSource | str | Path] | VolumeDataset, out_
               on_result: Callable[[VolumeResult], None] | None = None, threshold: float = THRESHOLD,
               lung_margin_mm: float = LUNG_MARGIN_MM, export: ExportOptions | None = None,
               postprocessing: InfectionPostprocessing | None = None, progress: Progress | None = None,
-              model_info: dict | None = None, prepare: Callable[..., VolumeOutputs] | None = None
-              ) -> list[VolumeResult]:
+              model_info: dict | None = None, prepare: Callable[..., VolumeOutputs] | None = None,
+              skip_done: bool = False) -> list[VolumeResult]:
     """Process every volume of ``sources`` into ``out_dir``; never stops early.
 
     ``sources``: paths / :class:`VolumeSource` (read with :class:`VolumePreprocessing`) or a
@@ -196,6 +197,9 @@ def run_batch(sources: Sequence[VolumeSource | str | Path] | VolumeDataset, out_
     ``prepare``: replaces :func:`prepare_volume` (same signature, ``lung`` included), e.g. the joint diagnosis of
     :mod:`covseg.engines.diagnose`. ``on_start(source)`` / ``on_result(result)`` are called in input order from the
     calling thread. An unwritable ``out_dir`` raises :class:`CovsegInputError` before anything is read.
+    Each report records its ``request`` (:func:`covseg.engines.resume.volume_request`); ``skip_done``: an input
+    whose folder already holds a complete result of the same request is neither read nor computed, and its
+    result (``earlier``) is the one on disk.
     """
     out_dir = check_folders(out_dir, labels_dir)
     options = export if export is not None else ExportOptions(save_prob=save_prob)
@@ -204,7 +208,13 @@ def run_batch(sources: Sequence[VolumeSource | str | Path] | VolumeDataset, out_
     predictor, info = as_predictor(model, image_size, device, batch_size, bf16, tta)
     info = {**info, **(model_info or {})}
     owners = _claim(srcs, out_dir)
-    results: list[VolumeResult | None] = [None] * len(srcs)
+    post = postprocessing if postprocessing is not None else InfectionPostprocessing(threshold, lung_margin_mm)
+    requests = [volume_request(src, info, options, labels_dir, post) for src in srcs]
+    results: list[VolumeResult | None] = [
+        earlier_result(out_dir / src.name, src, request) if skip_done else None
+        for src, request in zip(srcs, requests)]
+    todo = [i for i, r in enumerate(results) if r is None]
+    next_todo = dict(zip(todo, todo[1:]))
     pending: list = []  # at most one (index, future, item): the volume being written
 
     def finish() -> None:
@@ -223,13 +233,18 @@ def run_batch(sources: Sequence[VolumeSource | str | Path] | VolumeDataset, out_
     interrupted = False
     with ThreadPoolExecutor(1, thread_name_prefix="covseg-read") as reader, \
             ThreadPoolExecutor(1, thread_name_prefix="covseg-write") as writer:
-        next_read = reader.submit(dataset.__getitem__, 0) if srcs else None
+        next_read = reader.submit(dataset.__getitem__, todo[0]) if todo else None
         try:
             for i, src in enumerate(srcs):
-                current = next_read
-                next_read = reader.submit(dataset.__getitem__, i + 1) if i + 1 < len(srcs) else None
                 if on_start is not None:
                     on_start(src)
+                if results[i] is not None:  # done by an earlier run (skip_done)
+                    if on_result is not None:
+                        on_result(results[i])
+                    continue
+                current = next_read
+                following = next_todo.get(i)
+                next_read = reader.submit(dataset.__getitem__, following) if following is not None else None
                 try:
                     loaded: VolumeItem = current.result()
                     loaded.volume.name = src.name  # as claimed (a prefetched volume was read before the claim)
@@ -238,6 +253,7 @@ def run_batch(sources: Sequence[VolumeSource | str | Path] | VolumeDataset, out_
                         handlers=handlers, threshold=threshold, lung_margin_mm=lung_margin_mm,
                         timing_s=loaded.timing_s, lung=loaded.lung, postprocessing=postprocessing, progress=progress)
                     item.key, item.owners = source_key(src), owners
+                    item.report.request = requests[i]
                     del loaded
                 except Exception as exc:  # noqa: BLE001 - report and go on with the next input
                     log.debug("volume %s failed", src.path, exc_info=True)

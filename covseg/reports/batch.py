@@ -50,6 +50,8 @@ class VolumeResult:
     out_dir: str | None = None
     key: str | None = None
     """The input's identity (:func:`covseg.io.naming.source_key`): who owns the output folder ``name``."""
+    earlier: bool = False
+    """Done by an earlier run and kept (``--continue``: :mod:`covseg.engines.resume`), not computed again."""
 
     @property
     def ok(self) -> bool:
@@ -201,8 +203,8 @@ def format_console_table(results: Sequence[VolumeResult]) -> str:
             notes.append(f"{r.name}: error: {r.error}")
             continue
         rep = r.report
-        row = [rep.name, "ok", _fmt(rep.lung_ml), _fmt(rep.right_lung_ml), _fmt(rep.left_lung_ml),
-               _fmt(rep.infection_ml), _fmt(rep.lung_involvement_percent, 2),
+        row = [rep.name, "earlier" if r.earlier else "ok", _fmt(rep.lung_ml), _fmt(rep.right_lung_ml),
+               _fmt(rep.left_lung_ml), _fmt(rep.infection_ml), _fmt(rep.lung_involvement_percent, 2),
                f"{rep.infected_slices}/{rep.lung_slices}/{rep.n_slices}"]
         if with_metrics:
             m = rep.metrics or {}

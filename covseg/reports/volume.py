@@ -89,6 +89,18 @@ class VolumeReport:
     diagnosis: dict | None = None
     """``covseg diagnose``'s decision in brief (``decision``, positive and classified slices, largest lung cm²);
     the volume's diagnosis.json has the rest. ``None`` for ``covseg infer``."""
+    request: dict | None = None
+    """What the outputs were made from (input files, model as it ran, optional outputs, labels folder,
+    post-processing): :func:`covseg.engines.resume.volume_request`, which ``--continue`` compares."""
+
+    @classmethod
+    def from_dict(cls, d: dict) -> VolumeReport:
+        """The report of a ``report.json`` dict (:meth:`to_dict`'s inverse; keys it does not know are dropped)."""
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in d.items() if k in known}
+        values["shape_zyx"] = tuple(values["shape_zyx"])
+        values["spacing_xyz_mm"] = tuple(values["spacing_xyz_mm"])
+        return cls(**values)
 
     def to_dict(self) -> dict:
         """Plain JSON-serialisable dict."""
