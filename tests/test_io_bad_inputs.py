@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -182,6 +183,28 @@ def test_dicom_irregular_and_duplicate_slices_refused(tmp_path, phantom):
     ds.ImagePositionPatient = pydicom.dcmread(files[4]).ImagePositionPatient
     ds.save_as(files[3])
     _refused(tmp_path / "dup", "2 slices at the same position")
+
+
+def test_dicom_duplicate_positions_are_counted_per_position(tmp_path, phantom):
+    files = write_phantom_dicom(tmp_path / "dups", phantom)
+    for a, b in ((files[3], files[4]), (files[7], files[8])):  # two positions hold two slices each
+        ds = pydicom.dcmread(a)
+        ds.ImagePositionPatient = pydicom.dcmread(b).ImagePositionPatient
+        ds.save_as(a)
+    _refused(tmp_path / "dups", "2 slices at the same position", "and 1 more position(s) hold several slices")
+
+
+def test_dicom_series_exported_twice_is_read_once_with_a_warning(tmp_path, phantom):
+    """Files repeating an instance of the series (same SOPInstanceUID, e.g. the series copied into two folders)
+    carry nothing new: they are left out instead of making every position a duplicate."""
+    first = write_phantom_dicom(tmp_path / "export" / "a", phantom)
+    shutil.copytree(tmp_path / "export" / "a", tmp_path / "export" / "b")
+    (source,) = find_volumes([tmp_path / "export"])
+    assert source.files == sorted(first) and source.name == "a"
+    assert any("repeat instances of this series" in w and str(tmp_path / "export" / "b") in w
+               for w in source.warnings)
+    volume = read_volume(source)
+    assert volume.array.shape == phantom.hu.shape and len(first) == phantom.hu.shape[0]
 
 
 def test_dicom_mixed_sizes_refused(tmp_path, phantom):

@@ -8,7 +8,8 @@ Each input is a file or a folder (searched recursively, hidden entries skipped).
   preamble-less files, by pydicom reading an image header). Non-image DICOM objects (DICOMDIR,
   reports, segmentations, RT objects) are skipped. Within one input they are grouped by
   ``SeriesInstanceUID`` (files with an empty UID: by folder, image size and orientation), so a folder
-  holding two series gives two volumes.
+  holding two series gives two volumes. A file repeating an instance already in its series (same
+  ``SOPInstanceUID``: a copy, e.g. the same series exported twice) is left out, with a warning.
 
 Inside folders, every other file (``.json``, ``.txt``, ``.csv``, ``.md``, ``.png``, ``.raw`` …) is ignored.
 A file given explicitly with an unknown extension is kept (kind ``"itk"``) and SimpleITK is tried on it
@@ -70,7 +71,7 @@ _SKIP_SUFFIXES = {
     ".cfg", ".toml", ".sh", ".bat", ".exe", ".dll", ".so",
 }
 _DICOM_TAGS = [
-    "SOPClassUID", "Modality", "SeriesInstanceUID", "SeriesNumber", "Rows", "Columns",
+    "SOPClassUID", "SOPInstanceUID", "Modality", "SeriesInstanceUID", "SeriesNumber", "Rows", "Columns",
     "ImageOrientationPatient",
 ]
 
@@ -134,6 +135,7 @@ class _DicomInfo:
     series_uid: str
     series_number: str
     group: tuple
+    instance_uid: str = ""
 
 
 def _scan_folder(root: Path, seen: set[Path]) -> list[VolumeSource]:
@@ -211,7 +213,13 @@ def _explicit_file(path: Path) -> VolumeSource | _DicomInfo:
 
 def _series_sources(dicoms: list[tuple[Path, _DicomInfo]], root: Path | None) -> list[VolumeSource]:
     groups: dict[tuple, list[tuple[Path, _DicomInfo]]] = {}
-    for path, info in dicoms:
+    repeats: dict[tuple, list[Path]] = {}
+    instances: set[tuple[tuple, str]] = set()
+    for path, info in sorted(dicoms, key=lambda d: d[0]):
+        if info.instance_uid and (info.group, info.instance_uid) in instances:  # a copy of an instance: no new data
+            repeats.setdefault(info.group, []).append(path)
+            continue
+        instances.add((info.group, info.instance_uid))
         groups.setdefault(info.group, []).append((path, info))
     # name every group after its folder; folders holding several series get a per-series suffix
     by_folder: dict[str, list[tuple[Path, list[tuple[Path, _DicomInfo]]]]] = {}
@@ -237,6 +245,10 @@ def _series_sources(dicoms: list[tuple[Path, _DicomInfo]], root: Path | None) ->
                     tag = str(index)
                 name = safe_name(f"{base}_{tag}")
             warnings = []
+            copies = repeats.get(info.group, [])
+            if copies:
+                warnings.append(f"{len(copies)} DICOM file(s) repeat instances of this series (same "
+                                f"SOPInstanceUID) and were left out, e.g. {copies[0]}")
             if not info.series_uid:
                 warnings.append("DICOM files have no SeriesInstanceUID; grouped by folder, image size "
                                 "and orientation")
@@ -289,7 +301,8 @@ def _dicom_info(path: Path, sniffed: bool) -> _DicomInfo | None:
     else:
         iop = tuple(round(float(v), 4) for v in (ds.get("ImageOrientationPatient") or ()))
         group = ("nouid", str(path.parent), int(ds.Rows), int(ds.Columns), iop)
-    return _DicomInfo(series_uid=uid, series_number=number, group=group)
+    instance = str(ds.get("SOPInstanceUID", "") or "").strip()
+    return _DicomInfo(series_uid=uid, series_number=number, group=group, instance_uid=instance)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -127,12 +127,15 @@ def _check_pixel_header(ds: pydicom.Dataset, path: Path) -> None:
 
 def _check_slice_gaps(proj: np.ndarray, where: Path, label: str) -> None:
     gaps = np.diff(proj)
-    if np.any(gaps < 1e-3):
-        i = int(np.argmax(gaps < 1e-3))
-        n = int(np.sum(gaps < 1e-3)) + 1
+    same = gaps < 1e-3
+    if np.any(same):
+        i = int(np.argmax(same))
+        n = 1 + int(np.argmin(np.append(same[i:], False)))  # slices at the first repeated position
+        positions = int(np.sum(same & ~np.insert(same[:-1], 0, False)))  # runs of repeats
+        more = f" and {positions - 1} more position(s) hold several slices" if positions > 1 else ""
         raise CovsegInputError(where, f"DICOM series{label} has {n} slices at the same position "
-                                      f"({proj[i]:.3f} mm): duplicate slices or several acquisitions in one "
-                                      "series")
+                                      f"({proj[i]:.3f} mm){more}: duplicate slices or several acquisitions in "
+                                      "one series")
     step = float(np.median(gaps))
     bad = np.abs(gaps - step) > max(0.01 * step, 1e-3)
     if not bad.any():
