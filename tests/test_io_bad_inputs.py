@@ -299,3 +299,24 @@ def test_nifti_with_header_extension_or_big_endian_keeps_its_voxel_size(tmp_path
     nib.save(big, str(tmp_path / f"big-{name}"))
     assert big.header.endianness == ">" and nib.load(str(tmp_path / f"big-{name}")).header.endianness == ">"
     np.testing.assert_allclose(read_volume(tmp_path / f"big-{name}").spacing, phantom.spacing, rtol=1e-5)
+
+
+def test_dicom_localizers_are_left_out_of_a_study(tmp_path, phantom):
+    """A CT study exports its scout images (ImageType LOCALIZER, here two in their own series, at right angles)
+    beside the axial series: they are no volume, so they are left out rather than failing as a series."""
+    axial = write_phantom_dicom(tmp_path / "study" / "axial", phantom)
+    scouts = write_phantom_dicom(tmp_path / "study" / "scout", phantom)[:2]
+    for k, path in enumerate(scouts):
+        ds = pydicom.dcmread(path)
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+        if k:
+            ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+        ds.save_as(path)
+    for extra in set((tmp_path / "study" / "scout").iterdir()) - set(scouts):
+        extra.unlink()
+    (source,) = find_volumes([tmp_path / "study"])
+    assert source.files == sorted(axial)
+    (only,) = find_volumes([tmp_path / "study" / "scout"])
+    assert only.error and "only 2 DICOM localizer image(s)" in only.error
+    (given,) = find_volumes([scouts[0]])
+    assert given.error and "localizer" in given.error

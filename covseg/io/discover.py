@@ -9,7 +9,8 @@ Each input is a file or a folder (searched recursively, hidden entries skipped).
   reports, segmentations, RT objects) are skipped. Within one input they are grouped by
   ``SeriesInstanceUID`` (files with an empty UID: by folder, image size and orientation), so a folder
   holding two series gives two volumes. A file repeating an instance already in its series (same
-  ``SOPInstanceUID``: a copy, e.g. the same series exported twice) is left out, with a warning.
+  ``SOPInstanceUID``: a copy, e.g. the same series exported twice) is left out, with a warning; localizer
+  (scout) images (``ImageType`` LOCALIZER), which a CT study carries beside its axial series, are left out.
 
 Inside folders, every other file (``.json``, ``.txt``, ``.csv``, ``.md``, ``.png``, ``.raw`` …) is ignored.
 A file given explicitly with an unknown extension is kept (kind ``"itk"``) and SimpleITK is tried on it
@@ -71,9 +72,11 @@ _SKIP_SUFFIXES = {
     ".cfg", ".toml", ".sh", ".bat", ".exe", ".dll", ".so",
 }
 _DICOM_TAGS = [
-    "SOPClassUID", "SOPInstanceUID", "Modality", "SeriesInstanceUID", "SeriesNumber", "Rows", "Columns",
-    "ImageOrientationPatient",
+    "SOPClassUID", "SOPInstanceUID", "ImageType", "Modality", "SeriesInstanceUID", "SeriesNumber", "Rows",
+    "Columns", "ImageOrientationPatient",
 ]
+_LOCALIZER = "DICOM localizer (scout / topogram) image, not a slice of a CT volume"
+"""Why a localizer is no volume: CT studies carry them (ImageType LOCALIZER) beside the axial series."""
 
 
 @dataclass
@@ -142,6 +145,7 @@ def _scan_folder(root: Path, seen: set[Path]) -> list[VolumeSource]:
     found: list[VolumeSource] = []
     dicoms: list[tuple[Path, _DicomInfo]] = []
     problems: list[VolumeSource] = []
+    localizers = 0
 
     def onerror(exc: OSError) -> None:
         where = Path(exc.filename) if exc.filename else root
@@ -175,6 +179,9 @@ def _scan_folder(root: Path, seen: set[Path]) -> list[VolumeSource]:
                 continue
             if info is None:  # DICOM without pixels (DICOMDIR, report, …)
                 continue
+            if info is _LOCALIZER:  # a study's scout images: not a volume, left out
+                localizers += 1
+                continue
             key = _key(path)
             if key in seen:
                 continue
@@ -183,9 +190,10 @@ def _scan_folder(root: Path, seen: set[Path]) -> list[VolumeSource]:
     found.extend(_series_sources(dicoms, root))
     found.sort(key=lambda s: (str(s.path), s.name))
     if not found and not problems:
+        only = f" (only {localizers} DICOM localizer image(s), which are left out)" if localizers else ""
         problems.append(_error_source(
             root, safe_name(root.resolve().name),
-            "no CT volume found in folder (looked for NIfTI, MHA/MHD, NRRD and DICOM files)", "dicom"))
+            f"no CT volume found in folder{only} (looked for NIfTI, MHA/MHD, NRRD and DICOM files)", "dicom"))
     return found + problems
 
 
@@ -208,6 +216,8 @@ def _explicit_file(path: Path) -> VolumeSource | _DicomInfo:
     if info is None:
         return _error_source(path, _stem(path), "DICOM object without an image (DICOMDIR, report, "
                                                 "segmentation …)", "dicom")
+    if info is _LOCALIZER:
+        return _error_source(path, _stem(path), _LOCALIZER, "dicom")
     return info
 
 
@@ -263,8 +273,9 @@ class _NotDicom(Exception):
     pass
 
 
-def _dicom_info(path: Path, sniffed: bool) -> _DicomInfo | None:
-    """Header summary of a DICOM file, ``None`` for DICOM without an image; raises _NotDicom."""
+def _dicom_info(path: Path, sniffed: bool) -> _DicomInfo | str | None:
+    """Header summary of a DICOM file, ``None`` for DICOM without an image, :data:`_LOCALIZER` for a localizer;
+    raises _NotDicom."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)
@@ -294,6 +305,10 @@ def _dicom_info(path: Path, sniffed: bool) -> _DicomInfo | None:
     sop_name = pydicom.uid.UID(sop).name if sop else ""
     if sop_name and sop_name != sop and "Image" not in sop_name:
         return None  # segmentation, RT dose, …: has pixels but is not an image to segment
+    image_type = ds.get("ImageType") or []
+    values = [image_type] if isinstance(image_type, str) else list(image_type)
+    if "LOCALIZER" in (str(v).strip().upper() for v in values):
+        return _LOCALIZER
     uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
     number = str(ds.get("SeriesNumber", "") or "").strip()
     if uid:
