@@ -317,6 +317,29 @@ def test_dicom_localizers_are_left_out_of_a_study(tmp_path, phantom):
     (source,) = find_volumes([tmp_path / "study"])
     assert source.files == sorted(axial)
     (only,) = find_volumes([tmp_path / "study" / "scout"])
-    assert only.error and "only 2 DICOM localizer image(s)" in only.error
+    assert only.error and "only 2 DICOM localizer or colour image(s)" in only.error
     (given,) = find_volumes([scouts[0]])
     assert given.error and "localizer" in given.error
+
+
+def test_dicom_colour_capture_series_is_left_out_but_a_colour_slice_in_a_series_is_refused(tmp_path, phantom):
+    axial = write_phantom_dicom(tmp_path / "study" / "axial", phantom)
+    capture = write_phantom_dicom(tmp_path / "study" / "dose", phantom)[0]  # a series of its own: a screen capture
+    for extra in set((tmp_path / "study" / "dose").iterdir()) - {capture}:
+        extra.unlink()
+    ds = pydicom.dcmread(capture)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit, ds.PixelRepresentation = 7, 0
+    ds.PixelData = bytes(int(ds.Rows) * int(ds.Columns) * 3)
+    ds.save_as(capture)
+    (source,) = find_volumes([tmp_path / "study"])
+    assert source.files == sorted(axial)
+    ds = pydicom.dcmread(axial[5])  # one slice of the CT series damaged into a colour header
+    ds.SamplesPerPixel = 3
+    ds.save_as(axial[5])
+    (source,) = find_volumes([tmp_path / "study"])
+    assert source.files == sorted(axial)  # kept in its series: not silently dropped
+    with pytest.raises(CovsegInputError, match="colour image") as err:
+        read_volume(source)
+    assert str(err.value).startswith(f"{axial[5]}: ")

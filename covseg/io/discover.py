@@ -9,8 +9,9 @@ Each input is a file or a folder (searched recursively, hidden entries skipped).
   reports, segmentations, RT objects) are skipped. Within one input they are grouped by
   ``SeriesInstanceUID`` (files with an empty UID: by folder, image size and orientation), so a folder
   holding two series gives two volumes. A file repeating an instance already in its series (same
-  ``SOPInstanceUID``: a copy, e.g. the same series exported twice) is left out, with a warning; localizer
-  (scout) images (``ImageType`` LOCALIZER), which a CT study carries beside its axial series, are left out.
+  ``SOPInstanceUID``: a copy, e.g. the same series exported twice) is left out, with a warning. A series made
+  only of localizer (scout) images (``ImageType`` LOCALIZER) or of colour images (screen captures such as dose
+  reports), which a CT study carries beside its axial series, is left out; such a file given by itself is refused.
 
 Inside folders, every other file (``.json``, ``.txt``, ``.csv``, ``.md``, ``.png``, ``.raw`` …) is ignored.
 A file given explicitly with an unknown extension is kept (kind ``"itk"``) and SimpleITK is tried on it
@@ -73,10 +74,10 @@ _SKIP_SUFFIXES = {
 }
 _DICOM_TAGS = [
     "SOPClassUID", "SOPInstanceUID", "ImageType", "Modality", "SeriesInstanceUID", "SeriesNumber", "Rows",
-    "Columns", "ImageOrientationPatient",
+    "Columns", "ImageOrientationPatient", "SamplesPerPixel",
 ]
 _LOCALIZER = "DICOM localizer (scout / topogram) image, not a slice of a CT volume"
-"""Why a localizer is no volume: CT studies carry them (ImageType LOCALIZER) beside the axial series."""
+_COLOUR = "DICOM colour image (a screen capture such as a dose report?), not a slice of a CT volume"
 
 
 @dataclass
@@ -139,13 +140,16 @@ class _DicomInfo:
     series_number: str
     group: tuple
     instance_uid: str = ""
+    not_slice: str = ""
+    """Why the image is no CT slice (:data:`_LOCALIZER`, :data:`_COLOUR`), else empty. A series made only of such
+    images (a study's scouts, its dose-report capture) is left out of a folder; one such file among CT slices
+    stays in its series, whose reading then refuses it (a damaged slice must not vanish)."""
 
 
 def _scan_folder(root: Path, seen: set[Path]) -> list[VolumeSource]:
     found: list[VolumeSource] = []
     dicoms: list[tuple[Path, _DicomInfo]] = []
     problems: list[VolumeSource] = []
-    localizers = 0
 
     def onerror(exc: OSError) -> None:
         where = Path(exc.filename) if exc.filename else root
@@ -179,18 +183,17 @@ def _scan_folder(root: Path, seen: set[Path]) -> list[VolumeSource]:
                 continue
             if info is None:  # DICOM without pixels (DICOMDIR, report, …)
                 continue
-            if info is _LOCALIZER:  # a study's scout images: not a volume, left out
-                localizers += 1
-                continue
             key = _key(path)
             if key in seen:
                 continue
             seen.add(key)
             dicoms.append((path, info))
-    found.extend(_series_sources(dicoms, root))
+    left_out: list[Path] = []
+    found.extend(_series_sources(dicoms, root, left_out))
     found.sort(key=lambda s: (str(s.path), s.name))
     if not found and not problems:
-        only = f" (only {localizers} DICOM localizer image(s), which are left out)" if localizers else ""
+        only = (f" (only {len(left_out)} DICOM localizer or colour image(s), which are left out)" if left_out
+                else "")
         problems.append(_error_source(
             root, safe_name(root.resolve().name),
             f"no CT volume found in folder{only} (looked for NIfTI, MHA/MHD, NRRD and DICOM files)", "dicom"))
@@ -216,12 +219,14 @@ def _explicit_file(path: Path) -> VolumeSource | _DicomInfo:
     if info is None:
         return _error_source(path, _stem(path), "DICOM object without an image (DICOMDIR, report, "
                                                 "segmentation …)", "dicom")
-    if info is _LOCALIZER:
-        return _error_source(path, _stem(path), _LOCALIZER, "dicom")
+    if info.not_slice:
+        return _error_source(path, _stem(path), info.not_slice, "dicom")
     return info
 
 
-def _series_sources(dicoms: list[tuple[Path, _DicomInfo]], root: Path | None) -> list[VolumeSource]:
+def _series_sources(dicoms: list[tuple[Path, _DicomInfo]], root: Path | None,
+                    left_out: list[Path] | None = None) -> list[VolumeSource]:
+    """One source per series; a series of localizer or colour images only goes to ``left_out`` instead."""
     groups: dict[tuple, list[tuple[Path, _DicomInfo]]] = {}
     repeats: dict[tuple, list[Path]] = {}
     instances: set[tuple[tuple, str]] = set()
@@ -231,6 +236,11 @@ def _series_sources(dicoms: list[tuple[Path, _DicomInfo]], root: Path | None) ->
             continue
         instances.add((info.group, info.instance_uid))
         groups.setdefault(info.group, []).append((path, info))
+    for group, members in list(groups.items()):
+        if all(info.not_slice for _, info in members):
+            del groups[group]
+            if left_out is not None:
+                left_out.extend(p for p, _ in members)
     # name every group after its folder; folders holding several series get a per-series suffix
     by_folder: dict[str, list[tuple[Path, list[tuple[Path, _DicomInfo]]]]] = {}
     for members in groups.values():
@@ -273,9 +283,8 @@ class _NotDicom(Exception):
     pass
 
 
-def _dicom_info(path: Path, sniffed: bool) -> _DicomInfo | str | None:
-    """Header summary of a DICOM file, ``None`` for DICOM without an image, :data:`_LOCALIZER` for a localizer;
-    raises _NotDicom."""
+def _dicom_info(path: Path, sniffed: bool) -> _DicomInfo | None:
+    """Header summary of a DICOM file, ``None`` for DICOM without an image; raises _NotDicom."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)
@@ -307,8 +316,8 @@ def _dicom_info(path: Path, sniffed: bool) -> _DicomInfo | str | None:
         return None  # segmentation, RT dose, …: has pixels but is not an image to segment
     image_type = ds.get("ImageType") or []
     values = [image_type] if isinstance(image_type, str) else list(image_type)
-    if "LOCALIZER" in (str(v).strip().upper() for v in values):
-        return _LOCALIZER
+    not_slice = (_LOCALIZER if "LOCALIZER" in (str(v).strip().upper() for v in values)
+                 else _COLOUR if int(ds.get("SamplesPerPixel", 1) or 1) != 1 else "")
     uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
     number = str(ds.get("SeriesNumber", "") or "").strip()
     if uid:
@@ -317,7 +326,8 @@ def _dicom_info(path: Path, sniffed: bool) -> _DicomInfo | str | None:
         iop = tuple(round(float(v), 4) for v in (ds.get("ImageOrientationPatient") or ()))
         group = ("nouid", str(path.parent), int(ds.Rows), int(ds.Columns), iop)
     instance = str(ds.get("SOPInstanceUID", "") or "").strip()
-    return _DicomInfo(series_uid=uid, series_number=number, group=group, instance_uid=instance)
+    return _DicomInfo(series_uid=uid, series_number=number, group=group, instance_uid=instance,
+                      not_slice=not_slice)
 
 
 # ---------------------------------------------------------------------------------------------------
