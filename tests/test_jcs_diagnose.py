@@ -349,3 +349,21 @@ def test_an_abdominal_scan_with_the_lung_bases_is_indeterminate_and_segmented(ct
     assert main(["diagnose", ct, "--out", str(again), "--classifier", str(classifier_bundle), "--no-progress",
                  "--patient-threshold", "1.0", "--min-lung-area", "0"]) == 0
     assert json.loads((again / "example_ct" / "diagnosis.json").read_text())["decision"] == "negative"
+
+
+def test_diagnose_continue_keeps_done_volumes_of_the_same_settings(ct_volumes_dir, classifier_bundle, tmp_path,
+                                                                   capsys):
+    ct = str(ct_volumes_dir / "chest-2slice" / "ct.nii.gz")
+    out = tmp_path / "resume"
+
+    def run(*extra: str) -> str:
+        assert main(["diagnose", ct, "--out", str(out), "--classifier", str(classifier_bundle), "--no-progress",
+                     "--patient-threshold", *extra]) == 0
+        return capsys.readouterr().out
+
+    assert "kept from an earlier run" not in run("1.0")
+    assert "1 of 1 volume(s) diagnosed (1 kept from an earlier run)" in run("1.0", "--continue")
+    changed = run("-1", "--continue")  # another patient threshold: diagnosed again
+    assert "kept from an earlier run" not in changed and "POSITIVE" in changed
+    request = json.loads((out / "ct" / "report.json").read_text())["request"]
+    assert request["settings"]["patient_threshold"] == -1.0 and request["model"]["classifier"]["name"]

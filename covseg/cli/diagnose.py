@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from covseg.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, error, one_line
-from covseg.cli.options import device_problem
+from covseg.cli.options import add_continue_arg, device_problem
 from covseg.cli.progress import VolumeProgress
 
 REPO_BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
@@ -64,6 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="slices per forward pass (default 8)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_continue_arg(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from covseg.io.discover import find_volumes
     from covseg.io.errors import CovsegInputError
     from covseg.networks.loading import load_bundle, load_model
-    from covseg.reports.batch import format_console_table, write_batch_report
+    from covseg.reports.batch import format_console_table, kept_note, write_batch_report
     from covseg.reports.html import write_html_report
 
     out = Path(args.out)
@@ -129,8 +130,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         results = run_batch(sources, out, segmenter, device=args.device, batch_size=args.batch_size,
                             on_result=bar.on_result, export=ExportOptions(writers=writers),
-                            model_info={"classifier": classifier_info},
-                            prepare=make_diagnose_prepare(scorer, settings))
+                            model_info={"classifier": classifier_info}, settings=asdict(settings),
+                            prepare=make_diagnose_prepare(scorer, settings), skip_done=args.skip_done)
     except CovsegInputError as exc:
         error(str(exc))
         return EXIT_USAGE
@@ -157,8 +158,8 @@ def run(args: argparse.Namespace) -> int:
         if r.ok:
             print(_decision_line(Path(r.out_dir)))
     n_failed = sum(not r.ok for r in results)
-    print(f"\n{len(results) - n_failed} of {len(results)} volume(s) diagnosed; outputs in {out}/ (summary.json, "
-          "summary.csv, report.html)")
+    print(f"\n{len(results) - n_failed} of {len(results)} volume(s) diagnosed{kept_note(results)}; outputs in "
+          f"{out}/ (summary.json, summary.csv, report.html)")
     if not results:
         error("no input volume")
         return EXIT_FAILED

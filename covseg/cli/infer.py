@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from covseg.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, config_error, error, one_line
-from covseg.cli.options import add_model_args, add_output_args, check_model_args
+from covseg.cli.options import add_continue_arg, add_model_args, add_output_args, check_model_args
 from covseg.cli.progress import VolumeProgress
 
 if TYPE_CHECKING:
@@ -51,9 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also write infection_prob.nii.gz (uint8, 255 x probability)")
     add_output_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--continue", dest="skip_done", action="store_true",
-                   help="resume a batch: keep each volume whose folder in --out already holds a complete result of "
-                        "the same request (same input files, model, precision and outputs); compute the others")
+    add_continue_arg(p)
     p.add_argument("--gate", action="store_true",
                    help="skip slices the JCS slice classifier calls infection-free (threshold: the classifier "
                         "bundle's gate_threshold)")
@@ -203,16 +201,14 @@ def _is_volume_workflow(config: Path) -> bool:
 
 def _finish(results: list[VolumeResult], out: Path, is_main: bool, seconds: float) -> int:
     """Rank 0 (or the only process) prints the table (the summary is written); other ranks just exit."""
-    from covseg.reports.batch import format_console_table
+    from covseg.reports.batch import format_console_table, kept_note
 
     if not is_main:
         return EXIT_FAILED if any(not r.ok for r in results) else EXIT_OK
     if results:
         print(format_console_table(results))
     n_failed = sum(not r.ok for r in results)
-    n_earlier = sum(r.earlier for r in results)
-    earlier = f" ({n_earlier} kept from an earlier run)" if n_earlier else ""
-    print(f"\n{len(results) - n_failed} of {len(results)} volume(s) done{earlier} in {seconds:.1f} s; "
+    print(f"\n{len(results) - n_failed} of {len(results)} volume(s) done{kept_note(results)} in {seconds:.1f} s; "
           f"outputs in {out}/ (summary.json, summary.csv, report.html)")
     if not results:
         error("no input volume")

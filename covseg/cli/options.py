@@ -21,6 +21,14 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
                         "(default: on for DICOM inputs)")
 
 
+def add_continue_arg(p: argparse.ArgumentParser) -> None:
+    """``--continue``: resume a batch (:mod:`covseg.engines.resume`)."""
+    p.add_argument("--continue", dest="skip_done", action="store_true",
+                   help="resume a batch: keep each volume whose folder in --out already holds a complete result of "
+                        "the same request (same input files, model, precision, settings and outputs); compute the "
+                        "others")
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """Which network runs, where and how (batch, precision, flips, compile, threads, size, backend)."""
     group = p.add_mutually_exclusive_group()

@@ -184,7 +184,7 @@ def run_batch(sources: Sequence[VolumeSource | str | Path] | VolumeDataset, out_
               lung_margin_mm: float = LUNG_MARGIN_MM, export: ExportOptions | None = None,
               postprocessing: InfectionPostprocessing | None = None, progress: Progress | None = None,
               model_info: dict | None = None, prepare: Callable[..., VolumeOutputs] | None = None,
-              skip_done: bool = False) -> list[VolumeResult]:
+              skip_done: bool = False, settings: dict | None = None) -> list[VolumeResult]:
     """Process every volume of ``sources`` into ``out_dir``; never stops early.
 
     ``sources``: paths / :class:`VolumeSource` (read with :class:`VolumePreprocessing`) or a
@@ -197,7 +197,8 @@ def run_batch(sources: Sequence[VolumeSource | str | Path] | VolumeDataset, out_
     ``prepare``: replaces :func:`prepare_volume` (same signature, ``lung`` included), e.g. the joint diagnosis of
     :mod:`covseg.engines.diagnose`. ``on_start(source)`` / ``on_result(result)`` are called in input order from the
     calling thread. An unwritable ``out_dir`` raises :class:`CovsegInputError` before anything is read.
-    Each report records its ``request`` (:func:`covseg.engines.resume.volume_request`); ``skip_done``: an input
+    Each report records its ``request`` (:func:`covseg.engines.resume.volume_request`, with ``settings``: what
+    else decides the outputs, e.g. the diagnosis thresholds); ``skip_done``: an input
     whose folder already holds a complete result of the same request is neither read nor computed, and its
     result (``earlier``) is the one on disk.
     """
@@ -209,7 +210,7 @@ def run_batch(sources: Sequence[VolumeSource | str | Path] | VolumeDataset, out_
     info = {**info, **(model_info or {})}
     owners = _claim(srcs, out_dir)
     post = postprocessing if postprocessing is not None else InfectionPostprocessing(threshold, lung_margin_mm)
-    requests = [volume_request(src, info, options, labels_dir, post) for src in srcs]
+    requests = [volume_request(src, info, options, labels_dir, post, settings) for src in srcs]
     results: list[VolumeResult | None] = [
         earlier_result(out_dir / src.name, src, request) if skip_done else None
         for src, request in zip(srcs, requests)]

@@ -2,11 +2,12 @@
 
 Each volume's ``report.json`` is written last (:mod:`covseg.engines.export`) and its ``request`` entry records what
 was asked for: the input (its identity, and its files' count, bytes and latest modification time), the model as it
-ran (weights, version, image size, flips, precision, backend, gate), the optional outputs, the labels folder and the
-post-processing. With ``skip_done`` (:func:`covseg.engines.batch.run_batch`) an input is not computed again when its
-folder's report is ``ok``, its request equals this run's and every file the report lists is still there. Anything
-else (another model or precision, other outputs, an input file changed since, a file deleted) is computed again and
-replaces the folder. A changed label file under the same labels folder is not noticed.
+ran (weights, version, image size, flips, precision, backend, gate), the optional outputs, the labels folder, the
+post-processing and any other settings (``covseg diagnose``: its thresholds). With ``skip_done``
+(:func:`covseg.engines.batch.run_batch`) an input is not computed again when its folder's report is ``ok``, its
+request equals this run's and every file the report lists is still there. Anything else (another model or
+precision, other outputs, an input file changed since, a file deleted) is computed again and replaces the folder.
+A changed label file under the same labels folder is not noticed.
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ def input_fingerprint(src: VolumeSource) -> dict:
 
 
 def volume_request(src: VolumeSource, model_info: dict, options: ExportOptions,
-                   labels_dir: str | Path | None, postprocessing: object) -> dict:
-    """What one volume's outputs are made from (JSON-serialisable; compared by equality)."""
+                   labels_dir: str | Path | None, postprocessing: object, settings: dict | None = None) -> dict:
+    """What one volume's outputs are made from (JSON-serialisable; compared by equality); ``settings``: the rest
+    of what decides them (``covseg diagnose``: its thresholds)."""
     outputs = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name != "writers"}
     outputs["writers"] = [getattr(w, "__qualname__", type(w).__name__) for w in options.writers]
     post = (dataclasses.asdict(postprocessing) if dataclasses.is_dataclass(postprocessing)
@@ -53,6 +55,7 @@ def volume_request(src: VolumeSource, model_info: dict, options: ExportOptions,
         "outputs": outputs,
         "labels_dir": None if labels_dir is None else str(Path(labels_dir).resolve()),
         "postprocessing": {"type": type(postprocessing).__name__, **post},
+        "settings": settings,
     }, default=str))
 
 

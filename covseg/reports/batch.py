@@ -188,6 +188,12 @@ def _fmt(v: float | None, digits: int = 1) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+def kept_note(results: Sequence[VolumeResult]) -> str:
+    """`` (N kept from an earlier run)`` for a batch's last line when ``--continue`` kept volumes, else ``""``."""
+    n = sum(r.earlier for r in results)
+    return f" ({n} kept from an earlier run)" if n else ""
+
+
 def format_console_table(results: Sequence[VolumeResult]) -> str:
     """Aligned plain-text table, one row per volume; warnings and errors listed below it."""
     with_metrics = any(r.report is not None and r.report.metrics for r in results)
