@@ -198,9 +198,9 @@ def run_batch(sources: Sequence[VolumeSource | str | Path] | VolumeDataset, out_
     :mod:`covseg.engines.diagnose`. ``on_start(source)`` / ``on_result(result)`` are called in input order from the
     calling thread. An unwritable ``out_dir`` raises :class:`CovsegInputError` before anything is read.
     Each report records its ``request`` (:func:`covseg.engines.resume.volume_request`, with ``settings``: what
-    else decides the outputs, e.g. the diagnosis thresholds); ``skip_done``: an input
-    whose folder already holds a complete result of the same request is neither read nor computed, and its
-    result (``earlier``) is the one on disk.
+    else decides the outputs, e.g. the diagnosis thresholds). ``skip_done``: an input whose folder already holds
+    a complete result of the same request is neither read nor computed; its result (``earlier``) is the one on
+    disk.
     """
     out_dir = check_folders(out_dir, labels_dir)
     options = export if export is not None else ExportOptions(save_prob=save_prob)

@@ -47,8 +47,7 @@ def volume_request(src: VolumeSource, model_info: dict, options: ExportOptions,
     of what decides them (``covseg diagnose``: its thresholds)."""
     outputs = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name != "writers"}
     outputs["writers"] = [getattr(w, "__qualname__", type(w).__name__) for w in options.writers]
-    post = (dataclasses.asdict(postprocessing) if dataclasses.is_dataclass(postprocessing)
-            else {"type": type(postprocessing).__name__})
+    post = dataclasses.asdict(postprocessing) if dataclasses.is_dataclass(postprocessing) else {}
     return json.loads(json.dumps({
         "input": input_fingerprint(src),
         "model": {k: v for k, v in model_info.items() if k not in _RUN_ONLY},
