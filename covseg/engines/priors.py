@@ -4,6 +4,8 @@ A head trained on priors of slices the binary model was trained on sees near-per
 the maps are noisy. ``perturb`` draws priors from perturbed copies of the slice (blur, noise, a different display
 window, a coarser resolution), which makes the binary model err like it does on unseen slices; several draws per
 slice are kept and training picks one at random each time (:class:`covseg.transforms.priors.PickPriord`).
+``crossfit`` instead reads out-of-fold maps (:func:`out_of_fold_priors`): each slice's map from a binary model
+trained without it, which errs on it as the shipped model errs on unseen slices.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from covseg.io.atomic import atomic_path
 log = logging.getLogger(__name__)
 
 PERTURBATIONS = ("none", "input")
+PRIOR_MODES = (*PERTURBATIONS, "crossfit")
 
 
 def perturb_slice(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -88,10 +91,51 @@ def cached_priors(network: nn.Module, items: list[dict], cache_file: str | Path,
     return [{**it, "prior": cached[it["name"]]} for it in items]
 
 
+def out_of_fold_priors(networks: list[nn.Module], parts: list[list[dict]],
+                       image_size: int = 352) -> dict[str, np.ndarray]:
+    """``{name: (1, H, W) float16 map}`` over ``parts`` (the held-out items of each fold), each part's maps by the
+    network of its fold (trained without it)."""
+    if len(networks) != len(parts):
+        raise ValueError(f"{len(networks)} fold networks for {len(parts)} held-out parts")
+    maps: dict[str, np.ndarray] = {}
+    for network, part in zip(networks, parts):
+        for it, prior in zip(part, compute_priors(network, [it["image"][0] for it in part], image_size=image_size)):
+            if it["name"] in maps:
+                raise ValueError(f"{it['name']} is held out by two folds")
+            maps[it["name"]] = prior
+    return maps
+
+
+def crossfit_items(items: list[dict], crossfit_file: str | Path) -> list[dict]:
+    """``items`` with ``"prior"`` and ``"clean_prior"`` (1, H, W): their out-of-fold maps read from
+    ``crossfit_file`` (written by ``scripts/crossfit_priors.py``)."""
+    crossfit_file = Path(crossfit_file)
+    if not crossfit_file.is_file():
+        raise FileNotFoundError(f"{crossfit_file}: no out-of-fold priors (make them with scripts/crossfit_priors.py)")
+    with np.load(crossfit_file) as z:
+        maps = {k: z[k] for k in z.files}
+    out = []
+    for it in items:
+        prior = maps.get(it["name"])
+        if prior is None:
+            raise ValueError(f"{crossfit_file}: no out-of-fold prior for {it['name']}")
+        if prior.shape[-2:] != it["image"].shape[-2:]:
+            raise ValueError(f"{crossfit_file}: prior of {it['name']} has shape {prior.shape[-2:]}, "
+                             f"image {it['image'].shape[-2:]}")
+        out.append({**it, "prior": prior, "clean_prior": prior})
+    return out
+
+
 def items_with_priors(network: nn.Module, items: list[dict], cache_dir: str | Path, perturb: str = "none",
-                      draws: int = 1, image_size: int = 352, seed: int = 0, tag: str = "train") -> list[dict]:
+                      draws: int = 1, image_size: int = 352, seed: int = 0, tag: str = "train",
+                      crossfit_file: str | Path | None = None) -> list[dict]:
     """``items`` with ``"prior"`` (draws, H, W) and ``"clean_prior"`` (1, H, W): the binary model's maps on the
-    slice as it is, and (``perturb="input"``) on ``draws`` perturbed copies; both cached under ``cache_dir``."""
+    slice as it is, and (``perturb="input"``) on ``draws`` perturbed copies; both cached under ``cache_dir``.
+    ``perturb="crossfit"``: the out-of-fold maps of ``crossfit_file`` instead (:func:`crossfit_items`)."""
+    if perturb == "crossfit":
+        if crossfit_file is None:
+            raise ValueError("prior mode 'crossfit' needs the out-of-fold priors file (prior_crossfit)")
+        return crossfit_items(items, crossfit_file)
     cache_dir = Path(cache_dir)
     clean = cached_priors(network, items, cache_dir / f"{tag}-clean.npz", image_size=image_size)
     if perturb == "none":

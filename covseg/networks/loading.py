@@ -45,13 +45,14 @@ def load_model(model: str | None = None, bundle: str | Path | None = None, devic
     return load_bundle(bundle_dir, device)
 
 
-def load_bundle(bundle_dir: str | Path, device: str = "cpu") -> LoadedModel:
-    """Build ``network_def`` from a bundle's inference config and load ``models/model.pt`` into it."""
+def load_bundle(bundle_dir: str | Path, device: str = "cpu", weights: str | Path | None = None) -> LoadedModel:
+    """Build ``network_def`` from a bundle's inference config and load ``models/model.pt`` (or ``weights``, e.g. a
+    training run's checkpoint of the same network) into it."""
     from monai.bundle import ConfigParser
 
     bundle_dir = Path(bundle_dir)
     config_file = bundle_dir / "configs" / "inference.yaml"
-    weights = bundle_dir / "models" / "model.pt"
+    weights = Path(weights) if weights is not None else bundle_dir / "models" / "model.pt"
     for path in (config_file, weights):
         if not path.exists():
             raise FileNotFoundError(f"{path}: not found (is {bundle_dir} a covseg bundle?)")
