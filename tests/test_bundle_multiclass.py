@@ -82,3 +82,33 @@ def test_the_documented_training_command_gives_one_answer(semiseg_dir, tmp_path)
     assert a.keys() == b.keys()
     differ = [k for k in a if not torch.equal(a[k], b[k])]
     assert not differ, f"two runs of one command differ in {len(differ)} tensors, e.g. {differ[:3]}"
+
+
+def test_crossfit_priors_reach_the_training_and_validation_items(semiseg_dir, tmp_path):
+    """``--prior_perturb crossfit`` gives the training slices the out-of-fold maps of ``prior_crossfit``;
+    ``--val_prior crossfit`` does the same for the validation slices, which otherwise get the binary model's maps."""
+    import numpy as np
+    from monai.bundle import ConfigParser
+
+    from covseg.io.slices import semiseg_items
+
+    items = semiseg_items(semiseg_dir, "train", 4)
+    maps = {it["name"]: np.full((1, *it["image"].shape[-2:]), (i + 1) / 8, np.float16) for i, it in enumerate(items)}
+    np.savez(tmp_path / "oof.npz", **maps)
+
+    def parsed(val_prior: str) -> tuple[list[dict], list[dict]]:
+        parser = ConfigParser()
+        parser.read_config(str(CONFIGS / "train.yaml"))
+        parser.update({"bundle_root": str(BUNDLE), "dataset_dir": str(semiseg_dir), "output_dir": str(tmp_path),
+                       "train_limit": 4, "device": "cpu", "prior_perturb": "crossfit", "val_prior": val_prior,
+                       "prior_crossfit": str(tmp_path / "oof.npz"), "prior_image_size": 64})
+        parser.parse()
+        return parser.get_parsed_content("train_items"), parser.get_parsed_content("val_items")
+
+    train, val = parsed("crossfit")
+    assert len(train) == 3 and len(val) == 1
+    for it in train + val:
+        assert np.array_equal(it["prior"], maps[it["name"]]) and np.array_equal(it["clean_prior"], it["prior"])
+    _, val = parsed("none")  # the binary model's map of the slice, computed at prior_image_size
+    assert not np.array_equal(val[0]["prior"], maps[val[0]["name"]])
+    assert (tmp_path / "priors" / "val-clean.npz").exists()
