@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     from covseg.engines.priors import out_of_fold_priors
     from covseg.io.atomic import atomic_path
     from covseg.io.slices import fold_split, semiseg_items
+    from covseg.metrics.binary import binary_scores
     from covseg.networks.loading import load_bundle
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -47,7 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.out) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **maps)
-    print(f"{args.out}: {len(maps)} out-of-fold priors from {args.folds} folds")
+    dice = [binary_scores(maps[it["name"]][0].astype(np.float32), it["label"][0])["dice"] for it in labelled]
+    print(f"{args.out}: {len(maps)} out-of-fold priors from {args.folds} folds; "
+          f"mean Dice@0.5 against the infection masks {np.mean(dice):.3f}")
 
 
 if __name__ == "__main__":
