@@ -24,7 +24,6 @@ from covseg.io.atomic import atomic_path
 log = logging.getLogger(__name__)
 
 PERTURBATIONS = ("none", "input")
-PRIOR_MODES = (*PERTURBATIONS, "crossfit")
 
 
 def perturb_slice(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -67,6 +66,13 @@ def compute_priors(network: nn.Module, images: list[np.ndarray], image_size: int
     return [np.stack(maps) for maps in out]
 
 
+def _check_shape(file: Path, item: dict, prior: np.ndarray, hint: str = "") -> None:
+    """Refuse a prior (read from ``file``) whose size is not its slice's."""
+    if prior.shape[-2:] != item["image"].shape[-2:]:
+        raise ValueError(f"{file}: prior of {item['name']} has shape {prior.shape[-2:]}, "
+                         f"image {item['image'].shape[-2:]}{hint}")
+
+
 def cached_priors(network: nn.Module, items: list[dict], cache_file: str | Path, **kwargs) -> list[dict]:
     """``items`` with ``"prior"`` (draws, H, W) added, read from ``cache_file`` (.npz by item name) or computed
     once with :func:`compute_priors` (``kwargs``) and saved atomically."""
@@ -85,9 +91,7 @@ def cached_priors(network: nn.Module, items: list[dict], cache_file: str | Path,
         with atomic_path(cache_file) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **cached)
     for it, name in zip(items, names):
-        if cached[name].shape[-2:] != it["image"].shape[-2:]:
-            raise ValueError(f"{cache_file}: prior of {name} has shape {cached[name].shape[-2:]}, "
-                             f"image {it['image'].shape[-2:]} (stale cache?)")
+        _check_shape(cache_file, it, cached[name], " (stale cache?)")
     return [{**it, "prior": cached[it["name"]]} for it in items]
 
 
@@ -119,9 +123,7 @@ def crossfit_items(items: list[dict], crossfit_file: str | Path) -> list[dict]:
         prior = maps.get(it["name"])
         if prior is None:
             raise ValueError(f"{crossfit_file}: no out-of-fold prior for {it['name']}")
-        if prior.shape[-2:] != it["image"].shape[-2:]:
-            raise ValueError(f"{crossfit_file}: prior of {it['name']} has shape {prior.shape[-2:]}, "
-                             f"image {it['image'].shape[-2:]}")
+        _check_shape(crossfit_file, it, prior)
         out.append({**it, "prior": prior, "clean_prior": prior})
     return out
 
