@@ -112,3 +112,37 @@ def test_crossfit_priors_reach_the_training_and_validation_items(semiseg_dir, tm
     _, val = parsed("none")  # the binary model's map of the slice, computed at prior_image_size
     assert not np.array_equal(val[0]["prior"], maps[val[0]["name"]])
     assert (tmp_path / "priors" / "val-clean.npz").exists()
+
+
+def test_pseudo_labels_join_the_training_slices_each_epoch(semiseg_dir, tmp_path):
+    """``--pseudo_labels FILE`` adds a pseudo-labelled set to the training data, ``pseudo_per_epoch`` of it each
+    epoch beside every labelled slice; without it the loader shuffles the labelled slices as before."""
+    import numpy as np
+    from monai.bundle import ConfigParser
+    from torch.utils.data import RandomSampler
+
+    from covseg.engines.pseudo_classes import save_pseudo_set
+    from covseg.engines.sampling import LabelledPlusDraws
+
+    rng = np.random.default_rng(0)
+    shapes = [(48, 64)] * 6
+    save_pseudo_set(tmp_path / "pseudo.npz", [f"u{i}" for i in range(6)], [rng.random(s) for s in shapes],
+                    [rng.random(s) for s in shapes], [rng.integers(0, 3, s) for s in shapes])
+
+    def loader(**extra: object):
+        parser = ConfigParser()
+        parser.read_config(str(CONFIGS / "train.yaml"))
+        parser.update({"bundle_root": str(BUNDLE), "dataset_dir": str(semiseg_dir), "output_dir": str(tmp_path),
+                       "train_limit": 4, "device": "cpu", "prior_perturb": "none", "prior_image_size": 64,
+                       "image_size": 64, **extra})
+        parser.parse()
+        return parser.get_parsed_content("train#dataloader")
+
+    mixed = loader(pseudo_labels=str(tmp_path / "pseudo.npz"), pseudo_per_epoch=2)
+    assert isinstance(mixed.sampler, LabelledPlusDraws) and len(mixed.dataset) == 3 + 6
+    drawn = list(mixed.sampler)
+    assert sorted(i for i in drawn if i < 3) == [0, 1, 2] and len(drawn) == 5
+    batch = next(iter(mixed))
+    assert batch["image"].shape[1:] == (2, 64, 64) and batch["label"].shape[1:] == (1, 64, 64)
+    plain = loader()
+    assert isinstance(plain.sampler, RandomSampler) and len(plain.dataset) == 3
