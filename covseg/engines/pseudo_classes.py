@@ -34,6 +34,11 @@ def label_slices(head: nn.Module, images: Sequence[np.ndarray], priors: Sequence
     inference applies them)."""
     use_bf16 = resolve_bf16(bf16, "cpu")
     head = head.eval()
+
+    def once(xi: torch.Tensor) -> torch.Tensor:
+        with autocast_context(torch.device("cpu"), use_bf16):
+            return final_logits(head(xi)).float()
+
     labels = []
     with torch.inference_mode():
         for image, prior in zip(images, priors):
@@ -42,11 +47,6 @@ def label_slices(head: nn.Module, images: Sequence[np.ndarray], priors: Sequence
                 raise ValueError(f"slice {image.shape} and map {prior.shape} must be 2D and of one size")
             x = F.interpolate(torch.from_numpy(np.stack([image, prior]))[None], size=(image_size, image_size),
                               mode="bilinear", align_corners=False)
-
-            def once(xi: torch.Tensor) -> torch.Tensor:
-                with autocast_context(torch.device("cpu"), use_bf16):
-                    return final_logits(head(xi)).float()
-
             logits = merge_small_class(flip_averaged(once, x, FLIPS if flip_average else (None,)), 2, 1, merge_below)
             logits = F.interpolate(logits, size=image.shape, mode="bilinear", align_corners=False)
             labels.append(logits[0].argmax(0).numpy().astype(np.uint8)[None])
