@@ -7,29 +7,13 @@ import pytest
 import torch
 from monai.transforms import Compose
 
-from covseg.transforms.crop import (
-    DEFAULT_MARGIN_PX,
-    CropToLungBox,
-    CropToLungBoxd,
-    PasteFromLungBox,
-    PasteFromLungBoxd,
-    crop_to_box,
-    lung_box,
-    margin_px,
-    paste_from_box,
-)
+from covseg.transforms.crop import DEFAULT_MARGIN_PX, crop_to_box, lung_box, margin_px, paste_from_box
+from covseg.transforms.crop_transforms import CropToLungBox, CropToLungBoxd, PasteFromLungBox, PasteFromLungBoxd
 from covseg.transforms.edges import EdgeMap, EdgeMapd, edge_map
-from covseg.transforms.intensity import (
-    SEMISEG_WINDOW,
-    TISSUE_HU,
-    WindowHU,
-    WindowHUd,
-    fit_landmarks,
-    fit_window,
-    grey_landmarks,
-    window_hu,
-)
+from covseg.transforms.intensity import SEMISEG_WINDOW, window_hu
+from covseg.transforms.intensity_transforms import WindowHU, WindowHUd
 from covseg.transforms.lung import LEFT_LUNG, RIGHT_LUNG, LungMask, LungMaskd, lung_mask
+from covseg.transforms.window_fit import TISSUE_HU, fit_landmarks, fit_window, grey_landmarks
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -395,3 +379,21 @@ def test_strong_window_jitter_covers_washed_out_windows():
     strong, mild = centre_values(True), centre_values(False)
     assert strong.max() > 0.55 and strong.min() < 0.25  # air at grey ~0.35-0.6 and darker windows both occur
     assert mild.max() < 0.5
+
+
+def test_the_volume_pipeline_functions_import_no_monai_and_old_transform_names_resolve() -> None:
+    """``intensity``, ``lung`` and ``crop`` (and the volume engine built on them) import no MONAI and no scipy.signal;
+    their MONAI transforms live in ``*_transforms`` and are still found under the old names (configs name them)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; import covseg.engines.volume; "
+            "heavy = sorted({'monai', 'scipy.signal'} & set(sys.modules)); assert not heavy, heavy; "
+            "from covseg.transforms.intensity import Rewindowd; from covseg.transforms.crop import CropToLungBoxd; "
+            "from covseg.transforms import intensity_transforms, crop_transforms; "
+            "assert Rewindowd is intensity_transforms.Rewindowd and CropToLungBoxd is crop_transforms.CropToLungBoxd; "
+            "import covseg.transforms.crop as c; assert not hasattr(c, 'NoSuchTransform')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -15,14 +15,8 @@ from scipy import ndimage as ndi
 
 from covseg.transforms.crop import DEFAULT_MARGIN_PX
 from covseg.transforms.edges import edge_map
-from covseg.transforms.intensity import (
-    SEMISEG_CORONACASES_WINDOW,
-    SEMISEG_WINDOW,
-    TISSUE_HU,
-    fit_landmarks,
-    grey_landmarks,
-    window_hu,
-)
+from covseg.transforms.intensity import SEMISEG_CORONACASES_WINDOW, SEMISEG_WINDOW, window_hu
+from covseg.transforms.window_fit import TISSUE_HU, fit_landmarks, grey_landmarks
 
 pytestmark = pytest.mark.data
 

@@ -24,7 +24,7 @@ from monai.transforms import (
 )
 
 from covseg.options import as_flag
-from covseg.transforms.intensity import Rewindowd
+from covseg.transforms.intensity_transforms import Rewindowd
 from covseg.transforms.load import LoadGreySliced
 
 KEYS = ("image", "label")
@@ -58,7 +58,8 @@ def train_transforms(image_size: int = 352, strong_window_jitter: bool = True, s
     """Read file paths (pseudo-labelled items), resize to ``image_size``², augment; labels stay binary.
 
     An item with a ``window`` (level, width) is first re-windowed to the SemiSeg window
-    (:class:`covseg.transforms.intensity.Rewindowd`; unlabelled slices from ``unlabelled_items(rewindowed=True)``).
+    (:class:`covseg.transforms.intensity_transforms.Rewindowd`; unlabelled slices from
+    ``unlabelled_items(rewindowed=True)``).
     Labels are resampled nearest, so binary masks stay binary. ``soft_labels``: label files are read as
     probabilities (soft pseudo labels, not thresholded); labels given as arrays pass through as they are.
 

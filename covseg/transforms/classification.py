@@ -21,13 +21,14 @@ from monai.transforms import (
 )
 
 from covseg.transforms.augment import window_jitter
-from covseg.transforms.intensity import Rewindowd
+from covseg.transforms.intensity_transforms import Rewindowd
 from covseg.transforms.load import LoadGreySliced
 
 
 def classifier_eval_transforms(image_size: int = 224) -> Compose:
     """Read the slice (path or (1, H, W) array), show it in the COVID-SemiSeg window when the item names the
-    window it was written with (``window``: (level, width); :class:`covseg.transforms.intensity.Rewindowd`, as
+    window it was written with (``window``: (level, width);
+    :class:`covseg.transforms.intensity_transforms.Rewindowd`, as
     ``covseg diagnose`` windows a CT volume), and resize it to ``image_size``²."""
     return Compose([
         LoadGreySliced(keys="image", binary_keys=()),

@@ -22,7 +22,7 @@ from monai.transforms import (
 )
 
 from covseg.transforms.augment import random_moves
-from covseg.transforms.intensity import Rewindowd
+from covseg.transforms.intensity_transforms import Rewindowd
 from covseg.transforms.load import LoadGreySliced
 
 __all__ = ["strong_view", "weak_view_transforms"]
