@@ -37,3 +37,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_model_cache(tmp_path_factory):
+    """The ONNX exports of a test session (``$COVSEG_CACHE``; ``--backend auto`` exports trained weights on CPUs
+    without native bf16) go to a folder of the session's own, not the user's cache. Subprocesses inherit it."""
+    if os.environ.get("COVSEG_CACHE"):
+        yield
+        return
+    os.environ["COVSEG_CACHE"] = str(tmp_path_factory.mktemp("covseg-cache"))
+    yield
+    os.environ.pop("COVSEG_CACHE", None)

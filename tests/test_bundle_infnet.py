@@ -98,19 +98,23 @@ def test_inference_config_same_masks_with_onnxruntime(tmp_path):
     ct = write_phantom(tmp_path / "in" / "case.nii.gz",
                        make_chest_phantom(shape=(6, 96, 96), spacing=(3.5, 3.5, 10.0), seed=3))["ct"]
     masks = {}
-    # like with like: ONNX Runtime runs fp32, so torch is forced to fp32 too; then torch bf16 with a stated tolerance
-    for run, backend, precision in (("torch", "torch", "fp32"), ("onnxruntime", "onnxruntime", "fp32"),
-                                    ("torch-bf16", "torch", "bf16")):
+    # like with like: ONNX Runtime runs fp32, so torch is forced to fp32 too; then torch bf16 with a stated tolerance.
+    # The default backend, auto, runs ONNX Runtime for fp32 and leaves bf16 to torch.
+    for run, backend, precision, ran in (("torch", "torch", "fp32", "torch"),
+                                         ("onnxruntime", "onnxruntime", "fp32", "onnxruntime"),
+                                         ("auto-fp32", "auto", "fp32", "onnxruntime"),
+                                         ("torch-bf16", "auto", "bf16", "torch")):
         out = tmp_path / run
         run_ok(bundle_cmd("inference", str(BUNDLE / "configs" / "inference.yaml"), "--input_dir", str(ct),
                           "--output_dir", str(out), "--backend", backend),
                env_extra={"COVSEG_CACHE": str(tmp_path / "cache"), "COVSEG_PRECISION": precision})
         report = json.loads((out / "case" / "report.json").read_text())
-        assert report["model"]["backend"] == backend and report["model"]["trained"] is True
+        assert report["model"]["backend"] == ran and report["model"]["trained"] is True
         assert report["model"]["precision"] == precision
         masks[run] = np.asarray(nib.load(out / "case" / "infection_mask.nii.gz").dataobj)
     assert masks["torch"].any()
     np.testing.assert_array_equal(masks["torch"], masks["onnxruntime"])
+    np.testing.assert_array_equal(masks["auto-fp32"], masks["onnxruntime"])
     assert_masks_agree(masks["torch-bf16"], masks["torch"], max_flip_fraction=1e-3)
 
 

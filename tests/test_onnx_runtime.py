@@ -13,8 +13,16 @@ from utils import assert_masks_agree, use_tiny_default_model
 
 from covseg.cli.main import main
 from covseg.engines import onnx_runtime
-from covseg.engines.onnx_runtime import OnnxRuntimeNetwork, network_key, onnx_runtime_network
+from covseg.engines.onnx_runtime import (
+    OnnxRuntimeNetwork,
+    TraceRefused,
+    backend_network,
+    network_key,
+    onnx_runtime_network,
+    resolve_backend,
+)
 from covseg.engines.predictor import SlicePredictor
+from covseg.networks import loading
 from covseg.networks.registry import get_network
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")
@@ -143,3 +151,57 @@ def test_cli_backend_on_cuda_is_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code != 0
     assert err.startswith("error: --backend onnxruntime") and "\n" not in err
+
+
+def test_the_fast_exporter_traces_plain_networks_and_refuses_value_dependent_ones(tmp_path, monkeypatch):
+    """The tracing exporter alone (the slow one disabled): a plain network exports with a dynamic batch; a network
+    whose steps depend on its input's values is refused, not frozen into a graph that is wrong for other inputs."""
+
+    def no_dynamo(*args, **kwargs):
+        raise AssertionError("the torch.export exporter ran")
+
+    monkeypatch.setattr(onnx_runtime, "_export_dynamo", no_dynamo)
+    torch.manual_seed(0)
+    net = TwoHeads().eval()
+    ort_net = onnx_runtime_network(net, image_size=24, cache=tmp_path / "plain")
+    x = torch.rand(5, 1, 24, 24)
+    with torch.no_grad():
+        assert torch.allclose(ort_net(x), net(x)[-1], atol=1e-4)
+    with pytest.raises(TraceRefused, match="NotExportable"):
+        onnx_runtime_network(NotExportable().eval(), image_size=16, cache=tmp_path / "refused", fast_only=True)
+    assert not list((tmp_path / "refused").glob("*"))  # nothing half-written
+    odd = NotExportable().eval()
+    assert backend_network(odd, "auto", 16, precision="fp32") is odd  # auto: stays on torch
+
+
+def test_backend_auto_picks_onnx_runtime_only_for_trained_fp32_cpu_runs(monkeypatch):
+    monkeypatch.delenv("COVSEG_PRECISION", raising=False)
+    assert resolve_backend("torch", precision="fp32") == "torch"
+    assert resolve_backend("onnxruntime", precision="bf16") == "onnxruntime"  # explicit wins (it runs fp32)
+    assert resolve_backend("auto", precision="fp32") == "onnxruntime"
+    assert resolve_backend("auto", precision=True) == "torch"  # bf16 asked for: only torch runs it
+    assert resolve_backend("auto", precision="fp32", compiled="true") == "torch"
+    assert resolve_backend("auto", precision="fp32", trained=False) == "torch"
+    assert resolve_backend("auto", device="cuda", precision="fp32") == "torch"
+    monkeypatch.setenv("COVSEG_PRECISION", "bf16")
+    assert resolve_backend("auto") == "torch"
+    monkeypatch.setenv("COVSEG_PRECISION", "fp32")
+    assert resolve_backend("auto") == "onnxruntime"
+    monkeypatch.setattr(onnx_runtime, "onnx_runtime_installed", lambda: False)
+    assert resolve_backend("auto") == "torch"
+    with pytest.raises(ValueError, match="backend must be one of auto, torch, onnxruntime"):
+        resolve_backend("tensorrt")
+
+
+@pytest.mark.parametrize("precision,expected", [("fp32", "onnxruntime"), ("bf16", "torch")])
+def test_cli_default_backend_follows_the_precision_for_trained_weights(tmp_path, monkeypatch, precision, expected):
+    net = TwoHeads().eval()  # traceable (MONAI's U-Net compares traced shapes, which the fast exporter refuses)
+    monkeypatch.setattr(loading, "load_model", lambda model=None, bundle=None, device="cpu":
+                        loading.LoadedModel(net, name="two-heads", image_size=32, trained=True))
+    monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("COVSEG_PRECISION", precision)
+    out = tmp_path / "out"
+    assert main(["demo", "--out", str(out), "--phantom-shape", "6,48,48", "--no-progress"]) == 0
+    report = json.loads((out / "phantom" / "report.json").read_text())
+    assert report["model"]["backend"] == expected and report["model"]["precision"] == precision
+    assert bool(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == (expected == "onnxruntime")

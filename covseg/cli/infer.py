@@ -84,10 +84,12 @@ def load_model_of(args: argparse.Namespace):
         model = load_model(model=args.model, bundle=args.bundle, device=args.device)
         if args.image_size is not None:
             model.image_size = args.image_size
-        if args.backend == "onnxruntime":
-            from covseg.engines.onnx_runtime import use_onnx_runtime
+        if args.backend != "torch":
+            from covseg.engines.onnx_runtime import backend_network
 
-            use_onnx_runtime(model, threads=args.threads, on_export=_export_notice)
+            model.network = backend_network(model.network, args.backend, model.image_size, args.threads,
+                                            precision="fp32" if args.no_bf16 else "auto", compiled=args.compile,
+                                            device=args.device, trained=model.trained, on_export=_export_notice)
         return model
     except KeyError as exc:
         error(str(exc.args[0]) if exc.args else str(exc))
@@ -97,7 +99,7 @@ def load_model_of(args: argparse.Namespace):
 
 
 def _export_notice(path: Path) -> None:
-    print(f"covseg: exporting the network to ONNX once (about half a minute): {path}", file=sys.stderr, flush=True)
+    print(f"covseg: exporting the network to ONNX once for ONNX Runtime (seconds): {path}", file=sys.stderr, flush=True)
 
 
 def run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels: str | None) -> int:
@@ -155,7 +157,8 @@ def run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels
         "labels_dir": labels, "device": args.device, "batch_size": args.batch_size,
         "precision": "fp32" if args.no_bf16 else "auto", "tta": args.tta, "compile": args.compile,
         "save_prob": args.save_prob, "skip_done": getattr(args, "skip_done", False),
-        "backend": args.backend, "image_size": model.image_size, "network": model.network,
+        "backend": "torch", "image_size": model.image_size,  # the backend is applied: model.network is the one to run
+        "network": model.network,
         "export#figures": not args.no_figures, "export#overlays": args.overlays, "export#dicom_seg": args.dicom_seg,
         "model_info": {"name": model.name, "version": model.meta.get("version"), "trained": model.trained},
         "evaluator#meta": {"command": "covseg infer", "inputs": [str(i) for i in inputs]}, "evaluator#gate": gate,

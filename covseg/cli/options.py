@@ -49,9 +49,11 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, metavar="N",
                    help="side in pixels each lung slice is resized to for the network (default: the model's, 352 "
                         "for Inf-Net; a multiple of 32; smaller is faster, see docs/benchmarks.md)")
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
-                   help="run the network with torch (default) or ONNX Runtime (CPU only; same masks, 1.2-1.5x faster "
-                        "on AVX2 CPUs; exported once into ~/.cache/covseg/onnx; needs covseg[onnx])")
+    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
+                   help="run the network with torch or ONNX Runtime (CPU only, fp32; the same masks, 1.2-1.5x "
+                        "faster on AVX2 CPUs; exported once into ~/.cache/covseg/onnx; needs covseg[onnx]). Default "
+                        "auto: ONNX Runtime for trained weights in fp32 on a CPU (no native bf16), when installed; "
+                        "else torch")
 
 
 def check_model_args(args: argparse.Namespace, apply: bool = True) -> bool:

@@ -2,9 +2,16 @@
 
 On the 2-core AVX2 machines of ``docs/benchmarks.md`` ONNX Runtime's fp32 kernels ran Inf-Net at 352² 1.2-1.5x
 faster than torch, with logits equal to ~1e-5. The network is exported once (``torch.onnx.export``, dynamic
-batch, fixed ``image_size``²) into a cache keyed by its weights, so later runs start at once.
+batch, fixed ``image_size``²) into a cache keyed by its weights, so later runs start at once. The export traces the
+network (TorchScript exporter, 2-4 s for Inf-Net) and refuses a trace that depends on the input's values; such a
+network goes through the ``torch.export`` exporter (20-40 s) instead.
+
+``backend="auto"`` (:func:`resolve_backend`, the default of ``covseg infer`` and the bundles) runs ONNX Runtime where
+it is the faster fp32 engine: trained weights run in fp32 on the CPU (no native bf16), not compiled, with
+onnxruntime installed, and a network the fast exporter accepts; torch everywhere else.
 
     network = onnx_runtime_network(model.network, image_size=352)   # an nn.Module: logits (B, C, H, W)
+    network = backend_network(model.network, "auto", 352)             # the same, or the network itself
     SlicePredictor(network, image_size=352)
 """
 
@@ -12,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import logging
 import os
 import warnings
@@ -22,15 +30,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from covseg.engines.cpu import resolve_bf16
 from covseg.engines.predictor import logits_of
 from covseg.io.atomic import atomic_path
+from covseg.options import as_flag
 
-__all__ = ["OnnxRuntimeNetwork", "cache_dir", "export_onnx", "onnx_runtime_network", "use_onnx_runtime",
-           "backend_network"]
+__all__ = ["BACKENDS", "OnnxRuntimeNetwork", "TraceRefused", "backend_network", "cache_dir", "export_onnx",
+           "onnx_runtime_installed", "onnx_runtime_network", "resolve_backend"]
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'covseg[onnx]'"
+BACKENDS = ("auto", "torch", "onnxruntime")
+
+
+class TraceRefused(RuntimeError):
+    """The fast (tracing) exporter met a value-dependent step: its graph could be wrong for other inputs."""
 
 
 class FinalLogits(nn.Module):
@@ -59,10 +74,43 @@ def network_key(network: nn.Module, image_size: int) -> str:
     return f"{type(network).__name__.lower()}-{image_size}-{digest.hexdigest()[:16]}"
 
 
-def export_onnx(network: nn.Module, path: str | Path, image_size: int = 352) -> Path:
-    """Write ``network``'s final logits as an ONNX graph with a dynamic batch axis (atomically: no partial file)."""
+def export_onnx(network: nn.Module, path: str | Path, image_size: int = 352, fast_only: bool = False) -> Path:
+    """Write ``network``'s final logits as an ONNX graph with a dynamic batch axis (atomically: no partial file).
+
+    The TorchScript exporter first (a trace: seconds), with every tracer warning an error, so that a network whose
+    steps depend on the input's values is refused (:class:`TraceRefused`) rather than frozen into a wrong graph;
+    then, unless ``fast_only``, the ``torch.export`` exporter, which captures such networks or says why not."""
     model = FinalLogits(copy.deepcopy(network)).float().eval().cpu()  # the caller's network stays as it was
     example = torch.rand(2, 1, image_size, image_size)
+    with atomic_path(path) as tmp:
+        try:
+            _export_traced(model, example, tmp)
+        except TraceRefused:
+            if fast_only:
+                raise
+            _export_dynamo(model, example).save(str(tmp))
+    return Path(path)
+
+
+def _export_traced(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """The TorchScript (tracing) exporter; :class:`TraceRefused` when the trace would depend on input values."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation notices
+        warnings.simplefilter("error", torch.jit.TracerWarning)
+        try:
+            torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["image"],
+                              output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+        except Exception as exc:  # noqa: BLE001 - a tracer warning surfaces as itself or wrapped (SystemError)
+            raise TraceRefused(f"{type(model.network).__name__}: the trace depends on input values "
+                               f"({type(exc).__name__})") from exc
+
+
+def _export_dynamo(model: nn.Module, example: torch.Tensor):
+    """The ``torch.export`` exporter (needs onnxscript): an ONNX program."""
+    try:
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise RuntimeError(f"exporting this network needs onnxscript: {INSTALL_HINT}") from exc
     batch = torch.export.Dim("batch", min=1, max=1024)
     exporter_log = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = exporter_log.level
@@ -71,13 +119,10 @@ def export_onnx(network: nn.Module, path: str | Path, image_size: int = 352) -> 
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
-            program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=({0: batch},),
-                                        input_names=["image"], output_names=["logits"], verbose=False)
+            return torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=({0: batch},),
+                                     input_names=["image"], output_names=["logits"], verbose=False)
     finally:
         exporter_log.setLevel(level)
-    with atomic_path(path) as tmp:
-        program.save(str(tmp))
-    return Path(path)
 
 
 class OnnxRuntimeNetwork(nn.Module):
@@ -118,23 +163,23 @@ class OnnxRuntimeNetwork(nn.Module):
 
 
 def onnx_runtime_network(network: nn.Module, image_size: int = 352, threads: int | None = None,
-                         cache: str | Path | None = None,
-                         on_export: Callable[[Path], None] | None = None) -> OnnxRuntimeNetwork:
+                         cache: str | Path | None = None, on_export: Callable[[Path], None] | None = None,
+                         fast_only: bool = False) -> OnnxRuntimeNetwork:
     """``network`` as an :class:`OnnxRuntimeNetwork`, exported into the cache on first use (``on_export(path)`` is
-    called before that export starts, e.g. to tell the user why the first run waits)."""
-    try:
-        import onnxruntime  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError as exc:
-        raise RuntimeError(f"the onnxruntime backend needs onnxruntime and onnxscript: {INSTALL_HINT}") from exc
+    called before that export starts, e.g. to tell the user why the first run waits). ``fast_only``: the tracing
+    exporter only (:class:`TraceRefused` where it refuses)."""
+    if not onnx_runtime_installed():
+        raise RuntimeError(f"the onnxruntime backend needs onnxruntime: {INSTALL_HINT}")
     folder = Path(cache) if cache is not None else cache_dir()
     path = folder / f"{network_key(network, image_size)}.onnx"
     if not path.exists():
-        log.info("exporting %s to ONNX once (about half a minute): %s", type(network).__name__, path)
+        log.info("exporting %s to ONNX once: %s", type(network).__name__, path)
         if on_export is not None:
             on_export(path)
         try:
-            export_onnx(network, path, image_size)
+            export_onnx(network, path, image_size, fast_only=fast_only)
+        except TraceRefused:
+            raise
         except Exception as exc:  # the exporter's errors are many and long: one line, and the way out
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise RuntimeError(f"{type(network).__name__} could not be exported to ONNX ({type(exc).__name__}: "
@@ -144,20 +189,40 @@ def onnx_runtime_network(network: nn.Module, image_size: int = 352, threads: int
                               else None)
 
 
-def backend_network(network: nn.Module, backend: str = "torch", image_size: int = 352,
-                    threads: int | None = None) -> nn.Module:
-    """``network`` itself for ``backend="torch"``, its :func:`onnx_runtime_network` for ``"onnxruntime"``."""
-    if backend == "torch":
+def onnx_runtime_installed() -> bool:
+    """Whether onnxruntime can be imported (checked without importing it)."""
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def resolve_backend(backend: str = "auto", device: str = "cpu", precision: bool | str = "auto",
+                    compiled: bool | str = False, trained: bool = True) -> str:
+    """``"torch"`` or ``"onnxruntime"`` for a ``backend`` setting. ``"auto"``: ONNX Runtime when trained weights run
+    in fp32 on the CPU (``precision`` read as :func:`covseg.engines.cpu.resolve_bf16` reads it: bf16 only where it
+    is native), not compiled, with onnxruntime installed: there its fp32 kernels beat torch's
+    (``docs/benchmarks.md``). torch otherwise, and for untrained networks (tests, demos of random weights)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend != "auto":
+        return backend
+    fp32_cpu = torch.device(device).type == "cpu" and not resolve_bf16(precision, device)
+    fast = fp32_cpu and trained and not as_flag(compiled, "compile") and onnx_runtime_installed()
+    return "onnxruntime" if fast else "torch"
+
+
+def backend_network(network: nn.Module, backend: str = "torch", image_size: int = 352, threads: int | None = None,
+                    precision: bool | str = "auto", compiled: bool | str = False, device: str = "cpu",
+                    trained: bool = True, on_export: Callable[[Path], None] | None = None) -> nn.Module:
+    """``network`` itself when ``backend`` resolves to torch (:func:`resolve_backend`), its
+    :func:`onnx_runtime_network` for ``"onnxruntime"``. Under ``"auto"`` a network that the fast exporter refuses,
+    or that cannot be exported, stays on torch (logged)."""
+    chosen = resolve_backend(backend, device, precision, compiled, trained)
+    if chosen == "torch":
         return network
     if backend == "onnxruntime":
-        return onnx_runtime_network(network, image_size=image_size, threads=threads)
-    raise ValueError(f"backend must be 'torch' or 'onnxruntime', not {backend!r}")
-
-
-def use_onnx_runtime(model: object, threads: int | None = None,
-                     on_export: Callable[[Path], None] | None = None) -> object:
-    """Swap a loaded model's ``network`` (a :class:`covseg.networks.loading.LoadedModel`) for its ONNX Runtime
-    twin at the model's ``image_size``; returns ``model``."""
-    model.network = onnx_runtime_network(model.network, image_size=model.image_size, threads=threads,
-                                         on_export=on_export)
-    return model
+        return onnx_runtime_network(network, image_size=image_size, threads=threads, on_export=on_export)
+    try:
+        return onnx_runtime_network(network, image_size=image_size, threads=threads, on_export=on_export,
+                                    fast_only=True)
+    except RuntimeError as exc:  # TraceRefused included
+        log.info("backend auto: %s stays on torch (%s)", type(network).__name__, str(exc).splitlines()[0][:200])
+        return network
