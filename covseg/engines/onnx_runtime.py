@@ -169,7 +169,7 @@ def onnx_runtime_network(network: nn.Module, image_size: int = 352, threads: int
     called before that export starts, e.g. to tell the user why the first run waits). ``fast_only``: the tracing
     exporter only (:class:`TraceRefused` where it refuses)."""
     if not onnx_runtime_installed():
-        raise RuntimeError(f"the onnxruntime backend needs onnxruntime: {INSTALL_HINT}")
+        raise RuntimeError(f"the onnxruntime backend needs onnxruntime and onnx: {INSTALL_HINT}")
     folder = Path(cache) if cache is not None else cache_dir()
     path = folder / f"{network_key(network, image_size)}.onnx"
     if not path.exists():
@@ -190,8 +190,8 @@ def onnx_runtime_network(network: nn.Module, image_size: int = 352, threads: int
 
 
 def onnx_runtime_installed() -> bool:
-    """Whether onnxruntime can be imported (checked without importing it)."""
-    return importlib.util.find_spec("onnxruntime") is not None
+    """Whether onnxruntime, and onnx for the export, can be imported (checked without importing them)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
 
 
 def resolve_backend(backend: str = "auto", device: str = "cpu", precision: bool | str = "auto",
