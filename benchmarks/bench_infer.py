@@ -1,7 +1,7 @@
 """Time ``covseg infer`` end to end on a generated 512x512x300 chest phantom, without and with the network.
 
 Usage: ``python benchmarks/bench_infer.py [--shape 300 512 512] [--threads N] [--batch-size 8] [--image-size N]
-[--onnxruntime] [--compile] [--no-docs]``.
+[--torch] [--onnxruntime] [--compile] [--no-docs]``.
 
 Each run is a fresh subprocess (``covseg infer <phantom> --out <tmp>``, ending as the console script does) whose wall
 time and peak RSS (``os.wait4`` rusage of that child alone) are measured:
@@ -13,6 +13,7 @@ time and peak RSS (``os.wait4`` rusage of that child alone) are measured:
   until weights ship; same cost either way), run twice with the same (at first empty) cache: the default backend
   is ``auto``, which on CPUs without native bf16 runs ONNX Runtime and exports the network in the first run; the
   second run is the steady state;
+* with ``--torch`` also the default model under ``--backend torch`` (side by side with ``auto``);
 * with ``--onnxruntime`` also the default model under ``--backend onnxruntime``, twice: the first run exports the
   network into an empty cache (``COVSEG_CACHE`` = a temporary folder), the second reuses the export;
 * with ``--compile`` also the default model under ``covseg infer --compile``, twice: the first run compiles into an
@@ -147,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=None,
                         help="network input side for the network runs (default: the model's own, 352)")
+    parser.add_argument("--torch", action="store_true",
+                        help="also time --backend torch (where the default, auto, runs ONNX Runtime: side by side)")
     parser.add_argument("--onnxruntime", action="store_true",
                         help="also time --backend onnxruntime (first run with an empty export cache, then cached)")
     parser.add_argument("--compile", action="store_true",
@@ -184,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         # (label, options, cache): each group starts from an empty cache of its own, so a "first run" is one
         runs = [("network excluded", ["--model", NULL_MODEL], "null"), ("network included", size, "default"),
                 (AGAIN, size, "default")]
+        if args.torch:
+            runs += [("network included, --backend torch", ["--backend", "torch", *size], "torch")]
         if args.onnxruntime:
             ort = ["--backend", "onnxruntime", *size]
             runs += [("network included, onnxruntime, first run (exports)", ort, "ort"),
@@ -265,10 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join([*bounds, imports, f"- machine before: {machine_before}", f"- machine after: {machine_after}"]))
 
     if not args.no_docs:
-        cmd = "python benchmarks/bench_infer.py" + (f" --threads {args.threads}" if args.threads else "") + (
-            " --onnxruntime" if args.onnxruntime else "") + (" --compile" if args.compile else "") + (
-            f" --image-size {args.image_size}" if args.image_size else "") + (
-            f" --shape {' '.join(map(str, args.shape))}" if tuple(args.shape) != (300, 512, 512) else "")
+        flags = [f"--threads {args.threads}" if args.threads else "", "--torch" if args.torch else "",
+                 "--onnxruntime" if args.onnxruntime else "", "--compile" if args.compile else "",
+                 f"--image-size {args.image_size}" if args.image_size else "",
+                 f"--shape {' '.join(map(str, args.shape))}" if tuple(args.shape) != (300, 512, 512) else ""]
+        cmd = " ".join(["python benchmarks/bench_infer.py", *filter(None, flags)])
         section = [
             f"- command: `{cmd}` (each run a fresh subprocess: `covseg infer phantom.nii.gz --out DIR "
             f"--batch-size {args.batch_size}{' --threads ' + str(args.threads) if args.threads else ''}`; "
