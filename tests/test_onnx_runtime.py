@@ -167,10 +167,20 @@ def test_the_fast_exporter_traces_plain_networks_and_refuses_value_dependent_one
     x = torch.rand(5, 1, 24, 24)
     with torch.no_grad():
         assert torch.allclose(ort_net(x), net(x)[-1], atol=1e-4)
-    with pytest.raises(TraceRefused, match="NotExportable"):
-        onnx_runtime_network(NotExportable().eval(), image_size=16, cache=tmp_path / "refused", fast_only=True)
-    assert not list((tmp_path / "refused").glob("*"))  # nothing half-written
     odd = NotExportable().eval()
+    refused = tmp_path / "cache" / "onnx"
+    with pytest.raises(TraceRefused, match="NotExportable"):
+        onnx_runtime_network(odd, image_size=16, cache=refused, fast_only=True)
+    left = sorted(p.name for p in refused.iterdir())
+    assert left == [f"{network_key(odd, 16)}.refused"]  # nothing half-written; the refusal remembered
+
+    def no_trace(*args, **kwargs):
+        raise AssertionError("traced again")
+
+    monkeypatch.setattr(onnx_runtime, "_export_traced", no_trace)
+    with pytest.raises(TraceRefused, match="refused before"):
+        onnx_runtime_network(odd, image_size=16, cache=refused, fast_only=True)
+    monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))  # auto uses the default cache: the same folder
     assert backend_network(odd, "auto", 16, precision="fp32") is odd  # auto: stays on torch
 
 

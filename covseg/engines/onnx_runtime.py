@@ -167,11 +167,15 @@ def onnx_runtime_network(network: nn.Module, image_size: int = 352, threads: int
                          fast_only: bool = False) -> OnnxRuntimeNetwork:
     """``network`` as an :class:`OnnxRuntimeNetwork`, exported into the cache on first use (``on_export(path)`` is
     called before that export starts, e.g. to tell the user why the first run waits). ``fast_only``: the tracing
-    exporter only (:class:`TraceRefused` where it refuses)."""
+    exporter only (:class:`TraceRefused` where it refuses; the refusal is remembered beside the exports, so the
+    network is not traced again)."""
     if not onnx_runtime_installed():
         raise RuntimeError(f"the onnxruntime backend needs onnxruntime and onnx: {INSTALL_HINT}")
     folder = Path(cache) if cache is not None else cache_dir()
     path = folder / f"{network_key(network, image_size)}.onnx"
+    refused = path.with_suffix(".refused")
+    if fast_only and not path.exists() and refused.exists():
+        raise TraceRefused(f"{type(network).__name__}: its trace was refused before ({refused})")
     if not path.exists():
         log.info("exporting %s to ONNX once: %s", type(network).__name__, path)
         if on_export is not None:
@@ -179,6 +183,7 @@ def onnx_runtime_network(network: nn.Module, image_size: int = 352, threads: int
         try:
             export_onnx(network, path, image_size, fast_only=fast_only)
         except TraceRefused:
+            refused.touch()
             raise
         except Exception as exc:  # the exporter's errors are many and long: one line, and the way out
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
