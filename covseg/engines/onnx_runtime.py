@@ -17,6 +17,7 @@ onnxruntime installed, and a network the fast exporter accepts; torch everywhere
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import importlib.util
@@ -93,7 +94,8 @@ def export_onnx(network: nn.Module, path: str | Path, image_size: int = 352, fas
 
 
 def _export_traced(model: nn.Module, example: torch.Tensor, path: Path) -> None:
-    """The TorchScript (tracing) exporter; :class:`TraceRefused` when the trace would depend on input values."""
+    """The TorchScript (tracing) exporter; :class:`TraceRefused` when the trace could depend on input values (a
+    tracer warning) or the tracing exporter fails otherwise."""
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation notices
         warnings.simplefilter("error", torch.jit.TracerWarning)
@@ -101,7 +103,7 @@ def _export_traced(model: nn.Module, example: torch.Tensor, path: Path) -> None:
             torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["image"],
                               output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
         except Exception as exc:  # noqa: BLE001 - a tracer warning surfaces as itself or wrapped (SystemError)
-            raise TraceRefused(f"{type(model.network).__name__}: the trace depends on input values "
+            raise TraceRefused(f"{type(model.network).__name__}: the tracing exporter refused it "
                                f"({type(exc).__name__})") from exc
 
 
@@ -183,7 +185,8 @@ def onnx_runtime_network(network: nn.Module, image_size: int = 352, threads: int
         try:
             export_onnx(network, path, image_size, fast_only=fast_only)
         except TraceRefused:
-            refused.touch()
+            with contextlib.suppress(OSError):  # a read-only cache: the refusal is simply not remembered
+                refused.touch()
             raise
         except Exception as exc:  # the exporter's errors are many and long: one line, and the way out
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
