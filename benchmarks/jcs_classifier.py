@@ -50,10 +50,10 @@ DATA = REPO.parent / "shared" / "data"
 FRACTIONS = (0.0, 0.04, 0.08, 0.12, 0.2, 0.3, 0.4, 0.5, 0.6)
 
 
-def score_items(net, items, image_size, bf16):
+def score_items(net, items, image_size, bf16, lung_crop=False):
     from monai.data import Dataset
 
-    loader = DataLoader(Dataset(items, classifier_eval_transforms(image_size)), batch_size=16)
+    loader = DataLoader(Dataset(items, classifier_eval_transforms(image_size, lung_crop)), batch_size=16)
     return predict_scores(net, loader, "cpu", bf16)
 
 
@@ -97,6 +97,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", default=str(REPO / "bundles" / "jcs_classifier" / "models" / "model.pt"))
     ap.add_argument("--image-size", type=int, default=160)
+    ap.add_argument("--lung-crop", action="store_true",
+                    help="crop the covid-ct-cls slices to the lung box found on them (weights trained with "
+                         "lung_crop; the COVID-SemiSeg slices are lung boxes already)")
     ap.add_argument("--bf16", default="auto", help="auto (default, as covseg diagnose) / true / false")
     ap.add_argument("--json", metavar="FILE", help="also write every figure and score to FILE")
     ap.add_argument("--record", action="store_true", help="append the tables to docs/benchmarks.md")
@@ -114,10 +117,11 @@ def main() -> int:
         keys = {(i["source"], i["split"], i["label"]) for i in items}
         items = [i for k in sorted(keys) for i in [x for x in items if (x["source"], x["split"], x["label"]) == k]
                  [:args.limit]]
-    rows = score_items(net, items, args.image_size, bf16)
+    rows = score_items(net, items, args.image_size, bf16, args.lung_crop)
     semi = score_items(net, semiseg_volume_items(DATA / "covid-semiseg", args.semiseg_as_stored)[:args.limit],
                        args.image_size, bf16)
-    lines = [f"Weights `{args.weights}`, input {args.image_size}², {precision_name(bf16)}; "
+    cropped = " (covid-ct-cls slices lung-cropped)" if args.lung_crop else ""
+    lines = [f"Weights `{args.weights}`, input {args.image_size}²{cropped}, {precision_name(bf16)}; "
              f"{platform.processor() or platform.machine()}, 1 thread, shared machine.", "",
              "| slices | n | AUC | accuracy | sensitivity | specificity | F1 |", "|---|---|---|---|---|---|---|"]
     figures: dict = {}

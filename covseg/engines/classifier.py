@@ -220,9 +220,10 @@ def scores_csv_text(rows: Sequence[dict]) -> str:
 
 def evaluate_classifier(network: nn.Module, items: Sequence[dict], output_dir: str | Path, *,
                         image_size: int = 224, device: str | torch.device = "cpu", bf16: bool = False,
-                        threshold: float = 0.5, batch_size: int = 16) -> dict:
+                        threshold: float = 0.5, batch_size: int = 16, lung_crop: bool = False) -> dict:
     """Score ``items`` (from :func:`covseg.io.classification.labelled_slices`); write ``scores.csv`` and
-    ``metrics.json`` (all slices, and per ``source/split``) into ``output_dir``; return the metrics."""
+    ``metrics.json`` (all slices, and per ``source/split``) into ``output_dir``; return the metrics.
+    ``lung_crop``: crop each slice to the lung box found on it first (weights trained with ``lung_crop``)."""
     from monai.data import Dataset
 
     from covseg.transforms.classification import classifier_eval_transforms
@@ -231,7 +232,8 @@ def evaluate_classifier(network: nn.Module, items: Sequence[dict], output_dir: s
         raise ValueError("no slices to evaluate (check --dataset_dir, sources and splits)")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    loader = DataLoader(Dataset(list(items), classifier_eval_transforms(image_size)), batch_size=batch_size)
+    loader = DataLoader(Dataset(list(items), classifier_eval_transforms(image_size, lung_crop)),
+                        batch_size=batch_size)
     rows = predict_scores(network, loader, device, as_flag(bf16, "bf16"))
     metrics: dict = {"all": classification_scores([r["score"] for r in rows], [r["label"] for r in rows],
                                                   threshold)}

@@ -20,28 +20,38 @@ from monai.transforms import (
     ThresholdIntensityd,
 )
 
+from covseg.options import as_flag
 from covseg.transforms.augment import window_jitter
+from covseg.transforms.crop_transforms import CropToGreyLungBoxd
 from covseg.transforms.intensity_transforms import Rewindowd
 from covseg.transforms.load import LoadGreySliced
 
 
-def classifier_eval_transforms(image_size: int = 224) -> Compose:
+def _lung_crop(lung_crop: bool | str) -> list:
+    return [CropToGreyLungBoxd(keys="image")] if as_flag(lung_crop, "lung_crop") else []
+
+
+def classifier_eval_transforms(image_size: int = 224, lung_crop: bool = False) -> Compose:
     """Read the slice (path or (1, H, W) array), show it in the COVID-SemiSeg window when the item names the
     window it was written with (``window``: (level, width);
     :class:`covseg.transforms.intensity_transforms.Rewindowd`, as
-    ``covseg diagnose`` windows a CT volume), and resize it to ``image_size``²."""
+    ``covseg diagnose`` windows a CT volume), with ``lung_crop`` crop it to the lung box found on the grey slice
+    (:func:`covseg.transforms.grey_lung.grey_lung_box`, the framing of ``covseg diagnose``'s lung crops), and
+    resize it to ``image_size``²."""
     return Compose([
         LoadGreySliced(keys="image", binary_keys=()),
         Rewindowd(keys="image"),
+        *_lung_crop(lung_crop),
         Resized(keys="image", spatial_size=(image_size, image_size), mode="bilinear"),
         EnsureTyped(keys="image", track_meta=False),
     ])
 
 
-def classifier_train_transforms(image_size: int = 224) -> Compose:
+def classifier_train_transforms(image_size: int = 224, lung_crop: bool = False) -> Compose:
     """:func:`classifier_eval_transforms` followed by orientation, geometry and window augmentation."""
     return Compose([
         LoadGreySliced(keys="image", binary_keys=()),
+        *_lung_crop(lung_crop),
         Resized(keys="image", spatial_size=(image_size, image_size), mode="bilinear"),
         RandFlipd(keys="image", prob=0.5, spatial_axis=0),
         RandFlipd(keys="image", prob=0.5, spatial_axis=1),

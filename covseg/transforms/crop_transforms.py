@@ -11,8 +11,12 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 
 from covseg.transforms.crop import DEFAULT_MARGIN_PX, Box, crop_to_box, lung_box, paste_from_box
+from covseg.transforms.grey_lung import grey_lung_box
 
-__all__ = ["CropToLungBox", "PasteFromLungBox", "CropToLungBoxd", "PasteFromLungBoxd"]
+__all__ = [
+    "CropToLungBox", "PasteFromLungBox", "CropToGreyLungBox",
+    "CropToLungBoxd", "PasteFromLungBoxd", "CropToGreyLungBoxd",
+]
 
 
 class CropToLungBox(Transform):
@@ -43,6 +47,33 @@ class PasteFromLungBox(Transform):
                 return patch.new_full(full, self.fill)
             return np.full(full, self.fill, dtype=np.asarray(patch).dtype)
         return paste_from_box(patch, box, shape, self.fill)
+
+
+class CropToGreyLungBox(Transform):
+    """Array transform: crop a grey slice (``[c, y, x]`` or ``[y, x]``) to the lung box found on its first
+    channel by :func:`covseg.transforms.grey_lung.grey_lung_box` (unchanged when no lungs are found)."""
+
+    def __init__(self, margin_frac: float = 0.02) -> None:
+        self.margin_frac = float(margin_frac)
+
+    def __call__(self, img: Any) -> Any:
+        plane = img[0] if img.ndim == 3 else img
+        box = grey_lung_box(plane, self.margin_frac)
+        return img if box is None else crop_to_box(img, box)
+
+
+class CropToGreyLungBoxd(MapTransform):
+    """Dict twin of :class:`CropToGreyLungBox`: each of ``keys`` cropped to the lung box of its own slice."""
+
+    def __init__(self, keys: KeysCollection, margin_frac: float = 0.02, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.cropper = CropToGreyLungBox(margin_frac)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.cropper(d[key])
+        return d
 
 
 def _meta_key(key: Hashable) -> str:
