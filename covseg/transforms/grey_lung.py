@@ -20,6 +20,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from covseg.transforms.crop import Box
+from covseg.transforms.slice_morphology import largest_component
 
 __all__ = ["grey_lung_mask", "grey_lung_box"]
 
@@ -47,17 +48,15 @@ def grey_lung_mask(img: Any) -> np.ndarray:
     if float(smooth.max() - smooth.min()) <= 0:
         return np.zeros(a.shape, bool)
     level = threshold_otsu(smooth)
-    bright, n_bright = ndi.label(smooth >= level)
-    if n_bright == 0:
+    body = largest_component(smooth >= level)
+    if not body.any():
         return np.zeros(a.shape, bool)
-    ones = np.ones(a.shape, np.float32)
-    bright_sizes = ndi.sum(ones, bright, range(1, n_bright + 1))
-    hull = convex_hull_image(bright == 1 + int(np.argmax(bright_sizes))).astype(np.float32)
+    hull = convex_hull_image(body).astype(np.float32)
     dark, n_dark = ndi.label(ndi.binary_opening(smooth < level, iterations=2))
     if n_dark == 0:
         return np.zeros(a.shape, bool)
     labels = range(1, n_dark + 1)
-    area = ndi.sum(ones, dark, labels)
+    area = ndi.sum(np.ones(a.shape, np.float32), dark, labels)
     inside = ndi.sum(hull, dark, labels)
     lungs = [i + 1 for i in range(n_dark)
              if area[i] >= MIN_COMPONENT_SHARE * a.size and inside[i] >= INSIDE_HULL_SHARE * area[i]]

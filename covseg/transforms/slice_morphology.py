@@ -122,7 +122,7 @@ def open_holes(mask: np.ndarray, min_px: int) -> np.ndarray:
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 3D connected component of ``mask`` (the body, without the table and loose objects)."""
+    """The largest connected component of ``mask`` (2D or 3D; the body, without the table and loose objects)."""
     lab, n = ndi.label(mask)
     if n <= 1:
         return mask
