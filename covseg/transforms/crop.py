@@ -39,7 +39,8 @@ def margin_px(spacing_xyz: Sequence[float], margin_mm: float = DEFAULT_MARGIN_MM
     return max(int(round(margin_mm / max(min(float(spacing_xyz[0]), float(spacing_xyz[1])), 1e-6))), 0)
 
 
-def _as_numpy(x: Any) -> np.ndarray:
+def as_numpy(x: Any) -> np.ndarray:
+    """``x`` (numpy or torch, any device) as a numpy array."""
     return np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
 
 
@@ -48,7 +49,7 @@ def lung_box(mask_slice: Any, margin_px: int = DEFAULT_MARGIN_PX) -> Box | None:
 
     ``mask_slice`` is ``[y, x]`` or ``[c, y, x]`` (channels are merged). None when the slice has no lung.
     """
-    m = _as_numpy(mask_slice) > 0
+    m = as_numpy(mask_slice) > 0
     if m.ndim < 2:
         raise ValueError(f"lung_box expects a [.., y, x] mask, got shape {m.shape}")
     if m.ndim > 2:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from covseg.transforms.crop import Box
+from covseg.transforms.crop import Box, as_numpy
 from covseg.transforms.slice_morphology import largest_component
 
 __all__ = ["grey_lung_mask", "grey_lung_box"]
@@ -31,8 +31,7 @@ INSIDE_HULL_SHARE = 0.6
 
 
 def _as_grey(img: Any) -> np.ndarray:
-    a = np.asarray(img.detach().cpu().numpy() if hasattr(img, "detach") else img, dtype=np.float32)
-    a = np.squeeze(a)
+    a = np.squeeze(as_numpy(img).astype(np.float32, copy=False))
     if a.ndim != 2:
         raise ValueError(f"grey_lung_box expects one 2D slice, got shape {np.shape(img)}")
     return a
