@@ -76,6 +76,17 @@ def test_binary_seg_matches_mask_and_references_series(tmp_path, phantom):
     assert plain.Modality == "SEG" and plain.StudyInstanceUID == sources[0].StudyInstanceUID
 
 
+def test_empty_mask_keeps_every_frame_without_a_warning(tmp_path, phantom, caplog):
+    files = write_phantom_dicom(tmp_path / "dcm", phantom)
+    volume = read_volume(tmp_path / "dcm")
+    empty = np.zeros_like(phantom.infection)
+    with caplog.at_level("WARNING"):
+        path, _ = write_dicom_seg(empty, volume, files, tmp_path / "seg.dcm", model={"name": "infnet"})
+    assert not [r for r in caplog.records if r.name.startswith("highdicom")]  # a negative scan is not a problem
+    seg, frames = _read_back(path, read_sources(files))
+    assert seg.NumberOfFrames == 24 and not frames.any()
+
+
 def test_multiclass_seg_has_ggo_and_consolidation(tmp_path, phantom):
     classes = phantom.lesion_classes
     assert {1, 2} <= set(np.unique(classes).tolist())

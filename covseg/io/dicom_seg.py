@@ -208,6 +208,7 @@ def _segmentation(sources: list[pydicom.Dataset], frames: np.ndarray, descriptio
     return hd.seg.Segmentation(
         source_images=sources, pixel_array=frames, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions, series_instance_uid=generate_uid(), series_number=series_number,
+        omit_empty_frames=bool(frames.any()),  # an empty mask keeps every frame (as highdicom would, warning)
         sop_instance_uid=generate_uid(), instance_number=1, manufacturer="covseg",
         manufacturer_model_name=name[:64], software_versions=f"covseg {software_version}".strip(),
         device_serial_number="none", content_label="INFECTION", content_description=f"{name} {version}"[:64],
