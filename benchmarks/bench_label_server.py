@@ -1,7 +1,7 @@
 """Load on covseg's MONAI Label server: concurrent infer clients for a bounded time, on loopback only.
 
 Usage: ``python benchmarks/bench_label_server.py [--clients 8] [--duration 120] [--model covseg_infection]
-[--threads 1] [--bf16 auto] [--timeout 1800] [--no-docs]``.
+[--threads 1] [--bf16 auto] [--backend auto] [--timeout 1800] [--no-docs]``.
 
 Starts ``covseg label-server`` on 127.0.0.1 (a free port) with a temporary studies folder holding copies of the
 real CT volumes in ``../shared/data/ct-volumes`` (chest-cip64, chest-2slice, abdomen-totalseg's small volume).
@@ -147,6 +147,7 @@ def client(index: int, url: str, model: str, images: dict[str, Path], allowed: s
                     meta = json.loads(parts["params"])
                     rec["compute_s"] = float(meta["latencies"]["total"])
                     rec["precision"] = meta.get("precision", "-")
+                    rec["backend"] = meta.get("backend", "-")
                     rec["mismatch"] = check_label(parts["image"], images[image], allowed, scratch)
             except Exception as exc:  # noqa: BLE001 - every failure is counted, none stops the run
                 rec.setdefault("done", time.monotonic())
@@ -180,6 +181,7 @@ def summarise(records: list[dict], t0: float, duration: float) -> dict:
         "server_busy_fraction": round(busy / span, 3) if span > 0 else None,
         "mean_requests_in_system": round(sum(latencies) / span, 2) if span > 0 else None,
         "precision": sorted({r.get("precision", "-") for r in ok}),
+        "backend": sorted({r.get("backend", "-") for r in ok}),
         "served_per_image": {img: sum(1 for r in ok if r["image"] == img) for img in sorted({r["image"] for r in ok})},
         "compute_p50_per_image_s": {img: round(percentile([r["compute_s"] for r in ok if r["image"] == img], 50), 2)
                                     for img in sorted({r["image"] for r in ok})},
@@ -193,7 +195,8 @@ def markdown(summary: dict, args: argparse.Namespace, load: tuple, load_after: t
             ("requests served", s["requests_served"]), ("errors", s["errors"]),
             ("mismatched geometry / values", s["mismatched_geometry"]),
             ("latency p50 / p95 / max (s)", f"{s['latency_p50_s']} / {s['latency_p95_s']} / {s['latency_max_s']}"),
-            ("server compute p50 (s); precision", f"{s['compute_p50_s']}; {', '.join(s['precision'])}"),
+            ("server compute p50 (s); precision; backend",
+             f"{s['compute_p50_s']}; {', '.join(s['precision'])}; {', '.join(s['backend'])}"),
             ("wait in queue p50 / max (s)", f"{s['wait_p50_s']} / {s['wait_max_s']}"),
             ("server busy fraction", s["server_busy_fraction"]),
             ("mean requests in the server", s["mean_requests_in_system"]),
@@ -202,7 +205,8 @@ def markdown(summary: dict, args: argparse.Namespace, load: tuple, load_after: t
             ("compute p50 per volume (s)", ", ".join(f"{k} {v}" for k, v in s["compute_p50_per_image_s"].items()))]
     lines = [f"## MONAI Label server under load: {args.clients} infer clients, {args.duration} s ({now})", "",
              f"`python benchmarks/bench_label_server.py --clients {args.clients} --duration {args.duration} "
-             f"--model {args.model} --threads {args.threads} --bf16 {args.bf16}`; {cpu_name()}, "
+             f"--model {args.model} --threads {args.threads} --bf16 {args.bf16} --backend {args.backend}`; "
+             f"{cpu_name()}, "
              f"{os.cpu_count()} cores, torch threads {args.threads} in the server; load average (1/5/15 min) "
              f"{'/'.join(f'{x:.1f}' for x in load)} before, {'/'.join(f'{x:.1f}' for x in load_after)} after "
              "(shared machine). Real CT volumes from ct-volumes/, loopback only.", "",
@@ -219,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--bf16", default="auto",
                         help="infer precision: auto (bf16 where the CPU runs it natively, as users get), false, true")
+    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"),
+                        help="infer backend (auto: ONNX Runtime where the request runs fp32 on the CPU)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="client timeout per request (s)")
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args(argv)
@@ -240,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         info = requests.get(f"{url}/info/", timeout=30).json()
         allowed = set(info["models"][args.model]["labels"].values())
-        params = {} if args.model == "covseg_lungs" else {"bf16": args.bf16}
+        params = {} if args.model == "covseg_lungs" else {"bf16": args.bf16, "backend": args.backend}
         records: list[dict] = []
         lock = threading.Lock()
         t0 = time.monotonic()

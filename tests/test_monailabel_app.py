@@ -161,6 +161,34 @@ def test_infer_tasks_write_labels_in_the_input_geometry(tmp_path):
     assert result["voxels"]["right lung"] > 0 and result["voxels"]["left lung"] > 0
 
 
+def test_infection_task_runs_the_requested_backend_with_the_same_mask(tmp_path):
+    pytest.importorskip("monailabel", reason="MONAI Label is not installed: run scripts/install-label-server.sh")
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install 'covseg[onnx]'")
+    from covseg.apps.monailabel.infer_tasks import InfectionInfer, request_backend
+
+    task = InfectionInfer(ModelCache(_tiny_bundle(tmp_path / "bundle")))
+    ph = make_chest_phantom(shape=(6, 96, 96), spacing=(3.7, 3.7, 5.0), seed=2)
+    ct = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(ph.image(), str(ct))
+    masks = {}
+    for backend, ran in (("torch", "torch"), ("onnxruntime", "onnxruntime"), (None, "onnxruntime")):
+        request = {"image": str(ct), "bf16": False} | ({} if backend is None else {"backend": backend})
+        label_file, result = task(request)
+        try:  # fp32 on the CPU: auto (no backend given) picks ONNX Runtime, as covseg infer does
+            assert result["backend"] == ran and result["precision"] == "fp32", backend
+            masks[backend] = sitk.GetArrayFromImage(sitk.ReadImage(label_file))
+        finally:
+            Path(label_file).unlink(missing_ok=True)
+    assert masks["torch"].any()
+    assert (masks["torch"] != masks["onnxruntime"]).mean() < 1e-3  # fp32 either way: logits equal to ~1e-6
+    assert np.array_equal(masks["onnxruntime"], masks[None])
+    with pytest.raises(ValueError, match="backend must be one of auto, torch, onnxruntime, not 'tensorrt'"):
+        task({"image": str(ct), "backend": "tensorrt"})
+    assert request_backend(" ONNXRuntime", "cpu") == "onnxruntime" and request_backend("", "cuda") == "auto"
+    with pytest.raises(ValueError, match="runs on the CPU, not on cuda"):  # (MONAI Label asks for cuda only where
+        request_backend("onnxruntime", "cuda")                              # torch sees one)
+
+
 def _classifier_bundle(folder: Path) -> Path:
     """The jcs_classifier bundle's configs with fresh (untrained) weights."""
     import shutil

@@ -253,6 +253,8 @@ def test_infer_equals_covseg_infer_in_input_geometry(server, cli_outputs, worksp
     assert result["model_file"] == str(DEFAULT_BUNDLE / "models" / "model.pt")
     lungs = server.infer(LUNGS, "chest-cip64", workspace / "server_lungs.nii.gz")
     cli = _cli_done(cli_outputs)
+    ran = json.loads((cli / "report.json").read_text())["model"]
+    assert result["backend"] == ran["backend"] and result["precision"] == ran["precision"]  # both `auto` at fp32
     ct = nib.load(workspace / "studies" / "chest-cip64.nii.gz")
     for served, written, counts in ((workspace / "server_infection.nii.gz", cli / "infection_mask.nii.gz", result),
                                     (workspace / "server_lungs.nii.gz", cli / "lung_mask.nii.gz", lungs)):

@@ -7,9 +7,11 @@ map (:func:`covseg.engines.volume.infer_volume`, or the lung mask alone), and
 mask a viewer receives is the one ``covseg infer`` writes for the same file and settings.
 
 Request parameters (``params`` of ``POST /infer/<model>``): ``bf16`` (``"auto"``: bf16 only where the CPU runs it
-natively; ``false`` forces fp32), ``batch_size`` (slices per forward pass, default 8), ``tta`` (flip averaging); the
-diagnosis also takes ``slice_threshold``, ``patient_threshold``, ``min_lung_fraction``, ``min_lung_area_cm2`` and
-``segment_gate`` (default: the classifier bundle's, as ``covseg diagnose``).
+natively; ``false`` forces fp32), ``backend`` (``"auto"``, ``"torch"`` or ``"onnxruntime"``, as ``covseg infer
+--backend``: ``auto`` runs ONNX Runtime where the request runs fp32 on a CPU, so on an AVX2 machine the viewer gets
+the mask ``covseg infer`` writes there), ``batch_size`` (slices per forward pass, default 8), ``tta`` (flip
+averaging); the diagnosis also takes ``slice_threshold``, ``patient_threshold``, ``min_lung_fraction``,
+``min_lung_area_cm2`` and ``segment_gate`` (default: the classifier bundle's, as ``covseg diagnose``).
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from covseg.apps.monailabel.weights import ModelCache
+from covseg.engines.batch import predictor_info
 from covseg.engines.cpu import resolve_bf16
 from covseg.engines.diagnose import DiagnosisSettings, SliceScorer, classify_volume
+from covseg.engines.onnx_runtime import BACKENDS, backend_network
 from covseg.engines.predictor import SlicePredictor
 from covseg.engines.volume import infer_volume
 from covseg.io import CTVolume, read_volume, write_volume_like
@@ -52,6 +56,17 @@ class ReadCTVolumed:
 def precision_setting(value: Any) -> bool | str:
     """A request's ``bf16`` for :func:`resolve_bf16`: true / false, ``"auto"`` (default), ``"fp32"``, ``"bf16"``."""
     return "auto" if value is None or value == "" else value
+
+
+def request_backend(value: Any, device: str) -> str:
+    """A request's ``backend``: ``"auto"`` (default), ``"torch"`` or ``"onnxruntime"`` (CPU only); ValueError
+    naming the choices otherwise."""
+    backend = "auto" if value is None or value == "" else str(value).strip().lower()
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {value!r}")
+    if backend == "onnxruntime" and device != "cpu":
+        raise ValueError(f"backend onnxruntime runs on the CPU, not on {device}; use backend torch or auto")
+    return backend
 
 
 def _flag(value: Any, default: bool | str) -> bool | str:
@@ -117,19 +132,25 @@ class _NetworkInfer(CovsegInferTask):
 
     def __init__(self, cache: ModelCache, **kwargs: Any) -> None:
         weights = [cache.bundle / "models" / "model.pt"] + ([cache.published] if cache.published else [])
-        super().__init__(weights=weights, config={"bf16": "auto", "batch_size": 8, "tta": False}, **kwargs)
+        super().__init__(weights=weights, config={"bf16": "auto", "backend": "auto", "batch_size": 8, "tta": False},
+                         **kwargs)
         self.cache = cache
         self._predictors: dict[tuple, SlicePredictor] = {}  # one per (weights, settings): folding costs ~0.5 s
         self._lock = threading.Lock()
 
     def _predictor(self, model: Any, sha: str, device: str, data: dict) -> SlicePredictor:
-        """The predictor for these weights and request settings, made once (the last weights' only)."""
-        key = (sha, device, int(data.get("batch_size", 8)), resolve_bf16(precision_setting(data.get("bf16")), device),
-               bool(_flag(data.get("tta"), False)))
+        """The predictor for these weights and request settings, made once (the last weights' only); the network
+        runs on the request's ``backend`` (exported to ONNX once per weights for ONNX Runtime)."""
+        precision = precision_setting(data.get("bf16"))
+        backend = request_backend(data.get("backend"), device)
+        key = (sha, device, int(data.get("batch_size", 8)), resolve_bf16(precision, device),
+               bool(_flag(data.get("tta"), False)), backend)
         with self._lock:
             if key not in self._predictors:
                 self._predictors = {k: v for k, v in self._predictors.items() if k[0] == sha}
-                self._predictors[key] = SlicePredictor(model.network, image_size=model.image_size, device=device,
+                network = backend_network(model.network, backend, model.image_size, precision=precision,
+                                          device=device, trained=True)
+                self._predictors[key] = SlicePredictor(network, image_size=model.image_size, device=device,
                                                        batch_size=key[2], bf16=key[3], tta=key[4])
             return self._predictors[key]
 
@@ -141,7 +162,7 @@ class _NetworkInfer(CovsegInferTask):
         predictor = self._predictor(model, sha, device, data)
         result = infer_volume(volume, predictor, lung=lung, gate=gate)
         facts = {"model_file": str(weights.path), "weights_sha256": sha, "fine_tuned": weights.fine_tuned,
-                 "precision": "bf16" if predictor.bf16 else "fp32", "image_size": model.image_size,
+                 **predictor_info(predictor),  # backend, precision, device, image size, tta: what ran
                  "predicted_slices": int(result.predicted.sum())}
         return result, facts
 
