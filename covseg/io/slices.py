@@ -107,6 +107,29 @@ def pseudo_labelled_items(items: list[dict], label_dir: str | Path) -> list[dict
     return [it for it in found if Path(it["label"]).exists()]
 
 
+def infection_free_items(dataset_dir: str | Path, count: int, source: str = "sars-cov-2-ct", split: str = "train",
+                         seed: int = 0) -> list[dict]:
+    """``count`` non-COVID slices of a ``labels.csv`` folder (``../shared/data/covid-ct-cls``), drawn by ``seed``
+    from ``source``'s ``split``, as segmentation items with an empty infection mask (0: none).
+
+    Negatives for Inf-Net: the labelled slices all show infection, and a model trained on them alone marks vessels
+    as infection on scans without COVID-19. Caveat: non-COVID there is not always healthy (other lung disease)."""
+    from covseg.io.classification import labelled_slices
+
+    if count <= 0:
+        return []
+    negatives = [it for it in labelled_slices(dataset_dir, source, split) if it["label"] == 0]
+    if count > len(negatives):
+        raise ValueError(f"{dataset_dir}: asked for {count} non-COVID {source} {split} slices, it has {len(negatives)}")
+    chosen = sorted(random.Random(seed).sample(range(len(negatives)), count))
+    items = []
+    for i in chosen:
+        image = read_grey(Path(negatives[i]["image"]))
+        items.append({"name": Path(negatives[i]["name"]).stem, "image": image[None],
+                      "label": np.zeros((1, *image.shape), np.float32)})
+    return items
+
+
 def _seeded_order(count: int, seed: int) -> list[int]:
     """0..count-1 shuffled by ``seed``: the order both splits of the training items cut."""
     order = list(range(count))
