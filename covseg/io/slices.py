@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from covseg.io.atomic import atomic_path
+from covseg.io.classification import labelled_slices
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -113,9 +114,8 @@ def infection_free_items(dataset_dir: str | Path, count: int, source: str = "sar
     from ``source``'s ``split``, as segmentation items with an empty infection mask (0: none).
 
     Negatives for Inf-Net: the labelled slices all show infection, and a model trained on them alone marks vessels
-    as infection on scans without COVID-19. Caveat: non-COVID there is not always healthy (other lung disease)."""
-    from covseg.io.classification import labelled_slices
-
+    as infection on scans without COVID-19 (it did not cure that: docs/benchmarks.md). Caveat: non-COVID there is
+    not always healthy (other lung disease)."""
     if count <= 0:
         return []
     negatives = [it for it in labelled_slices(dataset_dir, source, split) if it["label"] == 0]
