@@ -49,6 +49,17 @@ def test_volumes_and_counts_are_voxel_counts_times_spacing():
     assert d["shape_zyx"] == [4, 10, 10] and d["status"] == "ok"
 
 
+def test_coarse_in_plane_pixels_get_a_warning_when_there_is_lung():
+    lung, inf, prob = _arrays()
+    assert not any("in-plane pixels" in w for w in build_volume_report("v", "v", lung, inf, SPACING).warnings)
+    coarse = build_volume_report("v", "v", lung, inf, (2.5, 4.17, 1.0)).warnings
+    assert [w for w in coarse if "in-plane pixels" in w] == [
+        "in-plane pixels of 4.2 mm, far coarser than the chest CT the models were trained on (under 1 mm): blurred "
+        "vessels tend to be marked as infection"]
+    empty = np.zeros((3, 8, 8), np.uint8)  # no lung: nothing is segmented, so no word on the pixels
+    assert not any("in-plane" in w for w in build_volume_report("e", "e", empty, empty, (4.0, 4.0, 4.0)).warnings)
+
+
 def test_no_lung_warning_and_zero_involvement():
     empty = np.zeros((3, 8, 8), np.uint8)
     rep = build_volume_report("e", "e", empty, empty, SPACING)
