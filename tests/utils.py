@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_python(code: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -c code args...`` in a fresh interpreter at the repository root (what a process imports)."""
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO)
 
 
 def assert_masks_agree(a: np.ndarray, b: np.ndarray, max_flip_fraction: float) -> float:

@@ -6,32 +6,15 @@ The names below are loaded on first use (PEP 562), so that importing one submodu
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from covseg.lazy import lazy_names
 
 _HOMES = {
-    "CTVolume": "read",
+    **dict.fromkeys(("CTVolume", "ImageGeometry", "read_volume"), "read"),
+    **dict.fromkeys(("VolumeSource", "find_volumes"), "discover"),
+    **dict.fromkeys(("atomic_path", "atomic_write_text"), "atomic"),
     "CovsegInputError": "errors",
-    "ImageGeometry": "read",
-    "VolumeSource": "discover",
-    "atomic_path": "atomic",
-    "atomic_write_text": "atomic",
-    "find_volumes": "discover",
-    "read_volume": "read",
     "write_volume_like": "write",
 }
 
 __all__ = sorted(_HOMES)
-
-
-def __getattr__(name: str) -> Any:
-    """Import ``name``'s submodule when the name is first asked for."""
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__ = lazy_names(__name__, _HOMES)

@@ -16,8 +16,7 @@ CLI's first reader thread) does not import the others, nor MONAI.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from covseg.lazy import lazy_names
 
 _HOME = {
     **dict.fromkeys(("DEFAULT_MARGIN_PX", "Box", "crop_to_box", "lung_box", "paste_from_box"), "crop"),
@@ -32,10 +31,4 @@ _HOME = {
 
 __all__ = sorted(_HOME)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _HOME)
