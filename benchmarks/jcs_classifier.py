@@ -2,7 +2,8 @@
 gate threshold, on the real data in ../shared/data.
 
 1. Slice level (P(COVID-19) >= 0.5): AUC, accuracy, sensitivity, specificity, F1 on every val/test split of
-   covid-ct-cls (sars-cov-2-ct test is the clean test; ucsd-covid-ct has only val).
+   covid-ct-cls (sars-cov-2-ct test is the clean test; ucsd-covid-ct has only val); the AUC's 95 % interval
+   resamples the groups (patients, or sars-cov-2-ct's blocks of 25 file numbers), 2,000 times.
 2. Patient level: a group is positive when more than ``f`` x its slices are positive. Groups: the val and test
    groups of sars-cov-2-ct (blocks of 25 consecutive file numbers, the set's stand-in for patients) and the
    20 COVID-19 volumes behind COVID-SemiSeg's 1,600 unlabelled slices (``Data-1_<volume>_<slice>.jpg``, all
@@ -40,7 +41,7 @@ from covseg.engines.classifier import predict_scores  # noqa: E402
 from covseg.engines.cpu import precision_name, resolve_bf16  # noqa: E402
 from covseg.io.classification import labelled_slices  # noqa: E402
 from covseg.io.slices import list_images, read_grey  # noqa: E402
-from covseg.metrics.classification import classification_scores  # noqa: E402
+from covseg.metrics.classification import auc_interval, classification_scores  # noqa: E402
 from covseg.networks.classifier import SliceClassifier  # noqa: E402
 from covseg.networks.loading import load_weights  # noqa: E402
 from covseg.transforms.classification import classifier_eval_transforms  # noqa: E402
@@ -123,19 +124,25 @@ def main() -> int:
     cropped = " (covid-ct-cls slices lung-cropped)" if args.lung_crop else ""
     lines = [f"Weights `{args.weights}`, input {args.image_size}²{cropped}, {precision_name(bf16)}; "
              f"{platform.processor() or platform.machine()}, 1 thread, shared machine.", "",
-             "| slices | n | AUC | accuracy | sensitivity | specificity | F1 |", "|---|---|---|---|---|---|---|"]
+             "| slices | n (groups) | AUC | AUC 95 % CI (groups resampled) | accuracy | sensitivity | specificity "
+             "| F1 |", "|---|---|---|---|---|---|---|---|"]
     figures: dict = {}
     for key in ("sars-cov-2-ct/test", "sars-cov-2-ct/val", "ucsd-covid-ct/val"):
         source, split = key.split("/")
         part = [r for r in rows if r["source"] == source and r["split"] == split]
         s = classification_scores([r["score"] for r in part], [r["label"] for r in part])
+        s["auc_ci95"] = auc_interval([r["score"] for r in part], [r["label"] for r in part],
+                                     [r["group"] for r in part])
         figures[key] = s
-        lines.append(f"| {key} | {s['n']} | {s['auc']:.3f} | {s['accuracy']:.3f} | {s['sensitivity']:.3f} | "
+        n_groups = len({r["group"] for r in part})
+        lines.append(f"| {key} | {s['n']} ({n_groups}) | {s['auc']:.3f} | {s['auc_ci95'][0]:.3f}-"
+                     f"{s['auc_ci95'][1]:.3f} | {s['accuracy']:.3f} | {s['sensitivity']:.3f} | "
                      f"{s['specificity']:.3f} | {s['f1']:.3f} |")
     semi_pos = float(np.mean([r["score"] >= 0.5 for r in semi]))
     shown = "as stored" if args.semiseg_as_stored else "re-windowed to the labelled slices' window"
-    lines.append(f"| COVID-SemiSeg unlabelled (all from COVID-19 volumes; {shown}) | {len(semi)} | - | - | "
-                 f"{semi_pos:.3f} | - | - |")
+    volumes = len({r["group"] for r in semi})
+    lines.append(f"| COVID-SemiSeg unlabelled (all from COVID-19 volumes; {shown}) | {len(semi)} ({volumes}) | - | - "
+                 f"| - | {semi_pos:.3f} | - | - |")
 
     sars = [r for r in rows if r["source"] == "sars-cov-2-ct"]
     val_groups = group_counts([r for r in sars if r["split"] == "val"])

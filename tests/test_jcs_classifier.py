@@ -20,7 +20,7 @@ from PIL import Image
 from covseg.engines.activation import activation_maps, stage_activation
 from covseg.engines.classifier import mixup
 from covseg.io.classification import labelled_slices
-from covseg.metrics.classification import classification_scores, roc_auc
+from covseg.metrics.classification import auc_interval, classification_scores, roc_auc
 from covseg.networks.classifier import SliceClassifier, covid_probability, encoder_from_infnet
 from covseg.networks.infnet import InfNet
 from covseg.networks.outputs import ClassifierOutput
@@ -140,6 +140,30 @@ def test_classification_metrics_known_values():
     assert (s["tp"], s["fn"], s["fp"], s["tn"]) == (2, 1, 1, 1)
     assert s["sensitivity"] == pytest.approx(2 / 3) and s["specificity"] == pytest.approx(0.5)
     assert s["f1"] == pytest.approx(2 / 3) and s["accuracy"] == pytest.approx(0.6)
+
+
+
+def test_auc_interval_resamples_patients_not_slices():
+    """The interval holds the AUC, is (1, 1) for a perfect ranking, NaN with one class, narrows with more
+    patients, and is wider by groups than by slices when a patient's slices share its offset (they are not
+    independent)."""
+    rng = np.random.default_rng(0)
+
+    def patients(count: int, per: int, spread: float):
+        labels = np.repeat(np.arange(count) % 2, per)
+        offsets = np.repeat(rng.normal(0.0, spread, count), per)
+        scores = labels * 0.8 + offsets + rng.normal(0.0, 0.3, labels.size)
+        return scores, labels, np.repeat([f"p{i}" for i in range(count)], per)
+
+    scores, labels, groups = patients(20, 10, 1.0)
+    low, high = auc_interval(scores, labels, groups, resamples=300)
+    assert low < roc_auc(scores, labels) < high
+    by_slice = auc_interval(scores, labels, None, resamples=300)
+    assert (high - low) > 1.5 * (by_slice[1] - by_slice[0])
+    more = auc_interval(*patients(80, 10, 1.0), resamples=300)
+    assert (more[1] - more[0]) < 0.75 * (high - low)
+    assert auc_interval([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1], ["a", "b", "c", "d"], resamples=50) == (1.0, 1.0)
+    assert all(math.isnan(v) for v in auc_interval([0.1, 0.2], [1, 1], ["a", "b"], resamples=10))
 
 
 def _slice_folder(root: Path, rows: list[tuple[str, str]]) -> Path:

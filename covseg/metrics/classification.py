@@ -2,6 +2,8 @@
 
 AUC is MONAI's :func:`monai.metrics.compute_roc_auc`; the thresholded figures count the positive class (COVID-19)
 as ``score >= threshold``. Zero denominators give 0.0 (never NaN), and AUC with one class present is NaN.
+:func:`auc_interval` is a bootstrap interval of the AUC that resamples whole groups (patients): slices of one
+patient are not independent, so resampling slices would give too narrow an interval.
 """
 
 from __future__ import annotations
@@ -21,6 +23,33 @@ def roc_auc(scores: Sequence[float], labels: Sequence[int]) -> float:
     from monai.metrics import compute_roc_auc
 
     return float(compute_roc_auc(torch.as_tensor(np.asarray(scores, dtype=np.float64)), torch.as_tensor(y)))
+
+
+def auc_interval(scores: Sequence[float], labels: Sequence[int], groups: Sequence[str] | None = None,
+                 level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval (``level``) of :func:`roc_auc`, resampling ``groups`` with replacement within
+    each class of group (a group's class: the label most of its slices have), so every resample keeps the number
+    of positive and negative groups; ``groups`` None: every slice is its own group. NaN, NaN without both classes.
+    """
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int64)
+    names = np.asarray(groups if groups is not None else np.arange(s.size)).astype(str)
+    members = {g: np.flatnonzero(names == g) for g in dict.fromkeys(names.tolist())}
+    by_class: dict[bool, list[np.ndarray]] = {True: [], False: []}
+    for idx in members.values():
+        by_class[bool(y[idx].mean() >= 0.5)].append(idx)
+    if not by_class[True] or not by_class[False] or math.isnan(roc_auc(s, y)):
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        picked = np.concatenate([part[i] for part in by_class.values()
+                                 for i in rng.integers(0, len(part), len(part))])
+        value = roc_auc(s[picked], y[picked])
+        if not math.isnan(value):
+            values.append(value)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def _ratio(num: int, den: int) -> float:
