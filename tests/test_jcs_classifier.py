@@ -20,7 +20,7 @@ from PIL import Image
 from covseg.engines.activation import activation_maps, stage_activation
 from covseg.engines.classifier import mixup
 from covseg.io.classification import labelled_slices
-from covseg.metrics.classification import auc_interval, classification_scores, roc_auc
+from covseg.metrics.classification import auc_interval, classification_scores, rank_auc, roc_auc
 from covseg.networks.classifier import SliceClassifier, covid_probability, encoder_from_infnet
 from covseg.networks.infnet import InfNet
 from covseg.networks.outputs import ClassifierOutput
@@ -164,6 +164,39 @@ def test_auc_interval_resamples_patients_not_slices():
     assert (more[1] - more[0]) < 0.75 * (high - low)
     assert auc_interval([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1], ["a", "b", "c", "d"], resamples=50) == (1.0, 1.0)
     assert all(math.isnan(v) for v in auc_interval([0.1, 0.2], [1, 1], ["a", "b"], resamples=10))
+    tied = np.round(scores, 1)  # the resamples' AUC (ranks, ties one half) is MONAI's
+    assert rank_auc(tied, labels) == pytest.approx(roc_auc(tied, labels), abs=1e-12)
+    assert math.isnan(rank_auc(np.array([0.3, 0.4]), np.array([0, 0])))
+
+
+
+def test_evaluate_writes_strict_json_with_the_auc_interval(tmp_path):
+    """metrics.json is strict JSON (a folder of one class has no AUC: null, never NaN) and gives each set the
+    AUC's interval."""
+    from covseg.engines.classifier import evaluate_classifier
+
+    class MeanBrightness(torch.nn.Module):  # brighter slice -> higher P(COVID-19)
+        def forward(self, x):
+            m = x.mean(dim=(1, 2, 3))
+            return torch.stack([-m, m], dim=1) * 10
+
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(12):
+        level = 40 + 15 * i + int(rng.integers(0, 10))
+        name = f"s{i}.png"
+        Image.fromarray(np.full((40, 48), level, np.uint8)).save(tmp_path / name)
+        label = int(i % 3 != 0)
+        items.append({"name": name, "image": str(tmp_path / name), "label": label, "group": f"{label}-{i // 4}",
+                      "source": "a" if i < 6 else "b", "split": "val"})
+    only_covid = [dict(i, source="c") for i in items if i["label"] == 1]
+    metrics = evaluate_classifier(MeanBrightness(), items + only_covid, tmp_path / "ev", image_size=32)
+    text = (tmp_path / "ev" / "metrics.json").read_text()
+    assert "NaN" not in text
+    written = json.loads(text)
+    assert written["c/val"]["auc"] is None and written["c/val"]["auc_ci95"] == [None, None]
+    low, high = written["a/val"]["auc_ci95"]
+    assert 0.0 <= low <= metrics["a/val"]["auc"] <= high <= 1.0
 
 
 def _slice_folder(root: Path, rows: list[tuple[str, str]]) -> Path:

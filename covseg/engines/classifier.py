@@ -33,7 +33,7 @@ from covseg.engines.cpu import autocast_context
 from covseg.engines.seeding import follow_epochs
 from covseg.engines.training import attach_snapshot_averaging, latest_checkpoint, save_weights
 from covseg.io.atomic import atomic_write_text
-from covseg.metrics.classification import classification_scores, roc_auc
+from covseg.metrics.classification import auc_interval, classification_scores, roc_auc
 from covseg.networks.classifier import covid_probability, trainable_parameters
 from covseg.options import as_flag
 
@@ -235,15 +235,23 @@ def evaluate_classifier(network: nn.Module, items: Sequence[dict], output_dir: s
     loader = DataLoader(Dataset(list(items), classifier_eval_transforms(image_size, lung_crop)),
                         batch_size=batch_size)
     rows = predict_scores(network, loader, device, as_flag(bf16, "bf16"))
-    metrics: dict = {"all": classification_scores([r["score"] for r in rows], [r["label"] for r in rows],
-                                                  threshold)}
+    metrics: dict = {"all": _set_scores(rows, threshold)}
     for key in sorted({_set_name(r) for r in rows} - {""}):
-        part = [r for r in rows if _set_name(r) == key]
-        metrics[key] = classification_scores([r["score"] for r in part], [r["label"] for r in part], threshold)
+        metrics[key] = _set_scores([r for r in rows if _set_name(r) == key], threshold)
     metrics["threshold"] = threshold
     atomic_write_text(output_dir / "scores.csv", scores_csv_text(rows))
-    atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2, default=_nan_safe))
+    atomic_write_text(output_dir / "metrics.json", json.dumps(_nan_to_none(metrics), indent=2, allow_nan=False))
     return metrics
+
+
+def _set_scores(rows: Sequence[dict], threshold: float) -> dict:
+    """:func:`classification_scores` of ``rows`` plus ``auc_ci95``, the AUC's 95 % bootstrap interval resampling
+    the rows' groups (patients; a row without a group is its own)."""
+    scores, labels = [r["score"] for r in rows], [r["label"] for r in rows]
+    out = classification_scores(scores, labels, threshold)
+    groups = [r.get("group") or f"slice {i}" for i, r in enumerate(rows)]
+    out["auc_ci95"] = list(auc_interval(scores, labels, groups))
+    return out
 
 
 def _set_name(row: dict) -> str:
@@ -251,5 +259,10 @@ def _set_name(row: dict) -> str:
     return "/".join(x for x in (row.get("source", ""), row.get("split", "")) if x)
 
 
-def _nan_safe(value):
+def _nan_to_none(value):
+    """``value`` with every NaN replaced by None, so that ``metrics.json`` is strict JSON (AUC of one class: null)."""
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
     return None if isinstance(value, float) and math.isnan(value) else value

@@ -25,6 +25,19 @@ def roc_auc(scores: Sequence[float], labels: Sequence[int]) -> float:
     return float(compute_roc_auc(torch.as_tensor(np.asarray(scores, dtype=np.float64)), torch.as_tensor(y)))
 
 
+def rank_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The same AUC as :func:`roc_auc` (ties count one half), from ranks (Mann-Whitney U): fast enough to be run
+    thousands of times in :func:`auc_interval`. NaN when only one class is present."""
+    from scipy.stats import rankdata
+
+    positive = np.asarray(labels) == 1
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if not n_pos or not n_neg:
+        return math.nan
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def auc_interval(scores: Sequence[float], labels: Sequence[int], groups: Sequence[str] | None = None,
                  level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval (``level``) of :func:`roc_auc`, resampling ``groups`` with replacement within
@@ -37,16 +50,14 @@ def auc_interval(scores: Sequence[float], labels: Sequence[int], groups: Sequenc
     by_class: dict[bool, list[np.ndarray]] = {True: [], False: []}
     for idx in members.values():
         by_class[bool(y[idx].mean() >= 0.5)].append(idx)
-    if not by_class[True] or not by_class[False] or math.isnan(roc_auc(s, y)):
+    if not by_class[True] or not by_class[False] or math.isnan(rank_auc(s, y)):
         return math.nan, math.nan
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(resamples):
         picked = np.concatenate([part[i] for part in by_class.values()
                                  for i in rng.integers(0, len(part), len(part))])
-        value = roc_auc(s[picked], y[picked])
-        if not math.isnan(value):
-            values.append(value)
+        values.append(rank_auc(s[picked], y[picked]))
     tail = 100 * (1 - level) / 2
     low, high = np.percentile(values, [tail, 100 - tail])
     return float(low), float(high)
