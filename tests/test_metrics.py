@@ -13,6 +13,7 @@ from covseg.metrics import binary
 from covseg.metrics.binary import binary_scores
 from covseg.metrics.folders import evaluate_folders
 from covseg.metrics.handlers import BinaryMetrics, PaperMetrics, ToolboxDice, ToolboxMetrics
+from covseg.metrics.paired import paired_difference
 from covseg.metrics.tables import format_table_row
 from covseg.metrics.toolbox import (
     EPS,
@@ -334,3 +335,19 @@ def test_handlers_refuse_logits_and_empty_epochs():
         metric.compute()
     with pytest.raises(NotComputableError):
         BinaryMetrics().compute()
+
+
+def test_paired_difference_keeps_the_pairs():
+    """A constant shift has a zero-width interval (the pairs are kept, not resampled apart); a noisy shift's interval
+    holds its mean and excludes 0 only when the shift is large against the noise."""
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0.4, 0.9, 48)
+    r = paired_difference(a, a + 0.02)
+    assert r["difference"] == pytest.approx(0.02) and r["low"] == pytest.approx(0.02)
+    assert r["high"] == pytest.approx(0.02) and r["share_b_higher"] == 1.0
+    noisy = paired_difference(a, a + 0.02 + rng.normal(0, 0.01, 48))
+    assert 0 < noisy["low"] < noisy["difference"] < noisy["high"]
+    unclear = paired_difference(a, a + 0.002 + rng.normal(0, 0.05, 48))
+    assert unclear["low"] < 0 < unclear["high"] and 0.05 < unclear["share_b_higher"] < 0.95
+    with pytest.raises(ValueError, match="same length"):
+        paired_difference([0.5, 0.6], [0.5])
