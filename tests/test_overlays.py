@@ -226,3 +226,20 @@ def test_a_volume_of_too_few_slices_gets_the_montage_only(tmp_path):
     enough = slice(20 - THROUGH_PLANE_MIN_SLICES, 20)
     files = write_volume_figures(tmp_path / "enough", hu[enough], lung[enough], marker[enough], SPACING)
     assert files == {"montage": "montage.png", "reformats": "reformats.png"}
+
+
+def test_colour_key_entries_never_overlap_on_a_narrow_figure():
+    """The multi-class key of a 2-slice montage (4.8 inches wide) used to draw 'consolidation' over the end of
+    'ground-glass opacity'; each entry now starts after the previous one's drawn width, inside the figure."""
+    import matplotlib.pyplot as plt
+
+    from covseg.reports.overlays import _legend
+
+    fig = plt.figure(figsize=(4.8, 3.2))
+    try:
+        texts = _legend(fig, multi=True)
+        renderer = fig.canvas.get_renderer()
+        boxes = [t.get_window_extent(renderer) for t in texts]
+    finally:
+        plt.close(fig)
+    assert len(boxes) == 2 and boxes[0].x1 < boxes[1].x0 and boxes[1].x1 <= fig.bbox.width

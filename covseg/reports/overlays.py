@@ -171,11 +171,18 @@ def _letters(ax: plt.Axes, top: str, bottom: str, left: str, right: str) -> None
     ax.text(0.98, 0.5, right, ha="right", va="center", **style)
 
 
-def _legend(fig: plt.Figure, multi: bool) -> None:
+def _legend(fig: plt.Figure, multi: bool) -> list[plt.Text]:
+    """The colour key along the figure's bottom edge, each entry placed after the last one's drawn width (fixed
+    steps overlapped on the narrow montage of a short volume)."""
     parts = [(CLASS_NAMES[k], c) for k, c in CLASS_COLOURS.items()] if multi else [("infection", INFECTION_COLOUR)]
-    for i, (text, colour) in enumerate(parts):
-        fig.text(0.01 + 0.25 * i, 0.005, f"\u25a0 {text}", color=np.array(colour) / 255.0, fontsize=8,
-                 va="bottom")
+    renderer = fig.canvas.get_renderer()
+    x, texts = 0.01, []
+    for text, colour in parts:
+        item = fig.text(x, 0.005, f"\u25a0 {text}", color=np.array(colour) / 255.0, fontsize=8, va="bottom")
+        texts.append(item)
+        box = item.get_window_extent(renderer).transformed(fig.transFigure.inverted())
+        x = box.x1 + 0.03
+    return texts
 
 
 def montage_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float], *, lung: np.ndarray | None = None,
