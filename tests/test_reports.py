@@ -106,6 +106,40 @@ def test_slice_rows_and_csv():
     assert parsed[0]["mean_prob"] == "" and parsed[1]["mean_prob"] == "0.1200" and parsed[1]["predicted"] == "1"
 
 
+
+def test_slice_rows_count_each_class_and_the_curve_draws_them():
+    """A multi-class label map adds ggo_px / consolidation_px to every slice row and to slices.csv; the curve draws
+    each class in its overlay colour (the binary curve has neither colour)."""
+    import io
+
+    from PIL import Image
+
+    from covseg.reports.curves import infection_curve_png
+    from covseg.reports.overlays import CLASS_COLOURS
+    from covseg.reports.volume import class_columns
+
+    lung, inf, _ = _arrays()
+    classes = np.zeros(lung.shape, np.uint8)
+    classes[1, 2:4, 1:3] = 1
+    classes[2, 2, 6] = 2
+    classes[2, 3, 6] = 1
+    rows = slice_rows(lung, classes > 0, classes=classes, n_classes=3)
+    assert class_columns(3) == ["ggo_px", "consolidation_px"]
+    assert [r["ggo_px"] for r in rows] == [0, 4, 1, 0] and [r["consolidation_px"] for r in rows] == [0, 0, 1, 0]
+    parsed = list(csv.DictReader(slices_csv_text(rows).splitlines()))
+    assert parsed[2]["consolidation_px"] == "1" and parsed[1]["ggo_px"] == "4"
+    assert "ggo_px" not in slice_rows(lung, inf)[0]
+
+    def has_colour(png: bytes, rgb) -> bool:
+        pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3).astype(int)
+        return bool((np.abs(pixels - np.asarray(rgb) * 0.85).max(axis=1) <= 3).any())
+
+    multi = infection_curve_png(rows, SPACING, class_columns=class_columns(3), dpi=60)
+    binary = infection_curve_png(rows, SPACING, dpi=60)
+    for rgb in CLASS_COLOURS.values():
+        assert has_colour(multi, rgb) and not has_colour(binary, rgb)
+
+
 def test_batch_summary_and_table(tmp_path):
     lung, inf, prob = _arrays()
     rep = build_volume_report("good", "good.nii.gz", lung, inf, SPACING, prob=prob, timing_s={"total": 2.0})

@@ -102,7 +102,8 @@ def prepare_volume(volume: CTVolume, predictor: SlicePredictor, out_dir: str | P
         n_classes=result.n_classes, predicted_slices=int(result.predicted.sum()), warnings=warnings,
         model=model_info, timing_s=timing,
     )
-    rows = slice_rows(result.lung, result.infection, result.prob, result.predicted)
+    rows = slice_rows(result.lung, result.infection, result.prob, result.predicted, result.classes,
+                      result.n_classes)
     report.timing_s["report"] = round(time.perf_counter() - t1, 3)
     report.timing_s["compute"] = round(time.perf_counter() - t0, 3)
     return VolumeOutputs(volume, result, report, rows, Path(out_dir) / volume.name, started)

@@ -44,7 +44,7 @@ from covseg.io.naming import pick_name
 from covseg.io.outlock import output_lock
 from covseg.io.read import CTVolume
 from covseg.io.write import write_volume_like
-from covseg.reports.volume import VolumeReport, slices_csv_text
+from covseg.reports.volume import VolumeReport, class_columns, slices_csv_text
 
 __all__ = ["ExportOptions", "OutputWriter", "VolumeOutputs", "export_volume", "replace_dir", "write_outputs"]
 
@@ -195,7 +195,8 @@ def write_figures(folder: Path, item: VolumeOutputs, overlays: str = "none") -> 
     if not through_plane_views(vol.array.shape[0]):
         return files
     with atomic_path(folder / "infection_curve.png") as tmp:
-        tmp.write_bytes(infection_curve_png(item.rows, vol.spacing, title=vol.name))
+        tmp.write_bytes(infection_curve_png(item.rows, vol.spacing, title=vol.name, class_columns=class_columns(
+            res.n_classes) if res.classes is not None else ()))
     return {**files, "curve": "infection_curve.png"}
 
 

@@ -1,4 +1,5 @@
-"""The infection-per-slice curve of one volume (matplotlib, Agg): infected and lung area of every axial slice."""
+"""The infection-per-slice curve of one volume (matplotlib, Agg): infected and lung area of every axial slice, and
+for a multi-class model each class's area in its overlay colour."""
 
 from __future__ import annotations
 
@@ -14,12 +15,17 @@ import numpy as np  # noqa: E402
 __all__ = ["infection_curve_png"]
 
 
-def infection_curve_png(rows: Sequence[dict], spacing: Sequence[float], *, title: str = "", dpi: int = 100) -> bytes:
+def infection_curve_png(rows: Sequence[dict], spacing: Sequence[float], *, title: str = "", dpi: int = 100,
+                        class_columns: Sequence[str] = ()) -> bytes:
     """PNG bytes: infection area (cm², left axis) and lung area (cm², right axis) per slice, inferior to superior.
 
     ``rows``: per-slice dicts with ``slice``, ``infection_px`` and ``lung_px``
-    (:func:`covseg.reports.volume.slice_rows`); ``spacing``: (x, y, z) mm.
+    (:func:`covseg.reports.volume.slice_rows`); ``spacing``: (x, y, z) mm. ``class_columns``: the rows' per-class
+    pixel columns of classes 1, 2, ... (:func:`covseg.reports.volume.class_columns`), each drawn in its class's
+    overlay colour beside the total, with a key.
     """
+    from covseg.reports.overlays import CLASS_COLOURS, CLASS_NAMES
+
     px_cm2 = float(spacing[0]) * float(spacing[1]) / 100.0
     z = np.array([r["slice"] for r in rows], float)
     pos_mm = z * float(spacing[2])
@@ -33,6 +39,13 @@ def infection_curve_png(rows: Sequence[dict], spacing: Sequence[float], *, title
     ax.set_zorder(twin.get_zorder() + 1)
     ax.patch.set_visible(False)
     ax.plot(pos_mm, inf, color="#d62728", lw=1.5, drawstyle="steps-mid", label="infection")
+    for k, column in enumerate(class_columns, start=1):
+        area = np.array([r[column] for r in rows], float) * px_cm2
+        colour = np.array(CLASS_COLOURS.get(k, (90, 90, 90))) / 255.0
+        ax.plot(pos_mm, area, color=colour * 0.85, lw=1.2, drawstyle="steps-mid",
+                label=CLASS_NAMES.get(k, column.removesuffix("_px")))
+    if class_columns:
+        ax.legend(loc="upper left", fontsize=7, frameon=False)
     ax.set_ylabel("infection cm\u00b2", color="#d62728")
     ax.set_ylim(bottom=0, top=max(1.0, float(inf.max(initial=0.0)) * 1.1))
     ax.set_xlabel("slice position from the most inferior slice (mm)  \u2192 superior")

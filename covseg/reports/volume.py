@@ -41,6 +41,7 @@ __all__ = [
     "SLICE_COLUMNS",
     "VolumeReport",
     "build_volume_report",
+    "class_columns",
     "lung_warnings",
     "resolution_warnings",
     "slice_rows",
@@ -145,8 +146,11 @@ def _per_slice_count(mask: np.ndarray) -> np.ndarray:
 
 
 def slice_rows(lung: np.ndarray, infection: np.ndarray, prob: np.ndarray | None = None,
-               predicted: Sequence[bool] | np.ndarray | None = None) -> list[dict]:
-    """One dict per axial slice with :data:`SLICE_COLUMNS` (``mean_prob`` is ``None`` without lung)."""
+               predicted: Sequence[bool] | np.ndarray | None = None, classes: np.ndarray | None = None,
+               n_classes: int = 1) -> list[dict]:
+    """One dict per axial slice with :data:`SLICE_COLUMNS` (``mean_prob`` is ``None`` without lung); with a
+    multi-class label map (``classes``, ``n_classes`` > 1) also ``<class>_px`` per foreground class
+    (:func:`class_columns`)."""
     nz = lung.shape[0]
     right = _per_slice_count(lung == 1)
     left = _per_slice_count(lung == 2)
@@ -158,22 +162,34 @@ def slice_rows(lung: np.ndarray, infection: np.ndarray, prob: np.ndarray | None 
             inside = lung[z] > 0
             means[z] = float(prob[z][inside].mean(dtype=np.float64))
     pred = np.zeros(nz, bool) if predicted is None else np.asarray(predicted, bool)
+    per_class = {}
+    if classes is not None and n_classes > 1:
+        per_class = {column: _per_slice_count(classes == k)
+                     for k, column in enumerate(class_columns(n_classes), start=1)}
     return [
         {"slice": z, "lung_px": int(lung_px[z]), "right_px": int(right[z]), "left_px": int(left[z]),
-         "infection_px": int(inf_px[z]), "mean_prob": means[z], "predicted": int(pred[z])}
+         "infection_px": int(inf_px[z]), "mean_prob": means[z], "predicted": int(pred[z]),
+         **{column: int(counts[z]) for column, counts in per_class.items()}}
         for z in range(nz)
     ]
 
 
+def class_columns(n_classes: int) -> list[str]:
+    """The per-slice pixel columns of the foreground classes: ``ggo_px``, ``consolidation_px`` for the 3-class
+    models (``class<k>_px`` otherwise)."""
+    return [f"{name}_px" for name in _class_names(n_classes)[1:]]
+
+
 def slices_csv_text(rows: Sequence[dict]) -> str:
-    """``slices.csv`` text (``mean_prob`` with 4 decimals, empty when undefined)."""
+    """``slices.csv`` text (``mean_prob`` with 4 decimals, empty when undefined), then any per-class columns."""
+    extra = [k for k in (rows[0] if rows else {}) if k not in SLICE_COLUMNS]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(SLICE_COLUMNS)
+    writer.writerow([*SLICE_COLUMNS, *extra])
     for r in rows:
         mp = r["mean_prob"]
         writer.writerow([r["slice"], r["lung_px"], r["right_px"], r["left_px"], r["infection_px"],
-                         "" if mp is None else f"{mp:.4f}", r["predicted"]])
+                         "" if mp is None else f"{mp:.4f}", r["predicted"], *(r[k] for k in extra)])
     return buf.getvalue()
 
 
