@@ -137,3 +137,21 @@ def test_a_diagnosis_adds_its_column_decision_and_activation_montage(tmp_path, e
     page.write_text(text, encoding="utf-8")
     check = open_page(page, tmp_path / "browser")
     assert check.problems == [] and check.sortable == "ready" and check.rows == [e.name for e in entries]
+
+
+def test_a_multi_class_volume_shows_each_class_in_ml_percent_and_per_lung():
+    import numpy as np
+
+    ph = make_chest_phantom((24, 64, 64), (5.6, 5.6, 10.0), seed=2)
+    classes = np.where(ph.infection > 0, 1, 0).astype(np.uint8)
+    classes[ph.infection.shape[0] // 2:][ph.infection[ph.infection.shape[0] // 2:] > 0] = 2
+    rep = build_volume_report("mc", "/data/mc.nii.gz", ph.lung_labels, ph.infection, ph.spacing, model=MODEL,
+                              classes=classes, n_classes=3).to_dict()
+    text = render_report([VolumeEntry("mc", "ok", rep["source"], None, rep, {})], {"model": MODEL})
+    for name in ("ggo", "consolidation"):
+        v = rep["class_volumes"][name]
+        assert v["ml"] > 0
+        shown = [f"{v['ml']:.1f}", f"{v['lung_percent']:.2f}", f"{v['right_ml']:.1f}", f"{v['left_ml']:.1f}"]
+        row = re.search(rf"<tr><td>{'ground-glass opacity' if name == 'ggo' else name}</td>(.*?)</tr>", text)
+        assert row is not None and re.findall(r"<td>([^<]*)</td>", row.group(1)) == shown
+    assert "% of lung" in text and "left lung mL" in text

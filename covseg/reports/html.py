@@ -225,7 +225,13 @@ def _volumes_table(rep: dict) -> str:
                  _num(rep.get("lung_involvement_percent"), 2)))
     table = _kv_table(rows, ("lung", "lung mL", "infection mL (in the lung)", "% involved"))
     extra = ""
-    if rep.get("class_ml"):
+    if rep.get("class_volumes"):
+        names = {"ggo": "ground-glass opacity", "consolidation": "consolidation"}
+        extra = _kv_table([(names.get(k, k), _num(v.get("ml")), _num(v.get("lung_percent"), 2),
+                            _num(v.get("right_ml")), _num(v.get("left_ml")))
+                           for k, v in rep["class_volumes"].items()],
+                          ("class", "mL", "% of lung", "right lung mL", "left lung mL"))
+    elif rep.get("class_ml"):  # reports written before class_volumes
         names = {"1": "ground-glass opacity", "2": "consolidation"}
         extra = _kv_table([(names.get(k, f"class {k}"), _num(v)) for k, v in rep["class_ml"].items()],
                           ("class", "mL"))
