@@ -313,3 +313,14 @@ def test_package_names_load_on_first_use_and_training_imports_no_simpleitk() -> 
             "import covseg.io as io; io.no_such_name")
     done = run_python(code)
     assert done.returncode == 1 and "has no attribute 'no_such_name'" in done.stderr, done.stderr[-2000:]
+
+
+def test_json_text_writes_null_for_non_finite_values():
+    import json
+    import math
+
+    from covseg.io.strict_json import json_text
+
+    text = json_text({"auc": math.nan, "ci": (0.5, math.inf), "n": 3, "nested": [{"x": -math.inf}], "ok": 0.25})
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"auc": None, "ci": [0.5, None], "n": 3, "nested": [{"x": None}], "ok": 0.25}

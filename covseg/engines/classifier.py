@@ -33,6 +33,7 @@ from covseg.engines.cpu import autocast_context
 from covseg.engines.seeding import follow_epochs
 from covseg.engines.training import attach_snapshot_averaging, latest_checkpoint, save_weights
 from covseg.io.atomic import atomic_write_text
+from covseg.io.strict_json import json_text
 from covseg.metrics.classification import auc_interval, classification_scores, roc_auc
 from covseg.networks.classifier import covid_probability, trainable_parameters
 from covseg.options import as_flag
@@ -240,7 +241,7 @@ def evaluate_classifier(network: nn.Module, items: Sequence[dict], output_dir: s
         metrics[key] = _set_scores([r for r in rows if _set_name(r) == key], threshold)
     metrics["threshold"] = threshold
     atomic_write_text(output_dir / "scores.csv", scores_csv_text(rows))
-    atomic_write_text(output_dir / "metrics.json", json.dumps(_nan_to_none(metrics), indent=2, allow_nan=False))
+    atomic_write_text(output_dir / "metrics.json", json_text(metrics))
     return metrics
 
 
@@ -258,11 +259,3 @@ def _set_name(row: dict) -> str:
     """``source/split`` of a row (or whichever of the two it has)."""
     return "/".join(x for x in (row.get("source", ""), row.get("split", "")) if x)
 
-
-def _nan_to_none(value):
-    """``value`` with every NaN replaced by None, so that ``metrics.json`` is strict JSON (AUC of one class: null)."""
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_nan_to_none(v) for v in value]
-    return None if isinstance(value, float) and math.isnan(value) else value

@@ -24,7 +24,6 @@ Per volume (:func:`diagnose_prepare`, a drop-in for :func:`covseg.engines.batch.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -42,6 +41,7 @@ from covseg.engines.fusion import fold_batchnorm
 from covseg.engines.onednn_fusion import fuse_conv_relu
 from covseg.io.atomic import atomic_path, atomic_write_text
 from covseg.io.read import CTVolume
+from covseg.io.strict_json import json_text
 from covseg.networks.classifier import covid_probability
 from covseg.reports.diagnosis import montage_title
 from covseg.reports.picks import spaced_top
@@ -311,7 +311,7 @@ def write_diagnosis(folder: Path, item: VolumeOutputs) -> dict[str, str]:
     diagnosis = item.extras.get("diagnosis")
     if diagnosis is None:
         return files
-    atomic_write_text(folder / DIAGNOSIS_FILE, json.dumps({"name": item.report.name, **diagnosis}, indent=1))
+    atomic_write_text(folder / DIAGNOSIS_FILE, json_text({"name": item.report.name, **diagnosis}, indent=1))
     files["diagnosis"] = DIAGNOSIS_FILE
     montage = item.extras.get("montage")
     if montage is not None:

@@ -6,7 +6,6 @@ check them, then scores the folder with the authors' toolbox conventions (:mod:`
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from torch import nn
 from covseg.engines.predictor import SlicePredictor
 from covseg.io.atomic import atomic_write_text
 from covseg.io.slices import list_images, read_grey, write_grey
+from covseg.io.strict_json import json_text
 from covseg.metrics.folders import evaluate_folders
 from covseg.metrics.tables import format_table_row, per_image_csv_text
 
@@ -68,7 +68,7 @@ class SliceEvaluation:
         predict_paths(self.inferer, self.dataset, predictions, self.masks_dir)
         figures = evaluate_folders(predictions, self.masks_dir)
         per_image = figures.pop("per_image", [])
-        atomic_write_text(self.output_dir / "metrics.json", json.dumps(figures, indent=2))
+        atomic_write_text(self.output_dir / "metrics.json", json_text(figures))
         atomic_write_text(self.output_dir / "per_image.csv", per_image_csv_text(per_image, digits=4))
         print(format_table_row(figures, name=self.name), flush=True)
         return figures

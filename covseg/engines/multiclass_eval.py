@@ -7,7 +7,6 @@ Writes each foreground class's softmax probability as an 8-bit PNG named like it
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from torch import nn
 from covseg.engines.predictor import SlicePredictor
 from covseg.io.atomic import atomic_write_text
 from covseg.io.slices import list_images, read_class_mask, read_grey, write_grey
+from covseg.io.strict_json import json_text
 from covseg.metrics.folders import evaluate_folders
 from covseg.metrics.multiclass import DEFAULT_CLASSES, class_scores
 
@@ -68,7 +68,7 @@ def evaluate_multiclass(network: nn.Module, dataset_dir: str | Path, output_dir:
         fig.pop("per_image", None)
         fig["labelDice"] = float(np.mean(label_dice[cls]))
         figures[cls] = fig
-    atomic_write_text(output_dir / "metrics.json", json.dumps(figures, indent=2))
+    atomic_write_text(output_dir / "metrics.json", json_text(figures))
     print(format_class_table(figures, name), flush=True)
     return figures
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from covseg.io.atomic import atomic_write_text
 from covseg.io.errors import CovsegInputError
 from covseg.io.outlock import output_lock
+from covseg.io.strict_json import json_text
 from covseg.reports.volume import METRIC_KEYS, VolumeReport
 
 __all__ = [
@@ -172,7 +173,7 @@ def write_batch_report(results: Sequence[VolumeResult], out_dir: str | Path, met
     try:
         with output_lock(out_dir, on_wait):
             summary = merge_summary(read_summary(out_dir), results, out_dir, meta)
-            json_path = atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+            json_path = atomic_write_text(out_dir / "summary.json", json_text(summary) + "\n")
             buf = io.StringIO()
             writer = csv.writer(buf, lineterminator="\n")
             writer.writerow(SUMMARY_COLUMNS)

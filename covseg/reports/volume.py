@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from covseg.io.strict_json import json_text
 from covseg.metrics.binary import binary_scores
 from covseg.reports.severity import compute_severity
 
@@ -116,7 +116,7 @@ class VolumeReport:
 
     def to_json(self) -> str:
         """``report.json`` text."""
-        return json.dumps(self.to_dict(), indent=2) + "\n"
+        return json_text(self.to_dict()) + "\n"
 
 
 def lung_warnings(lung_slices: int, n_slices: int, lung_ml: float) -> list[str]:
