@@ -181,7 +181,9 @@ def test_the_fast_exporter_traces_plain_networks_and_refuses_value_dependent_one
     with pytest.raises(TraceRefused, match="refused before"):
         onnx_runtime_network(odd, image_size=16, cache=refused, fast_only=True)
     monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))  # auto uses the default cache: the same folder
-    assert backend_network(odd, "auto", 16, precision="fp32") is odd  # auto: stays on torch
+    reasons: list[str] = []
+    assert backend_network(odd, "auto", 16, precision="fp32", on_torch=reasons.append) is odd  # stays on torch
+    assert len(reasons) == 1 and "refused before" in reasons[0]  # the CLI's note gets the reason
 
 
 def test_backend_auto_picks_onnx_runtime_only_for_trained_fp32_cpu_runs(monkeypatch):

@@ -89,7 +89,8 @@ def load_model_of(args: argparse.Namespace):
 
             model.network = backend_network(model.network, args.backend, model.image_size, args.threads,
                                             precision="fp32" if args.no_bf16 else "auto", compiled=args.compile,
-                                            device=args.device, trained=model.trained, on_export=_export_notice)
+                                            device=args.device, trained=model.trained, on_export=_export_notice,
+                                            on_torch=_torch_notice)
         return model
     except KeyError as exc:
         error(str(exc.args[0]) if exc.args else str(exc))
@@ -99,7 +100,14 @@ def load_model_of(args: argparse.Namespace):
 
 
 def _export_notice(path: Path) -> None:
-    print(f"covseg: exporting the network to ONNX once for ONNX Runtime (seconds): {path}", file=sys.stderr, flush=True)
+    print(f"covseg: exporting the network to ONNX once for ONNX Runtime (seconds; a minute or more for a network "
+          f"the fast exporter refuses): {path}", file=sys.stderr, flush=True)
+
+
+def _torch_notice(reason: str) -> None:
+    print("covseg: note: --backend auto runs this model on torch, since only the slower ONNX exporter takes it "
+          f"({reason}); one run with --backend onnxruntime exports it once, and later runs, auto included, use ONNX "
+          "Runtime", file=sys.stderr, flush=True)
 
 
 def run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels: str | None) -> int:

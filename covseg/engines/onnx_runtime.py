@@ -219,10 +219,13 @@ def resolve_backend(backend: str = "auto", device: str = "cpu", precision: bool 
 
 def backend_network(network: nn.Module, backend: str = "torch", image_size: int = 352, threads: int | None = None,
                     precision: bool | str = "auto", compiled: bool | str = False, device: str = "cpu",
-                    trained: bool = True, on_export: Callable[[Path], None] | None = None) -> nn.Module:
+                    trained: bool = True, on_export: Callable[[Path], None] | None = None,
+                    on_torch: Callable[[str], None] | None = None) -> nn.Module:
     """``network`` itself when ``backend`` resolves to torch (:func:`resolve_backend`), its
     :func:`onnx_runtime_network` for ``"onnxruntime"``. Under ``"auto"`` a network that the fast exporter refuses,
-    or that cannot be exported, stays on torch (logged)."""
+    or that cannot be exported, stays on torch (logged, and ``on_torch(reason)`` called). Once exported by an
+    explicit ``"onnxruntime"`` run (the slower ``torch.export`` exporter), ``"auto"`` finds the export in the cache
+    and runs it."""
     chosen = resolve_backend(backend, device, precision, compiled, trained)
     if chosen == "torch":
         return network
@@ -232,5 +235,8 @@ def backend_network(network: nn.Module, backend: str = "torch", image_size: int 
         return onnx_runtime_network(network, image_size=image_size, threads=threads, on_export=on_export,
                                     fast_only=True)
     except RuntimeError as exc:  # TraceRefused included
-        log.info("backend auto: %s stays on torch (%s)", type(network).__name__, str(exc).splitlines()[0][:200])
+        reason = str(exc).splitlines()[0][:200]
+        log.info("backend auto: %s stays on torch (%s)", type(network).__name__, reason)
+        if on_torch is not None:
+            on_torch(reason)
         return network
