@@ -217,3 +217,28 @@ def test_cli_default_backend_follows_the_precision_for_trained_weights(tmp_path,
     report = json.loads((out / "phantom" / "report.json").read_text())
     assert report["model"]["backend"] == expected and report["model"]["precision"] == precision
     assert bool(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == (expected == "onnxruntime")
+
+
+def test_the_fast_exporter_takes_the_multi_class_chain(tmp_path, monkeypatch):
+    """The multi-class chain (binary map resized to the head, a MONAI BasicUNet head with instance norms, flip
+    averaging, the small-class merge) is traced: its tracer warnings come from shape checks only. ONNX Runtime then
+    gives torch's class logits, with the merge, at any batch size, and says that the chain flip-averages."""
+    from covseg.networks.multiclass import PriorGuidedSegmenter, multiclass_unet
+
+    def no_dynamo(*args, **kwargs):
+        raise AssertionError("the torch.export exporter ran")
+
+    monkeypatch.setattr(onnx_runtime, "_export_dynamo", no_dynamo)
+    torch.manual_seed(0)
+    prior = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 1, 3, padding=1))
+    head = multiclass_unet(features=(4, 4, 8, 8, 16, 4), prior_residual=True)
+    chain = PriorGuidedSegmenter(prior, head, prior_size=40, merge_below=0.3, flip_average=True).eval()
+    runtime = onnx_runtime_network(chain, image_size=32, cache=tmp_path, fast_only=True)
+    assert runtime.flip_average is True
+    x = torch.rand(3, 1, 32, 32)
+    with torch.no_grad():
+        want = chain(x)
+    got = runtime(x)
+    assert torch.allclose(got, want, atol=1e-3)
+    assert torch.equal(got.argmax(1), want.argmax(1))
+    assert torch.allclose(runtime(x[:1]), want[:1], atol=1e-3)

@@ -93,12 +93,19 @@ def export_onnx(network: nn.Module, path: str | Path, image_size: int = 352, fas
     return Path(path)
 
 
+SHAPE_ONLY_TRACER_WARNINGS = r"torch\.nn\.modules\.instancenorm|torch\.nn\.functional|monai\.networks\.nets\.basic_unet"
+"""Modules whose tracer warnings come from checks of shapes alone, read and found so (torch 2.13, MONAI 1.6):
+InstanceNorm's check of the channel count and of more than one spatial element, and BasicUNet's padding of an
+upsampled map to the skip connection's size. The export fixes the image size, so these hold for every input."""
+
+
 def _export_traced(model: nn.Module, example: torch.Tensor, path: Path) -> None:
     """The TorchScript (tracing) exporter; :class:`TraceRefused` when the trace could depend on input values (a
-    tracer warning) or the tracing exporter fails otherwise."""
+    tracer warning, except those of :data:`SHAPE_ONLY_TRACER_WARNINGS`) or the tracing exporter fails otherwise."""
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation notices
         warnings.simplefilter("error", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=SHAPE_ONLY_TRACER_WARNINGS)
         try:
             torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["image"],
                               output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
@@ -193,8 +200,10 @@ def onnx_runtime_network(network: nn.Module, image_size: int = 352, threads: int
             raise RuntimeError(f"{type(network).__name__} could not be exported to ONNX ({type(exc).__name__}: "
                                f"{first}); use --backend torch") from exc
     out_channels = getattr(network, "out_channels", None)
-    return OnnxRuntimeNetwork(path, threads=threads, out_channels=out_channels if isinstance(out_channels, int)
-                              else None)
+    runtime = OnnxRuntimeNetwork(path, threads=threads, out_channels=out_channels if isinstance(out_channels, int)
+                                 else None)
+    runtime.flip_average = bool(getattr(network, "flip_average", False))  # a chain that flip-averages inside its graph
+    return runtime
 
 
 def onnx_runtime_installed() -> bool:

@@ -7,8 +7,6 @@ channels, 3 classes); :class:`PriorGuidedSegmenter` chains a binary network and 
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from monai.networks.nets import BasicUNet
@@ -35,7 +33,7 @@ class PriorResidual(nn.Module):
         logits = final_logits(self.head(x))
         p = x[:, self.prior_channel:self.prior_channel + 1].float().clamp(self.eps, 1 - self.eps)
         k = logits.shape[1] - 1
-        fg = torch.log(p) - torch.log1p(-p) - math.log(k)
+        fg = torch.log(p) - torch.log1p(-p) - torch.log(torch.ones_like(p) * k)  # log(K) as a tensor op: traceable
         base = torch.cat([torch.zeros_like(fg), fg.expand(-1, k, -1, -1)], dim=1)
         return logits + base.to(logits.dtype)
 
@@ -82,8 +80,9 @@ class PriorGuidedSegmenter(nn.Module):
                                                               align_corners=False)
         with torch.no_grad():
             logits = final_logits(self.prior(xp)).float()
-        if logits.shape[-2:] != size:
-            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        # always resized: at equal sizes bilinear resizing is the identity, and no branch on a shape keeps the
+        # network traceable (the fast ONNX export)
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         return torch.sigmoid(logits).to(x.dtype)
 
     def head_logits(self, x: Tensor) -> Tensor:

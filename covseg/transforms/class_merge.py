@@ -16,6 +16,13 @@ MERGED_MARGIN = 50.0
 """How far below the receiving class a merged class's logit is put (its softmax share becomes about e^-50)."""
 
 
+def _logaddexp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.logaddexp``; in a trace, the same as max + log1p(exp(-|a - b|)), which the ONNX exporter knows."""
+    if torch.jit.is_tracing():
+        return torch.maximum(a, b) + torch.log1p(torch.exp(-(a - b).abs()))
+    return torch.logaddexp(a, b)
+
+
 def merge_small_class(logits: torch.Tensor, cls: int, into: int, min_fraction: float) -> torch.Tensor:
     """Logits (B, C, H, W) with class ``cls`` folded into class ``into`` on every slice where the argmax says
     ``cls`` on less than ``min_fraction`` of the pixels: the receiving logit becomes ``logaddexp`` of the two, so
@@ -24,11 +31,12 @@ def merge_small_class(logits: torch.Tensor, cls: int, into: int, min_fraction: f
     traced or exported network keeps it."""
     if min_fraction <= 0:
         return logits
-    if logits.ndim != 4 or not (0 <= cls < logits.shape[1] and 0 <= into < logits.shape[1]) or cls == into:
+    if not torch.jit.is_tracing() and (logits.ndim != 4 or cls == into
+                                       or not (0 <= cls < logits.shape[1] and 0 <= into < logits.shape[1])):
         raise ValueError(f"cannot merge class {cls} into {into} of logits shaped {tuple(logits.shape)}")
     share = (logits.argmax(dim=1) == cls).flatten(1).float().mean(dim=1)
     small = (share < min_fraction)[:, None, None]
-    merged = torch.logaddexp(logits[:, into].float(), logits[:, cls].float()).to(logits.dtype)
+    merged = _logaddexp(logits[:, into].float(), logits[:, cls].float()).to(logits.dtype)
     channels = list(logits.unbind(dim=1))
     channels[into] = torch.where(small, merged, channels[into])
     channels[cls] = torch.where(small, merged - MERGED_MARGIN, channels[cls])
