@@ -367,3 +367,27 @@ def test_diagnose_continue_keeps_done_volumes_of_the_same_settings(ct_volumes_di
     assert "kept from an earlier run" not in changed and "POSITIVE" in changed
     request = json.loads((out / "ct" / "report.json").read_text())["request"]
     assert request["settings"]["patient_threshold"] == -1.0 and request["model"]["classifier"]["name"]
+
+
+def test_diagnose_runs_the_segmenter_on_the_backend_asked_for(ct_volumes_dir, classifier_bundle, tmp_path,
+                                                              monkeypatch, capsys):
+    """``--backend`` as in covseg infer: ONNX Runtime segments a positive patient with torch's mask and the report
+    says which ran; ONNX Runtime on a GPU is one error line."""
+    monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))
+    ct = str(ct_volumes_dir / "chest-2slice" / "ct.nii.gz")
+    masks = {}
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / backend
+        assert main(["diagnose", ct, "--out", str(out), "--classifier", str(classifier_bundle), "--no-progress",
+                     "--patient-threshold", "-1", "--backend", backend]) == 0
+        report = json.loads((out / "ct" / "report.json").read_text())
+        assert report["model"]["backend"] == backend
+        masks[backend] = np.asarray(nib.load(out / "ct" / "infection_mask.nii.gz").dataobj)
+    np.testing.assert_array_equal(masks["onnxruntime"], masks["torch"])
+    capsys.readouterr()
+    if not torch.cuda.is_available():
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    code = main(["diagnose", ct, "--out", str(tmp_path / "gpu"), "--backend", "onnxruntime", "--device", "cuda"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: --backend onnxruntime runs on the CPU only") and "\n" not in err

@@ -11,7 +11,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from covseg.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, error, one_line
-from covseg.cli.options import add_continue_arg, device_problem
+from covseg.cli.options import (
+    add_backend_arg,
+    add_continue_arg,
+    backend_problem,
+    device_problem,
+    export_notice,
+    torch_notice,
+)
 from covseg.cli.progress import VolumeProgress
 
 REPO_BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
@@ -63,6 +70,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="slices per forward pass (default 8)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
+    add_backend_arg(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_continue_arg(p)
 
@@ -97,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if args.min_lung_area is not None and not args.min_lung_area >= 0.0:
         error(f"--min-lung-area must be >= 0 cm², got {args.min_lung_area}")
         return EXIT_USAGE
-    problem = device_problem(args.device)
+    problem = device_problem(args.device) or backend_problem(args)
     if problem:
         error(problem)
         return EXIT_USAGE
@@ -111,6 +119,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         classifier = load_bundle(args.classifier, args.device)
         segmenter = load_model(bundle=args.segmenter, device=args.device)
+        if args.backend != "torch":  # the segmenter runs on the backend covseg infer would pick
+            from covseg.engines.onnx_runtime import backend_network
+
+            segmenter.network = backend_network(segmenter.network, args.backend, segmenter.image_size, args.threads,
+                                                device=args.device, trained=segmenter.trained,
+                                                on_export=export_notice, on_torch=torch_notice)
     except (FileNotFoundError, ValueError, RuntimeError, OSError, KeyError) as exc:
         error(one_line(exc))
         return EXIT_USAGE

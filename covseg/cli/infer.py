@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from covseg.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, config_error, error, one_line
-from covseg.cli.options import add_continue_arg, add_model_args, add_output_args, check_model_args
+from covseg.cli.options import (
+    add_continue_arg,
+    add_model_args,
+    add_output_args,
+    check_model_args,
+    export_notice,
+    torch_notice,
+)
 from covseg.cli.progress import VolumeProgress
 
 if TYPE_CHECKING:
@@ -89,25 +96,14 @@ def load_model_of(args: argparse.Namespace):
 
             model.network = backend_network(model.network, args.backend, model.image_size, args.threads,
                                             precision="fp32" if args.no_bf16 else "auto", compiled=args.compile,
-                                            device=args.device, trained=model.trained, on_export=_export_notice,
-                                            on_torch=_torch_notice)
+                                            device=args.device, trained=model.trained, on_export=export_notice,
+                                            on_torch=torch_notice)
         return model
     except KeyError as exc:
         error(str(exc.args[0]) if exc.args else str(exc))
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
         error(one_line(exc))
     return None
-
-
-def _export_notice(path: Path) -> None:
-    print(f"covseg: exporting the network to ONNX once for ONNX Runtime (seconds; a minute or more for a network "
-          f"the fast exporter refuses): {path}", file=sys.stderr, flush=True)
-
-
-def _torch_notice(reason: str) -> None:
-    print("covseg: note: --backend auto runs this model on torch, since only the slower ONNX exporter takes it "
-          f"({reason}); one run with --backend onnxruntime exports it once, and later runs, auto included, use ONNX "
-          "Runtime", file=sys.stderr, flush=True)
 
 
 def run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels: str | None) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from covseg.cli.common import error
 
@@ -49,11 +51,38 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, metavar="N",
                    help="side in pixels each lung slice is resized to for the network (default: the model's, 352 "
                         "for Inf-Net; a multiple of 32; smaller is faster, see docs/benchmarks.md)")
+    add_backend_arg(p)
+
+
+def add_backend_arg(p: argparse.ArgumentParser) -> None:
+    """``--backend auto|torch|onnxruntime`` (``covseg infer`` and ``covseg diagnose``)."""
     p.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
                    help="run the network with torch or ONNX Runtime (CPU only, fp32; the same masks, 1.2-1.5x "
                         "faster on AVX2 CPUs; exported once into ~/.cache/covseg/onnx; needs covseg[onnx]). Default "
                         "auto: ONNX Runtime for trained weights in fp32 on a CPU (no native bf16), when installed; "
                         "else torch")
+
+
+def backend_problem(args: argparse.Namespace) -> str | None:
+    """Why ``--backend`` cannot apply with the other options (one line), or None."""
+    if args.backend == "onnxruntime" and args.device != "cpu":
+        return f"--backend onnxruntime runs on the CPU only, not --device {args.device}"
+    if args.backend == "onnxruntime" and getattr(args, "compile", False):
+        return "--compile compiles the torch network; it does not apply to --backend onnxruntime"
+    return None
+
+
+def export_notice(path: Path) -> None:
+    """Printed before a network is exported to ONNX (why the first run waits)."""
+    print(f"covseg: exporting the network to ONNX once for ONNX Runtime (seconds; a minute or more for a network "
+          f"the fast exporter refuses): {path}", file=sys.stderr, flush=True)
+
+
+def torch_notice(reason: str) -> None:
+    """Printed when ``--backend auto`` keeps a network on torch because only the slower exporter takes it."""
+    print("covseg: note: --backend auto runs this model on torch, since only the slower ONNX exporter takes it "
+          f"({reason}); one run with --backend onnxruntime exports it once, and later runs, auto included, use ONNX "
+          "Runtime", file=sys.stderr, flush=True)
 
 
 def check_model_args(args: argparse.Namespace, apply: bool = True) -> bool:
@@ -70,11 +99,9 @@ def check_model_args(args: argparse.Namespace, apply: bool = True) -> bool:
     if args.image_size is not None and (args.image_size < 64 or args.image_size % 32):
         error(f"--image-size must be a multiple of 32 and at least 64, got {args.image_size}")
         return False
-    if args.backend == "onnxruntime" and args.device != "cpu":
-        error(f"--backend onnxruntime runs on the CPU only, not --device {args.device}")
-        return False
-    if args.backend == "onnxruntime" and getattr(args, "compile", False):
-        error("--compile compiles the torch network; it does not apply to --backend onnxruntime")
+    problem = backend_problem(args)
+    if problem:
+        error(problem)
         return False
     problem = device_problem(args.device) or (compile_problem(args.device) if getattr(args, "compile", False) else None)
     if problem:
