@@ -7,6 +7,8 @@ channels, 3 classes); :class:`PriorGuidedSegmenter` chains a binary network and 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from monai.networks.nets import BasicUNet
@@ -33,7 +35,9 @@ class PriorResidual(nn.Module):
         logits = final_logits(self.head(x))
         p = x[:, self.prior_channel:self.prior_channel + 1].float().clamp(self.eps, 1 - self.eps)
         k = logits.shape[1] - 1
-        fg = torch.log(p) - torch.log1p(-p) - torch.log(torch.ones_like(p) * k)  # log(K) as a tensor op: traceable
+        # log K: in a trace as a tensor op (K is a traced size there), in eager runs as before, to the last bit
+        log_k = torch.log(torch.ones_like(p) * k) if torch.jit.is_tracing() else math.log(k)
+        fg = torch.log(p) - torch.log1p(-p) - log_k
         base = torch.cat([torch.zeros_like(fg), fg.expand(-1, k, -1, -1)], dim=1)
         return logits + base.to(logits.dtype)
 
