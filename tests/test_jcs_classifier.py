@@ -37,12 +37,16 @@ def cls_dir() -> Path:
     return path
 
 
-def test_network_returns_logits_and_last_stage_features(one_torch_thread):
+def test_network_returns_logits_in_eval_and_last_stage_features_in_training(one_torch_thread):
     net = get_network("jcs_classifier").eval()
     assert network_spec("jcs_classifier").task == "classifier"
-    out = net(torch.rand(2, 1, 64, 64))
-    assert isinstance(out, ClassifierOutput)
-    assert out.logits.shape == (2, 2) and out.features.shape == (2, 2048, 2, 2)
+    x = torch.rand(2, 1, 64, 64)
+    out = net(x)
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 2)  # as MONAI's bundle tools expect
+    trained = net.train()(x)
+    assert isinstance(trained, ClassifierOutput)
+    assert trained.logits.shape == (2, 2) and trained.features.shape == (2, 2048, 2, 2)
+    net.eval()
     p = covid_probability(out)
     # An untrained net in eval mode can saturate the softmax, so check the mapping rather than 0 < p < 1.
     assert p.shape == (2,) and bool(((p >= 0) & (p <= 1)).all())

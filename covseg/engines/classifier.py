@@ -36,6 +36,7 @@ from covseg.io.atomic import atomic_write_text
 from covseg.io.strict_json import json_text
 from covseg.metrics.classification import auc_interval, classification_scores, roc_auc
 from covseg.networks.classifier import covid_probability, trainable_parameters
+from covseg.networks.outputs import final_logits
 from covseg.options import as_flag
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def make_classifier_step(network: nn.Module, optimizer: torch.optim.Optimizer, d
         images, targets = mixup(batch["image"].to(device), batch["label"].to(device), mixup_alpha)
         optimizer.zero_grad(set_to_none=True)
         with autocast_context(device, bf16):
-            logits = network(images).logits
+            logits = final_logits(network(images))
         loss = torch.sum(-targets * F.log_softmax(logits.float(), dim=1), dim=1).mean()
         loss.backward()
         if grad_clip:

@@ -1,9 +1,10 @@
 """JCS slice classifier (Wu et al., Sec. III-A): Res2Net-50 encoder, global average pooling, a 2-way linear layer.
 
-Class 1 is COVID-19, class 0 non-COVID. The network returns a
+Class 1 is COVID-19, class 0 non-COVID. In eval mode the network returns its logits (B, 2), as MONAI's classifiers
+do, so MONAI's bundle tools (``verify_net_in_out``, ``ckpt_export``) take it; in training mode a
 :class:`~covseg.networks.outputs.ClassifierOutput` whose ``features`` are the last stage's maps (before pooling),
-the ``X`` of the paper's activation maps (Eq. 1-2, :mod:`covseg.engines.activation`);
-:meth:`SliceClassifier.forward_stages` also gives the stage before it.
+the ``X`` of the paper's activation maps (Eq. 1-2, :mod:`covseg.engines.activation`), which reads them with
+:meth:`SliceClassifier.forward_stages` (also the stage before it).
 """
 
 from __future__ import annotations
@@ -62,9 +63,10 @@ class SliceClassifier(nn.Module):
         logits = self.fc(self.dropout(torch.flatten(x4.mean(dim=(2, 3)), 1)))
         return logits, [x3, x4]
 
-    def forward(self, x: Tensor) -> ClassifierOutput:
+    def forward(self, x: Tensor) -> Tensor | ClassifierOutput:
+        """Logits in eval mode; logits and the last stage's maps in training mode."""
         logits, stages = self.forward_stages(x)
-        return ClassifierOutput(logits=logits, features=stages[-1])
+        return ClassifierOutput(logits=logits, features=stages[-1]) if self.training else logits
 
 
 def covid_probability(output: ClassifierOutput | Tensor) -> Tensor:
