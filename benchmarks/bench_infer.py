@@ -41,7 +41,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-INFER_IMPORTS = ("import covseg.cli.main, covseg.networks.loading, covseg.engines.batch, covseg.engines.evaluator, "
+INFER_IMPORTS = ("from covseg.monai_import import import_monai; import_monai(); "  # first, as the CLI does
+                 "import covseg.cli.main, covseg.networks.loading, covseg.engines.batch, covseg.engines.evaluator, "
                  "covseg.networks.infnet; from monai.bundle import ConfigParser")
 NULL_MODEL = "bench-threshold"
 AGAIN = "network included, again (the first run's cache kept)"

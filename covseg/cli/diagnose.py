@@ -79,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
     """Run the joint diagnosis; exit 0 when every volume is done, 1 when some failed, 2 on usage errors."""
     import torch
 
+    from covseg.monai_import import import_monai
+
+    import_monai()  # before any module that imports MONAI (covseg.monai_import)
     from covseg.engines.batch import check_folders, run_batch
     from covseg.engines.diagnose import (
         DiagnosisSettings,

@@ -129,6 +129,9 @@ def run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels
     kept = getattr(args, "skip_done", False) and found.data and (out / found.data[0].name / "report.json").is_file()
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and not kept:
         found.prefetch(0, process=True)  # read + lung-mask the first volume while torch, MONAI and the model load
+    from covseg.monai_import import import_monai
+
+    import_monai()  # before any module that imports MONAI: a second sooner to the first slice
     from covseg.engines.evaluator import inference_config
     from covseg.engines.interrupts import BatchInterrupted
     from covseg.networks.loading import DEFAULT_BUNDLE
