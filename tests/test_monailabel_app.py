@@ -224,5 +224,6 @@ def test_diagnosis_task_decides_then_segments_unless_negative(tmp_path):
             Path(label_file).unlink(missing_ok=True)
     assert decided["positive"][0] > 0 and decided["positive"][1] > 0  # the tiny model marks the dark lung
     assert decided["negative"] == (0, 0)  # a negative patient is not segmented
-    _, result = task({"image": str(ct), "bf16": False})  # the bundle's own settings: the phantom's lungs are small
+    label_file, result = task({"image": str(ct), "bf16": False})  # the bundle's own settings: small phantom lungs
+    Path(label_file).unlink()
     assert result["diagnosis"]["decision"] in ("positive", "negative", "indeterminate")
