@@ -1,74 +1,139 @@
-"""Import MONAI without the start-up time that ignite's ZeRO type test costs, with the same behaviour.
+"""Import MONAI without the start-up time of the modules it imports for features covseg's infer path never uses.
 
-``import monai`` imports nearly every MONAI submodule (``monai/__init__.py``), ignite's handlers among them.
-ignite's ``handlers/checkpoint.py`` imports ``torch.distributed.optim`` for one name, ``ZeroRedundancyOptimizer``,
-which it uses in one ``isinstance`` test when a checkpoint is saved. That import pulls in FSDP, DTensor and sympy:
-about 0.85 s of a 3.4 s MONAI import (``python -X importtime``, Zen 3), on the way to ``covseg infer``'s first slice.
+``import monai`` imports nearly every MONAI submodule (``monai/__init__.py``), and several of those import heavy
+modules at once for one name each (``python -X importtime``, 2-core Zen 3, after ``import torch``):
 
-:func:`import_monai` imports MONAI while ``sys.modules`` holds a stand-in for ``torch.distributed.optim`` whose
-``ZeroRedundancyOptimizer`` answers ``isinstance`` / ``issubclass`` by importing the real class on first use (any
-other name imports the real module at once). The stand-in leaves ``sys.modules`` as soon as MONAI is imported, so a
-later ``import torch.distributed.optim`` gets the real module, and ignite's test gives what it always gave.
+- ignite's ``handlers/checkpoint.py``: ``torch.distributed.optim`` (FSDP, DTensor, sympy; ~0.85 s) for one
+  ``isinstance`` test against ``ZeroRedundancyOptimizer`` when a checkpoint is saved;
+- ``monai.data.ultrasound_confidence_map`` and ``monai.transforms.signal``: ``scipy.signal`` (~0.67 s, scipy.stats
+  with it) for ``hilbert`` and ``iirnotch``;
+- ``monai.utils.jupyter_utils`` and others: ``matplotlib.pyplot`` (~0.4 s) for their plotting helpers;
+- ``monai.transforms.utils``: ``skimage.morphology`` / ``measure`` / ``exposure`` (~0.3 s);
+- ``monai.metrics.embedding_collapse``: ``sklearn.metrics`` / ``sklearn.linear_model`` (~0.6 s with ``sklearn``).
+
+:func:`import_monai` imports MONAI while ``sys.modules`` holds a stand-in for each of those modules (only for
+packages that are installed and modules not imported yet). A stand-in's names are deferred: calling one, an
+``isinstance`` / ``issubclass`` test against one, or reading an attribute of one imports the real module and uses
+the real object. The stand-ins leave ``sys.modules`` as soon as MONAI is imported, so any later import gets the
+real module, and MONAI's features that use these names behave as they always did (only later).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import types
+from typing import Any
 
-__all__ = ["import_monai"]
+__all__ = ["DEFERRED_MODULES", "import_monai"]
 
-_OPTIM = "torch.distributed.optim"
-
-
-def _real_optim() -> types.ModuleType:
-    """The real ``torch.distributed.optim``, imported now if only the stand-in is there."""
-    if getattr(sys.modules.get(_OPTIM), "__covseg_stand_in__", False):
-        del sys.modules[_OPTIM]
-    return importlib.import_module(_OPTIM)
-
-
-class _LazyClassCheck(type):
-    def __instancecheck__(cls, obj: object) -> bool:
-        return isinstance(obj, _real_optim().ZeroRedundancyOptimizer)
-
-    def __subclasscheck__(cls, sub: type) -> bool:
-        return issubclass(sub, _real_optim().ZeroRedundancyOptimizer)
-
-
-class _ZeroRedundancyOptimizer(metaclass=_LazyClassCheck):
-    """Stands for ``torch.distributed.optim.ZeroRedundancyOptimizer``: type tests and construction use the real one."""
-
-    def __new__(cls, *args, **kwargs):
-        return _real_optim().ZeroRedundancyOptimizer(*args, **kwargs)
+DEFERRED_MODULES = (
+    "torch.distributed.optim",
+    "scipy.signal",
+    "scipy.spatial",
+    "matplotlib",
+    "matplotlib.pyplot",
+    "skimage.morphology",
+    "skimage.measure",
+    "skimage.exposure",
+    "skimage.segmentation",
+    "sklearn",
+    "sklearn.metrics",
+    "sklearn.linear_model",
+    "itk",
+)
+_importing = False  # true while import_monai imports MONAI: the stand-ins then defer every name they are asked for
 
 
-def _stand_in() -> types.ModuleType:
-    module = types.ModuleType(_OPTIM, "covseg's stand-in while MONAI is imported (covseg.monai_import)")
+def _real_module(name: str) -> types.ModuleType:
+    """The real module ``name``, imported now if only its stand-in is there."""
+    if getattr(sys.modules.get(name), "__covseg_stand_in__", False):
+        del sys.modules[name]
+    return importlib.import_module(name)
+
+
+class _Deferred:
+    """Stands for ``module.name``: calls, type tests and attributes use the real object, imported on first use."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self._where = (module, name)
+
+    def _real(self) -> Any:
+        module, name = self._where
+        return getattr(_real_module(module), name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._real()(*args, **kwargs)
+
+    def __instancecheck__(self, obj: object) -> bool:
+        return isinstance(obj, self._real())
+
+    def __subclasscheck__(self, sub: type) -> bool:
+        return issubclass(sub, self._real())
+
+    def __getattr__(self, attribute: str) -> Any:
+        if attribute.startswith("__"):
+            raise AttributeError(attribute)
+        return getattr(self._real(), attribute)
+
+    def __repr__(self) -> str:
+        return "<covseg deferred {}.{}>".format(*self._where)
+
+
+def _stand_in(name: str) -> types.ModuleType:
+    module = types.ModuleType(name, "covseg's stand-in while MONAI is imported (covseg.monai_import)")
     module.__covseg_stand_in__ = True
-    module.ZeroRedundancyOptimizer = _ZeroRedundancyOptimizer
-    module.__getattr__ = _other_name  # PEP 562
+
+    def attribute_of(attribute: str) -> Any:  # PEP 562
+        if attribute.startswith("__"):  # the import machinery's probes (__path__, __file__, ...) find nothing
+            raise AttributeError(attribute)
+        if _importing:  # a name bound at import (``from m import f``, ``optional_import``): deferred
+            return _Deferred(name, attribute)
+        return getattr(_real_module(name), attribute)  # a later read through a module kept by MONAI: the real one
+
+    module.__getattr__ = attribute_of
     return module
 
 
-def _other_name(name: str) -> object:
-    """Any other public name of the stand-in: the real module's (the import machinery's probes, such as
-    ``__path__``, find nothing)."""
-    if name.startswith("__"):
-        raise AttributeError(name)
-    return getattr(_real_optim(), name)
+def _can_defer(name: str) -> bool:
+    """Not imported yet, and its package installed (so that MONAI's availability flags stay true)."""
+    return name not in sys.modules and importlib.util.find_spec(name.partition(".")[0]) is not None
 
 
 def import_monai() -> types.ModuleType:
-    """``import monai``, with the stand-in above when neither MONAI nor ``torch.distributed.optim`` is imported yet."""
-    if "monai" in sys.modules or _OPTIM in sys.modules:
-        return importlib.import_module("monai")
-    import torch.distributed  # noqa: F401 - the stand-in's parent package, imported as usual
+    """``import monai``, with the stand-ins above while it runs (plain ``import monai`` when MONAI is imported)."""
+    if "monai" in sys.modules:
+        return sys.modules["monai"]
+    import torch.distributed  # noqa: F401 - the parent package of a stand-in, imported as usual
 
-    stand_in = sys.modules[_OPTIM] = _stand_in()
+    global _importing
+    stand_ins = {name: _stand_in(name) for name in DEFERRED_MODULES if _can_defer(name)}
+    sys.modules.update(stand_ins)
+    parents = _bind_to_parents(stand_ins)
+    _importing = True
     try:
         return importlib.import_module("monai")
     finally:
-        if sys.modules.get(_OPTIM) is stand_in:
-            del sys.modules[_OPTIM]
+        _importing = False
+        for name, stand_in in stand_ins.items():
+            if sys.modules.get(name) is stand_in:
+                del sys.modules[name]
+        for parent, attribute in parents:
+            if getattr(getattr(parent, attribute, None), "__covseg_stand_in__", False):
+                delattr(parent, attribute)
+
+
+def _bind_to_parents(stand_ins: dict[str, types.ModuleType]) -> list[tuple[types.ModuleType, str]]:
+    """Set each stand-in as an attribute of its parent package (imported now, or a stand-in), as an import would,
+    so that ``getattr(matplotlib, "pyplot")`` finds it too (``monai.visualize`` asks so); returns what was set."""
+    bound = []
+    for name, stand_in in stand_ins.items():
+        parent_name, _, attribute = name.rpartition(".")
+        if not parent_name:
+            continue
+        parent = stand_ins.get(parent_name) or importlib.import_module(parent_name)  # MONAI imports it anyway
+        if attribute not in vars(parent):
+            setattr(parent, attribute, stand_in)
+            bound.append((parent, attribute))
+    return bound

@@ -1,5 +1,6 @@
-"""covseg.monai_import: MONAI imported without torch.distributed.optim (FSDP, DTensor, sympy), and ignite's ZeRO
-test giving what it always gave; ``covseg infer`` on torch never imports FSDP. Each case runs in a fresh
+"""covseg.monai_import: MONAI imported without the modules it imports for features covseg's infer path never uses
+(torch.distributed.optim with FSDP and sympy, scipy.signal, matplotlib, scikit-learn, ...), and MONAI's features that
+use them giving what they always gave; ``covseg infer`` on torch never imports them. Each case runs in a fresh
 interpreter, since what matters is what a process imports."""
 
 from __future__ import annotations
@@ -8,7 +9,40 @@ from utils import run_python
 
 from covseg.synthetic.phantom import make_chest_phantom, write_phantom
 
-HEAVY = "('torch.distributed.optim', 'torch.distributed.fsdp', 'sympy')"
+HEAVY = "('torch.distributed.optim', 'torch.distributed.fsdp', 'sympy', 'scipy.signal', 'sklearn', 'itk')"
+
+# MONAI's features that use a deferred module, each reduced to a number; printed as one dict
+MONAI_FEATURES = """
+import sys, numpy as np, torch
+if sys.argv[1] == 'covseg':
+    from covseg.monai_import import DEFERRED_MODULES, import_monai
+    import_monai()
+    assert not set(DEFERRED_MODULES) & set(sys.modules), sorted(set(DEFERRED_MODULES) & set(sys.modules))
+else:
+    import monai
+from monai.data import ultrasound_confidence_map as ucm
+from monai.metrics import embedding_collapse as ec
+from monai.metrics import utils as mu
+from monai.transforms import utils as tu
+from monai.transforms.signal import array as signal
+from monai.utils import jupyter_utils as ju
+from monai.visualize import utils as vu
+rs = np.random.RandomState(0)
+image = rs.rand(1, 16, 16).astype('float32')
+label = (image > 0.5).astype('float32')
+points = rs.rand(20, 3)
+print({
+    'flags': (ec.has_sklearn, ec.has_sklearn_linear, tu.has_morphology, tu.has_measure, ju.has_matplotlib),
+    'blend_images (matplotlib)': round(float(vu.blend_images(image, label).sum()), 3),
+    'hilbert (scipy.signal)': np.abs(ucm.hilbert(np.arange(8.0))).round(4).tolist(),
+    'iirnotch (scipy.signal)': np.round(signal.iirnotch(60, 30, 500)[0], 6).tolist(),
+    'silhouette (sklearn)': round(float(ec.sklearn_silhouette(points, np.arange(20) % 2)), 6),
+    'logistic (sklearn)': round(float(ec.sklearn_logistic().fit(points, np.arange(20) % 2).coef_.sum()), 6),
+    'largest component (skimage)': int(tu.get_largest_connected_component_mask(torch.tensor(label > 0)).sum()),
+    'KDTree (scipy.spatial)': round(float(mu.KDTree(points).query(points[:3], k=2)[0].sum()), 6),
+    'pyplot later': type(sys.modules['matplotlib.pyplot'].figure).__name__,
+})
+"""
 
 
 def test_import_monai_skips_the_zero_optimizer_import_and_keeps_ignites_type_test(tmp_path):
@@ -41,7 +75,7 @@ def test_import_monai_after_monai_is_plain_monai():
     assert proc.returncode == 0, proc.stderr
 
 
-def test_covseg_infer_on_torch_never_imports_fsdp(tmp_path):
+def test_covseg_infer_on_torch_never_imports_fsdp_scipy_signal_or_sklearn(tmp_path):
     ct = write_phantom(tmp_path / "p.nii.gz", make_chest_phantom(shape=(4, 48, 48), spacing=(7.0, 7.0, 12.0)))["ct"]
     code = (
         "import sys\n"
@@ -53,3 +87,28 @@ def test_covseg_infer_on_torch_never_imports_fsdp(tmp_path):
     )
     proc = run_python(code, str(ct), str(tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_monai_features_that_use_deferred_modules_give_what_plain_monai_gives():
+    with_stand_ins, plain = run_python(MONAI_FEATURES, "covseg"), run_python(MONAI_FEATURES, "plain")
+    assert with_stand_ins.returncode == 0, with_stand_ins.stderr[-3000:]
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    assert "(True, True, True, True, True)" in plain.stdout
+    assert with_stand_ins.stdout == plain.stdout
+
+
+def test_stand_ins_leave_and_later_imports_get_the_real_modules():
+    code = (
+        "import sys\n"
+        "from covseg.monai_import import DEFERRED_MODULES, import_monai\n"
+        "import_monai()\n"
+        "import matplotlib, matplotlib.pyplot as plt, scipy.signal, sklearn.metrics\n"
+        "for name in DEFERRED_MODULES:\n"
+        "    __import__(name)\n"
+        "    assert not getattr(sys.modules[name], '__covseg_stand_in__', False), name\n"
+        "assert matplotlib.pyplot is plt and hasattr(plt, 'subplots') and callable(scipy.signal.hilbert)\n"
+        "import monai.visualize.utils as vu\n"
+        "assert vu.plt.colormaps is plt.colormaps  # a module MONAI kept answers with the real objects now\n"
+    )
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr[-3000:]

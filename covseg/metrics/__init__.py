@@ -1,11 +1,20 @@
 """covseg.metrics: the papers' metrics with the Inf-Net authors' toolbox conventions, and binary volume metrics.
 
-The ignite wrappers live in :mod:`covseg.metrics.handlers` (not imported here, to keep this import light).
+The names below are loaded on first use (PEP 562): ``covseg.metrics.binary``, which every volume report uses, must
+not import the toolbox's ``py_sod_metrics`` (it imports scikit-learn: ~0.5 s before ``covseg infer``'s first slice).
+The ignite wrappers live in :mod:`covseg.metrics.handlers`.
 """
 
-from covseg.metrics.binary import binary_scores
-from covseg.metrics.folders import evaluate_folders
-from covseg.metrics.tables import format_table_row
-from covseg.metrics.toolbox import score_map
+from __future__ import annotations
 
-__all__ = ["binary_scores", "evaluate_folders", "format_table_row", "score_map"]
+from covseg.lazy import lazy_names
+
+_HOMES = {
+    "binary_scores": "binary",
+    "evaluate_folders": "folders",
+    "format_table_row": "tables",
+    "score_map": "toolbox",
+}
+
+__all__ = sorted(_HOMES)
+__getattr__ = lazy_names(__name__, _HOMES)
