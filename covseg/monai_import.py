@@ -47,9 +47,12 @@ _importing = False  # true while import_monai imports MONAI: the stand-ins then 
 
 
 def _real_module(name: str) -> types.ModuleType:
-    """The real module ``name``, imported now if only its stand-in is there."""
-    if getattr(sys.modules.get(name), "__covseg_stand_in__", False):
-        del sys.modules[name]
+    """The real module ``name``, imported now if only its stand-in (or its package's) is there."""
+    parts = name.split(".")
+    for end in range(1, len(parts) + 1):  # a stand-in package is no package: its real submodules need the real one
+        prefix = ".".join(parts[:end])
+        if getattr(sys.modules.get(prefix), "__covseg_stand_in__", False):
+            del sys.modules[prefix]
     return importlib.import_module(name)
 
 
