@@ -122,7 +122,8 @@ def test_a_deferred_name_used_while_the_stand_ins_are_in_imports_the_real_packag
         "mi._importing = True\n"
         "accuracy = sys.modules['sklearn.metrics'].accuracy_score  # as MONAI's import would bind it\n"
         "assert accuracy([0, 1, 1], [0, 1, 0]) == 2 / 3  # the stand-in package is no package: both leave\n"
-        "assert not any(getattr(sys.modules[n], '__covseg_stand_in__', False) for n in ('sklearn', 'sklearn.metrics'))\n"
+        "names = ('sklearn', 'sklearn.metrics')\n"
+        "assert not any(getattr(sys.modules[n], '__covseg_stand_in__', False) for n in names)\n"
         "import sklearn.metrics\n"
         "assert isinstance(sklearn.metrics.confusion_matrix([0], [0]), __import__('numpy').ndarray)\n"
     )
