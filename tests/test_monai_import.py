@@ -5,6 +5,8 @@ interpreter, since what matters is what a process imports."""
 
 from __future__ import annotations
 
+import textwrap
+
 from utils import run_python
 
 from covseg.synthetic.phantom import make_chest_phantom, write_phantom
@@ -45,87 +47,86 @@ print({
 """
 
 
+def _python_ok(code: str, *args: str) -> str:
+    """Run ``code`` (indented freely) in a fresh interpreter; assert it succeeded and return what it printed."""
+    proc = run_python(textwrap.dedent(code), *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
 def test_import_monai_skips_the_zero_optimizer_import_and_keeps_ignites_type_test(tmp_path):
-    code = (
-        "import sys\n"
-        "from covseg.monai_import import import_monai\n"
-        "import_monai()\n"
-        "import ignite.handlers.checkpoint as ck\n"
-        f"assert 'monai.bundle' in sys.modules and not set({HEAVY}) & set(sys.modules), sorted(sys.modules)\n"
-        "import torch, torch.distributed.optim as real\n"
-        "assert not getattr(real, '__covseg_stand_in__', False) and sys.modules['torch.distributed.optim'] is real\n"
-        "zero = object.__new__(real.ZeroRedundancyOptimizer)  # a ZeRO optimizer needs a process group to be built\n"
-        "sgd = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)\n"
-        "assert isinstance(zero, ck.ZeroRedundancyOptimizer) and not isinstance(sgd, ck.ZeroRedundancyOptimizer)\n"
-        "assert issubclass(real.ZeroRedundancyOptimizer, ck.ZeroRedundancyOptimizer)\n"
-        "from ignite.engine import Engine\n"
-        "net = torch.nn.Linear(2, 1)\n"
-        "saver = ck.Checkpoint({'model': net, 'optimizer': sgd}, ck.DiskSaver(sys.argv[1], require_empty=False))\n"
-        "saver(Engine(lambda e, b: None))\n"
-        "print(sorted(p.name for p in __import__('pathlib').Path(sys.argv[1]).iterdir()))\n"
-    )
-    proc = run_python(code, str(tmp_path))
-    assert proc.returncode == 0, proc.stderr
-    assert "checkpoint_0.pt" in proc.stdout
+    printed = _python_ok(f"""
+        import sys
+        from covseg.monai_import import import_monai
+        import_monai()
+        import ignite.handlers.checkpoint as ck
+        assert 'monai.bundle' in sys.modules and not set({HEAVY}) & set(sys.modules), sorted(sys.modules)
+        import torch, torch.distributed.optim as real
+        assert not getattr(real, '__covseg_stand_in__', False) and sys.modules['torch.distributed.optim'] is real
+        zero = object.__new__(real.ZeroRedundancyOptimizer)  # a ZeRO optimizer needs a process group to be built
+        sgd = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        assert isinstance(zero, ck.ZeroRedundancyOptimizer) and not isinstance(sgd, ck.ZeroRedundancyOptimizer)
+        assert issubclass(real.ZeroRedundancyOptimizer, ck.ZeroRedundancyOptimizer)
+        from ignite.engine import Engine
+        net = torch.nn.Linear(2, 1)
+        saver = ck.Checkpoint({{'model': net, 'optimizer': sgd}}, ck.DiskSaver(sys.argv[1], require_empty=False))
+        saver(Engine(lambda e, b: None))
+        print(sorted(p.name for p in __import__('pathlib').Path(sys.argv[1]).iterdir()))
+        """, str(tmp_path))
+    assert "checkpoint_0.pt" in printed
 
 
 def test_import_monai_after_monai_is_plain_monai():
-    proc = run_python("import sys, monai\nfrom covseg.monai_import import import_monai\n"
-                      "assert import_monai() is monai and 'torch.distributed.optim' in sys.modules\n")
-    assert proc.returncode == 0, proc.stderr
+    _python_ok("""
+        import sys, monai
+        from covseg.monai_import import import_monai
+        assert import_monai() is monai and 'torch.distributed.optim' in sys.modules
+        """)
 
 
 def test_covseg_infer_on_torch_never_imports_fsdp_scipy_signal_or_sklearn(tmp_path):
     ct = write_phantom(tmp_path / "p.nii.gz", make_chest_phantom(shape=(4, 48, 48), spacing=(7.0, 7.0, 12.0)))["ct"]
-    code = (
-        "import sys\n"
-        "from covseg.cli.main import main\n"
-        "code = main(['infer', sys.argv[1], '--out', sys.argv[2], '--backend', 'torch', '--no-progress',"
-        " '--model', 'unet', '--image-size', '64'])\n"
-        f"heavy = sorted(set({HEAVY}) & set(sys.modules))\n"
-        "assert code == 0 and 'monai' in sys.modules and not heavy, (code, heavy)\n"
-    )
-    proc = run_python(code, str(ct), str(tmp_path / "out"))
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    _python_ok(f"""
+        import sys
+        from covseg.cli.main import main
+        code = main(['infer', sys.argv[1], '--out', sys.argv[2], '--backend', 'torch', '--no-progress',
+                     '--model', 'unet', '--image-size', '64'])
+        heavy = sorted(set({HEAVY}) & set(sys.modules))
+        assert code == 0 and 'monai' in sys.modules and not heavy, (code, heavy)
+        """, str(ct), str(tmp_path / "out"))
 
 
 def test_monai_features_that_use_deferred_modules_give_what_plain_monai_gives():
-    with_stand_ins, plain = run_python(MONAI_FEATURES, "covseg"), run_python(MONAI_FEATURES, "plain")
-    assert with_stand_ins.returncode == 0, with_stand_ins.stderr[-3000:]
-    assert plain.returncode == 0, plain.stderr[-3000:]
-    assert "(True, True, True, True, True)" in plain.stdout
-    assert with_stand_ins.stdout == plain.stdout
+    with_stand_ins, plain = _python_ok(MONAI_FEATURES, "covseg"), _python_ok(MONAI_FEATURES, "plain")
+    assert "(True, True, True, True, True)" in plain
+    assert with_stand_ins == plain
 
 
 def test_stand_ins_leave_and_later_imports_get_the_real_modules():
-    code = (
-        "import sys\n"
-        "from covseg.monai_import import DEFERRED_MODULES, import_monai\n"
-        "import_monai()\n"
-        "import matplotlib, matplotlib.pyplot as plt, scipy.signal, sklearn.metrics\n"
-        "for name in DEFERRED_MODULES:\n"
-        "    __import__(name)\n"
-        "    assert not getattr(sys.modules[name], '__covseg_stand_in__', False), name\n"
-        "assert matplotlib.pyplot is plt and hasattr(plt, 'subplots') and callable(scipy.signal.hilbert)\n"
-        "import monai.visualize.utils as vu\n"
-        "assert vu.plt.colormaps is plt.colormaps  # a module MONAI kept answers with the real objects now\n"
-    )
-    proc = run_python(code)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _python_ok("""
+        import sys
+        from covseg.monai_import import DEFERRED_MODULES, import_monai
+        import_monai()
+        import matplotlib, matplotlib.pyplot as plt, scipy.signal, sklearn.metrics
+        for name in DEFERRED_MODULES:
+            __import__(name)
+            assert not getattr(sys.modules[name], '__covseg_stand_in__', False), name
+        assert matplotlib.pyplot is plt and hasattr(plt, 'subplots') and callable(scipy.signal.hilbert)
+        import monai.visualize.utils as vu
+        assert vu.plt.colormaps is plt.colormaps  # a module MONAI kept answers with the real objects now
+        """)
 
 
 def test_a_deferred_name_used_while_the_stand_ins_are_in_imports_the_real_package_and_module():
-    code = (
-        "import sys\n"
-        "from covseg import monai_import as mi\n"
-        "sys.modules.update({n: mi._stand_in(n) for n in ('sklearn', 'sklearn.metrics')})\n"
-        "mi._importing = True\n"
-        "accuracy = sys.modules['sklearn.metrics'].accuracy_score  # as MONAI's import would bind it\n"
-        "assert accuracy([0, 1, 1], [0, 1, 0]) == 2 / 3  # the stand-in package is no package: both leave\n"
-        "names = ('sklearn', 'sklearn.metrics')\n"
-        "assert not any(getattr(sys.modules[n], '__covseg_stand_in__', False) for n in names)\n"
-        "import sklearn.metrics\n"
-        "assert isinstance(sklearn.metrics.confusion_matrix([0], [0]), __import__('numpy').ndarray)\n"
-    )
-    proc = run_python(code)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _python_ok("""
+        import sys
+        from covseg import monai_import as mi
+        names = ('sklearn', 'sklearn.metrics')
+        sys.modules.update({n: mi._stand_in(n) for n in names})
+        mi._importing = True
+        accuracy = sys.modules['sklearn.metrics'].accuracy_score  # as MONAI's import would bind it
+        assert accuracy([0, 1, 1], [0, 1, 0]) == 2 / 3  # the stand-in package is no package: both leave
+        assert not any(getattr(sys.modules[n], '__covseg_stand_in__', False) for n in names)
+        import sklearn.metrics
+        assert isinstance(sklearn.metrics.confusion_matrix([0], [0]), __import__('numpy').ndarray)
+        """)
