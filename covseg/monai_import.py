@@ -9,7 +9,8 @@ modules at once for one name each (``python -X importtime``, 2-core Zen 3, after
   with it) for ``hilbert`` and ``iirnotch``;
 - ``monai.utils.jupyter_utils`` and others: ``matplotlib.pyplot`` (~0.4 s) for their plotting helpers;
 - ``monai.transforms.utils``: ``skimage.morphology`` / ``measure`` / ``exposure`` (~0.3 s);
-- ``monai.metrics.embedding_collapse``: ``sklearn.metrics`` / ``sklearn.linear_model`` (~0.6 s with ``sklearn``).
+- ``monai.metrics.embedding_collapse``: ``sklearn.metrics`` / ``sklearn.linear_model`` (~0.6 s with ``sklearn``);
+- ``monai.metrics.utils`` and ``monai.data.image_writer``: ``scipy.spatial`` (``KDTree``) and ``itk`` (~0.1 s each).
 
 :func:`import_monai` imports MONAI while ``sys.modules`` holds a stand-in for each of those modules (only for
 packages that are installed and modules not imported yet). A stand-in's names are deferred: calling one, an
@@ -108,8 +109,6 @@ def import_monai() -> types.ModuleType:
     """``import monai``, with the stand-ins above while it runs (plain ``import monai`` when MONAI is imported)."""
     if "monai" in sys.modules:
         return sys.modules["monai"]
-    import torch.distributed  # noqa: F401 - the parent package of a stand-in, imported as usual
-
     global _importing
     stand_ins = {name: _stand_in(name) for name in DEFERRED_MODULES if _can_defer(name)}
     sys.modules.update(stand_ins)
