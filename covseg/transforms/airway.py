@@ -36,7 +36,7 @@ def track_airway(inside: np.ndarray, hu: np.ndarray, body: np.ndarray, spacing_x
     def slice_labels(k: int) -> tuple[np.ndarray, np.ndarray]:
         if k not in labels:
             lab, n = ndi.label(inside[k])
-            labels[k] = (lab, ndi.sum_labels(np.ones_like(lab), lab, np.arange(1, n + 1)))
+            labels[k] = (lab, np.bincount(lab.ravel(), minlength=n + 1)[1:])
         return labels[k]
 
     def seeds(k: int) -> np.ndarray | None:

@@ -117,7 +117,7 @@ def _select_lungs(cand: np.ndarray, low: np.ndarray, body: np.ndarray, voxel_ml:
     if n == 0:
         return np.zeros_like(cand)
     idx = np.arange(1, n + 1)
-    size = ndi.sum_labels(np.ones_like(lab), lab, idx)
+    size = np.bincount(lab.ravel(), minlength=n + 1)[1:]  # voxels per component
     ok = size * voxel_ml >= _MIN_LUNG_ML
     interior = ndi.binary_erosion(cand, SLICE4) & cand
     objs = ndi.find_objects(lab)

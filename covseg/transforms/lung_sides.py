@@ -30,7 +30,7 @@ def _split_joined(comp: np.ndarray, mid_x: float, spacing_zyx: np.ndarray, max_i
         if n < 2:
             continue
         idx = np.arange(1, n + 1)
-        sizes = ndi.sum_labels(np.ones_like(lab), lab, idx)
+        sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]
         xs = np.array([c[2] for c in ndi.center_of_mass(np.ones_like(lab), lab, idx)]) + x0
         big = sizes >= 0.05 * sizes.max()
         right = big & (xs < mid_x)
@@ -68,9 +68,9 @@ def assign_sides(lungs: np.ndarray, mid_x: float, spacing_zyx: np.ndarray) -> np
         return out
     xs = np.arange(lungs.shape[2], dtype=np.float64)
     idx = np.arange(1, n + 1)
-    count = ndi.sum_labels(np.ones_like(lab), lab, idx)
-    xcount = np.broadcast_to(xs < mid_x, lungs.shape)
-    right_frac = ndi.sum_labels(xcount, lab, idx) / np.maximum(count, 1)
+    count = np.bincount(lab.ravel(), minlength=n + 1)[1:]
+    n_right_x = int(np.count_nonzero(xs < mid_x))  # the columns right of the midline: x < mid_x
+    right_frac = np.bincount(lab[:, :, :n_right_x].ravel(), minlength=n + 1)[1:] / np.maximum(count, 1)
     max_iter = max(2, int(round(12.0 / float(min(spacing_zyx[1:])))))
     for i, frac in zip(idx, right_frac):
         comp = lab == i
