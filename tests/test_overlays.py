@@ -243,3 +243,25 @@ def test_colour_key_entries_never_overlap_on_a_narrow_figure():
     finally:
         plt.close(fig)
     assert len(boxes) == 2 and boxes[0].x1 < boxes[1].x0 and boxes[1].x1 <= fig.bbox.width
+
+
+def test_importing_the_pictures_leaves_the_users_matplotlib_backend():
+    """covseg draws outside pyplot: importing it must not switch the backend of a notebook or GUI user."""
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('svg'); import covseg.reports.overlays, covseg.reports.curves; "
+            "print(matplotlib.get_backend())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "svg"
+
+
+def test_pictures_drawn_in_threads_at_once_equal_those_drawn_alone():
+    """Figures are drawn in worker threads (one volume's pictures while another is written): no shared state."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    hu, marker = _asymmetric()
+    alone = [montage_png(hu, marker, SPACING, title=f"v{k}") for k in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda k: montage_png(hu, marker, SPACING, title=f"v{k}"), range(4)))
+    assert together == alone

@@ -1,16 +1,12 @@
-"""The infection-per-slice curve of one volume (matplotlib, Agg): infected and lung area of every axial slice, and
-for a multi-class model each class's area in its overlay colour."""
+"""The infection-per-slice curve of one volume (matplotlib's Agg, outside pyplot): infected and lung area of every
+axial slice, and for a multi-class model each class's area in its overlay colour."""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 __all__ = ["infection_curve_png"]
 
@@ -24,14 +20,15 @@ def infection_curve_png(rows: Sequence[dict], spacing: Sequence[float], *, title
     pixel columns of classes 1, 2, ... (:func:`covseg.reports.volume.class_columns`), each drawn in its class's
     overlay colour beside the total, with a key.
     """
-    from covseg.reports.overlays import CLASS_COLOURS, CLASS_NAMES
+    from covseg.reports.overlays import CLASS_COLOURS, CLASS_NAMES, agg_figure
 
     px_cm2 = float(spacing[0]) * float(spacing[1]) / 100.0
     z = np.array([r["slice"] for r in rows], float)
     pos_mm = z * float(spacing[2])
     inf = np.array([r["infection_px"] for r in rows], float) * px_cm2
     lung = np.array([r["lung_px"] for r in rows], float) * px_cm2
-    fig, ax = plt.subplots(figsize=(7.5, 2.6))
+    fig = agg_figure((7.5, 2.6))
+    ax = fig.subplots()
     twin = ax.twinx()
     twin.fill_between(pos_mm, lung, color="#9ab", alpha=0.35, step="mid", label="lung")
     twin.set_ylabel("lung cm\u00b2", color="#567")
@@ -54,5 +51,4 @@ def infection_curve_png(rows: Sequence[dict], spacing: Sequence[float], *, title
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
     return buf.getvalue()

@@ -22,17 +22,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.text import Text
+from PIL import Image
+from scipy import ndimage
+from skimage.segmentation import find_boundaries
+from skimage.transform import resize
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-from scipy import ndimage  # noqa: E402
-from skimage.segmentation import find_boundaries  # noqa: E402
-from skimage.transform import resize  # noqa: E402
-
-from covseg.io.atomic import atomic_path, ensure_writable_dir  # noqa: E402
-from covseg.reports.picks import spaced_top, through_plane_views  # noqa: E402
+from covseg.io.atomic import atomic_path, ensure_writable_dir
+from covseg.reports.picks import spaced_top, through_plane_views
 
 __all__ = [
     "CLASS_COLOURS",
@@ -156,14 +157,21 @@ def pick_slices(infection: np.ndarray, lung: np.ndarray | None = None, n: int = 
     return sorted(chosen, reverse=True), set(top)
 
 
-def _png_bytes(fig: plt.Figure, dpi: int) -> bytes:
+def agg_figure(figsize: tuple[float, float]) -> Figure:
+    """A matplotlib figure drawn by Agg, outside pyplot: no global figure registry and no backend switch for whoever
+    imports covseg, so pictures can be drawn in several threads at once."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png_bytes(fig: Figure, dpi: int) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, facecolor="black")
-    plt.close(fig)
     return buf.getvalue()
 
 
-def _bare(ax: plt.Axes) -> None:
+def _bare(ax: Axes) -> None:
     """No axis lines, ticks or tick labels. The ticks are removed, not only hidden: ``tight_layout`` and the title
     placement otherwise compute every hidden tick's text extent (about half of the montage's drawing time)."""
     ax.set_xticks([])
@@ -171,7 +179,7 @@ def _bare(ax: plt.Axes) -> None:
     ax.axis("off")
 
 
-def _letters(ax: plt.Axes, top: str, bottom: str, left: str, right: str) -> None:
+def _letters(ax: Axes, top: str, bottom: str, left: str, right: str) -> None:
     style = {"color": "#7fd4ff", "fontsize": 7, "fontweight": "bold", "transform": ax.transAxes}
     ax.text(0.5, 0.98, top, ha="center", va="top", **style)
     ax.text(0.5, 0.02, bottom, ha="center", va="bottom", **style)
@@ -179,7 +187,7 @@ def _letters(ax: plt.Axes, top: str, bottom: str, left: str, right: str) -> None
     ax.text(0.98, 0.5, right, ha="right", va="center", **style)
 
 
-def _legend(fig: plt.Figure, multi: bool) -> list[plt.Text]:
+def _legend(fig: Figure, multi: bool) -> list[Text]:
     """The colour key along the figure's bottom edge, each entry placed after the last one's drawn width (fixed
     steps overlapped on the narrow montage of a short volume)."""
     parts = [(CLASS_NAMES[k], c) for k, c in CLASS_COLOURS.items()] if multi else [("infection", INFECTION_COLOUR)]
@@ -201,7 +209,8 @@ def montage_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float],
     px_mm2 = float(spacing[0]) * float(spacing[1])
     cols = max(1, min(cols, len(zs)))  # a short volume's few slices fill the width instead of a black margin
     rows = (len(zs) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.4, rows * 2.75 + 0.4), squeeze=False)  # room for row titles
+    fig = agg_figure((cols * 2.4, rows * 2.75 + 0.4))  # room for row titles
+    axes = fig.subplots(rows, cols, squeeze=False)
     inf = np.asarray(infection) > 0
     for ax in axes.ravel():
         _bare(ax)
@@ -241,8 +250,8 @@ def reformats_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float
         x = _centre(inf, 2, lung_b)
     cor = coronal_panel(hu, infection, spacing, y, classes)
     sag = sagittal_panel(hu, infection, spacing, x, classes)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.8), gridspec_kw={"width_ratios": [cor.shape[1] / cor.shape[0],
-                                                                                  sag.shape[1] / sag.shape[0]]})
+    fig = agg_figure((9, 4.8))
+    axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [cor.shape[1] / cor.shape[0], sag.shape[1] / sag.shape[0]]})
     for ax, img, name, letters in ((axes[0], cor, f"coronal y={y}", ("S", "I", "R", "L")),
                                    (axes[1], sag, f"sagittal x={x}", ("S", "I", "A", "P"))):
         ax.imshow(img, interpolation="nearest")
