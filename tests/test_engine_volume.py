@@ -326,3 +326,21 @@ def test_dataset_prefetch_delivers_errors_to_the_reader(tmp_path):
     dataset.prefetch(0)
     with pytest.raises(CovsegInputError, match="empty"):
         dataset[0]
+
+
+def test_pictures_started_with_the_inference_equal_those_drawn_at_export(tmp_path, phantom):
+    """``prepare_volume(pictures=True)`` draws the pictures while the report is built; the files written are the
+    same bytes as when they are drawn at export."""
+    vol = phantom.as_volume("pics")
+    predictor = _predictor(Constant(2.0))
+    early = prepare_volume(vol, predictor, tmp_path / "early", pictures=True)
+    late = prepare_volume(vol, predictor, tmp_path / "late")
+    assert early.pictures is not None and late.pictures is None
+    assert set(early.pictures.result()) == {"montage.png", "reformats.png", "infection_curve.png"}
+    options = export_mod.ExportOptions(figures=True)
+    for item in (early, late):
+        export_volume(item, options)
+    for name in ("montage.png", "reformats.png", "infection_curve.png"):
+        assert (tmp_path / "early" / "pics" / name).read_bytes() == (tmp_path / "late" / "pics" / name).read_bytes()
+    report = json.loads((tmp_path / "early" / "pics" / "report.json").read_text())
+    assert report["outputs"]["curve"] == "infection_curve.png" and report["outputs"]["reformats"] == "reformats.png"

@@ -28,7 +28,7 @@ from torch import nn
 
 from covseg.engines.cpu import precision_name
 from covseg.engines.dataset import VolumeDataset, VolumeItem, VolumePreprocessing, check_folders
-from covseg.engines.export import ExportOptions, VolumeOutputs, export_volume
+from covseg.engines.export import ExportOptions, VolumeOutputs, export_volume, start_pictures
 from covseg.engines.interrupts import BatchInterrupted
 from covseg.engines.onnx_runtime import OnnxRuntimeNetwork
 from covseg.engines.predictor import SlicePredictor
@@ -64,10 +64,12 @@ def prepare_volume(volume: CTVolume, predictor: SlicePredictor, out_dir: str | P
                    threshold: float = THRESHOLD, lung_margin_mm: float = LUNG_MARGIN_MM,
                    timing_s: dict[str, float] | None = None, lung: np.ndarray | None = None,
                    postprocessing: InfectionPostprocessing | None = None,
-                   progress: Progress | None = None) -> VolumeOutputs:
+                   progress: Progress | None = None, pictures: bool = False) -> VolumeOutputs:
     """Infer ``volume``, score it against its label (if any) and build its report: what :func:`export_volume` needs.
 
-    ``lung``: its lung mask when already computed (``timing_s`` then holds that step's seconds)."""
+    ``lung``: its lung mask when already computed (``timing_s`` then holds that step's seconds). ``pictures``: start
+    drawing the volume's pictures (:func:`covseg.engines.export.start_pictures`) as soon as the inference is done,
+    so that they are drawn while the report is built and the masks are written."""
     timing_s = timing_s or {}
     model_info = model_info or {}
     t0 = time.perf_counter()
@@ -75,6 +77,9 @@ def prepare_volume(volume: CTVolume, predictor: SlicePredictor, out_dir: str | P
     result = infer_volume(volume, predictor, lung=lung, gate=gate, threshold=threshold,
                           lung_margin_mm=lung_margin_mm, handlers=handlers, postprocessing=postprocessing,
                           progress=progress)
+    rows = slice_rows(result.lung, result.infection, result.prob, result.predicted, result.classes,
+                      result.n_classes)
+    drawing = start_pictures(volume, result, rows) if pictures else None
     warnings = list(volume.warnings)
     if model_info and not model_info.get("trained", True):
         warnings.append(f"model {model_info.get('name', '?')!r} has no trained weights: the infection outputs are "
@@ -102,11 +107,9 @@ def prepare_volume(volume: CTVolume, predictor: SlicePredictor, out_dir: str | P
         n_classes=result.n_classes, predicted_slices=int(result.predicted.sum()), warnings=warnings,
         model=model_info, timing_s=timing,
     )
-    rows = slice_rows(result.lung, result.infection, result.prob, result.predicted, result.classes,
-                      result.n_classes)
     report.timing_s["report"] = round(time.perf_counter() - t1, 3)
     report.timing_s["compute"] = round(time.perf_counter() - t0, 3)
-    return VolumeOutputs(volume, result, report, rows, Path(out_dir) / volume.name, started)
+    return VolumeOutputs(volume, result, report, rows, Path(out_dir) / volume.name, started, pictures=drawing)
 
 
 def process_volume(volume: CTVolume, predictor: SlicePredictor, out_dir: str | Path, *,
@@ -253,7 +256,8 @@ def run_batch(sources: Sequence[VolumeSource | str | Path] | VolumeDataset, out_
                     item = (prepare or prepare_volume)(
                         loaded.volume, predictor, out_dir, labels_dir=labels_dir, gate=gate, model_info=info,
                         handlers=handlers, threshold=threshold, lung_margin_mm=lung_margin_mm,
-                        timing_s=loaded.timing_s, lung=loaded.lung, postprocessing=postprocessing, progress=progress)
+                        timing_s=loaded.timing_s, lung=loaded.lung, postprocessing=postprocessing, progress=progress,
+                        pictures=options.figures)
                     item.key, item.owners = source_key(src), owners
                     item.report.request = requests[i]
                     del loaded

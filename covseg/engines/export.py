@@ -15,7 +15,8 @@ is never replaced; this volume then goes to ``<name>_<tag>`` (:mod:`covseg.io.na
 * pictures (``ExportOptions.figures``; on in ``covseg infer``; :mod:`covseg.reports.overlays`): ``montage.png``
   (axial slices with infection contours), ``reformats.png`` (coronal and sagittal), ``infection_curve.png``
   (:mod:`covseg.reports.curves`) and, with ``ExportOptions.overlays`` ``"infected"`` or ``"all"``,
-  ``overlays/slice_<z>.png``;
+  ``overlays/slice_<z>.png``; :func:`covseg.engines.batch.run_batch` has them drawn from the end of the volume's
+  inference on (:func:`start_pictures`), and they are written here;
 * ``infection_seg.dcm`` (DICOM inputs; ``ExportOptions.dicom_seg``, default on for DICOM): DICOM-SEG referencing
   the source series (:mod:`covseg.io.dicom_seg`); a series it cannot reference gets a warning instead.
 
@@ -31,7 +32,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +47,8 @@ from covseg.io.read import CTVolume
 from covseg.io.write import write_volume_like
 from covseg.reports.volume import VolumeReport, class_columns, slices_csv_text
 
-__all__ = ["ExportOptions", "OutputWriter", "VolumeOutputs", "export_volume", "replace_dir", "write_outputs"]
+__all__ = ["ExportOptions", "OutputWriter", "VolumeOutputs", "draw_pictures", "export_volume", "replace_dir",
+           "start_pictures", "write_outputs"]
 
 
 @dataclass
@@ -65,6 +67,8 @@ class VolumeOutputs:
     """Names recorded in the output folder's summary -> their source keys (:func:`covseg.io.naming.pick_name`)."""
     extras: dict = field(default_factory=dict)
     """Results of other engines for extra writers (e.g. ``"diagnosis"``: :mod:`covseg.engines.diagnose`)."""
+    pictures: Future | None = None
+    """The pictures being drawn since the inference ended (:func:`start_pictures`), or ``None``: drawn at export."""
 
 
 @dataclass(frozen=True)
@@ -182,22 +186,49 @@ def write_slice_table(folder: Path, item: VolumeOutputs) -> dict[str, str]:
     return {"slices": "slices.csv"}
 
 
-def write_figures(folder: Path, item: VolumeOutputs, overlays: str = "none") -> dict[str, str]:
-    """``montage.png``, ``reformats.png``, ``infection_curve.png`` (+ ``overlays/`` on request); a volume of too
-    few slices (:func:`covseg.reports.picks.through_plane_views`) gets the montage only."""
+CURVE = "infection_curve.png"
+
+
+def draw_pictures(volume: CTVolume, result: VolumeInference, rows: list[dict]) -> dict[str, bytes]:
+    """PNG bytes by file name: ``montage.png``, ``reformats.png`` and ``infection_curve.png`` (a volume of too few
+    slices, :func:`covseg.reports.picks.through_plane_views`, gets the montage only)."""
     from covseg.reports.curves import infection_curve_png  # matplotlib: imported only when pictures are made
-    from covseg.reports.overlays import write_volume_figures
+    from covseg.reports.overlays import volume_figure_pngs
     from covseg.reports.picks import through_plane_views
 
+    pngs = volume_figure_pngs(volume.array, result.lung, result.infection, volume.spacing, classes=result.classes,
+                              name=volume.name)
+    if through_plane_views(volume.array.shape[0]):
+        pngs[CURVE] = infection_curve_png(rows, volume.spacing, title=volume.name, class_columns=class_columns(
+            result.n_classes) if result.classes is not None else ())
+    return pngs
+
+
+def start_pictures(volume: CTVolume, result: VolumeInference, rows: list[dict]) -> Future:
+    """:func:`draw_pictures` in a thread of its own, from now on: a volume's pictures are drawn while its report is
+    built and its masks are compressed (the future goes into :attr:`VolumeOutputs.pictures`)."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="covseg-pictures")
+    try:
+        return pool.submit(draw_pictures, volume, result, rows)
+    finally:
+        pool.shutdown(wait=False)  # the thread ends once the pictures are drawn
+
+
+def write_figures(folder: Path, item: VolumeOutputs, overlays: str = "none") -> dict[str, str]:
+    """The pictures of :func:`draw_pictures` (those started early, :attr:`VolumeOutputs.pictures`, else drawn now)
+    and, on request, ``overlays/``."""
+    from covseg.reports.overlays import write_volume_figures
+
     res, vol = item.result, item.volume
+    pngs = dict(item.pictures.result() if item.pictures is not None else draw_pictures(vol, res, item.rows))
+    curve = pngs.pop(CURVE, None)
     files = write_volume_figures(folder, vol.array, res.lung, res.infection, vol.spacing, classes=res.classes,
-                                 name=vol.name, overlays=overlays)
-    if not through_plane_views(vol.array.shape[0]):
+                                 name=vol.name, overlays=overlays, drawn=pngs)
+    if curve is None:
         return files
-    with atomic_path(folder / "infection_curve.png") as tmp:
-        tmp.write_bytes(infection_curve_png(item.rows, vol.spacing, title=vol.name, class_columns=class_columns(
-            res.n_classes) if res.classes is not None else ()))
-    return {**files, "curve": "infection_curve.png"}
+    with atomic_path(folder / CURVE) as tmp:
+        tmp.write_bytes(curve)
+    return {**files, "curve": CURVE}
 
 
 def write_dicom_seg_file(folder: Path, item: VolumeOutputs) -> dict[str, str]:
