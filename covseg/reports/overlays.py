@@ -51,8 +51,8 @@ __all__ = [
     "pick_slices",
     "reformats_png",
     "sagittal_panel",
-    "write_slice_overlays",
     "volume_figure_pngs",
+    "write_slice_overlays",
     "write_volume_figures",
 ]
 
