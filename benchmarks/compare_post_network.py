@@ -6,8 +6,8 @@ is another checkout of covseg (say ``git worktree add /tmp/before HEAD~1``). The
 pair then runs ``covseg infer`` on it twice in fresh processes, ``DIR``'s covseg first (``PYTHONPATH=DIR``) and then
 this tree's, with ``bench_infer.py``'s zero-cost threshold model (``--model bench-threshold``), so the network
 takes no time and the figures are the pipeline's own. Prints, per run, the report's ``postprocess``, ``report`` and
-``write`` seconds, their sum (all that follows the network) and the process's wall time; then the range of each
-tree's sums. Records nothing (quote the output where it is used).
+``write`` seconds, their sum (all that follows the network), the process's wall time and its peak RSS; then the
+range of each tree's sums. Records nothing (quote the output where it is used).
 """
 
 from __future__ import annotations
@@ -25,15 +25,20 @@ REPO = Path(__file__).resolve().parents[1]
 AFTER_NETWORK = ("postprocess", "report", "write")
 
 
-def _run(tree: Path, ct: Path, out: Path) -> tuple[dict[str, float], float]:
-    """The report's timings and the wall seconds of one null-model ``covseg infer`` run with ``tree``'s covseg."""
+def _run(tree: Path, ct: Path, out: Path) -> tuple[dict[str, float], float, float]:
+    """The report's timings, the wall seconds and the peak RSS (MB, ``os.wait4``) of one null-model ``covseg infer``
+    run with ``tree``'s covseg."""
     env = dict(os.environ, PYTHONPATH=str(tree))
     cmd = [sys.executable, str(tree / "benchmarks" / "bench_infer.py"), "--child", "infer", str(ct), "--out",
            str(out), "--model", "bench-threshold", "--no-progress"]
     start = time.perf_counter()
-    subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, check=True)
+    proc = subprocess.Popen(cmd, env=env, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
-    return json.loads((out / ct.name.removesuffix(".nii.gz") / "report.json").read_text())["timing_s"], wall
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"covseg infer failed with {tree}'s covseg")
+    timing = json.loads((out / ct.name.removesuffix(".nii.gz") / "report.json").read_text())["timing_s"]
+    return timing, wall, usage.ru_maxrss / 1024.0
 
 
 def main() -> None:
@@ -49,11 +54,12 @@ def main() -> None:
         ct = write_phantom(Path(tmp) / "phantom.nii.gz", make_chest_phantom(shape=tuple(args.shape)))["ct"]
         for pair in range(args.pairs):
             for label, tree in (("before", args.before.resolve()), ("this tree", REPO)):
-                timing, wall = _run(tree, ct, Path(tmp) / f"out-{pair}-{label.replace(' ', '-')}")
+                timing, wall, rss = _run(tree, ct, Path(tmp) / f"out-{pair}-{label.replace(' ', '-')}")
                 after = sum(timing[k] for k in AFTER_NETWORK)
                 sums[label].append(after)
                 parts = ", ".join(f"{k} {timing[k]:.2f}" for k in AFTER_NETWORK)
-                print(f"{label:9s}  {parts}: after the network {after:.2f} s; wall {wall:.2f} s", flush=True)
+                print(f"{label:9s}  {parts}: after the network {after:.2f} s; wall {wall:.2f} s; peak RSS "
+                      f"{rss:.0f} MB", flush=True)
     for label, seconds in sums.items():
         print(f"{label}: {min(seconds):.2f}-{max(seconds):.2f} s after the network ({args.pairs} runs)")
 

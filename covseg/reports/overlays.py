@@ -214,12 +214,11 @@ def montage_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float],
     rows = (len(zs) + cols - 1) // cols
     fig = agg_figure((cols * 2.4, rows * 2.75 + 0.4))  # room for row titles
     axes = fig.subplots(rows, cols, squeeze=False)
-    inf = np.asarray(infection) > 0
     for ax in axes.ravel():
         _bare(ax)
     for ax, z in zip(axes.ravel(), zs):
         ax.imshow(axial_panel(hu, infection, spacing, z, classes, max_px=256), interpolation="nearest")
-        cm2 = np.count_nonzero(inf[z]) * px_mm2 / 100.0
+        cm2 = np.count_nonzero(np.asarray(infection[z]) > 0) * px_mm2 / 100.0
         mark = " *" if z in top else ""
         ax.set_title(f"z={z}{mark}  {cm2:.1f} cm\u00b2", color="white", fontsize=8)
         _letters(ax, "A", "P", "R", "L")
@@ -229,12 +228,23 @@ def montage_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float],
     return _png_bytes(fig, dpi)
 
 
+def _counts_along(mask: np.ndarray, axis_keep: int) -> np.ndarray:
+    """Non-zero voxels of a ``[z, y, x]`` mask per row (``axis_keep`` 1) or column (2), summed slice by slice, so that
+    no full-volume copy is made (the pictures are drawn while the report computes on the same volumes)."""
+    counts = np.zeros(mask.shape[axis_keep], np.int64)
+    for plane in mask:
+        counts += np.count_nonzero(plane, axis=1 if axis_keep == 1 else 0)
+    return counts
+
+
 def _centre(mask: np.ndarray, axis_keep: int, fallback: np.ndarray | None) -> int:
-    """Index along ``axis_keep`` with the most ``mask`` voxels (else the centre of ``fallback`` or the middle)."""
+    """Row (``axis_keep`` 1) or column (2) with the most non-zero ``mask`` voxels (else the same of ``fallback``, else
+    the middle)."""
     for m in (mask, fallback):
-        if m is not None and np.any(m):
-            other = tuple(a for a in range(3) if a != axis_keep)
-            return int(np.argmax(np.count_nonzero(m, axis=other)))
+        if m is not None:
+            counts = _counts_along(m, axis_keep)
+            if counts.any():
+                return int(np.argmax(counts))
     return mask.shape[axis_keep] // 2
 
 
@@ -242,15 +252,15 @@ def reformats_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float
                   lung: np.ndarray | None = None, classes: np.ndarray | None = None, title: str = "",
                   dpi: int = 100) -> bytes:
     """PNG bytes of a coronal and a sagittal reformat through the most infected plane (else the lungs' centre)."""
-    inf = np.asarray(infection) > 0
-    lung_b = None if lung is None else np.asarray(lung) > 0
-    y = _centre(inf, 1, lung_b)
+    inf = np.asarray(infection)  # masks: 0 outside, counted as they are (no full-volume copies beside the report's)
+    lung_m = None if lung is None else np.asarray(lung)
+    y = _centre(inf, 1, lung_m)
     if inf.any():
-        x = _centre(inf, 2, lung_b)
-    elif lung is not None and np.any(np.asarray(lung) == 1):
-        x = _centre(np.asarray(lung) == 1, 2, None)  # through the right lung
+        x = _centre(inf, 2, lung_m)
+    elif lung_m is not None and np.any(lung_m == 1):
+        x = _centre(lung_m == 1, 2, None)  # through the right lung
     else:
-        x = _centre(inf, 2, lung_b)
+        x = _centre(inf, 2, lung_m)
     cor = coronal_panel(hu, infection, spacing, y, classes)
     sag = sagittal_panel(hu, infection, spacing, x, classes)
     fig = agg_figure((9, 4.8))
