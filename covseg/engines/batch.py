@@ -50,6 +50,7 @@ from covseg.io.naming import claim_names, source_key
 from covseg.io.outlock import output_lock
 from covseg.io.read import CTVolume
 from covseg.reports.batch import VolumeResult, recorded_sources
+from covseg.reports.counts import slice_counts
 from covseg.reports.volume import VolumeReport, build_volume_report, slice_rows
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,9 @@ def prepare_volume(volume: CTVolume, predictor: SlicePredictor, out_dir: str | P
     result = infer_volume(volume, predictor, lung=lung, gate=gate, threshold=threshold,
                           lung_margin_mm=lung_margin_mm, handlers=handlers, postprocessing=postprocessing,
                           progress=progress)
+    counts = slice_counts(result.lung, result.infection)  # for the rows and the report
     rows = slice_rows(result.lung, result.infection, result.prob, result.predicted, result.classes,
-                      result.n_classes)
+                      result.n_classes, counts=counts)
     drawing = start_pictures(volume, result, rows) if pictures else None
     warnings = list(volume.warnings)
     if model_info and not model_info.get("trained", True):
@@ -105,7 +107,7 @@ def prepare_volume(volume: CTVolume, predictor: SlicePredictor, out_dir: str | P
         volume.name, str(volume.source_path), result.lung, result.infection, volume.spacing, prob=result.prob,
         label=label, label_path=None if label_path is None else str(label_path), classes=result.classes,
         n_classes=result.n_classes, predicted_slices=int(result.predicted.sum()), warnings=warnings,
-        model=model_info, timing_s=timing,
+        model=model_info, timing_s=timing, counts=counts,
     )
     report.timing_s["report"] = round(time.perf_counter() - t1, 3)
     report.timing_s["compute"] = round(time.perf_counter() - t0, 3)

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from covseg.reports.counts import SliceCounts, slice_counts
+
 __all__ = [
     "LUNGS",
     "RULE_TEXT",
@@ -118,18 +120,16 @@ def _thirds(z_lo: int, z_hi: int) -> list[tuple[int, int]]:
     return [(cuts[0], cuts[1]), (cuts[1], cuts[2]), (cuts[2], cuts[3])]
 
 
-def compute_severity(lung: np.ndarray, infection: np.ndarray) -> SeverityReport:
-    """Severity of ``infection`` (non-zero = infected) in ``lung`` (1 right, 2 left), both LPS ``[z, y, x]``."""
-    if lung.shape != infection.shape:
-        raise ValueError(f"lung mask shape {lung.shape} differs from the infection mask's {infection.shape}")
-    inf = infection > 0
+def compute_severity(lung: np.ndarray, infection: np.ndarray, counts: SliceCounts | None = None) -> SeverityReport:
+    """Severity of ``infection`` (non-zero = infected) in ``lung`` (1 right, 2 left), both LPS ``[z, y, x]``;
+    ``counts``: their :func:`covseg.reports.counts.slice_counts` when already taken."""
+    counts = counts if counts is not None else slice_counts(lung, infection)  # checks the shapes
+    per_lung = {1: (counts.right, counts.right_infection), 2: (counts.left, counts.left_infection)}
     zones: list[ZoneSeverity] = []
     lungs: list[LungSeverity] = []
     warnings: list[str] = []
     for name, label in LUNGS.items():
-        this = lung == label
-        per_slice = np.count_nonzero(this.reshape(this.shape[0], -1), axis=1)
-        per_slice_inf = np.count_nonzero((this & inf).reshape(this.shape[0], -1), axis=1)
+        per_slice, per_slice_inf = per_lung[label]
         held = np.nonzero(per_slice)[0]
         lung_scores = []
         if held.size == 0:

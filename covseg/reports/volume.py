@@ -32,6 +32,7 @@ import numpy as np
 
 from covseg.io.strict_json import json_text
 from covseg.metrics.binary import binary_scores
+from covseg.reports.counts import SliceCounts, slice_counts
 from covseg.reports.severity import compute_severity
 
 __all__ = [
@@ -147,15 +148,14 @@ def _per_slice_count(mask: np.ndarray) -> np.ndarray:
 
 def slice_rows(lung: np.ndarray, infection: np.ndarray, prob: np.ndarray | None = None,
                predicted: Sequence[bool] | np.ndarray | None = None, classes: np.ndarray | None = None,
-               n_classes: int = 1) -> list[dict]:
+               n_classes: int = 1, counts: SliceCounts | None = None) -> list[dict]:
     """One dict per axial slice with :data:`SLICE_COLUMNS` (``mean_prob`` is ``None`` without lung); with a
     multi-class label map (``classes``, ``n_classes`` > 1) also ``<class>_px`` per foreground class
-    (:func:`class_columns`)."""
+    (:func:`class_columns`). ``counts``: :func:`covseg.reports.counts.slice_counts` of ``lung`` and ``infection``
+    when already taken."""
     nz = lung.shape[0]
-    right = _per_slice_count(lung == 1)
-    left = _per_slice_count(lung == 2)
-    lung_px = _per_slice_count(lung > 0)
-    inf_px = _per_slice_count(infection > 0)
+    counts = counts if counts is not None else slice_counts(lung, infection)
+    right, left, lung_px, inf_px = counts.right, counts.left, counts.lung, counts.infection
     means: list[float | None] = [None] * nz
     if prob is not None:
         for z in np.nonzero(lung_px)[0]:
@@ -169,7 +169,7 @@ def slice_rows(lung: np.ndarray, infection: np.ndarray, prob: np.ndarray | None 
     return [
         {"slice": z, "lung_px": int(lung_px[z]), "right_px": int(right[z]), "left_px": int(left[z]),
          "infection_px": int(inf_px[z]), "mean_prob": means[z], "predicted": int(pred[z]),
-         **{column: int(counts[z]) for column, counts in per_class.items()}}
+         **{column: int(pixels[z]) for column, pixels in per_class.items()}}
         for z in range(nz)
     ]
 
@@ -230,33 +230,33 @@ def build_volume_report(name: str, source: str, lung: np.ndarray, infection: np.
                         label: np.ndarray | None = None, label_path: str | None = None,
                         classes: np.ndarray | None = None, n_classes: int = 1,
                         predicted_slices: int | None = None, warnings: Sequence[str] = (),
-                        model: dict | None = None, timing_s: dict[str, float] | None = None) -> VolumeReport:
+                        model: dict | None = None, timing_s: dict[str, float] | None = None,
+                        counts: SliceCounts | None = None) -> VolumeReport:
     """Compute a :class:`VolumeReport` from the output arrays (all ``[z, y, x]`` of one shape).
 
     ``lung``: 0/1 right/2 left; ``infection``: mask (non-zero = infection); ``prob``: infection probability in
     [0, 1] (for MAE); ``label``: reference (non-zero = infection); ``classes``: label map 0..n_classes-1 of a
-    multi-class model (volumes per class in ``class_ml``).
+    multi-class model (volumes per class in ``class_ml``); ``counts``: :func:`covseg.reports.counts.slice_counts`
+    of ``lung`` and ``infection`` when already taken.
     """
     spacing = tuple(float(s) for s in spacing_xyz)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     nz = int(lung.shape[0])
-    right_n = int(np.count_nonzero(lung == 1))
-    left_n = int(np.count_nonzero(lung == 2))
+    counts = counts if counts is not None else slice_counts(lung, infection)
+    right_n, left_n = int(counts.right.sum()), int(counts.left.sum())
     lung_n = right_n + left_n
-    inf = infection > 0
-    inf_n = int(np.count_nonzero(inf))
-    inf_right = int(np.count_nonzero(inf & (lung == 1)))
-    inf_left = int(np.count_nonzero(inf & (lung == 2)))
-    lung_slices = int(np.count_nonzero(_per_slice_count(lung > 0)))
-    infected_slices = int(np.count_nonzero(_per_slice_count(inf)))
+    inf_n = int(counts.infection.sum())
+    inf_right, inf_left = int(counts.right_infection.sum()), int(counts.left_infection.sum())
+    lung_slices = int(np.count_nonzero(counts.lung))
+    infected_slices = int(np.count_nonzero(counts.infection))
     lung_ml = _ml(lung_n, voxel_ml)
     warn = list(warnings) + lung_warnings(lung_slices, nz, lung_ml)
     if lung_slices:
         warn += resolution_warnings(spacing)
     class_ml = class_volumes = class_metrics = None
     if classes is not None and n_classes > 1:
-        counts = np.bincount(classes.ravel(), minlength=n_classes)
-        class_ml = {str(k): _ml(int(counts[k]), voxel_ml) for k in range(1, n_classes)}
+        class_counts = np.bincount(classes.ravel(), minlength=n_classes)
+        class_ml = {str(k): _ml(int(class_counts[k]), voxel_ml) for k in range(1, n_classes)}
         class_volumes = _class_volumes(classes, lung, n_classes, voxel_ml, lung_n)
         if label is not None and label.shape == classes.shape and int(label.max(initial=0)) > 1:
             class_metrics = _class_metrics(classes, label, n_classes)
@@ -265,7 +265,7 @@ def build_volume_report(name: str, source: str, lung: np.ndarray, infection: np.
         if label.shape != infection.shape:
             raise ValueError(f"label shape {label.shape} differs from the prediction's {infection.shape}")
         gt = label > 0
-        scores = binary_scores(inf, gt)
+        scores = binary_scores(infection > 0, gt)
         if prob is not None:
             scores["mae"] = binary_scores(prob, gt)["mae"]
         metrics = {k: round(float(scores[k]), 6) for k in METRIC_KEYS}
@@ -280,5 +280,5 @@ def build_volume_report(name: str, source: str, lung: np.ndarray, infection: np.
         model=dict(model or {}), class_ml=class_ml, class_volumes=class_volumes, class_metrics=class_metrics,
         label=label_path, metrics=metrics, warnings=warn,
         timing_s={k: round(float(v), 3) for k, v in (timing_s or {}).items() if math.isfinite(v)},
-        severity=compute_severity(lung, infection).to_dict(),
+        severity=compute_severity(lung, infection, counts).to_dict(),
     )
