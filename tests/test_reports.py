@@ -160,3 +160,26 @@ def test_batch_summary_and_table(tmp_path):
     assert "1.3" in lines[2] and "2/3/4" in lines[2]
     assert "bad: error: bad.nii.gz: file is empty" in table
     assert len({len(lines[0]), len(lines[1])}) == 1  # header and rule aligned
+
+
+def test_slice_counts_equal_the_full_volume_counts():
+    """The slice-by-slice counts behind the report, slice table and severity equal counts over whole volumes."""
+    from covseg.reports.counts import slice_counts
+
+    rng = np.random.default_rng(0)
+    lung = rng.integers(0, 3, (7, 9, 11)).astype(np.uint8)
+    infection = (rng.random((7, 9, 11)) > 0.6).astype(np.uint8)
+    counts = slice_counts(lung, infection)
+
+    def per_slice(mask: np.ndarray) -> np.ndarray:
+        return np.count_nonzero(mask.reshape(mask.shape[0], -1), axis=1)
+
+    inf = infection > 0
+    np.testing.assert_array_equal(counts.lung, per_slice(lung > 0))
+    np.testing.assert_array_equal(counts.right, per_slice(lung == 1))
+    np.testing.assert_array_equal(counts.left, per_slice(lung == 2))
+    np.testing.assert_array_equal(counts.infection, per_slice(inf))
+    np.testing.assert_array_equal(counts.right_infection, per_slice(inf & (lung == 1)))
+    np.testing.assert_array_equal(counts.left_infection, per_slice(inf & (lung == 2)))
+    with pytest.raises(ValueError, match="differs"):
+        slice_counts(lung, infection[:, :, :5])
