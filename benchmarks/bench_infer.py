@@ -43,7 +43,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-INFER_IMPORTS = ("from covseg.monai_import import import_monai; import_monai(); "  # first, as the CLI does
+INFER_IMPORTS = ("import covseg.engines.dataset; "  # the reader first, then MONAI, as the CLI does
+                 "from covseg.monai_import import import_monai; import_monai(); "
                  "import covseg.cli.main, covseg.networks.loading, covseg.engines.batch, covseg.engines.evaluator, "
                  "covseg.networks.infnet; from monai.bundle import ConfigParser")
 NULL_MODEL = "bench-threshold"

@@ -10,7 +10,13 @@ modules at once for one name each (``python -X importtime``, 2-core Zen 3, after
 - ``monai.utils.jupyter_utils`` and others: ``matplotlib.pyplot`` (~0.4 s) for their plotting helpers;
 - ``monai.transforms.utils``: ``skimage.morphology`` / ``measure`` / ``exposure`` (~0.3 s);
 - ``monai.metrics.embedding_collapse``: ``sklearn.metrics`` / ``sklearn.linear_model`` (~0.6 s with ``sklearn``);
-- ``monai.metrics.utils`` and ``monai.data.image_writer``: ``scipy.spatial`` (``KDTree``) and ``itk`` (~0.1 s each).
+- ``monai.metrics.utils`` and ``monai.data.image_writer``: ``scipy.spatial`` (``KDTree``) and ``itk`` (~0.1 s each);
+- ``monai.metrics.panoptic_quality`` and ``monai.data.ultrasound_confidence_map``: ``scipy.optimize`` and
+  ``scipy.sparse`` (~0.25 s together) for ``linear_sum_assignment``, ``csc_matrix`` and ``spsolve``;
+- ``monai.visualize.img2tensorboard`` and ``monai.handlers.tensorboard_handlers``: ``torch.utils.tensorboard``
+  (~0.09 s) for ``SummaryWriter``; ``monai.bundle.scripts``: ``requests`` (~0.06 s) for downloads;
+- nibabel (imported by MONAI, or first by covseg's reader through :func:`import_deferring`): ``pydicom`` (~0.1 s)
+  for its NIfTI DICOM extension; covseg imports pydicom itself only for a DICOM input.
 
 :func:`import_monai` imports MONAI while ``sys.modules`` holds a stand-in for each of those modules (only for
 packages that are installed and modules not imported yet). A stand-in's names are deferred: calling one, an
@@ -27,12 +33,20 @@ import sys
 import types
 from typing import Any
 
-__all__ = ["DEFERRED_MODULES", "import_monai"]
+__all__ = ["DEFERRED_MODULES", "import_deferring", "import_monai"]
 
 DEFERRED_MODULES = (
     "torch.distributed.optim",
     "scipy.signal",
     "scipy.spatial",
+    "scipy.optimize",
+    "scipy.sparse",
+    "scipy.sparse.linalg",
+    "scipy.sparse.csgraph",
+    "torch.utils.tensorboard",
+    "tensorboard.compat.proto.summary_pb2",
+    "requests",
+    "pydicom",
     "matplotlib",
     "matplotlib.pyplot",
     "skimage.morphology",
@@ -107,20 +121,26 @@ def _can_defer(name: str) -> bool:
 
 def import_monai() -> types.ModuleType:
     """``import monai``, with the stand-ins above while it runs (plain ``import monai`` when MONAI is imported)."""
-    if "monai" in sys.modules:
-        return sys.modules["monai"]
+    return import_deferring("monai")
+
+
+def import_deferring(name: str) -> types.ModuleType:
+    """``import name`` with the stand-ins above while it runs; covseg imports nibabel so too, before MONAI, since
+    nibabel imports pydicom (and pydicom requests) for its DICOM extension alone."""
+    if name in sys.modules:
+        return sys.modules[name]
     global _importing
-    stand_ins = {name: _stand_in(name) for name in DEFERRED_MODULES if _can_defer(name)}
+    stand_ins = {module: _stand_in(module) for module in DEFERRED_MODULES if _can_defer(module)}
     sys.modules.update(stand_ins)
     parents = _bind_to_parents(stand_ins)
     _importing = True
     try:
-        return importlib.import_module("monai")
+        return importlib.import_module(name)
     finally:
         _importing = False
-        for name, stand_in in stand_ins.items():
-            if sys.modules.get(name) is stand_in:
-                del sys.modules[name]
+        for module, stand_in in stand_ins.items():
+            if sys.modules.get(module) is stand_in:
+                del sys.modules[module]
         for parent, attribute in parents:
             if getattr(getattr(parent, attribute, None), "__covseg_stand_in__", False):
                 delattr(parent, attribute)

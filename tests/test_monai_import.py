@@ -11,7 +11,9 @@ from utils import run_python
 
 from covseg.synthetic.phantom import make_chest_phantom, write_phantom
 
-HEAVY = "('torch.distributed.optim', 'torch.distributed.fsdp', 'sympy', 'scipy.signal', 'sklearn', 'itk')"
+HEAVY = ("('torch.distributed.optim', 'torch.distributed.fsdp', 'sympy', 'scipy.signal', 'sklearn', 'itk', "
+         "'scipy.optimize', 'torch.utils.tensorboard', 'requests', 'pydicom')")
+HEAVY_AT_IMPORT = HEAVY[:-1] + ", 'scipy.sparse')"  # the pictures' skimage.transform imports it after the network
 
 # MONAI's features that use a deferred module, each reduced to a number; printed as one dict
 MONAI_FEATURES = """
@@ -29,7 +31,23 @@ from monai.transforms import utils as tu
 from monai.transforms.signal import array as signal
 from monai.utils import jupyter_utils as ju
 from monai.visualize import utils as vu
+from monai.metrics import panoptic_quality as pq
+from monai.visualize import img2tensorboard as tb
+from monai.data import image_reader as ir
+from monai.bundle import scripts as bs
+import nibabel.nifti1 as nifti1
 rs = np.random.RandomState(0)
+
+
+def summary_files(writer_type):
+    import os, tempfile
+    with tempfile.TemporaryDirectory() as folder:
+        writer = writer_type(log_dir=folder)
+        writer.add_scalar('loss', 1.0)
+        writer.close()
+        return len(os.listdir(folder))
+
+
 image = rs.rand(1, 16, 16).astype('float32')
 label = (image > 0.5).astype('float32')
 points = rs.rand(20, 3)
@@ -43,6 +61,12 @@ print({
     'largest component (skimage)': int(tu.get_largest_connected_component_mask(torch.tensor(label > 0)).sum()),
     'KDTree (scipy.spatial)': round(float(mu.KDTree(points).query(points[:3], k=2)[0].sum()), 6),
     'pyplot later': type(sys.modules['matplotlib.pyplot'].figure).__name__,
+    'flags 2': (ir.has_pydicom, bs.has_requests, nifti1.have_dicom),
+    'linear_sum_assignment (scipy.optimize)': [a.tolist() for a in pq.linear_sum_assignment(rs.rand(3, 3))],
+    'spsolve (scipy.sparse)': np.round(ucm.spsolve(ucm.csc_matrix(np.eye(3) * 2), np.ones(3)), 6).tolist(),
+    'SummaryWriter (torch.utils.tensorboard)': summary_files(tb.SummaryWriter),
+    'DICOM extension (pydicom)': isinstance(nifti1.Nifti1DicomExtension(2, None).get_content(),
+                                            sys.modules['pydicom'].Dataset),
 })
 """
 
@@ -60,7 +84,7 @@ def test_import_monai_skips_the_zero_optimizer_import_and_keeps_ignites_type_tes
         from covseg.monai_import import import_monai
         import_monai()
         import ignite.handlers.checkpoint as ck
-        assert 'monai.bundle' in sys.modules and not set({HEAVY}) & set(sys.modules), sorted(sys.modules)
+        assert 'monai.bundle' in sys.modules and not set({HEAVY_AT_IMPORT}) & set(sys.modules), sorted(sys.modules)
         import torch, torch.distributed.optim as real
         assert not getattr(real, '__covseg_stand_in__', False) and sys.modules['torch.distributed.optim'] is real
         zero = object.__new__(real.ZeroRedundancyOptimizer)  # a ZeRO optimizer needs a process group to be built

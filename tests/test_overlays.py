@@ -16,6 +16,7 @@ from covseg.reports.overlays import (
     axial_panel,
     coronal_panel,
     heatmap_overlay,
+    inner_edge,
     montage_png,
     pick_slices,
     sagittal_panel,
@@ -70,6 +71,17 @@ def test_reformat_aspect_follows_spacing():
 
 def _has_colour(rgb: np.ndarray, colour) -> bool:
     return bool(np.all(rgb == np.array(colour, np.uint8), axis=2).any())
+
+
+def test_inner_edge_is_skimages_inner_boundary():
+    from skimage.segmentation import find_boundaries
+
+    rng = np.random.default_rng(0)
+    masks = [rng.random((40, 56)) > p for p in (0.2, 0.5, 0.8)] + [np.ones((9, 7), bool), np.zeros((9, 7), bool)]
+    masks.append(np.pad(np.ones((5, 5), bool), 3))
+    for mask in masks:
+        np.testing.assert_array_equal(inner_edge(mask), find_boundaries(mask, mode="inner"))
+    assert inner_edge(masks[-1]).sum() == 16  # the ring of a 5x5 square
 
 
 def test_contours_binary_and_two_classes():

@@ -47,9 +47,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import pydicom
-import pydicom.uid
-
 from covseg.io.naming import name_tag, source_key
 from covseg.io.outlock import is_output_folder
 
@@ -296,6 +293,8 @@ def _dicom_info(path: Path, sniffed: bool) -> _DicomInfo | None:
         if head[:2] not in (b"\x02\x00", b"\x08\x00") or len(head) < 8:
             raise _NotDicom
         force = True
+    import pydicom.uid  # here, not at the top: a NIfTI input never needs pydicom (a fast start)
+
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_DICOM_TAGS, force=force)
     except Exception:

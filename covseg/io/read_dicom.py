@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pydicom
 import SimpleITK as sitk
 
 from covseg.io.discover import VolumeSource
 from covseg.io.errors import CovsegInputError, first_line, itk_reason
+
+if TYPE_CHECKING:
+    import pydicom
 
 __all__ = ["read_dicom_series"]
 
@@ -42,6 +45,8 @@ def _read_dicom(src: VolumeSource, warnings: list[str]) -> sitk.Image:
     files = [Path(f) for f in src.files]
     if not files:
         raise CovsegInputError(where, "DICOM series has no files")
+    import pydicom  # here, not at the top: a NIfTI input never needs pydicom (a fast start)
+
     headers = []
     for f in files:
         try:

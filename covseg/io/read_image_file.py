@@ -12,12 +12,14 @@ import math
 import zlib
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
 from covseg.io.discover import special_file_kind
 from covseg.io.errors import CovsegInputError, first_line, itk_reason
+from covseg.monai_import import import_deferring
+
+nib = import_deferring("nibabel")  # without pydicom, which only nibabel's DICOM extension uses
 
 __all__ = ["path_of", "read_image_file"]
 

@@ -29,7 +29,6 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 from PIL import Image
 from scipy import ndimage
-from skimage.segmentation import find_boundaries
 from skimage.transform import resize
 
 from covseg.io.atomic import atomic_path, ensure_writable_dir
@@ -46,6 +45,7 @@ __all__ = [
     "axial_panel",
     "coronal_panel",
     "heatmap_overlay",
+    "inner_edge",
     "lung_window",
     "montage_png",
     "pick_slices",
@@ -82,6 +82,13 @@ def _colours(multi: bool) -> dict[int, tuple[int, int, int]]:
     return CLASS_COLOURS if multi else {1: INFECTION_COLOUR}
 
 
+def inner_edge(mask: np.ndarray) -> np.ndarray:
+    """The pixels of ``mask`` with a 4-neighbour outside it (the image border counts as inside): skimage's
+    ``find_boundaries(mask, mode="inner")``, without importing ``skimage.segmentation`` (0.25 s, scipy.sparse and
+    scipy.optimize with it) in the pictures' thread."""
+    return mask & ~ndimage.binary_erosion(mask, border_value=1)
+
+
 def _to_display(grey: np.ndarray, labels: np.ndarray, row_mm: float, col_mm: float, multi: bool,
                 max_px: int) -> np.ndarray:
     """Resample a 2D [0, 1] image and its label map to square pixels (at most ``max_px``), draw the contours."""
@@ -97,7 +104,7 @@ def _to_display(grey: np.ndarray, labels: np.ndarray, row_mm: float, col_mm: flo
         mask = lab == value
         if not mask.any():
             continue
-        edge = find_boundaries(mask, mode="inner")
+        edge = inner_edge(mask)
         if thick:
             edge = ndimage.binary_dilation(edge) & mask
         rgb[edge] = colour
@@ -300,7 +307,7 @@ def heatmap_overlay(image: np.ndarray, heat: np.ndarray, contour: np.ndarray | N
     rgb = (1.0 - weight) * base[..., None] + weight * colour
     out = (np.clip(rgb, 0.0, 1.0) * 255).round().astype(np.uint8)
     if contour is not None:
-        edge = find_boundaries(np.asarray(contour) > 0, mode="inner")
+        edge = inner_edge(np.asarray(contour) > 0)
         out[edge] = contour_colour
     return out
 
