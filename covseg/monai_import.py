@@ -124,13 +124,14 @@ def import_monai() -> types.ModuleType:
     return import_deferring("monai")
 
 
-def import_deferring(name: str) -> types.ModuleType:
-    """``import name`` with the stand-ins above while it runs; covseg imports nibabel so too, before MONAI, since
-    nibabel imports pydicom (and pydicom requests) for its DICOM extension alone."""
+def import_deferring(name: str, deferred: tuple[str, ...] = DEFERRED_MODULES) -> types.ModuleType:
+    """``import name`` with stand-ins for ``deferred`` while it runs. covseg imports nibabel so too, before MONAI,
+    with ``deferred=("pydicom",)``: nibabel imports pydicom (and pydicom requests) for its DICOM extension alone.
+    Name only modules whose parent packages ``name`` imports anyway: binding a stand-in imports its parents."""
     if name in sys.modules:
         return sys.modules[name]
     global _importing
-    stand_ins = {module: _stand_in(module) for module in DEFERRED_MODULES if _can_defer(module)}
+    stand_ins = {module: _stand_in(module) for module in deferred if _can_defer(module)}
     sys.modules.update(stand_ins)
     parents = _bind_to_parents(stand_ins)
     _importing = True

@@ -19,7 +19,7 @@ from covseg.io.discover import special_file_kind
 from covseg.io.errors import CovsegInputError, first_line, itk_reason
 from covseg.monai_import import import_deferring
 
-nib = import_deferring("nibabel")  # without pydicom, which only nibabel's DICOM extension uses
+nib = import_deferring("nibabel", deferred=("pydicom",))  # pydicom: for nibabel's DICOM extension alone
 
 __all__ = ["path_of", "read_image_file"]
 
