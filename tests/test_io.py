@@ -324,3 +324,15 @@ def test_json_text_writes_null_for_non_finite_values():
     text = json_text({"auc": math.nan, "ci": (0.5, math.inf), "n": 3, "nested": [{"x": -math.inf}], "ok": 0.25})
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"auc": None, "ci": [0.5, None], "n": 3, "nested": [{"x": None}], "ok": 0.25}
+
+
+def test_the_volume_reader_imports_neither_torch_nor_pydicom_for_a_nifti(tmp_path, phantom) -> None:
+    """``covseg infer`` forks its first volume's reader before it imports torch (``covseg.engines.dataset``): the
+    reader's imports must not pull torch in (that put the first slice 1 s later), nor pydicom for a NIfTI input."""
+    ct = write_phantom(tmp_path / "p.nii.gz", phantom)["ct"]
+    code = ("import sys; from covseg.engines.dataset import VolumeDataset, VolumePreprocessing; "
+            "item = VolumeDataset([sys.argv[1]], VolumePreprocessing())[0]; "
+            "print(sorted({'torch', 'monai', 'pydicom'} & set(sys.modules)), item.volume.array.shape, "
+            "int(item.lung.any()))")
+    done = run_python(code, str(ct))
+    assert done.returncode == 0 and done.stdout.startswith("[]"), (done.stdout, done.stderr[-2000:])
