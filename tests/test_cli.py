@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
+from utils import patch_load_model
 
 from covseg.cli.main import main
 from covseg.networks import loading
@@ -30,7 +31,7 @@ def tiny_model(monkeypatch):
     def fake_load_model(model=None, bundle=None, device="cpu"):
         return loading.LoadedModel(net.eval(), name="tiny-unet", image_size=32)
 
-    monkeypatch.setattr(loading, "load_model", fake_load_model)
+    patch_load_model(monkeypatch, fake_load_model)
     return net
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from utils import assert_masks_agree, use_tiny_default_model
+from utils import assert_masks_agree, patch_load_model, use_tiny_default_model
 
 from covseg.cli.main import main
 from covseg.engines import onnx_runtime
@@ -90,6 +90,21 @@ def test_export_is_cached_by_weights(tmp_path, monkeypatch):
         net.final.bias.add_(1.0)
     assert network_key(net, 32) != key  # other weights: another file
     assert network_key(net, 48) != network_key(net, 32)
+
+
+def test_export_key_follows_settings_that_change_the_graph_but_not_the_weights():
+    from covseg.networks.multiclass import PriorGuidedSegmenter
+
+    torch.manual_seed(0)
+    prior, head = nn.Conv2d(1, 1, 3, padding=1), nn.Conv2d(2, 3, 3, padding=1)
+    keys = {network_key(PriorGuidedSegmenter(prior, head, merge_below=m, flip_average=f).eval(), 32)
+            for m in (0.0, 0.3) for f in (False, True)}
+    assert len(keys) == 4
+    same = nn.Conv2d(1, 1, 3, padding=1)
+    other = nn.Conv2d(1, 1, 3, padding=2)
+    other.load_state_dict(same.state_dict())
+    assert network_key(same, 32) != network_key(other, 32)
+    assert network_key(same.eval(), 32) == network_key(same.train(), 32)
 
 
 def test_cli_backend_option(tmp_path, monkeypatch, capsys):
@@ -208,8 +223,8 @@ def test_backend_auto_picks_onnx_runtime_only_for_trained_fp32_cpu_runs(monkeypa
 @pytest.mark.parametrize("precision,expected", [("fp32", "onnxruntime"), ("bf16", "torch")])
 def test_cli_default_backend_follows_the_precision_for_trained_weights(tmp_path, monkeypatch, precision, expected):
     net = TwoHeads().eval()  # traceable (MONAI's U-Net compares traced shapes, which the fast exporter refuses)
-    monkeypatch.setattr(loading, "load_model", lambda model=None, bundle=None, device="cpu":
-                        loading.LoadedModel(net, name="two-heads", image_size=32, trained=True))
+    patch_load_model(monkeypatch, lambda model=None, bundle=None, device="cpu":
+                     loading.LoadedModel(net, name="two-heads", image_size=32, trained=True))
     monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("COVSEG_PRECISION", precision)
     out = tmp_path / "out"

@@ -48,9 +48,19 @@ def use_tiny_default_model(monkeypatch, meta: dict | None = None):
 
     net = tiny_unet()
     extra = {} if meta is None else {"meta": meta}
-    monkeypatch.setattr(loading, "load_model", lambda model=None, bundle=None, device="cpu":
-                        loading.LoadedModel(net, name="tiny-unet", image_size=32, **extra))
+    patch_load_model(monkeypatch, lambda model=None, bundle=None, device="cpu":
+                     loading.LoadedModel(net, name="tiny-unet", image_size=32, **extra))
     return net
+
+
+def patch_load_model(monkeypatch, load_model) -> None:
+    """Make ``load_model`` what every CLI loads: ``covseg.networks.loading.load_model``, with the shortcut that opens
+    a bundle's cached ONNX export without loading it (``covseg.engines.backend_model``) turned off."""
+    from covseg.engines import backend_model
+    from covseg.networks import loading
+
+    monkeypatch.setattr(loading, "load_model", load_model)
+    monkeypatch.setattr(backend_model, "_from_recipe", lambda *args, **kwargs: None)
 
 
 def bright_square_slices(folder: Path, count: int, size: int = 48) -> list[dict]:

@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from covseg.monai_import import import_monai
 
     import_monai()  # before any module that imports MONAI (covseg.monai_import)
+    from covseg.engines.backend_model import load_backend_model
     from covseg.engines.batch import check_folders, run_batch
     from covseg.engines.diagnose import (
         DiagnosisSettings,
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     from covseg.engines.interrupts import BatchInterrupted
     from covseg.io.discover import find_volumes
     from covseg.io.errors import CovsegInputError
-    from covseg.networks.loading import load_bundle, load_model
+    from covseg.networks.loading import load_bundle
     from covseg.reports.batch import format_console_table, kept_note, write_batch_report
     from covseg.reports.html import write_html_report
 
@@ -121,13 +122,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         classifier = load_bundle(args.classifier, args.device)
-        segmenter = load_model(bundle=args.segmenter, device=args.device)
-        if args.backend != "torch":  # the segmenter runs on the backend covseg infer would pick
-            from covseg.engines.onnx_runtime import backend_network
-
-            segmenter.network = backend_network(segmenter.network, args.backend, segmenter.image_size, args.threads,
-                                                device=args.device, trained=segmenter.trained,
-                                                on_export=export_notice, on_torch=torch_notice)
+        segmenter = load_backend_model(bundle=args.segmenter, device=args.device, backend=args.backend,
+                                       threads=args.threads, on_export=export_notice, on_torch=torch_notice)
     except (FileNotFoundError, ValueError, RuntimeError, OSError, KeyError) as exc:
         error(one_line(exc))
         return EXIT_USAGE

@@ -82,23 +82,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def load_model_of(args: argparse.Namespace):
-    """The model of ``--model`` / ``--bundle`` / default, or ``None`` after printing one error line."""
-    from covseg.networks.loading import load_model
+    """The model of ``--model`` / ``--bundle`` / default on its backend, or ``None`` after printing one error line."""
+    from covseg.engines.backend_model import load_backend_model
 
     if not check_model_args(args):
         return None
     try:
-        model = load_model(model=args.model, bundle=args.bundle, device=args.device)
-        if args.image_size is not None:
-            model.image_size = args.image_size
-        if args.backend != "torch":
-            from covseg.engines.onnx_runtime import backend_network
-
-            model.network = backend_network(model.network, args.backend, model.image_size, args.threads,
-                                            precision="fp32" if args.no_bf16 else "auto", compiled=args.compile,
-                                            device=args.device, trained=model.trained, on_export=export_notice,
-                                            on_torch=torch_notice)
-        return model
+        return load_backend_model(model=args.model, bundle=args.bundle, device=args.device, backend=args.backend,
+                                  image_size=args.image_size, threads=args.threads,
+                                  precision="fp32" if args.no_bf16 else "auto", compiled=args.compile,
+                                  on_export=export_notice, on_torch=torch_notice)
     except KeyError as exc:
         error(str(exc.args[0]) if exc.args else str(exc))
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:

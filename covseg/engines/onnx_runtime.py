@@ -67,8 +67,15 @@ def cache_dir() -> Path:
 
 
 def network_key(network: nn.Module, image_size: int) -> str:
-    """A name that changes with the network's class, weights, input size and torch version."""
+    """A name that changes with the network's class, its modules' settings (a convolution's padding, a chain's
+    ``merge_below`` or ``flip_average``: what changes the graph but not the weights), weights, input size and
+    torch version."""
     digest = hashlib.sha256(f"{type(network).__qualname__}|{image_size}|{torch.__version__}".encode())
+    digest.update(repr(network).encode())
+    for name, module in network.named_modules():
+        settings = {k: v for k, v in sorted(vars(module).items())
+                    if not k.startswith("_") and k != "training" and isinstance(v, (bool, int, float, str, tuple))}
+        digest.update(f"{name}|{settings!r}".encode())
     for name, tensor in network.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())

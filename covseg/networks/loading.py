@@ -28,6 +28,7 @@ class LoadedModel:
     out_channels: int = 1
     trained: bool = False
     meta: dict = field(default_factory=dict)
+    bundle_dir: Path | None = None  # the bundle it was loaded from (resolved), if any
 
 
 def load_model(model: str | None = None, bundle: str | Path | None = None, device: str = "cpu") -> LoadedModel:
@@ -48,19 +49,11 @@ def load_model(model: str | None = None, bundle: str | Path | None = None, devic
 def load_bundle(bundle_dir: str | Path, device: str = "cpu", weights: str | Path | None = None) -> LoadedModel:
     """Build ``network_def`` from a bundle's inference config and load ``models/model.pt`` (or ``weights``, e.g. a
     training run's checkpoint of the same network) into it."""
-    from monai.bundle import ConfigParser
-
     bundle_dir = Path(bundle_dir)
-    config_file = bundle_dir / "configs" / "inference.yaml"
     weights = Path(weights) if weights is not None else bundle_dir / "models" / "model.pt"
-    for path in (config_file, weights):
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: not found (is {bundle_dir} a covseg bundle?)")
-    parser = ConfigParser()
-    parser.read_config(str(config_file))
-    parser["bundle_root"] = str(bundle_dir)
+    parser = bundle_parser(bundle_dir, weights)
     net = load_weights(parser.get_parsed_content("network_def"), weights)
-    meta = dict(parser.get("covseg", {}) or {})
+    meta = bundle_meta(parser, bundle_dir)
     if meta.get("prior_bundle"):  # a multi-class head: chain it after the binary bundle it names
         from covseg.networks.multiclass import PriorGuidedSegmenter
 
@@ -69,16 +62,42 @@ def load_bundle(bundle_dir: str | Path, device: str = "cpu", weights: str | Path
                                    merge_below=float(meta.get("merge_below", 0.0)),
                                    flip_average=bool(meta.get("flip_average", False)))
         meta["prior_version"] = prior.meta.get("version")
+    return bundle_model(net.to(device).eval(), bundle_dir, meta)
+
+
+def bundle_parser(bundle_dir: Path, weights: Path | None = None):
+    """A MONAI ``ConfigParser`` of the bundle's inference config (``bundle_root`` set); both files must exist."""
+    from monai.bundle import ConfigParser
+
+    config_file = bundle_dir / "configs" / "inference.yaml"
+    for path in (config_file, weights if weights is not None else bundle_dir / "models" / "model.pt"):
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: not found (is {bundle_dir} a covseg bundle?)")
+    parser = ConfigParser()
+    parser.read_config(str(config_file))
+    parser["bundle_root"] = str(bundle_dir)
+    return parser
+
+
+def bundle_meta(parser, bundle_dir: Path) -> dict:
+    """The config's ``covseg`` section, with the bundle's version from ``metadata.json`` unless it names one."""
+    meta = dict(parser.get("covseg", {}) or {})
     metadata = bundle_dir / "configs" / "metadata.json"
     if metadata.is_file() and "version" not in meta:  # the bundle's version, shown in reports
         meta["version"] = str(json.loads(metadata.read_text(encoding="utf-8")).get("version", "")) or None
+    return meta
+
+
+def bundle_model(network: nn.Module, bundle_dir: Path, meta: dict) -> LoadedModel:
+    """A :class:`LoadedModel` of a bundle's trained ``network`` (or a stand-in for it, e.g. its ONNX export)."""
     return LoadedModel(
-        net.to(device).eval(),
+        network,
         name=str(meta.get("network", bundle_dir.name)),
         image_size=int(meta.get("image_size", 352)),
         out_channels=int(meta.get("out_channels", 1)),
         trained=True,
         meta=dict(meta),
+        bundle_dir=bundle_dir.resolve(),
     )
 
 

@@ -1,0 +1,58 @@
+"""A model ready on the backend a run asks for (``covseg infer`` / ``covseg diagnose``).
+
+On ONNX Runtime a bundle's network is opened straight from its cached export when the bundle's recipe names one
+(:mod:`covseg.engines.onnx_recipe`): the torch network is then never built. Otherwise the network is built
+(:func:`covseg.networks.loading.load_model`) and put on the backend
+(:func:`covseg.engines.onnx_runtime.backend_network`), and an export made or found so is remembered for the next run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from covseg.engines.onnx_recipe import cached_bundle_runtime, remember_recipe
+from covseg.engines.onnx_runtime import OnnxRuntimeNetwork, backend_network, resolve_backend
+from covseg.networks import loading
+from covseg.networks.loading import DEFAULT_BUNDLE, LoadedModel, bundle_meta, bundle_model, bundle_parser
+
+__all__ = ["load_backend_model"]
+
+
+def load_backend_model(model: str | None = None, bundle: str | Path | None = None, device: str = "cpu",
+                       backend: str = "torch", image_size: int | None = None, threads: int | None = None,
+                       precision: bool | str = "auto", compiled: bool | str = False,
+                       on_export: Callable[[Path], None] | None = None,
+                       on_torch: Callable[[str], None] | None = None) -> LoadedModel:
+    """``load_model(model, bundle, device)`` with its network on ``backend`` (``image_size``: an override of the
+    bundle's input size); a bundle whose export is cached under its recipe skips building the torch network."""
+    bundle_dir = Path(bundle) if bundle is not None else DEFAULT_BUNDLE
+    if model is None and resolve_backend(backend, device, precision, compiled, trained=True) == "onnxruntime":
+        found = _from_recipe(bundle_dir, image_size, threads)
+        if found is not None:
+            return found
+    loaded = loading.load_model(model=model, bundle=bundle, device=device)
+    if image_size is not None:
+        loaded.image_size = image_size
+    if backend != "torch":
+        loaded.network = backend_network(loaded.network, backend, loaded.image_size, threads, precision=precision,
+                                         compiled=compiled, device=device, trained=loaded.trained,
+                                         on_export=on_export, on_torch=on_torch)
+        if loaded.bundle_dir == bundle_dir.resolve() and isinstance(loaded.network, OnnxRuntimeNetwork):
+            remember_recipe(bundle_dir, loaded.image_size, loaded.network)
+    return loaded
+
+
+def _from_recipe(bundle_dir: Path, image_size: int | None, threads: int | None) -> LoadedModel | None:
+    try:
+        parser = bundle_parser(bundle_dir)
+        meta = bundle_meta(parser, bundle_dir)
+    except Exception:  # noqa: BLE001 - load_model reads the bundle again and says what is wrong with it
+        return None
+    size = int(image_size if image_size is not None else meta.get("image_size", 352))
+    runtime = cached_bundle_runtime(bundle_dir, size, threads, parser=parser)
+    if runtime is None:
+        return None
+    loaded = bundle_model(runtime, bundle_dir, meta)
+    loaded.image_size = size
+    return loaded

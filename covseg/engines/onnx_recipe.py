@@ -1,0 +1,119 @@
+"""Find a bundle's ONNX export without building its torch network first.
+
+:func:`covseg.engines.onnx_runtime.onnx_runtime_network` names an export by the built network's weights, so every
+run used to build the network (and load and hash its weights) before it could look in the cache: about 0.7 s of
+the start-up on a 2-core Zen 3. Here a *recipe* names what the export was made from: the bundle's ``network_def``,
+the bytes of its weights file, the input size, the source of ``covseg.networks`` and of the exporter, and the torch,
+MONAI and ONNX Runtime versions. After an export (or a run that found one), :func:`remember_recipe` writes a small
+JSON file under the cache's ``recipes/`` naming the export; the next run with the same recipe opens that export at
+once (:func:`cached_bundle_runtime`). Any change to those inputs changes the recipe, and the network is built and
+looked up (or exported) as before. Chained bundles (a multi-class head after its binary bundle) are not covered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from covseg.engines.onnx_runtime import OnnxRuntimeNetwork, cache_dir
+from covseg.io.atomic import atomic_path
+from covseg.io.errors import CovsegInputError
+
+__all__ = ["cached_bundle_runtime", "recipe_key", "remember_recipe"]
+
+log = logging.getLogger(__name__)
+
+_SOURCES = (Path(__file__).resolve().parents[1] / "networks", Path(__file__).resolve().with_name("onnx_runtime.py"))
+_PACKAGES = ("torch", "monai", "onnxruntime", "onnx")
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "-"
+
+
+def _sources_digest() -> str:
+    digest = hashlib.sha256()
+    for source in _SOURCES:
+        for path in sorted(source.rglob("*.py")) if source.is_dir() else [source]:
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def recipe_key(bundle_dir: str | Path, image_size: int, parser=None) -> str | None:
+    """What a bundle's export is made from, as a name; ``None`` for a bundle without weights or with a prior
+    bundle (chained), or whose inference config cannot be read. ``parser``: the bundle's, when already read."""
+    from covseg.networks.loading import bundle_parser
+
+    bundle_dir = Path(bundle_dir)
+    try:
+        parser = parser if parser is not None else bundle_parser(bundle_dir)
+        network_def = parser.get("network_def")
+        meta = parser.get("covseg", {}) or {}
+    except Exception:  # noqa: BLE001 - the full load will say what is wrong with the bundle
+        return None
+    if network_def is None or meta.get("prior_bundle"):
+        return None
+    digest = hashlib.sha256()
+    for part in (json.dumps(network_def, sort_keys=True, default=str), _file_digest(bundle_dir / "models" / "model.pt"),
+                 str(int(image_size)), _sources_digest(), *(f"{p}={_version(p)}" for p in _PACKAGES)):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:24]
+
+
+def _recipe_file(key: str, cache: str | Path | None) -> Path:
+    return (Path(cache) if cache is not None else cache_dir()) / "recipes" / f"{key}.json"
+
+
+def cached_bundle_runtime(bundle_dir: str | Path, image_size: int, threads: int | None = None,
+                          cache: str | Path | None = None, parser=None) -> OnnxRuntimeNetwork | None:
+    """The bundle's export, opened in ONNX Runtime, when a recipe names one that exists; else ``None``."""
+    key = recipe_key(bundle_dir, image_size, parser)
+    if key is None:
+        return None
+    recipe = _recipe_file(key, cache)
+    try:
+        entry = json.loads(recipe.read_text(encoding="utf-8"))
+        path = recipe.parent.parent / str(entry["onnx"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not path.is_file():
+        return None
+    try:
+        runtime = OnnxRuntimeNetwork(path, threads=threads, out_channels=entry.get("out_channels"))
+    except RuntimeError as exc:  # a damaged export: the full load finds it by its weights key and says so
+        log.info("recipe %s: %s", recipe, exc)
+        return None
+    runtime.flip_average = bool(entry.get("flip_average", False))
+    return runtime
+
+
+def remember_recipe(bundle_dir: str | Path, image_size: int, runtime: OnnxRuntimeNetwork,
+                    cache: str | Path | None = None) -> None:
+    """Write the recipe file naming ``runtime``'s export (nothing for a chained bundle, or in a read-only cache)."""
+    key = recipe_key(bundle_dir, image_size)
+    if key is None:
+        return
+    recipe = _recipe_file(key, cache)
+    entry = {"onnx": runtime.onnx_path.name, "out_channels": getattr(runtime, "out_channels", None),
+             "flip_average": bool(getattr(runtime, "flip_average", False))}
+    if runtime.onnx_path.parent != recipe.parent.parent:
+        return  # an export outside this cache: not this cache's to name
+    with contextlib.suppress(OSError, CovsegInputError), atomic_path(recipe) as tmp:
+        tmp.write_text(json.dumps(entry), encoding="utf-8")

@@ -1,0 +1,115 @@
+"""A bundle's cached ONNX export opened from its recipe, without building the torch network; any change to what the
+export was made from (weights, network_def, input size) misses and builds the network again."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from covseg.engines import onnx_recipe
+from covseg.engines.backend_model import load_backend_model
+from covseg.engines.onnx_runtime import OnnxRuntimeNetwork
+from covseg.networks import loading
+
+pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+CONFIG = """\
+covseg:
+  network: conv
+  image_size: 24
+  out_channels: 1
+network_def:
+  _target_: torch.nn.Conv2d
+  in_channels: 1
+  out_channels: 1
+  kernel_size: 3
+  padding: {padding}
+"""
+
+
+def _bundle(root, seed: int = 0, padding: int = 1):
+    (root / "configs").mkdir(parents=True, exist_ok=True)
+    (root / "models").mkdir(exist_ok=True)
+    (root / "configs" / "inference.yaml").write_text(CONFIG.format(padding=padding))
+    torch.manual_seed(seed)
+    conv = torch.nn.Conv2d(1, 1, 3, padding=padding)
+    torch.save(conv.state_dict(), root / "models" / "model.pt")
+    return root, conv.eval()
+
+
+def _no_build(*args, **kwargs):
+    raise AssertionError("the torch network was built")
+
+
+def _load(bundle, **kwargs):
+    return load_backend_model(bundle=bundle, backend="onnxruntime", **kwargs)
+
+
+def test_the_second_run_opens_the_export_without_building_the_network(tmp_path, monkeypatch):
+    monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))
+    bundle, conv = _bundle(tmp_path / "bundle")
+    first = _load(bundle)
+    assert isinstance(first.network, OnnxRuntimeNetwork)
+    recipes = list((tmp_path / "cache" / "onnx" / "recipes").glob("*.json"))
+    assert len(recipes) == 1 and json.loads(recipes[0].read_text())["onnx"] == first.network.onnx_path.name
+    monkeypatch.setattr(loading, "load_model", _no_build)
+    second = _load(bundle)
+    assert isinstance(second.network, OnnxRuntimeNetwork) and second.network.onnx_path == first.network.onnx_path
+    assert (second.name, second.image_size, second.out_channels, second.trained) == ("conv", 24, 1, True)
+    x = torch.rand(2, 1, 24, 24)
+    with torch.no_grad():
+        assert torch.allclose(second.network(x), conv(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("change", ["weights", "network_def", "image_size", "export deleted"])
+def test_a_changed_recipe_builds_the_network_again(tmp_path, monkeypatch, change):
+    monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))
+    bundle, conv = _bundle(tmp_path / "bundle")
+    first = _load(bundle)
+    size = None
+    if change == "weights":
+        bundle, conv = _bundle(bundle, seed=1)
+    elif change == "network_def":
+        bundle, conv = _bundle(bundle, padding=0)
+    elif change == "image_size":
+        size = 16
+    else:
+        first.network.onnx_path.unlink()
+    built = []
+    real = loading.load_model
+    monkeypatch.setattr(loading, "load_model", lambda **kwargs: built.append(1) or real(**kwargs))
+    again = _load(bundle, image_size=size)
+    assert built == [1] and isinstance(again.network, OnnxRuntimeNetwork)
+    x = torch.rand(1, 1, size or 24, size or 24)
+    with torch.no_grad():
+        assert torch.allclose(again.network(x), conv(x), atol=1e-5)
+    monkeypatch.setattr(loading, "load_model", _no_build)  # remembered under the new recipe
+    assert _load(bundle, image_size=size).network.onnx_path == again.network.onnx_path
+
+
+def test_torch_runs_and_chained_bundles_never_use_a_recipe(tmp_path, monkeypatch):
+    monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))
+    bundle, _ = _bundle(tmp_path / "bundle")
+    _load(bundle)
+    on_torch = load_backend_model(bundle=bundle, backend="torch")
+    assert isinstance(on_torch.network, torch.nn.Conv2d)
+    chained = tmp_path / "chained"
+    _bundle(chained)
+    config = chained / "configs" / "inference.yaml"
+    config.write_text(config.read_text().replace("covseg:\n", "covseg:\n  prior_bundle: ../bundle\n"))
+    assert onnx_recipe.recipe_key(chained, 24) is None
+    assert onnx_recipe.recipe_key(bundle, 24) != onnx_recipe.recipe_key(bundle, 32)
+
+
+def test_a_model_not_loaded_from_the_bundle_is_not_remembered_as_its_export(tmp_path, monkeypatch):
+    """A loader replaced in memory (a test's tiny network) must never become the bundle's recipe."""
+    monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))
+    bundle, _ = _bundle(tmp_path / "bundle")
+    other = torch.nn.Conv2d(1, 1, 3, padding=1).eval()
+    monkeypatch.setattr(loading, "load_model", lambda **kwargs: loading.LoadedModel(other, "other", 24, trained=True))
+    assert isinstance(_load(bundle).network, OnnxRuntimeNetwork)
+    assert not (tmp_path / "cache" / "onnx" / "recipes").exists()
