@@ -91,18 +91,47 @@ def test_a_changed_recipe_builds_the_network_again(tmp_path, monkeypatch, change
     assert _load(bundle, image_size=size).network.onnx_path == again.network.onnx_path
 
 
-def test_torch_runs_and_chained_bundles_never_use_a_recipe(tmp_path, monkeypatch):
+def test_torch_runs_never_use_a_recipe(tmp_path, monkeypatch):
     monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))
     bundle, _ = _bundle(tmp_path / "bundle")
     _load(bundle)
     on_torch = load_backend_model(bundle=bundle, backend="torch")
     assert isinstance(on_torch.network, torch.nn.Conv2d)
-    chained = tmp_path / "chained"
-    _bundle(chained)
-    config = chained / "configs" / "inference.yaml"
-    config.write_text(config.read_text().replace("covseg:\n", "covseg:\n  prior_bundle: ../bundle\n"))
-    assert onnx_recipe.recipe_key(chained, 24) is None
     assert onnx_recipe.recipe_key(bundle, 24) != onnx_recipe.recipe_key(bundle, 32)
+
+
+def _chained(root, prior: str):
+    """A multi-class bundle (a 2-to-3-channel convolution head) chained after the bundle at ``prior``."""
+    _bundle(root)
+    head = torch.nn.Conv2d(2, 3, 3, padding=1)
+    torch.save(head.state_dict(), root / "models" / "model.pt")
+    config = CONFIG.format(padding=1).replace("in_channels: 1\n  out_channels: 1", "in_channels: 2\n  out_channels: 3")
+    config = config.replace("out_channels: 1\n", "out_channels: 3\n  flip_average: true\n  merge_below: 0.2\n"
+                            f"  prior_bundle: {prior}\n", 1)
+    (root / "configs" / "inference.yaml").write_text(config)
+    (root / "configs" / "metadata.json").write_text(json.dumps({"version": "9.9"}))
+    return root
+
+
+def test_a_chained_bundle_opens_its_export_and_follows_its_prior_bundle(tmp_path, monkeypatch):
+    monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))
+    _bundle(tmp_path / "binary")
+    (tmp_path / "binary" / "configs" / "metadata.json").write_text(json.dumps({"version": "1.2"}))
+    chained = _chained(tmp_path / "multi", "../binary")
+    built = loading.load_bundle(chained)
+    first = _load(chained)
+    assert isinstance(first.network, OnnxRuntimeNetwork)
+    real = loading.load_model
+    monkeypatch.setattr(loading, "load_model", _no_build)
+    second = _load(chained)
+    assert second.network.onnx_path == first.network.onnx_path and second.network.flip_average is True
+    assert (second.out_channels, second.meta["prior_version"], second.meta["version"]) == (3, "1.2", "9.9")
+    x = torch.rand(2, 1, 24, 24)
+    with torch.no_grad():
+        assert torch.allclose(second.network(x), built.network(x), atol=1e-4)
+    _bundle(tmp_path / "binary", seed=3)  # the prior bundle's weights change: the chain's recipe changes
+    monkeypatch.setattr(loading, "load_model", real)
+    assert _load(chained).network.onnx_path != first.network.onnx_path
 
 
 def test_a_model_not_loaded_from_the_bundle_is_not_remembered_as_its_export(tmp_path, monkeypatch):

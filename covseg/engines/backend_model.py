@@ -14,7 +14,14 @@ from pathlib import Path
 from covseg.engines.onnx_recipe import cached_bundle_runtime, remember_recipe
 from covseg.engines.onnx_runtime import OnnxRuntimeNetwork, backend_network, resolve_backend
 from covseg.networks import loading
-from covseg.networks.loading import DEFAULT_BUNDLE, LoadedModel, bundle_meta, bundle_model, bundle_parser
+from covseg.networks.loading import (
+    DEFAULT_BUNDLE,
+    LoadedModel,
+    bundle_meta,
+    bundle_model,
+    bundle_parser,
+    prior_bundle_of,
+)
 
 __all__ = ["load_backend_model"]
 
@@ -47,6 +54,9 @@ def _from_recipe(bundle_dir: Path, image_size: int | None, threads: int | None) 
     try:
         parser = bundle_parser(bundle_dir)
         meta = bundle_meta(parser, bundle_dir)
+        prior_dir = prior_bundle_of(bundle_dir, meta)
+        if prior_dir is not None:  # as load_bundle says it of a chain
+            meta["prior_version"] = bundle_meta(bundle_parser(prior_dir), prior_dir).get("version")
     except Exception:  # noqa: BLE001 - load_model reads the bundle again and says what is wrong with it
         return None
     size = int(image_size if image_size is not None else meta.get("image_size", 352))

@@ -7,7 +7,7 @@ the bytes of its weights file, the input size, the source of ``covseg.networks``
 MONAI and ONNX Runtime versions. After an export (or a run that found one), :func:`remember_recipe` writes a small
 JSON file under the cache's ``recipes/`` naming the export; the next run with the same recipe opens that export at
 once (:func:`cached_bundle_runtime`). Any change to those inputs changes the recipe, and the network is built and
-looked up (or exported) as before. Chained bundles (a multi-class head after its binary bundle) are not covered.
+looked up (or exported) as before. A multi-class bundle's recipe holds its binary bundle's.
 """
 
 from __future__ import annotations
@@ -56,22 +56,33 @@ def _file_digest(path: Path) -> str:
 
 
 def recipe_key(bundle_dir: str | Path, image_size: int, parser=None) -> str | None:
-    """What a bundle's export is made from, as a name; ``None`` for a bundle without weights or with a prior
-    bundle (chained), or whose inference config cannot be read. ``parser``: the bundle's, when already read."""
-    from covseg.networks.loading import bundle_parser
+    """What a bundle's export is made from, as a name; ``None`` for a bundle without weights, or whose inference
+    config (or its prior bundle's) cannot be read. ``parser``: the bundle's, when already read. A multi-class
+    bundle's recipe holds its prior bundle's recipe at the prior's own input size."""
+    from covseg.networks.loading import bundle_meta, bundle_parser, prior_bundle_of
 
     bundle_dir = Path(bundle_dir)
     try:
         parser = parser if parser is not None else bundle_parser(bundle_dir)
         network_def = parser.get("network_def")
         meta = parser.get("covseg", {}) or {}
+        prior_dir = prior_bundle_of(bundle_dir, meta)
+        prior_parser = bundle_parser(prior_dir) if prior_dir is not None else None
     except Exception:  # noqa: BLE001 - the full load will say what is wrong with the bundle
         return None
-    if network_def is None or meta.get("prior_bundle"):
+    if network_def is None:
         return None
+    parts = [json.dumps(network_def, sort_keys=True, default=str), json.dumps(meta, sort_keys=True, default=str),
+             _file_digest(bundle_dir / "models" / "model.pt"), str(int(image_size)), _sources_digest(),
+             *(f"{p}={_version(p)}" for p in _PACKAGES)]
+    if prior_dir is not None:
+        prior_size = int(bundle_meta(prior_parser, prior_dir).get("image_size", 352))
+        prior_key = recipe_key(prior_dir, prior_size, prior_parser)
+        if prior_key is None:
+            return None
+        parts.append(prior_key)
     digest = hashlib.sha256()
-    for part in (json.dumps(network_def, sort_keys=True, default=str), _file_digest(bundle_dir / "models" / "model.pt"),
-                 str(int(image_size)), _sources_digest(), *(f"{p}={_version(p)}" for p in _PACKAGES)):
+    for part in parts:
         digest.update(part.encode())
         digest.update(b"\0")
     return digest.hexdigest()[:24]
@@ -106,7 +117,7 @@ def cached_bundle_runtime(bundle_dir: str | Path, image_size: int, threads: int 
 
 def remember_recipe(bundle_dir: str | Path, image_size: int, runtime: OnnxRuntimeNetwork,
                     cache: str | Path | None = None) -> None:
-    """Write the recipe file naming ``runtime``'s export (nothing for a chained bundle, or in a read-only cache)."""
+    """Write the recipe file naming ``runtime``'s export (nothing in a read-only cache)."""
     key = recipe_key(bundle_dir, image_size)
     if key is None:
         return

@@ -57,7 +57,7 @@ def load_bundle(bundle_dir: str | Path, device: str = "cpu", weights: str | Path
     if meta.get("prior_bundle"):  # a multi-class head: chain it after the binary bundle it names
         from covseg.networks.multiclass import PriorGuidedSegmenter
 
-        prior = load_bundle((bundle_dir / str(meta["prior_bundle"])).resolve(), device)
+        prior = load_bundle(prior_bundle_of(bundle_dir, meta), device)
         net = PriorGuidedSegmenter(prior.network, net, prior_size=prior.image_size,
                                    merge_below=float(meta.get("merge_below", 0.0)),
                                    flip_average=bool(meta.get("flip_average", False)))
@@ -86,6 +86,11 @@ def bundle_meta(parser, bundle_dir: Path) -> dict:
     if metadata.is_file() and "version" not in meta:  # the bundle's version, shown in reports
         meta["version"] = str(json.loads(metadata.read_text(encoding="utf-8")).get("version", "")) or None
     return meta
+
+
+def prior_bundle_of(bundle_dir: Path, meta: dict) -> Path | None:
+    """The binary bundle a multi-class bundle chains after (``covseg.prior_bundle``, relative to it), if any."""
+    return (bundle_dir / str(meta["prior_bundle"])).resolve() if meta.get("prior_bundle") else None
 
 
 def bundle_model(network: nn.Module, bundle_dir: Path, meta: dict) -> LoadedModel:
