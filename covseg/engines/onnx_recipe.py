@@ -89,7 +89,12 @@ def recipe_key(bundle_dir: str | Path, image_size: int, parser=None) -> str | No
 
 
 def _recipe_file(key: str, cache: str | Path | None) -> Path:
-    return (Path(cache) if cache is not None else cache_dir()) / "recipes" / f"{key}.json"
+    return _exports(cache) / "recipes" / f"{key}.json"
+
+
+def _exports(cache: str | Path | None) -> Path:
+    """The folder of the exports: ``cache``, else :func:`covseg.engines.onnx_runtime.cache_dir`."""
+    return Path(cache) if cache is not None else cache_dir()
 
 
 def cached_bundle_runtime(bundle_dir: str | Path, image_size: int, threads: int | None = None,
@@ -117,14 +122,15 @@ def cached_bundle_runtime(bundle_dir: str | Path, image_size: int, threads: int 
 
 def remember_recipe(bundle_dir: str | Path, image_size: int, runtime: OnnxRuntimeNetwork,
                     cache: str | Path | None = None) -> None:
-    """Write the recipe file naming ``runtime``'s export (nothing in a read-only cache)."""
+    """Write the recipe file naming ``runtime``'s export (nothing for an export outside this cache, or in a
+    read-only cache)."""
+    if runtime.onnx_path.parent.resolve() != _exports(cache).resolve():
+        return
     key = recipe_key(bundle_dir, image_size)
     if key is None:
         return
     recipe = _recipe_file(key, cache)
     entry = {"onnx": runtime.onnx_path.name, "out_channels": getattr(runtime, "out_channels", None),
              "flip_average": bool(getattr(runtime, "flip_average", False))}
-    if runtime.onnx_path.parent != recipe.parent.parent:
-        return  # an export outside this cache: not this cache's to name
     with contextlib.suppress(OSError, CovsegInputError), atomic_path(recipe) as tmp:
         tmp.write_text(json.dumps(entry), encoding="utf-8")
