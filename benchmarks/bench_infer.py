@@ -19,10 +19,11 @@ time and peak RSS (``os.wait4`` rusage of that child alone) are measured:
 * with ``--compile`` also the default model under ``covseg infer --compile``, twice: the first run compiles into an
   empty inductor cache (``TORCHINDUCTOR_CACHE_DIR`` = a temporary folder), the second reuses its kernels.
 
-Also measured, each in a fresh subprocess: ``import torch`` alone, and the imports ``covseg infer`` makes before
-its first slice (CLI, model loading, the bundle's config parser, the inference engine), against the issue-15 target
-(torch's own import + 1 s). The end-to-end target: wall <= 1.3 x (network FLOPs of the predicted slices / the
-sustained GEMM rate at the precision used, ``compute_bound.py``) + 3 s; printed with the ratio wall / bound. The
+Also measured, in fresh subprocesses that time both: ``import torch``, and then the imports ``covseg infer`` makes
+before its first slice (reader, CLI, model loading, the bundle's config parser, the inference engine), against the
+issue-15 target (torch's own import + 1 s). The end-to-end target: wall <= 1.3 x (network FLOPs of the predicted
+slices / the sustained GEMM rate at the precision used, ``compute_bound.py``) + 3 s; printed with the ratio wall /
+bound. The
 machine is shared and its speed moves from minute to minute, so each network run's bound uses the mean of two GEMM
 rates, measured just before and just after that run, and the record prints both.
 
@@ -94,6 +95,22 @@ def _note_first_slice(path: Path) -> None:
         return predict(self, slices)
 
     cls.predict = first
+
+
+def imports_after_torch(imports: str, tree: Path = REPO, repeats: int = 5) -> tuple[float, float]:
+    """Best seconds of ``import torch`` and best seconds of ``imports`` right after it, over ``repeats`` fresh
+    interpreters using ``tree``'s covseg (``PYTHONPATH``); both are timed inside the same processes, so the machine's
+    changing speed moves the two alike."""
+    code = (f"import time; t0 = time.perf_counter(); import torch; t1 = time.perf_counter(); {imports}; "
+            "t2 = time.perf_counter(); print(f'{t1 - t0:.4f} {t2 - t1:.4f}')")
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    torch_s, after_s = float("inf"), float("inf")
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tree, capture_output=True, text=True,
+                             check=True)
+        first, second = (float(v) for v in out.stdout.split()[-2:])
+        torch_s, after_s = min(torch_s, first), min(after_s, second)
+    return torch_s, after_s
 
 
 def _import_seconds(code: str, repeats: int = 3, args: tuple[str, ...] | None = None) -> float:
@@ -177,15 +194,15 @@ def main(argv: list[str] | None = None) -> int:
     from covseg.synthetic.phantom import make_chest_phantom, write_phantom
 
     machine_before = describe()
-    torch_s = _import_seconds("import torch")
     from covseg.engines.onnx_runtime import resolve_backend
 
     ort_default = resolve_backend("auto") == "onnxruntime"  # then infer also imports onnxruntime before its first slice
-    infer_s = _import_seconds(INFER_IMPORTS + ("; import covseg.engines.onnx_runtime, onnxruntime" if ort_default
-                                               else ""))
+    torch_s, after_s = imports_after_torch(INFER_IMPORTS + "; import covseg.engines.backend_model"
+                                           + ("; import covseg.engines.onnx_runtime, onnxruntime" if ort_default
+                                              else ""))
     help_s = _import_seconds("", args=("-m", "covseg", "infer", "--help"))
-    print(f"imports: torch {torch_s:.2f} s; covseg infer before the first slice {infer_s:.2f} s "
-          f"(+{infer_s - torch_s:.2f} s; target +1 s)", flush=True)
+    print(f"imports: torch {torch_s:.2f} s; then what covseg infer imports before its first slice +{after_s:.2f} s "
+          "(target +1 s)", flush=True)
     with tempfile.TemporaryDirectory(prefix="covseg-bench-") as tmp:
         tmp = Path(tmp)
         start = time.perf_counter()
@@ -275,10 +292,11 @@ def main(argv: list[str] | None = None) -> int:
                       f"{bound:.1f} s; wall "
                       f"{res['wall_s']:.1f} s = {res['wall_s'] / bound:.2f} x bound; target 1.3 x bound + 3 s = "
                       f"{target:.1f} s: {'met' if res['wall_s'] <= target else 'NOT met'}")
-    imports = (f"- fresh processes (best of 3): `covseg infer --help` {help_s:.2f} s (target 0.5 s: "
-               f"{'met' if help_s <= 0.5 else 'NOT met'}); `import torch` {torch_s:.2f} s; what `covseg infer` imports "
-               f"before its first slice, imported one after the other with nothing else to do {infer_s:.2f} s "
-               f"(+{infer_s - torch_s:.2f} s over torch)")
+    imports = (f"- fresh processes: `covseg infer --help` {help_s:.2f} s (best of 3; target 0.5 s: "
+               f"{'met' if help_s <= 0.5 else 'NOT met'}); `import torch` {torch_s:.2f} s and then what "
+               f"`covseg infer` imports before its first slice, imported one after the other with nothing else to "
+               f"do, {after_s:.2f} s (each the best of 5 processes that timed both; target torch + 1 s: "
+               f"{'met' if after_s <= 1.0 else 'NOT met'})")
     for label, res, _ in rows:
         if label not in ("network included", AGAIN) or res["first_slice_s"] != res["first_slice_s"]:
             continue

@@ -10,27 +10,13 @@ per process and the range of each; records nothing (quote the output where it is
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_infer import INFER_IMPORTS  # noqa: E402
+from bench_infer import INFER_IMPORTS, imports_after_torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-TIMED = (
-    "import time; t0 = time.perf_counter(); import torch; t1 = time.perf_counter(); "
-    f"{INFER_IMPORTS}; t2 = time.perf_counter(); print(f'{{t1 - t0:.3f}} {{t2 - t1:.3f}}')"
-)
-
-
-def _timed(tree: Path) -> tuple[float, float]:
-    """``import torch`` seconds and the infer imports' seconds after it, in a fresh interpreter using ``tree``."""
-    env = dict(os.environ, PYTHONPATH=str(tree))
-    out = subprocess.run([sys.executable, "-c", TIMED], env=env, cwd=tree, capture_output=True, text=True, check=True)
-    torch_s, after_s = out.stdout.split()[-2:]
-    return float(torch_s), float(after_s)
 
 
 def main() -> None:
@@ -41,7 +27,7 @@ def main() -> None:
     times: dict[str, list[float]] = {"before": [], "this tree": []}
     for _ in range(args.pairs):
         for label, tree in (("before", args.before.resolve()), ("this tree", REPO)):
-            torch_s, after_s = _timed(tree)
+            torch_s, after_s = imports_after_torch(INFER_IMPORTS, tree, repeats=1)
             times[label].append(after_s)
             print(f"{label:9s}  import torch {torch_s:.2f} s, then the infer imports {after_s:.2f} s", flush=True)
     for label, seconds in times.items():
