@@ -16,7 +16,6 @@ threads at once (its package ``__init__`` imports its submodules in a cycle that
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from covseg.engines.handover import has_result, publish_result, read_result, write_result
 from covseg.io.atomic import ensure_writable_dir
 from covseg.io.discover import VolumeSource, find_volumes
 from covseg.io.errors import CovsegInputError
@@ -36,6 +36,8 @@ from covseg.io.read import CTVolume, read_volume
 from covseg.transforms.lung import lung_mask
 
 __all__ = ["VolumeDataset", "VolumeItem", "VolumePreprocessing", "check_folders", "fork_child"]
+
+SHM_ROOM = 2 << 30  # bytes free on /dev/shm for the first volume's hand-over (a 512x512x600 CT and lung: 0.8 GB)
 
 
 @dataclass
@@ -146,11 +148,9 @@ class _Child:
     def result(self) -> VolumeItem | None:
         try:
             _, status = os.waitpid(self.pid, 0)
-            path = self.folder / "item.pickle"
-            if os.waitstatus_to_exitcode(status) != 0 or not path.is_file():
+            if os.waitstatus_to_exitcode(status) != 0 or not has_result(self.folder):
                 return None
-            with open(path, "rb") as fh:
-                item = pickle.load(fh)
+            item = read_result(self.folder)
             return item if isinstance(item, VolumeItem) else None
         except Exception:  # noqa: BLE001 - the mechanism failed, not the item: computed again by the caller
             return None
@@ -159,8 +159,9 @@ class _Child:
 
 
 def fork_child(transform: Callable[[VolumeSource], VolumeItem], source: VolumeSource) -> _Child | None:
-    """Fork a child that computes ``transform(source)`` and hands it back as a pickle in a private folder on
-    tmpfs (``/dev/shm`` where there is one); ``None`` where forking is not possible (not Linux) or fails.
+    """Fork a child that computes ``transform(source)`` and hands it back in a private folder on tmpfs (``/dev/shm``
+    where it has room; :mod:`covseg.engines.handover`: the arrays are mapped, not copied, by this process);
+    ``None`` where forking is not possible (not Linux) or fails.
 
     The child runs only ``transform`` (which must import nothing: :class:`VolumePreprocessing` does not) and
     leaves with ``os._exit``: no atexit handlers, no flushing of buffers it shares with this process. An error
@@ -168,10 +169,8 @@ def fork_child(transform: Callable[[VolumeSource], VolumeItem], source: VolumeSo
     that the error it reports is the real one. It writes nothing once this process is gone."""
     if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
         return None
-    shm = Path("/dev/shm")
     try:  # named by this process, so a leftover names its owner
-        folder = Path(tempfile.mkdtemp(prefix=f"covseg-item-{os.getpid()}-",
-                                       dir=shm if shm.is_dir() and os.access(shm, os.W_OK) else None))
+        folder = Path(tempfile.mkdtemp(prefix=f"covseg-item-{os.getpid()}-", dir=_handover_dir()))
     except OSError:
         return None
     parent = os.getpid()
@@ -183,12 +182,9 @@ def fork_child(transform: Callable[[VolumeSource], VolumeItem], source: VolumeSo
     if pid == 0:  # the child
         code = 1
         try:
-            item = transform(source)
-            part = folder / "item.pickle.part"
-            with open(part, "wb") as fh:
-                pickle.dump(item, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            write_result(transform(source), folder)
             if os.getppid() == parent:
-                os.replace(part, folder / "item.pickle")
+                publish_result(folder)
                 code = 0
             else:  # the parent is gone: nobody will read or remove it
                 shutil.rmtree(folder, ignore_errors=True)
@@ -197,3 +193,13 @@ def fork_child(transform: Callable[[VolumeSource], VolumeItem], source: VolumeSo
         finally:
             os._exit(code)
     return _Child(pid, folder)
+
+
+def _handover_dir(shm: Path = Path("/dev/shm"), room: int = SHM_ROOM) -> str | None:
+    """``/dev/shm`` when it is writable and has ``room`` bytes free (a container's is often 64 MB, too small for a
+    CT: the child would fail and the item be computed again), else ``None``: the system's temporary folder."""
+    try:
+        usage = os.statvfs(shm)
+    except OSError:
+        return None
+    return str(shm) if os.access(shm, os.W_OK) and usage.f_bavail * usage.f_frsize >= room else None
