@@ -28,7 +28,7 @@ from torch import nn
 
 from covseg.engines.cpu import precision_name
 from covseg.engines.dataset import VolumeDataset, VolumeItem, VolumePreprocessing, check_folders
-from covseg.engines.export import ExportOptions, VolumeOutputs, export_volume, start_pictures
+from covseg.engines.export import ExportOptions, VolumeOutputs, export_volume, start_pictures, warm_pictures
 from covseg.engines.interrupts import BatchInterrupted
 from covseg.engines.onnx_runtime import OnnxRuntimeNetwork
 from covseg.engines.predictor import SlicePredictor
@@ -241,6 +241,8 @@ def run_batch(sources: Sequence[VolumeSource | str | Path] | VolumeDataset, out_
     with ThreadPoolExecutor(1, thread_name_prefix="covseg-read") as reader, \
             ThreadPoolExecutor(1, thread_name_prefix="covseg-write") as writer:
         next_read = reader.submit(dataset.__getitem__, todo[0]) if todo else None
+        if todo and options.figures:
+            warm_pictures()  # while the first volume is read
         try:
             for i, src in enumerate(srcs):
                 if on_start is not None:

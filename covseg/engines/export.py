@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,7 +49,7 @@ from covseg.io.write import write_volume_like
 from covseg.reports.volume import VolumeReport, class_columns, slices_csv_text
 
 __all__ = ["ExportOptions", "OutputWriter", "VolumeOutputs", "draw_pictures", "export_volume", "replace_dir",
-           "start_pictures", "write_outputs"]
+           "start_pictures", "warm_pictures", "write_outputs"]
 
 
 @dataclass
@@ -202,6 +203,26 @@ def draw_pictures(volume: CTVolume, result: VolumeInference, rows: list[dict]) -
         pngs[CURVE] = infection_curve_png(rows, volume.spacing, title=volume.name, class_columns=class_columns(
             result.n_classes) if result.classes is not None else ())
     return pngs
+
+
+def warm_pictures() -> threading.Thread:
+    """Import the pictures' modules (matplotlib, ``skimage.transform``: 0.6-0.8 s) in a thread of their own, now.
+
+    :func:`covseg.engines.batch.run_batch` calls it while it waits for its first volume to be read: the imports
+    then use a core that would idle, instead of delaying the first volume's pictures at the end of its inference.
+    The main thread imports nothing while its volumes compute, so the two threads never import the same package
+    at once; a picture thread that starts before this one is done waits for the modules (Python's import locks).
+    """
+    thread = threading.Thread(target=_import_pictures, name="covseg-pictures-import", daemon=True)
+    thread.start()
+    return thread
+
+
+def _import_pictures() -> None:
+    """The imports of :func:`draw_pictures`; an error shows up where the pictures are drawn, not here."""
+    with contextlib.suppress(Exception):
+        import covseg.reports.curves  # noqa: F401
+        import covseg.reports.overlays  # noqa: F401
 
 
 def start_pictures(volume: CTVolume, result: VolumeInference, rows: list[dict]) -> Future:
