@@ -268,6 +268,22 @@ def test_importing_the_pictures_leaves_the_users_matplotlib_backend():
     assert out.stdout.strip() == "svg"
 
 
+def test_warm_pictures_imports_the_picture_modules_in_a_thread_after_monai():
+    """run_batch imports the pictures' modules in a thread while its first volume is read; after MONAI's
+    stand-ins (covseg.monai_import), the real matplotlib and skimage.transform must come in."""
+    from utils import run_python
+
+    code = ("import sys; from covseg.monai_import import import_monai; import_monai(); "
+            "from covseg.engines.export import warm_pictures; "
+            "assert 'covseg.reports.overlays' not in sys.modules; warm_pictures().join(); "
+            "import matplotlib.figure, skimage.transform; from covseg.reports import overlays, curves; "
+            "assert callable(skimage.transform.resize) and hasattr(matplotlib.figure, 'Figure'); "
+            "print(overlays.resize is skimage.transform.resize)")
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "True"
+
+
 def test_pictures_drawn_in_threads_at_once_equal_those_drawn_alone():
     """Figures are drawn in worker threads (one volume's pictures while another is written): no shared state."""
     from concurrent.futures import ThreadPoolExecutor
