@@ -271,7 +271,7 @@ def test_importing_the_pictures_leaves_the_users_matplotlib_backend():
 def test_warm_pictures_imports_the_picture_modules_in_a_thread_after_monai():
     """run_batch imports the pictures' modules in a thread while its first volume is read; after MONAI's
     stand-ins (covseg.monai_import), the real matplotlib and skimage.transform must come in."""
-    from utils import run_python
+    from utils import python_output
 
     code = ("import sys; from covseg.monai_import import import_monai; import_monai(); "
             "from covseg.engines.export import warm_pictures; "
@@ -279,9 +279,7 @@ def test_warm_pictures_imports_the_picture_modules_in_a_thread_after_monai():
             "import matplotlib.figure, skimage.transform; from covseg.reports import overlays, curves; "
             "assert callable(skimage.transform.resize) and hasattr(matplotlib.figure, 'Figure'); "
             "print(overlays.resize is skimage.transform.resize)")
-    done = run_python(code)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "True"
+    assert python_output(code).strip() == "True"
 
 
 def test_pictures_drawn_in_threads_at_once_equal_those_drawn_alone():

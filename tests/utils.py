@@ -18,6 +18,13 @@ def run_python(code: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO)
 
 
+def python_output(code: str, *args: str) -> str:
+    """The stdout of ``python -c code args...`` in a fresh interpreter, asserting that it succeeded."""
+    done = run_python(code, *args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
 def assert_masks_agree(a: np.ndarray, b: np.ndarray, max_flip_fraction: float) -> float:
     """Assert two binary masks have the same shape and differ in at most ``max_flip_fraction`` of their voxels.
 
