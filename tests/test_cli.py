@@ -177,3 +177,26 @@ def test_demo_with_flip_tta_records_it(tmp_path, tiny_model):
     assert main(["demo", "--out", str(out), "--phantom-shape", "8,48,48", "--no-progress", "--tta"]) == 0
     report = json.loads((out / "phantom" / "report.json").read_text())
     assert report["model"]["tta"] is True
+
+
+def test_the_first_volume_is_read_ahead_except_under_torchrun_or_when_it_will_be_skipped(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from covseg.cli.common import read_first_ahead
+
+    calls = []
+    found = SimpleNamespace(data=[SimpleNamespace(name="chest")],
+                            prefetch=lambda i, process: calls.append((i, process)))
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    read_first_ahead(found, tmp_path, skip_done=True)  # nothing done yet: read ahead
+    assert calls == [(0, True)]
+    (tmp_path / "chest").mkdir()
+    (tmp_path / "chest" / "report.json").write_text("{}")
+    read_first_ahead(found, tmp_path, skip_done=True)  # --continue will skip it
+    read_first_ahead(SimpleNamespace(data=[], prefetch=None), tmp_path)  # no input
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    read_first_ahead(found, tmp_path)  # torchrun: each rank reads its own share
+    assert calls == [(0, True)]
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    read_first_ahead(found, tmp_path, skip_done=False)
+    assert calls == [(0, True), (0, True)]

@@ -94,10 +94,17 @@ def _diagnose(ct_volumes_dir: Path, bundle: Path, out: Path, *extra: str) -> int
 
 
 def test_diagnose_negative_patients_are_not_segmented_and_bad_input_is_one_line(ct_volumes_dir, classifier_bundle,
-                                                                               tmp_path, capsys):
+                                                                               tmp_path, capsys, monkeypatch):
+    import covseg.engines.dataset as dataset
+
+    forked = []  # the first volume is read in a forked child while the models load, as in covseg infer
+    real_fork = dataset.fork_child
+    monkeypatch.setattr(dataset, "fork_child", lambda transform, source: forked.append(
+        (Path(source.path).parent.name, real_fork(transform, source))) or forked[-1][1])
     out = tmp_path / "neg"
     code = _diagnose(ct_volumes_dir, classifier_bundle, out, "--patient-threshold", "1.0")  # never positive
     err = capsys.readouterr().err
+    assert [name for name, _ in forked] == ["chest-2slice"] and forked[0][1] is not None
     assert code == 1  # one input failed, the others went on
     bad = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(bad) == 1 and "broken.nii.gz" in bad[0]

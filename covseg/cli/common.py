@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from covseg.engines.dataset import VolumeDataset
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "config_error", "error", "one_line",
-           "setup_logging"]
+           "read_first_ahead", "setup_logging"]
 
 
 def error(message: str) -> None:
@@ -27,6 +33,20 @@ def config_error(exc: BaseException) -> int:
         exc = exc.__cause__
     error(one_line(exc) or type(exc).__name__)
     return EXIT_USAGE
+
+
+def read_first_ahead(found: VolumeDataset, out: Path, skip_done: bool = False) -> None:
+    """Start reading and lung-masking the first volume of ``found`` in a forked child, now, while the command
+    imports torch and MONAI and loads its models (:meth:`covseg.engines.dataset.VolumeDataset.prefetch`).
+
+    Not under ``torchrun`` (each rank reads its own share), nor when ``--continue`` (``skip_done``) will skip that
+    volume. Call it before importing torch, after every usage check: a command that then stops early waits for the
+    child."""
+    if not found.data:
+        return
+    kept = skip_done and (out / found.data[0].name / "report.json").is_file()
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and not kept:
+        found.prefetch(0, process=True)
 
 
 class _LowerFormatter(logging.Formatter):

@@ -10,7 +10,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from covseg.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, error, one_line
+from covseg.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, error, one_line, read_first_ahead
 from covseg.cli.options import (
     add_backend_arg,
     add_continue_arg,
@@ -76,14 +76,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the joint diagnosis; exit 0 when every volume is done, 1 when some failed, 2 on usage errors."""
+    """Run the joint diagnosis; exit 0 when every volume is done, 1 when some failed, 2 on usage errors.
+
+    As in ``covseg infer``, the first volume is read and lung-masked in a forked child while torch, MONAI and the
+    two models load (:func:`covseg.cli.common.read_first_ahead`)."""
+    from covseg.engines.dataset import VolumeDataset, VolumePreprocessing, check_folders
+    from covseg.io.errors import CovsegInputError
+
+    out = Path(args.out)
+    problem = _usage_problem(args)
+    if problem:
+        error(problem)
+        return EXIT_USAGE
+    try:
+        check_folders(out)
+        found = VolumeDataset(list(args.inputs), VolumePreprocessing())
+    except CovsegInputError as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    read_first_ahead(found, out, args.skip_done)
     import torch
 
     from covseg.monai_import import import_monai
 
     import_monai()  # before any module that imports MONAI (covseg.monai_import)
     from covseg.engines.backend_model import load_backend_model
-    from covseg.engines.batch import check_folders, run_batch
+    from covseg.engines.batch import run_batch
     from covseg.engines.diagnose import (
         DiagnosisSettings,
         SliceScorer,
@@ -93,33 +111,12 @@ def run(args: argparse.Namespace) -> int:
     )
     from covseg.engines.export import ExportOptions
     from covseg.engines.interrupts import BatchInterrupted
-    from covseg.io.discover import find_volumes
-    from covseg.io.errors import CovsegInputError
     from covseg.networks.loading import load_bundle
     from covseg.reports.batch import format_console_table, kept_note, write_batch_report
     from covseg.reports.html import write_html_report
 
-    out = Path(args.out)
-    if args.batch_size < 1:
-        error(f"--batch-size must be >= 1, got {args.batch_size}")
-        return EXIT_USAGE
-    if args.min_lung_fraction is not None and not 0.0 <= args.min_lung_fraction <= 1.0:
-        error(f"--min-lung-fraction must be within [0, 1], got {args.min_lung_fraction}")
-        return EXIT_USAGE
-    if args.min_lung_area is not None and not args.min_lung_area >= 0.0:
-        error(f"--min-lung-area must be >= 0 cm², got {args.min_lung_area}")
-        return EXIT_USAGE
-    problem = device_problem(args.device) or backend_problem(args)
-    if problem:
-        error(problem)
-        return EXIT_USAGE
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
-    try:
-        check_folders(out)
-    except CovsegInputError as exc:
-        error(str(exc))
-        return EXIT_USAGE
     try:
         classifier = load_bundle(args.classifier, args.device)
         segmenter = load_backend_model(bundle=args.segmenter, device=args.device, backend=args.backend,
@@ -134,14 +131,13 @@ def run(args: argparse.Namespace) -> int:
     scorer = SliceScorer(classifier.network, classifier.image_size, args.device, args.batch_size, bf16="auto")
     classifier_info = {"name": classifier.name, "version": classifier.meta.get("version"),
                        "image_size": classifier.image_size, "precision": "bf16" if scorer.bf16 else "fp32"}
-    sources = find_volumes(list(args.inputs))
-    bar = VolumeProgress(len(sources), args.no_progress, desc="covseg diagnose")
+    bar = VolumeProgress(len(found), args.no_progress, desc="covseg diagnose")
     run_meta = {"command": "covseg diagnose", "inputs": [str(i) for i in args.inputs], "out": str(out),
                 "classifier": str(args.classifier), "segmenter": str(args.segmenter),
                 "settings": asdict(settings)}
     t0 = time.perf_counter()
     try:
-        results = run_batch(sources, out, segmenter, device=args.device, batch_size=args.batch_size,
+        results = run_batch(found, out, segmenter, device=args.device, batch_size=args.batch_size,
                             on_result=bar.on_result, export=ExportOptions(writers=writers),
                             model_info={"classifier": classifier_info}, settings=asdict(settings),
                             prepare=make_diagnose_prepare(scorer, settings), skip_done=args.skip_done)
@@ -177,6 +173,17 @@ def run(args: argparse.Namespace) -> int:
         error("no input volume")
         return EXIT_FAILED
     return EXIT_FAILED if n_failed else EXIT_OK
+
+
+def _usage_problem(args: argparse.Namespace) -> str | None:
+    """Why the options cannot run (one line), or None; imports torch only to check a CUDA device."""
+    if args.batch_size < 1:
+        return f"--batch-size must be >= 1, got {args.batch_size}"
+    if args.min_lung_fraction is not None and not 0.0 <= args.min_lung_fraction <= 1.0:
+        return f"--min-lung-fraction must be within [0, 1], got {args.min_lung_fraction}"
+    if args.min_lung_area is not None and not args.min_lung_area >= 0.0:
+        return f"--min-lung-area must be >= 0 cm², got {args.min_lung_area}"
+    return device_problem(args.device) or backend_problem(args)
 
 
 def load_gate(bundle: str, threshold: float | None = None, device: str = "cpu"):

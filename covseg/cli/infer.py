@@ -4,13 +4,21 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from covseg.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, config_error, error, one_line
+from covseg.cli.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    config_error,
+    error,
+    one_line,
+    read_first_ahead,
+)
 from covseg.cli.options import (
     add_continue_arg,
     add_model_args,
@@ -119,9 +127,7 @@ def run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels
         found = VolumeDataset(list(inputs), VolumePreprocessing())
     except Exception as exc:  # noqa: BLE001 - one line, as for a config error
         return config_error(exc)
-    kept = getattr(args, "skip_done", False) and found.data and (out / found.data[0].name / "report.json").is_file()
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and not kept:
-        found.prefetch(0, process=True)  # read + lung-mask the first volume while torch, MONAI and the model load
+    read_first_ahead(found, out, getattr(args, "skip_done", False))  # while torch, MONAI and the model load
     from covseg.monai_import import import_monai
 
     import_monai()  # before any module that imports MONAI: about 0.8 s sooner to the first slice
