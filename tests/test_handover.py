@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from covseg.engines.dataset import _handover_dir
+from covseg.engines.dataset import HANDOVER_PREFIX, _handover_dir, clean_dead_handovers
 from covseg.engines.handover import OUT_OF_BAND_BYTES, has_result, publish_result, read_result, write_result
 
 
@@ -55,3 +55,19 @@ def test_the_handover_uses_shared_memory_only_where_it_has_room(tmp_path):
     assert _handover_dir(tmp_path / "missing") is None
     assert _handover_dir(tmp_path, room=0) == str(tmp_path)
     assert _handover_dir(tmp_path, room=1 << 62) is None  # e.g. a container's 64 MB /dev/shm: the temp folder
+
+
+def test_hand_over_folders_of_dead_processes_are_removed_and_others_kept(tmp_path):
+    import subprocess
+    import sys
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()  # its pid now names no process
+    dead = tmp_path / f"{HANDOVER_PREFIX}{ended.pid}-a"
+    mine = tmp_path / f"{HANDOVER_PREFIX}{os.getpid()}-b"
+    odd = tmp_path / f"{HANDOVER_PREFIX}x-c"
+    for folder in (dead, mine, odd):
+        folder.mkdir()
+        (folder / "buffer-0").write_bytes(b"0" * 10)
+    clean_dead_handovers(tmp_path)
+    assert not dead.exists() and mine.exists() and odd.exists()

@@ -37,6 +37,7 @@ from covseg.transforms.lung import lung_mask
 
 __all__ = ["VolumeDataset", "VolumeItem", "VolumePreprocessing", "check_folders", "fork_child"]
 
+HANDOVER_PREFIX = "covseg-item-"  # + the parent's pid: whose hand-over folder it is
 SHM_ROOM = 2 << 30  # bytes free on /dev/shm for the first volume's hand-over (a 512x512x600 CT and lung: 0.8 GB)
 
 
@@ -169,8 +170,10 @@ def fork_child(transform: Callable[[VolumeSource], VolumeItem], source: VolumeSo
     that the error it reports is the real one. It writes nothing once this process is gone."""
     if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
         return None
+    where = _handover_dir()
+    clean_dead_handovers(Path(where or tempfile.gettempdir()))
     try:  # named by this process, so a leftover names its owner
-        folder = Path(tempfile.mkdtemp(prefix=f"covseg-item-{os.getpid()}-", dir=_handover_dir()))
+        folder = Path(tempfile.mkdtemp(prefix=f"{HANDOVER_PREFIX}{os.getpid()}-", dir=where))
     except OSError:
         return None
     parent = os.getpid()
@@ -193,6 +196,25 @@ def fork_child(transform: Callable[[VolumeSource], VolumeItem], source: VolumeSo
         finally:
             os._exit(code)
     return _Child(pid, folder)
+
+
+def clean_dead_handovers(folder: Path) -> None:
+    """Remove the hand-over folders in ``folder`` whose owner process is gone (killed after its child finished, the
+    folder would hold a CT in memory until the next reboot); a live owner's, or an unreadable name, is left alone."""
+    try:
+        entries = list(folder.glob(f"{HANDOVER_PREFIX}*-*"))
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry.name[len(HANDOVER_PREFIX):].partition("-")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry, ignore_errors=True)
+        except OSError:  # alive, under another user
+            continue
 
 
 def _handover_dir(shm: Path = Path("/dev/shm"), room: int = SHM_ROOM) -> str | None:
