@@ -9,8 +9,16 @@ import shutil
 import numpy as np
 import pytest
 
-from covseg.engines.dataset import HANDOVER_PREFIX, _handover_dir, clean_dead_handovers
-from covseg.engines.handover import OUT_OF_BAND_BYTES, has_result, publish_result, read_result, write_result
+from covseg.engines.handover import (
+    HANDOVER_PREFIX,
+    OUT_OF_BAND_BYTES,
+    clean_dead_handovers,
+    handover_dir,
+    has_result,
+    publish_result,
+    read_result,
+    write_result,
+)
 
 
 def _base(array: np.ndarray) -> object:
@@ -52,9 +60,9 @@ def test_a_result_missing_a_buffer_file_is_an_error_not_a_wrong_result(tmp_path)
 
 
 def test_the_handover_uses_shared_memory_only_where_it_has_room(tmp_path):
-    assert _handover_dir(tmp_path / "missing") is None
-    assert _handover_dir(tmp_path, room=0) == str(tmp_path)
-    assert _handover_dir(tmp_path, room=1 << 62) is None  # e.g. a container's 64 MB /dev/shm: the temp folder
+    assert handover_dir(tmp_path / "missing") is None
+    assert handover_dir(tmp_path, room=0) == str(tmp_path)
+    assert handover_dir(tmp_path, room=1 << 62) is None  # e.g. a container's 64 MB /dev/shm: the temp folder
 
 
 def test_hand_over_folders_of_dead_processes_are_removed_and_others_kept(tmp_path):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from covseg.engines.handover import has_result, publish_result, read_result, write_result
+from covseg.engines.handover import has_result, new_handover_folder, publish_result, read_result, write_result
 from covseg.io.atomic import ensure_writable_dir
 from covseg.io.discover import VolumeSource, find_volumes
 from covseg.io.errors import CovsegInputError
@@ -36,9 +35,6 @@ from covseg.io.read import CTVolume, read_volume
 from covseg.transforms.lung import lung_mask
 
 __all__ = ["VolumeDataset", "VolumeItem", "VolumePreprocessing", "check_folders", "fork_child"]
-
-HANDOVER_PREFIX = "covseg-item-"  # + the parent's pid: whose hand-over folder it is
-SHM_ROOM = 2 << 30  # bytes free on /dev/shm for the first volume's hand-over (a 512x512x600 CT and lung: 0.8 GB)
 
 
 @dataclass
@@ -170,10 +166,8 @@ def fork_child(transform: Callable[[VolumeSource], VolumeItem], source: VolumeSo
     that the error it reports is the real one. It writes nothing once this process is gone."""
     if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
         return None
-    where = _handover_dir()
-    clean_dead_handovers(Path(where or tempfile.gettempdir()))
-    try:  # named by this process, so a leftover names its owner
-        folder = Path(tempfile.mkdtemp(prefix=f"{HANDOVER_PREFIX}{os.getpid()}-", dir=where))
+    try:
+        folder = new_handover_folder()
     except OSError:
         return None
     parent = os.getpid()
@@ -197,31 +191,3 @@ def fork_child(transform: Callable[[VolumeSource], VolumeItem], source: VolumeSo
             os._exit(code)
     return _Child(pid, folder)
 
-
-def clean_dead_handovers(folder: Path) -> None:
-    """Remove the hand-over folders in ``folder`` whose owner process is gone (killed after its child finished, the
-    folder would hold a CT in memory until the next reboot); a live owner's, or an unreadable name, is left alone."""
-    try:
-        entries = list(folder.glob(f"{HANDOVER_PREFIX}*-*"))
-    except OSError:
-        return
-    for entry in entries:
-        pid = entry.name[len(HANDOVER_PREFIX):].partition("-")[0]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(entry, ignore_errors=True)
-        except OSError:  # alive, under another user
-            continue
-
-
-def _handover_dir(shm: Path = Path("/dev/shm"), room: int = SHM_ROOM) -> str | None:
-    """``/dev/shm`` when it is writable and has ``room`` bytes free (a container's is often 64 MB, too small for a
-    CT: the child would fail and the item be computed again), else ``None``: the system's temporary folder."""
-    try:
-        usage = os.statvfs(shm)
-    except OSError:
-        return None
-    return str(shm) if os.access(shm, os.W_OK) and usage.f_bavail * usage.f_frsize >= room else None
