@@ -62,12 +62,13 @@ def use_tiny_default_model(monkeypatch, meta: dict | None = None):
 
 def patch_load_model(monkeypatch, load_model) -> None:
     """Make ``load_model`` what every CLI loads: ``covseg.networks.loading.load_model``, with the shortcut that opens
-    a bundle's cached ONNX export without loading it (``covseg.engines.backend_model``) turned off."""
+    a bundle's cached ONNX export or its ONNX template without loading it (``covseg.engines.backend_model``) turned
+    off."""
     from covseg.engines import backend_model
     from covseg.networks import loading
 
     monkeypatch.setattr(loading, "load_model", load_model)
-    monkeypatch.setattr(backend_model, "_from_recipe", lambda *args, **kwargs: None)
+    monkeypatch.setattr(backend_model, "_without_building", lambda *args, **kwargs: None)
 
 
 def bright_square_slices(folder: Path, count: int, size: int = 48) -> list[dict]:

@@ -1,8 +1,9 @@
 """A model ready on the backend a run asks for (``covseg infer`` / ``covseg diagnose``).
 
 On ONNX Runtime a bundle's network is opened straight from its cached export when the bundle's recipe names one
-(:mod:`covseg.engines.onnx_recipe`): the torch network is then never built. Otherwise the network is built
-(:func:`covseg.networks.loading.load_model`) and put on the backend
+(:mod:`covseg.engines.onnx_recipe`), or made from the ONNX template shipped in the bundle and its weights on a
+machine's first run (:mod:`covseg.engines.onnx_template`): the torch network is then never built. Otherwise the
+network is built (:func:`covseg.networks.loading.load_model`) and put on the backend
 (:func:`covseg.engines.onnx_runtime.backend_network`), and an export made or found so is remembered for the next run.
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from covseg.engines.onnx_recipe import cached_bundle_runtime, remember_recipe
 from covseg.engines.onnx_runtime import OnnxRuntimeNetwork, backend_network, resolve_backend
+from covseg.engines.onnx_template import filled_bundle_runtime
 from covseg.networks import loading
 from covseg.networks.loading import (
     DEFAULT_BUNDLE,
@@ -32,10 +34,11 @@ def load_backend_model(model: str | None = None, bundle: str | Path | None = Non
                        on_export: Callable[[Path], None] | None = None,
                        on_torch: Callable[[str], None] | None = None) -> LoadedModel:
     """``load_model(model, bundle, device)`` with its network on ``backend`` (``image_size``: an override of the
-    bundle's input size); a bundle whose export is cached under its recipe skips building the torch network."""
+    bundle's input size); a bundle whose export is cached under its recipe, or that ships a fitting ONNX template,
+    skips building the torch network."""
     bundle_dir = Path(bundle) if bundle is not None else DEFAULT_BUNDLE
     if model is None and resolve_backend(backend, device, precision, compiled, trained=True) == "onnxruntime":
-        found = _from_recipe(bundle_dir, image_size, threads)
+        found = _without_building(bundle_dir, image_size, threads)
         if found is not None:
             return found
     loaded = loading.load_model(model=model, bundle=bundle, device=device)
@@ -50,7 +53,8 @@ def load_backend_model(model: str | None = None, bundle: str | Path | None = Non
     return loaded
 
 
-def _from_recipe(bundle_dir: Path, image_size: int | None, threads: int | None) -> LoadedModel | None:
+def _without_building(bundle_dir: Path, image_size: int | None, threads: int | None) -> LoadedModel | None:
+    """The bundle's model on ONNX Runtime from its cached export or its template; ``None`` where neither serves."""
     try:
         parser = bundle_parser(bundle_dir)
         meta = bundle_meta(parser, bundle_dir)
@@ -61,6 +65,8 @@ def _from_recipe(bundle_dir: Path, image_size: int | None, threads: int | None) 
         return None
     size = int(image_size if image_size is not None else meta.get("image_size", 352))
     runtime = cached_bundle_runtime(bundle_dir, size, threads, parser=parser)
+    if runtime is None and prior_dir is None:
+        runtime = filled_bundle_runtime(bundle_dir, size, parser.get("network_def"), threads)
     if runtime is None:
         return None
     loaded = bundle_model(runtime, bundle_dir, meta)

@@ -23,11 +23,12 @@ from covseg.engines.onnx_runtime import OnnxRuntimeNetwork, cache_dir
 from covseg.io.atomic import atomic_path
 from covseg.io.errors import CovsegInputError
 
-__all__ = ["cached_bundle_runtime", "recipe_key", "remember_recipe"]
+__all__ = ["cached_bundle_runtime", "recipe_key", "remember_recipe", "sources_digest"]
 
 log = logging.getLogger(__name__)
 
-_SOURCES = (Path(__file__).resolve().parents[1] / "networks", Path(__file__).resolve().with_name("onnx_runtime.py"))
+_SOURCES = (Path(__file__).resolve().parents[1] / "networks", Path(__file__).resolve().with_name("onnx_runtime.py"),
+            Path(__file__).resolve().with_name("onnx_template.py"))
 _PACKAGES = ("torch", "monai", "onnxruntime", "onnx")
 
 
@@ -38,7 +39,8 @@ def _version(package: str) -> str:
         return "-"
 
 
-def _sources_digest() -> str:
+def sources_digest() -> str:
+    """A digest of what an export's graph is made from: the source of ``covseg.networks`` and of the exporter."""
     digest = hashlib.sha256()
     for source in _SOURCES:
         for path in sorted(source.rglob("*.py")) if source.is_dir() else [source]:
@@ -73,7 +75,7 @@ def recipe_key(bundle_dir: str | Path, image_size: int, parser=None) -> str | No
     if network_def is None:
         return None
     parts = [json.dumps(network_def, sort_keys=True, default=str), json.dumps(meta, sort_keys=True, default=str),
-             _file_digest(bundle_dir / "models" / "model.pt"), str(int(image_size)), _sources_digest(),
+             _file_digest(bundle_dir / "models" / "model.pt"), str(int(image_size)), sources_digest(),
              *(f"{p}={_version(p)}" for p in _PACKAGES)]
     if prior_dir is not None:
         prior_size = int(bundle_meta(prior_parser, prior_dir).get("image_size", 352))
@@ -121,12 +123,12 @@ def cached_bundle_runtime(bundle_dir: str | Path, image_size: int, threads: int 
 
 
 def remember_recipe(bundle_dir: str | Path, image_size: int, runtime: OnnxRuntimeNetwork,
-                    cache: str | Path | None = None) -> None:
+                    cache: str | Path | None = None, key: str | None = None) -> None:
     """Write the recipe file naming ``runtime``'s export (nothing for an export outside this cache, or in a
-    read-only cache)."""
+    read-only cache). ``key``: the bundle's :func:`recipe_key`, when already known."""
     if runtime.onnx_path.parent.resolve() != _exports(cache).resolve():
         return
-    key = recipe_key(bundle_dir, image_size)
+    key = key if key is not None else recipe_key(bundle_dir, image_size)
     if key is None:
         return
     recipe = _recipe_file(key, cache)

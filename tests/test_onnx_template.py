@@ -1,0 +1,175 @@
+"""A bundle's ONNX template (its export without weights) filled from its weights gives the export byte for byte; a
+bundle's first ONNX Runtime run uses it instead of building and tracing the network; a template that no longer fits
+the sources, the network_def or the file itself is not used."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from covseg.engines import onnx_template
+from covseg.engines.backend_model import load_backend_model
+from covseg.engines.onnx_runtime import OnnxRuntimeNetwork, export_onnx
+from covseg.engines.onnx_template import TEMPLATE_NAME, fill_template, make_template, template_fits
+from covseg.engines.predictor import logits_of
+from covseg.networks import loading
+from tests.utils import REPO, with_running_stats
+
+pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+SHIPPED = sorted(p.parent.parent for p in (REPO / "bundles").glob(f"*/models/{TEMPLATE_NAME}"))
+
+
+class ConvBatchNorm(nn.Module):
+    """Convolutions with and without a BatchNorm after them, a linear layer and a constant buffer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(4)
+        self.conv3 = nn.Conv2d(4, 1, 1)
+        self.side = nn.Conv2d(4, 1, 1)  # a side output, which the export leaves out
+        self.gate = nn.Linear(4, 4)
+        self.register_buffer("scale", torch.tensor(2.0), persistent=False)
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = torch.relu(self.bn2(self.conv2(x)))
+        x = x * torch.sigmoid(self.gate(x.mean(dim=(2, 3))))[:, :, None, None]
+        return self.side(x), self.conv3(x) * self.scale  # the final logits come last
+
+
+class WeightInGraph(nn.Module):
+    """A weight the exporter folds into a constant of its own: no template can be filled from the weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+        self.gain = nn.Parameter(torch.tensor(0.3))
+
+    def forward(self, x):
+        return self.conv(x) * (self.gain * 2.0)  # the exporter folds gain x 2 into a constant
+
+
+def _network(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return with_running_stats(ConvBatchNorm(), seed)
+
+
+def test_a_filled_template_is_the_export_byte_for_byte(tmp_path):
+    template = make_template(_network(0), 16, tmp_path / "net.onnx-template", {"net": 1})
+    assert template.stat().st_size < 20_000  # the graph, not the weights
+    other = _network(1)  # weights the template was not made from
+    torch.save({k: v.half() for k, v in other.state_dict().items()}, tmp_path / "model.pt")
+    other.load_state_dict({k: v.half().float() for k, v in other.state_dict().items()})
+    filled = fill_template(template, tmp_path / "model.pt", tmp_path / "filled.onnx")
+    exported = export_onnx(other, tmp_path / "exported.onnx", 16)
+    assert filled.read_bytes() == exported.read_bytes()
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(OnnxRuntimeNetwork(filled)(x), logits_of(other(x)), atol=1e-5)
+
+
+def test_weights_folded_into_other_constants_refuse_a_template(tmp_path):
+    with pytest.raises(ValueError, match="differs from its export"):
+        make_template(WeightInGraph().eval(), 16, tmp_path / "net.onnx-template", {})
+    assert not (tmp_path / "net.onnx-template").exists()
+
+
+def test_weights_that_do_not_fit_are_an_error(tmp_path):
+    template = make_template(_network(0), 16, tmp_path / "net.onnx-template", {})
+    torch.save({"conv1.weight": torch.zeros(4, 1, 5, 5)}, tmp_path / "model.pt")
+    with pytest.raises(KeyError):
+        fill_template(template, tmp_path / "model.pt", tmp_path / "filled.onnx")
+    assert not list(tmp_path.glob("filled*"))
+
+
+@pytest.mark.parametrize("bundle", SHIPPED, ids=lambda p: p.name)
+def test_the_shipped_templates_fit_the_sources_and_bundle(bundle):
+    parser = loading.bundle_parser(bundle)
+    size = int(loading.bundle_meta(parser, bundle).get("image_size", 352))
+    reason = template_fits(bundle / "models" / TEMPLATE_NAME, size, parser.get("network_def"))
+    assert reason is None, f"{bundle.name}: {reason}; run: python scripts/make_onnx_templates.py"
+
+
+def test_the_default_bundles_template_filled_is_its_export(tmp_path):
+    bundle = loading.DEFAULT_BUNDLE
+    if not (bundle / "models" / TEMPLATE_NAME).exists():
+        pytest.skip(f"{bundle.name} ships no ONNX template")
+    filled = fill_template(bundle / "models" / TEMPLATE_NAME, bundle / "models" / "model.pt", tmp_path / "f.onnx")
+    exported = export_onnx(loading.load_bundle(bundle).network, tmp_path / "e.onnx", 352, fast_only=True)
+    assert filled.read_bytes() == exported.read_bytes()
+
+
+CONFIG = """\
+covseg:
+  network: conv
+  image_size: 24
+network_def:
+  _target_: torch.nn.Conv2d
+  in_channels: 1
+  out_channels: 1
+  kernel_size: 3
+  padding: {padding}
+"""
+
+
+def _bundle(root: Path, padding: int = 1) -> tuple[Path, nn.Module]:
+    """A bundle of one convolution, with its template."""
+    (root / "configs").mkdir(parents=True, exist_ok=True)
+    (root / "models").mkdir(exist_ok=True)
+    (root / "configs" / "inference.yaml").write_text(CONFIG.format(padding=padding))
+    torch.manual_seed(0)
+    conv = nn.Conv2d(1, 1, 3, padding=padding).eval()
+    torch.save(conv.state_dict(), root / "models" / "model.pt")
+    make_template(conv, 24, root / "models" / TEMPLATE_NAME, loading.bundle_parser(root).get("network_def"))
+    return root, conv
+
+
+def _no_build(*args, **kwargs):
+    raise AssertionError("the torch network was built")
+
+
+def test_the_first_run_fills_the_template_without_building_the_network(tmp_path, monkeypatch):
+    monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))
+    bundle, conv = _bundle(tmp_path / "bundle")
+    monkeypatch.setattr(loading, "load_model", _no_build)
+    first = load_backend_model(bundle=bundle, backend="onnxruntime")
+    assert isinstance(first.network, OnnxRuntimeNetwork) and (first.name, first.image_size) == ("conv", 24)
+    recipes = list((tmp_path / "cache" / "onnx" / "recipes").glob("*.json"))
+    assert [json.loads(r.read_text())["onnx"] for r in recipes] == [first.network.onnx_path.name]
+    x = torch.rand(2, 1, 24, 24)
+    with torch.no_grad():
+        assert torch.allclose(first.network(x), conv(x), atol=1e-5)
+    monkeypatch.setattr(onnx_template, "fill_template", _no_build)  # the second run opens the filled export
+    assert load_backend_model(bundle=bundle, backend="onnxruntime").network.onnx_path == first.network.onnx_path
+
+
+@pytest.mark.parametrize("change", ["network_def", "sources", "damaged"])
+def test_a_template_that_does_not_fit_is_not_used(tmp_path, monkeypatch, change):
+    monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))
+    bundle, conv = _bundle(tmp_path / "bundle")
+    if change == "network_def":
+        (bundle / "configs" / "inference.yaml").write_text(CONFIG.format(padding=0))
+        conv.padding = (0, 0)
+    elif change == "sources":
+        monkeypatch.setattr(onnx_template, "sources_digest", lambda: "other sources")
+    else:
+        (bundle / "models" / TEMPLATE_NAME).write_bytes(b"\x08\x07not an onnx model")
+    built = []
+    real = loading.load_model
+    monkeypatch.setattr(loading, "load_model", lambda **kwargs: built.append(1) or real(**kwargs))
+    loaded = load_backend_model(bundle=bundle, backend="onnxruntime")
+    assert built == [1] and isinstance(loaded.network, OnnxRuntimeNetwork)
+    assert [p.name for p in (tmp_path / "cache" / "onnx").glob("*.onnx")] == [loaded.network.onnx_path.name]
+    x = torch.rand(1, 1, 24, 24)
+    with torch.no_grad():
+        assert torch.allclose(loaded.network(x), conv(x), atol=1e-5)
