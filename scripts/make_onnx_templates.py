@@ -5,10 +5,10 @@ Usage::
     python scripts/make_onnx_templates.py [BUNDLE ...]     # default: every bundle under bundles/
 
 Run it after a change to ``covseg/networks``, the exporter (``covseg/engines/onnx_runtime.py``,
-``onnx_template.py``) or a bundle's ``network_def``: ``tests/test_onnx_template.py`` fails until the templates are
-made again. Bundles chained after another (multi-class heads), classifiers (not run on ONNX Runtime) and networks
-that the tracing exporter refuses get no template; their first ONNX Runtime run exports as before
-(``covseg/engines/onnx_template.py``).
+``onnx_template.py``), a bundle's ``network_def`` or a chain's settings: ``tests/test_onnx_template.py`` fails
+until the templates are made again. A multi-class bundle's template is its whole chain (the binary bundle's
+network, then its head). Classifiers (not run on ONNX Runtime) and networks that the tracing exporter refuses get
+no template; their first ONNX Runtime run exports as before (``covseg/engines/onnx_template.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main(argv: list[str] | None = None) -> None:
     from covseg.engines.onnx_runtime import TraceRefused
-    from covseg.engines.onnx_template import TEMPLATE_NAME, make_template
+    from covseg.engines.onnx_template import TEMPLATE_NAME, make_template, template_definition
     from covseg.networks.loading import bundle_meta, bundle_parser, load_bundle
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -31,13 +31,13 @@ def main(argv: list[str] | None = None) -> None:
     for bundle in bundles:
         config = bundle_parser(bundle)
         meta = bundle_meta(config, bundle)
-        if meta.get("prior_bundle") or meta.get("task") == "classifier":
+        if meta.get("task") == "classifier":
             print(f"{bundle.name}: no template (its network is not run on ONNX Runtime alone)")
             continue
         size = int(meta.get("image_size", 352))
         try:
             path = make_template(load_bundle(bundle).network, size, bundle / "models" / TEMPLATE_NAME,
-                                 config.get("network_def"))
+                                 template_definition(bundle))
         except (TraceRefused, ValueError) as exc:
             print(f"{bundle.name}: no template ({exc})")
             continue

@@ -14,7 +14,14 @@ from torch import nn
 from covseg.engines import onnx_template
 from covseg.engines.backend_model import load_backend_model
 from covseg.engines.onnx_runtime import OnnxRuntimeNetwork, export_onnx
-from covseg.engines.onnx_template import TEMPLATE_NAME, fill_template, make_template, template_fits
+from covseg.engines.onnx_template import (
+    TEMPLATE_NAME,
+    bundle_state,
+    fill_template,
+    make_template,
+    template_definition,
+    template_fits,
+)
 from covseg.engines.predictor import logits_of
 from covseg.networks import loading
 from tests.utils import REPO, with_running_stats
@@ -94,18 +101,16 @@ def test_weights_that_do_not_fit_are_an_error(tmp_path):
 
 @pytest.mark.parametrize("bundle", SHIPPED, ids=lambda p: p.name)
 def test_the_shipped_templates_fit_the_sources_and_bundle(bundle):
-    parser = loading.bundle_parser(bundle)
-    size = int(loading.bundle_meta(parser, bundle).get("image_size", 352))
-    reason = template_fits(bundle / "models" / TEMPLATE_NAME, size, parser.get("network_def"))
+    size = int(loading.bundle_meta(loading.bundle_parser(bundle), bundle).get("image_size", 352))
+    reason = template_fits(bundle / "models" / TEMPLATE_NAME, size, template_definition(bundle))
     assert reason is None, f"{bundle.name}: {reason}; run: python scripts/make_onnx_templates.py"
 
 
-def test_the_default_bundles_template_filled_is_its_export(tmp_path):
-    bundle = loading.DEFAULT_BUNDLE
-    if not (bundle / "models" / TEMPLATE_NAME).exists():
-        pytest.skip(f"{bundle.name} ships no ONNX template")
-    filled = fill_template(bundle / "models" / TEMPLATE_NAME, bundle / "models" / "model.pt", tmp_path / "f.onnx")
-    exported = export_onnx(loading.load_bundle(bundle).network, tmp_path / "e.onnx", 352, fast_only=True)
+@pytest.mark.parametrize("bundle", SHIPPED, ids=lambda p: p.name)
+def test_a_shipped_template_filled_with_its_bundles_weights_is_the_bundles_export(bundle, tmp_path):
+    loaded = loading.load_bundle(bundle)
+    filled = fill_template(bundle / "models" / TEMPLATE_NAME, bundle_state(bundle), tmp_path / "filled.onnx")
+    exported = export_onnx(loaded.network, tmp_path / "exported.onnx", loaded.image_size, fast_only=True)
     assert filled.read_bytes() == exported.read_bytes()
 
 
@@ -130,7 +135,7 @@ def _bundle(root: Path, padding: int = 1) -> tuple[Path, nn.Module]:
     torch.manual_seed(0)
     conv = nn.Conv2d(1, 1, 3, padding=padding).eval()
     torch.save(conv.state_dict(), root / "models" / "model.pt")
-    make_template(conv, 24, root / "models" / TEMPLATE_NAME, loading.bundle_parser(root).get("network_def"))
+    make_template(conv, 24, root / "models" / TEMPLATE_NAME, template_definition(root))
     return root, conv
 
 
@@ -173,3 +178,31 @@ def test_a_template_that_does_not_fit_is_not_used(tmp_path, monkeypatch, change)
     x = torch.rand(1, 1, 24, 24)
     with torch.no_grad():
         assert torch.allclose(loaded.network(x), conv(x), atol=1e-5)
+
+
+def test_a_chained_bundles_first_run_fills_the_whole_chain_from_both_bundles(tmp_path, monkeypatch):
+    """A multi-class bundle's template is its chain: the binary bundle's network, four flips, the head; its weights
+    come from both bundles."""
+    monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))
+    _bundle(tmp_path / "binary")
+    chained = tmp_path / "multi"
+    (chained / "configs").mkdir(parents=True)
+    (chained / "models").mkdir()
+    config = CONFIG.format(padding=1).replace("in_channels: 1\n  out_channels: 1", "in_channels: 2\n  out_channels: 3")
+    config = config.replace("image_size: 24\n", "image_size: 24\n  out_channels: 3\n  flip_average: true\n"
+                            "  merge_below: 0.2\n  prior_bundle: ../binary\n")
+    (chained / "configs" / "inference.yaml").write_text(config)
+    torch.manual_seed(1)
+    torch.save(nn.Conv2d(2, 3, 3, padding=1).state_dict(), chained / "models" / "model.pt")
+    built = loading.load_bundle(chained)
+    make_template(built.network, 24, chained / "models" / TEMPLATE_NAME, template_definition(chained))
+    torch.manual_seed(2)  # the binary bundle is retrained after the template was made: its new weights are used
+    torch.save(nn.Conv2d(1, 1, 3, padding=1).state_dict(), tmp_path / "binary" / "models" / "model.pt")
+    rebuilt = loading.load_bundle(chained).network
+    monkeypatch.setattr(loading, "load_model", _no_build)
+    first = load_backend_model(bundle=chained, backend="onnxruntime")
+    assert isinstance(first.network, OnnxRuntimeNetwork) and first.out_channels == 3 and first.network.flip_average
+    x = torch.rand(2, 1, 24, 24)
+    with torch.no_grad():
+        assert torch.allclose(first.network(x), rebuilt(x), atol=1e-4)
+        assert not torch.allclose(first.network(x), built.network(x), atol=1e-3)

@@ -65,8 +65,8 @@ def _without_building(bundle_dir: Path, image_size: int | None, threads: int | N
         return None
     size = int(image_size if image_size is not None else meta.get("image_size", 352))
     runtime = cached_bundle_runtime(bundle_dir, size, threads, parser=parser)
-    if runtime is None and prior_dir is None:
-        runtime = filled_bundle_runtime(bundle_dir, size, parser.get("network_def"), threads)
+    if runtime is None:
+        runtime = filled_bundle_runtime(bundle_dir, size, threads)
     if runtime is None:
         return None
     loaded = bundle_model(runtime, bundle_dir, meta)

@@ -10,8 +10,9 @@ The tracing exporter folds each BatchNorm into the convolution before it. The te
 initializers, the convolution (and BatchNorm, with its eps) it is made from; :func:`fill_template` folds them with
 the exporter's float32 arithmetic, so the filled model is the export, byte for byte (``tests/test_onnx_template.py``).
 :func:`make_template` refuses a network whose export it cannot rebuild that way. A template is used only while the
-sources it was made from (``covseg/networks``, the exporter and this module), the bundle's ``network_def`` and the
-input size are unchanged; otherwise the network is built and exported as before.
+sources it was made from (``covseg/networks``, the exporter and this module), the bundle's ``network_def`` (for a
+multi-class chain, also the chain's settings and its binary bundle's ``network_def``) and the input size are
+unchanged; otherwise the network is built and exported as before.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import contextlib
 import copy
 import json
 import logging
+import re
 import tempfile
 from pathlib import Path
 
@@ -29,8 +31,10 @@ from torch import nn
 from covseg.engines.onnx_recipe import recipe_key, remember_recipe, sources_digest
 from covseg.engines.onnx_runtime import OnnxRuntimeNetwork, cache_dir, export_onnx
 from covseg.io.atomic import atomic_path
+from covseg.networks.loading import bundle_meta, bundle_parser, prior_bundle_of
 
-__all__ = ["TEMPLATE_NAME", "fill_template", "filled_bundle_runtime", "make_template", "template_fits"]
+__all__ = ["TEMPLATE_NAME", "bundle_state", "fill_template", "filled_bundle_runtime", "make_template",
+           "template_definition", "template_fits"]
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +43,41 @@ _META_KEY = "covseg.template"
 _FORMAT = 1
 
 
-def _definition(network_def) -> str:
-    return json.dumps(network_def, sort_keys=True, default=str)
+def _canonical(definition: dict) -> str:
+    return json.dumps(definition, sort_keys=True, default=str)
+
+
+def template_definition(bundle_dir: str | Path) -> dict:
+    """What a bundle's export graph is made from besides covseg's sources: its ``network_def``; for a bundle
+    chained after a binary one (a multi-class head), also the chain's settings and the binary bundle's
+    ``network_def`` and input size (as :func:`covseg.networks.loading.load_bundle` builds the chain)."""
+    bundle_dir = Path(bundle_dir)
+    parser = bundle_parser(bundle_dir)
+    definition = {"network_def": parser.get("network_def")}
+    meta = bundle_meta(parser, bundle_dir)
+    prior_dir = prior_bundle_of(bundle_dir, meta)
+    if prior_dir is not None:
+        prior = bundle_parser(prior_dir)
+        definition["chain"] = {"merge_below": float(meta.get("merge_below", 0.0)),
+                               "flip_average": bool(meta.get("flip_average", False)),
+                               "prior_network_def": prior.get("network_def"),
+                               "prior_size": int(bundle_meta(prior, prior_dir).get("image_size", 352))}
+    return definition
+
+
+def bundle_state(bundle_dir: str | Path) -> dict[str, torch.Tensor]:
+    """The bundle's weights as its (chained) network's state dict, in fp32: ``models/model.pt``; for a chained
+    bundle, its binary bundle's weights under ``prior.`` and its own under ``head.`` (``PriorGuidedSegmenter``)."""
+    bundle_dir = Path(bundle_dir)
+
+    def weights(folder: Path) -> dict[str, torch.Tensor]:
+        return _float_state(torch.load(folder / "models" / "model.pt", map_location="cpu", weights_only=True))
+
+    prior_dir = prior_bundle_of(bundle_dir, bundle_meta(bundle_parser(bundle_dir), bundle_dir))
+    if prior_dir is None:
+        return weights(bundle_dir)
+    return {**{f"prior.{k}": v for k, v in weights(prior_dir).items()},
+            **{f"head.{k}": v for k, v in weights(bundle_dir).items()}}
 
 
 def _conv_calls(network: nn.Module, image_size: int) -> list[tuple[str, str | None]]:
@@ -91,8 +128,9 @@ def _paired(nodes, calls: list[tuple[str, str | None]]):
     for node in (n for n in nodes if n.op_type == "Conv"):
         scopes = node.name.strip("/").split("/")[:-1]  # "/network/stem/stem.0/Conv": the wrapper, then the modules
         scope = scopes[-1] if len(scopes) > 1 else ""  # "": the network itself is the convolution
+        names = {scope, re.sub(r"_\d+$", "", scope)}  # a module's second call is scoped "<name>_1"
         for conv, batchnorm in remaining:
-            if conv == scope or conv.endswith("." + scope):
+            if any(conv == name or conv.endswith("." + name) for name in names):
                 yield node, (conv, batchnorm)
                 break
         else:
@@ -118,23 +156,28 @@ def _perturbed(network: nn.Module, seed: int = 0) -> nn.Module:
     return other
 
 
-def make_template(network: nn.Module, image_size: int, path: str | Path, network_def) -> Path:
+def make_template(network: nn.Module, image_size: int, path: str | Path, definition: dict) -> Path:
     """Export ``network`` (trained weights) and write its graph without weights to ``path``, with what each
-    initializer is made from. ``ValueError`` unless filling it gives the export byte for byte, for these weights
-    and for perturbed ones (so no initializer that depends on the weights is left as it was)."""
+    initializer is made from and ``definition`` (:func:`template_definition`). ``ValueError`` unless filling it
+    gives the export byte for byte, for these weights and for perturbed ones (so that no initializer that depends
+    on the weights is left as it was)."""
     network = network.float().eval().cpu()
     model = _export(network, image_size)
     modules = dict(network.named_modules())
+    initializers = {init.name for init in model.graph.initializer}
     convs = []
     for node, (conv, batchnorm) in _paired(model.graph.node, _conv_calls(network, image_size)):
-        convs.append({"conv": conv, "weight": node.input[1], "bias": node.input[2] if len(node.input) > 2 else None,
-                      "batchnorm": batchnorm, "eps": float(modules[batchnorm].eps) if batchnorm else None})
-    folded = {e["weight"] for e in convs} | {e["bias"] for e in convs if e["bias"] is not None}
+        # a call whose weights equal an earlier call's (a module run again) reads them through an Identity node
+        weight, bias = (name if name in initializers else None for name in [*node.input[1:3], ""][:2])
+        if weight or bias:
+            convs.append({"conv": conv, "weight": weight, "bias": bias, "batchnorm": batchnorm,
+                          "eps": float(modules[batchnorm].eps) if batchnorm else None})
+    folded = {e[k] for e in convs for k in ("weight", "bias")} - {None}
     state_names = {f"network.{key}": key for key in network.state_dict()}  # the exporter's FinalLogits wrapper
     params = {init.name: state_names[init.name] for init in model.graph.initializer
               if init.name in state_names and init.name not in folded}
     exports = {id(network): model.SerializeToString()}
-    meta = {"format": _FORMAT, "sources": sources_digest(), "network_def": _definition(network_def),
+    meta = {"format": _FORMAT, "sources": sources_digest(), "definition": _canonical(definition),
             "image_size": int(image_size), "convs": convs, "params": params}
     for init in model.graph.initializer:
         if init.name in folded or init.name in params:
@@ -156,9 +199,9 @@ def _template_meta(model) -> dict:
     raise ValueError("no covseg template metadata")
 
 
-def template_fits(template: Path, image_size: int, network_def) -> str | None:
+def template_fits(template: Path, image_size: int, definition: dict) -> str | None:
     """Why ``template`` cannot stand for the bundle's export now (``None`` when it can): made from other sources,
-    another ``network_def`` or another input size."""
+    another definition (:func:`template_definition`) or another input size."""
     import onnx
 
     meta = _template_meta(onnx.load(str(template)))
@@ -166,8 +209,8 @@ def template_fits(template: Path, image_size: int, network_def) -> str | None:
         return f"template format {meta.get('format')}, not {_FORMAT}"
     if meta["sources"] != sources_digest():
         return "covseg/networks, the exporter or the template code changed since it was made"
-    if meta["network_def"] != _definition(network_def):
-        return "the bundle's network_def changed since it was made"
+    if meta["definition"] != _canonical(definition):
+        return "the bundle's network_def (or its chain's settings) changed since it was made"
     if meta["image_size"] != int(image_size):
         return f"made for {meta['image_size']}², not {image_size}²"
     return None
@@ -184,9 +227,9 @@ def _filled(template, state: dict[str, torch.Tensor]) -> bytes:
     values = {name: state[key] for name, key in meta["params"].items()}
     for entry in meta["convs"]:
         weight, bias = _folded(state, entry)
-        values[entry["weight"]] = weight
-        if entry["bias"] is not None:
-            values[entry["bias"]] = bias
+        for name, value in ((entry["weight"], weight), (entry["bias"], bias)):
+            if name is not None:
+                values[name] = value
     model = type(template)()
     model.CopyFrom(template)
     for init in model.graph.initializer:
@@ -201,19 +244,20 @@ def _filled(template, state: dict[str, torch.Tensor]) -> bytes:
     return model.SerializeToString()
 
 
-def fill_template(template: str | Path, weights: str | Path, path: str | Path) -> Path:
-    """Write the ONNX model of ``template`` with the (possibly fp16) state dict in ``weights`` to ``path``
-    (atomically). ``KeyError`` / ``ValueError`` when the weights do not fit the template."""
+def fill_template(template: str | Path, weights: str | Path | dict[str, torch.Tensor], path: str | Path) -> Path:
+    """Write the ONNX model of ``template`` with ``weights`` (a state dict, or a file of one, possibly fp16) to
+    ``path`` (atomically). ``KeyError`` / ``ValueError`` when the weights do not fit the template."""
     import onnx
 
-    state = _float_state(torch.load(weights, map_location="cpu", weights_only=True))
-    data = _filled(onnx.load(str(template)), state)
+    if not isinstance(weights, dict):
+        weights = torch.load(weights, map_location="cpu", weights_only=True)
+    data = _filled(onnx.load(str(template)), _float_state(weights))
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
 
 
-def filled_bundle_runtime(bundle_dir: str | Path, image_size: int, network_def, threads: int | None = None,
+def filled_bundle_runtime(bundle_dir: str | Path, image_size: int, threads: int | None = None,
                           cache: str | Path | None = None) -> OnnxRuntimeNetwork | None:
     """The bundle's export made from its shipped template and weights, opened in ONNX Runtime and remembered under
     the bundle's recipe; ``None`` (logged) where the bundle has no template that fits, or it cannot be written."""
@@ -222,7 +266,8 @@ def filled_bundle_runtime(bundle_dir: str | Path, image_size: int, network_def, 
     if not template.is_file():
         return None
     try:
-        reason = template_fits(template, image_size, network_def)
+        definition = template_definition(bundle_dir)
+        reason = template_fits(template, image_size, definition)
         key = recipe_key(bundle_dir, image_size) if reason is None else None
         if reason is None and key is None:
             reason = "the bundle has no recipe"
@@ -230,8 +275,10 @@ def filled_bundle_runtime(bundle_dir: str | Path, image_size: int, network_def, 
             log.info("%s not used: %s", template, reason)
             return None
         folder = Path(cache) if cache is not None else cache_dir()
-        path = fill_template(template, bundle_dir / "models" / "model.pt", folder / f"{bundle_dir.name}-{key}.onnx")
-        runtime = OnnxRuntimeNetwork(path, threads=threads)
+        path = fill_template(template, bundle_state(bundle_dir), folder / f"{bundle_dir.name}-{key}.onnx")
+        meta = bundle_meta(bundle_parser(bundle_dir), bundle_dir)
+        runtime = OnnxRuntimeNetwork(path, threads=threads, out_channels=int(meta.get("out_channels", 1)))
+        runtime.flip_average = bool(definition.get("chain", {}).get("flip_average", False))
     except Exception as exc:  # noqa: BLE001 - a damaged or unfitting template: the network is exported as before
         log.info("%s not used: %s: %s", template, type(exc).__name__, exc)
         return None
