@@ -7,8 +7,8 @@ Usage::
 Run it after a change to ``covseg/networks``, the exporter (``covseg/engines/onnx_runtime.py``,
 ``onnx_template.py``), a bundle's ``network_def`` or a chain's settings: ``tests/test_onnx_template.py`` fails
 until the templates are made again. A multi-class bundle's template is its whole chain (the binary bundle's
-network, then its head). Classifiers (not run on ONNX Runtime) and networks that the tracing exporter refuses get
-no template; their first ONNX Runtime run exports as before (``covseg/engines/onnx_template.py``).
+network, then its head). Networks that the tracing exporter refuses get no template; their first ONNX Runtime run
+exports as before (``covseg/engines/onnx_template.py``).
 """
 
 from __future__ import annotations
@@ -31,9 +31,6 @@ def main(argv: list[str] | None = None) -> None:
     for bundle in bundles:
         config = bundle_parser(bundle)
         meta = bundle_meta(config, bundle)
-        if meta.get("task") == "classifier":
-            print(f"{bundle.name}: no template (its network is not run on ONNX Runtime alone)")
-            continue
         size = int(meta.get("image_size", 352))
         try:
             path = make_template(load_bundle(bundle).network, size, bundle / "models" / TEMPLATE_NAME,

@@ -20,8 +20,12 @@ from PIL import Image
 from utils import assert_masks_agree, use_tiny_default_model
 
 from covseg.cli.main import main
+from covseg.engines import onnx_runtime
+from covseg.engines.backend_model import scoring_runtime
 from covseg.engines.diagnose import DiagnosisSettings, SliceScorer, decide
+from covseg.engines.onnx_runtime import onnx_runtime_network
 from covseg.networks.classifier import SliceClassifier
+from covseg.networks.loading import load_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -238,7 +242,8 @@ def test_min_lung_fraction_out_of_range_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_the_fast_scorer_gives_the_networks_scores_and_leaves_it_alone():
+def _scoring_classifier() -> tuple[torch.nn.Module, list[np.ndarray]]:
+    """An untrained classifier whose scores differ between crops, and five crops of different sizes."""
     torch.manual_seed(0)
     net = SliceClassifier().eval()
     for m in net.modules():  # trained-looking BatchNorm statistics, so that folding them changes the weights
@@ -248,8 +253,12 @@ def test_the_fast_scorer_gives_the_networks_scores_and_leaves_it_alone():
             m.weight.data.uniform_(0.5, 1.5)
     head = [m for m in net.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))][-1]
     head.weight.data *= 1e-3 / head.weight.abs().max()  # an untrained head saturates the softmax: tame it
+    return net, [np.random.default_rng(i).random((40 + 7 * i, 52), dtype=np.float32) for i in range(5)]
+
+
+def test_the_fast_scorer_gives_the_networks_scores_and_leaves_it_alone():
+    net, crops = _scoring_classifier()
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    crops = [np.random.default_rng(i).random((40 + 7 * i, 52), dtype=np.float32) for i in range(5)]
     fast, plain = SliceScorer(net, 64, batch_size=2), SliceScorer(net, 64, batch_size=2, fast=False)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast._module.modules())
     got, want = fast(crops), plain(crops)
@@ -257,6 +266,35 @@ def test_the_fast_scorer_gives_the_networks_scores_and_leaves_it_alone():
     np.testing.assert_allclose(got, want, atol=1e-4)
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())  # the activation maps' network
     assert fast.network is net and any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+
+
+def test_the_scorer_on_onnx_runtime_gives_the_networks_scores(tmp_path):
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")
+    net, crops = _scoring_classifier()
+    runtime = onnx_runtime_network(net, 64, cache=tmp_path)
+    on_ort = SliceScorer(net, 64, batch_size=2, bf16=True, scoring=runtime)
+    assert (on_ort.backend, on_ort.bf16, on_ort.network) == ("onnxruntime", False, net)  # ONNX Runtime runs fp32
+    want = SliceScorer(net, 64, batch_size=2, fast=False)(crops)
+    assert want.std() > 1e-3
+    np.testing.assert_allclose(on_ort(crops), want, atol=1e-5)
+
+
+def test_the_shipped_classifier_scores_on_onnx_runtime_from_its_template(tmp_path, monkeypatch):
+    """``scoring_runtime``: None where the backend is torch; else the bundle's export, here filled from its
+    template without tracing the network."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")
+    monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))
+    classifier = load_bundle(REPO / "bundles" / "jcs_classifier")
+    assert scoring_runtime(classifier, "torch") is None
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("the classifier was traced")
+
+    monkeypatch.setattr(onnx_runtime, "export_onnx", no_export)
+    runtime = scoring_runtime(classifier, "onnxruntime")
+    x = torch.rand(2, 1, classifier.image_size, classifier.image_size)
+    with torch.no_grad():
+        torch.testing.assert_close(runtime(x), classifier.network(x), atol=1e-4, rtol=1e-4)
 
 
 def test_gate_scores_only_crops_it_does_not_know():
@@ -390,6 +428,7 @@ def test_diagnose_runs_the_segmenter_on_the_backend_asked_for(ct_volumes_dir, cl
                      "--patient-threshold", "-1", "--backend", backend]) == 0
         report = json.loads((out / "ct" / "report.json").read_text())
         assert report["model"]["backend"] == backend and report["model"]["precision"] == "fp32"
+        assert report["model"]["classifier"]["backend"] == backend  # the classifier scores on the same backend
         masks[backend] = np.asarray(nib.load(out / "ct" / "infection_mask.nii.gz").dataobj)
     # both fp32, summed in different orders: a voxel on 0.5 may flip (as in test_onnx_runtime's CLI test)
     assert_masks_agree(masks["torch"], masks["onnxruntime"], max_flip_fraction=1e-3)

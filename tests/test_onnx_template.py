@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from utils import REPO, with_running_stats
 
 from covseg.engines import onnx_template
 from covseg.engines.backend_model import load_backend_model
@@ -24,7 +25,6 @@ from covseg.engines.onnx_template import (
 )
 from covseg.engines.predictor import logits_of
 from covseg.networks import loading
-from tests.utils import REPO, with_running_stats
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")
 

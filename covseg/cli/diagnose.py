@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from covseg.monai_import import import_monai
 
     import_monai()  # before any module that imports MONAI (covseg.monai_import)
-    from covseg.engines.backend_model import load_backend_model
+    from covseg.engines.backend_model import load_backend_model, scoring_runtime
     from covseg.engines.batch import run_batch
     from covseg.engines.diagnose import (
         DiagnosisSettings,
@@ -119,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(max(1, args.threads))
     try:
         classifier = load_bundle(args.classifier, args.device)
+        scoring = scoring_runtime(classifier, args.backend, args.device, args.threads)
         segmenter = load_backend_model(bundle=args.segmenter, device=args.device, backend=args.backend,
                                        threads=args.threads, on_export=export_notice, on_torch=torch_notice)
     except (FileNotFoundError, ValueError, RuntimeError, OSError, KeyError) as exc:
@@ -128,9 +129,11 @@ def run(args: argparse.Namespace) -> int:
         classifier.meta, slice_threshold=args.slice_threshold, patient_threshold=args.patient_threshold,
         min_lung_fraction=args.min_lung_fraction, min_lung_area_cm2=args.min_lung_area, segment_gate=args.segment_gate)
     writers = (write_diagnosis,) if args.no_figures else (write_diagnosis, write_segmented_figures)
-    scorer = SliceScorer(classifier.network, classifier.image_size, args.device, args.batch_size, bf16="auto")
+    scorer = SliceScorer(classifier.network, classifier.image_size, args.device, args.batch_size, bf16="auto",
+                         scoring=scoring)
     classifier_info = {"name": classifier.name, "version": classifier.meta.get("version"),
-                       "image_size": classifier.image_size, "precision": "bf16" if scorer.bf16 else "fp32"}
+                       "image_size": classifier.image_size, "precision": "bf16" if scorer.bf16 else "fp32",
+                       "backend": scorer.backend}
     bar = VolumeProgress(len(found), args.no_progress, desc="covseg diagnose")
     run_meta = {"command": "covseg diagnose", "inputs": [str(i) for i in args.inputs], "out": str(out),
                 "classifier": str(args.classifier), "segmenter": str(args.segmenter),
@@ -186,16 +189,20 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
     return device_problem(args.device) or backend_problem(args)
 
 
-def load_gate(bundle: str, threshold: float | None = None, device: str = "cpu"):
+def load_gate(bundle: str, threshold: float | None = None, device: str = "cpu", backend: str = "auto",
+              threads: int | None = None):
     """``covseg infer --gate``: a :class:`covseg.engines.diagnose.ClassifierGate` from a classifier bundle
-    (``"default"``: the shipped one), its threshold from ``threshold`` or the bundle's ``gate_threshold``."""
+    (``"default"``: the shipped one), its threshold from ``threshold`` or the bundle's ``gate_threshold``, scoring
+    on ``backend`` (as ``--backend`` says)."""
+    from covseg.engines.backend_model import scoring_runtime
     from covseg.engines.diagnose import ClassifierGate, SliceScorer
     from covseg.networks.loading import load_bundle
 
     classifier = load_bundle(DEFAULT_CLASSIFIER if bundle == "default" else bundle, device)
     limit = threshold if threshold is not None else classifier.meta.get("gate_threshold", 0.31)
-    return ClassifierGate(SliceScorer(classifier.network, classifier.image_size, device, bf16="auto"), float(limit),
-                          name=classifier.name, version=classifier.meta.get("version"))
+    scorer = SliceScorer(classifier.network, classifier.image_size, device, bf16="auto",
+                         scoring=scoring_runtime(classifier, backend, device, threads))
+    return ClassifierGate(scorer, float(limit), name=classifier.name, version=classifier.meta.get("version"))
 
 
 def _decision_line(folder: Path) -> str:

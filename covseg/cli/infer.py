@@ -154,7 +154,8 @@ def run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels
         from covseg.cli.diagnose import load_gate
 
         try:
-            gate = load_gate(args.gate_bundle or "default", args.gate_threshold, args.device)
+            gate = load_gate(args.gate_bundle or "default", args.gate_threshold, args.device, args.backend,
+                             args.threads)
         except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
             error(one_line(exc))
             return EXIT_USAGE

@@ -25,7 +25,7 @@ from covseg.networks.loading import (
     prior_bundle_of,
 )
 
-__all__ = ["load_backend_model"]
+__all__ = ["load_backend_model", "scoring_runtime"]
 
 
 def load_backend_model(model: str | None = None, bundle: str | Path | None = None, device: str = "cpu",
@@ -72,3 +72,26 @@ def _without_building(bundle_dir: Path, image_size: int | None, threads: int | N
     loaded = bundle_model(runtime, bundle_dir, meta)
     loaded.image_size = size
     return loaded
+
+
+def scoring_runtime(loaded: LoadedModel, backend: str = "auto", device: str = "cpu",
+                    threads: int | None = None) -> OnnxRuntimeNetwork | None:
+    """A loaded bundle's network on ONNX Runtime where ``backend`` resolves to it (fp32 on a CPU without native
+    bf16, :func:`covseg.engines.onnx_runtime.resolve_backend`), else ``None``: for a model whose torch network is
+    kept too (the classifier's activation maps need its gradients). Its export comes from the bundle's recipe or
+    template when they serve, else it is exported now."""
+    if resolve_backend(backend, device, "auto", False, loaded.trained) != "onnxruntime":
+        return None
+    bundle_dir = loaded.bundle_dir
+    if bundle_dir is not None:
+        runtime = (cached_bundle_runtime(bundle_dir, loaded.image_size, threads)
+                   or filled_bundle_runtime(bundle_dir, loaded.image_size, threads))
+        if runtime is not None:
+            return runtime
+    network = backend_network(loaded.network, backend, loaded.image_size, threads, device=device,
+                              trained=loaded.trained)
+    if not isinstance(network, OnnxRuntimeNetwork):
+        return None
+    if bundle_dir is not None:
+        remember_recipe(bundle_dir, loaded.image_size, network)
+    return network

@@ -149,6 +149,7 @@ class OnnxRuntimeNetwork(nn.Module):
     """
 
     fixed_precision = "fp32"
+    backend = "onnxruntime"
 
     def __init__(self, onnx_path: str | Path, threads: int | None = None, out_channels: int | None = None) -> None:
         super().__init__()
