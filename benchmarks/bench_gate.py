@@ -1,18 +1,20 @@
 """What the classifier gate (``covseg infer --gate``) costs per slice, against the Inf-Net pass it can save.
 
-Usage: ``python benchmarks/bench_gate.py [--repeats 5] [--no-docs]``.
+Usage: ``python benchmarks/bench_gate.py [--repeats 5] [--backend auto|torch|onnxruntime] [--no-docs]``.
 
 On the 48 COVID-SemiSeg test slices (random slices when the data is absent), interleaved rounds of:
 
-* ``Inf-Net``: :class:`covseg.engines.predictor.SlicePredictor` with the shipped Inf-Net bundle and ``covseg
+* ``Inf-Net, torch``: :class:`covseg.engines.predictor.SlicePredictor` with the shipped Inf-Net bundle and ``covseg
   infer``'s defaults (batches of 8, channels-last, BatchNorms folded, bf16 where the CPU has native kernels);
-* ``gate``: :class:`covseg.engines.diagnose.SliceScorer` with the shipped classifier bundle as the gate runs it
-  (the batches of 8 that ``infer_volume`` hands it, bf16 where native, BatchNorms folded, channels-last);
-* ``gate, network as it is``: the same scorer with ``fast=False`` (before the folded copy).
+* ``gate, torch``: :class:`covseg.engines.diagnose.SliceScorer` with the shipped classifier bundle as the gate runs it
+  on torch (the batches of 8 that ``infer_volume`` hands it, bf16 where native, BatchNorms folded, channels-last);
+* ``gate, torch, network as it is``: the same scorer with ``fast=False`` (before the folded copy);
+* where ``--backend`` resolves to ONNX Runtime (``auto`` on CPUs without native bf16), ``Inf-Net, onnxruntime`` and
+  ``gate, onnxruntime``: both networks as ``covseg infer --gate`` then runs them.
 
 The gate scores every lung slice and saves Inf-Net on the slices it skips, so it saves network time when the
-share of skipped slices exceeds gate s / Inf-Net s (the break-even share printed). Appends a record to
-``docs/benchmarks.md`` with the machine's CPU flags and load.
+share of skipped slices exceeds gate s / Inf-Net s (the break-even share printed, on the backend ``--backend``
+picks). Appends a record to ``docs/benchmarks.md`` with the machine's CPU flags and load.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import numpy as np
 import torch
 from machine import append_record, describe
 
+from covseg.engines.backend_model import load_backend_model, scoring_runtime
 from covseg.engines.diagnose import SliceScorer
+from covseg.engines.onnx_runtime import OnnxRuntimeNetwork
 from covseg.engines.predictor import SlicePredictor
 from covseg.io.slices import list_images, read_grey
 from covseg.networks.loading import DEFAULT_BUNDLE, load_bundle
@@ -59,40 +63,56 @@ def median_seconds(loops: dict[str, object], slices: list[np.ndarray], repeats: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
+                        help="the backend whose break-even share is printed (default: covseg infer's)")
     parser.add_argument("--no-docs", action="store_true", help="do not append to docs/benchmarks.md")
     args = parser.parse_args()
     slices, what = test_slices()
     machine_before = describe()
     infnet, classifier = load_bundle(DEFAULT_BUNDLE), load_bundle(CLASSIFIER)
-    predictor = SlicePredictor(infnet.network, image_size=infnet.image_size)
     fast = SliceScorer(classifier.network, classifier.image_size, batch_size=GATE_BATCH, bf16="auto")
     plain = SliceScorer(classifier.network, classifier.image_size, batch_size=GATE_BATCH, bf16="auto", fast=False)
 
     def gate(scorer: SliceScorer):
         return lambda s: [scorer(s[i:i + GATE_BATCH]) for i in range(0, len(s), GATE_BATCH)]
 
-    loops = {"Inf-Net": predictor.predict, "gate": gate(fast), "gate, network as it is": gate(plain)}
+    loops = {"Inf-Net, torch": SlicePredictor(infnet.network, image_size=infnet.image_size).predict,
+             "gate, torch": gate(fast), "gate, torch, network as it is": gate(plain)}
+    segmenter = load_backend_model(backend=args.backend).network
+    runtime = scoring_runtime(classifier, args.backend)
+    backend = "onnxruntime" if isinstance(segmenter, OnnxRuntimeNetwork) and runtime is not None else "torch"
+    if backend == "onnxruntime":
+        loops["Inf-Net, onnxruntime"] = SlicePredictor(segmenter, image_size=infnet.image_size).predict
+        loops["gate, onnxruntime"] = gate(SliceScorer(classifier.network, classifier.image_size,
+                                                      batch_size=GATE_BATCH, scoring=runtime))
     for run in loops.values():  # warm-up: first-call allocations and oneDNN primitive creation
         run(slices[:GATE_BATCH])
     seconds = median_seconds(loops, slices, args.repeats)
-    agree = float(np.abs(fast(slices) - plain(slices)).max())
+    want = plain(slices)
+    agree = float(np.abs(fast(slices) - want).max())
+    agree_ort = float(np.abs(SliceScorer(classifier.network, classifier.image_size, scoring=runtime)(slices) - want)
+                      .max()) if backend == "onnxruntime" else None
     precision = "bf16" if fast.bf16 else "fp32"
-    rows = [f"| {name} | {1000 * s:.1f} | {s / seconds['Inf-Net']:.3f} |" for name, s in seconds.items()]
+    base = seconds[f"Inf-Net, {backend}"]
+    rows = [f"| {name} | {1000 * s:.1f} | {s / base:.3f} |" for name, s in seconds.items()]
+    options = "".join(f" {flag} {value}" for flag, value, default in
+                      (("--repeats", args.repeats, 5), ("--backend", args.backend, "auto")) if value != default)
     text = "\n".join([
-        "- command: `python benchmarks/bench_gate.py" + (f" --repeats {args.repeats}`" if args.repeats != 5 else "`"),
+        f"- command: `python benchmarks/bench_gate.py{options}`",
         f"- data: {what}; Inf-Net {infnet.meta.get('version')} at {infnet.image_size}², classifier "
-        f"{classifier.meta.get('version')} at {classifier.image_size}², precision {precision}, "
+        f"{classifier.meta.get('version')} at {classifier.image_size}², torch precision {precision}, "
         f"{torch.get_num_threads()} torch threads; median of {args.repeats} interleaved rounds",
         f"- machine before: {machine_before}",
         f"- machine after: {describe()}",
         "",
-        "| loop | ms / slice | share of an Inf-Net slice |",
+        f"| loop | ms / slice | share of an Inf-Net slice ({backend}) |",
         "|---|---:|---:|",
         *rows,
         "",
-        f"- the gate saves network time when it skips more than {seconds['gate'] / seconds['Inf-Net']:.1%} of the "
-        f"lung slices (before the folded copy: {seconds['gate, network as it is'] / seconds['Inf-Net']:.1%})",
-        f"- scores of the folded copy vs the network as it is: largest difference {agree:.4f} ({precision})",
+        f"- on {backend} (what `covseg infer --gate --backend {args.backend}` runs here), the gate saves network time "
+        f"when it skips more than {seconds[f'gate, {backend}'] / base:.1%} of the lung slices",
+        f"- scores of the folded torch copy vs the network as it is: largest difference {agree:.4f} ({precision})"
+        + (f"; of ONNX Runtime (fp32): {agree_ort:.2e}" if agree_ort is not None else ""),
     ])
     print(text)
     if not args.no_docs:
