@@ -23,11 +23,12 @@ from covseg.engines.onnx_runtime import OnnxRuntimeNetwork, cache_dir
 from covseg.io.atomic import atomic_path
 from covseg.io.errors import CovsegInputError
 
-__all__ = ["cached_bundle_runtime", "recipe_key", "remember_recipe", "sources_digest"]
+__all__ = ["NETWORK_SOURCES", "cached_bundle_runtime", "recipe_key", "remember_recipe", "sources_digest"]
 
 log = logging.getLogger(__name__)
 
-_SOURCES = (Path(__file__).resolve().parents[1] / "networks", Path(__file__).resolve().with_name("onnx_runtime.py"),
+NETWORK_SOURCES = Path(__file__).resolve().parents[1] / "networks"
+_SOURCES = (NETWORK_SOURCES, Path(__file__).resolve().with_name("onnx_runtime.py"),
             Path(__file__).resolve().with_name("onnx_template.py"))
 _PACKAGES = ("torch", "monai", "onnxruntime", "onnx")
 
@@ -39,10 +40,11 @@ def _version(package: str) -> str:
         return "-"
 
 
-def sources_digest() -> str:
-    """A digest of what an export's graph is made from: the source of ``covseg.networks`` and of the exporter."""
+def sources_digest(sources: tuple[Path, ...] = _SOURCES) -> str:
+    """A digest of the Python files in ``sources`` (folders and files); by default what a cached export is made
+    from: the source of ``covseg.networks``, of the exporter and of the ONNX templates."""
     digest = hashlib.sha256()
-    for source in _SOURCES:
+    for source in sources:
         for path in sorted(source.rglob("*.py")) if source.is_dir() else [source]:
             digest.update(path.name.encode())
             digest.update(path.read_bytes())
@@ -126,13 +128,15 @@ def remember_recipe(bundle_dir: str | Path, image_size: int, runtime: OnnxRuntim
                     cache: str | Path | None = None, key: str | None = None) -> None:
     """Write the recipe file naming ``runtime``'s export (nothing for an export outside this cache, or in a
     read-only cache). ``key``: the bundle's :func:`recipe_key`, when already known."""
-    if runtime.onnx_path.parent.resolve() != _exports(cache).resolve():
+    try:  # an export in the cache, or in a folder of it (a filled template: covseg.engines.onnx_template)
+        where = runtime.onnx_path.resolve().relative_to(_exports(cache).resolve()).as_posix()
+    except ValueError:
         return
     key = key if key is not None else recipe_key(bundle_dir, image_size)
     if key is None:
         return
     recipe = _recipe_file(key, cache)
-    entry = {"onnx": runtime.onnx_path.name, "out_channels": getattr(runtime, "out_channels", None),
+    entry = {"onnx": where, "out_channels": getattr(runtime, "out_channels", None),
              "flip_average": bool(getattr(runtime, "flip_average", False))}
     with contextlib.suppress(OSError, CovsegInputError), atomic_path(recipe) as tmp:
         tmp.write_text(json.dumps(entry), encoding="utf-8")

@@ -1,24 +1,29 @@
 """A bundle's ONNX graph shipped without its weights, filled from ``models/model.pt`` on a machine's first run.
 
 The first ONNX Runtime run of a bundle on a machine used to build the torch network and trace it into ONNX before
-its first slice (:func:`covseg.engines.onnx_runtime.export_onnx`: 7-10 s on a 2-core Zen 3). The graph depends on
+its first slice (:func:`covseg.engines.onnx_runtime.export_onnx`: 4-12 s on a 2-core Zen 3). The graph depends on
 the network's code and the input size, not on the weights. So it is exported once by the developers
-(``python scripts/make_onnx_templates.py``) and shipped as ``models/model.onnx-template``: every initializer keeps
-its name, type and shape, and its data is left out.
+(``python scripts/make_onnx_templates.py``) and shipped as ``models/model.onnx-template``: a JSON file holding the
+ONNX graph whose weight tensors point into an external data file (``weights.bin``, ONNX's external-data format),
+and, for each of those tensors, its place in that file and what it is made from.
 
-The tracing exporter folds each BatchNorm into the convolution before it. The template records, for each of its
-initializers, the convolution (and BatchNorm, with its eps) it is made from; :func:`fill_template` folds them with
-the exporter's float32 arithmetic, so the filled model is the export, byte for byte (``tests/test_onnx_template.py``).
-:func:`make_template` refuses a network whose export it cannot rebuild that way. A template is used only while the
-sources it was made from (``covseg/networks``, the exporter and this module), the bundle's ``network_def`` (for a
-multi-class chain, also the chain's settings and its binary bundle's ``network_def``) and the input size are
-unchanged; otherwise the network is built and exported as before.
+The tracing exporter folds each BatchNorm into the convolution before it. The template records the convolution
+(and BatchNorm, with its eps) behind each such tensor, and :func:`fill_template` folds them with the exporter's
+float32 arithmetic and writes ``weights.bin`` and ``model.onnx`` into a folder of the export cache, with neither
+torch's exporter nor the ``onnx`` package. Read back, the filled model is the export, byte for byte
+(:func:`make_template` checks it for the weights and for perturbed ones; ``tests/test_onnx_template.py``). A
+template is used only while the code it was made from (``covseg/networks`` and the exporter's functions,
+:func:`graph_sources_digest`), the bundle's ``network_def`` (for a multi-class chain, also the chain's settings and
+its binary bundle's ``network_def``) and the input size are unchanged; otherwise the network is built and
+exported as before.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
+import hashlib
 import json
 import logging
 import re
@@ -28,19 +33,34 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from covseg.engines.onnx_recipe import recipe_key, remember_recipe, sources_digest
+from covseg.engines import onnx_runtime
+from covseg.engines.onnx_recipe import NETWORK_SOURCES, recipe_key, remember_recipe, sources_digest
 from covseg.engines.onnx_runtime import OnnxRuntimeNetwork, cache_dir, export_onnx
 from covseg.io.atomic import atomic_path
 from covseg.networks.loading import bundle_meta, bundle_parser, prior_bundle_of
 
-__all__ = ["TEMPLATE_NAME", "bundle_state", "fill_template", "filled_bundle_runtime", "make_template",
+__all__ = ["TEMPLATE_NAME", "bundle_state", "fill_template", "filled_bundle_runtime", "make_template", "read_back",
            "template_definition", "template_fits"]
 
 log = logging.getLogger(__name__)
 
 TEMPLATE_NAME = "model.onnx-template"
-_META_KEY = "covseg.template"
-_FORMAT = 1
+WEIGHTS_FILE = "weights.bin"
+_FORMAT = 2
+_ALIGN = 4096  # each tensor starts on a page in weights.bin
+
+
+def graph_sources_digest() -> str:
+    """A digest of the code a template's graph is made from: ``covseg/networks`` and the exporter's own functions
+    (not the rest of their modules, so that an unrelated edit there leaves the templates usable)."""
+    import inspect
+
+    exporter = (onnx_runtime.FinalLogits, onnx_runtime.export_onnx, onnx_runtime._export_traced,
+                onnx_runtime.SHAPE_ONLY_TRACER_WARNINGS)
+    digest = hashlib.sha256(sources_digest((NETWORK_SOURCES,)).encode())
+    for part in exporter:
+        digest.update((part if isinstance(part, str) else inspect.getsource(part)).encode())
+    return digest.hexdigest()
 
 
 def _canonical(definition: dict) -> str:
@@ -157,10 +177,12 @@ def _perturbed(network: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def make_template(network: nn.Module, image_size: int, path: str | Path, definition: dict) -> Path:
-    """Export ``network`` (trained weights) and write its graph without weights to ``path``, with what each
-    initializer is made from and ``definition`` (:func:`template_definition`). ``ValueError`` unless filling it
-    gives the export byte for byte, for these weights and for perturbed ones (so that no initializer that depends
-    on the weights is left as it was)."""
+    """Export ``network`` (trained weights) and write its template to ``path``: the graph, where each weight tensor
+    lies in ``weights.bin`` and what it is made from, and ``definition`` (:func:`template_definition`).
+    ``ValueError`` unless the filled model, read back, is the export byte for byte, for these weights and for
+    perturbed ones (so that no tensor that depends on the weights is left out)."""
+    import onnx
+
     network = network.float().eval().cpu()
     model = _export(network, image_size)
     modules = dict(network.named_modules())
@@ -177,38 +199,56 @@ def make_template(network: nn.Module, image_size: int, path: str | Path, definit
     params = {init.name: state_names[init.name] for init in model.graph.initializer
               if init.name in state_names and init.name not in folded}
     exports = {id(network): model.SerializeToString()}
-    meta = {"format": _FORMAT, "sources": sources_digest(), "definition": _canonical(definition),
-            "image_size": int(image_size), "convs": convs, "params": params}
+    tensors, offset = [], 0
     for init in model.graph.initializer:
         if init.name in folded or init.name in params:
+            if init.data_type != onnx.TensorProto.FLOAT:
+                raise ValueError(f"initializer {init.name} is not float32")
+            length = len(init.raw_data)
             init.ClearField("raw_data")
-    model.metadata_props.add(key=_META_KEY, value=json.dumps(meta))
+            init.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", WEIGHTS_FILE), ("offset", offset), ("length", length)):
+                init.external_data.add(key=key, value=str(value))
+            tensors.append({"name": init.name, "offset": offset, "shape": list(init.dims)})
+            offset += -(-length // _ALIGN) * _ALIGN
+    template = {"format": _FORMAT, "sources": graph_sources_digest(), "definition": _canonical(definition),
+                "image_size": int(image_size), "convs": convs, "params": params, "tensors": tensors,
+                "graph": base64.b64encode(model.SerializeToString()).decode("ascii")}
     for weights in (network, _perturbed(network)):
         expected = exports.get(id(weights)) or _export(weights, image_size).SerializeToString()
-        if _filled(model, _float_state(weights.state_dict())) != expected:
-            raise ValueError(f"{type(network).__name__}: its filled template differs from its export")
+        with tempfile.TemporaryDirectory() as folder:
+            filled = _write_filled(template, _float_state(weights.state_dict()), Path(folder))
+            if read_back(filled) != expected:
+                raise ValueError(f"{type(network).__name__}: its filled template differs from its export")
     with atomic_path(path) as tmp:
-        tmp.write_bytes(model.SerializeToString())
+        tmp.write_text(json.dumps(template), encoding="utf-8")
     return Path(path)
 
 
-def _template_meta(model) -> dict:
-    for prop in model.metadata_props:
-        if prop.key == _META_KEY:
-            return json.loads(prop.value)
-    raise ValueError("no covseg template metadata")
+def read_back(model_path: str | Path) -> bytes:
+    """A filled model with its ``weights.bin`` read back into it, serialized as an export's file is (the tensors'
+    ``data_location`` cleared, which reading external data sets explicitly to its default)."""
+    import onnx
+
+    model = onnx.load(str(model_path))
+    for init in model.graph.initializer:
+        init.ClearField("data_location")
+    return model.SerializeToString()
+
+
+def _read_template(template: str | Path) -> dict:
+    template = json.loads(Path(template).read_text(encoding="utf-8"))
+    if not isinstance(template, dict) or template.get("format") != _FORMAT:
+        raise ValueError(f"not a covseg ONNX template of format {_FORMAT}")
+    return template
 
 
 def template_fits(template: Path, image_size: int, definition: dict) -> str | None:
-    """Why ``template`` cannot stand for the bundle's export now (``None`` when it can): made from other sources,
+    """Why ``template`` cannot stand for the bundle's export now (``None`` when it can): made from other code,
     another definition (:func:`template_definition`) or another input size."""
-    import onnx
-
-    meta = _template_meta(onnx.load(str(template)))
-    if meta.get("format") != _FORMAT:
-        return f"template format {meta.get('format')}, not {_FORMAT}"
-    if meta["sources"] != sources_digest():
-        return "covseg/networks, the exporter or the template code changed since it was made"
+    meta = _read_template(template)
+    if meta["sources"] != graph_sources_digest():
+        return "covseg/networks or the exporter changed since it was made"
     if meta["definition"] != _canonical(definition):
         return "the bundle's network_def (or its chain's settings) changed since it was made"
     if meta["image_size"] != int(image_size):
@@ -220,41 +260,36 @@ def _float_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.float() for k, v in state.items() if v.is_floating_point()}
 
 
-def _filled(template, state: dict[str, torch.Tensor]) -> bytes:
-    """The serialized ONNX model of ``template`` (a loaded ``ModelProto``, left as it is) with ``state``'s weights.
-    ``KeyError`` / ``ValueError`` when the weights do not fit it."""
-    meta = _template_meta(template)
-    values = {name: state[key] for name, key in meta["params"].items()}
-    for entry in meta["convs"]:
+def _write_filled(template: dict, state: dict[str, torch.Tensor], folder: Path) -> Path:
+    """Write ``template``'s ``weights.bin`` (``state``'s weights, folded as the exporter folds them) and then
+    ``model.onnx`` into ``folder``, each atomically; the model's path. ``KeyError`` / ``ValueError`` when the
+    weights do not fit the template."""
+    values = {name: state[key] for name, key in template["params"].items()}
+    for entry in template["convs"]:
         weight, bias = _folded(state, entry)
         for name, value in ((entry["weight"], weight), (entry["bias"], bias)):
             if name is not None:
                 values[name] = value
-    model = type(template)()
-    model.CopyFrom(template)
-    for init in model.graph.initializer:
-        if init.name in values:
-            value = values.pop(init.name).contiguous()
-            if list(value.shape) != list(init.dims):
-                raise ValueError(f"{init.name}: the weights give {list(value.shape)}, the graph {list(init.dims)}")
-            init.raw_data = value.numpy().tobytes()
-    if values:
-        raise ValueError(f"the template has no initializer {next(iter(values))}")
-    del model.metadata_props[:]
-    return model.SerializeToString()
+    for tensor in template["tensors"]:
+        value = values.get(tensor["name"])
+        if value is None or list(value.shape) != tensor["shape"]:
+            shape = None if value is None else list(value.shape)
+            raise ValueError(f"{tensor['name']}: the weights give {shape}, the graph {tensor['shape']}")
+    with atomic_path(folder / WEIGHTS_FILE) as tmp, open(tmp, "wb") as fh:
+        for tensor in template["tensors"]:
+            fh.seek(tensor["offset"])
+            fh.write(values[tensor["name"]].contiguous().numpy().tobytes())
+    with atomic_path(folder / "model.onnx") as tmp:
+        tmp.write_bytes(base64.b64decode(template["graph"]))
+    return folder / "model.onnx"
 
 
-def fill_template(template: str | Path, weights: str | Path | dict[str, torch.Tensor], path: str | Path) -> Path:
-    """Write the ONNX model of ``template`` with ``weights`` (a state dict, or a file of one, possibly fp16) to
-    ``path`` (atomically). ``KeyError`` / ``ValueError`` when the weights do not fit the template."""
-    import onnx
-
+def fill_template(template: str | Path, weights: str | Path | dict[str, torch.Tensor], folder: str | Path) -> Path:
+    """Write the ONNX model of ``template`` with ``weights`` (a state dict, or a file of one, possibly fp16) into
+    ``folder`` (``model.onnx`` and its ``weights.bin``); the model's path."""
     if not isinstance(weights, dict):
         weights = torch.load(weights, map_location="cpu", weights_only=True)
-    data = _filled(onnx.load(str(template)), _float_state(weights))
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return Path(path)
+    return _write_filled(_read_template(template), _float_state(weights), Path(folder))
 
 
 def filled_bundle_runtime(bundle_dir: str | Path, image_size: int, threads: int | None = None,
@@ -275,7 +310,7 @@ def filled_bundle_runtime(bundle_dir: str | Path, image_size: int, threads: int 
             log.info("%s not used: %s", template, reason)
             return None
         folder = Path(cache) if cache is not None else cache_dir()
-        path = fill_template(template, bundle_state(bundle_dir), folder / f"{bundle_dir.name}-{key}.onnx")
+        path = fill_template(template, bundle_state(bundle_dir), folder / f"{bundle_dir.name}-{key}")
         meta = bundle_meta(bundle_parser(bundle_dir), bundle_dir)
         runtime = OnnxRuntimeNetwork(path, threads=threads, out_channels=int(meta.get("out_channels", 1)))
         runtime.flip_average = bool(definition.get("chain", {}).get("flip_average", False))
