@@ -5,6 +5,8 @@ the sources, the network_def or the file itself is not used."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -148,6 +150,11 @@ def _no_build(*args, **kwargs):
 def test_the_first_run_fills_the_template_without_building_the_network(tmp_path, monkeypatch):
     monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))
     bundle, conv = _bundle(tmp_path / "bundle")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    killed = tmp_path / "cache" / "onnx" / "other-0123" / f".tmp-{dead}-0123abcd-weights.bin"  # a killed fill's
+    killed.parent.mkdir(parents=True)
+    killed.write_bytes(b"\0" * 1024)
     monkeypatch.setattr(loading, "load_model", _no_build)
     first = load_backend_model(bundle=bundle, backend="onnxruntime")
     assert isinstance(first.network, OnnxRuntimeNetwork) and (first.name, first.image_size) == ("conv", 24)
@@ -158,6 +165,7 @@ def test_the_first_run_fills_the_template_without_building_the_network(tmp_path,
     x = torch.rand(2, 1, 24, 24)
     with torch.no_grad():
         assert torch.allclose(first.network(x), conv(x), atol=1e-5)
+    assert not killed.exists()
     monkeypatch.setattr(onnx_template, "fill_template", _no_build)  # the second run opens the filled export
     assert load_backend_model(bundle=bundle, backend="onnxruntime").network.onnx_path == first.network.onnx_path
 

@@ -33,7 +33,7 @@ from torch import nn
 
 from covseg.engines.cpu import resolve_bf16
 from covseg.engines.predictor import logits_of
-from covseg.io.atomic import atomic_path
+from covseg.io.atomic import atomic_path, clean_leftovers
 from covseg.options import as_flag
 
 __all__ = ["BACKENDS", "OnnxRuntimeNetwork", "TraceRefused", "backend_network", "cache_dir", "export_onnx",
@@ -194,6 +194,8 @@ def onnx_runtime_network(network: nn.Module, image_size: int = 352, threads: int
     if fast_only and not path.exists() and refused.exists():
         raise TraceRefused(f"{type(network).__name__}: its trace was refused before ({refused})")
     if not path.exists():
+        for line in clean_leftovers(folder, depth=0):  # a killed export's half-written file
+            log.info("%s", line)
         log.info("exporting %s to ONNX once: %s", type(network).__name__, path)
         if on_export is not None:
             on_export(path)

@@ -36,7 +36,7 @@ from torch import nn
 from covseg.engines import onnx_runtime
 from covseg.engines.onnx_recipe import NETWORK_SOURCES, recipe_key, remember_recipe, sources_digest
 from covseg.engines.onnx_runtime import OnnxRuntimeNetwork, cache_dir, export_onnx
-from covseg.io.atomic import atomic_path
+from covseg.io.atomic import atomic_path, clean_leftovers
 from covseg.networks.loading import bundle_meta, bundle_parser, prior_bundle_of
 
 __all__ = ["TEMPLATE_NAME", "bundle_state", "fill_template", "filled_bundle_runtime", "make_template", "read_back",
@@ -310,6 +310,8 @@ def filled_bundle_runtime(bundle_dir: str | Path, image_size: int, threads: int 
             log.info("%s not used: %s", template, reason)
             return None
         folder = Path(cache) if cache is not None else cache_dir()
+        for line in clean_leftovers(folder, depth=1):  # a killed fill's half-written weights.bin (125 MB)
+            log.info("%s", line)
         path = fill_template(template, bundle_state(bundle_dir), folder / f"{bundle_dir.name}-{key}")
         meta = bundle_meta(bundle_parser(bundle_dir), bundle_dir)
         runtime = OnnxRuntimeNetwork(path, threads=threads, out_channels=int(meta.get("out_channels", 1)))
