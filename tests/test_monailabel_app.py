@@ -211,9 +211,10 @@ def test_diagnosis_task_decides_then_segments_unless_negative(tmp_path):
     ct = tmp_path / "ct.nii.gz"
     sitk.WriteImage(ph.image(), str(ct))
     decided = {}
-    for threshold, decision in ((-1.0, "positive"), (1.0, "negative")):
+    for threshold, decision, backend in ((-1.0, "positive", "onnxruntime"), (1.0, "negative", "torch")):
         label_file, result = task({"image": str(ct), "bf16": False, "patient_threshold": threshold,
-                                   "min_lung_area_cm2": 0})
+                                   "min_lung_area_cm2": 0, "backend": backend})
+        assert result["classifier"]["backend"] == backend  # the classifier scores on the request's backend
         try:
             label, ref = sitk.ReadImage(label_file), sitk.ReadImage(str(ct))
             assert label.GetSize() == ref.GetSize() and label.GetOrigin() == ref.GetOrigin()

@@ -74,15 +74,17 @@ def _without_building(bundle_dir: Path, image_size: int | None, threads: int | N
     return loaded
 
 
-def scoring_runtime(loaded: LoadedModel, backend: str = "auto", device: str = "cpu",
-                    threads: int | None = None) -> OnnxRuntimeNetwork | None:
+def scoring_runtime(loaded: LoadedModel, backend: str = "auto", device: str = "cpu", threads: int | None = None,
+                    precision: bool | str = "auto") -> OnnxRuntimeNetwork | None:
     """A loaded bundle's network on ONNX Runtime where ``backend`` resolves to it (fp32 on a CPU without native
     bf16, :func:`covseg.engines.onnx_runtime.resolve_backend`), else ``None``: for a model whose torch network is
     kept too (the classifier's activation maps need its gradients). Its export comes from the bundle's recipe or
-    template when they serve, else it is exported now."""
-    if resolve_backend(backend, device, "auto", False, loaded.trained) != "onnxruntime":
+    template when the model holds the bundle's own weights, else it is exported now."""
+    if resolve_backend(backend, device, precision, False, loaded.trained) != "onnxruntime":
         return None
     bundle_dir = loaded.bundle_dir
+    if bundle_dir is not None and loaded.weights != (bundle_dir / "models" / "model.pt").resolve():
+        bundle_dir = None  # other weights in the bundle's network (a training run's): not the bundle's export
     if bundle_dir is not None:
         runtime = (cached_bundle_runtime(bundle_dir, loaded.image_size, threads)
                    or filled_bundle_runtime(bundle_dir, loaded.image_size, threads))

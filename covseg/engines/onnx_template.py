@@ -50,15 +50,18 @@ _FORMAT = 2
 _ALIGN = 4096  # each tensor starts on a page in weights.bin
 
 
+_EXPORTER = (onnx_runtime.FinalLogits, onnx_runtime.export_onnx, onnx_runtime._export_traced,
+             onnx_runtime.SHAPE_ONLY_TRACER_WARNINGS)
+"""The exporter's parts a template's graph depends on (bound at import: a test's stand-in for one changes nothing)."""
+
+
 def graph_sources_digest() -> str:
     """A digest of the code a template's graph is made from: ``covseg/networks`` and the exporter's own functions
     (not the rest of their modules, so that an unrelated edit there leaves the templates usable)."""
     import inspect
 
-    exporter = (onnx_runtime.FinalLogits, onnx_runtime.export_onnx, onnx_runtime._export_traced,
-                onnx_runtime.SHAPE_ONLY_TRACER_WARNINGS)
     digest = hashlib.sha256(sources_digest((NETWORK_SOURCES,)).encode())
-    for part in exporter:
+    for part in _EXPORTER:
         digest.update((part if isinstance(part, str) else inspect.getsource(part)).encode())
     return digest.hexdigest()
 

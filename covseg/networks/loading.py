@@ -29,6 +29,7 @@ class LoadedModel:
     trained: bool = False
     meta: dict = field(default_factory=dict)
     bundle_dir: Path | None = None  # the bundle it was loaded from (resolved), if any
+    weights: Path | None = None  # the weights file loaded (resolved), if any: the bundle's model.pt or another
 
 
 def load_model(model: str | None = None, bundle: str | Path | None = None, device: str = "cpu") -> LoadedModel:
@@ -62,7 +63,9 @@ def load_bundle(bundle_dir: str | Path, device: str = "cpu", weights: str | Path
                                    merge_below=float(meta.get("merge_below", 0.0)),
                                    flip_average=bool(meta.get("flip_average", False)))
         meta["prior_version"] = prior.meta.get("version")
-    return bundle_model(net.to(device).eval(), bundle_dir, meta)
+    loaded = bundle_model(net.to(device).eval(), bundle_dir, meta)
+    loaded.weights = weights.resolve()
+    return loaded
 
 
 def bundle_parser(bundle_dir: Path, weights: Path | None = None):

@@ -29,6 +29,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from covseg.apps.monailabel.weights import ModelCache
+from covseg.engines.backend_model import scoring_runtime
 from covseg.engines.batch import predictor_info
 from covseg.engines.cpu import resolve_bf16
 from covseg.engines.diagnose import DiagnosisSettings, SliceScorer, classify_volume
@@ -208,14 +209,18 @@ class DiagnosisInfer(_NetworkInfer):
         self._scorers: dict[tuple, SliceScorer] = {}
 
     def _scorer(self, data: dict) -> tuple[SliceScorer, dict]:
-        """The classifier's scorer for the request's device and precision (made once), and its bundle's settings."""
+        """The classifier's scorer for the request's device, precision and backend (made once), and its bundle's
+        settings."""
         model, _, sha = self.classifier.get()
         device = _device(data)
-        key = (sha, device, resolve_bf16(precision_setting(data.get("bf16")), device))
+        precision = precision_setting(data.get("bf16"))
+        key = (sha, device, resolve_bf16(precision, device), request_backend(data.get("backend"), device))
         with self._lock:
             if key not in self._scorers:
                 self._scorers = {k: v for k, v in self._scorers.items() if k[0] == sha}
-                self._scorers[key] = SliceScorer(model.network, model.image_size, device, bf16=key[2])
+                scoring = scoring_runtime(model, key[3], device, precision=precision)
+                self._scorers[key] = SliceScorer(model.network, model.image_size, device, bf16=key[2],
+                                                 scoring=scoring)
             return self._scorers[key], model.meta
 
     def label_map(self, volume: CTVolume, data: dict) -> tuple[np.ndarray, dict[str, Any]]:
@@ -227,7 +232,7 @@ class DiagnosisInfer(_NetworkInfer):
         result, facts = self.run_network(volume, data, lung=lung, gate=classified.gate)
         facts["diagnosis"] = {**classified.decision, "segmented_slices": int(result.predicted.sum())}
         facts["classifier"] = {"name": meta.get("network"), "version": meta.get("version"),
-                               "precision": "bf16" if scorer.bf16 else "fp32"}
+                               "precision": "bf16" if scorer.bf16 else "fp32", "backend": scorer.backend}
         return result.infection.astype(np.uint8), facts
 
 

@@ -108,5 +108,6 @@ class ModelCache:
                 model = load_bundle(self.bundle)  # network_def, image size, classes from the bundle's config
                 if weights.fine_tuned:
                     load_state(model.network, weights.path)
+                    model.weights = Path(weights.path).resolve()  # not the bundle's model.pt, nor its exports
                 self._model, self._key, self.sha256 = model, weights, sha256_prefix(weights.path)
             return self._model, weights, self.sha256
