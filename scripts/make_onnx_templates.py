@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main(argv: list[str] | None = None) -> None:
     from covseg.engines.onnx_runtime import TraceRefused
-    from covseg.engines.onnx_template import TEMPLATE_NAME, make_template, template_definition
+    from covseg.engines.onnx_template import TEMPLATE_NAME, template_definition
+    from covseg.engines.onnx_template_make import make_template
     from covseg.networks.loading import bundle_meta, bundle_parser, load_bundle
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -21,11 +21,11 @@ from covseg.engines.onnx_template import (
     TEMPLATE_NAME,
     bundle_state,
     fill_template,
-    make_template,
     read_back,
     template_definition,
     template_fits,
 )
+from covseg.engines.onnx_template_make import make_template
 from covseg.engines.predictor import logits_of
 from covseg.networks import loading
 
