@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from utils import CONV_BUNDLE_CONFIG, conv_bundle, no_build
 
 from covseg.engines import onnx_recipe
 from covseg.engines.backend_model import load_backend_model
@@ -17,32 +18,9 @@ pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-CONFIG = """\
-covseg:
-  network: conv
-  image_size: 24
-  out_channels: 1
-network_def:
-  _target_: torch.nn.Conv2d
-  in_channels: 1
-  out_channels: 1
-  kernel_size: 3
-  padding: {padding}
-"""
-
-
-def _bundle(root, seed: int = 0, padding: int = 1):
-    (root / "configs").mkdir(parents=True, exist_ok=True)
-    (root / "models").mkdir(exist_ok=True)
-    (root / "configs" / "inference.yaml").write_text(CONFIG.format(padding=padding))
-    torch.manual_seed(seed)
-    conv = torch.nn.Conv2d(1, 1, 3, padding=padding)
-    torch.save(conv.state_dict(), root / "models" / "model.pt")
-    return root, conv.eval()
-
-
-def _no_build(*args, **kwargs):
-    raise AssertionError("the torch network was built")
+CONFIG = CONV_BUNDLE_CONFIG
+_bundle = conv_bundle
+_no_build = no_build
 
 
 def _load(bundle, **kwargs):

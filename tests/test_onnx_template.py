@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from utils import REPO, with_running_stats
+from utils import CONV_BUNDLE_CONFIG, REPO, conv_bundle, no_build, with_running_stats
 
 from covseg.engines import onnx_template
 from covseg.engines.backend_model import load_backend_model
@@ -118,33 +118,17 @@ def test_a_shipped_template_filled_with_its_bundles_weights_is_the_bundles_expor
     assert read_back(filled) == exported.read_bytes()
 
 
-CONFIG = """\
-covseg:
-  network: conv
-  image_size: 24
-network_def:
-  _target_: torch.nn.Conv2d
-  in_channels: 1
-  out_channels: 1
-  kernel_size: 3
-  padding: {padding}
-"""
+CONFIG = CONV_BUNDLE_CONFIG
 
 
 def _bundle(root: Path, padding: int = 1) -> tuple[Path, nn.Module]:
     """A bundle of one convolution, with its template."""
-    (root / "configs").mkdir(parents=True, exist_ok=True)
-    (root / "models").mkdir(exist_ok=True)
-    (root / "configs" / "inference.yaml").write_text(CONFIG.format(padding=padding))
-    torch.manual_seed(0)
-    conv = nn.Conv2d(1, 1, 3, padding=padding).eval()
-    torch.save(conv.state_dict(), root / "models" / "model.pt")
+    root, conv = conv_bundle(root, padding=padding)
     make_template(conv, 24, root / "models" / TEMPLATE_NAME, template_definition(root))
     return root, conv
 
 
-def _no_build(*args, **kwargs):
-    raise AssertionError("the torch network was built")
+_no_build = no_build
 
 
 def test_the_first_run_fills_the_template_without_building_the_network(tmp_path, monkeypatch):
@@ -201,8 +185,8 @@ def test_a_chained_bundles_first_run_fills_the_whole_chain_from_both_bundles(tmp
     (chained / "configs").mkdir(parents=True)
     (chained / "models").mkdir()
     config = CONFIG.format(padding=1).replace("in_channels: 1\n  out_channels: 1", "in_channels: 2\n  out_channels: 3")
-    config = config.replace("image_size: 24\n", "image_size: 24\n  out_channels: 3\n  flip_average: true\n"
-                            "  merge_below: 0.2\n  prior_bundle: ../binary\n")
+    config = config.replace("  out_channels: 1\nnetwork_def:", "  out_channels: 3\n  flip_average: true\n"
+                            "  merge_below: 0.2\n  prior_bundle: ../binary\nnetwork_def:")
     (chained / "configs" / "inference.yaml").write_text(config)
     torch.manual_seed(1)
     torch.save(nn.Conv2d(2, 3, 3, padding=1).state_dict(), chained / "models" / "model.pt")

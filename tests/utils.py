@@ -95,3 +95,34 @@ def with_running_stats(network: torch.nn.Module, seed: int = 0) -> torch.nn.Modu
                 m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
                 m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
     return network.eval()
+
+
+CONV_BUNDLE_CONFIG = """\
+covseg:
+  network: conv
+  image_size: 24
+  out_channels: 1
+network_def:
+  _target_: torch.nn.Conv2d
+  in_channels: 1
+  out_channels: 1
+  kernel_size: 3
+  padding: {padding}
+"""
+"""The inference config of :func:`conv_bundle` (``padding`` to fill in)."""
+
+
+def conv_bundle(root: Path, seed: int = 0, padding: int = 1) -> tuple[Path, torch.nn.Module]:
+    """A bundle of one 3x3 convolution at 24² (configs/inference.yaml, models/model.pt) and that convolution."""
+    (root / "configs").mkdir(parents=True, exist_ok=True)
+    (root / "models").mkdir(exist_ok=True)
+    (root / "configs" / "inference.yaml").write_text(CONV_BUNDLE_CONFIG.format(padding=padding))
+    torch.manual_seed(seed)
+    conv = torch.nn.Conv2d(1, 1, 3, padding=padding)
+    torch.save(conv.state_dict(), root / "models" / "model.pt")
+    return root, conv.eval()
+
+
+def no_build(*args, **kwargs):
+    """A stand-in for ``covseg.networks.loading.load_model`` where building the torch network is a failure."""
+    raise AssertionError("the torch network was built")
