@@ -64,14 +64,18 @@ def _without_building(bundle_dir: Path, image_size: int | None, threads: int | N
     except Exception:  # noqa: BLE001 - load_model reads the bundle again and says what is wrong with it
         return None
     size = int(image_size if image_size is not None else meta.get("image_size", 352))
-    runtime = cached_bundle_runtime(bundle_dir, size, threads, parser=parser)
-    if runtime is None:
-        runtime = filled_bundle_runtime(bundle_dir, size, threads)
+    runtime = _bundle_runtime(bundle_dir, size, threads, parser)
     if runtime is None:
         return None
     loaded = bundle_model(runtime, bundle_dir, meta)
     loaded.image_size = size
     return loaded
+
+
+def _bundle_runtime(bundle_dir: Path, image_size: int, threads: int | None, parser=None) -> OnnxRuntimeNetwork | None:
+    """The bundle's export without building its network: cached under its recipe, else filled from its template."""
+    return (cached_bundle_runtime(bundle_dir, image_size, threads, parser=parser)
+            or filled_bundle_runtime(bundle_dir, image_size, threads))
 
 
 def scoring_runtime(loaded: LoadedModel, backend: str = "auto", device: str = "cpu", threads: int | None = None,
@@ -86,8 +90,7 @@ def scoring_runtime(loaded: LoadedModel, backend: str = "auto", device: str = "c
     if bundle_dir is not None and loaded.weights != (bundle_dir / "models" / "model.pt").resolve():
         bundle_dir = None  # other weights in the bundle's network (a training run's): not the bundle's export
     if bundle_dir is not None:
-        runtime = (cached_bundle_runtime(bundle_dir, loaded.image_size, threads)
-                   or filled_bundle_runtime(bundle_dir, loaded.image_size, threads))
+        runtime = _bundle_runtime(bundle_dir, loaded.image_size, threads)
         if runtime is not None:
             return runtime
     network = backend_network(loaded.network, backend, loaded.image_size, threads, device=device,
