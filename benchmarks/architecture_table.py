@@ -23,7 +23,7 @@ from pathlib import Path
 
 from select_on_val import score_on_val
 
-from covseg.engines.evaluation import TABLE_KEYS, evaluate_network
+from covseg.engines.evaluation.slices import TABLE_KEYS, evaluate_network
 from covseg.losses.registry import SEGMENTATION_LOSSES
 from covseg.networks.loading import load_weights
 from covseg.networks.registry import get_network

@@ -4,10 +4,11 @@ Usage: ``python benchmarks/bench_gate.py [--repeats 5] [--backend auto|torch|onn
 
 On the 48 COVID-SemiSeg test slices (random slices when the data is absent), interleaved rounds of:
 
-* ``Inf-Net, torch``: :class:`covseg.engines.predictor.SlicePredictor` with the shipped Inf-Net bundle and ``covseg
-  infer``'s defaults (batches of 8, channels-last, BatchNorms folded, bf16 where the CPU has native kernels);
-* ``gate, torch``: :class:`covseg.engines.diagnose.SliceScorer` with the shipped classifier bundle as the gate runs it
-  on torch (the batches of 8 that ``infer_volume`` hands it, bf16 where native, BatchNorms folded, channels-last);
+* ``Inf-Net, torch``: :class:`covseg.engines.inference.predictor.SlicePredictor` with the shipped Inf-Net bundle and
+  ``covseg infer``'s defaults (batches of 8, channels-last, BatchNorms folded, bf16 where the CPU has native kernels);
+* ``gate, torch``: :class:`covseg.engines.inference.diagnose.SliceScorer` with the shipped classifier bundle as the
+  gate runs it on torch (the batches of 8 that ``infer_volume`` hands it, bf16 where native, BatchNorms folded,
+  channels-last);
 * ``gate, torch, network as it is``: the same scorer with ``fast=False`` (before the folded copy);
 * where ``--backend`` resolves to ONNX Runtime (``auto`` on CPUs without native bf16), ``Inf-Net, onnxruntime`` and
   ``gate, onnxruntime``: both networks as ``covseg infer --gate`` then runs them.
@@ -27,10 +28,10 @@ import numpy as np
 import torch
 from machine import append_record, describe
 
-from covseg.engines.backend_model import load_backend_model, scoring_runtime
-from covseg.engines.diagnose import SliceScorer
-from covseg.engines.onnx_runtime import OnnxRuntimeNetwork
-from covseg.engines.predictor import SlicePredictor
+from covseg.engines.inference.diagnose import SliceScorer
+from covseg.engines.inference.predictor import SlicePredictor
+from covseg.engines.runtime.backend_model import load_backend_model, scoring_runtime
+from covseg.engines.runtime.onnx_runtime import OnnxRuntimeNetwork
 from covseg.io.slices import list_images, read_grey
 from covseg.networks.loading import DEFAULT_BUNDLE, load_bundle
 

@@ -44,10 +44,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-INFER_IMPORTS = ("import covseg.engines.dataset; "  # the reader first, then MONAI, as the CLI does
+INFER_IMPORTS = ("import covseg.engines.inference.dataset; "  # the reader first, then MONAI, as the CLI does
                  "from covseg.monai_import import import_monai; import_monai(); "
-                 "import covseg.cli.main, covseg.networks.loading, covseg.engines.batch, covseg.engines.evaluator, "
-                 "covseg.networks.infnet; from monai.bundle import ConfigParser")
+                 "import covseg.cli.main, covseg.networks.loading, covseg.engines.inference.batch, "
+                 "covseg.engines.inference.evaluator, covseg.networks.infnet; from monai.bundle import ConfigParser")
 NULL_MODEL = "bench-threshold"
 AGAIN = "network included, again (the first run's cache kept)"
 
@@ -84,9 +84,9 @@ def _child(argv: list[str]) -> int:
 def _note_first_slice(path: Path) -> None:
     """Wait (polling every 2 ms) until the CLI has imported ``SlicePredictor``; wrap its ``predict`` so that the
     first call writes its start time to ``path``."""
-    while getattr(sys.modules.get("covseg.engines.predictor"), "SlicePredictor", None) is None:
+    while getattr(sys.modules.get("covseg.engines.inference.predictor"), "SlicePredictor", None) is None:
         time.sleep(0.002)
-    cls = sys.modules["covseg.engines.predictor"].SlicePredictor
+    cls = sys.modules["covseg.engines.inference.predictor"].SlicePredictor
     predict = cls.predict
 
     def first(self, slices):  # noqa: ANN001, ANN202 - the wrapped method's own signature
@@ -128,7 +128,7 @@ def _gemm_rates_now() -> dict[str, float]:
     import torch
     from compute_bound import gemm_rate
 
-    from covseg.engines.cpu import bf16_fast
+    from covseg.engines.runtime.cpu import bf16_fast
 
     rates = {"fp32": gemm_rate(torch.float32)}
     if bf16_fast():
@@ -165,7 +165,7 @@ def _run(cli_args: list[str], log: Path, cache: Path) -> dict:
 
 def _read_and_mask_seconds(path: Path) -> float:
     """Read + lung mask of ``path`` in this process, alone (what the first slice has to wait for in any case)."""
-    from covseg.engines.dataset import VolumePreprocessing
+    from covseg.engines.inference.dataset import VolumePreprocessing
 
     start = time.perf_counter()
     VolumePreprocessing()(path)
@@ -194,11 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     from covseg.synthetic.phantom import make_chest_phantom, write_phantom
 
     machine_before = describe()
-    from covseg.engines.onnx_runtime import resolve_backend
+    from covseg.engines.runtime.onnx_runtime import resolve_backend
 
     ort_default = resolve_backend("auto") == "onnxruntime"  # then infer also imports onnxruntime before its first slice
-    torch_s, after_s = imports_after_torch(INFER_IMPORTS + "; import covseg.engines.backend_model"
-                                           + ("; import covseg.engines.onnx_runtime, onnxruntime" if ort_default
+    torch_s, after_s = imports_after_torch(INFER_IMPORTS + "; import covseg.engines.runtime.backend_model"
+                                           + ("; import covseg.engines.runtime.onnx_runtime, onnxruntime" if ort_default
                                               else ""))
     help_s = _import_seconds("", args=("-m", "covseg", "infer", "--help"))
     print(f"imports: torch {torch_s:.2f} s; then what covseg infer imports before its first slice +{after_s:.2f} s "

@@ -8,7 +8,7 @@ is absent), one after the other in one process:
 
 * ``plain``: the official procedure: each slice alone (batch 1), fp32, NCHW, resize to 352², forward, upsample
   the logits to the slice size, sigmoid;
-* ``covseg``: :class:`covseg.engines.predictor.SlicePredictor` with its defaults (batches of 8, channels-last,
+* ``covseg``: :class:`covseg.engines.inference.predictor.SlicePredictor` with its defaults (batches of 8, channels-last,
   BatchNorms folded into the convolutions, conv -> ReLU chains run as one oneDNN call, bf16 autocast only where the
   CPU has native bf16 kernels), and at the fastest precision once more without the conv -> ReLU fusion
   (``fuse_relu=False``) and once with neither rewrite (``fold_bn=False``), side by side;
@@ -42,8 +42,8 @@ import torch.nn.functional as F
 from compute_bound import gemm_rate, network_flops
 from machine import append_record, describe
 
-from covseg.engines.cpu import bf16_fast, onednn_isa_cap
-from covseg.engines.predictor import SlicePredictor
+from covseg.engines.inference.predictor import SlicePredictor
+from covseg.engines.runtime.cpu import bf16_fast, onednn_isa_cap
 from covseg.io.slices import list_images, read_grey
 from covseg.networks.loading import DEFAULT_BUNDLE, load_model
 
@@ -192,7 +192,7 @@ def main() -> None:
                                         f"{side}²)", model.network, slices, side, bs, precisions[-1],
                                         side_flops / rates[name] / 1e9, side == size, compiled=True))
         if has_ort:
-            from covseg.engines.onnx_runtime import onnx_runtime_network
+            from covseg.engines.runtime.onnx_runtime import onnx_runtime_network
 
             loops.append(predictor_loop(f"covseg SlicePredictor, onnxruntime backend (batch {bs}, fp32, {side}²)",
                                         onnx_runtime_network(model.network, image_size=side), slices, side, bs,

@@ -6,7 +6,7 @@ Usage: ``python benchmarks/bench_jcs_segmenter.py [--bundle bundles/jcs_segmente
 One process, one network (the bundle's weights when present, else a fresh one: speed does not depend on them),
 the same slices (COVID-SemiSeg test slices, or random ones when the data is absent), batch 1, channels-last,
 eval mode under ``torch.inference_mode``: first fp32, then bf16 autocast (only when the CPU has native bf16
-kernels, :func:`covseg.engines.cpu.bf16_fast`; emulated bf16 is many times slower and is not timed). Reports
+kernels, :func:`covseg.engines.runtime.cpu.bf16_fast`; emulated bf16 is many times slower and is not timed). Reports
 seconds per slice, the ratio, the Dice of the two masks (p >= 0.5) and the load average before and after, and
 appends the record to ``docs/benchmarks.md``.
 """
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from machine import append_record, cpu_model
 
-from covseg.engines.cpu import autocast_context, bf16_fast
+from covseg.engines.runtime.cpu import autocast_context, bf16_fast
 from covseg.io.slices import list_images, read_grey
 from covseg.networks.jcs import JCSSegmenter
 from covseg.networks.loading import load_weights

@@ -70,7 +70,7 @@ def quantize_onnxruntime(network: torch.nn.Module, calibration: list[dict], work
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from covseg.engines.onnx_runtime import OnnxRuntimeNetwork, export_onnx
+    from covseg.engines.runtime.onnx_runtime import OnnxRuntimeNetwork, export_onnx
 
     workdir.mkdir(parents=True, exist_ok=True)
     fp32_path, pre_path, int8_path = (workdir / f"infnet-{n}.onnx" for n in ("fp32", "pre", "int8"))

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from covseg.engines.predictor import SlicePredictor
+from covseg.engines.inference.predictor import SlicePredictor
 from covseg.io.classification import labelled_slices
 from covseg.io.slices import read_grey
 from covseg.networks.infnet import InfNet

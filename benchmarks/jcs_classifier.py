@@ -37,8 +37,8 @@ sys.path.insert(0, str(REPO))
 
 from machine import append_record  # noqa: E402
 
-from covseg.engines.classifier import predict_scores  # noqa: E402
-from covseg.engines.cpu import precision_name, resolve_bf16  # noqa: E402
+from covseg.engines.runtime.cpu import precision_name, resolve_bf16  # noqa: E402
+from covseg.engines.training.classifier import predict_scores  # noqa: E402
 from covseg.io.classification import labelled_slices  # noqa: E402
 from covseg.io.slices import list_images, read_grey  # noqa: E402
 from covseg.metrics.classification import auc_interval, classification_scores  # noqa: E402

@@ -71,7 +71,7 @@ def fold_logits(run_dir: Path, fold: int, folds: int, out: Path, overrides: list
     import torch.nn.functional as F
     from monai.bundle import ConfigParser
 
-    from covseg.engines.predictor import SlicePredictor
+    from covseg.engines.inference.predictor import SlicePredictor
     from covseg.networks.loading import load_weights
     from covseg.networks.multiclass import PriorGuidedSegmenter
 

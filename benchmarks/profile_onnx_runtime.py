@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from compute_bound import gemm_rate, network_flops
     from machine import append_record, describe
 
-    from covseg.engines.onnx_runtime import onnx_runtime_network
+    from covseg.engines.runtime.onnx_runtime import onnx_runtime_network
     from covseg.networks.loading import load_model
 
     machine = describe()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from torch import nn
 
-from covseg.engines.evaluation import predict_folder
+from covseg.engines.evaluation.slices import predict_folder
 from covseg.io.slices import semiseg_items, split_train_val
 from covseg.metrics.folders import evaluate_folders
 from covseg.metrics.tables import format_table_row

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> None:
-    from covseg.engines.priors import out_of_fold_priors
+    from covseg.engines.training.priors import out_of_fold_priors
     from covseg.io.atomic import atomic_path
     from covseg.io.slices import fold_split, semiseg_items
     from covseg.metrics.binary import binary_scores

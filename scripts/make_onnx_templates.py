@@ -4,11 +4,11 @@ Usage::
 
     python scripts/make_onnx_templates.py [BUNDLE ...]     # default: every bundle under bundles/
 
-Run it after a change to ``covseg/networks``, the exporter (``covseg/engines/onnx_runtime.py``,
+Run it after a change to ``covseg/networks``, the exporter (``covseg/engines/runtime/onnx_runtime.py``,
 ``onnx_template.py``), a bundle's ``network_def`` or a chain's settings: ``tests/test_onnx_template.py`` fails
 until the templates are made again. A multi-class bundle's template is its whole chain (the binary bundle's
 network, then its head). Networks that the tracing exporter refuses get no template; their first ONNX Runtime run
-exports as before (``covseg/engines/onnx_template.py``).
+exports as before (``covseg/engines/runtime/onnx_template.py``).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> None:
-    from covseg.engines.onnx_runtime import TraceRefused
-    from covseg.engines.onnx_template import TEMPLATE_NAME, template_definition
-    from covseg.engines.onnx_template_make import make_template
+    from covseg.engines.runtime.onnx_runtime import TraceRefused
+    from covseg.engines.runtime.onnx_template import TEMPLATE_NAME, template_definition
+    from covseg.engines.runtime.onnx_template_make import make_template
     from covseg.networks.loading import bundle_meta, bundle_parser, load_bundle
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -6,7 +6,7 @@ Usage: ``python scripts/multiclass_pseudo_labels.py --out FILE.npz [--head HEAD.
 Each of the 1,600 unlabelled slices is shown in the labelled slices' window (the coronacases and radiopaedia
 volumes were written in their own, ``docs/windowing.md``), gets the binary bundle's infection map (the prior
 channel), and the head's label map, flip-averaged with the bundle's ``merge_below``
-(:mod:`covseg.engines.pseudo_classes`). ``--head``: a head checkpoint (e.g. a cross-validation fold's
+(:mod:`covseg.engines.training.pseudo_classes`). ``--head``: a head checkpoint (e.g. a cross-validation fold's
 ``model_final.pt``); default the multi-class bundle's ``models/model.pt``. Train on the file with
 ``bundles/multiclass_infnet/configs/train.yaml --pseudo_labels FILE.npz``.
 """
@@ -35,8 +35,8 @@ def main() -> int:
     import torch
     from monai.bundle import ConfigParser
 
-    from covseg.engines.priors import compute_priors
-    from covseg.engines.pseudo_classes import label_slices, save_pseudo_set
+    from covseg.engines.training.priors import compute_priors
+    from covseg.engines.training.pseudo_classes import label_slices, save_pseudo_set
     from covseg.io.slices import read_grey, unlabelled_items
     from covseg.networks.loading import load_bundle, load_weights
     from covseg.transforms.intensity import rewindow

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = parse(argv)
     from monai.bundle import ConfigWorkflow
 
-    from covseg.engines.cpu import resolve_bf16
+    from covseg.engines.runtime.cpu import resolve_bf16
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():

@@ -77,7 +77,7 @@ def test_inference_config_passes_monai_check_properties(tmp_path):
 @pytest.mark.slow
 def test_inference_workflow_maps_match_the_slice_predictor(semiseg_dir, tmp_path):
     """MONAI's evaluator over a folder of slices writes the same maps as covseg's predictor (both fp32)."""
-    from covseg.engines.evaluation import predict_folder
+    from covseg.engines.evaluation.slices import predict_folder
 
     slices = tmp_path / "slices"
     slices.mkdir()

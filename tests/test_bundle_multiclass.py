@@ -29,7 +29,7 @@ def test_metadata_verifies_offline():
 def test_inference_config_passes_monai_check_properties(tmp_path):
     from monai.bundle import ConfigWorkflow
 
-    from covseg.engines.training import save_weights
+    from covseg.engines.training.trainer import save_weights
     from covseg.networks.registry import get_network
 
     weights = tmp_path / "head.pt"
@@ -121,8 +121,8 @@ def test_pseudo_labels_join_the_training_slices_each_epoch(semiseg_dir, tmp_path
     from monai.bundle import ConfigParser
     from torch.utils.data import RandomSampler
 
-    from covseg.engines.pseudo_classes import save_pseudo_set
-    from covseg.engines.sampling import LabelledPlusDraws
+    from covseg.engines.training.pseudo_classes import save_pseudo_set
+    from covseg.engines.training.sampling import LabelledPlusDraws
 
     rng = np.random.default_rng(0)
     shapes = [(48, 64)] * 6

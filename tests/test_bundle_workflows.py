@@ -31,10 +31,10 @@ def _assert_complete(workflow) -> None:
 
 
 def test_inference_config_is_a_monai_infer_workflow(tmp_path):
-    from covseg.engines.batch import VolumeDataset, VolumePreprocessing
-    from covseg.engines.evaluator import VolumeBatchInference
-    from covseg.engines.predictor import SlicePredictor
-    from covseg.engines.volume import InfectionPostprocessing
+    from covseg.engines.inference.batch import VolumeDataset, VolumePreprocessing
+    from covseg.engines.inference.evaluator import VolumeBatchInference
+    from covseg.engines.inference.predictor import SlicePredictor
+    from covseg.engines.inference.volume import InfectionPostprocessing
 
     ct = write_phantom(tmp_path / "in" / "p.nii.gz", make_chest_phantom(shape=(6, 48, 48), spacing=(7.0, 7.0, 12.0),
                                                                          seed=1))["ct"]
@@ -48,7 +48,7 @@ def test_inference_config_is_a_monai_infer_workflow(tmp_path):
 
 
 def test_evaluate_config_is_a_monai_eval_workflow(semiseg_dir, tmp_path):
-    from covseg.engines.evaluation import SliceEvaluation
+    from covseg.engines.evaluation.slices import SliceEvaluation
 
     workflow = _workflow("evaluate", "eval", dataset_dir=str(semiseg_dir), output_dir=str(tmp_path))
     _assert_complete(workflow)
@@ -64,7 +64,7 @@ def test_train_config_is_a_monai_train_workflow(semiseg_dir, tmp_path):
 
 
 def test_semi_infnet_train_config_is_a_monai_train_workflow(semiseg_dir, tmp_path):
-    from covseg.engines.semi_procedure import SemiInfNet
+    from covseg.engines.training.semi_procedure import SemiInfNet
 
     workflow = _workflow("train", "train", SEMI, dataset_dir=str(semiseg_dir), output_dir=str(tmp_path),
                          train_limit=4, unlabelled_limit=2)

@@ -14,7 +14,7 @@ from torch import nn
 from utils import assert_masks_agree, use_tiny_default_model
 
 from covseg.cli.main import main
-from covseg.engines.predictor import SlicePredictor
+from covseg.engines.inference.predictor import SlicePredictor
 
 needs_compiler = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                                     reason="torch.compile on CPU needs a C++ compiler (g++), none on PATH")
@@ -93,7 +93,7 @@ import sys
 import numpy as np
 import torch
 from torch import nn
-from covseg.engines.predictor import SlicePredictor
+from covseg.engines.inference.predictor import SlicePredictor
 torch.manual_seed(0)
 net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 1, 3, padding=1)).eval()
 images = [np.random.default_rng(k).random((20 + k, 28), dtype=np.float32) for k in range(5)]
@@ -126,7 +126,7 @@ def test_kernels_compiled_for_another_instruction_set_are_not_reused(tmp_path):
 
 
 def test_a_cache_folder_the_user_chose_is_kept_and_the_default_one_is_split(monkeypatch, tmp_path):
-    from covseg.engines.compile_cache import isa_tag, use_isa_cache
+    from covseg.engines.runtime.compile_cache import isa_tag, use_isa_cache
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
     assert use_isa_cache() == str(tmp_path / "mine")

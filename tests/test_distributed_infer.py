@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from covseg.engines.distributed import Shard
+from covseg.engines.inference.distributed import Shard
 from covseg.synthetic.phantom import make_chest_phantom, write_phantom
 
 

@@ -15,11 +15,11 @@ from ignite.engine import Events
 from ignite.handlers import ProgressBar, Timer
 from torch import nn
 
-from covseg.engines import export as export_mod
-from covseg.engines.batch import prepare_volume, process_volume, run_batch
-from covseg.engines.export import export_volume
-from covseg.engines.predictor import SlicePredictor
-from covseg.engines.volume import infer_volume
+from covseg.engines.inference import export as export_mod
+from covseg.engines.inference.batch import prepare_volume, process_volume, run_batch
+from covseg.engines.inference.export import export_volume
+from covseg.engines.inference.predictor import SlicePredictor
+from covseg.engines.inference.volume import infer_volume
 from covseg.io.read import CTVolume, read_volume
 from covseg.networks.registry import get_network
 from covseg.synthetic.phantom import make_chest_phantom, write_phantom
@@ -234,7 +234,7 @@ def test_labels_give_scores(tmp_path, phantom):
 
 
 def test_dataset_prefetch_reads_once_and_preprocessing_carries_the_lung(ct_ras):
-    from covseg.engines.batch import VolumeDataset, VolumePreprocessing
+    from covseg.engines.inference.batch import VolumeDataset, VolumePreprocessing
 
     calls = []
     preprocessing = VolumePreprocessing()
@@ -256,7 +256,7 @@ def test_dataset_prefetch_reads_once_and_preprocessing_carries_the_lung(ct_ras):
 
 
 def test_dataset_adopts_an_equal_datasets_prefetch_only(ct_ras):
-    from covseg.engines.dataset import VolumeDataset, VolumePreprocessing
+    from covseg.engines.inference.dataset import VolumeDataset, VolumePreprocessing
 
     calls = []
 
@@ -279,7 +279,7 @@ def test_dataset_adopts_an_equal_datasets_prefetch_only(ct_ras):
 def test_dataset_prefetch_in_a_child_process_gives_the_same_item_and_the_real_error(ct_ras, tmp_path):
     import glob
 
-    from covseg.engines.dataset import VolumeDataset
+    from covseg.engines.inference.dataset import VolumeDataset
     from covseg.io.errors import CovsegInputError
 
     own = f"/dev/shm/covseg-item-{os.getpid()}-*"  # this process's folders only: other runs may share /dev/shm
@@ -307,7 +307,7 @@ def test_dataset_imports_neither_torch_nor_monai_and_reading_imports_nothing(ct_
     import subprocess
     import sys
 
-    code = ("import sys; from covseg.engines.dataset import VolumePreprocessing; "
+    code = ("import sys; from covseg.engines.inference.dataset import VolumePreprocessing; "
             "assert not {'torch', 'monai'} & set(sys.modules), sorted({'torch', 'monai'} & set(sys.modules)); "
             "before = set(sys.modules); item = VolumePreprocessing()(sys.argv[1]); assert item.lung.any(); "
             "new = sorted(set(sys.modules) - before); assert not new, new")
@@ -317,7 +317,7 @@ def test_dataset_imports_neither_torch_nor_monai_and_reading_imports_nothing(ct_
 
 
 def test_dataset_prefetch_delivers_errors_to_the_reader(tmp_path):
-    from covseg.engines.batch import VolumeDataset
+    from covseg.engines.inference.batch import VolumeDataset
     from covseg.io.errors import CovsegInputError
 
     empty = tmp_path / "empty.nii.gz"

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 from utils import with_running_stats
 
-from covseg.engines.fusion import fold_batchnorm
-from covseg.engines.predictor import SlicePredictor
+from covseg.engines.inference.predictor import SlicePredictor
+from covseg.engines.runtime.fusion import fold_batchnorm
 from covseg.networks.registry import get_network, list_networks, network_spec
 
 

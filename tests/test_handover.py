@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from covseg.engines.handover import (
+from covseg.engines.inference.handover import (
     HANDOVER_PREFIX,
     OUT_OF_BAND_BYTES,
     clean_dead_handovers,

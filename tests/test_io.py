@@ -306,7 +306,7 @@ def test_copy_of_series_in_two_inputs_stays_two_volumes(tmp_path, phantom):
 def test_package_names_load_on_first_use_and_training_imports_no_simpleitk() -> None:
     """``covseg.io`` loads its names lazily: a training run (which reads PNG slices only) imports no SimpleITK,
     while ``from covseg.io import read_volume`` still works and unknown names still fail."""
-    code = ("import sys; import covseg.io.atomic, covseg.io.slices, covseg.engines.semi_procedure; "
+    code = ("import sys; import covseg.io.atomic, covseg.io.slices, covseg.engines.training.semi_procedure; "
             "assert 'SimpleITK' not in sys.modules; "
             "from covseg.io import read_volume, CovsegInputError, write_volume_like; "
             "import covseg.io.read as r; assert read_volume is r.read_volume; assert 'SimpleITK' in sys.modules; "
@@ -327,10 +327,11 @@ def test_json_text_writes_null_for_non_finite_values():
 
 
 def test_the_volume_reader_imports_neither_torch_nor_pydicom_for_a_nifti(tmp_path, phantom) -> None:
-    """``covseg infer`` forks its first volume's reader before it imports torch (``covseg.engines.dataset``): the
-    reader's imports must not pull torch in (that put the first slice 1 s later), nor pydicom for a NIfTI input."""
+    """``covseg infer`` forks its first volume's reader before it imports torch
+    (``covseg.engines.inference.dataset``): the reader's imports must not pull torch in (that put the first slice 1 s
+    later), nor pydicom for a NIfTI input."""
     ct = write_phantom(tmp_path / "p.nii.gz", phantom)["ct"]
-    code = ("import sys; from covseg.engines.dataset import VolumeDataset, VolumePreprocessing; "
+    code = ("import sys; from covseg.engines.inference.dataset import VolumeDataset, VolumePreprocessing; "
             "item = VolumeDataset([sys.argv[1]], VolumePreprocessing())[0]; "
             "print(sorted({'torch', 'monai', 'pydicom'} & set(sys.modules)), item.volume.array.shape, "
             "int(item.lung.any()))")

@@ -26,7 +26,7 @@ from conftest import SHARED_DATA
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from covseg.engines.activation import slice_activation
+from covseg.engines.inference.activation import slice_activation
 from covseg.io.classification import labelled_slices
 from covseg.io.slices import read_grey
 from covseg.networks.classifier import SliceClassifier

@@ -17,8 +17,8 @@ from bundle_runs import REPO, run_ok
 from conftest import SHARED_DATA
 from PIL import Image
 
-from covseg.engines.activation import activation_maps, stage_activation
-from covseg.engines.classifier import mixup
+from covseg.engines.inference.activation import activation_maps, stage_activation
+from covseg.engines.training.classifier import mixup
 from covseg.io.classification import labelled_slices
 from covseg.metrics.classification import auc_interval, classification_scores, rank_auc, roc_auc
 from covseg.networks.classifier import SliceClassifier, covid_probability, encoder_from_infnet
@@ -177,7 +177,7 @@ def test_auc_interval_resamples_patients_not_slices():
 def test_evaluate_writes_strict_json_with_the_auc_interval(tmp_path):
     """metrics.json is strict JSON (a folder of one class has no AUC: null, never NaN) and gives each set the
     AUC's interval."""
-    from covseg.engines.classifier import evaluate_classifier
+    from covseg.engines.training.classifier import evaluate_classifier
 
     class MeanBrightness(torch.nn.Module):  # brighter slice -> higher P(COVID-19)
         def forward(self, x):
@@ -273,8 +273,8 @@ def test_tiny_training_writes_checkpoint_resumes_and_evaluates(cls_dir, tmp_path
 
 
 def test_snapshot_average_is_validated_and_kept_when_it_scores_higher(tmp_path, one_torch_thread):
-    from covseg.engines.averaging import average_states, read_state
-    from covseg.engines.classifier import build_classifier_trainer
+    from covseg.engines.training.averaging import average_states, read_state
+    from covseg.engines.training.classifier import build_classifier_trainer
 
     torch.manual_seed(0)
     items = [{"image": torch.rand(1, 32, 32), "label": i % 2, "source": "s", "name": f"{i}.png"} for i in range(8)]
@@ -296,7 +296,7 @@ def test_snapshot_average_is_validated_and_kept_when_it_scores_higher(tmp_path, 
 
 
 def test_source_weights_give_each_source_the_same_share():
-    from covseg.engines.sampling import source_weights
+    from covseg.engines.training.sampling import source_weights
 
     items = [{"source": "big"}] * 6 + [{"source": "small"}] * 2
     weights = source_weights(items)
@@ -307,7 +307,7 @@ def test_source_weights_give_each_source_the_same_share():
 
 
 def test_source_balanced_draws_follow_seed_and_epoch_and_balance_the_sources():
-    from covseg.engines.sampling import SourceBalancedSampler
+    from covseg.engines.training.sampling import SourceBalancedSampler
 
     items = [{"source": "big"}] * 900 + [{"source": "small"}] * 100
     sampler = SourceBalancedSampler(items, seed=3)
@@ -323,8 +323,8 @@ def test_source_balanced_draws_follow_seed_and_epoch_and_balance_the_sources():
 
 
 def test_classifier_trainer_tells_an_epoch_sampler_each_epoch(tmp_path, one_torch_thread):
-    from covseg.engines.classifier import build_classifier_trainer
-    from covseg.engines.sampling import SourceBalancedSampler
+    from covseg.engines.training.classifier import build_classifier_trainer
+    from covseg.engines.training.sampling import SourceBalancedSampler
 
     items = [{"image": torch.rand(1, 32, 32), "label": i % 2, "source": "s" if i < 6 else "t"} for i in range(8)]
     seen: list[int] = []

@@ -20,10 +20,10 @@ from PIL import Image
 from utils import assert_masks_agree, use_tiny_default_model
 
 from covseg.cli.main import main
-from covseg.engines import onnx_runtime
-from covseg.engines.backend_model import scoring_runtime
-from covseg.engines.diagnose import DiagnosisSettings, SliceScorer, decide
-from covseg.engines.onnx_runtime import onnx_runtime_network
+from covseg.engines.inference.diagnose import DiagnosisSettings, SliceScorer, decide
+from covseg.engines.runtime import onnx_runtime
+from covseg.engines.runtime.backend_model import scoring_runtime
+from covseg.engines.runtime.onnx_runtime import onnx_runtime_network
 from covseg.networks.classifier import SliceClassifier
 from covseg.networks.loading import load_bundle
 
@@ -82,7 +82,7 @@ def test_spaced_top_keeps_the_strongest_slice_of_each_part():
 
 
 def test_only_slices_with_enough_lung_are_classified():
-    from covseg.engines.diagnose import classified_slices
+    from covseg.engines.inference.diagnose import classified_slices
 
     crops = [np.zeros((4, 5)), np.zeros((20, 30)), np.zeros((16, 20)), np.zeros((10, 10)), np.zeros((2, 3))]
     assert classified_slices(crops, 0.25) == [1, 2]  # 20 px, 100 px and 6 px are below 0.25 x 600 px
@@ -99,7 +99,7 @@ def _diagnose(ct_volumes_dir: Path, bundle: Path, out: Path, *extra: str) -> int
 
 def test_diagnose_negative_patients_are_not_segmented_and_bad_input_is_one_line(ct_volumes_dir, classifier_bundle,
                                                                                tmp_path, capsys, monkeypatch):
-    import covseg.engines.dataset as dataset
+    import covseg.engines.inference.dataset as dataset
 
     forked = []  # the first volume is read in a forked child while the models load, as in covseg infer
     real_fork = dataset.fork_child
@@ -185,7 +185,7 @@ def test_infer_gate_without_weights_is_one_line(ct_volumes_dir, tmp_path, capsys
 def test_montage_sources_share_the_volumes_lung_box(tmp_path):
     """Every montage panel shows the same field of view (the volume's lung box); a slice's own crop sits inside it,
     smaller for a slice near the lung's end."""
-    from covseg.engines.diagnose import lung_crops, montage_sources
+    from covseg.engines.inference.diagnose import lung_crops, montage_sources
     from covseg.io.read import read_volume
     from covseg.synthetic.phantom import make_chest_phantom, write_phantom
 
@@ -298,7 +298,7 @@ def test_the_shipped_classifier_scores_on_onnx_runtime_from_its_template(tmp_pat
 
 
 def test_gate_scores_only_crops_it_does_not_know():
-    from covseg.engines.diagnose import ClassifierGate, crop_key
+    from covseg.engines.inference.diagnose import ClassifierGate, crop_key
 
     scored: list[int] = []
 
@@ -338,7 +338,7 @@ def test_segment_gate_reuses_the_diagnosis_scores(ct_volumes_dir, classifier_bun
 
 def test_ctrl_c_keeps_the_finished_volume_in_the_summary(ct_volumes_dir, classifier_bundle, tmp_path, monkeypatch,
                                                         capsys):
-    from covseg.engines.predictor import SlicePredictor
+    from covseg.engines.inference.predictor import SlicePredictor
 
     calls = {"n": 0}
     predict = SlicePredictor.predict
@@ -376,7 +376,7 @@ def test_too_little_lung_for_the_classifier_is_indeterminate():
 
 def test_an_abdominal_scan_with_the_lung_bases_is_indeterminate_and_segmented(ct_volumes_dir, classifier_bundle,
                                                                               tmp_path, capsys):
-    from covseg.engines.diagnose import largest_lung_area_cm2
+    from covseg.engines.inference.diagnose import largest_lung_area_cm2
 
     ct = str(ct_volumes_dir / "abdomen-totalseg" / "example_ct.nii.gz")
     out = tmp_path / "abdomen"

@@ -108,11 +108,11 @@ def _assert_volume_complete(folder: Path) -> None:
 
 
 KILL_POINTS = {
-    # the CLI reads the 1st volume in a forked child (engines.dataset.prefetch), which the hook leaves alone:
+    # the CLI reads the 1st volume in a forked child (engines.inference.dataset.prefetch), which the hook leaves alone:
     # this process's 1st read is the 2nd volume
-    "reading the 2nd volume": ("covseg.engines.dataset", "read_volume", 1),
-    "predicting the 2nd volume": ("covseg.engines.predictor.SlicePredictor", "predict", 2),
-    "writing a mask (half a folder)": ("covseg.engines.export", "write_volume_like", 2),
+    "reading the 2nd volume": ("covseg.engines.inference.dataset", "read_volume", 1),
+    "predicting the 2nd volume": ("covseg.engines.inference.predictor.SlicePredictor", "predict", 2),
+    "writing a mask (half a folder)": ("covseg.engines.inference.export", "write_volume_like", 2),
     "writing summary.csv": ("covseg.reports.batch", "atomic_write_text", 2),
 }
 
@@ -148,7 +148,7 @@ def _killed_method_run(argv: list[str], module_name: str, cls: str, attr: str, c
 def _killed_between_renames(argv: list[str]) -> None:
     import types
 
-    import covseg.engines.export as export_mod
+    import covseg.engines.inference.export as export_mod
 
     proxy = types.SimpleNamespace(**{name: getattr(os, name) for name in dir(os) if not name.startswith("__")})
     _kill_at(proxy, "replace", 2)  # replace_dir: 1st call moves the old result aside, 2nd puts the new one
@@ -168,7 +168,7 @@ def test_kill9_between_the_two_renames_loses_nothing(tmp_path, inputs, tiny_mode
 
 
 def _slow_predict_then_signal(argv: list[str], log: str, ready: str) -> None:
-    from covseg.engines.predictor import SlicePredictor
+    from covseg.engines.inference.predictor import SlicePredictor
 
     real = SlicePredictor.predict
     count = {"n": 0}
@@ -250,7 +250,7 @@ def test_output_folder_inside_input_folder(tmp_path, inputs, tiny_model):
 # ----------------------------------------------------------------------------------------------- disk full
 def test_disk_full_fake_is_one_line_and_keeps_finished(tmp_path, inputs, tiny_model, monkeypatch, capsys):
     """Fake ENOSPC (monkeypatch): the 2nd volume's mask write and the summary write fail."""
-    import covseg.engines.export as export_mod
+    import covseg.engines.inference.export as export_mod
     import covseg.reports.batch as batch_mod
 
     real_write, calls = export_mod.write_volume_like, {"n": 0}

@@ -11,9 +11,9 @@ from ignite.engine import Events
 from torch import nn
 from utils import bright_square_slices
 
-import covseg.engines.mean_teacher as mean_teacher
-from covseg.engines.mean_teacher import MeanTeacher, paired_items, paired_transforms, train_mean_teacher
-from covseg.engines.semi_supervised import run_to_end
+import covseg.engines.training.mean_teacher as mean_teacher
+from covseg.engines.training.mean_teacher import MeanTeacher, paired_items, paired_transforms, train_mean_teacher
+from covseg.engines.training.semi_supervised import run_to_end
 from covseg.networks.outputs import DeepSupervisionOutput, split_output
 from covseg.transforms.views import strong_view
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from covseg.engines.batch import run_batch
+from covseg.engines.inference.batch import run_batch
 from covseg.networks.multiclass import PriorGuidedSegmenter
 from covseg.synthetic.phantom import CONSOLIDATION, GGO, make_chest_phantom, write_phantom
 from covseg.transforms.intensity import window_hu

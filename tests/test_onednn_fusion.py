@@ -6,9 +6,9 @@ import torch
 from torch import nn
 from utils import with_running_stats
 
-from covseg.engines.fusion import fold_batchnorm
-from covseg.engines.onednn_fusion import FusedConvReLU, fuse_conv_relu
-from covseg.engines.predictor import SlicePredictor
+from covseg.engines.inference.predictor import SlicePredictor
+from covseg.engines.runtime.fusion import fold_batchnorm
+from covseg.engines.runtime.onednn_fusion import FusedConvReLU, fuse_conv_relu
 from covseg.networks.outputs import final_logits
 from covseg.networks.registry import get_network, network_spec
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from utils import CONV_BUNDLE_CONFIG, conv_bundle, no_build
 
-from covseg.engines import onnx_recipe
-from covseg.engines.backend_model import load_backend_model
-from covseg.engines.onnx_runtime import OnnxRuntimeNetwork
+from covseg.engines.runtime import onnx_recipe
+from covseg.engines.runtime.backend_model import load_backend_model
+from covseg.engines.runtime.onnx_runtime import OnnxRuntimeNetwork
 from covseg.networks import loading
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")

@@ -12,8 +12,9 @@ from torch import nn
 from utils import assert_masks_agree, patch_load_model, use_tiny_default_model
 
 from covseg.cli.main import main
-from covseg.engines import onnx_runtime
-from covseg.engines.onnx_runtime import (
+from covseg.engines.inference.predictor import SlicePredictor
+from covseg.engines.runtime import onnx_runtime
+from covseg.engines.runtime.onnx_runtime import (
     OnnxRuntimeNetwork,
     TraceRefused,
     backend_network,
@@ -21,7 +22,6 @@ from covseg.engines.onnx_runtime import (
     onnx_runtime_network,
     resolve_backend,
 )
-from covseg.engines.predictor import SlicePredictor
 from covseg.networks import loading
 from covseg.networks.registry import get_network
 

@@ -14,10 +14,11 @@ import torch
 from torch import nn
 from utils import CONV_BUNDLE_CONFIG, REPO, conv_bundle, no_build, with_running_stats
 
-from covseg.engines import onnx_template
-from covseg.engines.backend_model import load_backend_model
-from covseg.engines.onnx_runtime import OnnxRuntimeNetwork, export_onnx
-from covseg.engines.onnx_template import (
+from covseg.engines.inference.predictor import logits_of
+from covseg.engines.runtime import onnx_template
+from covseg.engines.runtime.backend_model import load_backend_model
+from covseg.engines.runtime.onnx_runtime import OnnxRuntimeNetwork, export_onnx
+from covseg.engines.runtime.onnx_template import (
     TEMPLATE_NAME,
     bundle_state,
     fill_template,
@@ -25,8 +26,7 @@ from covseg.engines.onnx_template import (
     template_definition,
     template_fits,
 )
-from covseg.engines.onnx_template_make import make_template
-from covseg.engines.predictor import logits_of
+from covseg.engines.runtime.onnx_template_make import make_template
 from covseg.networks import loading
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")

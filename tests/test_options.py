@@ -39,13 +39,13 @@ def test_train_bundle_window_jitter_override_is_honoured(override, prob):
 
 @pytest.mark.parametrize(("setting", "expected"), [("false", False), (False, False), ("False", False), (0, False)])
 def test_bf16_setting_off_in_any_spelling(setting, expected):
-    from covseg.engines.cpu import resolve_bf16
+    from covseg.engines.runtime.cpu import resolve_bf16
 
     assert resolve_bf16(setting) is expected
 
 
 def test_bf16_auto_follows_the_hardware_and_bad_values_are_named():
-    from covseg.engines.cpu import bf16_fast, resolve_bf16
+    from covseg.engines.runtime.cpu import bf16_fast, resolve_bf16
 
     assert resolve_bf16("auto") is bf16_fast("cpu")
     assert resolve_bf16("AUTO") is bf16_fast("cpu")

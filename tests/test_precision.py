@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from utils import assert_masks_agree
 
-from covseg.engines.batch import as_predictor, run_batch
-from covseg.engines.cpu import PRECISION_ENV, bf16_fast, resolve_bf16
+from covseg.engines.inference.batch import as_predictor, run_batch
+from covseg.engines.runtime.cpu import PRECISION_ENV, bf16_fast, resolve_bf16
 from covseg.synthetic.phantom import make_chest_phantom, write_phantom
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -92,7 +92,7 @@ def test_bf16_and_fp32_masks_agree_within_the_stated_tolerance(monkeypatch):
     """The same slices through a smooth network in both precisions: few flips, only near the threshold."""
     phantom = make_chest_phantom(shape=(6, 64, 64), spacing=(5.6, 5.6, 10.0), seed=4)
     vol = phantom.as_volume("p")
-    from covseg.engines.volume import infer_volume
+    from covseg.engines.inference.volume import infer_volume
 
     masks = {}
     for precision in ("fp32", "bf16"):

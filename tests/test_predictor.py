@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from covseg.engines.predictor import SlicePredictor
+from covseg.engines.inference.predictor import SlicePredictor
 
 
 class Ramp(nn.Module):

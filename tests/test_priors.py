@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from covseg.engines.priors import crossfit_items, items_with_priors, out_of_fold_priors
+from covseg.engines.training.priors import crossfit_items, items_with_priors, out_of_fold_priors
 
 
 def _constant_logit(value: float) -> nn.Module:

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from covseg.engines.pseudo_classes import label_slices, pseudo_items, save_pseudo_set
-from covseg.engines.sampling import LabelledPlusDraws
+from covseg.engines.training.pseudo_classes import label_slices, pseudo_items, save_pseudo_set
+from covseg.engines.training.sampling import LabelledPlusDraws
 
 
 class PriorCopy(nn.Module):

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from covseg.cli.main import main
-from covseg.engines import dataset as dataset_mod
-from covseg.engines.batch import run_batch
+from covseg.engines.inference import dataset as dataset_mod
+from covseg.engines.inference.batch import run_batch
 from covseg.reports.volume import VolumeReport
 from covseg.synthetic.phantom import make_chest_phantom, write_phantom
 

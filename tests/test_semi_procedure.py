@@ -18,11 +18,11 @@ from PIL import Image
 from torch import nn
 from utils import bright_square_slices
 
-import covseg.engines.semi_supervised as semi_supervised
-from covseg.engines.predictor import SlicePredictor
-from covseg.engines.semi_procedure import build_semi_inf_net, seeded_init
-from covseg.engines.semi_supervised import write_pseudo_labels
-from covseg.engines.training import save_weights
+import covseg.engines.training.semi_supervised as semi_supervised
+from covseg.engines.inference.predictor import SlicePredictor
+from covseg.engines.training.semi_procedure import build_semi_inf_net, seeded_init
+from covseg.engines.training.semi_supervised import write_pseudo_labels
+from covseg.engines.training.trainer import save_weights
 
 CTX = multiprocessing.get_context("fork")
 POOL = 8
@@ -77,7 +77,7 @@ def _run_and_die(inputs: dict, out: str, point: str) -> None:
         semi_supervised.write_grey = write_then_die
     else:  # in the second epoch of round 2's training, or of the fine-tune
         folder = "round_002" if point == "training" else "finetune"
-        import covseg.engines.semi_procedure as procedure
+        import covseg.engines.training.semi_procedure as procedure
 
         for module in (semi_supervised, procedure):
             build = module.build_trainer

@@ -12,8 +12,8 @@ from PIL import Image
 from torch import nn
 from utils import bright_square_slices
 
-from covseg.engines.predictor import SlicePredictor
-from covseg.engines.semi_supervised import run_propagation, write_pseudo_labels
+from covseg.engines.inference.predictor import SlicePredictor
+from covseg.engines.training.semi_supervised import run_propagation, write_pseudo_labels
 from covseg.io.slices import pseudo_labelled_items, unlabelled_items
 from covseg.transforms.load import LoadGreySliced
 
@@ -45,7 +45,7 @@ def test_pseudo_labels_are_the_thresholded_prediction_at_the_slice_size(tmp_path
 
 
 def test_soft_pseudo_labels_are_the_probability_and_stay_soft_through_training_transforms(tmp_path):
-    from covseg.engines.training import resize_masks
+    from covseg.engines.training.trainer import resize_masks
     from covseg.transforms.augment import train_transforms
 
     class HalfSure(nn.Module):  # logit = 2 * (grey - 0.5): probabilities well inside (0, 1)

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-import covseg.engines.training as training
-from covseg.engines.training import build_trainer, latest_checkpoint
+import covseg.engines.training.trainer as training
+from covseg.engines.training.trainer import build_trainer, latest_checkpoint
 
 CTX = multiprocessing.get_context("fork")
 EPOCHS = 4

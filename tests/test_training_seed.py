@@ -1,7 +1,7 @@
 """Two runs of one seeded training agree, although MONAI's random transforms seed themselves from the OS.
 
 ``build_trainer`` reseeds Python, NumPy, torch and the loader's transforms as each epoch starts
-(:func:`covseg.engines.seeding.reseed_each_epoch`), so a documented training command gives one answer.
+(:func:`covseg.engines.training.seeding.reseed_each_epoch`), so a documented training command gives one answer.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from monai.transforms import Compose, RandFlipd, RandGaussianNoised
 from torch import nn
 from torch.utils.data import DataLoader
 
-from covseg.engines.training import build_trainer
+from covseg.engines.training.trainer import build_trainer
 
 
 def _items() -> list[dict]:

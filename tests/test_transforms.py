@@ -386,7 +386,7 @@ def test_the_volume_pipeline_functions_import_no_monai_and_old_transform_names_r
     their MONAI transforms live in ``*_transforms`` and are still found under the old names (configs name them)."""
     from utils import python_output
 
-    code = ("import sys; import covseg.engines.volume; "
+    code = ("import sys; import covseg.engines.inference.volume; "
             "heavy = sorted({'monai', 'scipy.signal'} & set(sys.modules)); assert not heavy, heavy; "
             "from covseg.transforms.intensity import Rewindowd; from covseg.transforms.crop import CropToLungBoxd; "
             "from covseg.transforms import intensity_transforms, crop_transforms; "

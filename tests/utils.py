@@ -62,9 +62,9 @@ def use_tiny_default_model(monkeypatch, meta: dict | None = None):
 
 def patch_load_model(monkeypatch, load_model) -> None:
     """Make ``load_model`` what every CLI loads: ``covseg.networks.loading.load_model``, with the shortcut that opens
-    a bundle's cached ONNX export or its ONNX template without loading it (``covseg.engines.backend_model``) turned
-    off."""
-    from covseg.engines import backend_model
+    a bundle's cached ONNX export or its ONNX template without loading it (``covseg.engines.runtime.backend_model``)
+    turned off."""
+    from covseg.engines.runtime import backend_model
     from covseg.networks import loading
 
     monkeypatch.setattr(loading, "load_model", load_model)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from covseg.engines.dataset import VolumeDataset
+    from covseg.engines.inference.dataset import VolumeDataset
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -37,7 +37,7 @@ def config_error(exc: BaseException) -> int:
 
 def read_first_ahead(found: VolumeDataset, out: Path, skip_done: bool = False) -> None:
     """Start reading and lung-masking the first volume of ``found`` in a forked child, now, while the command
-    imports torch and MONAI and loads its models (:meth:`covseg.engines.dataset.VolumeDataset.prefetch`).
+    imports torch and MONAI and loads its models (:meth:`covseg.engines.inference.dataset.VolumeDataset.prefetch`).
 
     Not under ``torchrun`` (each rank reads its own share), nor when ``--continue`` (``skip_done``) will skip that
     volume. Call it before importing torch, after every usage check: a command that then stops early waits for the

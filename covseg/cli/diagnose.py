@@ -1,6 +1,6 @@
 """``covseg diagnose``: joint classification and segmentation of CT volumes (JCS), thin over
-:mod:`covseg.engines.diagnose` and :func:`covseg.engines.batch.run_batch` (one error line per bad input, the batch
-goes on, no partial output folder)."""
+:mod:`covseg.engines.inference.diagnose` and :func:`covseg.engines.inference.batch.run_batch` (one error line per bad
+input, the batch goes on, no partial output folder)."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
     As in ``covseg infer``, the first volume is read and lung-masked in a forked child while torch, MONAI and the
     two models load (:func:`covseg.cli.common.read_first_ahead`)."""
-    from covseg.engines.dataset import VolumeDataset, VolumePreprocessing, check_folders
+    from covseg.engines.inference.dataset import VolumeDataset, VolumePreprocessing, check_folders
     from covseg.io.errors import CovsegInputError
 
     out = Path(args.out)
@@ -100,17 +100,17 @@ def run(args: argparse.Namespace) -> int:
     from covseg.monai_import import import_monai
 
     import_monai()  # before any module that imports MONAI (covseg.monai_import)
-    from covseg.engines.backend_model import load_backend_model, scoring_runtime
-    from covseg.engines.batch import run_batch
-    from covseg.engines.diagnose import (
+    from covseg.engines.inference.batch import run_batch
+    from covseg.engines.inference.diagnose import (
         DiagnosisSettings,
         SliceScorer,
         make_diagnose_prepare,
         write_diagnosis,
         write_segmented_figures,
     )
-    from covseg.engines.export import ExportOptions
-    from covseg.engines.interrupts import BatchInterrupted
+    from covseg.engines.inference.export import ExportOptions
+    from covseg.engines.inference.interrupts import BatchInterrupted
+    from covseg.engines.runtime.backend_model import load_backend_model, scoring_runtime
     from covseg.networks.loading import load_bundle
     from covseg.reports.batch import format_console_table, kept_note, write_batch_report
     from covseg.reports.html import write_html_report
@@ -191,11 +191,11 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
 
 def load_gate(bundle: str, threshold: float | None = None, device: str = "cpu", backend: str = "auto",
               threads: int | None = None):
-    """``covseg infer --gate``: a :class:`covseg.engines.diagnose.ClassifierGate` from a classifier bundle
+    """``covseg infer --gate``: a :class:`covseg.engines.inference.diagnose.ClassifierGate` from a classifier bundle
     (``"default"``: the shipped one), its threshold from ``threshold`` or the bundle's ``gate_threshold``, scoring
     on ``backend`` (as ``--backend`` says)."""
-    from covseg.engines.backend_model import scoring_runtime
-    from covseg.engines.diagnose import ClassifierGate, SliceScorer
+    from covseg.engines.inference.diagnose import ClassifierGate, SliceScorer
+    from covseg.engines.runtime.backend_model import scoring_runtime
     from covseg.networks.loading import load_bundle
 
     classifier = load_bundle(DEFAULT_CLASSIFIER if bundle == "default" else bundle, device)

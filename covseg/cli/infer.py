@@ -1,5 +1,6 @@
 """``covseg infer``: segment lungs and infection in CT volumes, thin over the bundle's inference workflow
-(:class:`covseg.engines.evaluator.VolumeBatchInference`, built from ``inference.yaml`` by MONAI's ``ConfigParser``)."""
+(:class:`covseg.engines.inference.evaluator.VolumeBatchInference`, built from ``inference.yaml`` by MONAI's
+``ConfigParser``)."""
 
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
 def load_model_of(args: argparse.Namespace):
     """The model of ``--model`` / ``--bundle`` / default on its backend, or ``None`` after printing one error line."""
-    from covseg.engines.backend_model import load_backend_model
+    from covseg.engines.runtime.backend_model import load_backend_model
 
     if not check_model_args(args):
         return None
@@ -110,10 +111,10 @@ def load_model_of(args: argparse.Namespace):
 def run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels: str | None) -> int:
     """Load the model, build the bundle's inference workflow with it, run it with a progress bar, print the table.
 
-    The first volume is read and lung-masked in a forked child (:mod:`covseg.engines.dataset`: no torch, no MONAI)
-    while this process imports torch and MONAI, parses ``inference.yaml`` with MONAI's ``ConfigParser`` and loads the
-    model; the dataset built from the config takes that item over when its ``preprocessing`` is the same."""
-    from covseg.engines.dataset import VolumeDataset, VolumePreprocessing, check_folders
+    The first volume is read and lung-masked in a forked child (:mod:`covseg.engines.inference.dataset`: no torch, no
+    MONAI) while this process imports torch and MONAI, parses ``inference.yaml`` with MONAI's ``ConfigParser`` and
+    loads the model; the dataset built from the config takes that item over when its ``preprocessing`` is the same."""
+    from covseg.engines.inference.dataset import VolumeDataset, VolumePreprocessing, check_folders
     from covseg.io.errors import CovsegInputError
 
     if not check_model_args(args, apply=False):  # before the output folder is made: a usage error leaves nothing
@@ -131,8 +132,8 @@ def run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels
     from covseg.monai_import import import_monai
 
     import_monai()  # before any module that imports MONAI: about 0.8 s sooner to the first slice
-    from covseg.engines.evaluator import inference_config
-    from covseg.engines.interrupts import BatchInterrupted
+    from covseg.engines.inference.evaluator import inference_config
+    from covseg.engines.inference.interrupts import BatchInterrupted
     from covseg.networks.loading import DEFAULT_BUNDLE
 
     # the bundle's own volume workflow, else (a slice-level bundle, or none) the shipped one with its network

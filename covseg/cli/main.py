@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     setup_logging()
-    from covseg.engines.interrupts import quiet_ignite_interrupts, terminate_as_interrupt
+    from covseg.engines.inference.interrupts import quiet_ignite_interrupts, terminate_as_interrupt
 
     quiet_ignite_interrupts()
     command = COMMANDS[args.command]

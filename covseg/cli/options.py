@@ -24,7 +24,7 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_continue_arg(p: argparse.ArgumentParser) -> None:
-    """``--continue``: resume a batch (:mod:`covseg.engines.resume`)."""
+    """``--continue``: resume a batch (:mod:`covseg.engines.inference.resume`)."""
     p.add_argument("--continue", dest="skip_done", action="store_true",
                    help="resume a batch: keep each volume whose folder in --out already holds a complete result of "
                         "the same request (same input files, model, precision, settings and outputs); compute the "

@@ -3,7 +3,7 @@
 Class 1 is COVID-19, class 0 non-COVID. In eval mode the network returns its logits (B, 2), as MONAI's classifiers
 do, so MONAI's bundle tools (``verify_net_in_out``, ``ckpt_export``) take it; in training mode a
 :class:`~covseg.networks.outputs.ClassifierOutput` whose ``features`` are the last stage's maps (before pooling),
-the ``X`` of the paper's activation maps (Eq. 1-2, :mod:`covseg.engines.activation`), which reads them with
+the ``X`` of the paper's activation maps (Eq. 1-2, :mod:`covseg.engines.inference.activation`), which reads them with
 :meth:`SliceClassifier.forward_stages` (also the stage before it).
 """
 

@@ -1,5 +1,5 @@
 """Flip averaging (test-time augmentation): a forward pass run on the flipped inputs, outputs flipped back and
-averaged. Used by :class:`covseg.engines.predictor.SlicePredictor` (``tta``) and inside
+averaged. Used by :class:`covseg.engines.inference.predictor.SlicePredictor` (``tta``) and inside
 :class:`covseg.networks.multiclass.PriorGuidedSegmenter` (``flip_average``)."""
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ class VolumeResult:
     key: str | None = None
     """The input's identity (:func:`covseg.io.naming.source_key`): who owns the output folder ``name``."""
     earlier: bool = False
-    """Done by an earlier run and kept (``--continue``: :mod:`covseg.engines.resume`), not computed again."""
+    """Done by an earlier run and kept (``--continue``: :mod:`covseg.engines.inference.resume`), not computed again."""
 
     @property
     def ok(self) -> bool:

@@ -4,7 +4,8 @@ Volumes are voxel counts times the voxel volume (``prod(spacing) / 1000`` mL). D
 
 * ``lung_ml`` / ``right_lung_ml`` / ``left_lung_ml``: voxels of the lung label map (1 right, 2 left);
 * ``infection_ml``: voxels of the written infection mask (which may reach a small margin outside the lung mask,
-  see :mod:`covseg.engines.volume`); ``right_infection_ml`` / ``left_infection_ml``: infection inside each lung;
+  see :mod:`covseg.engines.inference.volume`); ``right_infection_ml`` / ``left_infection_ml``: infection inside each
+  lung;
 * ``lung_involvement_percent``: ``100 * |infection ∩ lung| / |lung|`` (0 when there is no lung);
 * ``lung_slices``: axial slices holding any lung voxel; ``infected_slices``: slices holding any infection voxel;
   ``predicted_slices``: slices the network actually ran on (lung slices kept by the optional gate, which
@@ -97,7 +98,7 @@ class VolumeReport:
     the volume's diagnosis.json has the rest. ``None`` for ``covseg infer``."""
     request: dict | None = None
     """What the outputs were made from (input files, model as it ran, optional outputs, labels folder,
-    post-processing): :func:`covseg.engines.resume.volume_request`, which ``--continue`` compares."""
+    post-processing): :func:`covseg.engines.inference.resume.volume_request`, which ``--continue`` compares."""
 
     @classmethod
     def from_dict(cls, d: dict) -> VolumeReport:

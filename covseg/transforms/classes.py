@@ -14,8 +14,8 @@ __all__ = ["ClassMapsd"]
 
 class ClassMapsd(MapTransform):
     """Dict transform: (C, h, w) logits under ``key`` -> softmax at size ``data[size_key]`` (bilinear on the logits,
-    then softmax, as :class:`covseg.engines.predictor.SlicePredictor` does); class c's (1, H, W) probability is
-    stored under ``names[c]`` (an empty name skips the class)."""
+    then softmax, as :class:`covseg.engines.inference.predictor.SlicePredictor` does); class c's (1, H, W) probability
+    is stored under ``names[c]`` (an empty name skips the class)."""
 
     def __init__(self, key: str, names: Sequence[str], size_key: str = "size") -> None:
         super().__init__(key)

@@ -3,7 +3,7 @@
 Training augmentation follows the JCS recipe (flips, random crop via a mild affine) plus what covseg's slices
 need: 90° turns (COVID-SemiSeg and volume slices come in other orientations than the classification sets) and
 display-window jitter (:func:`covseg.transforms.augment.window_jitter`). Image mixing is done per batch by the
-trainer (:mod:`covseg.engines.classifier`).
+trainer (:mod:`covseg.engines.training.classifier`).
 """
 
 from __future__ import annotations

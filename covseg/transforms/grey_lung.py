@@ -3,7 +3,7 @@
 The classification sets (``covid-ct-cls``) are slices saved by their sources in whatever display window and
 framing they used: whole thorax slices with air around the body, slices cropped to the body, panels cropped
 from published figures. ``covseg diagnose`` shows the classifier lung-box crops of CT volumes
-(:func:`covseg.engines.diagnose.lung_crops`); :func:`grey_lung_box` gives such slices the same framing.
+(:func:`covseg.engines.inference.diagnose.lung_crops`); :func:`grey_lung_box` gives such slices the same framing.
 
 The rule: threshold the smoothed slice at Otsu's level; the body is the largest bright component and its convex
 hull the thorax; the lungs are the (at most two) largest dark components that lie mostly inside the hull, each at

@@ -1,8 +1,8 @@
 """Writing a predicted slice map inside a transform chain (the twin of :class:`covseg.transforms.load.LoadGreySliced`).
 
 Used as the postprocessing of 2D slice-folder inference workflows: each prediction is resized back to its slice's
-own size (logits, bilinear, as :class:`covseg.engines.predictor.SlicePredictor` does), turned into a probability and
-written atomically as an 8-bit PNG named like the input slice.
+own size (logits, bilinear, as :class:`covseg.engines.inference.predictor.SlicePredictor` does), turned into a
+probability and written atomically as an 8-bit PNG named like the input slice.
 """
 
 from __future__ import annotations

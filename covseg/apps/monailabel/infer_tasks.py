@@ -2,7 +2,7 @@
 geometry.
 
 Each request: :func:`covseg.io.read_volume` reads the datastore image (pre-transform), covseg computes the label
-map (:func:`covseg.engines.volume.infer_volume`, or the lung mask alone), and
+map (:func:`covseg.engines.inference.volume.infer_volume`, or the lung mask alone), and
 :func:`covseg.io.write_volume_like` writes it with the input's exact size, spacing, origin and direction. So the
 mask a viewer receives is the one ``covseg infer`` writes for the same file and settings.
 
@@ -29,13 +29,13 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from covseg.apps.monailabel.weights import ModelCache
-from covseg.engines.backend_model import scoring_runtime
-from covseg.engines.batch import predictor_info
-from covseg.engines.cpu import resolve_bf16
-from covseg.engines.diagnose import DiagnosisSettings, SliceScorer, classify_volume
-from covseg.engines.onnx_runtime import BACKENDS, backend_network
-from covseg.engines.predictor import SlicePredictor
-from covseg.engines.volume import infer_volume
+from covseg.engines.inference.batch import predictor_info
+from covseg.engines.inference.diagnose import DiagnosisSettings, SliceScorer, classify_volume
+from covseg.engines.inference.predictor import SlicePredictor
+from covseg.engines.inference.volume import infer_volume
+from covseg.engines.runtime.backend_model import scoring_runtime
+from covseg.engines.runtime.cpu import resolve_bf16
+from covseg.engines.runtime.onnx_runtime import BACKENDS, backend_network
 from covseg.io import CTVolume, read_volume, write_volume_like
 from covseg.transforms.lung import lung_mask
 

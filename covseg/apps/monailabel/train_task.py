@@ -33,9 +33,9 @@ from torch import nn
 from covseg.apps.monailabel.infer_tasks import _flag, precision_setting
 from covseg.apps.monailabel.training_slices import training_slices
 from covseg.apps.monailabel.weights import load_state
-from covseg.engines.cpu import autocast_context, resolve_bf16
-from covseg.engines.predictor import logits_of
-from covseg.engines.training import edge_from_mask
+from covseg.engines.inference.predictor import logits_of
+from covseg.engines.runtime.cpu import autocast_context, resolve_bf16
+from covseg.engines.training.trainer import edge_from_mask
 from covseg.io.atomic import atomic_path
 from covseg.losses import InfNetLoss
 from covseg.networks.loading import load_bundle

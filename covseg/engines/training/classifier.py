@@ -28,10 +28,10 @@ from ignite.handlers import Checkpoint, DiskSaver, ProgressBar
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from covseg.engines.averaging import read_state
-from covseg.engines.cpu import autocast_context
-from covseg.engines.seeding import follow_epochs
-from covseg.engines.training import attach_snapshot_averaging, latest_checkpoint, save_weights
+from covseg.engines.runtime.cpu import autocast_context
+from covseg.engines.training.averaging import read_state
+from covseg.engines.training.seeding import follow_epochs
+from covseg.engines.training.trainer import attach_snapshot_averaging, latest_checkpoint, save_weights
 from covseg.io.atomic import atomic_write_text
 from covseg.io.strict_json import json_text
 from covseg.metrics.classification import auc_interval, classification_scores, roc_auc
@@ -127,7 +127,7 @@ def build_classifier_trainer(network: nn.Module, train_loader: DataLoader, outpu
                              select_sources: Sequence[str] | None = ("sars-cov-2-ct",),
                              device: str | torch.device = "cpu", bf16: bool = False, resume: bool = True,
                              progress: bool = True, seed: int = 0, snapshot_start: int | None = None) -> Engine:
-    """The ignite trainer of :mod:`covseg.engines.classifier` (see there).
+    """The ignite trainer of :mod:`covseg.engines.training.classifier` (see there).
 
     ``output_dir`` receives ``checkpoint_<epoch>.pt`` (resume state; the newest is loaded when ``resume``),
     ``model_best.pt`` (weights with the best validation selection score), ``best.json``, ``history.jsonl``

@@ -1,8 +1,8 @@
 """Semi-Inf-Net as the paper trains it, in one resumable run: pseudo labels first, then the labelled fine-tune.
 
-1. **Rounds** (:func:`covseg.engines.semi_supervised.train_rounds`): the seed-shuffled pool of unlabelled slices is
-   cut into rounds of ``per_round`` slices (None: the whole pool in one round). In each round the labeller (the
-   fixed supervised ``teacher``, or the current ``student``, which is the paper's propagation) labels the round's
+1. **Rounds** (:func:`covseg.engines.training.semi_supervised.train_rounds`): the seed-shuffled pool of unlabelled
+   slices is cut into rounds of ``per_round`` slices (None: the whole pool in one round). In each round the labeller
+   (the fixed supervised ``teacher``, or the current ``student``, which is the paper's propagation) labels the round's
    slices, then the student trains on labelled + pseudo-labelled-so-far.
 2. **Fine-tune**: the last round's student is fine-tuned on the labelled slices with :func:`build_trainer`,
    validated on the validation split; its best-validation weights become ``model_final.pt`` (written atomically).
@@ -32,16 +32,16 @@ from monai.data import Dataset
 from torch import nn
 from torch.utils.data import DataLoader
 
-from covseg.engines.averaging import blend_weights
-from covseg.engines.cpu import resolve_bf16
-from covseg.engines.semi_supervised import (
+from covseg.engines.runtime.cpu import resolve_bf16
+from covseg.engines.training.averaging import blend_weights
+from covseg.engines.training.semi_supervised import (
     RoundSchedule,
     copy_atomic,
     run_to_end,
     seeded_loader,
     train_rounds,
 )
-from covseg.engines.training import build_trainer, save_weights
+from covseg.engines.training.trainer import build_trainer, save_weights
 from covseg.io.atomic import atomic_write_text
 from covseg.networks.loading import load_weights
 from covseg.options import as_flag
@@ -197,7 +197,7 @@ def build_semi_inf_net(student: nn.Module, teacher_weights: str | Path | None, l
     ``.run()`` trains. ``pseudo_passes``: how many times the rounds are run (:class:`RoundSchedule`'s ``passes``).
     ``max_epochs``: the fine-tune's epochs (0: none). ``student_weight`` < 1: the final weights blend the student
     with the teacher (WiSE-FT, step 3 of the module's docstring). ``device`` None: CUDA when available, else the CPU;
-    ``bf16`` ``"auto"``: :func:`covseg.engines.cpu.resolve_bf16`.
+    ``bf16`` ``"auto"``: :func:`covseg.engines.runtime.cpu.resolve_bf16`.
 
     Defaults: the teacher labels the whole pool in one round, a fresh student trains 3 epochs on labelled +
     pseudo-labelled at lr 3e-4 (cosine, BCE + Dice), then 20 labelled epochs at lr 1e-4 (BCE + Dice, mild window

@@ -1,6 +1,7 @@
-"""The inference workflow's ``evaluator``: every volume of a dataset through :func:`covseg.engines.batch.run_batch`,
-then the batch summary; and the bundle config it is built from (:func:`inference_config`,
-:func:`evaluator_from_config`), as ``python -m monai.bundle run inference`` and ``covseg infer`` build it.
+"""The inference workflow's ``evaluator``: every volume of a dataset through
+:func:`covseg.engines.inference.batch.run_batch`, then the batch summary; and the bundle config it is built from
+(:func:`inference_config`, :func:`evaluator_from_config`), as ``python -m monai.bundle run inference`` and ``covseg
+infer`` build it.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from covseg.engines.batch import predictor_info, run_batch
-from covseg.engines.dataset import VolumeDataset, check_folders
-from covseg.engines.export import ExportOptions
-from covseg.engines.interrupts import BatchInterrupted
-from covseg.engines.predictor import SlicePredictor
-from covseg.engines.volume import Gate, Handler, InfectionPostprocessing, Progress
+from covseg.engines.inference.batch import predictor_info, run_batch
+from covseg.engines.inference.dataset import VolumeDataset, check_folders
+from covseg.engines.inference.export import ExportOptions
+from covseg.engines.inference.interrupts import BatchInterrupted
+from covseg.engines.inference.predictor import SlicePredictor
+from covseg.engines.inference.volume import Gate, Handler, InfectionPostprocessing, Progress
 from covseg.io.discover import VolumeSource
 from covseg.reports.batch import VolumeResult
 
@@ -28,12 +29,12 @@ class VolumeBatchInference:
     ``inferer`` (:class:`SlicePredictor`) and ``postprocessing``, then ``summary.json``/``summary.csv``.
 
     Under ``torchrun`` each rank takes a share of the volumes and rank 0 writes the combined summary
-    (:mod:`covseg.engines.distributed`). ``on_start``, ``on_result``, ``progress`` and ``handlers`` may be set
+    (:mod:`covseg.engines.inference.distributed`). ``on_start``, ``on_result``, ``progress`` and ``handlers`` may be set
     before :meth:`run` (the CLI's progress bar); by default ``on_result`` prints one ``error:`` line to stderr for
     each volume that fails. After :meth:`run`, ``results``, ``is_main`` and ``seconds`` hold the outcome;
     :meth:`exit_if_failed` turns failures into the process's exit status (the bundle's ``inference`` run).
     ``skip_done``: keep the volumes whose folders already hold a complete result of the same request
-    (:mod:`covseg.engines.resume`).
+    (:mod:`covseg.engines.inference.resume`).
     """
 
     def __init__(self, dataset: VolumeDataset, inferer: SlicePredictor, output_dir: str | Path, *,
@@ -64,7 +65,7 @@ class VolumeBatchInference:
         Ctrl-C / SIGTERM: each process merges the volumes it finished into the summary (``"interrupted": true``),
         then :class:`BatchInterrupted` propagates.
         """
-        from covseg.engines.distributed import shard_from_env
+        from covseg.engines.inference.distributed import shard_from_env
 
         t0 = time.perf_counter()
         check_folders(self.output_dir, self.labels_dir)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from covseg.engines.predictor import SlicePredictor
+from covseg.engines.inference.predictor import SlicePredictor
 from covseg.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)

@@ -25,16 +25,16 @@ from ignite.handlers import Checkpoint, DiskSaver, ProgressBar
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from covseg.engines.averaging import average_weights
-from covseg.engines.cpu import autocast_context
-from covseg.engines.seeding import epoch_seed, follow_epochs, reseed_each_epoch
+from covseg.engines.runtime.cpu import autocast_context
+from covseg.engines.training.averaging import average_weights
+from covseg.engines.training.seeding import epoch_seed, follow_epochs, reseed_each_epoch
 from covseg.io.atomic import atomic_path, atomic_write_text
 from covseg.metrics.multiclass import ClassToolbox, class_scores, mean_foreground
 from covseg.networks.outputs import DeepSupervisionOutput, split_output
 from covseg.options import as_flag
 
 if TYPE_CHECKING:
-    from covseg.engines.mean_teacher import MeanTeacher
+    from covseg.engines.training.mean_teacher import MeanTeacher
 
 log = logging.getLogger(__name__)
 
@@ -197,14 +197,14 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
     ``output_dir`` receives ``checkpoint_*.pt`` (everything needed to resume; the newest is loaded when
     ``resume``), ``model_best.pt`` (network weights with the best validation Dice) and ``model_final.pt``.
     With ``snapshot_start``, the weights of every ``snapshot_every``-th epoch from that epoch on are kept as
-    ``snapshot_<epoch>.pt`` and averaged into ``model_swa.pt`` at the end (:mod:`covseg.engines.averaging`).
+    ``snapshot_<epoch>.pt`` and averaged into ``model_swa.pt`` at the end (:mod:`covseg.engines.training.averaging`).
     Without ``loss_fn``, the loss is :class:`covseg.losses.InfNetLoss` with ``seg_loss`` per map: a binary loss
     (:func:`covseg.losses.segmentation_loss`, default ``structure``) or, for ``num_classes`` > 1, a softmax loss
     (:func:`covseg.losses.multiclass.multiclass_loss`, default ``ce_dice``, optional ``class_weights``).
     ``lr_schedule``: ``cosine`` (to 1 % of ``lr``), ``poly`` ((1 - t)^0.9, the FCN / DeepLab schedule) or constant.
     ``inferer`` (``inferer(x, network)``, the bundle's ``train#inferer``) runs the training forward pass when given.
-    ``mean_teacher`` (:class:`covseg.engines.mean_teacher.MeanTeacher`): the loader's batches carry unlabelled weak
-    views too; the teacher is checkpointed, validated, selected and written as ``model_best.pt`` /
+    ``mean_teacher`` (:class:`covseg.engines.training.mean_teacher.MeanTeacher`): the loader's batches carry
+    unlabelled weak views too; the teacher is checkpointed, validated, selected and written as ``model_best.pt`` /
     ``model_final.pt`` (the student's validation Dice is logged as ``student_val_dice``, its last weights go to
     ``model_student.pt``).
     """
@@ -320,7 +320,8 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
 def attach_snapshot_averaging(trainer: Engine, network: nn.Module, output_dir: Path, start: int | None,
                               every: int = 1) -> None:
     """Keep the weights of every ``every``-th epoch from epoch ``start`` on as ``snapshot_<epoch>.pt`` and, when
-    the run completes, average them into ``model_swa.pt`` (:mod:`covseg.engines.averaging`); ``start`` None: off.
+    the run completes, average them into ``model_swa.pt`` (:mod:`covseg.engines.training.averaging`); ``start`` None:
+    off.
 
     Registered before the caller's own COMPLETED handlers, so those find ``model_swa.pt`` already written.
     """

@@ -1,7 +1,7 @@
-"""Make a bundle's ONNX template (:mod:`covseg.engines.onnx_template`): its export without the weights.
+"""Make a bundle's ONNX template (:mod:`covseg.engines.runtime.onnx_template`): its export without the weights.
 
 Used by the developers (``python scripts/make_onnx_templates.py``), never by a run. The export is taken with
-covseg's own exporter (:func:`covseg.engines.onnx_runtime.export_onnx`); each Conv node is paired with the
+covseg's own exporter (:func:`covseg.engines.runtime.onnx_runtime.export_onnx`); each Conv node is paired with the
 convolution call it came from and the BatchNorm folded into it (forward hooks, checked against the nodes' scope
 names); the template is refused unless, filled and read back, it is the export byte for byte, for the network's
 weights and for perturbed ones.
@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from covseg.engines.onnx_runtime import export_onnx
-from covseg.engines.onnx_template import (
+from covseg.engines.runtime.onnx_runtime import export_onnx
+from covseg.engines.runtime.onnx_template import (
     ALIGN,
     FORMAT,
     WEIGHTS_FILE,

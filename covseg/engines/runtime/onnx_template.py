@@ -1,8 +1,8 @@
 """A bundle's ONNX graph shipped without its weights, filled from ``models/model.pt`` on a machine's first run.
 
 The first ONNX Runtime run of a bundle on a machine used to build the torch network and trace it into ONNX before
-its first slice (:func:`covseg.engines.onnx_runtime.export_onnx`: 4-12 s on a 2-core Zen 3). The graph depends on
-the network's code and the input size, not on the weights. So it is exported once by the developers
+its first slice (:func:`covseg.engines.runtime.onnx_runtime.export_onnx`: 4-12 s on a 2-core Zen 3). The graph depends
+on the network's code and the input size, not on the weights. So it is exported once by the developers
 (``python scripts/make_onnx_templates.py``) and shipped as ``models/model.onnx-template``: a JSON file holding the
 ONNX graph whose weight tensors point into an external data file (``weights.bin``, ONNX's external-data format),
 and, for each of those tensors, its place in that file and what it is made from.
@@ -11,7 +11,7 @@ The tracing exporter folds each BatchNorm into the convolution before it. The te
 (and BatchNorm, with its eps) behind each such tensor, and :func:`fill_template` folds them with the exporter's
 float32 arithmetic and writes ``weights.bin`` and ``model.onnx`` into a folder of the export cache, with neither
 torch's exporter nor the ``onnx`` package. Read back, the filled model is the export, byte for byte
-(:func:`covseg.engines.onnx_template_make.make_template` checks it for the weights and for perturbed ones;
+(:func:`covseg.engines.runtime.onnx_template_make.make_template` checks it for the weights and for perturbed ones;
 ``tests/test_onnx_template.py``). A
 template is used only while the code it was made from (``covseg/networks`` and the exporter's functions,
 :func:`graph_sources_digest`), the bundle's ``network_def`` (for a multi-class chain, also the chain's settings and
@@ -30,9 +30,9 @@ from pathlib import Path
 
 import torch
 
-from covseg.engines import onnx_runtime
-from covseg.engines.onnx_recipe import NETWORK_SOURCES, recipe_key, remember_recipe, sources_digest
-from covseg.engines.onnx_runtime import OnnxRuntimeNetwork, cache_dir
+from covseg.engines.runtime import onnx_runtime
+from covseg.engines.runtime.onnx_recipe import NETWORK_SOURCES, recipe_key, remember_recipe, sources_digest
+from covseg.engines.runtime.onnx_runtime import OnnxRuntimeNetwork, cache_dir
 from covseg.io.atomic import atomic_path, clean_leftovers
 from covseg.networks.loading import bundle_meta, bundle_parser, prior_bundle_of
 

@@ -15,8 +15,8 @@ is never replaced; this volume then goes to ``<name>_<tag>`` (:mod:`covseg.io.na
 * pictures (``ExportOptions.figures``; on in ``covseg infer``; :mod:`covseg.reports.overlays`): ``montage.png``
   (axial slices with infection contours), ``reformats.png`` (coronal and sagittal), ``infection_curve.png``
   (:mod:`covseg.reports.curves`) and, with ``ExportOptions.overlays`` ``"infected"`` or ``"all"``,
-  ``overlays/slice_<z>.png``; :func:`covseg.engines.batch.run_batch` has them drawn from the end of the volume's
-  inference on (:func:`start_pictures`), and they are written here;
+  ``overlays/slice_<z>.png``; :func:`covseg.engines.inference.batch.run_batch` has them drawn from the end of the
+  volume's inference on (:func:`start_pictures`), and they are written here;
 * ``infection_seg.dcm`` (DICOM inputs; ``ExportOptions.dicom_seg``, default on for DICOM): DICOM-SEG referencing
   the source series (:mod:`covseg.io.dicom_seg`); a series it cannot reference gets a warning instead.
 
@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from covseg.engines.volume import VolumeInference
+from covseg.engines.inference.volume import VolumeInference
 from covseg.io.atomic import atomic_path, atomic_write_text, ensure_writable_dir, leftover_name
 from covseg.io.errors import CovsegInputError
 from covseg.io.naming import pick_name
@@ -67,7 +67,7 @@ class VolumeOutputs:
     owners: dict[str, str] = field(default_factory=dict)
     """Names recorded in the output folder's summary -> their source keys (:func:`covseg.io.naming.pick_name`)."""
     extras: dict = field(default_factory=dict)
-    """Results of other engines for extra writers (e.g. ``"diagnosis"``: :mod:`covseg.engines.diagnose`)."""
+    """Results of other engines for extra writers (e.g. ``"diagnosis"``: :mod:`covseg.engines.inference.diagnose`)."""
     pictures: Future | None = None
     """The pictures being drawn since the inference ended (:func:`start_pictures`), or ``None``: drawn at export."""
 
@@ -208,10 +208,10 @@ def draw_pictures(volume: CTVolume, result: VolumeInference, rows: list[dict]) -
 def warm_pictures() -> threading.Thread:
     """Import the pictures' modules (matplotlib, ``skimage.transform``: 0.6-0.8 s) in a thread of their own, now.
 
-    :func:`covseg.engines.batch.run_batch` calls it while it waits for its first volume to be read: the imports
-    then use a core that would idle, instead of delaying the first volume's pictures at the end of its inference.
-    The main thread imports nothing while its volumes compute, so the two threads never import the same package
-    at once; a picture thread that starts before this one is done waits for the modules (Python's import locks).
+    :func:`covseg.engines.inference.batch.run_batch` calls it while it waits for its first volume to be read: the
+    imports then use a core that would idle, instead of delaying the first volume's pictures at the end of its
+    inference. The main thread imports nothing while its volumes compute, so the two threads never import the same
+    package at once; a picture thread that starts before this one is done waits for the modules (Python's import locks).
     """
     thread = threading.Thread(target=_import_pictures, name="covseg-pictures-import", daemon=True)
     thread.start()

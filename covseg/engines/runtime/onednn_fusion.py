@@ -4,7 +4,7 @@ Eager PyTorch runs ``relu(conv(x) + residual)`` as three passes over the feature
 the add reads and writes it, the ReLU reads and writes it again. oneDNN can apply the add and the ReLU as
 post-operations of the convolution while the output is still in registers (``torch.ops.mkldnn
 ._convolution_pointwise``, the kernel ``torch.compile``'s CPU backend emits for the same pattern). After
-BatchNorm folding (:mod:`covseg.engines.fusion`) Inf-Net has 88 conv -> ReLU and 19 conv -> add -> ReLU chains
+BatchNorm folding (:mod:`covseg.engines.runtime.fusion`) Inf-Net has 88 conv -> ReLU and 19 conv -> add -> ReLU chains
 that qualify. The rewrite works on the ``torch.fx`` graph the folding produced; in fp32 the result is the same
 (checked on a probe input before use), in bf16 the add happens before the rounding to bf16 instead of after.
 CPU only; anything else (no graph, no oneDNN, weights off the CPU, a failing probe) leaves the module as it is.
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from covseg.engines.fusion import agrees_on_probe
+from covseg.engines.runtime.fusion import agrees_on_probe
 
 __all__ = ["FusedConvReLU", "fuse_conv_relu"]
 
@@ -185,7 +185,7 @@ def _fuse_sequentials(module: nn.Module) -> int:
 
 def fuse_conv_relu(module: nn.Module, probe_size: int = 64) -> nn.Module:
     """A module computing what ``module`` does (in eval mode; a ``torch.fx.GraphModule`` such as
-    :func:`covseg.engines.fusion.fold_batchnorm` returns, or any network torch.fx can trace) with its
+    :func:`covseg.engines.runtime.fusion.fold_batchnorm` returns, or any network torch.fx can trace) with its
     conv -> ReLU and conv -> add -> ReLU chains fused (else a copy with the conv -> ReLU pairs of its plain
     Sequentials fused), or ``module`` itself when there is no such chain or the result disagrees with it on a probe
     input. ``module`` is left as it is, but a traced result shares its weight tensors (building it copies no weights;

@@ -2,8 +2,8 @@
 
 MONAI's random transforms hold their own ``RandomState``, seeded from the operating system when made, so seeding
 torch and Python is not enough: :func:`reseed_each_epoch` also reseeds the loader's transforms as each epoch
-starts. With the epoch checkpoints of :func:`covseg.engines.training.build_trainer` a killed and resumed run then
-computes what an uninterrupted one computes, and two runs of one command agree (same device and precision).
+starts. With the epoch checkpoints of :func:`covseg.engines.training.trainer.build_trainer` a killed and resumed run
+then computes what an uninterrupted one computes, and two runs of one command agree (same device and precision).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def reseed_each_epoch(trainer: Engine, loader: DataLoader, seed: int) -> Engine:
 
 def follow_epochs(trainer: Engine, loader: DataLoader) -> Engine:
     """Tell the loader's sampler which epoch starts, when it draws by epoch (``set_epoch``: a DistributedSampler,
-    :class:`covseg.engines.sampling.SourceBalancedSampler`); other samplers are left alone."""
+    :class:`covseg.engines.training.sampling.SourceBalancedSampler`); other samplers are left alone."""
     sampler = getattr(loader, "sampler", None)
     if hasattr(sampler, "set_epoch"):
         trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch))

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from covseg.engines.compile_cache import use_isa_cache
-from covseg.engines.cpu import autocast_context, resolve_bf16
-from covseg.engines.fusion import fold_batchnorm
-from covseg.engines.onednn_fusion import fuse_conv_relu
+from covseg.engines.runtime.compile_cache import use_isa_cache
+from covseg.engines.runtime.cpu import autocast_context, resolve_bf16
+from covseg.engines.runtime.fusion import fold_batchnorm
+from covseg.engines.runtime.onednn_fusion import fuse_conv_relu
 from covseg.networks.flips import FLIPS, flip_averaged
 from covseg.networks.outputs import final_logits as logits_of
 from covseg.options import as_flag
@@ -38,22 +38,22 @@ class SlicePredictor:
     ``network`` takes (B, 1, H, W) float in [0, 1] and returns logits (B, C, H, W). ``image_size``: side of the
     square the network sees (``None``: native size; slices of equal shape are batched together). ``bf16``:
     ``True``/``False``, or ``"auto"`` (default) = bf16 autocast only where the device runs it fast
-    (:func:`covseg.engines.cpu.bf16_fast`; on AVX2-only CPUs bf16 convolutions are ~10x slower than fp32).
+    (:func:`covseg.engines.runtime.cpu.bf16_fast`; on AVX2-only CPUs bf16 convolutions are ~10x slower than fp32).
     ``channels_last``: NHWC memory format (faster oneDNN convolutions on CPU). ``tta``: also run the horizontally,
     vertically and doubly flipped batch and average the four logit maps (4x the compute). ``fold_bn``: run a copy
-    of the network with its BatchNorms folded into the convolutions (:func:`covseg.engines.fusion.fold_batchnorm`;
-    same maps up to rounding, fewer passes over memory); the copy holds the weights as they are at construction.
-    ``fuse_relu``: in that copy, on CPU and not compiled, run each convolution followed by a ReLU (or by a residual
-    add and a ReLU) as one oneDNN call (:func:`covseg.engines.onednn_fusion.fuse_conv_relu`; fp32 maps unchanged).
-    ``network`` stays the module given, for reports. ``compiled``: run it through ``torch.compile`` (inductor,
-    fixed shapes: a short last batch is padded to ``batch_size``). On CPU with inductor's freezing (see
-    :data:`CPU_COMPILE_OPTIONS`): the weights become constants, prepacked for oneDNN, and inductor fuses each
-    convolution with its ReLU / residual add and the element-wise work between them; about 1.1x the eager path's
-    throughput for Inf-Net in bf16, but every process pays the compile on its first batch (about 16 s on a 2-core
-    Zen 5, 30 s with an empty kernel cache: graphs with prepacked weights are not cached), so it pays only on long
-    runs (docs/benchmarks.md). It needs a fixed ``image_size`` and a C++ compiler on CPU; on CPU the kernels are
-    cached per instruction set (:mod:`covseg.engines.compile_cache`). The compiled module holds the weights as they
-    are at its first batch.
+    of the network with its BatchNorms folded into the convolutions
+    (:func:`covseg.engines.runtime.fusion.fold_batchnorm`; same maps up to rounding, fewer passes over memory); the
+    copy holds the weights as they are at construction. ``fuse_relu``: in that copy, on CPU and not compiled, run each
+    convolution followed by a ReLU (or by a residual add and a ReLU) as one oneDNN call
+    (:func:`covseg.engines.runtime.onednn_fusion.fuse_conv_relu`; fp32 maps unchanged). ``network`` stays the module
+    given, for reports. ``compiled``: run it through ``torch.compile`` (inductor, fixed shapes: a short last batch is
+    padded to ``batch_size``). On CPU with inductor's freezing (see :data:`CPU_COMPILE_OPTIONS`): the weights become
+    constants, prepacked for oneDNN, and inductor fuses each convolution with its ReLU / residual add and the
+    element-wise work between them; about 1.1x the eager path's throughput for Inf-Net in bf16, but every process pays
+    the compile on its first batch (about 16 s on a 2-core Zen 5, 30 s with an empty kernel cache: graphs with
+    prepacked weights are not cached), so it pays only on long runs (docs/benchmarks.md). It needs a fixed
+    ``image_size`` and a C++ compiler on CPU; on CPU the kernels are cached per instruction set
+    (:mod:`covseg.engines.runtime.compile_cache`). The compiled module holds the weights as they are at its first batch.
     """
 
     def __init__(self, network: nn.Module, image_size: int | None = 352, device: str | torch.device = "cpu",

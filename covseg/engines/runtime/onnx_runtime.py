@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from covseg.engines.cpu import resolve_bf16
-from covseg.engines.predictor import logits_of
+from covseg.engines.inference.predictor import logits_of
+from covseg.engines.runtime.cpu import resolve_bf16
 from covseg.io.atomic import atomic_path, clean_leftovers
 from covseg.options import as_flag
 
@@ -224,8 +224,8 @@ def onnx_runtime_installed() -> bool:
 def resolve_backend(backend: str = "auto", device: str = "cpu", precision: bool | str = "auto",
                     compiled: bool | str = False, trained: bool = True) -> str:
     """``"torch"`` or ``"onnxruntime"`` for a ``backend`` setting. ``"auto"``: ONNX Runtime when trained weights run
-    in fp32 on the CPU (``precision`` read as :func:`covseg.engines.cpu.resolve_bf16` reads it: bf16 only where it
-    is native), not compiled, with onnxruntime installed: there its fp32 kernels beat torch's
+    in fp32 on the CPU (``precision`` read as :func:`covseg.engines.runtime.cpu.resolve_bf16` reads it: bf16 only
+    where it is native), not compiled, with onnxruntime installed: there its fp32 kernels beat torch's
     (``docs/benchmarks.md``). torch otherwise, and for untrained networks (tests, demos of random weights)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 from torch import nn
 
-from covseg.engines.predictor import SlicePredictor
+from covseg.engines.inference.predictor import SlicePredictor
 from covseg.io.atomic import atomic_write_text
 from covseg.io.slices import list_images, read_grey, write_grey
 from covseg.io.strict_json import json_text

@@ -3,14 +3,15 @@
 :func:`run_batch` runs a list of inputs with reading of the next volume and exporting of the previous one
 overlapped with compute (one reader and one writer thread), goes on after a failing input, and returns one
 :class:`covseg.reports.batch.VolumeResult` per input. :func:`process_volume` does one volume in the calling
-thread. Per volume: :func:`covseg.engines.volume.infer_volume` (the math), the reference label
-(:mod:`covseg.io.labels`) and report (:func:`prepare_volume`), then :func:`covseg.engines.export.export_volume`.
+thread. Per volume: :func:`covseg.engines.inference.volume.infer_volume` (the math), the reference label
+(:mod:`covseg.io.labels`) and report (:func:`prepare_volume`), then
+:func:`covseg.engines.inference.export.export_volume`.
 
 Before the first read, under the output folder's lock (:mod:`covseg.io.outlock`), the leftovers of killed runs
 are cleaned (:func:`covseg.io.atomic.clean_leftovers`) and names are claimed (:mod:`covseg.io.naming`): an input
 whose name belongs to another input's folder gets a stable ``_<tag>``. Ctrl-C (or SIGTERM, see
-:mod:`covseg.engines.interrupts`) stops the batch after the volume being written is complete and raises
-:class:`covseg.engines.interrupts.BatchInterrupted` with the finished volumes, for the summary.
+:mod:`covseg.engines.inference.interrupts`) stops the batch after the volume being written is complete and raises
+:class:`covseg.engines.inference.interrupts.BatchInterrupted` with the finished volumes, for the summary.
 """
 
 from __future__ import annotations
@@ -26,14 +27,12 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from covseg.engines.cpu import precision_name
-from covseg.engines.dataset import VolumeDataset, VolumeItem, VolumePreprocessing, check_folders
-from covseg.engines.export import ExportOptions, VolumeOutputs, export_volume, start_pictures, warm_pictures
-from covseg.engines.interrupts import BatchInterrupted
-from covseg.engines.onnx_runtime import OnnxRuntimeNetwork
-from covseg.engines.predictor import SlicePredictor
-from covseg.engines.resume import earlier_result, volume_request
-from covseg.engines.volume import (
+from covseg.engines.inference.dataset import VolumeDataset, VolumeItem, VolumePreprocessing, check_folders
+from covseg.engines.inference.export import ExportOptions, VolumeOutputs, export_volume, start_pictures, warm_pictures
+from covseg.engines.inference.interrupts import BatchInterrupted
+from covseg.engines.inference.predictor import SlicePredictor
+from covseg.engines.inference.resume import earlier_result, volume_request
+from covseg.engines.inference.volume import (
     LUNG_MARGIN_MM,
     THRESHOLD,
     Gate,
@@ -42,6 +41,8 @@ from covseg.engines.volume import (
     Progress,
     infer_volume,
 )
+from covseg.engines.runtime.cpu import precision_name
+from covseg.engines.runtime.onnx_runtime import OnnxRuntimeNetwork
 from covseg.io.atomic import clean_leftovers
 from covseg.io.discover import VolumeSource
 from covseg.io.errors import CovsegInputError
@@ -69,8 +70,8 @@ def prepare_volume(volume: CTVolume, predictor: SlicePredictor, out_dir: str | P
     """Infer ``volume``, score it against its label (if any) and build its report: what :func:`export_volume` needs.
 
     ``lung``: its lung mask when already computed (``timing_s`` then holds that step's seconds). ``pictures``: start
-    drawing the volume's pictures (:func:`covseg.engines.export.start_pictures`) as soon as the inference is done,
-    so that they are drawn while the report is built and the masks are written."""
+    drawing the volume's pictures (:func:`covseg.engines.inference.export.start_pictures`) as soon as the inference is
+    done, so that they are drawn while the report is built and the masks are written."""
     timing_s = timing_s or {}
     model_info = model_info or {}
     t0 = time.perf_counter()
@@ -201,9 +202,9 @@ def run_batch(sources: Sequence[VolumeSource | str | Path] | VolumeDataset, out_
     ``export``: which optional outputs to write (default: ``ExportOptions(save_prob=save_prob)``). Preprocessing
     (reading, lung mask) of the next volume and export of the previous one run in background threads.
     ``prepare``: replaces :func:`prepare_volume` (same signature, ``lung`` included), e.g. the joint diagnosis of
-    :mod:`covseg.engines.diagnose`. ``on_start(source)`` / ``on_result(result)`` are called in input order from the
-    calling thread. An unwritable ``out_dir`` raises :class:`CovsegInputError` before anything is read.
-    Each report records its ``request`` (:func:`covseg.engines.resume.volume_request`, with ``settings``: what
+    :mod:`covseg.engines.inference.diagnose`. ``on_start(source)`` / ``on_result(result)`` are called in input order
+    from the calling thread. An unwritable ``out_dir`` raises :class:`CovsegInputError` before anything is read.
+    Each report records its ``request`` (:func:`covseg.engines.inference.resume.volume_request`, with ``settings``: what
     else decides the outputs, e.g. the diagnosis thresholds). ``skip_done``: an input whose folder already holds
     a complete result of the same request is neither read nor computed; its result (``earlier``) is the one on
     disk.

@@ -1,7 +1,7 @@
 """Find a bundle's ONNX export without building its torch network first.
 
-:func:`covseg.engines.onnx_runtime.onnx_runtime_network` names an export by the built network's weights, so every
-run used to build the network (and load and hash its weights) before it could look in the cache: about 0.7 s of
+:func:`covseg.engines.runtime.onnx_runtime.onnx_runtime_network` names an export by the built network's weights, so
+every run used to build the network (and load and hash its weights) before it could look in the cache: about 0.7 s of
 the start-up on a 2-core Zen 3. Here a *recipe* names what the export was made from: the bundle's ``network_def``,
 the bytes of its weights file, the input size, the source of ``covseg.networks`` and of the exporter, and the torch,
 MONAI and ONNX Runtime versions. After an export (or a run that found one), :func:`remember_recipe` writes a small
@@ -19,7 +19,7 @@ import logging
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from covseg.engines.onnx_runtime import OnnxRuntimeNetwork, cache_dir
+from covseg.engines.runtime.onnx_runtime import OnnxRuntimeNetwork, cache_dir
 from covseg.io.atomic import atomic_path
 from covseg.io.errors import CovsegInputError
 
@@ -27,7 +27,7 @@ __all__ = ["NETWORK_SOURCES", "cached_bundle_runtime", "recipe_key", "remember_r
 
 log = logging.getLogger(__name__)
 
-NETWORK_SOURCES = Path(__file__).resolve().parents[1] / "networks"
+NETWORK_SOURCES = Path(__file__).resolve().parents[2] / "networks"
 _SOURCES = (NETWORK_SOURCES, Path(__file__).resolve().with_name("onnx_runtime.py"),
             Path(__file__).resolve().with_name("onnx_template.py"))
 _PACKAGES = ("torch", "monai", "onnxruntime", "onnx")
@@ -97,7 +97,7 @@ def _recipe_file(key: str, cache: str | Path | None) -> Path:
 
 
 def _exports(cache: str | Path | None) -> Path:
-    """The folder of the exports: ``cache``, else :func:`covseg.engines.onnx_runtime.cache_dir`."""
+    """The folder of the exports: ``cache``, else :func:`covseg.engines.runtime.onnx_runtime.cache_dir`."""
     return Path(cache) if cache is not None else cache_dir()
 
 
@@ -128,7 +128,7 @@ def remember_recipe(bundle_dir: str | Path, image_size: int, runtime: OnnxRuntim
                     cache: str | Path | None = None, key: str | None = None) -> None:
     """Write the recipe file naming ``runtime``'s export (nothing for an export outside this cache, or in a
     read-only cache). ``key``: the bundle's :func:`recipe_key`, when already known."""
-    try:  # an export in the cache, or in a folder of it (a filled template: covseg.engines.onnx_template)
+    try:  # an export in the cache, or in a folder of it (a filled template: covseg.engines.runtime.onnx_template)
         where = runtime.onnx_path.resolve().relative_to(_exports(cache).resolve()).as_posix()
     except ValueError:
         return

@@ -9,8 +9,8 @@ Per volume (:func:`infer_volume`):
    slices **without lung are not predicted** and stay empty (probability 0);
 3. an optional *gate* (``gate(crops) -> sequence of bool``, e.g. a JCS-style slice classifier) sees the batch's
    crops and drops the slices it rejects (they stay empty too);
-4. the kept crops go through :class:`covseg.engines.predictor.SlicePredictor` in batches; with ``handlers`` the
-   batches are driven by an ignite :class:`~ignite.engine.Engine` (one iteration per batch, ``state.output`` =
+4. the kept crops go through :class:`covseg.engines.inference.predictor.SlicePredictor` in batches; with ``handlers``
+   the batches are driven by an ignite :class:`~ignite.engine.Engine` (one iteration per batch, ``state.output`` =
    slices in the batch), so ignite handlers (``ProgressBar``, ``Timer``, custom events) attach; without, a plain
    loop runs them (ignite is not imported) and ``progress(done, total)`` is called per batch;
 5. the probability maps are pasted back (:func:`covseg.transforms.crop.paste_from_box`, exact inverse of the
@@ -22,8 +22,8 @@ Per volume (:func:`infer_volume`):
    the **label map** = ``1 + argmax(p[1:])`` inside the infection mask, 0 elsewhere (e.g. 1 ground glass,
    2 consolidation).
 
-Data iteration over many volumes is :mod:`covseg.engines.batch`; writing a volume's outputs is
-:mod:`covseg.engines.export`; reference labels are :mod:`covseg.io.labels`.
+Data iteration over many volumes is :mod:`covseg.engines.inference.batch`; writing a volume's outputs is
+:mod:`covseg.engines.inference.export`; reference labels are :mod:`covseg.io.labels`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 from torch import nn
 
-from covseg.engines.predictor import SlicePredictor
+from covseg.engines.inference.predictor import SlicePredictor
 from covseg.io.read import CTVolume
 from covseg.transforms.crop import DEFAULT_MARGIN_MM, Box, crop_to_box, lung_box, margin_px, paste_from_box
 from covseg.transforms.intensity import window_hu

@@ -1,10 +1,11 @@
 """A model ready on the backend a run asks for (``covseg infer`` / ``covseg diagnose``).
 
 On ONNX Runtime a bundle's network is opened straight from its cached export when the bundle's recipe names one
-(:mod:`covseg.engines.onnx_recipe`), or made from the ONNX template shipped in the bundle and its weights on a
-machine's first run (:mod:`covseg.engines.onnx_template`): the torch network is then never built. Otherwise the
+(:mod:`covseg.engines.runtime.onnx_recipe`), or made from the ONNX template shipped in the bundle and its weights on a
+machine's first run (:mod:`covseg.engines.runtime.onnx_template`): the torch network is then never built. Otherwise the
 network is built (:func:`covseg.networks.loading.load_model`) and put on the backend
-(:func:`covseg.engines.onnx_runtime.backend_network`), and an export made or found so is remembered for the next run.
+(:func:`covseg.engines.runtime.onnx_runtime.backend_network`), and an export made or found so is remembered for the
+next run.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from covseg.engines.onnx_recipe import cached_bundle_runtime, remember_recipe
-from covseg.engines.onnx_runtime import OnnxRuntimeNetwork, backend_network, resolve_backend
-from covseg.engines.onnx_template import filled_bundle_runtime
+from covseg.engines.runtime.onnx_recipe import cached_bundle_runtime, remember_recipe
+from covseg.engines.runtime.onnx_runtime import OnnxRuntimeNetwork, backend_network, resolve_backend
+from covseg.engines.runtime.onnx_template import filled_bundle_runtime
 from covseg.networks import loading
 from covseg.networks.loading import (
     DEFAULT_BUNDLE,
@@ -81,8 +82,8 @@ def _bundle_runtime(bundle_dir: Path, image_size: int, threads: int | None, pars
 def scoring_runtime(loaded: LoadedModel, backend: str = "auto", device: str = "cpu", threads: int | None = None,
                     precision: bool | str = "auto") -> OnnxRuntimeNetwork | None:
     """A loaded bundle's network on ONNX Runtime where ``backend`` resolves to it (fp32 on a CPU without native
-    bf16, :func:`covseg.engines.onnx_runtime.resolve_backend`), else ``None``: for a model whose torch network is
-    kept too (the classifier's activation maps need its gradients). Its export comes from the bundle's recipe or
+    bf16, :func:`covseg.engines.runtime.onnx_runtime.resolve_backend`), else ``None``: for a model whose torch network
+    is kept too (the classifier's activation maps need its gradients). Its export comes from the bundle's recipe or
     template when the model holds the bundle's own weights, else it is exported now."""
     if resolve_backend(backend, device, precision, False, loaded.trained) != "onnxruntime":
         return None

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from covseg.engines.cpu import autocast_context, resolve_bf16
+from covseg.engines.runtime.cpu import autocast_context, resolve_bf16
 from covseg.io.atomic import atomic_path
 from covseg.networks.flips import FLIPS, flip_averaged
 from covseg.networks.outputs import final_logits

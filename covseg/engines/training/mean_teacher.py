@@ -5,7 +5,7 @@ Every step trains the student on a batch of labelled slices and, in the same for
 as many unlabelled slices (:func:`covseg.transforms.views.strong_view`). Its target there is the teacher's
 probability on the *weak* view (same geometry), kept only where the teacher is sure (``bce_dice_confident``). The
 teacher is the exponential moving average of the student's weights (``decay`` per step, buffers included), so its
-labels improve as the student does, unlike the fixed pseudo labels of :mod:`covseg.engines.semi_procedure`. The
+labels improve as the student does, unlike the fixed pseudo labels of :mod:`covseg.engines.training.semi_procedure`. The
 teacher is what is validated, selected and written (``model_best.pt``, ``model_final.pt``); the student's last
 weights go to ``model_student.pt``. Epoch checkpoints hold the teacher too, so a killed run resumes where it was.
 """
@@ -23,9 +23,9 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
-from covseg.engines.cpu import autocast_context
-from covseg.engines.semi_supervised import run_to_end, seeded_loader
-from covseg.engines.training import build_trainer
+from covseg.engines.runtime.cpu import autocast_context
+from covseg.engines.training.semi_supervised import run_to_end, seeded_loader
+from covseg.engines.training.trainer import build_trainer
 from covseg.networks.loading import load_weights
 from covseg.networks.outputs import final_logits
 from covseg.transforms.augment import eval_transforms, train_transforms

@@ -1,8 +1,8 @@
 """Joint diagnosis (JCS, Wu et al. Fig. 1) of CT volumes: classify every lung slice, decide the patient, segment
 only positive patients, explain with activation maps.
 
-Per volume (:func:`diagnose_prepare`, a drop-in for :func:`covseg.engines.batch.prepare_volume`, so
-:func:`covseg.engines.batch.run_batch` reads ahead, goes on after a bad input and exports atomically):
+Per volume (:func:`diagnose_prepare`, a drop-in for :func:`covseg.engines.inference.batch.prepare_volume`, so
+:func:`covseg.engines.inference.batch.run_batch` reads ahead, goes on after a bad input and exports atomically):
 
 1. the lung mask, and every lung slice cropped and windowed exactly as the segmenter sees it
    (:func:`lung_crops`);
@@ -33,12 +33,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from covseg.engines.activation import slice_activation
-from covseg.engines.batch import prepare_volume
-from covseg.engines.cpu import autocast_context, resolve_bf16
-from covseg.engines.export import VolumeOutputs, write_figures
-from covseg.engines.fusion import fold_batchnorm
-from covseg.engines.onednn_fusion import fuse_conv_relu
+from covseg.engines.inference.activation import slice_activation
+from covseg.engines.inference.batch import prepare_volume
+from covseg.engines.inference.export import VolumeOutputs, write_figures
+from covseg.engines.runtime.cpu import autocast_context, resolve_bf16
+from covseg.engines.runtime.fusion import fold_batchnorm
+from covseg.engines.runtime.onednn_fusion import fuse_conv_relu
 from covseg.io.atomic import atomic_path, atomic_write_text
 from covseg.io.read import CTVolume
 from covseg.io.strict_json import json_text
@@ -92,10 +92,11 @@ class SliceScorer:
 
     Scores come from a copy of ``network`` with its BatchNorms folded into the convolutions and, on CPU, each
     conv -> ReLU chain run as one oneDNN call, in channels-last memory (``fast``, as
-    :class:`covseg.engines.predictor.SlicePredictor` runs Inf-Net; same scores up to rounding);
+    :class:`covseg.engines.inference.predictor.SlicePredictor` runs Inf-Net; same scores up to rounding);
     ``network`` itself stays as it is for the activation maps, which need its gradients. ``scoring``: a stand-in
     that computes the same logits instead (the network's ONNX Runtime export,
-    :func:`covseg.engines.backend_model.scoring_runtime`: 1.18x faster on a 2-core Zen 3, docs/benchmarks.md)."""
+    :func:`covseg.engines.runtime.backend_model.scoring_runtime`: 1.18x faster on a 2-core Zen 3,
+    docs/benchmarks.md)."""
 
     def __init__(self, network: torch.nn.Module, image_size: int = 160, device: str = "cpu",
                  batch_size: int = 16, bf16: bool | str = False, fast: bool = True,
@@ -131,7 +132,7 @@ def crop_key(crop: np.ndarray) -> tuple:
 
 
 class ClassifierGate:
-    """A slice gate for :func:`covseg.engines.volume.infer_volume`: keep crops scoring ``>= threshold``.
+    """A slice gate for :func:`covseg.engines.inference.volume.infer_volume`: keep crops scoring ``>= threshold``.
 
     ``name`` / ``version``: the classifier's, for the reports (:meth:`describe`). ``known``: scores already
     computed, by :func:`crop_key` (the joint diagnosis scored its slices before segmenting): only other crops are
@@ -244,7 +245,7 @@ def classify_volume(volume: CTVolume, lung: np.ndarray, scorer: SliceScorer,
 
 
 def make_diagnose_prepare(scorer: SliceScorer, settings: DiagnosisSettings):
-    """A ``prepare`` for :func:`covseg.engines.batch.run_batch` doing the joint diagnosis of one volume."""
+    """A ``prepare`` for :func:`covseg.engines.inference.batch.run_batch` doing the joint diagnosis of one volume."""
 
     def prepare(volume: CTVolume, predictor, out_dir, **kwargs) -> VolumeOutputs:
         lung = kwargs.pop("lung", None)  # run_batch computes it in its reader thread
@@ -312,7 +313,7 @@ def activation_montage(scorer: SliceScorer, sources: Sequence[tuple], title: str
 
 
 def write_diagnosis(folder: Path, item: VolumeOutputs) -> dict[str, str]:
-    """Extra writer (:class:`covseg.engines.export.ExportOptions`): ``diagnosis.json`` and the montage PNG."""
+    """Extra writer (:class:`covseg.engines.inference.export.ExportOptions`): ``diagnosis.json`` and the montage PNG."""
     files: dict[str, str] = {}
     diagnosis = item.extras.get("diagnosis")
     if diagnosis is None:
@@ -330,8 +331,8 @@ def write_diagnosis(folder: Path, item: VolumeOutputs) -> dict[str, str]:
 
 
 def write_segmented_figures(folder: Path, item: VolumeOutputs) -> dict[str, str]:
-    """Extra writer: the infection pictures (:func:`covseg.engines.export.write_figures`) of a segmented patient;
-    nothing for a negative one, whose infection mask is empty."""
+    """Extra writer: the infection pictures (:func:`covseg.engines.inference.export.write_figures`) of a segmented
+    patient; nothing for a negative one, whose infection mask is empty."""
     if not (item.extras.get("diagnosis") or {}).get("segmented"):
         return {}
     return write_figures(folder, item)

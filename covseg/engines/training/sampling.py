@@ -1,6 +1,6 @@
 """Training draws that depend only on the run's seed and the epoch, so a resumed run draws what the
 uninterrupted one drew (the trainers call :meth:`EpochDraws.set_epoch` as each epoch starts,
-:func:`covseg.engines.seeding.follow_epochs`).
+:func:`covseg.engines.training.seeding.follow_epochs`).
 
 * :class:`EpochSampler`: repeated random permutations of a set (Semi-Inf-Net's rounds).
 * :class:`SourceBalancedSampler`: every data source the same weight, whatever its size. The classifier's two
@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch.utils.data import Sampler
 
-from covseg.engines.seeding import epoch_seed
+from covseg.engines.training.seeding import epoch_seed
 
 __all__ = ["EpochDraws", "EpochSampler", "LabelledPlusDraws", "SourceBalancedSampler", "source_weights"]
 

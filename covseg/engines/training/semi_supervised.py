@@ -9,7 +9,7 @@ reseeded from (seed, round, epoch), so the resumed run ends where an uninterrupt
 0/255 PNGs named like their slice, written atomically, and are never re-predicted once written.
 
 :func:`train_rounds` is the round loop (the current student or a fixed teacher labels); :func:`run_propagation`
-runs it as Algorithm 1, :mod:`covseg.engines.semi_procedure` as the whole Semi-Inf-Net procedure.
+runs it as Algorithm 1, :mod:`covseg.engines.training.semi_procedure` as the whole Semi-Inf-Net procedure.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from monai.transforms import Compose
 from torch import nn
 from torch.utils.data import DataLoader
 
-from covseg.engines.predictor import SlicePredictor
-from covseg.engines.sampling import EpochSampler
-from covseg.engines.training import build_trainer
+from covseg.engines.inference.predictor import SlicePredictor
+from covseg.engines.training.sampling import EpochSampler
+from covseg.engines.training.trainer import build_trainer
 from covseg.io.atomic import atomic_path, atomic_write_text
 from covseg.io.slices import pseudo_labelled_items, read_grey, write_grey
 from covseg.networks.loading import load_weights
@@ -78,7 +78,7 @@ def write_pseudo_labels(predictor: SlicePredictor, items: list[dict], out_dir: s
 def seeded_loader(items: list[dict], transform: Compose, batch_size: int, seed: int,
                   num_samples: int | None = None) -> DataLoader:
     """A one-process training loader whose draws (order and augmentation) depend only on ``seed`` and the epoch,
-    once its trainer reseeds each epoch (:func:`covseg.engines.training.build_trainer` does)."""
+    once its trainer reseeds each epoch (:func:`covseg.engines.training.trainer.build_trainer` does)."""
     sampler = EpochSampler(len(items), num_samples, seed)
     return DataLoader(Dataset(items, transform), batch_size=batch_size, sampler=sampler, num_workers=0,
                       generator=torch.Generator().manual_seed(seed))

@@ -1,11 +1,11 @@
 """Resuming a batch (``covseg infer --continue``): which inputs already have a complete result in the output folder.
 
-Each volume's ``report.json`` is written last (:mod:`covseg.engines.export`) and its ``request`` entry records what
-was asked for: the input (its identity, and its files' count, bytes and latest modification time), the model as it
-ran (weights, version, image size, flips, precision, backend, gate), the optional outputs, the labels folder, the
-post-processing and any other settings (``covseg diagnose``: its thresholds). With ``skip_done``
-(:func:`covseg.engines.batch.run_batch`) an input is not computed again when its folder's report is ``ok``, its
-request equals this run's and every file the report lists is still there. Anything else (another model or
+Each volume's ``report.json`` is written last (:mod:`covseg.engines.inference.export`) and its ``request`` entry
+records what was asked for: the input (its identity, and its files' count, bytes and latest modification time), the
+model as it ran (weights, version, image size, flips, precision, backend, gate), the optional outputs, the labels
+folder, the post-processing and any other settings (``covseg diagnose``: its thresholds). With ``skip_done``
+(:func:`covseg.engines.inference.batch.run_batch`) an input is not computed again when its folder's report is ``ok``,
+its request equals this run's and every file the report lists is still there. Anything else (another model or
 precision, other outputs, an input file changed since, a file deleted) is computed again and replaces the folder.
 A changed label file under the same labels folder is not noticed.
 """
@@ -17,7 +17,7 @@ import json
 import os
 from pathlib import Path
 
-from covseg.engines.export import ExportOptions
+from covseg.engines.inference.export import ExportOptions
 from covseg.io.discover import VolumeSource
 from covseg.io.naming import source_key
 from covseg.reports.batch import VolumeResult

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from covseg.engines.handover import has_result, new_handover_folder, publish_result, read_result, write_result
+from covseg.engines.inference.handover import has_result, new_handover_folder, publish_result, read_result, write_result
 from covseg.io.atomic import ensure_writable_dir
 from covseg.io.discover import VolumeSource, find_volumes
 from covseg.io.errors import CovsegInputError
@@ -157,7 +157,7 @@ class _Child:
 
 def fork_child(transform: Callable[[VolumeSource], VolumeItem], source: VolumeSource) -> _Child | None:
     """Fork a child that computes ``transform(source)`` and hands it back in a private folder on tmpfs (``/dev/shm``
-    where it has room; :mod:`covseg.engines.handover`: the arrays are mapped, not copied, by this process);
+    where it has room; :mod:`covseg.engines.inference.handover`: the arrays are mapped, not copied, by this process);
     ``None`` where forking is not possible (not Linux) or fails.
 
     The child runs only ``transform`` (which must import nothing: :class:`VolumePreprocessing` does not) and

@@ -1,0 +1,1 @@
+"""Training on pytorch-ignite: supervised, semi-supervised and classifier training, seeded and resumable."""
