@@ -190,7 +190,7 @@ def test_montage_of_a_short_volume_has_no_empty_columns():
 def test_activation_montage_keeps_the_view_and_outlines_the_crop():
     from PIL import Image
 
-    from covseg.reports.activation_montage import CROP_OUTLINE, ActivationPanel, activation_montage_png
+    from covseg.reports.activation_montage import CROP_OUTLINE, KEY_HEIGHT, ActivationPanel, activation_montage_png
 
     image = np.full((40, 80), 0.3, np.float32)  # a view twice as wide as high
     heat = np.full((40, 80), np.nan, np.float32)
@@ -198,7 +198,8 @@ def test_activation_montage_keeps_the_view_and_outlines_the_crop():
     panels = [ActivationPanel(z, 0.9 - z / 10, image, heat, None, (10, 20, 30, 50)) for z in range(3)]
     sheet = np.asarray(Image.open(io.BytesIO(activation_montage_png(panels, height=40, columns=2))).convert("RGB"))
     caption, gap = 18, 4
-    assert sheet.shape[0] == 2 * (40 + caption)  # 3 panels in 2 columns: 2 rows, each 40 px + its caption
+    assert sheet.shape[0] == 2 * (40 + caption) + KEY_HEIGHT  # 3 panels in 2 columns: 2 rows, each 40 px + its
+    # caption, and the key under them
     assert sheet.shape[1] == 2 * (2 * 80 + 2 * gap)  # each half keeps the 2:1 view: 80 px wide at 40 px high
     right = sheet[caption:caption + 40, 80 + gap:2 * 80 + gap]
     assert tuple(right[10, 40]) == CROP_OUTLINE  # the crop's top edge
@@ -224,6 +225,44 @@ def test_activation_montage_title_sits_above_the_grid():
     yellow = (titled[:strip, :, 0] > 200) & (titled[:strip, :, 1] > 200) & (titled[:strip, :, 2] < 60)
     assert yellow.sum() > 20  # the title's text
     assert tuple(titled[strip + 18 + 10, 80 + 4 + 40]) == CROP_OUTLINE
+
+
+def test_activation_montage_text_has_its_glyphs_a_key_and_orientation_letters():
+    """The montage's text used Pillow's built-in 10-px font, which draws the ² of an indeterminate patient's title
+    ('largest lung cross-section 96.6 cm²') as an empty box; the sheet had no colour scale for the maps (each
+    scaled to its own range), no key to the red contour and the blue crop, no orientation letters, and a long title
+    ran off its right edge."""
+    from PIL import Image
+
+    from covseg.reports.activation_montage import (
+        KEY_HEIGHT,
+        LETTER_COLOUR,
+        ActivationPanel,
+        activation_montage_png,
+        montage_font,
+    )
+
+    font = montage_font()
+    tofu = np.asarray(font.getmask("\ue000"))  # a private-use code point: no font has it, the empty box is drawn
+    for char in "²≥":
+        glyph = np.asarray(font.getmask(char))
+        assert glyph.shape != tofu.shape or not np.array_equal(glyph, tofu), f"{char!r} drawn as an empty box"
+
+    image = np.full((120, 160), 0.2, np.float32)
+    heat = np.full(image.shape, np.nan, np.float32)
+    heat[20:100, 20:140] = np.linspace(0.0, 1.0, 120, dtype=np.float32)[None, :]
+    panels = [ActivationPanel(z, 0.9, image, heat, None, (20, 100, 20, 140)) for z in range(2)]
+    title = "ct: INDETERMINATE (largest lung cross-section 96.6 cm²), " + "11 of 11 classified slices " * 8
+    one_line = activation_montage_png(panels, title="ct: NEGATIVE")
+    sheet = np.asarray(Image.open(io.BytesIO(activation_montage_png(panels, title=title))).convert("RGB"))
+    assert sheet.shape[0] > np.asarray(Image.open(io.BytesIO(one_line))).shape[0]  # wrapped, not cut off
+    key = sheet[-KEY_HEIGHT:].astype(int)
+    jet_blue = (key[..., 2] > 120) & (key[..., 0] < 40) & (key[..., 1] < 40)
+    jet_red = (key[..., 0] > 120) & (key[..., 1] < 40) & (key[..., 2] < 40)
+    assert jet_blue.sum() > 20 and jet_red.sum() > 20  # the colour bar, low to high
+    grid = sheet[:-KEY_HEIGHT]
+    letters = np.all(grid == np.array(LETTER_COLOUR, np.uint8), axis=2)
+    assert letters.sum() >= 4 * 4 * 3  # A, P, R, L on each of the 4 halves (anti-aliased: a few exact pixels each)
 
 
 def test_a_volume_of_too_few_slices_gets_the_montage_only(tmp_path):
