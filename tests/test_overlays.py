@@ -265,6 +265,36 @@ def test_activation_montage_text_has_its_glyphs_a_key_and_orientation_letters():
     assert letters.sum() >= 4 * 4 * 3  # A, P, R, L on each of the 4 halves (anti-aliased: a few exact pixels each)
 
 
+def test_a_slice_overlay_says_what_it_shows(tmp_path):
+    """overlays/slice_<z>.png used to be the bare panel: no slice index, no volume, no colour key and no
+    orientation letters, so a file opened on its own (or sent on) did not say what it showed."""
+    from covseg.reports.overlays import LETTER_COLOUR, axial_panel, write_slice_overlays
+
+    hu = np.full((4, 128, 128), -1000.0, np.float32)
+    hu[:, 20:108, 20:108] = 40.0
+    marker = np.zeros(hu.shape, np.uint8)
+    marker[2, 40:60, 30:50] = 1
+    classes = marker.copy()
+    classes[2, 40:60, 40:50] = 2
+    for cls, keys in ((None, [INFECTION_COLOUR]), (classes, list(CLASS_COLOURS.values()))):
+        folder = tmp_path / ("multi" if cls is not None else "binary")
+        (path,) = write_slice_overlays(folder, hu, marker, (1.0, 1.0, 3.0), classes=cls, name="case7")
+        assert path.name == "slice_0002.png"
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        panel = axial_panel(hu, marker, (1.0, 1.0, 3.0), 2, cls, max_px=512)
+        strip = rgb.shape[0] - panel.shape[0]
+        assert strip >= 12 and rgb.shape[1] == panel.shape[1]  # a caption above the slice, same width
+        head = rgb[:strip]
+        assert (head.min(axis=2) > 200).sum() > 50  # its white text: volume, z, area
+        assert all(_has_colour(head, c) for c in keys)  # the colour key
+        letters = np.all(rgb[strip:] == np.array(LETTER_COLOUR, np.uint8), axis=2)
+        assert letters.sum() >= 4 * 3  # A, P, R, L (anti-aliased: a few exact pixels each)
+        body = rgb[strip:].copy()
+        body[letters] = panel[letters]
+        changed = np.any(body != panel, axis=2)
+        assert changed.sum() < 0.05 * changed.size  # otherwise the slice is drawn as before (letters' outlines)
+
+
 def test_a_volume_of_too_few_slices_gets_the_montage_only(tmp_path):
     from covseg.reports.picks import THROUGH_PLANE_MIN_SLICES
 

@@ -14,23 +14,18 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 
 import matplotlib
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
-from covseg.reports.overlays import INFECTION_COLOUR, activation_beside_mask
+from covseg.reports.overlays import FONT_PX, INFECTION_COLOUR, LETTER_COLOUR, activation_beside_mask, draw_letters
+from covseg.reports.overlays import pil_font as montage_font
 
-__all__ = ["ActivationPanel", "KEY_HEIGHT", "activation_montage_png", "montage_font"]
+__all__ = ["FONT_PX", "LETTER_COLOUR", "ActivationPanel", "KEY_HEIGHT", "activation_montage_png", "montage_font"]
 
 CROP_OUTLINE = (120, 200, 255)
 """Colour of the classifier's crop outline (light blue)."""
-LETTER_COLOUR = (127, 212, 255)
-"""Orientation letters, as in the infection montage."""
-FONT_PX = 12
-"""Text size of the captions, the title and the key (pixels)."""
 CAPTION, GAP = 18, 4
 KEY_HEIGHT = 2 * CAPTION + GAP
 """Height of the key strip under the grid (two lines)."""
@@ -39,17 +34,6 @@ LETTERS_MIN_PX = 96
 KEY_LINES = ("activation map (JCS Eq. 1-2), each panel scaled to its own range:",
              "infection (segmentation; white over the map)", "crop the classifier scored",
              "CT in the classifier's window (level -430, width 1350 HU)")
-
-
-@lru_cache(maxsize=4)
-def montage_font(size: int = FONT_PX) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    """DejaVu Sans (shipped with matplotlib) at ``size`` pixels: it has the ² and ≥ of the titles, which Pillow's
-    built-in font draws as empty boxes; Pillow's font at that size where the file is missing."""
-    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
-    try:
-        return ImageFont.truetype(str(path), size)
-    except OSError:
-        return ImageFont.load_default(size)
 
 
 @dataclass
@@ -83,15 +67,6 @@ def _wrap(text: str, width: int, draw: ImageDraw.ImageDraw, font) -> list[str]:
         else:
             lines.append(word)
     return lines or [""]
-
-
-def _letters(draw: ImageDraw.ImageDraw, x: int, y: int, width: int, height: int, font) -> None:
-    """A, P, R, L at the edges of the tile at ``(x, y)``, outlined in black so that they read on bright tissue."""
-    style = {"fill": LETTER_COLOUR, "font": font, "stroke_width": 2, "stroke_fill": (0, 0, 0)}
-    draw.text((x + width // 2, y + 2), "A", anchor="mt", **style)
-    draw.text((x + width // 2, y + height - 2), "P", anchor="mb", **style)
-    draw.text((x + 3, y + height // 2), "R", anchor="lm", **style)
-    draw.text((x + width - 3, y + height // 2), "L", anchor="rm", **style)
 
 
 def _key(draw: ImageDraw.ImageDraw, y: int, sheet_width: int, font, with_contour: bool) -> None:
@@ -149,7 +124,7 @@ def activation_montage_png(panels: Sequence[ActivationPanel], height: int = 240,
             tile = Image.fromarray(half).resize((width, height), Image.BILINEAR)
             sheet.paste(tile, (x + i * (width + GAP), y + CAPTION))
             if height >= LETTERS_MIN_PX:
-                _letters(draw, x + i * (width + GAP), y + CAPTION, width, height, font)
+                draw_letters(draw, (x + i * (width + GAP), y + CAPTION, width, height), ("A", "P", "R", "L"), font)
         draw.text((x + 4, y + 3), f"slice {p.z}  P(COVID-19) {p.score:.2f}", fill=(255, 255, 255), font=font)
     if not panels:
         draw.text((8, top + 8), "no lung slice", fill=(255, 255, 255), font=font)

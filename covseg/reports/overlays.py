@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import matplotlib
@@ -27,7 +28,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.text import Text
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 from skimage.transform import resize
 
@@ -48,6 +49,8 @@ __all__ = [
     "inner_edge",
     "lung_window",
     "montage_png",
+    "pil_font",
+    "slice_overlay",
     "pick_slices",
     "reformats_png",
     "sagittal_panel",
@@ -63,6 +66,35 @@ CLASS_COLOURS = {1: (255, 215, 0), 2: (255, 0, 255)}
 CLASS_NAMES = {1: "ground-glass opacity", 2: "consolidation"}
 OVERLAY_CHOICES = ("none", "infected", "all")
 """Per-slice overlays: none; slices holding infection; every slice."""
+LETTER_COLOUR = (127, 212, 255)
+"""Orientation letters (``#7fd4ff``)."""
+FONT_PX = 12
+"""Text size of the pictures drawn with Pillow (per-slice overlays, the activation montage), in pixels."""
+
+
+@lru_cache(maxsize=4)
+def pil_font(size: int = FONT_PX) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """DejaVu Sans (shipped with matplotlib) at ``size`` pixels for text drawn with Pillow: it has the ² and ≥ of
+    the captions, which Pillow's built-in font draws as empty boxes; Pillow's font at that size where the file is
+    missing."""
+    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    try:
+        return ImageFont.truetype(str(path), size)
+    except OSError:
+        return ImageFont.load_default(size)
+
+
+def draw_letters(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], letters: Sequence[str],
+                 font=None) -> None:
+    """Orientation ``letters`` (top, bottom, left, right) at the edges of ``box`` = ``(x, y, width, height)``,
+    outlined in black so that they read on bright tissue."""
+    x, y, width, height = box
+    style = {"fill": LETTER_COLOUR, "font": font or pil_font(), "stroke_width": 2, "stroke_fill": (0, 0, 0)}
+    top, bottom, left, right = letters
+    draw.text((x + width // 2, y + 2), top, anchor="mt", **style)
+    draw.text((x + width // 2, y + height - 2), bottom, anchor="mb", **style)
+    draw.text((x + 3, y + height // 2), left, anchor="lm", **style)
+    draw.text((x + width - 3, y + height // 2), right, anchor="rm", **style)
 
 
 def lung_window(hu: np.ndarray, level: float = LUNG_WINDOW[0], width: float = LUNG_WINDOW[1]) -> np.ndarray:
@@ -331,9 +363,56 @@ def _save_png(data: bytes | np.ndarray, path: Path) -> Path:
     return path
 
 
+OVERLAY_LINE = 17
+"""Height of one line of a per-slice overlay's caption (pixels)."""
+
+
+def _flow(draw: ImageDraw.ImageDraw, parts: Sequence[tuple[str, tuple[int, int, int]]], width: int,
+          font) -> list[list[tuple[int, str, tuple[int, int, int]]]]:
+    """``(text, colour)`` parts laid out left to right in lines no wider than ``width``: ``[[(x, text, colour)]]``."""
+    lines: list[list[tuple[int, str, tuple[int, int, int]]]] = [[]]
+    x = 4
+    for text, colour in parts:
+        w = int(draw.textlength(text, font=font))
+        if lines[-1] and x + w > width - 4:
+            lines.append([])
+            x = 4
+        lines[-1].append((x, text, colour))
+        x += w + 10
+    return lines
+
+
+def slice_overlay(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float], z: int, *,
+                  classes: np.ndarray | None = None, name: str = "", max_px: int = 512) -> np.ndarray:
+    """uint8 RGB of one per-slice overlay: :func:`axial_panel` with its orientation letters, under a caption (the
+    volume, the slice index, its infected area, the window and the colour key), so that the file read on its own
+    says what it shows."""
+    panel = axial_panel(hu, infection, spacing, z, classes, max_px=max_px)
+    cm2 = np.count_nonzero(np.asarray(infection[z]) > 0) * float(spacing[0]) * float(spacing[1]) / 100.0
+    multi = classes is not None
+    keys = [(CLASS_NAMES[k], c) for k, c in CLASS_COLOURS.items()] if multi else [("infection", INFECTION_COLOUR)]
+    parts = [(f"{name}  axial z={z}".strip(), (255, 255, 255)), (f"{cm2:.1f} cm\u00b2", (255, 255, 255)),
+             ("lung window", (200, 200, 200))] + [(f"\u25a0 {text}", colour) for text, colour in keys]
+    font = pil_font()
+    h, w = panel.shape[:2]
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines = _flow(measure, parts, w, font)
+    top = len(lines) * OVERLAY_LINE + 2
+    sheet = Image.new("RGB", (w, top + h), (0, 0, 0))
+    sheet.paste(Image.fromarray(panel), (0, top))
+    draw = ImageDraw.Draw(sheet)
+    for i, line in enumerate(lines):
+        for x, text, colour in line:
+            draw.text((x, 2 + i * OVERLAY_LINE), text, fill=colour, font=font)
+    if min(h, w) >= 96:  # smaller panels would be covered by the letters
+        draw_letters(draw, (0, top, w, h), ("A", "P", "R", "L"), font)
+    return np.asarray(sheet)
+
+
 def write_slice_overlays(folder: str | Path, hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float], *,
-                         classes: np.ndarray | None = None, which: str = "infected") -> list[Path]:
-    """One PNG per axial slice (``which``: ``"infected"`` slices or ``"all"``) as ``slice_<z:04d>.png``."""
+                         classes: np.ndarray | None = None, which: str = "infected", name: str = "") -> list[Path]:
+    """One PNG per axial slice (``which``: ``"infected"`` slices or ``"all"``) as ``slice_<z:04d>.png``
+    (:func:`slice_overlay`, captioned with ``name``)."""
     if which not in OVERLAY_CHOICES:
         raise ValueError(f"overlays must be one of {OVERLAY_CHOICES}, not {which!r}")
     if which == "none":
@@ -341,8 +420,8 @@ def write_slice_overlays(folder: str | Path, hu: np.ndarray, infection: np.ndarr
     folder = ensure_writable_dir(folder)
     inf = np.asarray(infection) > 0
     zs = range(inf.shape[0]) if which == "all" else np.nonzero(inf.reshape(inf.shape[0], -1).any(axis=1))[0]
-    return [_save_png(axial_panel(hu, infection, spacing, int(z), classes, max_px=512), folder / f"slice_{z:04d}.png")
-            for z in zs]
+    return [_save_png(slice_overlay(hu, infection, spacing, int(z), classes=classes, name=name),
+                      folder / f"slice_{z:04d}.png") for z in zs]
 
 
 VOLUME_FIGURES = {"montage": "montage.png", "reformats": "reformats.png"}
@@ -381,6 +460,6 @@ def write_volume_figures(out_dir: str | Path, hu: np.ndarray, lung: np.ndarray, 
             _save_png(drawn[file_name], out_dir / file_name)
             files[key] = file_name
     if overlays != "none":
-        write_slice_overlays(out_dir / "overlays", hu, infection, spacing, classes=classes, which=overlays)
+        write_slice_overlays(out_dir / "overlays", hu, infection, spacing, classes=classes, which=overlays, name=name)
         files["overlays"] = "overlays"
     return files
