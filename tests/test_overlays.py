@@ -295,6 +295,22 @@ def test_a_slice_overlay_says_what_it_shows(tmp_path):
         assert changed.sum() < 0.05 * changed.size  # otherwise the slice is drawn as before (letters' outlines)
 
 
+def test_orientation_letters_are_outlined_so_that_they_read_on_white_tissue():
+    """The montage's and the reformats' light blue letters had no outline and vanished on the chest wall's white
+    soft tissue, where R and L of an axial slice lie."""
+    from covseg.reports.overlays import _bare, _letters, _png_bytes, agg_figure
+
+    fig = agg_figure((2.0, 2.0))
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+    ax.imshow(np.full((64, 64, 3), 255, np.uint8), interpolation="nearest")
+    _bare(ax)
+    _letters(ax, "A", "P", "R", "L")
+    rgb = np.asarray(Image.open(io.BytesIO(_png_bytes(fig, 100))).convert("RGB")).astype(int)
+    blue = (rgb[..., 2] > 200) & (rgb[..., 0] < 180)  # the letters' #7fd4ff
+    dark = rgb.max(axis=2) < 80  # their outline on the white panel
+    assert blue.sum() > 20 and dark.sum() > blue.sum()
+
+
 def test_a_volume_of_too_few_slices_gets_the_montage_only(tmp_path):
     from covseg.reports.picks import THROUGH_PLANE_MIN_SLICES
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+from matplotlib import patheffects
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -222,7 +223,10 @@ def _bare(ax: Axes) -> None:
 
 
 def _letters(ax: Axes, top: str, bottom: str, left: str, right: str) -> None:
-    style = {"color": "#7fd4ff", "fontsize": 7, "fontweight": "bold", "transform": ax.transAxes}
+    """Orientation letters at the panel's edges, outlined in black: without the outline the light blue letters
+    vanished on the white soft tissue of the chest wall (R and L lie on it in most axial slices)."""
+    style = {"color": "#7fd4ff", "fontsize": 8, "fontweight": "bold", "transform": ax.transAxes,
+             "path_effects": [patheffects.withStroke(linewidth=2, foreground="black")]}
     ax.text(0.5, 0.98, top, ha="center", va="top", **style)
     ax.text(0.5, 0.02, bottom, ha="center", va="bottom", **style)
     ax.text(0.02, 0.5, left, ha="left", va="center", **style)
