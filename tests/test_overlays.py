@@ -311,6 +311,25 @@ def test_orientation_letters_are_outlined_so_that_they_read_on_white_tissue():
     assert blue.sum() > 20 and dark.sum() > blue.sum()
 
 
+def test_reformats_of_a_thin_slab_are_stacked_at_full_width():
+    """A 20-slice, 2 mm series across 500 mm (the abdominal DICOM of ct-volumes) got its coronal and sagittal side by
+    side as strips 34 pixels high in a figure three quarters black, S over I in the middle of each strip."""
+    from covseg.reports.overlays import reformats_png
+
+    hu = np.full((10, 200, 200), -600.0, np.float32)  # 10 mm high, 200 mm wide and deep: mid-grey in the window
+    rgb = np.asarray(Image.open(io.BytesIO(reformats_png(hu, np.zeros(hu.shape, np.uint8), (1.0, 1.0, 1.0))))
+                     .convert("RGB")).astype(int)
+    grey = np.abs(rgb - 128).max(axis=2) <= 2
+    assert grey.mean() > 0.25  # the panels fill the figure (side by side: 0.04)
+    rows = np.nonzero(grey.any(axis=1))[0]
+    assert rows.size > 2 * 35  # two panels each at least 35 pixels high (side by side: 21)
+    cols = np.nonzero(grey.any(axis=0))[0]
+    assert cols.size > 0.9 * rgb.shape[1]  # each across the figure's width
+    square = np.asarray(Image.open(io.BytesIO(reformats_png(np.full((40, 40, 40), -600.0, np.float32),
+                                                            np.zeros((40, 40, 40), np.uint8), (1.0, 1.0, 1.0)))))
+    assert square.shape[:2] == (480, 900)  # a chest-shaped volume keeps the side-by-side layout
+
+
 def test_a_volume_of_too_few_slices_gets_the_montage_only(tmp_path):
     from covseg.reports.picks import THROUGH_PLANE_MIN_SLICES
 

@@ -291,6 +291,11 @@ def _centre(mask: np.ndarray, axis_keep: int, fallback: np.ndarray | None) -> in
     return mask.shape[axis_keep] // 2
 
 
+FLAT_REFORMATS = 0.5
+"""Reformats whose panels are both less than half as high as wide (a slab of few thin slices: 20 x 2 mm across
+500 mm) are drawn one above the other across the figure's width, not side by side as strips a few pixels high."""
+
+
 def reformats_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float], *,
                   lung: np.ndarray | None = None, classes: np.ndarray | None = None, title: str = "",
                   dpi: int = 100) -> bytes:
@@ -306,8 +311,19 @@ def reformats_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float
         x = _centre(inf, 2, lung_m)
     cor = coronal_panel(hu, infection, spacing, y, classes)
     sag = sagittal_panel(hu, infection, spacing, x, classes)
-    fig = agg_figure((9, 4.8))
-    axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [cor.shape[1] / cor.shape[0], sag.shape[1] / sag.shape[0]]})
+    tall = (cor.shape[0] / cor.shape[1], sag.shape[0] / sag.shape[1])
+    flat = max(tall) < FLAT_REFORMATS
+    if flat:  # a thin slab: one above the other, each 8.6 inches wide, placed in inches (titles between them)
+        width, head, caption, foot = 8.6, 0.45, 0.3, 0.35
+        height = head + 2 * caption + width * sum(tall) + foot
+        fig = agg_figure((9, height))
+        top, axes = height - head, []
+        for ratio in tall:
+            top -= caption + width * ratio
+            axes.append(fig.add_axes(((9 - width) / 18, top / height, width / 9, width * ratio / height)))
+    else:
+        fig = agg_figure((9, 4.8))
+        axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1 / tall[0], 1 / tall[1]]})
     for ax, img, name, letters in ((axes[0], cor, f"coronal y={y}", ("S", "I", "R", "L")),
                                    (axes[1], sag, f"sagittal x={x}", ("S", "I", "A", "P"))):
         ax.imshow(img, interpolation="nearest")
@@ -316,7 +332,8 @@ def reformats_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float
         _letters(ax, *letters)
     fig.suptitle(f"{title}  reformats, lung window".strip(), color="white", fontsize=9)
     _legend(fig, classes is not None)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.95))
+    if not flat:
+        fig.tight_layout(rect=(0, 0.04, 1, 0.95))
     return _png_bytes(fig, dpi)
 
 
