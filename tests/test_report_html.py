@@ -155,3 +155,18 @@ def test_a_multi_class_volume_shows_each_class_in_ml_percent_and_per_lung():
         row = re.search(rf"<tr><td>{'ground-glass opacity' if name == 'ggo' else name}</td>(.*?)</tr>", text)
         assert row is not None and re.findall(r"<td>([^<]*)</td>", row.group(1)) == shown
     assert "% of lung" in text and "left lung mL" in text
+
+
+def test_every_row_of_the_volumes_table_adds_up_to_its_percent():
+    """The 'both' row listed the whole infection mask under 'infection mL (in the lung)': on chest-2slice 3.5 mL
+    beside 38.6 mL of lung and 6.77 % involved (3.5 / 38.6 = 9.1 %); the mask's 0.9 mL outside the lung mask
+    were only explained in a note. Each row now holds the infection inside its lung(s), the whole mask its own row."""
+    rep = {"lung_ml": 38.647, "right_lung_ml": 24.7, "left_lung_ml": 13.947, "infection_ml": 3.515,
+           "right_infection_ml": 1.164, "left_infection_ml": 1.451, "lung_involvement_percent": 6.766}
+    text = render_report([VolumeEntry("two", "ok", "/data/two.nii.gz", None, rep, {})], {})
+    rows = {m.group(1): re.findall(r"<td>([^<]*)</td>", m.group(2))
+            for m in re.finditer(r"<tr><td>([a-z ]+)</td>(.*?)</tr>", text)}
+    assert [rows[side][1] for side in ("right", "left")] == ["1.2", "1.5"]
+    lung, infection, percent = (float(v) for v in rows["both"])
+    assert 100 * infection / lung == pytest.approx(percent, abs=0.15)  # 2.6 / 38.6: 6.7 %, not 3.5 / 38.6 = 9.1 %
+    assert rows["whole infection mask"] == ["", "3.5", ""]

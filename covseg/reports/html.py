@@ -217,12 +217,16 @@ def _kv_table(rows: Sequence[Sequence[object]], head: Sequence[str]) -> str:
 
 
 def _volumes_table(rep: dict) -> str:
+    """Right, left and both lungs with the infection inside each (so that infection / lung = % involved on every
+    row), then the whole infection mask, which may reach a few mm outside the lung mask."""
     rows = []
     for side in ("right", "left"):
         pct = _lung_percent(rep, side)
         rows.append((side, _num(rep.get(f"{side}_lung_ml")), _num(rep.get(f"{side}_infection_ml")), _num(pct, 2)))
-    rows.append(("both", _num(rep.get("lung_ml")), _num(rep.get("infection_ml")),
-                 _num(rep.get("lung_involvement_percent"), 2)))
+    sides = [rep.get(f"{side}_infection_ml") for side in ("right", "left")]
+    inside = None if None in sides else sum(float(v) for v in sides)
+    rows.append(("both", _num(rep.get("lung_ml")), _num(inside), _num(rep.get("lung_involvement_percent"), 2)))
+    rows.append(("whole infection mask", "", _num(rep.get("infection_ml")), ""))
     table = _kv_table(rows, ("lung", "lung mL", "infection mL (in the lung)", "% involved"))
     extra = ""
     if rep.get("class_volumes"):
@@ -235,8 +239,9 @@ def _volumes_table(rep: dict) -> str:
         names = {"1": "ground-glass opacity", "2": "consolidation"}
         extra = _kv_table([(names.get(k, f"class {k}"), _num(v)) for k, v in rep["class_ml"].items()],
                           ("class", "mL"))
-    note = ('<p class="note">The "both" infection volume counts the whole infection mask, which may reach a few mm '
-            "outside the lung mask; per-lung volumes and % count infection inside each lung.</p>")
+    note = ('<p class="note">Infection mL and % count the infection inside each lung; the whole infection mask '
+            "(the Infection mL of the table at the top and infection_ml of report.json) may reach a few mm outside "
+            "the lung mask.</p>")
     return table + extra + note
 
 
