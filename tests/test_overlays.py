@@ -330,6 +330,23 @@ def test_reformats_of_a_thin_slab_are_stacked_at_full_width():
     assert square.shape[:2] == (480, 900)  # a chest-shaped volume keeps the side-by-side layout
 
 
+def test_headings_give_the_window_and_how_slices_are_numbered(monkeypatch):
+    """The headings said 'lung window' without its level and width, and 'z=53' without saying that z counts from
+    the most inferior slice (a PACS numbers a chest CT from the top), so a reader looking the slice up went wrong."""
+    from covseg.reports import overlays
+
+    figures = []
+    real = overlays._png_bytes
+    monkeypatch.setattr(overlays, "_png_bytes", lambda fig, dpi: figures.append(fig) or real(fig, dpi))
+    hu, marker = _asymmetric()
+    overlays.montage_png(hu, marker, SPACING, n=4, dpi=30)
+    overlays.reformats_png(hu, marker, SPACING, dpi=30)
+    montage, reformats = (fig._suptitle.get_text() for fig in figures)
+    for words in ("L -600 W 1500 HU", "0 = most inferior"):
+        assert words in montage
+    assert "L -600 W 1500 HU" in reformats
+
+
 def test_a_volume_of_too_few_slices_gets_the_montage_only(tmp_path):
     from covseg.reports.picks import THROUGH_PLANE_MIN_SLICES
 

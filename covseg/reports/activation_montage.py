@@ -33,7 +33,7 @@ LETTERS_MIN_PX = 96
 """Tiles lower than this get no orientation letters (they would cover the slice)."""
 KEY_LINES = ("activation map (JCS Eq. 1-2), each panel scaled to its own range:",
              "infection (segmentation; white over the map)", "crop the classifier scored",
-             "CT in the classifier's window (level -430, width 1350 HU)")
+             "CT in the classifier's window (L -430 W 1350 HU); slice z: 0 = most inferior")
 
 
 @dataclass

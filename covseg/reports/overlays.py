@@ -98,6 +98,12 @@ def draw_letters(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], lett
     draw.text((x + width - 3, y + height // 2), right, anchor="rm", **style)
 
 
+WINDOW_TEXT = f"lung window L {LUNG_WINDOW[0]:g} W {LUNG_WINDOW[1]:g} HU"
+"""The window as the pictures name it."""
+SLICE_TEXT = "z: 0 = most inferior slice"
+"""How the pictures number axial slices (as ``slices.csv``; a PACS usually numbers a chest CT from the top)."""
+
+
 def lung_window(hu: np.ndarray, level: float = LUNG_WINDOW[0], width: float = LUNG_WINDOW[1]) -> np.ndarray:
     """HU -> float32 [0, 1] in the lung window."""
     lo = level - width / 2.0
@@ -255,7 +261,8 @@ def montage_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float],
     px_mm2 = float(spacing[0]) * float(spacing[1])
     cols = max(1, min(cols, len(zs)))  # a short volume's few slices fill the width instead of a black margin
     rows = (len(zs) + cols - 1) // cols
-    fig = agg_figure((cols * 2.4, rows * 2.75 + 0.4))  # room for row titles
+    lines = 1 if cols >= 4 else 2  # the heading wraps on a figure narrower than 4 panels
+    fig = agg_figure((cols * 2.4, rows * 2.75 + 0.2 + 0.2 * lines))  # room for row titles and the heading
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel():
         _bare(ax)
@@ -265,9 +272,10 @@ def montage_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float],
         mark = " *" if z in top else ""
         ax.set_title(f"z={z}{mark}  {cm2:.1f} cm\u00b2", color="white", fontsize=8)
         _letters(ax, "A", "P", "R", "L")
-    fig.suptitle(f"{title}  axial, lung window (* = most infected slices)".strip(), color="white", fontsize=9)
+    fig.suptitle(f"{title}  axial, {WINDOW_TEXT}; infected area per slice, * = most infected slices; "
+                 f"{SLICE_TEXT}".strip(), color="white", fontsize=9, wrap=True)
     _legend(fig, classes is not None)
-    fig.tight_layout(rect=(0, 0.03, 1, 0.97))
+    fig.tight_layout(rect=(0, 0.03, 1, 1 - (0.1 + 0.2 * lines) / fig.get_figheight()))
     return _png_bytes(fig, dpi)
 
 
@@ -330,7 +338,7 @@ def reformats_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float
         _bare(ax)
         ax.set_title(name, color="white", fontsize=9)
         _letters(ax, *letters)
-    fig.suptitle(f"{title}  reformats, lung window".strip(), color="white", fontsize=9)
+    fig.suptitle(f"{title}  reformats, {WINDOW_TEXT}".strip(), color="white", fontsize=9)
     _legend(fig, classes is not None)
     if not flat:
         fig.tight_layout(rect=(0, 0.04, 1, 0.95))
@@ -413,7 +421,8 @@ def slice_overlay(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float
     multi = classes is not None
     keys = [(CLASS_NAMES[k], c) for k, c in CLASS_COLOURS.items()] if multi else [("infection", INFECTION_COLOUR)]
     parts = [(f"{name}  axial z={z}".strip(), (255, 255, 255)), (f"{cm2:.1f} cm\u00b2", (255, 255, 255)),
-             ("lung window", (200, 200, 200))] + [(f"\u25a0 {text}", colour) for text, colour in keys]
+             (WINDOW_TEXT, (200, 200, 200)), (f"({SLICE_TEXT})", (200, 200, 200))]
+    parts += [(f"\u25a0 {text}", colour) for text, colour in keys]
     font = pil_font()
     h, w = panel.shape[:2]
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
