@@ -230,8 +230,9 @@ def _bare(ax: Axes) -> None:
 
 def _letters(ax: Axes, top: str, bottom: str, left: str, right: str) -> None:
     """Orientation letters at the panel's edges, outlined in black: without the outline the light blue letters
-    vanished on the white soft tissue of the chest wall (R and L lie on it in most axial slices)."""
-    style = {"color": "#7fd4ff", "fontsize": 8, "fontweight": "bold", "transform": ax.transAxes,
+    vanished on the white soft tissue of the chest wall (R and L lie on it in most axial slices). They lie inside
+    the panel, so ``tight_layout`` leaves them out (measuring them cost more than drawing their outlines)."""
+    style = {"color": "#7fd4ff", "fontsize": 8, "fontweight": "bold", "transform": ax.transAxes, "in_layout": False,
              "path_effects": [patheffects.withStroke(linewidth=2, foreground="black")]}
     ax.text(0.5, 0.98, top, ha="center", va="top", **style)
     ax.text(0.5, 0.02, bottom, ha="center", va="bottom", **style)
@@ -273,7 +274,7 @@ def montage_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float],
         ax.set_title(f"z={z}{mark}  {cm2:.1f} cm\u00b2", color="white", fontsize=8)
         _letters(ax, "A", "P", "R", "L")
     fig.suptitle(f"{title}  axial, {WINDOW_TEXT}; infected area per slice, * = most infected slices; "
-                 f"{SLICE_TEXT}".strip(), color="white", fontsize=9, wrap=True)
+                 f"{SLICE_TEXT}".strip(), color="white", fontsize=9, wrap=lines > 1)
     _legend(fig, classes is not None)
     fig.tight_layout(rect=(0, 0.03, 1, 1 - (0.1 + 0.2 * lines) / fig.get_figheight()))
     return _png_bytes(fig, dpi)
