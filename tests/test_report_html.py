@@ -170,3 +170,4 @@ def test_every_row_of_the_volumes_table_adds_up_to_its_percent():
     lung, infection, percent = (float(v) for v in rows["both"])
     assert 100 * infection / lung == pytest.approx(percent, abs=0.15)  # 2.6 / 38.6: 6.7 %, not 3.5 / 38.6 = 9.1 %
     assert rows["whole infection mask"] == ["", "3.5", ""]
+    assert re.search(r'id="col-infection_ml"[^>]*title="the whole infection mask', text)  # the top table's column

@@ -87,7 +87,7 @@ _COLUMNS = (  # key, header, type (num/text), tooltip
     ("name", "Volume", "text", ""),
     ("status", "Status", "text", ""),
     ("lung_ml", "Lung mL", "num", "both lungs"),
-    ("infection_ml", "Infection mL", "num", ""),
+    ("infection_ml", "Infection mL", "num", "the whole infection mask, which may reach a few mm outside the lung mask"),
     ("involvement", "% lung involved", "num", "100 x infection in the lungs / lung volume"),
     ("right", "Right %", "num", "right lung involved"),
     ("left", "Left %", "num", "left lung involved"),
