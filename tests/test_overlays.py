@@ -295,6 +295,24 @@ def test_a_slice_overlay_says_what_it_shows(tmp_path):
         assert changed.sum() < 0.05 * changed.size  # otherwise the slice is drawn as before (letters' outlines)
 
 
+def test_a_narrow_slice_overlay_wraps_its_caption_inside_the_picture():
+    """On chest-cip64 (64 pixels of 4.2 mm: a 128-pixel overlay) 'lung window L -600 W 1500 HU' ran off the
+    right edge."""
+    from PIL import ImageDraw
+
+    from covseg.reports.overlays import _flow, pil_font
+
+    font = pil_font()
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    parts = [("ct  axial z=25", (255, 255, 255)), ("lung window L -600 W 1500 HU", (200, 200, 200)),
+             ("(z: 0 = most inferior slice)", (200, 200, 200)), ("\u25a0 ground-glass opacity", CLASS_COLOURS[1])]
+    lines = _flow(draw, parts, 128, font)
+    ends = [x + draw.textlength(text, font=font) for line in lines for x, text, _ in line]
+    assert max(ends) <= 128 and len(lines) >= 4
+    words = " ".join(text for line in lines for _, text, _ in line)
+    assert all(w in words.split(" ") for part, _ in parts for w in part.split())  # nothing lost
+
+
 def test_orientation_letters_are_outlined_so_that_they_read_on_white_tissue():
     """The montage's and the reformats' light blue letters had no outline and vanished on the chest wall's white
     soft tissue, where R and L of an axial slice lie."""

@@ -399,16 +399,20 @@ OVERLAY_LINE = 17
 
 def _flow(draw: ImageDraw.ImageDraw, parts: Sequence[tuple[str, tuple[int, int, int]]], width: int,
           font) -> list[list[tuple[int, str, tuple[int, int, int]]]]:
-    """``(text, colour)`` parts laid out left to right in lines no wider than ``width``: ``[[(x, text, colour)]]``."""
+    """``(text, colour)`` parts laid out left to right in lines no wider than ``width``: ``[[(x, text, colour)]]``.
+    A part that does not fit on the line is started on the next one, and one wider than ``width`` (a narrow panel
+    of a coarse scan) is broken between its words."""
     lines: list[list[tuple[int, str, tuple[int, int, int]]]] = [[]]
-    x = 4
+    x, space = 4, int(draw.textlength(" ", font=font))
     for text, colour in parts:
-        w = int(draw.textlength(text, font=font))
-        if lines[-1] and x + w > width - 4:
-            lines.append([])
-            x = 4
-        lines[-1].append((x, text, colour))
-        x += w + 10
+        pieces = [text] if draw.textlength(text, font=font) <= width - 8 else text.split(" ")
+        for k, piece in enumerate(pieces):
+            w = int(draw.textlength(piece, font=font))
+            if lines[-1] and x + w > width - 4:
+                lines.append([])
+                x = 4
+            lines[-1].append((x, piece, colour))
+            x += w + (space if k < len(pieces) - 1 else 10)
     return lines
 
 
