@@ -306,11 +306,23 @@ def test_a_narrow_slice_overlay_wraps_its_caption_inside_the_picture():
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     parts = [("ct  axial z=25", (255, 255, 255)), ("lung window L -600 W 1500 HU", (200, 200, 200)),
              ("(z: 0 = most inferior slice)", (200, 200, 200)), ("\u25a0 ground-glass opacity", CLASS_COLOURS[1])]
-    lines = _flow(draw, parts, 128, font)
+    lines = _flow(draw, parts, 128, font)  # (what a 128-pixel panel would get; overlays are now 256 at least)
     ends = [x + draw.textlength(text, font=font) for line in lines for x, text, _ in line]
     assert max(ends) <= 128 and len(lines) >= 4
     words = " ".join(text for line in lines for _, text, _ in line)
     assert all(w in words.split(" ") for part, _ in parts for w in part.split())  # nothing lost
+
+
+def test_a_coarse_scans_slice_overlay_is_enlarged_by_whole_pixels(tmp_path):
+    from covseg.reports.overlays import OVERLAY_MIN_PX, axial_panel, slice_overlay
+
+    hu, marker = _asymmetric()  # 40 x 40 pixels of 1 mm: an 80-pixel panel
+    panel = axial_panel(hu, marker, SPACING, 16, max_px=512)
+    rgb = slice_overlay(hu, marker, SPACING, 16, name="asym")
+    assert panel.shape[1] == 80 and rgb.shape[1] == 320 >= OVERLAY_MIN_PX
+    body = rgb[rgb.shape[0] - 320:]
+    assert _has_colour(body, INFECTION_COLOUR)
+    np.testing.assert_array_equal(body[200:240:4, 100:140:4], panel[50:60, 25:35])  # whole pixels, 4x
 
 
 def test_orientation_letters_are_outlined_so_that_they_read_on_white_tissue():

@@ -393,6 +393,8 @@ def _save_png(data: bytes | np.ndarray, path: Path) -> Path:
     return path
 
 
+OVERLAY_MIN_PX = 256
+"""A per-slice overlay smaller than this (a 64-pixel scan: 128 pixels) is enlarged by whole pixels to at least it."""
 OVERLAY_LINE = 17
 """Height of one line of a per-slice overlay's caption (pixels)."""
 
@@ -422,6 +424,9 @@ def slice_overlay(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float
     volume, the slice index, its infected area, the window and the colour key), so that the file read on its own
     says what it shows."""
     panel = axial_panel(hu, infection, spacing, z, classes, max_px=max_px)
+    if max(panel.shape[:2]) < OVERLAY_MIN_PX:  # a coarse scan: whole pixels enlarged, so that the caption fits
+        k = -(-OVERLAY_MIN_PX // max(panel.shape[:2]))
+        panel = np.repeat(np.repeat(panel, k, axis=0), k, axis=1)
     cm2 = np.count_nonzero(np.asarray(infection[z]) > 0) * float(spacing[0]) * float(spacing[1]) / 100.0
     multi = classes is not None
     keys = [(CLASS_NAMES[k], c) for k, c in CLASS_COLOURS.items()] if multi else [("infection", INFECTION_COLOUR)]
