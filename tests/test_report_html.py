@@ -171,3 +171,24 @@ def test_every_row_of_the_volumes_table_adds_up_to_its_percent():
     assert 100 * infection / lung == pytest.approx(percent, abs=0.15)  # 2.6 / 38.6: 6.7 %, not 3.5 / 38.6 = 9.1 %
     assert rows["whole infection mask"] == ["", "3.5", ""]
     assert re.search(r'id="col-infection_ml"[^>]*title="the whole infection mask', text)  # the top table's column
+
+
+def test_a_patient_not_segmented_shows_no_measured_zero(entries):
+    """covseg diagnose's negative patient is not segmented, so its report holds an empty mask: the page showed
+    0.0 mL, 0.00 % and a severity of 0 / 30 as if the lungs had been measured clear."""
+    rep = entries[0].report
+    d = {"decision": "negative", "positive_slices": 9, "classified_slices": 63, "lung_slices": 69,
+         "patient_threshold_slices": 31.5, "infection_ml": 0.0, "lung_involvement_percent": 0.0, "segmented": False}
+    empty = {**rep, "infection_ml": 0.0, "right_infection_ml": 0.0, "left_infection_ml": 0.0,
+             "lung_involvement_percent": 0.0, "infected_slices": 0,
+             "severity": {**rep["severity"], "total_score": 0}}
+    text = render_report([VolumeEntry("neg", "ok", "/data/neg.nii.gz", None, empty, {}, d),
+                          VolumeEntry("pos", "ok", "/data/pos.nii.gz", None, rep, {}, {**d, "segmented": True})], {})
+    row = re.search(r'<tr id="row-0".*?</tr>', text).group(0)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
+    assert cells[3] == f"{rep['lung_ml']:.1f}"  # the lungs were measured
+    assert cells[4:9] == ["-"] * 5 and cells[9] == f"- / {rep['lung_slices']}"  # mL, %, right, left, severity
+    neg = text[text.index('<section data-volume="neg"'):text.index('<section data-volume="pos"')]
+    assert "Not scored: the patient was not segmented" in neg and "/ 30" not in neg and "0.00" not in neg
+    pos = text[text.index('<section data-volume="pos"'):]
+    assert f"{rep['severity']['total_score']} / 30" in pos  # a segmented patient keeps its figures
