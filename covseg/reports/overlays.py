@@ -262,7 +262,7 @@ def montage_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float],
     px_mm2 = float(spacing[0]) * float(spacing[1])
     cols = max(1, min(cols, len(zs)))  # a short volume's few slices fill the width instead of a black margin
     rows = (len(zs) + cols - 1) // cols
-    lines = 1 if cols >= 4 else 2  # the heading wraps on a figure narrower than 4 panels
+    lines = 2 if cols >= 4 else 3  # the heading's two lines wrap on a figure narrower than 4 panels
     fig = agg_figure((cols * 2.4, rows * 2.75 + 0.2 + 0.2 * lines))  # room for row titles and the heading
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel():
@@ -273,8 +273,8 @@ def montage_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float],
         mark = " *" if z in top else ""
         ax.set_title(f"z={z}{mark}  {cm2:.1f} cm\u00b2", color="white", fontsize=8)
         _letters(ax, "A", "P", "R", "L")
-    fig.suptitle(f"{title}  axial, {WINDOW_TEXT}; infected area per slice, * = most infected slices; "
-                 f"{SLICE_TEXT}".strip(), color="white", fontsize=9, wrap=lines > 1)
+    fig.suptitle(f"{title}  axial, {WINDOW_TEXT}".strip() + "\ninfected area per slice; * = most infected slice of "
+                 f"its part of the lungs; {SLICE_TEXT}", color="white", fontsize=9, wrap=cols < 4)
     _legend(fig, classes is not None)
     fig.tight_layout(rect=(0, 0.03, 1, 1 - (0.1 + 0.2 * lines) / fig.get_figheight()))
     return _png_bytes(fig, dpi)
