@@ -190,7 +190,7 @@ def test_montage_of_a_short_volume_has_no_empty_columns():
 def test_activation_montage_keeps_the_view_and_outlines_the_crop():
     from PIL import Image
 
-    from covseg.reports.activation_montage import CROP_OUTLINE, ActivationPanel, activation_montage_png
+    from covseg.reports.activation_montage import CROP_OUTLINE, KEY_HEIGHT, ActivationPanel, activation_montage_png
 
     image = np.full((40, 80), 0.3, np.float32)  # a view twice as wide as high
     heat = np.full((40, 80), np.nan, np.float32)
@@ -198,7 +198,8 @@ def test_activation_montage_keeps_the_view_and_outlines_the_crop():
     panels = [ActivationPanel(z, 0.9 - z / 10, image, heat, None, (10, 20, 30, 50)) for z in range(3)]
     sheet = np.asarray(Image.open(io.BytesIO(activation_montage_png(panels, height=40, columns=2))).convert("RGB"))
     caption, gap = 18, 4
-    assert sheet.shape[0] == 2 * (40 + caption)  # 3 panels in 2 columns: 2 rows, each 40 px + its caption
+    assert sheet.shape[0] == 2 * (40 + caption) + KEY_HEIGHT  # 3 panels in 2 columns: 2 rows, each 40 px + its
+    # caption, and the key under them
     assert sheet.shape[1] == 2 * (2 * 80 + 2 * gap)  # each half keeps the 2:1 view: 80 px wide at 40 px high
     right = sheet[caption:caption + 40, 80 + gap:2 * 80 + gap]
     assert tuple(right[10, 40]) == CROP_OUTLINE  # the crop's top edge
@@ -224,6 +225,156 @@ def test_activation_montage_title_sits_above_the_grid():
     yellow = (titled[:strip, :, 0] > 200) & (titled[:strip, :, 1] > 200) & (titled[:strip, :, 2] < 60)
     assert yellow.sum() > 20  # the title's text
     assert tuple(titled[strip + 18 + 10, 80 + 4 + 40]) == CROP_OUTLINE
+
+
+def test_activation_montage_text_has_its_glyphs_a_key_and_orientation_letters():
+    """The montage's text used Pillow's built-in 10-px font, which draws the ² of an indeterminate patient's title
+    ('largest lung cross-section 96.6 cm²') as an empty box; the sheet had no colour scale for the maps (each
+    scaled to its own range), no key to the red contour and the blue crop, no orientation letters, and a long title
+    ran off its right edge."""
+    from PIL import Image
+
+    from covseg.reports.activation_montage import (
+        KEY_HEIGHT,
+        LETTER_COLOUR,
+        ActivationPanel,
+        activation_montage_png,
+        montage_font,
+    )
+
+    font = montage_font()
+    tofu = np.asarray(font.getmask("\ue000"))  # a private-use code point: no font has it, the empty box is drawn
+    for char in "²≥":
+        glyph = np.asarray(font.getmask(char))
+        assert glyph.shape != tofu.shape or not np.array_equal(glyph, tofu), f"{char!r} drawn as an empty box"
+
+    image = np.full((120, 160), 0.2, np.float32)
+    heat = np.full(image.shape, np.nan, np.float32)
+    heat[20:100, 20:140] = np.linspace(0.0, 1.0, 120, dtype=np.float32)[None, :]
+    panels = [ActivationPanel(z, 0.9, image, heat, None, (20, 100, 20, 140)) for z in range(2)]
+    title = "ct: INDETERMINATE (largest lung cross-section 96.6 cm²), " + "11 of 11 classified slices " * 8
+    one_line = activation_montage_png(panels, title="ct: NEGATIVE")
+    sheet = np.asarray(Image.open(io.BytesIO(activation_montage_png(panels, title=title))).convert("RGB"))
+    assert sheet.shape[0] > np.asarray(Image.open(io.BytesIO(one_line))).shape[0]  # wrapped, not cut off
+    key = sheet[-KEY_HEIGHT:].astype(int)
+    jet_blue = (key[..., 2] > 120) & (key[..., 0] < 40) & (key[..., 1] < 40)
+    jet_red = (key[..., 0] > 120) & (key[..., 1] < 40) & (key[..., 2] < 40)
+    assert jet_blue.sum() > 20 and jet_red.sum() > 20  # the colour bar, low to high
+    grid = sheet[:-KEY_HEIGHT]
+    letters = np.all(grid == np.array(LETTER_COLOUR, np.uint8), axis=2)
+    assert letters.sum() >= 4 * 4 * 3  # A, P, R, L on each of the 4 halves (anti-aliased: a few exact pixels each)
+
+
+def test_a_slice_overlay_says_what_it_shows(tmp_path):
+    """overlays/slice_<z>.png used to be the bare panel: no slice index, no volume, no colour key and no
+    orientation letters, so a file opened on its own (or sent on) did not say what it showed."""
+    from covseg.reports.overlays import LETTER_COLOUR, axial_panel, write_slice_overlays
+
+    hu = np.full((4, 128, 128), -1000.0, np.float32)
+    hu[:, 20:108, 20:108] = 40.0
+    marker = np.zeros(hu.shape, np.uint8)
+    marker[2, 40:60, 30:50] = 1
+    classes = marker.copy()
+    classes[2, 40:60, 40:50] = 2
+    for cls, keys in ((None, [INFECTION_COLOUR]), (classes, list(CLASS_COLOURS.values()))):
+        folder = tmp_path / ("multi" if cls is not None else "binary")
+        (path,) = write_slice_overlays(folder, hu, marker, (1.0, 1.0, 3.0), classes=cls, name="case7")
+        assert path.name == "slice_0002.png"
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        panel = axial_panel(hu, marker, (1.0, 1.0, 3.0), 2, cls, max_px=512)
+        strip = rgb.shape[0] - panel.shape[0]
+        assert strip >= 12 and rgb.shape[1] == panel.shape[1]  # a caption above the slice, same width
+        head = rgb[:strip]
+        assert (head.min(axis=2) > 200).sum() > 50  # its white text: volume, z, area
+        assert all(_has_colour(head, c) for c in keys)  # the colour key
+        letters = np.all(rgb[strip:] == np.array(LETTER_COLOUR, np.uint8), axis=2)
+        assert letters.sum() >= 4 * 3  # A, P, R, L (anti-aliased: a few exact pixels each)
+        body = rgb[strip:].copy()
+        body[letters] = panel[letters]
+        changed = np.any(body != panel, axis=2)
+        assert changed.sum() < 0.05 * changed.size  # otherwise the slice is drawn as before (letters' outlines)
+
+
+def test_a_narrow_slice_overlay_wraps_its_caption_inside_the_picture():
+    """On chest-cip64 (64 pixels of 4.2 mm: a 128-pixel overlay) 'lung window L -600 W 1500 HU' ran off the
+    right edge."""
+    from PIL import ImageDraw
+
+    from covseg.reports.overlays import _flow, pil_font
+
+    font = pil_font()
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    parts = [("ct  axial z=25", (255, 255, 255)), ("lung window L -600 W 1500 HU", (200, 200, 200)),
+             ("(z: 0 = most inferior slice)", (200, 200, 200)), ("\u25a0 ground-glass opacity", CLASS_COLOURS[1])]
+    lines = _flow(draw, parts, 128, font)  # (what a 128-pixel panel would get; overlays are now 256 at least)
+    ends = [x + draw.textlength(text, font=font) for line in lines for x, text, _ in line]
+    assert max(ends) <= 128 and len(lines) >= 4
+    words = " ".join(text for line in lines for _, text, _ in line)
+    assert all(w in words.split(" ") for part, _ in parts for w in part.split())  # nothing lost
+
+
+def test_a_coarse_scans_slice_overlay_is_enlarged_by_whole_pixels(tmp_path):
+    from covseg.reports.overlays import OVERLAY_MIN_PX, axial_panel, slice_overlay
+
+    hu, marker = _asymmetric()  # 40 x 40 pixels of 1 mm: an 80-pixel panel
+    panel = axial_panel(hu, marker, SPACING, 16, max_px=512)
+    rgb = slice_overlay(hu, marker, SPACING, 16, name="asym")
+    assert panel.shape[1] == 80 and rgb.shape[1] == 320 >= OVERLAY_MIN_PX
+    body = rgb[rgb.shape[0] - 320:]
+    assert _has_colour(body, INFECTION_COLOUR)
+    np.testing.assert_array_equal(body[200:240:4, 100:140:4], panel[50:60, 25:35])  # whole pixels, 4x
+
+
+def test_orientation_letters_are_outlined_so_that_they_read_on_white_tissue():
+    """The montage's and the reformats' light blue letters had no outline and vanished on the chest wall's white
+    soft tissue, where R and L of an axial slice lie."""
+    from covseg.reports.overlays import _bare, _letters, _png_bytes, agg_figure
+
+    fig = agg_figure((2.0, 2.0))
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+    ax.imshow(np.full((64, 64, 3), 255, np.uint8), interpolation="nearest")
+    _bare(ax)
+    _letters(ax, "A", "P", "R", "L")
+    rgb = np.asarray(Image.open(io.BytesIO(_png_bytes(fig, 100))).convert("RGB")).astype(int)
+    blue = (rgb[..., 2] > 200) & (rgb[..., 0] < 180)  # the letters' #7fd4ff
+    dark = rgb.max(axis=2) < 80  # their outline on the white panel
+    assert blue.sum() > 20 and dark.sum() > blue.sum()
+
+
+def test_reformats_of_a_thin_slab_are_stacked_at_full_width():
+    """A 20-slice, 2 mm series across 500 mm (the abdominal DICOM of ct-volumes) got its coronal and sagittal side by
+    side as strips 34 pixels high in a figure three quarters black, S over I in the middle of each strip."""
+    from covseg.reports.overlays import reformats_png
+
+    hu = np.full((10, 200, 200), -600.0, np.float32)  # 10 mm high, 200 mm wide and deep: mid-grey in the window
+    rgb = np.asarray(Image.open(io.BytesIO(reformats_png(hu, np.zeros(hu.shape, np.uint8), (1.0, 1.0, 1.0))))
+                     .convert("RGB")).astype(int)
+    grey = np.abs(rgb - 128).max(axis=2) <= 2
+    assert grey.mean() > 0.25  # the panels fill the figure (side by side: 0.04)
+    rows = np.nonzero(grey.any(axis=1))[0]
+    assert rows.size > 2 * 35  # two panels each at least 35 pixels high (side by side: 21)
+    cols = np.nonzero(grey.any(axis=0))[0]
+    assert cols.size > 0.9 * rgb.shape[1]  # each across the figure's width
+    square = np.asarray(Image.open(io.BytesIO(reformats_png(np.full((40, 40, 40), -600.0, np.float32),
+                                                            np.zeros((40, 40, 40), np.uint8), (1.0, 1.0, 1.0)))))
+    assert square.shape[:2] == (480, 900)  # a chest-shaped volume keeps the side-by-side layout
+
+
+def test_headings_give_the_window_and_how_slices_are_numbered(monkeypatch):
+    """The headings said 'lung window' without its level and width, and 'z=53' without saying that z counts from
+    the most inferior slice (a PACS numbers a chest CT from the top), so a reader looking the slice up went wrong."""
+    from covseg.reports import overlays
+
+    figures = []
+    real = overlays._png_bytes
+    monkeypatch.setattr(overlays, "_png_bytes", lambda fig, dpi: figures.append(fig) or real(fig, dpi))
+    hu, marker = _asymmetric()
+    overlays.montage_png(hu, marker, SPACING, n=4, dpi=30)
+    overlays.reformats_png(hu, marker, SPACING, dpi=30)
+    montage, reformats = (fig._suptitle.get_text() for fig in figures)
+    for words in ("L -600 W 1500 HU", "0 = most inferior"):
+        assert words in montage
+    assert "L -600 W 1500 HU" in reformats
 
 
 def test_a_volume_of_too_few_slices_gets_the_montage_only(tmp_path):

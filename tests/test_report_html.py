@@ -155,3 +155,40 @@ def test_a_multi_class_volume_shows_each_class_in_ml_percent_and_per_lung():
         row = re.search(rf"<tr><td>{'ground-glass opacity' if name == 'ggo' else name}</td>(.*?)</tr>", text)
         assert row is not None and re.findall(r"<td>([^<]*)</td>", row.group(1)) == shown
     assert "% of lung" in text and "left lung mL" in text
+
+
+def test_every_row_of_the_volumes_table_adds_up_to_its_percent():
+    """The 'both' row listed the whole infection mask under 'infection mL (in the lung)': on chest-2slice 3.5 mL
+    beside 38.6 mL of lung and 6.77 % involved (3.5 / 38.6 = 9.1 %); the mask's 0.9 mL outside the lung mask
+    were only explained in a note. Each row now holds the infection inside its lung(s), the whole mask its own row."""
+    rep = {"lung_ml": 38.647, "right_lung_ml": 24.7, "left_lung_ml": 13.947, "infection_ml": 3.515,
+           "right_infection_ml": 1.164, "left_infection_ml": 1.451, "lung_involvement_percent": 6.766}
+    text = render_report([VolumeEntry("two", "ok", "/data/two.nii.gz", None, rep, {})], {})
+    rows = {m.group(1): re.findall(r"<td>([^<]*)</td>", m.group(2))
+            for m in re.finditer(r"<tr><td>([a-z ]+)</td>(.*?)</tr>", text)}
+    assert [rows[side][1] for side in ("right", "left")] == ["1.2", "1.5"]
+    lung, infection, percent = (float(v) for v in rows["both"])
+    assert 100 * infection / lung == pytest.approx(percent, abs=0.15)  # 2.6 / 38.6: 6.7 %, not 3.5 / 38.6 = 9.1 %
+    assert rows["whole infection mask"] == ["", "3.5", ""]
+    assert re.search(r'id="col-infection_ml"[^>]*title="the whole infection mask', text)  # the top table's column
+
+
+def test_a_patient_not_segmented_shows_no_measured_zero(entries):
+    """covseg diagnose's negative patient is not segmented, so its report holds an empty mask: the page showed
+    0.0 mL, 0.00 % and a severity of 0 / 30 as if the lungs had been measured clear."""
+    rep = entries[0].report
+    d = {"decision": "negative", "positive_slices": 9, "classified_slices": 63, "lung_slices": 69,
+         "patient_threshold_slices": 31.5, "infection_ml": 0.0, "lung_involvement_percent": 0.0, "segmented": False}
+    empty = {**rep, "infection_ml": 0.0, "right_infection_ml": 0.0, "left_infection_ml": 0.0,
+             "lung_involvement_percent": 0.0, "infected_slices": 0,
+             "severity": {**rep["severity"], "total_score": 0}}
+    text = render_report([VolumeEntry("neg", "ok", "/data/neg.nii.gz", None, empty, {}, d),
+                          VolumeEntry("pos", "ok", "/data/pos.nii.gz", None, rep, {}, {**d, "segmented": True})], {})
+    row = re.search(r'<tr id="row-0".*?</tr>', text).group(0)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
+    assert cells[3] == f"{rep['lung_ml']:.1f}"  # the lungs were measured
+    assert cells[4:9] == ["-"] * 5 and cells[9] == f"- / {rep['lung_slices']}"  # mL, %, right, left, severity
+    neg = text[text.index('<section data-volume="neg"'):text.index('<section data-volume="pos"')]
+    assert "Not scored: the patient was not segmented" in neg and "/ 30" not in neg and "0.00" not in neg
+    pos = text[text.index('<section data-volume="pos"'):]
+    assert f"{rep['severity']['total_score']} / 30" in pos  # a segmented patient keeps its figures

@@ -140,6 +140,23 @@ def test_slice_rows_count_each_class_and_the_curve_draws_them():
         assert has_colour(multi, rgb) and not has_colour(binary, rgb)
 
 
+def test_the_multi_class_curve_shows_the_total_where_one_class_is_all_of_it():
+    """On a multi-class scan most slices hold ground glass only: the red total, drawn first and as thin as the
+    yellow ground-glass line, lay hidden under it, and the key's red 'infection' was nowhere in the plot."""
+    import io
+
+    from PIL import Image
+
+    from covseg.reports.curves import infection_curve_png
+
+    rows = [{"slice": z, "lung_px": 3000, "infection_px": 200 + 10 * (z % 7), "ggo_px": 200 + 10 * (z % 7),
+             "consolidation_px": 0} for z in range(40)]
+    rgb = np.asarray(Image.open(io.BytesIO(infection_curve_png(
+        rows, (1.0, 1.0, 5.0), class_columns=("ggo_px", "consolidation_px")))).convert("RGB")).astype(int)
+    red = np.abs(rgb - np.array([214, 39, 40])).max(axis=2) <= 30  # #d62728
+    assert red.sum() > 600  # the total's line along the whole plot (the axis label and the key: about 130 pixels)
+
+
 def test_batch_summary_and_table(tmp_path):
     lung, inf, prob = _arrays()
     rep = build_volume_report("good", "good.nii.gz", lung, inf, SPACING, prob=prob, timing_s={"total": 2.0})

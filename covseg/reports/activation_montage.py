@@ -4,6 +4,9 @@ beside the activation map, all in one field of view (the volume's lung box) at o
 Each panel shows the whole lung region of the volume, so a slice near the apex or the base, whose own lung box is
 small, looks small; the activation map (computed on the slice's own lung-box crop, as the classifier saw it) is
 drawn only over that crop, whose outline is drawn too, so what the classifier looked at is visible in place.
+Every half carries the orientation letters of an axial slice (anterior up, patient right on the left), and a key
+under the grid gives the map's colour scale (each map spans its own minimum to maximum: the colours compare places
+within one slice, not slices) and what the red contour and the blue outline are.
 """
 
 from __future__ import annotations
@@ -12,15 +15,25 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw
 
-from covseg.reports.overlays import activation_beside_mask
+from covseg.reports.overlays import FONT_PX, INFECTION_COLOUR, LETTER_COLOUR, activation_beside_mask, draw_letters
+from covseg.reports.overlays import pil_font as montage_font
 
-__all__ = ["ActivationPanel", "activation_montage_png"]
+__all__ = ["FONT_PX", "LETTER_COLOUR", "ActivationPanel", "KEY_HEIGHT", "activation_montage_png", "montage_font"]
 
 CROP_OUTLINE = (120, 200, 255)
 """Colour of the classifier's crop outline (light blue)."""
+CAPTION, GAP = 18, 4
+KEY_HEIGHT = 2 * CAPTION + GAP
+"""Height of the key strip under the grid (two lines)."""
+LETTERS_MIN_PX = 96
+"""Tiles lower than this get no orientation letters (they would cover the slice)."""
+KEY_LINES = ("activation map (JCS Eq. 1-2), each panel scaled to its own range:",
+             "infection (segmentation; white over the map)", "crop the classifier scored",
+             "CT in the classifier's window (L -430 W 1350 HU); slice z: 0 = most inferior")
 
 
 @dataclass
@@ -45,24 +58,60 @@ def _outline(rgb: np.ndarray, box: tuple[int, int, int, int], colour: tuple[int,
     rgb[y0:y1 + 1, [x0, x1]] = colour
 
 
+def _wrap(text: str, width: int, draw: ImageDraw.ImageDraw, font) -> list[str]:
+    """``text`` in lines no wider than ``width`` pixels (a single word longer than that keeps its line)."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
+def _key(draw: ImageDraw.ImageDraw, y: int, sheet_width: int, font, with_contour: bool) -> None:
+    """Two lines under the grid: the jet scale from low to high, then the contour, the crop outline and the window."""
+    x = 4
+    draw.text((x, y + 3), KEY_LINES[0], fill=(255, 255, 255), font=font)
+    x += int(draw.textlength(KEY_LINES[0], font=font)) + 8
+    bar = max(min(160, sheet_width - x - 40), 40)
+    for text, at in (("low", x), ("high", x + bar + 34)):
+        draw.text((at, y + 3), text, fill=(255, 255, 255), font=font)
+    ramp = matplotlib.colormaps["jet"](np.linspace(0.0, 1.0, bar))[:, :3]
+    for i, colour in enumerate((ramp * 255).round().astype(int)):
+        draw.line([(x + 28 + i, y + 4), (x + 28 + i, y + CAPTION - 4)], fill=tuple(int(c) for c in colour))
+    y2, x = y + CAPTION + GAP, 4
+    parts = ([(INFECTION_COLOUR, KEY_LINES[1])] if with_contour else []) + [(CROP_OUTLINE, KEY_LINES[2])]
+    for colour, text in parts:
+        draw.rectangle([x, y2 + 4, x + 16, y2 + CAPTION - 5], outline=colour, width=2)
+        draw.text((x + 22, y2 + 3), text, fill=(255, 255, 255), font=font)
+        x += 22 + int(draw.textlength(text, font=font)) + 16
+    draw.text((x, y2 + 3), KEY_LINES[3], fill=(200, 200, 200), font=font)
+
+
 def activation_montage_png(panels: Sequence[ActivationPanel], height: int = 240, columns: int = 2,
                            title: str | None = None) -> bytes:
     """PNG bytes of a grid of panels (``columns`` across), each captioned ``slice z  P(COVID-19) s``; every panel
-    is ``height`` pixels high and keeps the view's aspect ratio. ``title``: one line above the grid (the decision,
-    so that high-scoring slices of a negative patient are not read as a positive finding)."""
-    gap, caption = 4, 18
-    top = caption + gap if title else 0
+    is ``height`` pixels high and keeps the view's aspect ratio. ``title``: above the grid, wrapped to its width
+    (the decision, so that high-scoring slices of a negative patient are not read as a positive finding). A key
+    strip of :data:`KEY_HEIGHT` pixels under the grid explains the colours."""
+    font = montage_font()
     if panels:
         view_h, view_w = panels[0].image.shape
         width = max(int(round(height * view_w / max(view_h, 1))), 1)
     else:
         width = height
-    pair_width = 2 * width + gap
+    pair_width = 2 * width + GAP
     rows = max((len(panels) + columns - 1) // columns, 1)
-    sheet = Image.new("RGB", (columns * (pair_width + gap), top + rows * (height + caption)), (0, 0, 0))
+    sheet_width = columns * (pair_width + GAP)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    title_lines = _wrap(title, sheet_width - 8, measure, font) if title else []
+    top = len(title_lines) * CAPTION + GAP if title_lines else 0
+    grid_bottom = top + rows * (height + CAPTION)
+    sheet = Image.new("RGB", (sheet_width, grid_bottom + KEY_HEIGHT), (0, 0, 0))
     draw = ImageDraw.Draw(sheet)
-    if title:
-        draw.text((4, 4), title, fill=(255, 255, 0))
+    for i, line in enumerate(title_lines):
+        draw.text((4, 3 + i * CAPTION), line, fill=(255, 255, 0), font=font)
     for k, p in enumerate(panels):
         if p.image.shape != panels[0].image.shape:
             raise ValueError(f"panel {k} (slice {p.z}) has view {p.image.shape}, not {panels[0].image.shape}")
@@ -70,13 +119,16 @@ def activation_montage_png(panels: Sequence[ActivationPanel], height: int = 240,
         pair = activation_beside_mask(p.image, p.heat, mask, gap=0)
         left, right = pair[:, :p.image.shape[1]].copy(), pair[:, p.image.shape[1]:].copy()
         _outline(right, p.crop_box, CROP_OUTLINE)
-        x, y = (k % columns) * (pair_width + gap), top + (k // columns) * (height + caption)
+        x, y = (k % columns) * (pair_width + GAP), top + (k // columns) * (height + CAPTION)
         for i, half in enumerate((left, right)):
             tile = Image.fromarray(half).resize((width, height), Image.BILINEAR)
-            sheet.paste(tile, (x + i * (width + gap), y + caption))
-        draw.text((x + 4, y + 3), f"slice {p.z}  P(COVID-19) {p.score:.2f}", fill=(255, 255, 255))
+            sheet.paste(tile, (x + i * (width + GAP), y + CAPTION))
+            if height >= LETTERS_MIN_PX:
+                draw_letters(draw, (x + i * (width + GAP), y + CAPTION, width, height), ("A", "P", "R", "L"), font)
+        draw.text((x + 4, y + 3), f"slice {p.z}  P(COVID-19) {p.score:.2f}", fill=(255, 255, 255), font=font)
     if not panels:
-        draw.text((8, top + 8), "no lung slice", fill=(255, 255, 255))
+        draw.text((8, top + 8), "no lung slice", fill=(255, 255, 255), font=font)
+    _key(draw, grid_bottom, sheet_width, font, any(p.mask is not None and p.mask.any() for p in panels))
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
     return buffer.getvalue()

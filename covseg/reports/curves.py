@@ -35,12 +35,15 @@ def infection_curve_png(rows: Sequence[dict], spacing: Sequence[float], *, title
     twin.set_ylim(bottom=0)
     ax.set_zorder(twin.get_zorder() + 1)
     ax.patch.set_visible(False)
-    ax.plot(pos_mm, inf, color="#d62728", lw=1.5, drawstyle="steps-mid", label="infection")
+    # with classes, the total is drawn wide under them: where one class is all of it (a slice of ground glass only)
+    # a thin total drawn first was hidden under the class's line, and the red of the key was nowhere in the plot
+    ax.plot(pos_mm, inf, color="#d62728", lw=3.4 if class_columns else 1.5, drawstyle="steps-mid", label="infection",
+            zorder=2)
     for k, column in enumerate(class_columns, start=1):
         area = np.array([r[column] for r in rows], float) * px_cm2
         colour = np.array(CLASS_COLOURS.get(k, (90, 90, 90))) / 255.0
-        ax.plot(pos_mm, area, color=colour * 0.85, lw=1.2, drawstyle="steps-mid",
-                label=CLASS_NAMES.get(k, column.removesuffix("_px")))
+        ax.plot(pos_mm, area, color=colour * 0.85, lw=1.3, drawstyle="steps-mid",
+                label=CLASS_NAMES.get(k, column.removesuffix("_px")), zorder=3)
     if class_columns:
         ax.legend(loc="upper left", fontsize=7, frameon=False)
     ax.set_ylabel("infection cm\u00b2", color="#d62728")

@@ -21,13 +21,15 @@ def shown_verdict(d: dict) -> str:
 
 def decision_summary(d: dict) -> str:
     """``POSITIVE (40 of 63 classified lung slices positive, threshold > 31.5; 6 end slices with little lung not
-    classified); infection 12.3 mL (1.05 % of lung)``; an indeterminate one names its reason first."""
+    classified); infection 12.3 mL (1.05 % of lung)``; an indeterminate one names its reason first; a patient that
+    was not segmented ends ``; not segmented``."""
     skipped = int(d["lung_slices"]) - int(d["classified_slices"])
     ends = f"; {skipped} end slices with little lung not classified" if skipped else ""
     reason = f"{d['indeterminate_reason']}; " if verdict(d) == "indeterminate" and d.get("indeterminate_reason") else ""
+    infection = (f"infection {d['infection_ml']:.1f} mL ({d['lung_involvement_percent']:.2f} % of lung)"
+                 if d.get("segmented", True) else "not segmented")  # an empty mask is no measured 0 %
     return (f"{shown_verdict(d)} ({reason}{d['positive_slices']} of {d['classified_slices']} classified lung slices "
-            f"positive, threshold > {d['patient_threshold_slices']}{ends}); infection {d['infection_ml']:.1f} mL "
-            f"({d['lung_involvement_percent']:.2f} % of lung)")
+            f"positive, threshold > {d['patient_threshold_slices']}{ends}); {infection}")
 
 
 def montage_title(name: str, d: dict, shown: int) -> str:

@@ -87,7 +87,7 @@ _COLUMNS = (  # key, header, type (num/text), tooltip
     ("name", "Volume", "text", ""),
     ("status", "Status", "text", ""),
     ("lung_ml", "Lung mL", "num", "both lungs"),
-    ("infection_ml", "Infection mL", "num", ""),
+    ("infection_ml", "Infection mL", "num", "the whole infection mask, which may reach a few mm outside the lung mask"),
     ("involvement", "% lung involved", "num", "100 x infection in the lungs / lung volume"),
     ("right", "Right %", "num", "right lung involved"),
     ("left", "Left %", "num", "left lung involved"),
@@ -154,7 +154,25 @@ def _num(v: object, digits: int = 1) -> str:
 
 def _lung_percent(rep: dict, side: str) -> float | None:
     lung = rep.get(f"{side}_lung_ml") or 0.0
-    return 100.0 * (rep.get(f"{side}_infection_ml") or 0.0) / lung if lung else None
+    infection = rep.get(f"{side}_infection_ml", 0.0)
+    return 100.0 * (infection or 0.0) / lung if lung and infection is not None else None
+
+
+UNMEASURED = ("infection_ml", "right_infection_ml", "left_infection_ml", "lung_involvement_percent", "severity",
+              "infected_slices")
+"""What a volume ``covseg diagnose`` did not segment has not measured: its report holds 0 (the mask is empty), the
+page shows '-' (a 0 / 30 severity would read as a measured normal)."""
+
+
+def _not_segmented(entry: VolumeEntry) -> bool:
+    return bool(entry.diagnosis) and not entry.diagnosis.get("segmented", True)
+
+
+def _shown_report(entry: VolumeEntry) -> dict | None:
+    """The report as the page shows it: without the infection figures of a volume that was not segmented."""
+    if entry.report is None or not _not_segmented(entry):
+        return entry.report
+    return {**entry.report, **dict.fromkeys(UNMEASURED)}
 
 
 def _columns(entries: Sequence[VolumeEntry]) -> tuple[tuple[str, str, str, str], ...]:
@@ -174,7 +192,7 @@ def _diagnosis_cell(d: dict | None) -> tuple[str, str]:
 def _cells(i: int, entry: VolumeEntry, with_diagnosis: bool = False) -> list[tuple[str, str]]:
     """(display html, sort value) per column."""
     link = f'<a href="#vol-{i}">{_e(entry.name)}</a>'
-    rep = entry.report
+    rep = _shown_report(entry)
     if rep is None:
         n_rest = len(_COLUMNS) - 2 + int(with_diagnosis)
         return [(link, entry.name), ('<span class="err">failed</span>', "failed")] + [("-", "")] * n_rest
@@ -185,13 +203,23 @@ def _cells(i: int, entry: VolumeEntry, with_diagnosis: bool = False) -> list[tup
     return [
         (link, entry.name), (_e(entry.status), entry.status), *diagnosis,
         (_num(rep.get("lung_ml")), str(rep.get("lung_ml", ""))),
-        (_num(rep.get("infection_ml")), str(rep.get("infection_ml", ""))),
-        (_num(rep.get("lung_involvement_percent"), 2), str(rep.get("lung_involvement_percent", ""))),
+        (_num(rep.get("infection_ml")), _value(rep.get("infection_ml"))),
+        (_num(rep.get("lung_involvement_percent"), 2), _value(rep.get("lung_involvement_percent"))),
         (_num(right, 2), "" if right is None else f"{right:.6f}"),
         (_num(left, 2), "" if left is None else f"{left:.6f}"),
         ("-" if total is None else str(total), "" if total is None else str(total)),
-        (f"{rep.get('infected_slices', 0)} / {rep.get('lung_slices', 0)}", str(rep.get("infected_slices", ""))),
+        (f"{_plain_count(rep.get('infected_slices', 0))} / {rep.get('lung_slices', 0)}",
+         _value(rep.get("infected_slices"))),
     ]
+
+
+def _value(v: object) -> str:
+    """A cell's sort value: empty for a missing one (sorted last)."""
+    return "" if v is None else str(v)
+
+
+def _plain_count(v: object) -> str:
+    return "-" if v is None else str(v)
 
 
 def _table(entries: Sequence[VolumeEntry]) -> str:
@@ -217,12 +245,16 @@ def _kv_table(rows: Sequence[Sequence[object]], head: Sequence[str]) -> str:
 
 
 def _volumes_table(rep: dict) -> str:
+    """Right, left and both lungs with the infection inside each (so that infection / lung = % involved on every
+    row), then the whole infection mask, which may reach a few mm outside the lung mask."""
     rows = []
     for side in ("right", "left"):
         pct = _lung_percent(rep, side)
         rows.append((side, _num(rep.get(f"{side}_lung_ml")), _num(rep.get(f"{side}_infection_ml")), _num(pct, 2)))
-    rows.append(("both", _num(rep.get("lung_ml")), _num(rep.get("infection_ml")),
-                 _num(rep.get("lung_involvement_percent"), 2)))
+    sides = [rep.get(f"{side}_infection_ml") for side in ("right", "left")]
+    inside = None if None in sides else sum(float(v) for v in sides)
+    rows.append(("both", _num(rep.get("lung_ml")), _num(inside), _num(rep.get("lung_involvement_percent"), 2)))
+    rows.append(("whole infection mask", "", _num(rep.get("infection_ml")), ""))
     table = _kv_table(rows, ("lung", "lung mL", "infection mL (in the lung)", "% involved"))
     extra = ""
     if rep.get("class_volumes"):
@@ -235,8 +267,9 @@ def _volumes_table(rep: dict) -> str:
         names = {"1": "ground-glass opacity", "2": "consolidation"}
         extra = _kv_table([(names.get(k, f"class {k}"), _num(v)) for k, v in rep["class_ml"].items()],
                           ("class", "mL"))
-    note = ('<p class="note">The "both" infection volume counts the whole infection mask, which may reach a few mm '
-            "outside the lung mask; per-lung volumes and % count infection inside each lung.</p>")
+    note = ('<p class="note">Infection mL and % count the infection inside each lung; the whole infection mask '
+            "(the Infection mL of the table at the top and infection_ml of report.json) may reach a few mm outside "
+            "the lung mask.</p>")
     return table + extra + note
 
 
@@ -285,7 +318,7 @@ def _img(key: str, caption: str, entry: VolumeEntry) -> str:
 
 def _section(i: int, entry: VolumeEntry) -> str:
     title = f'<h2 id="vol-{i}">{_e(entry.name)}</h2><p class="note">{_e(entry.source)}</p>'
-    rep = entry.report
+    rep = _shown_report(entry)
     if rep is None:
         return f'<section data-volume="{_e(entry.name)}">{title}<p class="err">{_e(entry.error)}</p></section>'
     parts = [title, _model_line(rep.get("model") or {})]
@@ -300,7 +333,8 @@ def _section(i: int, entry: VolumeEntry) -> str:
     else:
         parts += [_img(key, caption, entry) for key, caption in IMAGES]
     parts += ["<h3>Lung and infection volumes</h3>", _volumes_table(rep)]
-    parts += ["<h3>Severity score</h3>", _severity_table(rep.get("severity"))]
+    parts += ["<h3>Severity score</h3>", '<p class="note">Not scored: the patient was not segmented.</p>'
+              if _not_segmented(entry) else _severity_table(rep.get("severity"))]
     if rep.get("metrics"):
         parts += ["<h3>Scores against the label</h3>",
                   _kv_table([(k, _num(v, 4)) for k, v in rep["metrics"].items()], ("metric", "value"))]

@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import matplotlib
 import numpy as np
+from matplotlib import patheffects
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.text import Text
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 from skimage.transform import resize
 
@@ -48,6 +50,8 @@ __all__ = [
     "inner_edge",
     "lung_window",
     "montage_png",
+    "pil_font",
+    "slice_overlay",
     "pick_slices",
     "reformats_png",
     "sagittal_panel",
@@ -63,6 +67,41 @@ CLASS_COLOURS = {1: (255, 215, 0), 2: (255, 0, 255)}
 CLASS_NAMES = {1: "ground-glass opacity", 2: "consolidation"}
 OVERLAY_CHOICES = ("none", "infected", "all")
 """Per-slice overlays: none; slices holding infection; every slice."""
+LETTER_COLOUR = (127, 212, 255)
+"""Orientation letters (``#7fd4ff``)."""
+FONT_PX = 12
+"""Text size of the pictures drawn with Pillow (per-slice overlays, the activation montage), in pixels."""
+
+
+@lru_cache(maxsize=4)
+def pil_font(size: int = FONT_PX) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """DejaVu Sans (shipped with matplotlib) at ``size`` pixels for text drawn with Pillow: it has the ² and ≥ of
+    the captions, which Pillow's built-in font draws as empty boxes; Pillow's font at that size where the file is
+    missing."""
+    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    try:
+        return ImageFont.truetype(str(path), size)
+    except OSError:
+        return ImageFont.load_default(size)
+
+
+def draw_letters(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], letters: Sequence[str],
+                 font=None) -> None:
+    """Orientation ``letters`` (top, bottom, left, right) at the edges of ``box`` = ``(x, y, width, height)``,
+    outlined in black so that they read on bright tissue."""
+    x, y, width, height = box
+    style = {"fill": LETTER_COLOUR, "font": font or pil_font(), "stroke_width": 2, "stroke_fill": (0, 0, 0)}
+    top, bottom, left, right = letters
+    draw.text((x + width // 2, y + 2), top, anchor="mt", **style)
+    draw.text((x + width // 2, y + height - 2), bottom, anchor="mb", **style)
+    draw.text((x + 3, y + height // 2), left, anchor="lm", **style)
+    draw.text((x + width - 3, y + height // 2), right, anchor="rm", **style)
+
+
+WINDOW_TEXT = f"lung window L {LUNG_WINDOW[0]:g} W {LUNG_WINDOW[1]:g} HU"
+"""The window as the pictures name it."""
+SLICE_TEXT = "z: 0 = most inferior slice"
+"""How the pictures number axial slices (as ``slices.csv``; a PACS usually numbers a chest CT from the top)."""
 
 
 def lung_window(hu: np.ndarray, level: float = LUNG_WINDOW[0], width: float = LUNG_WINDOW[1]) -> np.ndarray:
@@ -190,7 +229,11 @@ def _bare(ax: Axes) -> None:
 
 
 def _letters(ax: Axes, top: str, bottom: str, left: str, right: str) -> None:
-    style = {"color": "#7fd4ff", "fontsize": 7, "fontweight": "bold", "transform": ax.transAxes}
+    """Orientation letters at the panel's edges, outlined in black: without the outline the light blue letters
+    vanished on the white soft tissue of the chest wall (R and L lie on it in most axial slices). They lie inside
+    the panel, so ``tight_layout`` leaves them out (measuring them cost more than drawing their outlines)."""
+    style = {"color": "#7fd4ff", "fontsize": 8, "fontweight": "bold", "transform": ax.transAxes, "in_layout": False,
+             "path_effects": [patheffects.withStroke(linewidth=2, foreground="black")]}
     ax.text(0.5, 0.98, top, ha="center", va="top", **style)
     ax.text(0.5, 0.02, bottom, ha="center", va="bottom", **style)
     ax.text(0.02, 0.5, left, ha="left", va="center", **style)
@@ -219,7 +262,8 @@ def montage_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float],
     px_mm2 = float(spacing[0]) * float(spacing[1])
     cols = max(1, min(cols, len(zs)))  # a short volume's few slices fill the width instead of a black margin
     rows = (len(zs) + cols - 1) // cols
-    fig = agg_figure((cols * 2.4, rows * 2.75 + 0.4))  # room for row titles
+    lines = 2 if cols >= 4 else 3  # the heading's two lines wrap on a figure narrower than 4 panels
+    fig = agg_figure((cols * 2.4, rows * 2.75 + 0.2 + 0.2 * lines))  # room for row titles and the heading
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel():
         _bare(ax)
@@ -229,9 +273,10 @@ def montage_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float],
         mark = " *" if z in top else ""
         ax.set_title(f"z={z}{mark}  {cm2:.1f} cm\u00b2", color="white", fontsize=8)
         _letters(ax, "A", "P", "R", "L")
-    fig.suptitle(f"{title}  axial, lung window (* = most infected slices)".strip(), color="white", fontsize=9)
+    fig.suptitle(f"{title}  axial, {WINDOW_TEXT}".strip() + "\ninfected area per slice; * = most infected slice of "
+                 f"its part of the lungs; {SLICE_TEXT}", color="white", fontsize=9, wrap=cols < 4)
     _legend(fig, classes is not None)
-    fig.tight_layout(rect=(0, 0.03, 1, 0.97))
+    fig.tight_layout(rect=(0, 0.03, 1, 1 - (0.1 + 0.2 * lines) / fig.get_figheight()))
     return _png_bytes(fig, dpi)
 
 
@@ -255,6 +300,11 @@ def _centre(mask: np.ndarray, axis_keep: int, fallback: np.ndarray | None) -> in
     return mask.shape[axis_keep] // 2
 
 
+FLAT_REFORMATS = 0.5
+"""Reformats whose panels are both less than half as high as wide (a slab of few thin slices: 20 x 2 mm across
+500 mm) are drawn one above the other across the figure's width, not side by side as strips a few pixels high."""
+
+
 def reformats_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float], *,
                   lung: np.ndarray | None = None, classes: np.ndarray | None = None, title: str = "",
                   dpi: int = 100) -> bytes:
@@ -270,17 +320,29 @@ def reformats_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float
         x = _centre(inf, 2, lung_m)
     cor = coronal_panel(hu, infection, spacing, y, classes)
     sag = sagittal_panel(hu, infection, spacing, x, classes)
-    fig = agg_figure((9, 4.8))
-    axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [cor.shape[1] / cor.shape[0], sag.shape[1] / sag.shape[0]]})
+    tall = (cor.shape[0] / cor.shape[1], sag.shape[0] / sag.shape[1])
+    flat = max(tall) < FLAT_REFORMATS
+    if flat:  # a thin slab: one above the other, each 8.6 inches wide, placed in inches (titles between them)
+        width, head, caption, foot = 8.6, 0.45, 0.3, 0.35
+        height = head + 2 * caption + width * sum(tall) + foot
+        fig = agg_figure((9, height))
+        top, axes = height - head, []
+        for ratio in tall:
+            top -= caption + width * ratio
+            axes.append(fig.add_axes(((9 - width) / 18, top / height, width / 9, width * ratio / height)))
+    else:
+        fig = agg_figure((9, 4.8))
+        axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1 / tall[0], 1 / tall[1]]})
     for ax, img, name, letters in ((axes[0], cor, f"coronal y={y}", ("S", "I", "R", "L")),
                                    (axes[1], sag, f"sagittal x={x}", ("S", "I", "A", "P"))):
         ax.imshow(img, interpolation="nearest")
         _bare(ax)
         ax.set_title(name, color="white", fontsize=9)
         _letters(ax, *letters)
-    fig.suptitle(f"{title}  reformats, lung window".strip(), color="white", fontsize=9)
+    fig.suptitle(f"{title}  reformats, {WINDOW_TEXT}".strip(), color="white", fontsize=9)
     _legend(fig, classes is not None)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.95))
+    if not flat:
+        fig.tight_layout(rect=(0, 0.04, 1, 0.95))
     return _png_bytes(fig, dpi)
 
 
@@ -331,9 +393,66 @@ def _save_png(data: bytes | np.ndarray, path: Path) -> Path:
     return path
 
 
+OVERLAY_MIN_PX = 256
+"""A per-slice overlay smaller than this (a 64-pixel scan: 128 pixels) is enlarged by whole pixels to at least it."""
+OVERLAY_LINE = 17
+"""Height of one line of a per-slice overlay's caption (pixels)."""
+
+
+def _flow(draw: ImageDraw.ImageDraw, parts: Sequence[tuple[str, tuple[int, int, int]]], width: int,
+          font) -> list[list[tuple[int, str, tuple[int, int, int]]]]:
+    """``(text, colour)`` parts laid out left to right in lines no wider than ``width``: ``[[(x, text, colour)]]``.
+    A part that does not fit on the line is started on the next one, and one wider than ``width`` (a narrow panel
+    of a coarse scan) is broken between its words."""
+    lines: list[list[tuple[int, str, tuple[int, int, int]]]] = [[]]
+    x, space = 4, int(draw.textlength(" ", font=font))
+    for text, colour in parts:
+        pieces = [text] if draw.textlength(text, font=font) <= width - 8 else text.split(" ")
+        for k, piece in enumerate(pieces):
+            w = int(draw.textlength(piece, font=font))
+            if lines[-1] and x + w > width - 4:
+                lines.append([])
+                x = 4
+            lines[-1].append((x, piece, colour))
+            x += w + (space if k < len(pieces) - 1 else 10)
+    return lines
+
+
+def slice_overlay(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float], z: int, *,
+                  classes: np.ndarray | None = None, name: str = "", max_px: int = 512) -> np.ndarray:
+    """uint8 RGB of one per-slice overlay: :func:`axial_panel` with its orientation letters, under a caption (the
+    volume, the slice index, its infected area, the window and the colour key), so that the file read on its own
+    says what it shows."""
+    panel = axial_panel(hu, infection, spacing, z, classes, max_px=max_px)
+    if max(panel.shape[:2]) < OVERLAY_MIN_PX:  # a coarse scan: whole pixels enlarged, so that the caption fits
+        k = -(-OVERLAY_MIN_PX // max(panel.shape[:2]))
+        panel = np.repeat(np.repeat(panel, k, axis=0), k, axis=1)
+    cm2 = np.count_nonzero(np.asarray(infection[z]) > 0) * float(spacing[0]) * float(spacing[1]) / 100.0
+    multi = classes is not None
+    keys = [(CLASS_NAMES[k], c) for k, c in CLASS_COLOURS.items()] if multi else [("infection", INFECTION_COLOUR)]
+    parts = [(f"{name}  axial z={z}".strip(), (255, 255, 255)), (f"{cm2:.1f} cm\u00b2", (255, 255, 255)),
+             (WINDOW_TEXT, (200, 200, 200)), (f"({SLICE_TEXT})", (200, 200, 200))]
+    parts += [(f"\u25a0 {text}", colour) for text, colour in keys]
+    font = pil_font()
+    h, w = panel.shape[:2]
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines = _flow(measure, parts, w, font)
+    top = len(lines) * OVERLAY_LINE + 2
+    sheet = Image.new("RGB", (w, top + h), (0, 0, 0))
+    sheet.paste(Image.fromarray(panel), (0, top))
+    draw = ImageDraw.Draw(sheet)
+    for i, line in enumerate(lines):
+        for x, text, colour in line:
+            draw.text((x, 2 + i * OVERLAY_LINE), text, fill=colour, font=font)
+    if min(h, w) >= 96:  # smaller panels would be covered by the letters
+        draw_letters(draw, (0, top, w, h), ("A", "P", "R", "L"), font)
+    return np.asarray(sheet)
+
+
 def write_slice_overlays(folder: str | Path, hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float], *,
-                         classes: np.ndarray | None = None, which: str = "infected") -> list[Path]:
-    """One PNG per axial slice (``which``: ``"infected"`` slices or ``"all"``) as ``slice_<z:04d>.png``."""
+                         classes: np.ndarray | None = None, which: str = "infected", name: str = "") -> list[Path]:
+    """One PNG per axial slice (``which``: ``"infected"`` slices or ``"all"``) as ``slice_<z:04d>.png``
+    (:func:`slice_overlay`, captioned with ``name``)."""
     if which not in OVERLAY_CHOICES:
         raise ValueError(f"overlays must be one of {OVERLAY_CHOICES}, not {which!r}")
     if which == "none":
@@ -341,8 +460,8 @@ def write_slice_overlays(folder: str | Path, hu: np.ndarray, infection: np.ndarr
     folder = ensure_writable_dir(folder)
     inf = np.asarray(infection) > 0
     zs = range(inf.shape[0]) if which == "all" else np.nonzero(inf.reshape(inf.shape[0], -1).any(axis=1))[0]
-    return [_save_png(axial_panel(hu, infection, spacing, int(z), classes, max_px=512), folder / f"slice_{z:04d}.png")
-            for z in zs]
+    return [_save_png(slice_overlay(hu, infection, spacing, int(z), classes=classes, name=name),
+                      folder / f"slice_{z:04d}.png") for z in zs]
 
 
 VOLUME_FIGURES = {"montage": "montage.png", "reformats": "reformats.png"}
@@ -381,6 +500,6 @@ def write_volume_figures(out_dir: str | Path, hu: np.ndarray, lung: np.ndarray, 
             _save_png(drawn[file_name], out_dir / file_name)
             files[key] = file_name
     if overlays != "none":
-        write_slice_overlays(out_dir / "overlays", hu, infection, spacing, classes=classes, which=overlays)
+        write_slice_overlays(out_dir / "overlays", hu, infection, spacing, classes=classes, which=overlays, name=name)
         files["overlays"] = "overlays"
     return files
