@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import shutil
 from pathlib import Path
 
@@ -343,3 +344,32 @@ def test_dicom_colour_capture_series_is_left_out_but_a_colour_slice_in_a_series_
     with pytest.raises(CovsegInputError, match="colour image") as err:
         read_volume(source)
     assert str(err.value).startswith(f"{axial[5]}: ")
+
+
+@pytest.mark.parametrize("damage", ["truncated_gz", "truncated_nii", "garbage", "empty"])
+def test_damaged_label_file_refused_in_one_line_not_read_silently(tmp_path, phantom, damage):
+    """A damaged reference label must not give scores: ITK alone reads a cut label with its tail as zeros."""
+    from covseg.io.labels import read_label
+
+    files = write_phantom(tmp_path / "ct.nii.gz", phantom)
+    volume = read_volume(files["ct"])
+    label, _ = read_label(files["infection"], volume)  # the intact label reads
+    assert label.sum() == int(phantom.infection.sum()) > 0
+    raw = files["infection"].read_bytes()
+    bad = tmp_path / ("lab.nii" if damage == "truncated_nii" else "lab.nii.gz")
+    if damage == "truncated_gz":
+        bad.write_bytes(raw[:-200])
+    elif damage == "truncated_nii":
+        bad.write_bytes(gzip.decompress(raw)[:-4000])
+    elif damage == "garbage":
+        bad.write_bytes(b"not an image at all\n" * 20)
+    else:
+        bad.write_bytes(b"")
+    with pytest.raises(CovsegInputError) as err:
+        read_label(bad, volume)
+    msg = str(err.value)
+    assert msg.startswith(f"{bad}: ") and "\n" not in msg, msg
+    assert "sitk" not in msg and "/src/" not in msg and "Exception thrown" not in msg, msg
+    expected = {"truncated_gz": "truncated file", "truncated_nii": "truncated file",
+                "garbage": "not a readable image file", "empty": "file is empty"}[damage]
+    assert expected in msg, msg

@@ -9,6 +9,7 @@ import SimpleITK as sitk
 
 from covseg.io.errors import CovsegInputError
 from covseg.io.read import CTVolume
+from covseg.io.read_image_file import read_image_file
 
 __all__ = ["LABEL_SUFFIXES", "find_label", "read_label"]
 
@@ -28,13 +29,12 @@ def read_label(path: str | Path, volume: CTVolume) -> tuple[np.ndarray, list[str
     """A label image as a ``[z, y, x]`` LPS array matching ``volume``; raises ``CovsegInputError`` if it cannot.
 
     The label must have the input's size; a different spacing/origin/direction is accepted with a warning (the
-    label is compared voxel by voxel).
+    label is compared voxel by voxel). The file is read with the checks of the volume reader
+    (:func:`covseg.io.read_image_file.read_image_file`): a truncated or damaged label is refused in one line, where
+    SimpleITK alone would hand back its missing voxels as zeros (and scores against them).
     """
     path = Path(path)
-    try:
-        img = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise CovsegInputError(path, f"label cannot be read ({' '.join(str(exc).split())[:160]})") from None
+    img = read_image_file(path)
     if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
         raise CovsegInputError(path, "label is not a 3D single-channel image")
     ref = volume.reference
