@@ -97,6 +97,21 @@ def test_unusable_device_is_one_line_and_leaves_no_output_folder(command, tmp_pa
         assert not out.exists()  # a usage error writes nothing
 
 
+@pytest.mark.parametrize("command, option", [("infer", "--out"), ("diagnose", "--out"), ("infer", "--labels")])
+def test_empty_folder_option_is_a_usage_error_not_the_current_folder(command, option, tmp_path, good_ct,
+                                                                       monkeypatch, capsys):
+    """``--out "$OUT"`` with an unset variable must not write the results into the current folder."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    args = [command, str(good_ct), "--no-progress"] + (["--out", str(tmp_path / "o")] if option != "--out" else [])
+    for empty in ("", "  "):
+        assert main(args + [option, empty]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"error: {option} is empty: give a folder (see covseg {command} --help)"], err
+    assert list(cwd.iterdir()) == [] and not (tmp_path / "o").exists()  # nothing written anywhere
+
+
 def test_image_size_option_sets_the_network_input(tmp_path, good_ct, tiny_model, capsys):
     seen = set()
     tiny_model.register_forward_hook(lambda module, inputs, output: seen.add(tuple(inputs[0].shape[-2:])))

@@ -10,7 +10,16 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from covseg.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, error, one_line, read_first_ahead
+from covseg.cli.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    empty_folder_option,
+    error,
+    one_line,
+    read_first_ahead,
+)
 from covseg.cli.options import (
     add_backend_arg,
     add_continue_arg,
@@ -84,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from covseg.io.errors import CovsegInputError
 
     out = Path(args.out)
-    problem = _usage_problem(args)
+    problem = empty_folder_option("diagnose", out=args.out) or _usage_problem(args)
     if problem:
         error(problem)
         return EXIT_USAGE

@@ -15,6 +15,7 @@ from covseg.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     config_error,
+    empty_folder_option,
     error,
     one_line,
     read_first_ahead,
@@ -77,6 +78,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``covseg infer`` with parsed ``args``; no INPUT runs the demo."""
+    problem = empty_folder_option("infer", out=args.out, labels=args.labels)
+    if problem:
+        error(problem)
+        return EXIT_USAGE
     if not args.inputs:
         from covseg.cli import demo
 
