@@ -168,6 +168,30 @@ def test_evaluate_json_and_table(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: ")
 
 
+def test_evaluate_names_the_file_at_fault(tmp_path, capsys):
+    """A 0/1 mask is the mask's fault, not the prediction's; a --csv that is a folder is one plain line."""
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    pred.mkdir()
+    gt.mkdir()
+    mask = np.zeros((24, 24), np.uint8)
+    mask[4:12, 5:15] = 255
+    for i in range(2):
+        _png(gt / f"img{i}.png", mask)
+        _png(pred / f"img{i}.png", mask * 0.8)
+    _png(gt / "img1.png", mask // 255)  # a 0/1 label map
+    assert main(["evaluate", str(pred), str(gt)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {gt / 'img1.png'}: "), err
+    assert "0 and 1" in err[0] and "astype" not in err[0], err
+    _png(gt / "img1.png", mask)
+    folder = tmp_path / "scores"
+    folder.mkdir()
+    assert main(["evaluate", str(pred), str(gt), "--csv", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {folder}: cannot be written (a folder has that name)"], err
+    assert list(folder.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["gt", "pred", "scores"]
+
+
 def test_demo_runs(tmp_path, tiny_model, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--phantom-shape", "10,48,48", "--no-progress"]) == 0

@@ -103,6 +103,9 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path) -> dict:
     acc = ToolboxAccumulator()
     for pred_path, mask_path in match_files(pred_dir, gt_dir):
         gt = read_gray(mask_path, is_mask=True)
+        if gt.dtype in (np.uint8, np.uint16) and gt.max(initial=0) == 1:  # the mask's fault: name it
+            raise ValueError(f"{mask_path}: mask holds only 0 and 1, but masks are read as 0-255 images with "
+                             "infection > 128 (save it as 0 / 255)")
         pred = read_gray(pred_path, is_mask=False)
         resized = pred.shape != gt.shape
         if resized:
