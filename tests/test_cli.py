@@ -112,6 +112,14 @@ def test_empty_folder_option_is_a_usage_error_not_the_current_folder(command, op
     assert list(cwd.iterdir()) == [] and not (tmp_path / "o").exists()  # nothing written anywhere
 
 
+def test_missing_labels_folder_is_one_line_and_leaves_no_output_folder(tmp_path, good_ct, capsys):
+    out, labels = tmp_path / "out", tmp_path / "no-labels"
+    assert main(["infer", str(good_ct), "--out", str(out), "--labels", str(labels), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {labels}: labels folder not found"], err
+    assert not out.exists()  # a usage error writes nothing
+
+
 def test_image_size_option_sets_the_network_input(tmp_path, good_ct, tiny_model, capsys):
     seen = set()
     tiny_model.register_forward_hook(lambda module, inputs, output: seen.add(tuple(inputs[0].shape[-2:])))
