@@ -147,6 +147,7 @@ def _scan_folder(root: Path, seen: set[Path]) -> list[VolumeSource]:
     found: list[VolumeSource] = []
     dicoms: list[tuple[Path, _DicomInfo]] = []
     problems: list[VolumeSource] = []
+    given_before = 0  # volume files already in the batch (the folder given twice, or a file of it given too)
 
     def onerror(exc: OSError) -> None:
         where = Path(exc.filename) if exc.filename else root
@@ -163,6 +164,7 @@ def _scan_folder(root: Path, seen: set[Path]) -> list[VolumeSource]:
             if suffix in IMAGE_SUFFIXES:
                 key = _key(path)
                 if key in seen:
+                    given_before += 1
                     continue
                 seen.add(key)
                 name = _rel_name(path.parent, root, path.name[: -len(suffix)])
@@ -182,13 +184,14 @@ def _scan_folder(root: Path, seen: set[Path]) -> list[VolumeSource]:
                 continue
             key = _key(path)
             if key in seen:
+                given_before += 1
                 continue
             seen.add(key)
             dicoms.append((path, info))
     left_out: list[Path] = []
     found.extend(_series_sources(dicoms, root, left_out))
     found.sort(key=lambda s: (str(s.path), s.name))
-    if not found and not problems:
+    if not found and not problems and not given_before:
         only = (f" (only {len(left_out)} DICOM localizer or colour image(s), which are left out)" if left_out
                 else "")
         problems.append(_error_source(
