@@ -173,6 +173,31 @@ def test_infer_gate_skips_slices_below_the_threshold(ct_volumes_dir, classifier_
     assert predicted["all"] == predicted["none"] > 0 and predicted["drop"] == 0
 
 
+def test_infer_gate_threshold_alone_turns_the_gate_on(ct_volumes_dir, classifier_bundle, tmp_path, monkeypatch):
+    """``--gate-threshold P`` without ``--gate`` was silently ignored (``--gate-bundle`` alone did turn it on)."""
+    from covseg.cli import diagnose as diagnose_cli
+
+    monkeypatch.setattr(diagnose_cli, "DEFAULT_CLASSIFIER", classifier_bundle)
+    out = tmp_path / "o"
+    ct = str(ct_volumes_dir / "chest-2slice" / "ct.nii.gz")
+    assert main(["infer", ct, "--out", str(out), "--no-progress", "--no-figures", "--gate-threshold", "1.01"]) == 0
+    report = json.loads((out / "ct" / "report.json").read_text())
+    assert report["model"]["gate"]["threshold"] == 1.01 and report["predicted_slices"] == 0
+
+
+@pytest.mark.parametrize("command, option", [("infer", "--gate-threshold"), ("diagnose", "--slice-threshold"),
+                                             ("diagnose", "--patient-threshold"), ("diagnose", "--segment-gate")])
+def test_a_threshold_that_is_not_a_number_is_a_usage_error(command, option, ct_volumes_dir, tmp_path, capsys):
+    """NaN compares false with every score: ``--gate-threshold nan`` skipped every slice and recorded no threshold."""
+    ct = str(ct_volumes_dir / "chest-2slice" / "ct.nii.gz")
+    for value in ("nan", "inf"):
+        out = tmp_path / f"o-{value}"
+        assert main([command, ct, "--out", str(out), "--no-progress", option, value]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"error: {option} must be a finite number, got {value}"], err
+        assert not out.exists()
+
+
 def test_infer_gate_without_weights_is_one_line(ct_volumes_dir, tmp_path, capsys):
     empty = tmp_path / "nobundle"
     empty.mkdir()

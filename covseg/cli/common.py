@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "config_error", "empty_folder_option", "error",
-           "one_line", "read_first_ahead", "setup_logging"]
+           "non_finite_option", "one_line", "read_first_ahead", "setup_logging"]
 
 
 def error(message: str) -> None:
@@ -34,6 +35,15 @@ def empty_folder_option(command: str, **options: str | None) -> str | None:
     for name, value in options.items():
         if value is not None and not value.strip():
             return f"--{name} is empty: give a folder (see covseg {command} --help)"
+    return None
+
+
+def non_finite_option(**options: float | None) -> str | None:
+    """The error line for the first number option given as NaN or infinite (``type=float`` accepts ``nan``), else
+    ``None``: NaN compares false with every score, so a NaN threshold silently decides every slice one way."""
+    for name, value in options.items():
+        if value is not None and not math.isfinite(value):
+            return f"--{name.replace('_', '-')} must be a finite number, got {value}"
     return None
 
 

@@ -17,6 +17,7 @@ from covseg.cli.common import (
     EXIT_USAGE,
     empty_folder_option,
     error,
+    non_finite_option,
     one_line,
     read_first_ahead,
 )
@@ -191,6 +192,10 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
     """Why the options cannot run (one line), or None; imports torch only to check a CUDA device."""
     if args.batch_size < 1:
         return f"--batch-size must be >= 1, got {args.batch_size}"
+    problem = non_finite_option(slice_threshold=args.slice_threshold, patient_threshold=args.patient_threshold,
+                                segment_gate=args.segment_gate)
+    if problem:
+        return problem
     if args.min_lung_fraction is not None and not 0.0 <= args.min_lung_fraction <= 1.0:
         return f"--min-lung-fraction must be within [0, 1], got {args.min_lung_fraction}"
     if args.min_lung_area is not None and not args.min_lung_area >= 0.0:

@@ -17,6 +17,7 @@ from covseg.cli.common import (
     config_error,
     empty_folder_option,
     error,
+    non_finite_option,
     one_line,
     read_first_ahead,
 )
@@ -78,7 +79,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``covseg infer`` with parsed ``args``; no INPUT runs the demo."""
-    problem = empty_folder_option("infer", out=args.out, labels=args.labels)
+    problem = (empty_folder_option("infer", out=args.out, labels=args.labels)
+               or non_finite_option(gate_threshold=getattr(args, "gate_threshold", None)))
     if problem:
         error(problem)
         return EXIT_USAGE
@@ -155,7 +157,8 @@ def run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels
     if model is None:
         return EXIT_USAGE
     gate = None
-    if getattr(args, "gate", False) or getattr(args, "gate_bundle", None):
+    if (getattr(args, "gate", False) or getattr(args, "gate_bundle", None)
+            or getattr(args, "gate_threshold", None) is not None):  # either option alone asks for the gate
         from covseg.cli.diagnose import load_gate
 
         try:
