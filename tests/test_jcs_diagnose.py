@@ -198,6 +198,25 @@ def test_a_threshold_that_is_not_a_number_is_a_usage_error(command, option, ct_v
         assert not out.exists()
 
 
+@pytest.mark.parametrize("command, option, bundle, kind", [
+    ("infer", "--bundle", "jcs_classifier", "a slice classifier"),
+    ("infer", "--gate-bundle", "infnet", "a segmentation model"),
+    ("diagnose", "--classifier", "jcs_segmenter", "a segmentation model"),
+    ("diagnose", "--segmenter", "jcs_classifier", "a slice classifier")])
+def test_a_bundle_of_the_wrong_kind_is_one_usage_line(command, option, bundle, kind, ct_volumes_dir, tmp_path,
+                                                      capsys):
+    """A classifier given where a segmenter goes (or the other way round) failed every volume with a raw
+    ``IndexError`` / ``ValueError`` blamed on the input, exit 1."""
+    out = tmp_path / "o"
+    path = REPO / "bundles" / bundle
+    code = main([command, str(ct_volumes_dir / "chest-2slice" / "ct.nii.gz"), "--out", str(out), "--no-progress",
+                 option, str(path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"error: {option} {path}: is {kind} bundle"), err
+    assert not out.exists()  # a usage error writes nothing
+
+
 def test_infer_gate_without_weights_is_one_line(ct_volumes_dir, tmp_path, capsys):
     empty = tmp_path / "nobundle"
     empty.mkdir()

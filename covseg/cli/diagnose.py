@@ -25,6 +25,7 @@ from covseg.cli.options import (
     add_backend_arg,
     add_continue_arg,
     backend_problem,
+    bundle_kind_problem,
     device_problem,
     export_notice,
     torch_notice,
@@ -200,7 +201,9 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
         return f"--min-lung-fraction must be within [0, 1], got {args.min_lung_fraction}"
     if args.min_lung_area is not None and not args.min_lung_area >= 0.0:
         return f"--min-lung-area must be >= 0 cm², got {args.min_lung_area}"
-    return device_problem(args.device) or backend_problem(args)
+    return (bundle_kind_problem("--classifier", args.classifier, "classes")
+            or bundle_kind_problem("--segmenter", args.segmenter, "segmentation")
+            or device_problem(args.device) or backend_problem(args))
 
 
 def load_gate(bundle: str, threshold: float | None = None, device: str = "cpu", backend: str = "auto",
