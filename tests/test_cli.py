@@ -120,6 +120,17 @@ def test_missing_labels_folder_is_one_line_and_leaves_no_output_folder(tmp_path,
     assert not out.exists()  # a usage error writes nothing
 
 
+@pytest.mark.parametrize("command, option", [("infer", "--bundle"), ("infer", "--gate-bundle"),
+                                             ("diagnose", "--classifier"), ("diagnose", "--segmenter")])
+def test_a_bundle_that_is_not_there_is_one_line_and_leaves_no_output_folder(command, option, tmp_path, good_ct,
+                                                                            capsys):
+    out, bundle = tmp_path / "out", tmp_path / "no-bundle"
+    assert main([command, str(good_ct), "--out", str(out), option, str(bundle), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {bundle / 'configs' / 'inference.yaml'}: not found (is {bundle} a covseg bundle?)"], err
+    assert not out.exists()  # a usage error writes nothing
+
+
 def test_image_size_option_sets_the_network_input(tmp_path, good_ct, tiny_model, capsys):
     seen = set()
     tiny_model.register_forward_hook(lambda module, inputs, output: seen.add(tuple(inputs[0].shape[-2:])))

@@ -75,7 +75,7 @@ def backend_problem(args: argparse.Namespace) -> str | None:
 
 
 def bundle_kind_problem(option: str, bundle: str | Path | None, wanted: str) -> str | None:
-    """Why the bundle given to ``option`` is of the wrong kind (one line), or None.
+    """Why the bundle given to ``option`` is not there or of the wrong kind (one line), or None.
 
     ``wanted``: ``"segmentation"`` or ``"classes"``, as ``configs/metadata.json`` states it in
     ``network_data_format.outputs.pred.format``. Read before any model is loaded; a bundle without that field (or
@@ -83,6 +83,9 @@ def bundle_kind_problem(option: str, bundle: str | Path | None, wanted: str) -> 
     volume with an indexing error blamed on the input."""
     if bundle is None:
         return None
+    config = Path(bundle) / "configs" / "inference.yaml"
+    if not config.is_file():  # as the loader says it, but before the output folder is made
+        return f"{config}: not found (is {bundle} a covseg bundle?)"
     import json
 
     try:
