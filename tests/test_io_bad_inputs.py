@@ -286,6 +286,26 @@ def test_nifti_without_voxel_size_refused(tmp_path, phantom, name):
     np.testing.assert_allclose(read_volume(tmp_path / f"good-{name}").spacing, phantom.spacing, rtol=1e-5)
 
 
+@pytest.mark.parametrize("qform_code", [0, 1])
+def test_nifti_whose_sform_scales_disagree_with_pixdim_refused(tmp_path, phantom, qform_code):
+    """An sform set without its pixdim (``img.set_sform(affine)`` on a 1 mm header, a common scripting slip):
+    nibabel's affine has the sform's 5.6 mm voxels, ITK read 1 mm ("unexpected scales in sform"), so every mL was
+    off by a factor of 300 and the masks' affine was not the input's."""
+    hu = np.transpose(phantom.hu, (2, 1, 0)).astype(np.int16)
+    affine = np.diag([-phantom.spacing[0], -phantom.spacing[1], phantom.spacing[2], 1.0])
+    img = nib.Nifti1Image(hu, None)  # pixdim 1, 1, 1
+    img.set_qform(np.eye(4) if qform_code else None, code=qform_code)
+    img.set_sform(affine, code=2)
+    path = tmp_path / f"q{qform_code}.nii.gz"
+    nib.save(img, str(path))
+    assert nib.load(str(path)).header["pixdim"][1:4].tolist() == [1.0, 1.0, 1.0]
+    _refused(path, "damaged header", "pixdim (1.0, 1.0, 1.0)", "sform", "(5.6, 5.6, 10.0)")
+    img.header.set_zooms(phantom.spacing)  # the same sform with its pixdim: read, with the sform's geometry
+    nib.save(img, str(tmp_path / "good.nii.gz"))
+    volume = read_volume(tmp_path / "good.nii.gz")
+    np.testing.assert_allclose(volume.spacing, phantom.spacing, rtol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["extension.nii.gz", "extension.nii"])
 def test_nifti_with_header_extension_or_big_endian_keeps_its_voxel_size(tmp_path, phantom, name):
     """A header extension (as TotalSegmentator's label maps carry) follows the 348-byte header: the voxel-size

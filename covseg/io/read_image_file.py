@@ -155,6 +155,28 @@ def _check_nifti_spacing(path: Path, raw: bytes | None = None) -> None:
     if not all(math.isfinite(v) and v != 0 for v in pixdim):
         raise CovsegInputError(path, f"damaged header: voxel size (pixdim) {tuple(pixdim)} has a zero or non-finite "
                                      "value; volumes in mL cannot be measured")
+    if int(header["sform_code"]) > 0:
+        _check_sform_scales(path, header, pixdim)
+
+
+def _check_sform_scales(path: Path, header, pixdim: list[float]) -> None:
+    """Refuse an sform whose voxel sizes (its column lengths) are not ``pixdim``'s: nibabel's affine then has the
+    sform's voxels and ITK reads pixdim's ("unexpected scales in sform"), so the volumes in mL and the outputs'
+    affine would follow one reader or the other. A sheared sform (gantry tilt) is left to the readers."""
+    sform = np.array([header["srow_x"][:3], header["srow_y"][:3], header["srow_z"][:3]], float)
+    if not np.all(np.isfinite(sform)):
+        return
+    scales = np.linalg.norm(sform, axis=0)
+    if np.any(scales == 0):
+        return
+    unit = sform / scales
+    if np.max(np.abs(unit.T @ unit - np.eye(3))) > 1e-3:  # shear: no voxel size to compare
+        return
+    if np.allclose(scales, np.abs(pixdim), rtol=1e-3, atol=1e-5):
+        return
+    sform_mm = tuple(round(float(v), 6) for v in scales)
+    raise CovsegInputError(path, f"damaged header: voxel size in pixdim {tuple(pixdim)} disagrees with the sform's "
+                                 f"{sform_mm} mm; readers disagree on it, so volumes in mL cannot be measured")
 
 
 def _check_nifti_complete(path: Path, raw: bytes | None = None) -> nib.Nifti1Image | None:
