@@ -77,6 +77,15 @@ def test_non_image_file_given_explicitly(tmp_path):
     _refused(tmp_path / "garbage.nii.gz", "not a readable image file")
 
 
+def test_gzip_data_named_without_gz_is_named_as_such(tmp_path, phantom):
+    """A ``.nii.gz`` renamed to ``.nii`` (or given another name) is no unknown format: say what it is."""
+    sitk.WriteImage(phantom.image(), str(tmp_path / "ct.nii.gz"))
+    data = (tmp_path / "ct.nii.gz").read_bytes()
+    for name in ("renamed.nii", "scan.mha"):
+        (tmp_path / name).write_bytes(data)
+        _refused(tmp_path / name, "gzip-compressed data", "rename it")
+
+
 def test_non_image_files_in_folders_are_ignored(tmp_path, phantom):
     write_phantom(tmp_path / "ct.nii.gz", phantom)
     for name in ("a.json", "b.txt", "c.csv", "d.md"):

@@ -242,6 +242,14 @@ def _read_failure_reason(path: Path, exc: Exception) -> str:
             return f"corrupt gzip data ({first_line(str(gz_exc))})"
     text = str(exc)
     if "Could not create IO object" in text or "Unable to determine ImageIO reader" in text:
+        try:
+            with path.open("rb") as fh:
+                magic = fh.read(2)
+        except OSError:
+            magic = b""
+        if magic == b"\x1f\x8b":  # a .nii.gz renamed: no reader looks inside gzip without the suffix
+            return ("not a readable image file as named: it holds gzip-compressed data (a .nii.gz? rename it "
+                        "so that its name ends with .gz)")
         return "not a readable image file (no reader for this format or content)"
     return f"cannot be read as an image (possibly truncated or corrupt): {itk_reason(text)}"
 
