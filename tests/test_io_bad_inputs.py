@@ -237,6 +237,23 @@ def test_broken_dicom_file_reported_not_fatal(tmp_path, phantom):
         read_volume(broken)
 
 
+def test_broken_end_slice_of_a_series_is_not_lost_silently(tmp_path, phantom):
+    """The last slice cut inside its header: the rest reads as a regular (shorter) series, so the volume carries a
+    warning naming the unreadable file, besides that file's own error."""
+    files = write_phantom_dicom(tmp_path / "s", phantom)
+    last = max(files, key=lambda f: float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]))
+    last.write_bytes(last.read_bytes()[:300])
+    sources = find_volumes([tmp_path / "s"])
+    good = next(s for s in sources if s.error is None)
+    assert len(good.files) == len(files) - 1
+    volume = read_volume(good)
+    assert volume.array.shape[0] == len(files) - 1
+    assert any(last.name in w and "could not be read" in w for w in volume.warnings), volume.warnings
+    assert [s.path for s in sources if s.error] == [last]
+    other = write_phantom_dicom(tmp_path / "clean", phantom)  # a clean folder: no such warning
+    assert read_volume(find_volumes([other[0].parent])[0]).warnings == []
+
+
 def test_dicom_slice_with_truncated_pixels_named(tmp_path, phantom):
     files = write_phantom_dicom(tmp_path / "s", phantom)
     data = files[5].read_bytes()

@@ -148,6 +148,7 @@ def _scan_folder(root: Path, seen: set[Path]) -> list[VolumeSource]:
     dicoms: list[tuple[Path, _DicomInfo]] = []
     problems: list[VolumeSource] = []
     given_before = 0  # volume files already in the batch (the folder given twice, or a file of it given too)
+    unreadable: list[Path] = []  # DICOM files whose header cannot be read: they may be slices of a series here
 
     def onerror(exc: OSError) -> None:
         where = Path(exc.filename) if exc.filename else root
@@ -179,6 +180,7 @@ def _scan_folder(root: Path, seen: set[Path]) -> list[VolumeSource]:
             except Exception as exc:  # a DICOM file whose header is broken: report, go on
                 problems.append(_error_source(path, _rel_name(path.parent, root, path.name),
                                               f"DICOM header cannot be read ({_exc_text(exc)})", "dicom"))
+                unreadable.append(path)
                 continue
             if info is None:  # DICOM without pixels (DICOMDIR, report, …)
                 continue
@@ -190,6 +192,7 @@ def _scan_folder(root: Path, seen: set[Path]) -> list[VolumeSource]:
             dicoms.append((path, info))
     left_out: list[Path] = []
     found.extend(_series_sources(dicoms, root, left_out))
+    _warn_of_unreadable_neighbours(found, unreadable)
     found.sort(key=lambda s: (str(s.path), s.name))
     if not found and not problems and not given_before:
         only = (f" (only {len(left_out)} DICOM localizer or colour image(s), which are left out)" if left_out
@@ -198,6 +201,19 @@ def _scan_folder(root: Path, seen: set[Path]) -> list[VolumeSource]:
             root, safe_name(root.resolve().name),
             f"no CT volume found in folder{only} (looked for NIfTI, MHA/MHD, NRRD and DICOM files)", "dicom"))
     return found + problems
+
+
+def _warn_of_unreadable_neighbours(found: list[VolumeSource], unreadable: list[Path]) -> None:
+    """A series beside DICOM files that cannot be read may lack them: a broken end slice leaves a regular, shorter
+    series that would read without a word (its own error line alone does not say which volume it shortens)."""
+    for src in found:
+        if src.kind != "dicom" or src.error:
+            continue
+        folders = {f.parent for f in src.files}
+        near = [p for p in unreadable if p.parent in folders]
+        if near:
+            src.warnings.append(f"{len(near)} DICOM file(s) beside this series could not be read (e.g. {near[0].name}):"
+                                " if they are slices of it, the volume lacks them")
 
 
 def _is_covseg_output(folder: Path) -> bool:
