@@ -287,6 +287,16 @@ def test_atomic_write_text(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # usual permissions, not mkstemp's 0600
 
 
+def test_atomic_write_onto_a_folder_is_one_line_naming_it(tmp_path):
+    """``report.html`` (or a --csv FILE) that is a folder: covseg infer ended in an IsADirectoryError traceback
+    naming the temporary file."""
+    (tmp_path / "report.html").mkdir()
+    with pytest.raises(CovsegInputError) as err:
+        atomic_write_text(tmp_path / "report.html", "<html></html>")
+    assert str(err.value) == f"{tmp_path / 'report.html'}: cannot be written (a folder has that name)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]  # no temporary left
+
+
 def test_unwritable_output_folder(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("x")
