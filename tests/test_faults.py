@@ -174,6 +174,46 @@ def test_fault2_read_only_existing_out_refused_up_front(tmp_path):
     assert f"{out}: output folder is not writable (Permission denied)" in proc.stderr
 
 
+def test_unreadable_subfolder_of_an_input_is_one_error_and_the_rest_is_found(tmp_path):
+    """A subfolder without read permission (a lost+found, another user's folder): discovery raised a raw
+    PermissionError while looking for covseg's lock file in it, and covseg infer stopped the whole batch."""
+    scans = tmp_path / "scans"
+    files = write_phantom(scans / "a.nii.gz", make_chest_phantom(shape=(4, 32, 32), spacing=(10.0, 10.0, 10.0)))
+    for key, path in files.items():
+        if key != "ct":
+            path.unlink()  # the label maps: not inputs here
+    locked = scans / "locked"
+    locked.mkdir()
+    locked.chmod(0o000)
+    secret = scans / "secret.nii.gz"
+    secret.write_bytes(files["ct"].read_bytes())
+    secret.chmod(0o000)
+    code = ("from covseg.io import CovsegInputError, find_volumes, read_volume\n"
+            f"for s in find_volumes([{str(scans)!r}]):\n"
+            "    try:\n"
+            "        s.error or read_volume(s)\n"
+            "    except CovsegInputError as exc:\n"
+            "        s.error = exc.reason\n"
+            "    print(s.name, '|', s.path, '|', s.error)\n")
+    try:
+        if os.geteuid() == 0:
+            if shutil.which("setpriv") is None:
+                pytest.skip("running as root without setpriv: an unreadable folder cannot be tested honestly")
+            proc = _as_unprivileged_root(code)
+            if "Operation not permitted" in proc.stderr and "setpriv" in proc.stderr:
+                pytest.skip(f"setpriv cannot drop capabilities here: {proc.stderr.strip()}")
+        else:
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    finally:
+        locked.chmod(0o755)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split(" | ") for line in proc.stdout.splitlines()]
+    assert [r[0] for r in rows if r[2] == "None"] == ["a"]  # the readable volume is found
+    assert sorted(r[1:] for r in rows if r[2] != "None") == [
+        [str(locked), "folder cannot be read (Permission denied)"],
+        [str(secret), "cannot be read (Permission denied)"]]  # not "corrupt gzip data ([Errno 13] …)"
+
+
 # --------------------------------------------------------------------------------- fault 3: disk full
 def test_fault3_full_disk_text_write_is_one_line(tmp_path, monkeypatch):
     """Fake: ``Path.write_text`` raises ENOSPC (no tmpfs needed); the temporary file is removed."""

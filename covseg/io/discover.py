@@ -217,9 +217,15 @@ def _warn_of_unreadable_neighbours(found: list[VolumeSource], unreadable: list[P
 
 
 def _is_covseg_output(folder: Path) -> bool:
-    """A covseg output folder (its lock file) or one volume's result folder (report.json + infection mask)."""
-    return is_output_folder(folder) or ((folder / "report.json").is_file()
-                                        and (folder / "infection_mask.nii.gz").is_file())
+    """A covseg output folder (its lock file) or one volume's result folder (report.json + infection mask).
+
+    A folder that cannot be searched (no permission) is not one: the walk then reports it as a problem of its own
+    ("folder cannot be read") and goes on, where the PermissionError of ``is_file`` stopped the whole batch."""
+    try:
+        return is_output_folder(folder) or ((folder / "report.json").is_file()
+                                            and (folder / "infection_mask.nii.gz").is_file())
+    except OSError:
+        return False
 
 
 def _explicit_file(path: Path) -> VolumeSource | _DicomInfo:

@@ -34,6 +34,11 @@ def read_image_file(path: Path) -> sitk.Image:
         raise CovsegInputError(path, f"is not a regular file ({special_file_kind(path)}); give the image file itself")
     if path.stat().st_size == 0:
         raise CovsegInputError(path, "file is empty (0 bytes)")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:  # no read permission: not "corrupt gzip data", nor an ITK message
+        raise CovsegInputError(path, f"cannot be read ({exc.strerror or type(exc).__name__})") from None
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     name = path.name.lower()
