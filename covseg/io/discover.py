@@ -175,6 +175,11 @@ def _scan_folder(root: Path, seen: set[Path]) -> list[VolumeSource]:
                 continue
             try:
                 info = _dicom_info(path, sniffed=True)
+            except _Unreadable as exc:  # an extension-less DICOM slice, perhaps: never dropped without a word
+                problems.append(_error_source(path, _rel_name(path.parent, root, path.name),
+                                              f"cannot be read ({exc})", "dicom"))
+                unreadable.append(path)
+                continue
             except _NotDicom:
                 continue
             except Exception as exc:  # a DICOM file whose header is broken: report, go on
@@ -305,13 +310,18 @@ class _NotDicom(Exception):
     pass
 
 
+class _Unreadable(_NotDicom):
+    """The file cannot be opened (no read permission, …): whether it is DICOM cannot be told. A caller that only
+    looks for DICOM treats it as not DICOM; a folder scan reports it (it may be a slice of a series there)."""
+
+
 def _dicom_info(path: Path, sniffed: bool) -> _DicomInfo | None:
     """Header summary of a DICOM file, ``None`` for DICOM without an image; raises _NotDicom."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)
     except OSError as exc:
-        raise _NotDicom from exc
+        raise _Unreadable(exc.strerror or type(exc).__name__) from exc
     force = False
     if head[128:132] != b"DICM":
         # old preamble-less files start with a group 0002 or 0008 tag (little endian)
