@@ -419,3 +419,24 @@ def test_damaged_label_file_refused_in_one_line_not_read_silently(tmp_path, phan
     expected = {"truncated_gz": "truncated file", "truncated_nii": "truncated file",
                 "garbage": "not a readable image file", "empty": "file is empty"}[damage]
     assert expected in msg, msg
+
+
+@pytest.mark.parametrize("ct_order, label_order", [("LPS", "RAS"), ("RAS", "LPS"), ("LAS", "RPI")])
+def test_label_stored_in_another_order_on_the_same_grid_is_aligned_not_mirrored(tmp_path, phantom, ct_order,
+                                                                                label_order):
+    """A label saved by another tool in RAS for an LPS CT (same voxels, other storage order) was compared voxel by
+    voxel: mirrored left-right and front-back, so Dice scored a mirrored label, under a vague warning."""
+    from covseg.io.labels import read_label
+
+    ct = write_phantom(tmp_path / "ct" / "p.nii.gz", phantom, orientation=ct_order)["ct"]
+    label = write_phantom(tmp_path / "lab" / "p.nii.gz", phantom, orientation=label_order)["infection"]
+    volume = read_volume(ct)
+    array, warnings = read_label(label, volume)
+    np.testing.assert_array_equal(array, phantom.infection)  # LPS [z, y, x], as the volume's array
+    assert warnings == []
+    other = nib.load(str(label))  # the same label moved by 30 mm: another grid, compared voxel by voxel, warned
+    moved = other.affine.copy()
+    moved[:3, 3] += 30.0
+    nib.save(nib.Nifti1Image(np.asarray(other.dataobj), moved), str(tmp_path / "moved.nii.gz"))
+    _, warnings = read_label(tmp_path / "moved.nii.gz", volume)
+    assert len(warnings) == 1 and "compared voxel by voxel" in warnings[0]
