@@ -440,3 +440,22 @@ def test_label_stored_in_another_order_on_the_same_grid_is_aligned_not_mirrored(
     nib.save(nib.Nifti1Image(np.asarray(other.dataobj), moved), str(tmp_path / "moved.nii.gz"))
     _, warnings = read_label(tmp_path / "moved.nii.gz", volume)
     assert len(warnings) == 1 and "compared voxel by voxel" in warnings[0]
+
+
+def test_nifti_with_a_sheared_sform_warns_that_outputs_take_the_qform(tmp_path, phantom):
+    """A sheared sform (gantry tilt kept by the converter) beside a plain qform: ITK reads the qform, nibabel's
+    affine is the sform, so the masks' affine cannot equal the input's; that is said, not left silent."""
+    hu = np.transpose(phantom.hu, (2, 1, 0)).astype(np.int16)
+    plain = np.diag([-phantom.spacing[0], -phantom.spacing[1], phantom.spacing[2], 1.0])
+    sheared = plain.copy()
+    sheared[1, 2] = 2.0  # y moves with z: tilted slices
+    img = nib.Nifti1Image(hu, None)
+    img.header.set_zooms(phantom.spacing)
+    img.set_qform(plain, code=1)
+    img.set_sform(sheared, code=1)
+    nib.save(img, str(tmp_path / "tilt.nii.gz"))
+    volume = read_volume(tmp_path / "tilt.nii.gz")
+    assert any("sform" in w and "sheared" in w for w in volume.warnings), volume.warnings
+    img.set_sform(plain, code=1)
+    nib.save(img, str(tmp_path / "plain.nii.gz"))
+    assert read_volume(tmp_path / "plain.nii.gz").warnings == []
