@@ -97,6 +97,40 @@ def test_unusable_device_is_one_line_and_leaves_no_output_folder(command, tmp_pa
         assert not out.exists()  # a usage error writes nothing
 
 
+@pytest.mark.parametrize("command, option", [("infer", "--out"), ("diagnose", "--out"), ("infer", "--labels")])
+def test_empty_folder_option_is_a_usage_error_not_the_current_folder(command, option, tmp_path, good_ct,
+                                                                       monkeypatch, capsys):
+    """``--out "$OUT"`` with an unset variable must not write the results into the current folder."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    args = [command, str(good_ct), "--no-progress"] + (["--out", str(tmp_path / "o")] if option != "--out" else [])
+    for empty in ("", "  "):
+        assert main(args + [option, empty]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"error: {option} is empty: give a folder (see covseg {command} --help)"], err
+    assert list(cwd.iterdir()) == [] and not (tmp_path / "o").exists()  # nothing written anywhere
+
+
+def test_missing_labels_folder_is_one_line_and_leaves_no_output_folder(tmp_path, good_ct, capsys):
+    out, labels = tmp_path / "out", tmp_path / "no-labels"
+    assert main(["infer", str(good_ct), "--out", str(out), "--labels", str(labels), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {labels}: labels folder not found"], err
+    assert not out.exists()  # a usage error writes nothing
+
+
+@pytest.mark.parametrize("command, option", [("infer", "--bundle"), ("infer", "--gate-bundle"),
+                                             ("diagnose", "--classifier"), ("diagnose", "--segmenter")])
+def test_a_bundle_that_is_not_there_is_one_line_and_leaves_no_output_folder(command, option, tmp_path, good_ct,
+                                                                            capsys):
+    out, bundle = tmp_path / "out", tmp_path / "no-bundle"
+    assert main([command, str(good_ct), "--out", str(out), option, str(bundle), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {bundle / 'configs' / 'inference.yaml'}: not found (is {bundle} a covseg bundle?)"], err
+    assert not out.exists()  # a usage error writes nothing
+
+
 def test_image_size_option_sets_the_network_input(tmp_path, good_ct, tiny_model, capsys):
     seen = set()
     tiny_model.register_forward_hook(lambda module, inputs, output: seen.add(tuple(inputs[0].shape[-2:])))
@@ -151,6 +185,30 @@ def test_evaluate_json_and_table(tmp_path, capsys):
     assert lines[0].split()[:3] == ["model", "Dice", "Sen."] and lines[1].startswith("mine")
     assert main(["evaluate", str(pred), str(tmp_path / "nope")]) == 1
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_evaluate_names_the_file_at_fault(tmp_path, capsys):
+    """A 0/1 mask is the mask's fault, not the prediction's; a --csv that is a folder is one plain line."""
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    pred.mkdir()
+    gt.mkdir()
+    mask = np.zeros((24, 24), np.uint8)
+    mask[4:12, 5:15] = 255
+    for i in range(2):
+        _png(gt / f"img{i}.png", mask)
+        _png(pred / f"img{i}.png", mask * 0.8)
+    _png(gt / "img1.png", mask // 255)  # a 0/1 label map
+    assert main(["evaluate", str(pred), str(gt)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {gt / 'img1.png'}: "), err
+    assert "0 and 1" in err[0] and "astype" not in err[0], err
+    _png(gt / "img1.png", mask)
+    folder = tmp_path / "scores"
+    folder.mkdir()
+    assert main(["evaluate", str(pred), str(gt), "--csv", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {folder}: cannot be written (a folder has that name)"], err
+    assert list(folder.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["gt", "pred", "scores"]
 
 
 def test_demo_runs(tmp_path, tiny_model, capsys):

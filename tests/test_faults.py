@@ -174,6 +174,75 @@ def test_fault2_read_only_existing_out_refused_up_front(tmp_path):
     assert f"{out}: output folder is not writable (Permission denied)" in proc.stderr
 
 
+def _without_read_permission_bypass(code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a Python that file permissions apply to (root drops CAP_DAC_*), or skip the test."""
+    if os.geteuid() != 0:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: an unreadable file cannot be tested honestly")
+    proc = _as_unprivileged_root(code)
+    if "Operation not permitted" in proc.stderr and "setpriv" in proc.stderr:
+        pytest.skip(f"setpriv cannot drop capabilities here: {proc.stderr.strip()}")
+    return proc
+
+
+def test_unreadable_subfolder_of_an_input_is_one_error_and_the_rest_is_found(tmp_path):
+    """A subfolder without read permission (a lost+found, another user's folder): discovery raised a raw
+    PermissionError while looking for covseg's lock file in it, and covseg infer stopped the whole batch."""
+    scans = tmp_path / "scans"
+    files = write_phantom(scans / "a.nii.gz", make_chest_phantom(shape=(4, 32, 32), spacing=(10.0, 10.0, 10.0)))
+    for key, path in files.items():
+        if key != "ct":
+            path.unlink()  # the label maps: not inputs here
+    locked = scans / "locked"
+    locked.mkdir()
+    locked.chmod(0o000)
+    secret = scans / "secret.nii.gz"
+    secret.write_bytes(files["ct"].read_bytes())
+    secret.chmod(0o000)
+    code = ("from covseg.io import CovsegInputError, find_volumes, read_volume\n"
+            f"for s in find_volumes([{str(scans)!r}]):\n"
+            "    try:\n"
+            "        s.error or read_volume(s)\n"
+            "    except CovsegInputError as exc:\n"
+            "        s.error = exc.reason\n"
+            "    print(s.name, '|', s.path, '|', s.error)\n")
+    try:
+        proc = _without_read_permission_bypass(code)
+    finally:
+        locked.chmod(0o755)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split(" | ") for line in proc.stdout.splitlines()]
+    assert [r[0] for r in rows if r[2] == "None"] == ["a"]  # the readable volume is found
+    assert sorted(r[1:] for r in rows if r[2] != "None") == [
+        [str(locked), "folder cannot be read (Permission denied)"],
+        [str(secret), "cannot be read (Permission denied)"]]  # not "corrupt gzip data ([Errno 13] …)"
+
+
+def test_unreadable_slice_of_a_dicom_series_is_not_dropped_silently(tmp_path):
+    """A slice without read permission was taken for a non-DICOM file and left out: the series read one slice
+    short, without a word."""
+    files = write_phantom_dicom(tmp_path / "series", make_chest_phantom(shape=(6, 32, 32), spacing=(10.0, 10.0, 10.0)))
+    hidden = files[-1]  # an end slice: a middle one leaves a gap, which is refused
+    hidden.chmod(0o000)
+    code = ("from covseg.io import CovsegInputError, find_volumes, read_volume\n"
+            f"for s in find_volumes([{str(tmp_path / 'series')!r}]):\n"
+            "    try:\n"
+            "        warnings = [] if s.error else read_volume(s).warnings\n"
+            "    except CovsegInputError as exc:\n"
+            "        s.error, warnings = exc.reason, []\n"
+            "    print(s.path, '|', len(s.files), '|', s.error, '|', warnings)\n")
+    try:
+        proc = _without_read_permission_bypass(code)
+    finally:
+        hidden.chmod(0o644)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = sorted(line.split(" | ") for line in proc.stdout.splitlines())
+    assert [r[0] for r in rows] == [str(tmp_path / "series"), str(hidden)], rows
+    assert rows[1][2] == "cannot be read (Permission denied)"
+    assert rows[0][1] == str(len(files) - 1) and f"could not be read (e.g. {hidden.name})" in rows[0][3]
+
+
 # --------------------------------------------------------------------------------- fault 3: disk full
 def test_fault3_full_disk_text_write_is_one_line(tmp_path, monkeypatch):
     """Fake: ``Path.write_text`` raises ENOSPC (no tmpfs needed); the temporary file is removed."""

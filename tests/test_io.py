@@ -80,6 +80,24 @@ def test_two_series_in_one_folder_give_two_volumes(tmp_path, phantom):
     np.testing.assert_array_equal(read_volume(sources[1]).array, other.hu)
 
 
+def test_folder_whose_volumes_were_already_given_is_no_failure(tmp_path, phantom):
+    """``covseg infer scans/a.nii.gz scans/`` or ``scans/ scans/``: each volume once, and no false error for the
+    folder (it made the batch exit 1 although every volume was done)."""
+    scans = tmp_path / "scans"
+    ct = write_phantom(scans / "a.nii.gz", phantom)["ct"]
+    for f in scans.iterdir():
+        if f != ct:
+            f.unlink()
+    series = tmp_path / "series"
+    files = write_phantom_dicom(series, phantom)
+    for inputs in ([ct, scans], [scans, scans], [scans, ct], [*files, series], [series, series]):
+        found = find_volumes(inputs)
+        assert len(found) == 1 and found[0].error is None, [(s.name, s.error) for s in found]
+    (tmp_path / "empty").mkdir()  # a folder without any volume still fails
+    found = find_volumes([scans, tmp_path / "empty"])
+    assert [s.error is None for s in found] == [True, False] and "no CT volume found" in found[1].error
+
+
 def test_series_named_by_uid_when_numbers_repeat(tmp_path, phantom):
     folder = tmp_path / "study"
     write_phantom_dicom(folder, phantom, series_number=1, prefix="A", series_uid="1.2.3.4.555")
@@ -267,6 +285,16 @@ def test_atomic_write_text(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # usual permissions, not mkstemp's 0600
+
+
+def test_atomic_write_onto_a_folder_is_one_line_naming_it(tmp_path):
+    """``report.html`` (or a --csv FILE) that is a folder: covseg infer ended in an IsADirectoryError traceback
+    naming the temporary file."""
+    (tmp_path / "report.html").mkdir()
+    with pytest.raises(CovsegInputError) as err:
+        atomic_write_text(tmp_path / "report.html", "<html></html>")
+    assert str(err.value) == f"{tmp_path / 'report.html'}: cannot be written (a folder has that name)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]  # no temporary left
 
 
 def test_unwritable_output_folder(tmp_path, monkeypatch):

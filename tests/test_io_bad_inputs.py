@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import shutil
 from pathlib import Path
 
@@ -74,6 +75,15 @@ def test_non_image_file_given_explicitly(tmp_path):
     _refused(tmp_path / "notes.txt", "not a readable image file")
     (tmp_path / "garbage.nii.gz").write_bytes(b"\x00" * 1000)
     _refused(tmp_path / "garbage.nii.gz", "not a readable image file")
+
+
+def test_gzip_data_named_without_gz_is_named_as_such(tmp_path, phantom):
+    """A ``.nii.gz`` renamed to ``.nii`` (or given another name) is no unknown format: say what it is."""
+    sitk.WriteImage(phantom.image(), str(tmp_path / "ct.nii.gz"))
+    data = (tmp_path / "ct.nii.gz").read_bytes()
+    for name in ("renamed.nii", "scan.mha"):
+        (tmp_path / name).write_bytes(data)
+        _refused(tmp_path / name, "gzip-compressed data", "rename it")
 
 
 def test_non_image_files_in_folders_are_ignored(tmp_path, phantom):
@@ -227,6 +237,23 @@ def test_broken_dicom_file_reported_not_fatal(tmp_path, phantom):
         read_volume(broken)
 
 
+def test_broken_end_slice_of_a_series_is_not_lost_silently(tmp_path, phantom):
+    """The last slice cut inside its header: the rest reads as a regular (shorter) series, so the volume carries a
+    warning naming the unreadable file, besides that file's own error."""
+    files = write_phantom_dicom(tmp_path / "s", phantom)
+    last = max(files, key=lambda f: float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]))
+    last.write_bytes(last.read_bytes()[:300])
+    sources = find_volumes([tmp_path / "s"])
+    good = next(s for s in sources if s.error is None)
+    assert len(good.files) == len(files) - 1
+    volume = read_volume(good)
+    assert volume.array.shape[0] == len(files) - 1
+    assert any(last.name in w and "could not be read" in w for w in volume.warnings), volume.warnings
+    assert [s.path for s in sources if s.error] == [last]
+    other = write_phantom_dicom(tmp_path / "clean", phantom)  # a clean folder: no such warning
+    assert read_volume(find_volumes([other[0].parent])[0]).warnings == []
+
+
 def test_dicom_slice_with_truncated_pixels_named(tmp_path, phantom):
     files = write_phantom_dicom(tmp_path / "s", phantom)
     data = files[5].read_bytes()
@@ -283,6 +310,26 @@ def test_nifti_without_voxel_size_refused(tmp_path, phantom, name):
     _refused(tmp_path / f"sform-{name}", "voxel size (pixdim) (0.0, 0.0, 0.0)")
     nib.save(nib.Nifti1Image(hu, np.diag([*phantom.spacing, 1.0])), str(tmp_path / f"good-{name}"))
     np.testing.assert_allclose(read_volume(tmp_path / f"good-{name}").spacing, phantom.spacing, rtol=1e-5)
+
+
+@pytest.mark.parametrize("qform_code", [0, 1])
+def test_nifti_whose_sform_scales_disagree_with_pixdim_refused(tmp_path, phantom, qform_code):
+    """An sform set without its pixdim (``img.set_sform(affine)`` on a 1 mm header, a common scripting slip):
+    nibabel's affine has the sform's 5.6 mm voxels, ITK read 1 mm ("unexpected scales in sform"), so every mL was
+    off by a factor of 300 and the masks' affine was not the input's."""
+    hu = np.transpose(phantom.hu, (2, 1, 0)).astype(np.int16)
+    affine = np.diag([-phantom.spacing[0], -phantom.spacing[1], phantom.spacing[2], 1.0])
+    img = nib.Nifti1Image(hu, None)  # pixdim 1, 1, 1
+    img.set_qform(np.eye(4) if qform_code else None, code=qform_code)
+    img.set_sform(affine, code=2)
+    path = tmp_path / f"q{qform_code}.nii.gz"
+    nib.save(img, str(path))
+    assert nib.load(str(path)).header["pixdim"][1:4].tolist() == [1.0, 1.0, 1.0]
+    _refused(path, "damaged header", "pixdim (1.0, 1.0, 1.0)", "sform", "(5.6, 5.6, 10.0)")
+    img.header.set_zooms(phantom.spacing)  # the same sform with its pixdim: read, with the sform's geometry
+    nib.save(img, str(tmp_path / "good.nii.gz"))
+    volume = read_volume(tmp_path / "good.nii.gz")
+    np.testing.assert_allclose(volume.spacing, phantom.spacing, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["extension.nii.gz", "extension.nii"])
@@ -343,3 +390,72 @@ def test_dicom_colour_capture_series_is_left_out_but_a_colour_slice_in_a_series_
     with pytest.raises(CovsegInputError, match="colour image") as err:
         read_volume(source)
     assert str(err.value).startswith(f"{axial[5]}: ")
+
+
+@pytest.mark.parametrize("damage", ["truncated_gz", "truncated_nii", "garbage", "empty"])
+def test_damaged_label_file_refused_in_one_line_not_read_silently(tmp_path, phantom, damage):
+    """A damaged reference label must not give scores: ITK alone reads a cut label with its tail as zeros."""
+    from covseg.io.labels import read_label
+
+    files = write_phantom(tmp_path / "ct.nii.gz", phantom)
+    volume = read_volume(files["ct"])
+    label, _ = read_label(files["infection"], volume)  # the intact label reads
+    assert label.sum() == int(phantom.infection.sum()) > 0
+    raw = files["infection"].read_bytes()
+    bad = tmp_path / ("lab.nii" if damage == "truncated_nii" else "lab.nii.gz")
+    if damage == "truncated_gz":
+        bad.write_bytes(raw[:-200])
+    elif damage == "truncated_nii":
+        bad.write_bytes(gzip.decompress(raw)[:-4000])
+    elif damage == "garbage":
+        bad.write_bytes(b"not an image at all\n" * 20)
+    else:
+        bad.write_bytes(b"")
+    with pytest.raises(CovsegInputError) as err:
+        read_label(bad, volume)
+    msg = str(err.value)
+    assert msg.startswith(f"{bad}: ") and "\n" not in msg, msg
+    assert "sitk" not in msg and "/src/" not in msg and "Exception thrown" not in msg, msg
+    expected = {"truncated_gz": "truncated file", "truncated_nii": "truncated file",
+                "garbage": "not a readable image file", "empty": "file is empty"}[damage]
+    assert expected in msg, msg
+
+
+@pytest.mark.parametrize("ct_order, label_order", [("LPS", "RAS"), ("RAS", "LPS"), ("LAS", "RPI")])
+def test_label_stored_in_another_order_on_the_same_grid_is_aligned_not_mirrored(tmp_path, phantom, ct_order,
+                                                                                label_order):
+    """A label saved by another tool in RAS for an LPS CT (same voxels, other storage order) was compared voxel by
+    voxel: mirrored left-right and front-back, so Dice scored a mirrored label, under a vague warning."""
+    from covseg.io.labels import read_label
+
+    ct = write_phantom(tmp_path / "ct" / "p.nii.gz", phantom, orientation=ct_order)["ct"]
+    label = write_phantom(tmp_path / "lab" / "p.nii.gz", phantom, orientation=label_order)["infection"]
+    volume = read_volume(ct)
+    array, warnings = read_label(label, volume)
+    np.testing.assert_array_equal(array, phantom.infection)  # LPS [z, y, x], as the volume's array
+    assert warnings == []
+    other = nib.load(str(label))  # the same label moved by 30 mm: another grid, compared voxel by voxel, warned
+    moved = other.affine.copy()
+    moved[:3, 3] += 30.0
+    nib.save(nib.Nifti1Image(np.asarray(other.dataobj), moved), str(tmp_path / "moved.nii.gz"))
+    _, warnings = read_label(tmp_path / "moved.nii.gz", volume)
+    assert len(warnings) == 1 and "compared voxel by voxel" in warnings[0]
+
+
+def test_nifti_with_a_sheared_sform_warns_that_outputs_take_the_qform(tmp_path, phantom):
+    """A sheared sform (gantry tilt kept by the converter) beside a plain qform: ITK reads the qform, nibabel's
+    affine is the sform, so the masks' affine cannot equal the input's; that is said, not left silent."""
+    hu = np.transpose(phantom.hu, (2, 1, 0)).astype(np.int16)
+    plain = np.diag([-phantom.spacing[0], -phantom.spacing[1], phantom.spacing[2], 1.0])
+    sheared = plain.copy()
+    sheared[1, 2] = 2.0  # y moves with z: tilted slices
+    img = nib.Nifti1Image(hu, None)
+    img.header.set_zooms(phantom.spacing)
+    img.set_qform(plain, code=1)
+    img.set_sform(sheared, code=1)
+    nib.save(img, str(tmp_path / "tilt.nii.gz"))
+    volume = read_volume(tmp_path / "tilt.nii.gz")
+    assert any("sform" in w and "sheared" in w for w in volume.warnings), volume.warnings
+    img.set_sform(plain, code=1)
+    nib.save(img, str(tmp_path / "plain.nii.gz"))
+    assert read_volume(tmp_path / "plain.nii.gz").warnings == []

@@ -173,6 +173,50 @@ def test_infer_gate_skips_slices_below_the_threshold(ct_volumes_dir, classifier_
     assert predicted["all"] == predicted["none"] > 0 and predicted["drop"] == 0
 
 
+def test_infer_gate_threshold_alone_turns_the_gate_on(ct_volumes_dir, classifier_bundle, tmp_path, monkeypatch):
+    """``--gate-threshold P`` without ``--gate`` was silently ignored (``--gate-bundle`` alone did turn it on)."""
+    from covseg.cli import diagnose as diagnose_cli
+
+    monkeypatch.setattr(diagnose_cli, "DEFAULT_CLASSIFIER", classifier_bundle)
+    out = tmp_path / "o"
+    ct = str(ct_volumes_dir / "chest-2slice" / "ct.nii.gz")
+    assert main(["infer", ct, "--out", str(out), "--no-progress", "--no-figures", "--gate-threshold", "1.01"]) == 0
+    report = json.loads((out / "ct" / "report.json").read_text())
+    assert report["model"]["gate"]["threshold"] == 1.01 and report["predicted_slices"] == 0
+
+
+@pytest.mark.parametrize("command, option", [("infer", "--gate-threshold"), ("diagnose", "--slice-threshold"),
+                                             ("diagnose", "--patient-threshold"), ("diagnose", "--segment-gate")])
+def test_a_threshold_that_is_not_a_number_is_a_usage_error(command, option, ct_volumes_dir, tmp_path, capsys):
+    """NaN compares false with every score: ``--gate-threshold nan`` skipped every slice and recorded no threshold."""
+    ct = str(ct_volumes_dir / "chest-2slice" / "ct.nii.gz")
+    for value in ("nan", "inf"):
+        out = tmp_path / f"o-{value}"
+        assert main([command, ct, "--out", str(out), "--no-progress", option, value]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"error: {option} must be a finite number, got {value}"], err
+        assert not out.exists()
+
+
+@pytest.mark.parametrize("command, option, bundle, kind", [
+    ("infer", "--bundle", "jcs_classifier", "a slice classifier"),
+    ("infer", "--gate-bundle", "infnet", "a segmentation model"),
+    ("diagnose", "--classifier", "jcs_segmenter", "a segmentation model"),
+    ("diagnose", "--segmenter", "jcs_classifier", "a slice classifier")])
+def test_a_bundle_of_the_wrong_kind_is_one_usage_line(command, option, bundle, kind, ct_volumes_dir, tmp_path,
+                                                      capsys):
+    """A classifier given where a segmenter goes (or the other way round) failed every volume with a raw
+    ``IndexError`` / ``ValueError`` blamed on the input, exit 1."""
+    out = tmp_path / "o"
+    path = REPO / "bundles" / bundle
+    code = main([command, str(ct_volumes_dir / "chest-2slice" / "ct.nii.gz"), "--out", str(out), "--no-progress",
+                 option, str(path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"error: {option} {path}: is {kind} bundle"), err
+    assert not out.exists()  # a usage error writes nothing
+
+
 def test_infer_gate_without_weights_is_one_line(ct_volumes_dir, tmp_path, capsys):
     empty = tmp_path / "nobundle"
     empty.mkdir()

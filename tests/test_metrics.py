@@ -224,6 +224,22 @@ def test_evaluate_folders_errors_name_the_path(tmp_path):
         evaluate_folders(tmp_path / "absent", masks)
 
 
+def test_evaluate_folders_skips_hidden_files(tmp_path):
+    """macOS copies leave ``._<name>.png`` AppleDouble files beside each image: not masks, not predictions."""
+    preds, masks = tmp_path / "pred", tmp_path / "gt"
+    preds.mkdir()
+    masks.mkdir()
+    gt = _square_mask()
+    _save(masks / "1.png", gt)
+    _save(preds / "1.png", gt)
+    for folder in (masks, preds):
+        (folder / "._1.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble resource fork")
+        _save(folder / ".2.png", gt)  # hidden: left out like hidden inputs of covseg infer
+    r = evaluate_folders(preds, masks)
+    assert r["n_images"] == 1 and [p["name"] for p in r["per_image"]] == ["1"]
+    assert r["per_image"][0]["MAE"] == 0.0
+
+
 def test_format_table_row():
     figs = {"meanDic": 0.6818, "meanSen": 0.6919, "meanSpe": 0.9427, "Sm": 0.7814, "meanEm": 0.8383,
             "MAE": 0.0822}

@@ -337,3 +337,22 @@ def test_sigterm_stops_server_and_running_training(server):
     while any(_pid_alive(p) for p in trainers) or _group_alive(server.server_pgid):
         assert time.monotonic() < deadline, "the server or its training survived SIGTERM"
         time.sleep(0.2)
+
+
+def test_a_port_that_cannot_be_used_is_one_usage_line_before_the_server_starts(tmp_path, capsys):
+    """``--port 99999`` started MONAI Label and ended in uvicorn's OverflowError traceback; a port in use too."""
+    import socket
+
+    from covseg.cli.main import main
+
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    assert main(["label-server", "--studies", str(studies), "--port", "99999"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: --port must be within 0-65535, got 99999"]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["label-server", "--studies", str(studies), "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: --port {port}: cannot listen on 127.0.0.1:{port} ("), err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -13,8 +14,8 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "config_error", "error", "one_line",
-           "read_first_ahead", "setup_logging"]
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "config_error", "empty_folder_option", "error",
+           "non_finite_option", "one_line", "read_first_ahead", "setup_logging"]
 
 
 def error(message: str) -> None:
@@ -25,6 +26,25 @@ def error(message: str) -> None:
 def one_line(exc: BaseException) -> str:
     """An exception's message with its whitespace (newlines included) collapsed."""
     return " ".join(str(exc).split())
+
+
+def empty_folder_option(command: str, **options: str | None) -> str | None:
+    """The error line for the first folder option given as an empty (or blank) string, else ``None``.
+
+    ``Path("")`` is the current folder: ``--out "$OUT"`` with ``OUT`` unset would write the results there."""
+    for name, value in options.items():
+        if value is not None and not value.strip():
+            return f"--{name} is empty: give a folder (see covseg {command} --help)"
+    return None
+
+
+def non_finite_option(**options: float | None) -> str | None:
+    """The error line for the first number option given as NaN or infinite (``type=float`` accepts ``nan``), else
+    ``None``: NaN compares false with every score, so a NaN threshold silently decides every slice one way."""
+    for name, value in options.items():
+        if value is not None and not math.isfinite(value):
+            return f"--{name.replace('_', '-')} must be a finite number, got {value}"
+    return None
 
 
 def config_error(exc: BaseException) -> int:

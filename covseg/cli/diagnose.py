@@ -10,11 +10,22 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from covseg.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, error, one_line, read_first_ahead
+from covseg.cli.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    empty_folder_option,
+    error,
+    non_finite_option,
+    one_line,
+    read_first_ahead,
+)
 from covseg.cli.options import (
     add_backend_arg,
     add_continue_arg,
     backend_problem,
+    bundle_kind_problem,
     device_problem,
     export_notice,
     torch_notice,
@@ -84,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     from covseg.io.errors import CovsegInputError
 
     out = Path(args.out)
-    problem = _usage_problem(args)
+    problem = empty_folder_option("diagnose", out=args.out) or _usage_problem(args)
     if problem:
         error(problem)
         return EXIT_USAGE
@@ -182,11 +193,17 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
     """Why the options cannot run (one line), or None; imports torch only to check a CUDA device."""
     if args.batch_size < 1:
         return f"--batch-size must be >= 1, got {args.batch_size}"
+    problem = non_finite_option(slice_threshold=args.slice_threshold, patient_threshold=args.patient_threshold,
+                                segment_gate=args.segment_gate)
+    if problem:
+        return problem
     if args.min_lung_fraction is not None and not 0.0 <= args.min_lung_fraction <= 1.0:
         return f"--min-lung-fraction must be within [0, 1], got {args.min_lung_fraction}"
     if args.min_lung_area is not None and not args.min_lung_area >= 0.0:
         return f"--min-lung-area must be >= 0 cm², got {args.min_lung_area}"
-    return device_problem(args.device) or backend_problem(args)
+    return (bundle_kind_problem("--classifier", args.classifier, "classes")
+            or bundle_kind_problem("--segmenter", args.segmenter, "segmentation")
+            or device_problem(args.device) or backend_problem(args))
 
 
 def load_gate(bundle: str, threshold: float | None = None, device: str = "cpu", backend: str = "auto",

@@ -16,7 +16,9 @@ from covseg.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     config_error,
+    empty_folder_option,
     error,
+    non_finite_option,
     one_line,
     read_first_ahead,
 )
@@ -78,6 +80,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``covseg infer`` with parsed ``args``; no INPUT runs the demo."""
+    problem = (empty_folder_option("infer", out=args.out, labels=args.labels)
+               or non_finite_option(gate_threshold=getattr(args, "gate_threshold", None)))
+    if problem:
+        error(problem)
+        return EXIT_USAGE
     if not args.inputs:
         from covseg.cli import demo
 
@@ -151,7 +158,8 @@ def run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels
     if model is None:
         return EXIT_USAGE
     gate = None
-    if getattr(args, "gate", False) or getattr(args, "gate_bundle", None):
+    if (getattr(args, "gate", False) or getattr(args, "gate_bundle", None)
+            or getattr(args, "gate_threshold", None) is not None):  # either option alone asks for the gate
         from covseg.cli.diagnose import load_gate
 
         try:

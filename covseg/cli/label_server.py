@@ -51,6 +51,17 @@ def free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
+def port_problem(host: str, port: int) -> str | None:
+    """Why the server could not listen on ``host:port`` (in use, not allowed), in a few words, or None."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no obstacle
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return f"cannot listen on {host}:{port} ({exc.strerror or exc})"
+    return None
+
+
 def prepare_app_dir(app_dir: str | None) -> Path:
     """The app folder: covseg's own, or ``app_dir`` with a ``main.py`` that loads covseg's app class."""
     if app_dir is None:
@@ -110,6 +121,14 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
         return 2
+    if not 0 <= args.port <= 65535:
+        print(f"error: --port must be within 0-65535, got {args.port}", file=sys.stderr)
+        return 2
+    if args.port:  # before MONAI Label starts: it would end in uvicorn's traceback
+        problem = port_problem(args.host, args.port)
+        if problem:
+            print(f"error: --port {args.port}: {problem}", file=sys.stderr)
+            return 2
     try:
         app_dir = prepare_app_dir(args.app_dir)
         port = args.port or free_port(args.host)

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from covseg.cli.common import error
 
-__all__ = ["add_model_args", "add_output_args", "check_model_args"]
+__all__ = ["add_model_args", "add_output_args", "bundle_kind_problem", "check_model_args"]
+
+_KINDS = {"classes": "a slice classifier", "segmentation": "a segmentation model"}
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
@@ -72,6 +74,31 @@ def backend_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
+def bundle_kind_problem(option: str, bundle: str | Path | None, wanted: str) -> str | None:
+    """Why the bundle given to ``option`` is not there or of the wrong kind (one line), or None.
+
+    ``wanted``: ``"segmentation"`` or ``"classes"``, as ``configs/metadata.json`` states it in
+    ``network_data_format.outputs.pred.format``. Read before any model is loaded; a bundle without that field (or
+    without metadata) is not judged here. A classifier run as the segmenter, or the other way round, failed every
+    volume with an indexing error blamed on the input."""
+    if bundle is None:
+        return None
+    config = Path(bundle) / "configs" / "inference.yaml"
+    if not config.is_file():  # as the loader says it, but before the output folder is made
+        return f"{config}: not found (is {bundle} a covseg bundle?)"
+    import json
+
+    try:
+        meta = json.loads((Path(bundle) / "configs" / "metadata.json").read_text(encoding="utf-8"))
+        found = meta["network_data_format"]["outputs"]["pred"]["format"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if found == wanted or found not in _KINDS:
+        return None
+    return (f"{option} {bundle}: is {_KINDS[found]} bundle (outputs: {found}), where {option} takes "
+            f"{_KINDS[wanted]} bundle")
+
+
 def export_notice(path: Path) -> None:
     """Printed before a network is exported to ONNX (why the first run waits)."""
     print(f"covseg: exporting the network to ONNX once for ONNX Runtime (seconds; a minute or more for a network "
@@ -99,7 +126,8 @@ def check_model_args(args: argparse.Namespace, apply: bool = True) -> bool:
     if args.image_size is not None and (args.image_size < 64 or args.image_size % 32):
         error(f"--image-size must be a multiple of 32 and at least 64, got {args.image_size}")
         return False
-    problem = backend_problem(args)
+    problem = (backend_problem(args) or bundle_kind_problem("--bundle", getattr(args, "bundle", None), "segmentation")
+               or bundle_kind_problem("--gate-bundle", getattr(args, "gate_bundle", None), "classes"))
     if problem:
         error(problem)
         return False

@@ -104,6 +104,8 @@ def atomic_path(path: str | Path, verify: Callable[[Path], None] | None = None) 
             tmp.unlink()
         if exc.errno in _WRITE_ERRNOS:
             raise CovsegInputError(path, f"cannot be written ({_why(exc)})") from None
+        if exc.errno == errno.EISDIR:  # the rename onto a folder: name the target, not the temporary
+            raise CovsegInputError(path, "cannot be written (a folder has that name)") from None
         raise
     except BaseException:
         with contextlib.suppress(OSError):

@@ -147,6 +147,8 @@ def _scan_folder(root: Path, seen: set[Path]) -> list[VolumeSource]:
     found: list[VolumeSource] = []
     dicoms: list[tuple[Path, _DicomInfo]] = []
     problems: list[VolumeSource] = []
+    given_before = 0  # volume files already in the batch (the folder given twice, or a file of it given too)
+    unreadable: list[Path] = []  # DICOM files whose header cannot be read: they may be slices of a series here
 
     def onerror(exc: OSError) -> None:
         where = Path(exc.filename) if exc.filename else root
@@ -163,6 +165,7 @@ def _scan_folder(root: Path, seen: set[Path]) -> list[VolumeSource]:
             if suffix in IMAGE_SUFFIXES:
                 key = _key(path)
                 if key in seen:
+                    given_before += 1
                     continue
                 seen.add(key)
                 name = _rel_name(path.parent, root, path.name[: -len(suffix)])
@@ -172,23 +175,31 @@ def _scan_folder(root: Path, seen: set[Path]) -> list[VolumeSource]:
                 continue
             try:
                 info = _dicom_info(path, sniffed=True)
+            except _Unreadable as exc:  # an extension-less DICOM slice, perhaps: never dropped without a word
+                problems.append(_error_source(path, _rel_name(path.parent, root, path.name),
+                                              f"cannot be read ({exc})", "dicom"))
+                unreadable.append(path)
+                continue
             except _NotDicom:
                 continue
             except Exception as exc:  # a DICOM file whose header is broken: report, go on
                 problems.append(_error_source(path, _rel_name(path.parent, root, path.name),
                                               f"DICOM header cannot be read ({_exc_text(exc)})", "dicom"))
+                unreadable.append(path)
                 continue
             if info is None:  # DICOM without pixels (DICOMDIR, report, …)
                 continue
             key = _key(path)
             if key in seen:
+                given_before += 1
                 continue
             seen.add(key)
             dicoms.append((path, info))
     left_out: list[Path] = []
     found.extend(_series_sources(dicoms, root, left_out))
+    _warn_of_unreadable_neighbours(found, unreadable)
     found.sort(key=lambda s: (str(s.path), s.name))
-    if not found and not problems:
+    if not found and not problems and not given_before:
         only = (f" (only {len(left_out)} DICOM localizer or colour image(s), which are left out)" if left_out
                 else "")
         problems.append(_error_source(
@@ -197,10 +208,29 @@ def _scan_folder(root: Path, seen: set[Path]) -> list[VolumeSource]:
     return found + problems
 
 
+def _warn_of_unreadable_neighbours(found: list[VolumeSource], unreadable: list[Path]) -> None:
+    """A series beside DICOM files that cannot be read may lack them: a broken end slice leaves a regular, shorter
+    series that would read without a word (its own error line alone does not say which volume it shortens)."""
+    for src in found:
+        if src.kind != "dicom" or src.error:
+            continue
+        folders = {f.parent for f in src.files}
+        near = [p for p in unreadable if p.parent in folders]
+        if near:
+            src.warnings.append(f"{len(near)} DICOM file(s) beside this series could not be read (e.g. {near[0].name}):"
+                                " if they are slices of it, the volume lacks them")
+
+
 def _is_covseg_output(folder: Path) -> bool:
-    """A covseg output folder (its lock file) or one volume's result folder (report.json + infection mask)."""
-    return is_output_folder(folder) or ((folder / "report.json").is_file()
-                                        and (folder / "infection_mask.nii.gz").is_file())
+    """A covseg output folder (its lock file) or one volume's result folder (report.json + infection mask).
+
+    A folder that cannot be searched (no permission) is not one: the walk then reports it as a problem of its own
+    ("folder cannot be read") and goes on, where the PermissionError of ``is_file`` stopped the whole batch."""
+    try:
+        return is_output_folder(folder) or ((folder / "report.json").is_file()
+                                            and (folder / "infection_mask.nii.gz").is_file())
+    except OSError:
+        return False
 
 
 def _explicit_file(path: Path) -> VolumeSource | _DicomInfo:
@@ -280,13 +310,18 @@ class _NotDicom(Exception):
     pass
 
 
+class _Unreadable(_NotDicom):
+    """The file cannot be opened (no read permission, …): whether it is DICOM cannot be told. A caller that only
+    looks for DICOM treats it as not DICOM; a folder scan reports it (it may be a slice of a series there)."""
+
+
 def _dicom_info(path: Path, sniffed: bool) -> _DicomInfo | None:
     """Header summary of a DICOM file, ``None`` for DICOM without an image; raises _NotDicom."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)
     except OSError as exc:
-        raise _NotDicom from exc
+        raise _Unreadable(exc.strerror or type(exc).__name__) from exc
     force = False
     if head[128:132] != b"DICM":
         # old preamble-less files start with a group 0002 or 0008 tag (little endian)

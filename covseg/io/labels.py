@@ -9,6 +9,7 @@ import SimpleITK as sitk
 
 from covseg.io.errors import CovsegInputError
 from covseg.io.read import CTVolume
+from covseg.io.read_image_file import read_image_file
 
 __all__ = ["LABEL_SUFFIXES", "find_label", "read_label"]
 
@@ -27,26 +28,30 @@ def find_label(labels_dir: str | Path, name: str) -> Path | None:
 def read_label(path: str | Path, volume: CTVolume) -> tuple[np.ndarray, list[str]]:
     """A label image as a ``[z, y, x]`` LPS array matching ``volume``; raises ``CovsegInputError`` if it cannot.
 
-    The label must have the input's size; a different spacing/origin/direction is accepted with a warning (the
-    label is compared voxel by voxel).
+    The label must have the input's size. A label on the input's grid stored in another order (e.g. RAS for an
+    LPS CT) is re-oriented by its own direction, as the input was; any other difference of spacing/origin/direction
+    is accepted with a warning (the label is compared voxel by voxel). The file is read with the checks of the
+    volume reader (:func:`covseg.io.read_image_file.read_image_file`): a truncated or damaged label is refused in
+    one line, where SimpleITK alone would hand back its missing voxels as zeros (and scores against them).
     """
     path = Path(path)
-    try:
-        img = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise CovsegInputError(path, f"label cannot be read ({' '.join(str(exc).split())[:160]})") from None
+    img = read_image_file(path)
     if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
         raise CovsegInputError(path, "label is not a 3D single-channel image")
     ref = volume.reference
     warnings = []
+    # the same voxels in another storage order (a label saved in RAS for an LPS CT, or with permuted axes): aligned
+    # by its own direction, as the volume was; comparing the stored arrays would score a mirrored label
+    own = sitk.DICOMOrient(img, "LPS")
+    if (own.GetSize() == tuple(reversed(volume.array.shape))
+            and np.allclose(own.GetSpacing(), volume.spacing, rtol=1e-3, atol=1e-4)
+            and np.allclose(own.GetOrigin(), volume.origin, atol=1e-2)
+            and np.allclose(own.GetDirection(), volume.direction, atol=1e-3)):
+        return sitk.GetArrayFromImage(own), warnings
     if tuple(img.GetSize()) != tuple(ref.size):
         raise CovsegInputError(path, f"label size {img.GetSize()} differs from the input's {tuple(ref.size)}")
-    same = (np.allclose(img.GetSpacing(), ref.spacing, rtol=1e-3, atol=1e-4)
-            and np.allclose(img.GetOrigin(), ref.origin, atol=1e-2)
-            and np.allclose(img.GetDirection(), ref.direction, atol=1e-3))
-    if not same:
-        warnings.append(f"label {path.name} geometry (spacing/origin/direction) differs from the input's; "
-                        "compared voxel by voxel")
+    warnings.append(f"label {path.name} geometry (spacing/origin/direction) differs from the input's; "
+                    "compared voxel by voxel")
     img.SetDirection(ref.direction)  # orient like the input so that voxels line up
     oriented = sitk.DICOMOrient(img, "LPS") if ref.orientation != "LPS" else img
     array = sitk.GetArrayFromImage(oriented)

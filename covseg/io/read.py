@@ -141,6 +141,8 @@ def read_volume(src: VolumeSource | str | Path) -> CTVolume:
         raise CovsegInputError(src.path, src.error)
     warnings = list(src.warnings)
     img = read_dicom_series(src, warnings) if src.kind == "dicom" else read_image_file(Path(src.path))
+    if src.kind != "dicom" and Path(src.path).name.lower().endswith((".nii", ".nii.gz")):
+        warnings += _nifti_geometry_warnings(Path(src.path), img)
     where = src.path
     _check_pixels(img, where)
     _check_geometry(img, where)
@@ -160,6 +162,34 @@ def read_volume(src: VolumeSource | str | Path) -> CTVolume:
 
 
 # --------------------------------------------------------------------------------------- checks
+def _nifti_geometry_warnings(path: Path, img: sitk.Image) -> list[str]:
+    """A warning when nibabel's affine of the NIfTI (its sform, when set) is not the geometry ITK read: a sheared
+    sform (gantry tilt kept by the converter) has no ITK equivalent, so ITK takes the qform and every output, written
+    with ITK's geometry, gets an affine other than the input's."""
+    try:
+        from covseg.io.read_image_file import nib  # nibabel, its pydicom import deferred (a fast start)
+
+        header = nib.load(str(path)).header
+        affine = header.get_best_affine()
+        sform_code = int(header["sform_code"])
+    except Exception:  # noqa: BLE001 - the reader accepted the file; no second opinion to give
+        return []
+    if img.GetDimension() != 3 or sform_code <= 0:
+        return []
+    m = np.array(img.GetDirection(), float).reshape(3, 3) @ np.diag(img.GetSpacing())
+    itk = np.eye(4)
+    itk[:3, :3], itk[:3, 3] = m, img.GetOrigin()
+    itk = np.diag([-1.0, -1.0, 1.0, 1.0]) @ itk  # ITK's LPS to nibabel's RAS
+    if np.allclose(itk, affine, atol=1e-3):
+        return []
+    columns = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    sheared = np.max(np.abs(columns.T @ columns - np.eye(3))) > 1e-3
+    why = ("its sform is sheared (gantry tilt?), which ITK cannot represent" if sheared
+           else "its sform is not the geometry ITK reads")
+    return [f"NIfTI geometry: {why}; the outputs carry the geometry read (the qform's), so their affine differs "
+            "from the input's"]
+
+
 def _check_pixels(img: sitk.Image, where: Path) -> None:
     if img.GetDimension() != 3:
         raise CovsegInputError(where, f"is a {img.GetDimension()}D image, not a 3D CT volume")

@@ -34,6 +34,11 @@ def read_image_file(path: Path) -> sitk.Image:
         raise CovsegInputError(path, f"is not a regular file ({special_file_kind(path)}); give the image file itself")
     if path.stat().st_size == 0:
         raise CovsegInputError(path, "file is empty (0 bytes)")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:  # no read permission: not "corrupt gzip data", nor an ITK message
+        raise CovsegInputError(path, f"cannot be read ({exc.strerror or type(exc).__name__})") from None
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     name = path.name.lower()
@@ -155,6 +160,28 @@ def _check_nifti_spacing(path: Path, raw: bytes | None = None) -> None:
     if not all(math.isfinite(v) and v != 0 for v in pixdim):
         raise CovsegInputError(path, f"damaged header: voxel size (pixdim) {tuple(pixdim)} has a zero or non-finite "
                                      "value; volumes in mL cannot be measured")
+    if int(header["sform_code"]) > 0:
+        _check_sform_scales(path, header, pixdim)
+
+
+def _check_sform_scales(path: Path, header, pixdim: list[float]) -> None:
+    """Refuse an sform whose voxel sizes (its column lengths) are not ``pixdim``'s: nibabel's affine then has the
+    sform's voxels and ITK reads pixdim's ("unexpected scales in sform"), so the volumes in mL and the outputs'
+    affine would follow one reader or the other. A sheared sform (gantry tilt) is left to the readers."""
+    sform = np.array([header["srow_x"][:3], header["srow_y"][:3], header["srow_z"][:3]], float)
+    if not np.all(np.isfinite(sform)):
+        return
+    scales = np.linalg.norm(sform, axis=0)
+    if np.any(scales == 0):
+        return
+    unit = sform / scales
+    if np.max(np.abs(unit.T @ unit - np.eye(3))) > 1e-3:  # shear: no voxel size to compare
+        return
+    if np.allclose(scales, np.abs(pixdim), rtol=1e-3, atol=1e-5):
+        return
+    sform_mm = tuple(round(float(v), 6) for v in scales)
+    raise CovsegInputError(path, f"damaged header: voxel size in pixdim {tuple(pixdim)} disagrees with the sform's "
+                                 f"{sform_mm} mm; readers disagree on it, so volumes in mL cannot be measured")
 
 
 def _check_nifti_complete(path: Path, raw: bytes | None = None) -> nib.Nifti1Image | None:
@@ -220,6 +247,14 @@ def _read_failure_reason(path: Path, exc: Exception) -> str:
             return f"corrupt gzip data ({first_line(str(gz_exc))})"
     text = str(exc)
     if "Could not create IO object" in text or "Unable to determine ImageIO reader" in text:
+        try:
+            with path.open("rb") as fh:
+                magic = fh.read(2)
+        except OSError:
+            magic = b""
+        if magic == b"\x1f\x8b":  # a .nii.gz renamed: no reader looks inside gzip without the suffix
+            return ("not a readable image file as named: it holds gzip-compressed data (a .nii.gz? rename it "
+                        "so that its name ends with .gz)")
         return "not a readable image file (no reader for this format or content)"
     return f"cannot be read as an image (possibly truncated or corrupt): {itk_reason(text)}"
 

@@ -59,7 +59,8 @@ def _resize_like(pred: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def match_files(pred_dir: str | Path, gt_dir: str | Path) -> list[tuple[Path, Path]]:
-    """(prediction, mask) pairs matched by file stem, in natural order of the masks (``*.png``).
+    """(prediction, mask) pairs matched by file stem, in natural order of the masks (``*.png``; hidden files,
+    named ``.*``, are left out on both sides).
 
     Raises ``ValueError("<path>: <reason>")`` for a missing folder, no masks, a mask without prediction or a
     stem with more than one prediction. Predictions without a mask are ignored.
@@ -68,13 +69,15 @@ def match_files(pred_dir: str | Path, gt_dir: str | Path) -> list[tuple[Path, Pa
     for d in (pred_dir, gt_dir):
         if not d.is_dir():
             raise ValueError(f"{d}: not a folder")
-    masks = sorted((p for p in gt_dir.iterdir() if p.suffix.lower() == ".png" and p.is_file()),
+    # hidden files are left out, as by covseg infer: macOS copies add a "._<name>.png" beside each image
+    masks = sorted((p for p in gt_dir.iterdir()
+                    if p.suffix.lower() == ".png" and not p.name.startswith(".") and p.is_file()),
                    key=lambda p: _natural_key(p.stem))
     if not masks:
         raise ValueError(f"{gt_dir}: no .png masks")
     preds: dict[str, list[Path]] = {}
     for p in pred_dir.iterdir():
-        if p.suffix.lower() in PRED_SUFFIXES and p.is_file():
+        if p.suffix.lower() in PRED_SUFFIXES and not p.name.startswith(".") and p.is_file():
             preds.setdefault(p.stem, []).append(p)
     pairs = []
     for mask in masks:
@@ -103,6 +106,9 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path) -> dict:
     acc = ToolboxAccumulator()
     for pred_path, mask_path in match_files(pred_dir, gt_dir):
         gt = read_gray(mask_path, is_mask=True)
+        if gt.dtype in (np.uint8, np.uint16) and gt.max(initial=0) == 1:  # the mask's fault: name it
+            raise ValueError(f"{mask_path}: mask holds only 0 and 1, but masks are read as 0-255 images with "
+                             "infection > 128 (save it as 0 / 255)")
         pred = read_gray(pred_path, is_mask=False)
         resized = pred.shape != gt.shape
         if resized:

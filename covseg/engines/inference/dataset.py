@@ -129,10 +129,9 @@ def check_folders(out_dir: str | Path, labels_dir: str | Path | None = None) -> 
 
     :func:`run_batch` calls it first; callers may call it earlier (before loading a model) to fail fast.
     """
-    out = ensure_writable_dir(out_dir)
-    if labels_dir is not None and not Path(labels_dir).is_dir():
+    if labels_dir is not None and not Path(labels_dir).is_dir():  # first: a usage error makes no output folder
         raise CovsegInputError(labels_dir, "labels folder not found")
-    return out
+    return ensure_writable_dir(out_dir)
 
 
 class _Child:
