@@ -7,6 +7,7 @@ Writes each foreground class's softmax probability as an 8-bit PNG named like it
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,15 +33,11 @@ def _resize(probs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return t[0].numpy()
 
 
-def predict_classes(network: nn.Module, images_dir: str | Path, out_dir: str | Path,
-                    masks_dir: str | Path | None = None, image_size: int = 352, device: str = "cpu",
-                    bf16: bool | str = False, batch_size: int = 4) -> dict[str, np.ndarray]:
-    """Class probabilities (C, H, W) per image of ``images_dir`` at its mask's size; each foreground class map is
-    written to ``out_dir/predictions-<class>/<stem>.png``."""
+def predict_class_paths(predictor: SlicePredictor, paths: Sequence[Path], out_dir: str | Path,
+                        masks_dir: str | Path | None = None) -> dict[str, np.ndarray]:
+    """Class probabilities (C, H, W) per image of ``paths`` by ``predictor``, at its mask's size when
+    ``masks_dir`` is given; each foreground class map is written to ``out_dir/predictions-<class>/<stem>.png``."""
     out_dir = Path(out_dir)
-    predictor = SlicePredictor(network, image_size=image_size, device=device, batch_size=batch_size, bf16=bf16,
-                               channels_last=False)
-    paths = list_images(Path(images_dir))
     result = {}
     for path, probs in zip(paths, predictor.predict([read_grey(p) for p in paths])):
         if masks_dir is not None:
@@ -51,26 +48,50 @@ def predict_classes(network: nn.Module, images_dir: str | Path, out_dir: str | P
     return result
 
 
+def predict_classes(network: nn.Module, images_dir: str | Path, out_dir: str | Path,
+                    masks_dir: str | Path | None = None, image_size: int = 352, device: str = "cpu",
+                    bf16: bool | str = False, batch_size: int = 4) -> dict[str, np.ndarray]:
+    """:func:`predict_class_paths` for every image of ``images_dir``, with the predictor the evaluation uses."""
+    predictor = SlicePredictor(network, image_size=image_size, device=device, batch_size=batch_size, bf16=bf16,
+                               channels_last=False)
+    return predict_class_paths(predictor, list_images(Path(images_dir)), out_dir, masks_dir)
+
+
+class MulticlassEvaluation:
+    """The multi-class bundle's ``evaluator``: predict ``dataset`` (image paths) with ``inferer``, write the class
+    maps, score GGO and consolidation against ``masks_root``'s ``masks-ggo/``, ``masks-consolidation/`` and
+    ``masks-multiclass/`` like the paper, write ``metrics.json`` and print the table; :meth:`run` returns it."""
+
+    def __init__(self, dataset: Sequence[str | Path], inferer: SlicePredictor, masks_root: str | Path,
+                 output_dir: str | Path, name: str = "covseg") -> None:
+        self.dataset = [Path(p) for p in dataset]
+        self.inferer, self.masks_root, self.output_dir, self.name = inferer, Path(masks_root), Path(output_dir), name
+
+    def run(self) -> dict:
+        labels = self.masks_root / "masks-multiclass"
+        probs = predict_class_paths(self.inferer, self.dataset, self.output_dir, labels)
+        figures: dict[str, dict] = {}
+        label_dice: dict[str, list[float]] = {c: [] for c in CLASS_FOLDERS}
+        for stem, p in probs.items():
+            for cls, sc in class_scores(p.argmax(0), read_class_mask(labels / f"{stem}.png")).items():
+                label_dice[cls].append(sc["dice"])
+        for cls, folder in CLASS_FOLDERS.items():
+            fig = evaluate_folders(self.output_dir / f"predictions-{cls}", self.masks_root / folder)
+            fig.pop("per_image", None)
+            fig["labelDice"] = float(np.mean(label_dice[cls]))
+            figures[cls] = fig
+        atomic_write_text(self.output_dir / "metrics.json", json_text(figures))
+        print(format_class_table(figures, self.name), flush=True)
+        return figures
+
+
 def evaluate_multiclass(network: nn.Module, dataset_dir: str | Path, output_dir: str | Path, image_size: int = 352,
                         device: str = "cpu", bf16: bool | str = False, name: str = "covseg") -> dict:
     """Predict the test split, score GGO and consolidation like the paper, write ``metrics.json``; print the table."""
-    dataset_dir, output_dir = Path(dataset_dir), Path(output_dir)
-    test = dataset_dir / "test"
-    probs = predict_classes(network, test / "images", output_dir, test / "masks-multiclass", image_size, device, bf16)
-    figures: dict[str, dict] = {}
-    label_dice: dict[str, list[float]] = {c: [] for c in CLASS_FOLDERS}
-    for stem, p in probs.items():
-        gt = read_class_mask(test / "masks-multiclass" / f"{stem}.png")
-        for cls, sc in class_scores(p.argmax(0), gt).items():
-            label_dice[cls].append(sc["dice"])
-    for cls, folder in CLASS_FOLDERS.items():
-        fig = evaluate_folders(output_dir / f"predictions-{cls}", test / folder)
-        fig.pop("per_image", None)
-        fig["labelDice"] = float(np.mean(label_dice[cls]))
-        figures[cls] = fig
-    atomic_write_text(output_dir / "metrics.json", json_text(figures))
-    print(format_class_table(figures, name), flush=True)
-    return figures
+    test = Path(dataset_dir) / "test"
+    predictor = SlicePredictor(network, image_size=image_size, device=device, batch_size=4, bf16=bf16,
+                               channels_last=False)
+    return MulticlassEvaluation(list_images(test / "images"), predictor, test, output_dir, name).run()
 
 
 def format_class_table(figures: dict[str, dict], name: str) -> str:

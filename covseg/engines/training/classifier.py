@@ -17,7 +17,7 @@ import json
 import logging
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -56,15 +56,17 @@ def mixup(images: Tensor, labels: Tensor, alpha: float, num_classes: int = 2) ->
 
 
 def make_classifier_step(network: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device, *,
-                         mixup_alpha: float = 0.5, bf16: bool = False, grad_clip: float = 5.0):
-    """An ignite process function: one mixed batch, soft-target cross-entropy, one optimiser step."""
+                         mixup_alpha: float = 0.5, bf16: bool = False, grad_clip: float = 5.0,
+                         inferer: Callable | None = None):
+    """An ignite process function: one mixed batch, soft-target cross-entropy, one optimiser step.
+    ``inferer(images, network)`` (the bundle's ``train#inferer``) runs the forward pass when given."""
 
     def step(engine: Engine, batch: dict) -> dict:
         network.train()
         images, targets = mixup(batch["image"].to(device), batch["label"].to(device), mixup_alpha)
         optimizer.zero_grad(set_to_none=True)
         with autocast_context(device, bf16):
-            logits = final_logits(network(images))
+            logits = final_logits(network(images) if inferer is None else inferer(images, network))
         loss = torch.sum(-targets * F.log_softmax(logits.float(), dim=1), dim=1).mean()
         loss.backward()
         if grad_clip:
@@ -77,15 +79,17 @@ def make_classifier_step(network: nn.Module, optimizer: torch.optim.Optimizer, d
 
 @torch.inference_mode()
 def predict_scores(network: nn.Module, loader: DataLoader, device: str | torch.device = "cpu",
-                   bf16: bool = False) -> list[dict]:
-    """One row ``{"name", "score", "label", "source", "group", "split"}`` per item; score = P(COVID-19)."""
+                   bf16: bool = False, inferer: Callable | None = None) -> list[dict]:
+    """One row ``{"name", "score", "label", "source", "group", "split"}`` per item; score = P(COVID-19).
+    ``inferer(images, network)`` runs the forward pass when given."""
     device = torch.device(device)
     was_training = network.training
     network.eval()
     rows: list[dict] = []
     for batch in loader:
         with autocast_context(device, bf16):
-            out = network(batch["image"].to(device))
+            images = batch["image"].to(device)
+            out = network(images) if inferer is None else inferer(images, network)
         scores = covid_probability(out).cpu().tolist()
         n = len(scores)
         for i in range(n):
@@ -126,14 +130,16 @@ def build_classifier_trainer(network: nn.Module, train_loader: DataLoader, outpu
                              weight_decay: float = 0.05, warmup_steps: int = 100, mixup_alpha: float = 0.5,
                              select_sources: Sequence[str] | None = ("sars-cov-2-ct",),
                              device: str | torch.device = "cpu", bf16: bool = False, resume: bool = True,
-                             progress: bool = True, seed: int = 0, snapshot_start: int | None = None) -> Engine:
+                             progress: bool = True, seed: int = 0, snapshot_start: int | None = None,
+                             inferer: Callable | None = None) -> Engine:
     """The ignite trainer of :mod:`covseg.engines.training.classifier` (see there).
 
     ``output_dir`` receives ``checkpoint_<epoch>.pt`` (resume state; the newest is loaded when ``resume``),
     ``model_best.pt`` (weights with the best validation selection score), ``best.json``, ``history.jsonl``
     (one line of figures per epoch) and ``model_final.pt``. With ``snapshot_start``, every epoch's weights from
     that epoch on are averaged into ``model_swa.pt`` at the end; the average is validated like an epoch (history
-    line ``"epoch": "swa"``) and becomes ``model_best.pt`` when it scores higher.
+    line ``"epoch": "swa"``) and becomes ``model_best.pt`` when it scores higher. ``inferer(images, network)`` (the
+    bundle's ``train#inferer``, MONAI's ``SimpleInferer``) runs the training forward pass when given.
     """
     torch.manual_seed(seed)
     random.seed(seed)
@@ -152,7 +158,7 @@ def build_classifier_trainer(network: nn.Module, train_loader: DataLoader, outpu
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     trainer = Engine(make_classifier_step(network, optimizer, device, mixup_alpha=float(mixup_alpha),
-                                          bf16=as_flag(bf16, "bf16")))
+                                          bf16=as_flag(bf16, "bf16"), inferer=inferer))
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: scheduler.step())
     follow_epochs(trainer, train_loader)  # a sampler that draws by epoch (source balancing) resumes in step
     to_save = {"network": network, "optimizer": optimizer, "scheduler": scheduler, "trainer": trainer}
@@ -220,30 +226,46 @@ def scores_csv_text(rows: Sequence[dict]) -> str:
     return buffer.getvalue()
 
 
+class ClassifierEvaluation:
+    """The classifier bundle's ``evaluator``: score ``dataset`` (items of
+    :func:`covseg.io.classification.labelled_slices` under :func:`classifier_eval_transforms`) with ``network``
+    through ``inferer`` (``inferer(images, network)``; ``None``: the network alone), write ``scores.csv`` and
+    ``metrics.json`` (all slices, and per ``source/split``) into ``output_dir``; :meth:`run` returns the metrics."""
+
+    def __init__(self, dataset, network: nn.Module, output_dir: str | Path, *, inferer: Callable | None = None,
+                 device: str | torch.device = "cpu", bf16: bool = False, threshold: float = 0.5,
+                 batch_size: int = 16) -> None:
+        self.dataset, self.network, self.output_dir, self.inferer = dataset, network, Path(output_dir), inferer
+        self.device, self.bf16, self.threshold, self.batch_size = device, bf16, threshold, batch_size
+
+    def run(self) -> dict:
+        if len(self.dataset) == 0:
+            raise ValueError("no slices to evaluate (check --dataset_dir, sources and splits)")
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        loader = DataLoader(self.dataset, batch_size=self.batch_size)
+        rows = predict_scores(self.network, loader, self.device, as_flag(self.bf16, "bf16"), self.inferer)
+        metrics: dict = {"all": _set_scores(rows, self.threshold)}
+        for key in sorted({_set_name(r) for r in rows} - {""}):
+            metrics[key] = _set_scores([r for r in rows if _set_name(r) == key], self.threshold)
+        metrics["threshold"] = self.threshold
+        atomic_write_text(self.output_dir / "scores.csv", scores_csv_text(rows))
+        atomic_write_text(self.output_dir / "metrics.json", json_text(metrics))
+        return metrics
+
+
 def evaluate_classifier(network: nn.Module, items: Sequence[dict], output_dir: str | Path, *,
                         image_size: int = 224, device: str | torch.device = "cpu", bf16: bool = False,
                         threshold: float = 0.5, batch_size: int = 16, lung_crop: bool = False) -> dict:
-    """Score ``items`` (from :func:`covseg.io.classification.labelled_slices`); write ``scores.csv`` and
-    ``metrics.json`` (all slices, and per ``source/split``) into ``output_dir``; return the metrics.
-    ``lung_crop``: crop each slice to the lung box found on it first (weights trained with ``lung_crop``)."""
+    """Score ``items`` (from :func:`covseg.io.classification.labelled_slices`) with :class:`ClassifierEvaluation`;
+    return the metrics. ``lung_crop``: crop each slice to the lung box found on it first (weights trained with
+    ``lung_crop``)."""
     from monai.data import Dataset
 
     from covseg.transforms.classification import classifier_eval_transforms
 
-    if not items:
-        raise ValueError("no slices to evaluate (check --dataset_dir, sources and splits)")
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    loader = DataLoader(Dataset(list(items), classifier_eval_transforms(image_size, lung_crop)),
-                        batch_size=batch_size)
-    rows = predict_scores(network, loader, device, as_flag(bf16, "bf16"))
-    metrics: dict = {"all": _set_scores(rows, threshold)}
-    for key in sorted({_set_name(r) for r in rows} - {""}):
-        metrics[key] = _set_scores([r for r in rows if _set_name(r) == key], threshold)
-    metrics["threshold"] = threshold
-    atomic_write_text(output_dir / "scores.csv", scores_csv_text(rows))
-    atomic_write_text(output_dir / "metrics.json", json_text(metrics))
-    return metrics
+    dataset = Dataset(list(items), classifier_eval_transforms(image_size, lung_crop))
+    return ClassifierEvaluation(dataset, network, output_dir, device=device, bf16=bf16, threshold=threshold,
+                                batch_size=batch_size).run()
 
 
 def _set_scores(rows: Sequence[dict], threshold: float) -> dict:
