@@ -150,10 +150,12 @@ def test_every_config_import_and_target_exists(config):
 @pytest.mark.parametrize(("bundle", "config", "missing"), [
     ("infnet", "train", "train/labeled/images"), ("infnet", "evaluate", "test/images"),
     ("semi_infnet", "train", "train/labeled/images"), ("multiclass_infnet", "evaluate", "test/images"),
-    ("jcs_segmenter", "train", "train/labeled/images"), ("jcs_classifier", "evaluate", "")])
+    ("jcs_segmenter", "train", "train/labeled/images"), ("jcs_classifier", "evaluate", ""),
+    ("jcs_classifier", "evaluate", "labels.csv"), ("jcs_classifier", "train", "labels.csv")])
 def test_a_missing_dataset_is_one_error_line_not_a_traceback(bundle, config, missing, tmp_path):
     """``run`` of a training or evaluation config on a dataset folder that is not there (or lacks the split it
-    reads): exit status 1 and one ``error:`` line naming the folder (MONAI printed ~50 lines of traceback)."""
+    reads, or, for the classifier, the ``labels.csv`` it reads): exit status 1 and one ``error:`` line naming the
+    folder or file (MONAI printed ~50 lines of traceback)."""
     import subprocess
     import sys
 
