@@ -25,6 +25,12 @@ def semiseg_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def cls_dir() -> Path:
+    """The covid-ct-cls slice-classification dataset folder (skips the test when absent)."""
+    return _require(SHARED_DATA / "covid-ct-cls" / "labels.csv").parent
+
+
+@pytest.fixture(scope="session")
 def ct_volumes_dir() -> Path:
     """The folder of small real CT volumes (skips the test when absent)."""
     return _require(SHARED_DATA / "ct-volumes")

@@ -150,10 +150,12 @@ def test_every_config_import_and_target_exists(config):
 @pytest.mark.parametrize(("bundle", "config", "missing"), [
     ("infnet", "train", "train/labeled/images"), ("infnet", "evaluate", "test/images"),
     ("semi_infnet", "train", "train/labeled/images"), ("multiclass_infnet", "evaluate", "test/images"),
-    ("jcs_segmenter", "train", "train/labeled/images"), ("jcs_classifier", "evaluate", "")])
+    ("jcs_segmenter", "train", "train/labeled/images"), ("jcs_classifier", "evaluate", ""),
+    ("jcs_classifier", "evaluate", "labels.csv"), ("jcs_classifier", "train", "labels.csv")])
 def test_a_missing_dataset_is_one_error_line_not_a_traceback(bundle, config, missing, tmp_path):
     """``run`` of a training or evaluation config on a dataset folder that is not there (or lacks the split it
-    reads): exit status 1 and one ``error:`` line naming the folder (MONAI printed ~50 lines of traceback)."""
+    reads, or, for the classifier, the ``labels.csv`` it reads): exit status 1 and one ``error:`` line naming the
+    folder or file (MONAI printed ~50 lines of traceback)."""
     import subprocess
     import sys
 
@@ -169,3 +171,36 @@ def test_a_missing_dataset_is_one_error_line_not_a_traceback(bundle, config, mis
     assert done.returncode == 1, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and len(errors) == 1
     assert errors[0].startswith(f"error: {root / missing if missing else root}: not found")
+
+
+JCS_AND_MULTICLASS = [
+    ("jcs_segmenter", "train", "train", {"train_limit": 2, "image_size": 64}, "Engine"),
+    ("jcs_segmenter", "evaluate", "eval", {}, "SliceEvaluation"),
+    ("multiclass_infnet", "train", "train", {"train_limit": 2, "image_size": 64, "prior_image_size": 64,
+                                             "prior_draws": 1}, "Engine"),
+    ("multiclass_infnet", "evaluate", "eval", {}, "MulticlassEvaluation"),
+    ("jcs_classifier", "train", "train", {"train_limit": 2, "image_size": 64}, "Engine"),
+    ("jcs_classifier", "evaluate", "eval", {"splits": ["val"], "sources": ["ucsd-covid-ct"]}, "ClassifierEvaluation"),
+]
+
+
+@pytest.mark.parametrize(("bundle", "name", "workflow_type", "overrides", "runs_it"), JCS_AND_MULTICLASS,
+                         ids=[f"{b}-{n}" for b, n, *_ in JCS_AND_MULTICLASS])
+def test_jcs_and_multiclass_train_and_evaluate_configs_are_monai_workflows(semiseg_dir, cls_dir, tmp_path, bundle,
+                                                                          name, workflow_type, overrides, runs_it):
+    """The standard names (``train#trainer``, ``train#dataset``, ``train#inferer``; ``dataset``, ``inferer``,
+    ``evaluator``) are the objects each bundle's ``training`` / ``evaluate`` run uses; building them trains and
+    writes nothing."""
+    data = cls_dir if bundle == "jcs_classifier" else semiseg_dir
+    out = tmp_path / "out"
+    workflow = _workflow(name, workflow_type, BUNDLES / bundle, dataset_dir=str(data), output_dir=str(out),
+                         **overrides)
+    _assert_complete(workflow)
+    if workflow_type == "train":
+        assert type(workflow.trainer).__name__ == runs_it and len(workflow.train_dataset) >= 1
+        assert type(workflow.train_inferer).__name__ == "SimpleInferer"
+        assert workflow.parser.get_parsed_content("trainer") is workflow.trainer  # the short name older runs use
+    else:
+        assert type(workflow.evaluator).__name__ == runs_it and len(workflow.dataset) >= 1
+        assert workflow.evaluator.dataset is workflow.dataset
+    assert not out.exists() or not any(p.suffix == ".pt" for p in out.rglob("*"))  # nothing trained or scored

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 from bundle_runs import REPO, run_ok
-from conftest import SHARED_DATA
 from PIL import Image
 
 from covseg.engines.inference.activation import activation_maps, stage_activation
@@ -27,14 +26,6 @@ from covseg.networks.outputs import ClassifierOutput
 from covseg.networks.registry import get_network, network_spec
 
 BUNDLE = REPO / "bundles" / "jcs_classifier"
-
-
-@pytest.fixture(scope="module")
-def cls_dir() -> Path:
-    path = SHARED_DATA / "covid-ct-cls"
-    if not (path / "labels.csv").exists():
-        pytest.skip(f"real data not found at {path} (set COVSEG_SHARED_DATA to the shared/data folder)")
-    return path
 
 
 def test_network_returns_logits_in_eval_and_last_stage_features_in_training(one_torch_thread):

@@ -25,6 +25,16 @@ def parse_label(text: str, where: str) -> int:
     raise ValueError(f"{where}: label {text!r} is neither covid nor noncovid")
 
 
+def exit_unless_labels(dataset_dir: str | Path, labels_csv: str | Path | None = None) -> None:
+    """Stop the process with one ``error:`` line (``SystemExit``, exit status 1, no traceback) when the table
+    :func:`labelled_slices` reads (``dataset_dir/labels.csv``, or ``labels_csv``) is missing: the classifier
+    bundle's training and evaluation check it first, as the other bundles check their split folders."""
+    table = Path(labels_csv) if labels_csv else Path(dataset_dir) / "labels.csv"
+    if not table.is_file():
+        raise SystemExit(f"error: {table}: not found (is {dataset_dir} a folder of labelled slices? it needs a "
+                         "labels.csv with the columns file,label[,source,split]; set --dataset_dir)")
+
+
 def labelled_slices(dataset_dir: str | Path, sources: Sequence[str] | str | None = None,
                     splits: Sequence[str] | str | None = None, labels_csv: str | Path | None = None,
                     limit: int | None = None) -> list[dict]:
