@@ -205,3 +205,24 @@ def test_jcs_and_multiclass_train_and_evaluate_configs_are_monai_workflows(semis
         ev = workflow.evaluator.dataset  # the same items (a list of paths is copied as paths)
         assert ev is workflow.dataset or list(map(str, ev)) == list(map(str, workflow.dataset))
     assert not out.exists() or not any(p.suffix == ".pt" for p in out.rglob("*"))  # nothing trained or scored
+
+
+def test_classifier_inference_config_is_the_joint_diagnosis_workflow(tmp_path):
+    """The classifier bundle's ``inference.yaml`` builds the joint diagnosis from MONAI's names (no call into the
+    CLI): its ``inferer`` scores slices with the bundle's classifier, its ``evaluator`` runs the diagnosis as the
+    per-volume step and segments with the segmenter bundle."""
+    from covseg.engines.inference.dataset import VolumeDataset
+    from covseg.engines.inference.diagnose import SliceScorer
+    from covseg.engines.inference.evaluator import VolumeBatchInference
+
+    ct = write_phantom(tmp_path / "in" / "p.nii.gz", make_chest_phantom(shape=(6, 48, 48), spacing=(7.0, 7.0, 12.0),
+                                                                         seed=1))["ct"]
+    workflow = _workflow("inference", "infer", BUNDLES / "jcs_classifier", dataset_dir=str(ct),
+                         output_dir=str(tmp_path / "out"), segmenter=str(BUNDLE), backend="torch")
+    _assert_complete(workflow)
+    assert isinstance(workflow.dataset, VolumeDataset) and [s.name for s in workflow.dataset.data] == ["p"]
+    assert isinstance(workflow.inferer, SliceScorer)
+    assert workflow.inferer.network is workflow.parser.get_parsed_content("classifier").network
+    assert isinstance(workflow.evaluator, VolumeBatchInference) and workflow.evaluator.prepare is not None
+    assert workflow.evaluator.model_info["classifier"]["name"] == "jcs_classifier"
+    assert not (tmp_path / "out").exists()  # building the workflow diagnoses nothing

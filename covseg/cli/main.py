@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from covseg.cli import demo, diagnose, evaluate, infer, label_server  # the standard library only: cheap
 from covseg.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, setup_logging
 
-__all__ = ["build_parser", "main", "run_checked"]
+__all__ = ["build_parser", "main"]
 
 COMMANDS = {"infer": infer, "evaluate": evaluate, "demo": demo, "label-server": label_server, "diagnose": diagnose}
 """Sub-command name -> its module (``add_parser(sub)`` and ``run(args)``), in the order ``--help`` lists them."""
@@ -63,15 +63,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-
-
-def run_checked(argv: Sequence[str]) -> int:
-    """:func:`main` for bundle configs (``$run_checked(@arguments)``): a run that does not exit 0 raises
-    ``SystemExit`` with its status, so ``python -m monai.bundle run`` fails as the command would."""
-    code = main(list(argv))
-    if code != 0:
-        raise SystemExit(code)
-    return code
 
 
 if __name__ == "__main__":

@@ -34,14 +34,16 @@ class VolumeBatchInference:
     each volume that fails. After :meth:`run`, ``results``, ``is_main`` and ``seconds`` hold the outcome;
     :meth:`exit_if_failed` turns failures into the process's exit status (the bundle's ``inference`` run).
     ``skip_done``: keep the volumes whose folders already hold a complete result of the same request
-    (:mod:`covseg.engines.inference.resume`).
+    (:mod:`covseg.engines.inference.resume`). ``prepare`` and ``settings``: another per-volume step for
+    :func:`run_batch` and the settings its requests record (the joint diagnosis of the classifier bundle's
+    ``inference.yaml``: :func:`covseg.engines.inference.diagnose.make_diagnose_prepare`).
     """
 
     def __init__(self, dataset: VolumeDataset, inferer: SlicePredictor, output_dir: str | Path, *,
                  labels_dir: str | Path | None = None, postprocessing: InfectionPostprocessing | None = None,
                  export: ExportOptions | None = None, model_info: dict | None = None, gate: Gate | None = None,
                  handlers: Sequence[Handler] = (), meta: dict | None = None, summary: bool = True,
-                 skip_done: bool = False) -> None:
+                 skip_done: bool = False, prepare: Callable | None = None, settings: dict | None = None) -> None:
         self.dataset, self.inferer, self.output_dir = dataset, inferer, Path(output_dir)
         self.labels_dir = labels_dir
         self.postprocessing = postprocessing if postprocessing is not None else InfectionPostprocessing()
@@ -51,6 +53,7 @@ class VolumeBatchInference:
             self.model_info["gate"] = gate.describe()
         self.gate, self.handlers, self.meta, self.summary = gate, list(handlers), dict(meta or {}), summary
         self.skip_done = bool(skip_done)
+        self.prepare, self.settings = prepare, settings
         self.on_start: Callable[[VolumeSource], None] | None = None
         self.on_result: Callable[[VolumeResult], None] | None = print_failure
         self.progress: Progress | None = None
@@ -77,7 +80,8 @@ class VolumeBatchInference:
             results = run_batch(mine, self.output_dir, self.inferer, self.labels_dir, gate=self.gate,
                                 handlers=self.handlers, on_start=self.on_start, on_result=self.on_result,
                                 export=self.export, postprocessing=self.postprocessing, progress=self.progress,
-                                model_info=self.model_info, skip_done=self.skip_done)
+                                model_info=self.model_info, skip_done=self.skip_done, prepare=self.prepare,
+                                settings=self.settings)
         except BatchInterrupted as stop:
             self.results, self.seconds = stop.results, time.perf_counter() - t0
             if self.summary:
