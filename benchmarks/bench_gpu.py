@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{'met' if wall <= TARGET_S else 'NOT met'}")
     print(line)
     if not args.no_docs:
-        when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         record = (f"\n## `covseg infer --device cuda`, {args.shape[2]}x{args.shape[1]}x{args.shape[0]} phantom "
                   f"({when})\n\n- command: `python benchmarks/bench_gpu.py --batch-size {args.batch_size}` (one run, "
                   f"a fresh process: wall includes start-up)\n- host: {describe()}; torch {torch.__version__}\n"

@@ -189,7 +189,7 @@ def summarise(records: list[dict], t0: float, duration: float) -> dict:
 
 
 def markdown(summary: dict, args: argparse.Namespace, load: tuple, load_after: tuple) -> str:
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     s = summary
     rows = [("clients", args.clients), ("requests sent (new ones for s)", f"{s['requests_sent']} ({args.duration})"),
             ("requests served", s["requests_served"]), ("errors", s["errors"]),

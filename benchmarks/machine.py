@@ -57,7 +57,7 @@ def append_record(title: str, body: str, docs: Path | None = None) -> None:
     import datetime
 
     docs = docs or Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     conditions = os.environ.get("COVSEG_BENCH_CONDITIONS", "").strip()
     if conditions:
         body = f"- conditions: {conditions}\n{body}"

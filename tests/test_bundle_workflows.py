@@ -173,6 +173,23 @@ def test_a_missing_dataset_is_one_error_line_not_a_traceback(bundle, config, mis
     assert errors[0].startswith(f"error: {root / missing if missing else root}: not found")
 
 
+def test_classifier_evaluate_of_an_empty_selection_is_one_error_line(tmp_path):
+    """A ``labels.csv`` without the splits asked for: one ``error:`` line naming it, exit status 1."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "slices"
+    data.mkdir()
+    (data / "labels.csv").write_text("file,label,source,split\na.png,1,x,train\n")
+    done = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "evaluate", "--config_file",
+                           str(BUNDLES / "jcs_classifier" / "configs" / "evaluate.yaml"), "--bundle_root",
+                           str(BUNDLES / "jcs_classifier"), "--dataset_dir", str(data), "--output_dir",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=300, cwd=BUNDLES.parent)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {data / 'labels.csv'}: no slice of sources")
+
+
 JCS_AND_MULTICLASS = [
     ("jcs_segmenter", "train", "train", {"train_limit": 2, "image_size": 64}, "Engine"),
     ("jcs_segmenter", "evaluate", "eval", {}, "SliceEvaluation"),

@@ -35,6 +35,17 @@ def exit_unless_labels(dataset_dir: str | Path, labels_csv: str | Path | None = 
                          "labels.csv with the columns file,label[,source,split]; set --dataset_dir)")
 
 
+def exit_if_no_slices(items: Sequence[dict], dataset_dir: str | Path, sources: Sequence[str] | str | None = None,
+                      splits: Sequence[str] | str | None = None, labels_csv: str | Path | None = None) -> list[dict]:
+    """``items`` (of :func:`labelled_slices`), or one ``error:`` line (``SystemExit``, exit status 1) when the
+    selection holds no slice: a ``labels.csv`` without the sources or splits asked for."""
+    if items:
+        return list(items)
+    table = Path(labels_csv) if labels_csv else Path(dataset_dir) / "labels.csv"
+    raise SystemExit(f"error: {table}: no slice of sources {sources or 'any'} in splits {splits or 'any'} "
+                     "(set --sources / --splits, null for all)")
+
+
 def labelled_slices(dataset_dir: str | Path, sources: Sequence[str] | str | None = None,
                     splits: Sequence[str] | str | None = None, labels_csv: str | Path | None = None,
                     limit: int | None = None) -> list[dict]:
