@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch.nn.functional as F
-from torch import nn
 
 from covseg.engines.inference.predictor import SlicePredictor
 from covseg.io.atomic import atomic_write_text
-from covseg.io.slices import list_images, read_class_mask, read_grey, write_grey
+from covseg.io.slices import read_class_mask, read_grey, write_grey
 from covseg.io.strict_json import json_text
 from covseg.metrics.folders import evaluate_folders
 from covseg.metrics.multiclass import DEFAULT_CLASSES, class_scores
@@ -48,15 +47,6 @@ def predict_class_paths(predictor: SlicePredictor, paths: Sequence[Path], out_di
     return result
 
 
-def predict_classes(network: nn.Module, images_dir: str | Path, out_dir: str | Path,
-                    masks_dir: str | Path | None = None, image_size: int = 352, device: str = "cpu",
-                    bf16: bool | str = False, batch_size: int = 4) -> dict[str, np.ndarray]:
-    """:func:`predict_class_paths` for every image of ``images_dir``, with the predictor the evaluation uses."""
-    predictor = SlicePredictor(network, image_size=image_size, device=device, batch_size=batch_size, bf16=bf16,
-                               channels_last=False)
-    return predict_class_paths(predictor, list_images(Path(images_dir)), out_dir, masks_dir)
-
-
 class MulticlassEvaluation:
     """The multi-class bundle's ``evaluator``: predict ``dataset`` (image paths) with ``inferer``, write the class
     maps, score GGO and consolidation against ``masks_root``'s ``masks-ggo/``, ``masks-consolidation/`` and
@@ -83,15 +73,6 @@ class MulticlassEvaluation:
         atomic_write_text(self.output_dir / "metrics.json", json_text(figures))
         print(format_class_table(figures, self.name), flush=True)
         return figures
-
-
-def evaluate_multiclass(network: nn.Module, dataset_dir: str | Path, output_dir: str | Path, image_size: int = 352,
-                        device: str = "cpu", bf16: bool | str = False, name: str = "covseg") -> dict:
-    """Predict the test split, score GGO and consolidation like the paper, write ``metrics.json``; print the table."""
-    test = Path(dataset_dir) / "test"
-    predictor = SlicePredictor(network, image_size=image_size, device=device, batch_size=4, bf16=bf16,
-                               channels_last=False)
-    return MulticlassEvaluation(list_images(test / "images"), predictor, test, output_dir, name).run()
 
 
 def format_class_table(figures: dict[str, dict], name: str) -> str:
