@@ -254,6 +254,23 @@ def test_broken_end_slice_of_a_series_is_not_lost_silently(tmp_path, phantom):
     assert read_volume(find_volumes([other[0].parent])[0]).warnings == []
 
 
+def test_broken_middle_slice_named_in_the_missing_slice_error(tmp_path, phantom):
+    """A slice cut inside its header in the middle of a series: the gap error names the unreadable file, which has
+    its own error line too."""
+    files = write_phantom_dicom(tmp_path / "s", phantom)
+    by_z = sorted(files, key=lambda f: float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]))
+    middle = by_z[10]
+    middle.write_bytes(middle.read_bytes()[:300])
+    sources = find_volumes([tmp_path / "s"])
+    series = next(s for s in sources if s.error is None)
+    with pytest.raises(CovsegInputError) as err:
+        read_volume(series)
+    message = str(err.value)
+    assert "1 missing slice(s)" in message and f"e.g. {middle.name}, may be the missing slice(s)" in message, message
+    assert "\n" not in message
+    assert [s.path for s in sources if s.error] == [middle]
+
+
 def test_dicom_slice_with_truncated_pixels_named(tmp_path, phantom):
     files = write_phantom_dicom(tmp_path / "s", phantom)
     data = files[5].read_bytes()

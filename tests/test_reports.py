@@ -179,6 +179,25 @@ def test_batch_summary_and_table(tmp_path):
     assert len({len(lines[0]), len(lines[1])}) == 1  # header and rule aligned
 
 
+@pytest.mark.parametrize("garbage", ['{"volumes": [', "[1, 2]", "\x00\x01"])
+def test_an_unreadable_summary_is_kept_aside_with_a_warning(tmp_path, garbage, caplog):
+    lung, inf, prob = _arrays()
+    rep = build_volume_report("good", "good.nii.gz", lung, inf, SPACING, prob=prob, timing_s={"total": 2.0})
+    (tmp_path / "summary.json").write_text(garbage)
+    with caplog.at_level("WARNING", logger="covseg"):
+        json_path, _ = write_batch_report([VolumeResult("good", "good.nii.gz", report=rep,
+                                                        out_dir=str(tmp_path / "good"))], tmp_path)
+    assert json.loads(json_path.read_text())["n_ok"] == 1
+    kept = sorted(tmp_path.glob("summary.unreadable-*.json"))
+    assert len(kept) == 1 and kept[0].read_text() == garbage
+    assert [r.getMessage() for r in caplog.records if kept[0].name in r.getMessage()], caplog.text
+    (tmp_path / "summary.json").write_text(garbage)  # a second one in the same second: never overwritten
+    write_batch_report([], tmp_path)
+    assert len(list(tmp_path.glob("summary.unreadable-*.json"))) == 2
+    write_batch_report([], tmp_path)  # a readable summary: nothing moved aside
+    assert len(list(tmp_path.glob("summary.unreadable-*.json"))) == 2
+
+
 def test_slice_counts_equal_the_full_volume_counts():
     """The slice-by-slice counts behind the report, slice table and severity equal counts over whole volumes."""
     from covseg.reports.counts import slice_counts

@@ -93,6 +93,9 @@ class VolumeSource:
     series_uid: str | None = None
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    unreadable_beside: list[Path] = field(default_factory=list)
+    """DICOM files in the series' folders whose header cannot be read: perhaps slices of it (see the reader's
+    missing-slice error, which names them)."""
 
 
 def find_volumes(paths: Sequence[str | Path] | str | Path) -> list[VolumeSource]:
@@ -217,6 +220,7 @@ def _warn_of_unreadable_neighbours(found: list[VolumeSource], unreadable: list[P
         folders = {f.parent for f in src.files}
         near = [p for p in unreadable if p.parent in folders]
         if near:
+            src.unreadable_beside = near
             src.warnings.append(f"{len(near)} DICOM file(s) beside this series could not be read (e.g. {near[0].name}):"
                                 " if they are slices of it, the volume lacks them")
 

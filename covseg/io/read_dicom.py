@@ -8,6 +8,7 @@ accepted with a warning.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -94,7 +95,7 @@ def _read_dicom(src: VolumeSource, warnings: list[str]) -> sitk.Image:
     order = np.argsort(proj, kind="stable")
     proj, positions = proj[order], positions[order]
     files = [files[i] for i in order]
-    _check_slice_gaps(proj, where, label)
+    _check_slice_gaps(proj, where, label, src.unreadable_beside)
     step_vec = (positions[-1] - positions[0]) / (len(files) - 1)
     along = float(step_vec @ normal)
     shear = float(np.linalg.norm(step_vec - along * normal))
@@ -130,7 +131,7 @@ def _check_pixel_header(ds: pydicom.Dataset, path: Path) -> None:
                                      f"{expected}")
 
 
-def _check_slice_gaps(proj: np.ndarray, where: Path, label: str) -> None:
+def _check_slice_gaps(proj: np.ndarray, where: Path, label: str, unreadable: Sequence[Path] = ()) -> None:
     gaps = np.diff(proj)
     same = gaps < 1e-3
     if np.any(same):
@@ -152,9 +153,17 @@ def _check_slice_gaps(proj: np.ndarray, where: Path, label: str) -> None:
         raise CovsegInputError(where, f"DICOM series{label} has {missing} missing slice(s): gap of "
                                       f"{gaps[i]:.3g} mm between slice positions {proj[i]:.2f} and "
                                       f"{proj[i + 1]:.2f} mm where the spacing is {step:.3g} mm; refusing to "
-                                      "guess the missing data")
+                                      f"guess the missing data{_unreadable_hint(unreadable)}")
     raise CovsegInputError(where, f"DICOM series{label} has irregular slice spacing (gaps from "
                                   f"{gaps.min():.3g} to {gaps.max():.3g} mm, median {step:.3g} mm)")
+
+
+def _unreadable_hint(unreadable: Sequence[Path]) -> str:
+    """The files beside the series that could not be read: the likely missing slices (each has its own error)."""
+    if not unreadable:
+        return ""
+    return (f" ({len(unreadable)} unreadable DICOM file(s) beside it, e.g. {unreadable[0].name}, may be the "
+            "missing slice(s))")
 
 
 def _sitk_read_dicom(files: list[Path], where: Path, single: bool = False) -> sitk.Image:

@@ -6,7 +6,9 @@ runs one after the other, or at the same time, into one folder never drop each o
 A volume of this run replaces its own earlier entry; a volume that failed this time keeps its earlier
 finished entry (its folder was not replaced) with ``last_error`` added; finished volume folders that
 have no entry (their run was killed before its summary) are added from their ``report.json``. The top
-level holds this run's metadata; ``runs`` lists every run's.
+level holds this run's metadata; ``runs`` lists every run's. A ``summary.json`` that cannot be read (cut short,
+not JSON, not a summary) is kept as ``summary.unreadable-<UTC time>.json`` beside the new one, with a warning:
+the new summary rebuilds the volumes from their ``report.json`` but cannot recover the earlier runs' history.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +40,7 @@ __all__ = [
 ]
 
 MAX_RUNS_KEPT = 100
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -108,11 +112,35 @@ def _csv_row(entry: dict) -> list:
 
 def read_summary(out_dir: str | Path) -> dict | None:
     """The output folder's ``summary.json`` as a dict, or ``None`` when missing or unreadable."""
+    return _read_summary(Path(out_dir) / "summary.json")[0]
+
+
+def _read_summary(path: Path) -> tuple[dict | None, str | None]:
+    """``(summary, None)``; ``(None, reason)`` when the file exists but is no summary; ``(None, None)`` when absent."""
     try:
-        data = json.loads((Path(out_dir) / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and isinstance(data.get("volumes"), list) else None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
+    except ValueError as exc:
+        return None, f"is not valid JSON ({' '.join(str(exc).split())})"
+    if isinstance(data, dict) and isinstance(data.get("volumes"), list):
+        return data, None
+    return None, "is not a covseg summary (no 'volumes' list)"
+
+
+def _keep_unreadable(path: Path, reason: str) -> None:
+    """Move an unreadable summary aside (never overwritten: it may hold the only record of earlier runs)."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    kept = path.with_name(f"summary.unreadable-{stamp}.json")
+    n = 1
+    while kept.exists():
+        n += 1
+        kept = path.with_name(f"summary.unreadable-{stamp}-{n}.json")
+    path.rename(kept)
+    _log.warning("%s %s: kept as %s; the new summary lists the volumes from their report.json, without the earlier "
+                 "runs' history", path, reason, kept.name)
 
 
 def recorded_sources(out_dir: str | Path) -> dict[str, str]:
@@ -172,7 +200,10 @@ def write_batch_report(results: Sequence[VolumeResult], out_dir: str | Path, met
     out_dir = Path(out_dir)
     try:
         with output_lock(out_dir, on_wait):
-            summary = merge_summary(read_summary(out_dir), results, out_dir, meta)
+            old, unreadable = _read_summary(out_dir / "summary.json")
+            if unreadable:
+                _keep_unreadable(out_dir / "summary.json", unreadable)
+            summary = merge_summary(old, results, out_dir, meta)
             json_path = atomic_write_text(out_dir / "summary.json", json_text(summary) + "\n")
             buf = io.StringIO()
             writer = csv.writer(buf, lineterminator="\n")
