@@ -15,8 +15,8 @@ from torch import nn
 from utils import CONV_BUNDLE_CONFIG, REPO, conv_bundle, no_build, with_running_stats
 
 from covseg.engines.inference.predictor import logits_of
-from covseg.engines.runtime import onnx_template
-from covseg.engines.runtime.backend_model import load_backend_model
+from covseg.engines.runtime import onnx_runtime, onnx_template
+from covseg.engines.runtime.backend_model import bundle_backend_network, load_backend_model
 from covseg.engines.runtime.onnx_runtime import OnnxRuntimeNetwork, export_onnx
 from covseg.engines.runtime.onnx_template import (
     TEMPLATE_NAME,
@@ -152,6 +152,35 @@ def test_the_first_run_fills_the_template_without_building_the_network(tmp_path,
     assert not killed.exists()
     monkeypatch.setattr(onnx_template, "fill_template", _no_build)  # the second run opens the filled export
     assert load_backend_model(bundle=bundle, backend="onnxruntime").network.onnx_path == first.network.onnx_path
+
+
+def test_the_inference_configs_network_opens_the_template_instead_of_exporting(tmp_path, monkeypatch):
+    """``python -m monai.bundle run inference`` builds ``network`` from the config: on an empty cache it fills the
+    bundle's template, as ``covseg infer`` does, and never exports the network."""
+    from monai.bundle import ConfigParser
+
+    monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(onnx_runtime, "onnx_runtime_network", _no_build)
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / "infnet" / "configs" / "inference.yaml"))
+    parser.update({"bundle_root": str(REPO / "bundles" / "infnet"), "backend": "onnxruntime", "precision": "fp32"})
+    network = parser.get_parsed_content("network")
+    assert isinstance(network, OnnxRuntimeNetwork)
+    assert network.onnx_path.resolve().is_relative_to((tmp_path / "cache").resolve())
+
+
+def test_other_weights_in_a_bundles_network_are_exported_not_filled(tmp_path, monkeypatch):
+    monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))
+    bundle, _ = _bundle(tmp_path / "bundle")
+    torch.manual_seed(5)
+    other = nn.Conv2d(1, 1, 3, padding=1).eval()
+    torch.save(other.state_dict(), tmp_path / "other.pt")
+    monkeypatch.setattr(onnx_template, "fill_template", _no_build)
+    network = bundle_backend_network(nn.Conv2d(1, 1, 3, padding=1), tmp_path / "other.pt", bundle, "onnxruntime",
+                                     24, precision="fp32")
+    x = torch.rand(1, 1, 24, 24)
+    with torch.no_grad():
+        assert isinstance(network, OnnxRuntimeNetwork) and torch.allclose(network(x), other(x), atol=1e-5)
 
 
 @pytest.mark.parametrize("change", ["network_def", "sources", "damaged"])

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from torch import nn
+
 from covseg.engines.runtime.onnx_recipe import cached_bundle_runtime, remember_recipe
 from covseg.engines.runtime.onnx_runtime import OnnxRuntimeNetwork, backend_network, resolve_backend
 from covseg.engines.runtime.onnx_template import filled_bundle_runtime
@@ -23,10 +25,11 @@ from covseg.networks.loading import (
     bundle_meta,
     bundle_model,
     bundle_parser,
+    load_weights,
     prior_bundle_of,
 )
 
-__all__ = ["load_backend_model", "scoring_runtime"]
+__all__ = ["bundle_backend_network", "load_backend_model", "scoring_runtime"]
 
 
 def load_backend_model(model: str | None = None, bundle: str | Path | None = None, device: str = "cpu",
@@ -52,6 +55,27 @@ def load_backend_model(model: str | None = None, bundle: str | Path | None = Non
         if loaded.bundle_dir == bundle_dir.resolve() and isinstance(loaded.network, OnnxRuntimeNetwork):
             remember_recipe(bundle_dir, loaded.image_size, loaded.network)
     return loaded
+
+
+def bundle_backend_network(network: nn.Module, weights: str | Path, bundle_root: str | Path, backend: str = "auto",
+                           image_size: int = 352, precision: bool | str = "auto", compiled: bool | str = False,
+                           device: str = "cpu", trained: bool = True, threads: int | None = None) -> nn.Module:
+    """An inference config's ``network``: ``network`` (the config's ``network_def``) with ``weights`` on ``backend``.
+
+    Where that is ONNX Runtime and ``weights`` are the bundle's own, the bundle's cached export or its filled template
+    is opened, as ``covseg infer`` does, instead of exporting the network on a machine's first run."""
+    bundle_dir = Path(bundle_root)
+    own = trained and Path(weights).resolve() == (bundle_dir / "models" / "model.pt").resolve()
+    if own and resolve_backend(backend, device, precision, compiled, trained) == "onnxruntime":
+        runtime = _bundle_runtime(bundle_dir, image_size, threads)
+        if runtime is not None:
+            return runtime
+    model = (load_weights(network, weights) if trained else network).to(device).eval()
+    placed = backend_network(model, backend, image_size, threads, precision=precision, compiled=compiled,
+                             device=device, trained=trained)
+    if own and isinstance(placed, OnnxRuntimeNetwork):
+        remember_recipe(bundle_dir, image_size, placed)
+    return placed
 
 
 def _without_building(bundle_dir: Path, image_size: int | None, threads: int | None) -> LoadedModel | None:
