@@ -187,6 +187,18 @@ def test_montage_of_a_short_volume_has_no_empty_columns():
     assert two.height < full.height
 
 
+@pytest.mark.parametrize("planes", [slice(15, 17), slice(None)])
+def test_montage_panels_fill_their_cells(planes):
+    """No black band between the heading and the panels, or between rows: each cell is as high as its panel (the
+    figure was sized for a taller cell, so a wide panel floated with 31-41 black rows above and below it)."""
+    hu, marker = _asymmetric()
+    grey = np.asarray(Image.open(io.BytesIO(montage_png(hu[planes], marker[planes], SPACING, n=12, dpi=50)))
+                      .convert("L"))
+    black = grey.max(axis=1) < 10
+    runs = np.diff(np.flatnonzero(np.diff(np.concatenate([[0], black.astype(int), [0]]))))[::2]
+    assert runs.max() <= 12, runs
+
+
 def test_activation_montage_keeps_the_view_and_outlines_the_crop():
     from PIL import Image
 

@@ -262,21 +262,30 @@ def montage_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float],
     px_mm2 = float(spacing[0]) * float(spacing[1])
     cols = max(1, min(cols, len(zs)))  # a short volume's few slices fill the width instead of a black margin
     rows = (len(zs) + cols - 1) // cols
-    lines = 2 if cols >= 4 else 3  # the heading's two lines wrap on a figure narrower than 4 panels
-    fig = agg_figure((cols * 2.4, rows * 2.75 + 0.2 + 0.2 * lines))  # room for row titles and the heading
+    panels = [axial_panel(hu, infection, spacing, z, classes, max_px=256) for z in zs]
+    aspect = panels[0].shape[0] / panels[0].shape[1] if panels else 1.0
+    heading = [f"{title}  axial, {WINDOW_TEXT}".strip(),
+               "infected area per slice; * = most infected slice of its part of the lungs", SLICE_TEXT]
+    if cols >= 4:  # wide enough for the key on one line
+        heading = [heading[0], "; ".join(heading[1:])]
+    # placed in inches: each panel keeps its aspect and fills its cell, so no black bands open above and below it
+    head, foot, pad, caption, panel_w = 0.12 + 0.17 * len(heading), 0.25, 0.08, 0.22, 2.24
+    panel_h = panel_w * aspect
+    width, height = cols * (panel_w + 2 * pad), head + rows * (caption + panel_h) + (rows - 1) * pad + foot
+    fig = agg_figure((width, height))
+    fig.subplots_adjust(left=pad / width, right=1 - pad / width, top=1 - (head + caption) / height,
+                        bottom=foot / height, wspace=2 * pad / panel_w, hspace=(caption + pad) / panel_h)
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel():
         _bare(ax)
-    for ax, z in zip(axes.ravel(), zs):
-        ax.imshow(axial_panel(hu, infection, spacing, z, classes, max_px=256), interpolation="nearest")
+    for ax, z, panel in zip(axes.ravel(), zs, panels):
+        ax.imshow(panel, interpolation="nearest")
         cm2 = np.count_nonzero(np.asarray(infection[z]) > 0) * px_mm2 / 100.0
         mark = " *" if z in top else ""
         ax.set_title(f"z={z}{mark}  {cm2:.1f} cm\u00b2", color="white", fontsize=8)
         _letters(ax, "A", "P", "R", "L")
-    fig.suptitle(f"{title}  axial, {WINDOW_TEXT}".strip() + "\ninfected area per slice; * = most infected slice of "
-                 f"its part of the lungs; {SLICE_TEXT}", color="white", fontsize=9, wrap=cols < 4)
+    fig.suptitle("\n".join(heading), color="white", fontsize=9, y=1 - 0.06 / height, va="top")
     _legend(fig, classes is not None)
-    fig.tight_layout(rect=(0, 0.03, 1, 1 - (0.1 + 0.2 * lines) / fig.get_figheight()))
     return _png_bytes(fig, dpi)
 
 
