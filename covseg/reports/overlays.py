@@ -339,19 +339,26 @@ def reformats_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float
         for ratio in tall:
             top -= caption + width * ratio
             axes.append(fig.add_axes(((9 - width) / 18, top / height, width / 9, width * ratio / height)))
-    else:
-        fig = agg_figure((9, 4.8))
-        axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1 / tall[0], 1 / tall[1]]})
+    else:  # side by side, equally high, placed in inches so that each panel fills its box (no black bands)
+        head, caption, foot, gap, most_high = 0.4, 0.25, 0.3, 0.45, 5.5
+        panel_h = min((9 - 0.2 - gap) / (1 / tall[0] + 1 / tall[1]), most_high)
+        widths = [panel_h / t for t in tall]
+        height = head + caption + panel_h + foot
+        fig = agg_figure((9, height))
+        left = (9 - sum(widths) - gap) / 2
+        axes = []
+        for w in widths:
+            axes.append(fig.add_axes((left / 9, foot / height, w / 9, panel_h / height)))
+            left += w + gap
     for ax, img, name, letters in ((axes[0], cor, f"coronal y={y}", ("S", "I", "R", "L")),
                                    (axes[1], sag, f"sagittal x={x}", ("S", "I", "A", "P"))):
         ax.imshow(img, interpolation="nearest")
         _bare(ax)
         ax.set_title(name, color="white", fontsize=9)
         _letters(ax, *letters)
-    fig.suptitle(f"{title}  reformats, {WINDOW_TEXT}".strip(), color="white", fontsize=9)
+    fig.suptitle(f"{title}  reformats, {WINDOW_TEXT}".strip(), color="white", fontsize=9, y=1 - 0.08 / height,
+                 va="top")
     _legend(fig, classes is not None)
-    if not flat:
-        fig.tight_layout(rect=(0, 0.04, 1, 0.95))
     return _png_bytes(fig, dpi)
 
 
