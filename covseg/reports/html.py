@@ -358,7 +358,8 @@ def render_report(entries: Sequence[VolumeEntry], meta: dict | None = None) -> s
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>covseg report ({len(entries)} volumes)</title><style>{_CSS}</style></head><body>"
+        f"<title>covseg report ({len(entries)} volume{'' if len(entries) == 1 else 's'})</title>"
+        f"<style>{_CSS}</style></head><body>"
         f"<h1>covseg report</h1><p>{n_ok} of {len(entries)} volume(s) processed.</p>"
         f'<p class="note">{header}</p>'
         f"{_table(entries)}"
