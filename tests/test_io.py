@@ -169,6 +169,47 @@ def test_oblique_direction_round_trip(tmp_path, phantom):
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back), (phantom.hu > -500).astype(np.uint8))
 
 
+@pytest.mark.parametrize(("qform_code", "sform_code", "extra_dim"), [(2, 1, False), (0, 4, False), (1, 0, False),
+                                                                 (1, 1, True)])
+def test_nifti_output_keeps_the_input_header_geometry(tmp_path, phantom, qform_code, sform_code, extra_dim):
+    """Codes, units, axis order and a 4th dimension of 1 as the input has them; ITK wrote codes 1/1 and 3D."""
+    affine = np.array([[0.0, 0.0, -10.0, 120.0], [-5.6, 0.0, 0.0, 90.0], [0.0, 5.6, 0.0, -40.0], [0, 0, 0, 1]])
+    data = np.ascontiguousarray(phantom.hu.transpose(1, 2, 0)).astype(np.int16)  # stored as (y, x, z) axes
+    src = nib.Nifti1Image(data[..., None] if extra_dim else data, None)
+    src.set_qform(affine, code=qform_code)
+    src.set_sform(affine, code=sform_code)
+    src.header.set_xyzt_units("mm", "sec")
+    src.header["descrip"] = b"patient name here"
+    nib.save(src, str(tmp_path / "ct.nii.gz"))
+    vol = read_volume(tmp_path / "ct.nii.gz")
+    out = nib.load(write_volume_like(vol.array > -500, vol, tmp_path / "out" / "mask.nii.gz"))
+    given = nib.load(tmp_path / "ct.nii.gz")
+    assert out.shape == given.shape
+    for key in ("qform_code", "sform_code", "xyzt_units", "pixdim", "srow_x", "srow_y", "srow_z", "quatern_b",
+                "quatern_c", "quatern_d", "qoffset_x", "qoffset_y", "qoffset_z"):
+        np.testing.assert_array_equal(out.header[key], given.header[key], err_msg=key)
+    np.testing.assert_array_equal(out.affine, given.affine)
+    np.testing.assert_array_equal(np.asarray(out.dataobj), (np.asarray(given.dataobj) > -500).astype(np.uint8))
+    assert out.get_data_dtype() == np.uint8
+    assert out.header["descrip"].item() == b""  # no free text of the input's header goes into the outputs
+
+
+def test_nifti_with_a_sheared_sform_gets_outputs_with_its_affine(tmp_path, phantom):
+    """A gantry tilt kept in the sform: ITK reads the qform; the outputs used to carry that, not the input's affine."""
+    qform = np.diag([-5.6, -5.6, 10.0, 1.0])
+    sform = qform.copy()
+    sform[1, 2] = 2.0  # y shifts 2 mm per slice
+    src = nib.Nifti1Image(np.ascontiguousarray(phantom.hu.transpose(2, 1, 0)).astype(np.int16), None)
+    src.set_qform(qform, code=1)
+    src.set_sform(sform, code=1)
+    nib.save(src, str(tmp_path / "tilt.nii.gz"))
+    vol = read_volume(tmp_path / "tilt.nii.gz")
+    assert any("sform is sheared" in w for w in vol.warnings)
+    out = nib.load(write_volume_like(vol.array > -500, vol, tmp_path / "mask.nii.gz"))
+    np.testing.assert_allclose(out.affine, sform, atol=1e-6)
+    np.testing.assert_allclose(out.get_qform(), qform, atol=1e-6)
+
+
 def test_write_volume_like_dtype_and_shape_check(tmp_path, phantom):
     vol = phantom.as_volume()
     out = write_volume_like(np.ones(vol.shape, np.float32) * 0.25, vol, tmp_path / "p.nii.gz",
