@@ -210,6 +210,22 @@ def test_nifti_with_a_sheared_sform_gets_outputs_with_its_affine(tmp_path, phant
     np.testing.assert_allclose(out.get_qform(), qform, atol=1e-6)
 
 
+def test_doubly_oblique_45_degree_direction_round_trip(tmp_path, phantom):
+    """45 degrees about z, then about x: two axes tie for "closest to L", so the orientation code of the LPS image
+    is not the one read, and undoing it by that code scrambled the mask's x and y (the same size here)."""
+    c = np.sqrt(0.5)
+    rz = np.array([[c, -c, 0.0], [c, c, 0.0], [0.0, 0.0, 1.0]])
+    rx = np.array([[1.0, 0.0, 0.0], [0.0, c, -c], [0.0, c, c]])
+    img = phantom.image()
+    img.SetDirection(tuple((rx @ rz).ravel()))
+    sitk.WriteImage(img, str(tmp_path / "obl.nii.gz"))
+    vol = read_volume(tmp_path / "obl.nii.gz")
+    assert vol.reference.orientation != "LPS"
+    out = sitk.ReadImage(str(write_volume_like(vol.array > -500, vol, tmp_path / "mask.nii.gz")))
+    _assert_same_geometry(out, img, atol=1e-6)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(out), (phantom.hu > -500).astype(np.uint8))
+
+
 def test_write_volume_like_dtype_and_shape_check(tmp_path, phantom):
     vol = phantom.as_volume()
     out = write_volume_like(np.ones(vol.shape, np.float32) * 0.25, vol, tmp_path / "p.nii.gz",

@@ -38,10 +38,8 @@ def write_volume_like(array_zyx: np.ndarray, volume: CTVolume, path: str | Path,
     dtype = np.dtype(dtype)
     if dtype == np.bool_:
         dtype = np.dtype(np.uint8)
-    img = volume.to_image(np.ascontiguousarray(array, dtype=dtype))
+    img = _to_storage_order(volume.to_image(np.ascontiguousarray(array, dtype=dtype)), volume.reference.direction)
     ref = volume.reference
-    if ref.orientation != "LPS":
-        img = sitk.DICOMOrient(img, ref.orientation)
     ref.apply_to(img)  # exact copy, no rounding from the permutation
     path = Path(path)
     header = ref.nifti_header if path.name.lower().endswith((".nii", ".nii.gz")) else None
@@ -51,6 +49,26 @@ def write_volume_like(array_zyx: np.ndarray, volume: CTVolume, path: str | Path,
         else:
             sitk.WriteImage(img, str(tmp), True)
     return path
+
+
+def _to_storage_order(img: sitk.Image, direction: tuple[float, ...]) -> sitk.Image:
+    """Undo the ``sitk.DICOMOrient(image, "LPS")`` of :func:`covseg.io.read.read_volume` for an image of
+    ``direction``: its flips, then the inverse of its permutation, as the filter computes them from that direction.
+
+    Re-orienting back by the input's orientation code is not always the inverse: when direction cosines tie (45
+    degrees about two axes), the LPS image's own code is another than the one read, and the axes came back swapped.
+    """
+    probe = sitk.Image([1, 1, 1], sitk.sitkUInt8)
+    probe.SetDirection(direction)
+    orient = sitk.DICOMOrientImageFilter()
+    orient.SetDesiredCoordinateOrientation("LPS")
+    orient.Execute(probe)
+    order, flips = list(orient.GetPermuteOrder()), [bool(f) for f in orient.GetFlipAxes()]
+    if any(flips):
+        img = sitk.Flip(img, flips)
+    if order != [0, 1, 2]:
+        img = sitk.PermuteAxes(img, [order.index(axis) for axis in range(3)])
+    return img
 
 
 def _write_nifti_like(stored_zyx: np.ndarray, header: nib.Nifti1Header, path: Path) -> None:
