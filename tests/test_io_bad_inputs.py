@@ -459,9 +459,10 @@ def test_label_stored_in_another_order_on_the_same_grid_is_aligned_not_mirrored(
     assert len(warnings) == 1 and "compared voxel by voxel" in warnings[0]
 
 
-def test_nifti_with_a_sheared_sform_warns_that_outputs_take_the_qform(tmp_path, phantom):
+def test_nifti_with_a_sheared_sform_warns_that_covseg_measures_with_the_qform(tmp_path, phantom):
     """A sheared sform (gantry tilt kept by the converter) beside a plain qform: ITK reads the qform, nibabel's
-    affine is the sform, so the masks' affine cannot equal the input's; that is said, not left silent."""
+    affine is the sform, so covseg's orientation and volumes follow the qform; that is said, not left silent (the
+    outputs keep both: ``test_io.py::test_nifti_with_a_sheared_sform_gets_outputs_with_its_affine``)."""
     hu = np.transpose(phantom.hu, (2, 1, 0)).astype(np.int16)
     plain = np.diag([-phantom.spacing[0], -phantom.spacing[1], phantom.spacing[2], 1.0])
     sheared = plain.copy()
