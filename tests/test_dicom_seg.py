@@ -133,6 +133,55 @@ def test_errors(tmp_path, phantom):
     assert not list(tmp_path.glob("*.dcm")) and not list(tmp_path.glob(".tmp-*"))
 
 
+@pytest.mark.parametrize(("keyword", "value", "shown"), [("PatientSex", "Male", ""), ("StudyDate", "2006-01-01", ""),
+                                                       ("StudyTime", "12:01:00", ""), ("SeriesNumber", -2000, None)])
+def test_source_header_values_highdicom_refuses_still_give_a_seg(tmp_path, phantom, keyword, value, shown):
+    """Values a scanner or anonymiser writes outside their VR ('Male', an ISO date) or a negative series number:
+    highdicom raised ValueError and the whole volume failed, masks and report included."""
+    files = write_phantom_dicom(tmp_path / "dcm", phantom)
+    for f in files:
+        ds = pydicom.dcmread(f)
+        setattr(ds, keyword, value)
+        ds.save_as(f)
+    volume = read_volume(tmp_path / "dcm")
+    path, notes = write_dicom_seg(phantom.infection, volume, files, tmp_path / "seg.dcm")
+    seg, frames = _read_back(path, read_sources(files))
+    assert np.array_equal(frames, phantom.infection)
+    if shown is None:  # the series number: a valid one (1 .. 2**31 - 1), none other is noted
+        assert 1 <= int(seg.SeriesNumber) < 2**31 and notes == []
+    else:
+        assert str(seg.get(keyword, "") or "") == shown
+        assert notes == [f"the DICOM source's {keyword} {value!r} is not a valid DICOM value: left empty in the "
+                         "DICOM-SEG"]
+
+
+def test_series_number_stays_in_the_range_of_its_type(tmp_path, phantom):
+    files = write_phantom_dicom(tmp_path / "dcm", phantom)
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.SeriesNumber = 2**31 - 10
+        ds.save_as(f)
+    path, _ = write_dicom_seg(phantom.infection, read_volume(tmp_path / "dcm"), files, tmp_path / "seg.dcm")
+    number = int(pydicom.dcmread(path).SeriesNumber)
+    assert 1 <= number < 2**31 and number != 2**31 - 10
+
+
+def test_a_seg_highdicom_cannot_build_is_one_input_error(tmp_path, phantom, monkeypatch):
+    """Whatever else highdicom refuses in a source becomes a CovsegInputError, which the export turns into a warning."""
+    import covseg.io.dicom_seg as dicom_seg
+
+    files = write_phantom_dicom(tmp_path / "dcm", phantom)
+
+    def refuse(*args, **kwargs):
+        raise ValueError("some attribute highdicom refuses")
+
+    monkeypatch.setattr(dicom_seg.hd.seg, "Segmentation", refuse)
+    with pytest.raises(CovsegInputError, match="DICOM-SEG cannot be built from the source series' header .some "
+                                               "attribute highdicom refuses."):
+        write_dicom_seg(phantom.infection, read_volume(tmp_path / "dcm"), files, tmp_path / "seg.dcm")
+    assert not list(tmp_path.glob("*.dcm"))
+
+
 def _file_mask(path: str) -> np.ndarray:
     """The test mask computed from one source file alone (SimpleITK applies the rescale)."""
     return (sitk.GetArrayFromImage(sitk.ReadImage(path))[0] > -400).astype(np.uint8)

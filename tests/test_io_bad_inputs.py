@@ -86,6 +86,15 @@ def test_gzip_data_named_without_gz_is_named_as_such(tmp_path, phantom):
         _refused(tmp_path / name, "gzip-compressed data", "rename it")
 
 
+@pytest.mark.parametrize("name", ["ct.nii.gz", "ct.nii"])
+def test_nifti2_is_named_not_taken_for_a_renamed_file(tmp_path, phantom, name):
+    """SimpleITK reads no NIfTI-2: a .nii.gz one was told to "rename it so that its name ends with .gz"."""
+    hu = np.ascontiguousarray(phantom.hu.transpose(2, 1, 0)).astype(np.int16)
+    nib.save(nib.Nifti2Image(hu, np.diag([-5.6, -5.6, 10.0, 1.0])), str(tmp_path / name))
+    msg = _refused(tmp_path / name, "NIfTI-2 file", "save it as NIfTI-1")
+    assert "rename" not in msg
+
+
 def test_non_image_files_in_folders_are_ignored(tmp_path, phantom):
     write_phantom(tmp_path / "ct.nii.gz", phantom)
     for name in ("a.json", "b.txt", "c.csv", "d.md"):
@@ -459,9 +468,10 @@ def test_label_stored_in_another_order_on_the_same_grid_is_aligned_not_mirrored(
     assert len(warnings) == 1 and "compared voxel by voxel" in warnings[0]
 
 
-def test_nifti_with_a_sheared_sform_warns_that_outputs_take_the_qform(tmp_path, phantom):
+def test_nifti_with_a_sheared_sform_warns_that_covseg_measures_with_the_qform(tmp_path, phantom):
     """A sheared sform (gantry tilt kept by the converter) beside a plain qform: ITK reads the qform, nibabel's
-    affine is the sform, so the masks' affine cannot equal the input's; that is said, not left silent."""
+    affine is the sform, so covseg's orientation and volumes follow the qform; that is said, not left silent (the
+    outputs keep both: ``test_io.py::test_nifti_with_a_sheared_sform_gets_outputs_with_its_affine``)."""
     hu = np.transpose(phantom.hu, (2, 1, 0)).astype(np.int16)
     plain = np.diag([-phantom.spacing[0], -phantom.spacing[1], phantom.spacing[2], 1.0])
     sheared = plain.copy()

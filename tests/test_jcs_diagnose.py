@@ -157,6 +157,22 @@ def test_diagnose_positive_patients_are_segmented(ct_volumes_dir, classifier_bun
     assert all((f / "activation_montage.png").is_file() for f in again.iterdir() if f.is_dir())
 
 
+def test_a_dicom_seg_only_for_segmented_patients(ct_volumes_dir, classifier_bundle, tmp_path, capsys):
+    """A negative patient is not segmented: an empty Infection segment in the PACS would read as "none found"."""
+    series = str(ct_volumes_dir / "chest-2slice" / "dicom")
+    for threshold, segmented in (("1.0", False), ("-1", True)):
+        out = tmp_path / f"t{threshold}"
+        assert main(["diagnose", series, "--out", str(out), "--classifier", str(classifier_bundle), "--no-progress",
+                     "--no-figures", "--patient-threshold", threshold]) == 0
+        report = json.loads((out / "dicom" / "report.json").read_text())
+        assert (out / "dicom" / "infection_seg.dcm").is_file() is segmented
+        assert ("dicom_seg" in report["outputs"]) is segmented
+        note = "DICOM-SEG not written: the patient was not segmented (classified negative)"
+        assert (note in report["warnings"]) is not segmented
+        printed = capsys.readouterr()
+        assert (f"dicom: warning: {note}" in printed.out + printed.err) is not segmented
+
+
 def test_infer_gate_skips_slices_below_the_threshold(ct_volumes_dir, classifier_bundle, tmp_path):
     ct = str(ct_volumes_dir / "chest-cip64" / "ct.nii.gz")
     predicted = {}

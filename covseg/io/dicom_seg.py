@@ -32,6 +32,7 @@ import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
+from pydicom.valuerep import DA, TM
 
 from covseg.io.atomic import atomic_path
 from covseg.io.errors import CovsegInputError
@@ -118,6 +119,45 @@ def _complete_type2(ds: pydicom.Dataset) -> pydicom.Dataset:
     return ds
 
 
+def _valid_value(keyword: str, value: str) -> bool:
+    """Whether highdicom can copy ``value`` of a type 2 ``keyword``: a DA / TM value, PatientSex M, F or O."""
+    if not value:
+        return True
+    if keyword == "PatientSex":
+        return value in ("M", "F", "O")
+    convert = {"PatientBirthDate": DA, "StudyDate": DA, "StudyTime": TM}.get(keyword)
+    try:
+        return convert is None or convert(value) is not None
+    except ValueError:
+        return False
+
+
+def _clear_invalid_type2(sources: list[pydicom.Dataset]) -> list[str]:
+    """Empty the type 2 values highdicom refuses ('Male', an ISO date '2006-01-01', '12:01:00'), which scanners and
+    anonymisers write, in memory; return a note per attribute for the report."""
+    notes = []
+    for keyword in ("PatientSex", "PatientBirthDate", "StudyDate", "StudyTime"):
+        bad = [str(ds.get(keyword, "") or "").strip() for ds in sources]
+        bad = [v for v in bad if not _valid_value(keyword, v)]
+        if not bad:
+            continue
+        for ds in sources:
+            setattr(ds, keyword, "")
+        notes.append(f"the DICOM source's {keyword} {bad[0]!r} is not a valid DICOM value: left empty in the DICOM-SEG")
+    return notes
+
+
+def _series_number(source: pydicom.Dataset) -> int:
+    """The source's SeriesNumber + 1000, kept within the positive values of its VR (IS: up to 2**31 - 1)."""
+    try:
+        number = int(source.get("SeriesNumber", 0) or 0)
+    except (TypeError, ValueError):
+        number = 0
+    if 1 <= number + 1000 < 2**31:
+        return number + 1000
+    return number - 1000 if number > 1000 else 1000
+
+
 def _complete_identity(sources: list[pydicom.Dataset]) -> list[str]:
     """Fill empty instance / series / study UIDs of anonymised sources (in memory); return notes for the report.
 
@@ -163,7 +203,7 @@ def write_dicom_seg(labels: np.ndarray, volume: CTVolume, source_files: Sequence
     if not source_files:
         raise CovsegInputError(volume.source_path, "no DICOM source files: DICOM-SEG needs a DICOM input")
     sources = [_complete_type2(ds) for ds in read_sources(source_files)]
-    notes = _complete_identity(sources)
+    notes = _complete_identity(sources) + _clear_invalid_type2(sources)
     if "FrameOfReferenceUID" not in sources[0]:
         # allowed in minimal files, required by the SEG IOD: one derived from the series UID, the same every run
         frame_uid = generate_uid(entropy_srcs=[str(sources[0].get("SeriesInstanceUID", "")), "frame-of-reference"])
@@ -192,11 +232,16 @@ def write_dicom_seg(labels: np.ndarray, volume: CTVolume, source_files: Sequence
     ]
     first = sources[0]
     if series_number is None:
-        series_number = int(first.get("SeriesNumber", 0) or 0) + 1000
+        series_number = _series_number(first)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
-        seg = _segmentation(sources, frames, descriptions, series_number, name, version, software_version,
-                            multiclass)
+        try:
+            seg = _segmentation(sources, frames, descriptions, series_number, name, version, software_version,
+                                multiclass)
+        except (ValueError, TypeError) as exc:  # a source value highdicom refuses: no SEG, the other outputs stay
+            reason = " ".join(str(exc).split())[:200]
+            raise CovsegInputError(volume.source_path, "DICOM-SEG cannot be built from the source series' header "
+                                                       f"({reason})") from None
     path = Path(path)
     with atomic_path(path) as tmp:
         seg.save_as(tmp)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
@@ -38,6 +39,9 @@ from covseg.io.discover import VolumeSource, find_volumes
 from covseg.io.errors import CovsegInputError
 from covseg.io.read_dicom import read_dicom_series
 from covseg.io.read_image_file import read_image_file
+
+if TYPE_CHECKING:
+    import nibabel as nib
 
 __all__ = ["AIR_HU", "CTVolume", "ImageGeometry", "read_volume"]
 
@@ -54,12 +58,15 @@ class ImageGeometry:
     origin: tuple[float, float, float]
     direction: tuple[float, ...]
     pixel_type: str = ""
+    nifti_header: nib.Nifti1Header | None = field(default=None, compare=False, repr=False)
+    """A NIfTI input's header: NIfTI outputs copy its geometry fields (qform, sform and their codes, units, a 4th
+    dimension of 1), which ITK's writer would set its own way (:func:`covseg.io.write.write_volume_like`)."""
 
     @classmethod
-    def from_image(cls, img: sitk.Image) -> ImageGeometry:
-        """Copy the header of a 3D SimpleITK image."""
+    def from_image(cls, img: sitk.Image, nifti_header: nib.Nifti1Header | None = None) -> ImageGeometry:
+        """Copy the header of a 3D SimpleITK image (and keep a NIfTI input's own header)."""
         return cls(tuple(img.GetSize()), tuple(img.GetSpacing()), tuple(img.GetOrigin()),
-                   tuple(img.GetDirection()), img.GetPixelIDTypeAsString())
+                   tuple(img.GetDirection()), img.GetPixelIDTypeAsString(), nifti_header)
 
     @property
     def orientation(self) -> str:
@@ -141,12 +148,14 @@ def read_volume(src: VolumeSource | str | Path) -> CTVolume:
         raise CovsegInputError(src.path, src.error)
     warnings = list(src.warnings)
     img = read_dicom_series(src, warnings) if src.kind == "dicom" else read_image_file(Path(src.path))
+    header = None
     if src.kind != "dicom" and Path(src.path).name.lower().endswith((".nii", ".nii.gz")):
-        warnings += _nifti_geometry_warnings(Path(src.path), img)
+        header = _nifti_header(Path(src.path))
+        warnings += _nifti_geometry_warnings(header, img)
     where = src.path
     _check_pixels(img, where)
     _check_geometry(img, where)
-    reference = ImageGeometry.from_image(img)
+    reference = ImageGeometry.from_image(img, header)
     if reference.orientation != "LPS":
         img = sitk.DICOMOrient(img, "LPS")
     array = sitk.GetArrayViewFromImage(img).astype(np.float32)
@@ -162,17 +171,24 @@ def read_volume(src: VolumeSource | str | Path) -> CTVolume:
 
 
 # --------------------------------------------------------------------------------------- checks
-def _nifti_geometry_warnings(path: Path, img: sitk.Image) -> list[str]:
-    """A warning when nibabel's affine of the NIfTI (its sform, when set) is not the geometry ITK read: a sheared
-    sform (gantry tilt kept by the converter) has no ITK equivalent, so ITK takes the qform and every output, written
-    with ITK's geometry, gets an affine other than the input's."""
+def _nifti_header(path: Path) -> nib.Nifti1Header | None:
+    """The NIfTI header of ``path`` as nibabel reads it; ``None`` when nibabel cannot (ITK could: no header to keep)."""
     try:
         from covseg.io.read_image_file import nib  # nibabel, its pydicom import deferred (a fast start)
 
-        header = nib.load(str(path)).header
+        return nib.load(str(path)).header
+    except Exception:  # noqa: BLE001 - the reader accepted the file; no second opinion to give
+        return None
+
+
+def _nifti_geometry_warnings(header: nib.Nifti1Header | None, img: sitk.Image) -> list[str]:
+    """A warning when nibabel's affine of the NIfTI (its sform, when set) is not the geometry ITK read: a sheared
+    sform (gantry tilt kept by the converter) has no ITK equivalent, so ITK takes the qform, and covseg's LPS
+    orientation, spacing and volumes follow the qform while the outputs keep the input's header."""
+    try:
         affine = header.get_best_affine()
         sform_code = int(header["sform_code"])
-    except Exception:  # noqa: BLE001 - the reader accepted the file; no second opinion to give
+    except Exception:  # noqa: BLE001 - no header, or values nibabel cannot use: no second opinion to give
         return []
     if img.GetDimension() != 3 or sform_code <= 0:
         return []
@@ -186,8 +202,8 @@ def _nifti_geometry_warnings(path: Path, img: sitk.Image) -> list[str]:
     sheared = np.max(np.abs(columns.T @ columns - np.eye(3))) > 1e-3
     why = ("its sform is sheared (gantry tilt?), which ITK cannot represent" if sheared
            else "its sform is not the geometry ITK reads")
-    return [f"NIfTI geometry: {why}; the outputs carry the geometry read (the qform's), so their affine differs "
-            "from the input's"]
+    return [f"NIfTI geometry: {why}; covseg measures with the geometry read (the qform's); the NIfTI outputs keep "
+            "the input's qform and sform"]
 
 
 def _check_pixels(img: sitk.Image, where: Path) -> None:

@@ -232,6 +232,19 @@ def _nifti_from_bytes(raw: bytes) -> nib.Nifti1Image:
     return klass.from_bytes(raw)
 
 
+def _is_nifti2(path: Path) -> bool:
+    """Whether ``path`` (gzip-compressed or not) starts with a NIfTI-2 header: sizeof_hdr 540, magic ``n+2``/``ni2``."""
+    try:
+        with path.open("rb") as raw:
+            compressed = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            head = (gzip.GzipFile(fileobj=raw) if compressed else raw).read(8)
+    except (OSError, EOFError, zlib.error):
+        return False
+    return len(head) == 8 and head[4:7] in (b"n+2", b"ni2") and 540 in (int.from_bytes(head[:4], "little"),
+                                                                       int.from_bytes(head[:4], "big"))
+
+
 def _read_failure_reason(path: Path, exc: Exception) -> str:
     """Turn a SimpleITK read failure into a one-line reason."""
     if path.name.lower().endswith(".gz"):
@@ -247,12 +260,15 @@ def _read_failure_reason(path: Path, exc: Exception) -> str:
             return f"corrupt gzip data ({first_line(str(gz_exc))})"
     text = str(exc)
     if "Could not create IO object" in text or "Unable to determine ImageIO reader" in text:
+        if _is_nifti2(path):
+            return "NIfTI-2 file: not supported (SimpleITK reads NIfTI-1 only); save it as NIfTI-1"
         try:
             with path.open("rb") as fh:
                 magic = fh.read(2)
         except OSError:
             magic = b""
-        if magic == b"\x1f\x8b":  # a .nii.gz renamed: no reader looks inside gzip without the suffix
+        if magic == b"\x1f\x8b" and not path.name.lower().endswith(".gz"):
+            # a .nii.gz renamed: no reader looks inside gzip without the suffix
             return ("not a readable image file as named: it holds gzip-compressed data (a .nii.gz? rename it "
                         "so that its name ends with .gz)")
         return "not a readable image file (no reader for this format or content)"

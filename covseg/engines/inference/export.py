@@ -18,7 +18,8 @@ is never replaced; this volume then goes to ``<name>_<tag>`` (:mod:`covseg.io.na
   ``overlays/slice_<z>.png``; :func:`covseg.engines.inference.batch.run_batch` has them drawn from the end of the
   volume's inference on (:func:`start_pictures`), and they are written here;
 * ``infection_seg.dcm`` (DICOM inputs; ``ExportOptions.dicom_seg``, default on for DICOM): DICOM-SEG referencing
-  the source series (:mod:`covseg.io.dicom_seg`); a series it cannot reference gets a warning instead.
+  the source series (:mod:`covseg.io.dicom_seg`); a series it cannot reference, or a patient ``covseg diagnose``
+  did not segment, gets a warning instead.
 
 All images are written with :func:`covseg.io.write.write_volume_like`: same size, spacing, origin and direction
 as the input. **To add an output**: write a function ``(folder, item) -> {key: file name}`` and call it in
@@ -253,13 +254,17 @@ def write_figures(folder: Path, item: VolumeOutputs, overlays: str = "none") -> 
 
 
 def write_dicom_seg_file(folder: Path, item: VolumeOutputs) -> dict[str, str]:
-    """``infection_seg.dcm`` for a DICOM input; a series that cannot be referenced -> a report warning."""
+    """``infection_seg.dcm`` for a DICOM input; a series that cannot be referenced, or a patient ``covseg diagnose``
+    did not segment (its empty Infection segment would read as "none found" in a PACS) -> a report warning."""
     from covseg import __version__
     from covseg.io.dicom_seg import write_dicom_seg
 
     res, vol = item.result, item.volume
     if not vol.source_files:
         item.report.warnings.append("DICOM-SEG not written: the input is not a DICOM series")
+        return {}
+    if (item.extras.get("diagnosis") or {}).get("segmented") is False:
+        item.report.warnings.append("DICOM-SEG not written: the patient was not segmented (classified negative)")
         return {}
     multiclass = res.classes is not None
     try:
