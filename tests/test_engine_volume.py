@@ -19,7 +19,7 @@ from covseg.engines.inference import export as export_mod
 from covseg.engines.inference.batch import prepare_volume, process_volume, run_batch
 from covseg.engines.inference.export import export_volume
 from covseg.engines.inference.predictor import SlicePredictor
-from covseg.engines.inference.volume import infer_volume
+from covseg.engines.inference.volume import InfectionPostprocessing, infer_volume
 from covseg.io.read import CTVolume, read_volume
 from covseg.networks.registry import get_network
 from covseg.synthetic.phantom import make_chest_phantom, write_phantom
@@ -105,6 +105,17 @@ def test_infection_is_threshold_within_lung(phantom):
     wide = infer_volume(vol, _predictor(Constant(3.0)), lung=on.lung, lung_margin_mm=12.0)
     assert wide.infection.sum() > on.infection.sum()
     assert not wide.infection[~on.lung.any(axis=(1, 2))].any()
+
+
+def test_lung_margin_is_in_mm_along_each_axis_of_non_square_pixels():
+    """0.5 mm columns, 2 mm rows: the 5 mm margin is 10 columns but only 2-3 rows (it was 10 rows, 20 mm)."""
+    lung = np.zeros((1, 60, 60), np.uint8)
+    lung[0, 20:40, 20:40] = 1
+    prob = np.ones(lung.shape, np.float32)
+    mask, _ = InfectionPostprocessing(0.5, 5.0)(prob, lung, (0.5, 2.0, 1.0))
+    rows, cols = np.nonzero(mask[0])
+    assert (rows.min(), rows.max()) == (20 - 2, 39 + 2)
+    assert (cols.min(), cols.max()) == (20 - 10, 39 + 10)
 
 
 def test_multiclass_label_map(tmp_path, phantom):

@@ -93,9 +93,9 @@ class InfectionPostprocessing:
 
     def __call__(self, prob: np.ndarray, lung: np.ndarray, spacing: Sequence[float],
                  classes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        spacing_x, spacing_y = float(spacing[0]), float(spacing[1])
-        radius = int(round(self.lung_margin_mm / max(min(spacing_x, spacing_y), 1e-6)))
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2) if radius > 0 else None
+        # an ellipse of lung_margin_mm in each in-plane direction (non-square pixels get unequal radii in pixels)
+        rx, ry = (int(round(self.lung_margin_mm / max(float(s), 1e-6))) for s in spacing[:2])
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rx + 1, 2 * ry + 1)) if rx or ry else None
         infection = np.zeros(prob.shape, np.uint8)
         for z in np.nonzero(lung.reshape(lung.shape[0], -1).any(axis=1))[0]:
             hit = prob[z] >= self.threshold
