@@ -190,7 +190,7 @@ def test_oblique_direction_round_trip(tmp_path, phantom):
 
 
 @pytest.mark.parametrize(("qform_code", "sform_code", "extra_dim"), [(2, 1, False), (0, 4, False), (1, 0, False),
-                                                                 (1, 1, True)])
+                                                                 (1, 1, True), (0, 0, False)])
 def test_nifti_output_keeps_the_input_header_geometry(tmp_path, phantom, qform_code, sform_code, extra_dim):
     """Codes, units, axis order and a 4th dimension of 1 as the input has them; ITK wrote codes 1/1 and 3D."""
     affine = np.array([[0.0, 0.0, -10.0, 120.0], [-5.6, 0.0, 0.0, 90.0], [0.0, 5.6, 0.0, -40.0], [0, 0, 0, 1]])
@@ -212,6 +212,19 @@ def test_nifti_output_keeps_the_input_header_geometry(tmp_path, phantom, qform_c
     np.testing.assert_array_equal(np.asarray(out.dataobj), (np.asarray(given.dataobj) > -500).astype(np.uint8))
     assert out.get_data_dtype() == np.uint8
     assert out.header["descrip"].item() == b""  # no free text of the input's header goes into the outputs
+
+
+@pytest.mark.parametrize(("qform_code", "sform_code", "warned"), [(0, 0, True), (1, 0, False), (0, 2, False)])
+def test_a_nifti_without_orientation_codes_is_said_to_state_none(tmp_path, phantom, qform_code, sform_code, warned):
+    """Codes 0 / 0: ITK and nibabel read different anterior / posterior, so the pictures' letters may be wrong."""
+    src = nib.Nifti1Image(np.ascontiguousarray(phantom.hu.transpose(2, 1, 0)).astype(np.int16), np.diag([-5.6, -5.6,
+                                                                                                          10.0, 1.0]))
+    src.set_qform(src.affine, code=qform_code)
+    src.set_sform(src.affine, code=sform_code)
+    nib.save(src, str(tmp_path / "ct.nii.gz"))
+    assert nib.load(tmp_path / "ct.nii.gz").header["qform_code"] == qform_code
+    said = [w for w in read_volume(tmp_path / "ct.nii.gz").warnings if "codes are both 0" in w]
+    assert bool(said) == warned, said
 
 
 def test_nifti_with_a_sheared_sform_gets_outputs_with_its_affine(tmp_path, phantom):

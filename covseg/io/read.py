@@ -187,9 +187,13 @@ def _nifti_geometry_warnings(header: nib.Nifti1Header | None, img: sitk.Image) -
     orientation, spacing and volumes follow the qform while the outputs keep the input's header."""
     try:
         affine = header.get_best_affine()
-        sform_code = int(header["sform_code"])
+        sform_code, qform_code = int(header["sform_code"]), int(header["qform_code"])
     except Exception:  # noqa: BLE001 - no header, or values nibabel cannot use: no second opinion to give
         return []
+    if sform_code <= 0 and qform_code <= 0:
+        return ["NIfTI geometry: qform and sform codes are both 0, so the file states no orientation and readers "
+                "disagree on it (ITK, which covseg uses, and nibabel differ in anterior / posterior): the "
+                "orientation letters of the pictures may be wrong; the outputs keep the input's header"]
     if img.GetDimension() != 3 or sform_code <= 0:
         return []
     m = np.array(img.GetDirection(), float).reshape(3, 3) @ np.diag(img.GetSpacing())
