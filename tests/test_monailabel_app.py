@@ -228,3 +228,15 @@ def test_diagnosis_task_decides_then_segments_unless_negative(tmp_path):
     label_file, result = task({"image": str(ct), "bf16": False})  # the bundle's own settings: small phantom lungs
     Path(label_file).unlink()
     assert result["diagnosis"]["decision"] in ("positive", "negative", "indeterminate")
+
+
+def test_training_slices_skip_an_unreadable_pair_with_a_warning(labelled_phantom, tmp_path, caplog):
+    ph, ct, label = labelled_phantom
+    wrong = tmp_path / "wrong.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((10, 96, 95), np.uint8)), str(wrong))
+    good = training_slices([{"image": str(ct), "label": str(label)}], 64)
+    with caplog.at_level("WARNING"):
+        items = training_slices([{"image": str(ct), "label": str(wrong)}, {"image": str(ct), "label": str(label)}], 64)
+    assert len(items) == len(good) > 0
+    assert "skipped for training" in caplog.text and "wrong.nii.gz" in caplog.text and "differs" in caplog.text
+

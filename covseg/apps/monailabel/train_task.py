@@ -82,7 +82,11 @@ class InfectionTrain(BasicTrainTask):
         if not datalist:
             raise ValueError("no labelled volume in the datastore: save a final label first (PUT /datastore/label)")
         size = int(load_bundle(self.bundle).image_size)
-        return training_slices(datalist, size, float(request.get("negatives_per_positive", 1.0)))
+        items = training_slices(datalist, size, float(request.get("negatives_per_positive", 1.0)))
+        if not items:
+            raise ValueError(f"no training slice in the {len(datalist)} labelled volume(s): each was skipped (see "
+                             "the warnings above) or holds no lung")
+        return items
 
     def train_pre_transforms(self, context: Context) -> list:
         return [EnsureTyped(keys=("image", "label"), track_meta=False)]
