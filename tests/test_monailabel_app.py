@@ -240,3 +240,46 @@ def test_training_slices_skip_an_unreadable_pair_with_a_warning(labelled_phantom
     assert len(items) == len(good) > 0
     assert "skipped for training" in caplog.text and "wrong.nii.gz" in caplog.text and "differs" in caplog.text
 
+
+@pytest.fixture
+def label_app(tmp_path, monkeypatch):
+    """covseg's MONAI Label app in this process, on a studies folder holding a phantom CT and a damaged copy."""
+    pytest.importorskip("monailabel", reason="MONAI Label is not installed: run scripts/install-label-server.sh")
+    from monailabel.config import settings
+
+    from covseg.apps.monailabel.main import CovsegLabelApp
+
+    monkeypatch.setattr(settings, "MONAI_LABEL_DATASTORE_AUTO_RELOAD", False)  # no file watcher outliving the test
+
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    ph = make_chest_phantom(shape=(6, 96, 96), spacing=(3.7, 3.7, 5.0), seed=2)
+    sitk.WriteImage(ph.image(), str(studies / "ct.nii.gz"), True)
+    data = (studies / "ct.nii.gz").read_bytes()
+    (studies / "damaged.nii.gz").write_bytes(data[: len(data) // 2])
+    conf = {"infection_bundle": str(_tiny_bundle(tmp_path / "bundle"))}
+    return CovsegLabelApp(str(tmp_path / "app"), str(studies), conf), ph, studies
+
+
+def _http_error(call, *args) -> tuple[int, str]:
+    from fastapi import HTTPException
+
+    with pytest.raises(HTTPException) as err:
+        call(*args)
+    return err.value.status_code, err.value.detail
+
+
+def test_bad_infer_requests_are_http_errors_naming_the_file(label_app):
+    app, _, studies = label_app
+    status, detail = _http_error(app.infer, {"model": "nosuch", "image": "ct"})
+    assert status == 404 and "unknown model 'nosuch'" in detail and "covseg_lungs" in detail
+    status, detail = _http_error(app.infer, {"model": "covseg_lungs", "image": "nosuch"})
+    assert status == 404 and "image 'nosuch' not found" in detail
+    status, detail = _http_error(app.infer, {"model": "covseg_lungs", "image": "damaged"})
+    assert status == 422 and f"{studies / 'damaged.nii.gz'}: truncated file" in detail and "\n" not in detail
+    status, detail = _http_error(app.infer, {"model": "covseg_infection", "image": "ct", "backend": "tensorrt"})
+    assert status == 400 and "backend must be one of" in detail
+    result = app.infer({"model": "covseg_lungs", "image": "ct"})  # still serving
+    Path(result["file"]).unlink()
+    assert result["params"]["voxels"]["right lung"] > 0
+

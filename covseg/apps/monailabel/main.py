@@ -20,12 +20,14 @@ import covseg.apps.monailabel.compat  # noqa: F401  (the pydicom 3 shim: before 
 
 # isort: split
 import logging
+import os
 from pathlib import Path
 
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.tasks.activelearning.random import Random
 
 from covseg import __version__
+from covseg.apps.monailabel.http_errors import http_error, request_failed
 from covseg.apps.monailabel.infer_tasks import DiagnosisInfer, InfectionInfer, LungInfer, MulticlassInfer
 from covseg.apps.monailabel.train_task import InfectionTrain
 from covseg.apps.monailabel.weights import (
@@ -74,3 +76,18 @@ class CovsegLabelApp(MONAILabelApp):
 
     def init_strategies(self) -> dict:
         return {"random": Random()}
+
+    def infer(self, request: dict, datastore=None) -> dict:
+        """MONAI Label's infer, with an unknown model or image, an unusable input or a bad setting answered as an
+        HTTP error naming it in one line (:mod:`.http_errors`), not as a bare 500."""
+        model, image = request.get("model"), request.get("image")
+        if model not in self._infers:
+            raise http_error(404, f"infer: unknown model {model!r} (models: {', '.join(self._infers)})")
+        store = datastore or self.datastore()
+        if isinstance(image, str) and not os.path.exists(image) and not store.get_image_uri(image):
+            raise http_error(404, f"infer {model}: image {image!r} not found: no such image id in the datastore "
+                                  f"{self.studies} (GET /datastore/?output=all lists them)")
+        try:
+            return super().infer(request, datastore)
+        except Exception as exc:
+            raise request_failed(f"infer {model}", exc) from None
