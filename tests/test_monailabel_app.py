@@ -283,3 +283,25 @@ def test_bad_infer_requests_are_http_errors_naming_the_file(label_app):
     Path(result["file"]).unlink()
     assert result["params"]["voxels"]["right lung"] > 0
 
+
+def test_datastore_refuses_uploads_covseg_cannot_use_and_keeps_what_it_had(label_app, tmp_path):
+    app, ph, studies = label_app
+    store = app.datastore()
+    good, wrong, cut = tmp_path / "good.nii.gz", tmp_path / "wrong.nii.gz", tmp_path / "cut.nii.gz"
+    sitk.WriteImage(ph.image(ph.infection), str(good), True)
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((6, 96, 95), np.uint8)), str(wrong), True)
+    cut.write_bytes(good.read_bytes()[:200])
+    store.save_label("ct", str(good), "final", {})
+    saved = Path(store.get_label_uri("ct", "final"))
+    assert saved.read_bytes() == good.read_bytes()
+    for label, reason in ((wrong, "differs from the input's"), (cut, "truncated")):
+        status, detail = _http_error(store.save_label, "ct", str(label), "final", {})
+        assert status == 422 and "image 'ct'" in detail and reason in detail, detail
+    assert saved.read_bytes() == good.read_bytes()  # the good label is kept
+    status, detail = _http_error(store.save_label, "nosuch", str(good), "final", {})
+    assert status == 404 and "'nosuch'" in detail
+    status, detail = _http_error(store.save_label, "damaged", str(good), "final", {})
+    assert status == 422 and "damaged.nii.gz: truncated" in detail
+    status, detail = _http_error(store.add_image, "ct", str(cut), {})  # would replace the good CT
+    assert status == 422 and "image 'ct'" in detail
+    assert (studies / "ct.nii.gz").stat().st_size > 1000 and sorted(store.list_images()) == ["ct", "damaged"]

@@ -23,10 +23,12 @@ import logging
 import os
 from pathlib import Path
 
+from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.tasks.activelearning.random import Random
 
 from covseg import __version__
+from covseg.apps.monailabel.datastore import CheckedDatastore
 from covseg.apps.monailabel.http_errors import http_error, request_failed
 from covseg.apps.monailabel.infer_tasks import DiagnosisInfer, InfectionInfer, LungInfer, MulticlassInfer
 from covseg.apps.monailabel.train_task import InfectionTrain
@@ -59,6 +61,12 @@ class CovsegLabelApp(MONAILabelApp):
         super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="covseg",
                          description="covseg: COVID-19 lung infection segmentation of chest CT (Inf-Net on MONAI)",
                          version=__version__)
+
+    def init_datastore(self) -> CheckedDatastore:
+        """MONAI Label's local datastore, refusing uploads covseg cannot read (:mod:`.datastore`)."""
+        return CheckedDatastore(self.studies, extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+                                auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+                                read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)
 
     def init_infers(self) -> dict:
         infection = ModelCache(self.infection_bundle, published_weights(self.model_dir, INFECTION_MODEL))
