@@ -305,3 +305,21 @@ def test_datastore_refuses_uploads_covseg_cannot_use_and_keeps_what_it_had(label
     status, detail = _http_error(store.add_image, "ct", str(cut), {})  # would replace the good CT
     assert status == 422 and "image 'ct'" in detail
     assert (studies / "ct.nii.gz").stat().st_size > 1000 and sorted(store.list_images()) == ["ct", "damaged"]
+
+
+def test_a_volume_without_lungs_is_answered_with_covseg_infers_warning(tmp_path):
+    pytest.importorskip("monailabel", reason="MONAI Label is not installed: run scripts/install-label-server.sh")
+    from covseg.apps.monailabel.infer_tasks import InfectionInfer, LungInfer
+
+    ph = make_chest_phantom(shape=(6, 96, 96), spacing=(3.7, 3.7, 5.0), seed=2)
+    chest, belly = tmp_path / "chest.nii.gz", tmp_path / "belly.nii.gz"
+    sitk.WriteImage(ph.image(), str(chest))
+    body = np.full(ph.hu.shape, -1000, np.int16)
+    body[:, 10:86, 10:86] = 40  # soft tissue only: an abdomen below the lungs
+    sitk.WriteImage(ph.image(body), str(belly))
+    for task in (LungInfer(), InfectionInfer(ModelCache(_tiny_bundle(tmp_path / "bundle")))):
+        for ct, lungless in ((belly, True), (chest, False)):
+            label_file, result = task({"image": str(ct), "bf16": False, "backend": "torch"})
+            Path(label_file).unlink()
+            no_lung = [w for w in result["warnings"] if w.startswith("no lung found")]
+            assert bool(no_lung) == lungless, (type(task).__name__, ct.name, result["warnings"])
