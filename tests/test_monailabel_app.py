@@ -323,3 +323,30 @@ def test_a_volume_without_lungs_is_answered_with_covseg_infers_warning(tmp_path)
             Path(label_file).unlink()
             no_lung = [w for w in result["warnings"] if w.startswith("no lung found")]
             assert bool(no_lung) == lungless, (type(task).__name__, ct.name, result["warnings"])
+
+
+class _Started(Exception):
+    """Raised instead of starting the server."""
+
+
+def test_label_server_warns_when_the_studies_hold_no_volume_it_lists(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("monailabel", reason="MONAI Label is not installed: run scripts/install-label-server.sh")
+
+    def no_server(*args, **kwargs):
+        raise _Started
+
+    monkeypatch.setattr(label_server.subprocess, "Popen", no_server)
+    studies = tmp_path / "studies"
+    (studies / "patient1").mkdir(parents=True)  # a DICOM series folder: MONAI Label's datastore does not list it
+    (studies / "patient1" / "IMG0001.dcm").write_bytes(b"")
+    args = ["label-server", "--studies", str(studies), "--app-dir", str(tmp_path / "app")]
+    with pytest.raises(_Started):
+        main(args)
+    err = capsys.readouterr().err
+    assert "warning:" in err and "no .nii.gz, .nii or .nrrd volume" in err and "patient1/" in err
+    (studies / "ct.nii.gz").write_bytes(b"")
+    with pytest.raises(_Started):
+        main(args)
+    assert "warning" not in capsys.readouterr().err
+    assert main(["label-server", "--studies", str(studies / "ct.nii.gz")]) == 2
+    assert "ct.nii.gz: is not a folder" in capsys.readouterr().err
