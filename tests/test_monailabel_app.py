@@ -225,6 +225,8 @@ def test_diagnosis_task_decides_then_segments_unless_negative(tmp_path):
             Path(label_file).unlink(missing_ok=True)
     assert decided["positive"][0] > 0 and decided["positive"][1] > 0  # the tiny model marks the dark lung
     assert decided["negative"] == (0, 0)  # a negative patient is not segmented
+    with pytest.raises(ValueError, match="slice_threshold must be a number, not 'abc'"):
+        task({"image": str(ct), "slice_threshold": "abc"})
     label_file, result = task({"image": str(ct), "bf16": False})  # the bundle's own settings: small phantom lungs
     Path(label_file).unlink()
     assert result["diagnosis"]["decision"] in ("positive", "negative", "indeterminate")

@@ -85,6 +85,16 @@ def _flag(value: Any, default: bool | str) -> bool | str:
     return bool(value)
 
 
+def _number(value: Any, name: str) -> float | None:
+    """A numeric request setting (None when not given); ValueError naming the setting otherwise."""
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, not {value!r}") from None
+
+
 class CovsegInferTask(BasicInferTask):
     """Base of the app's infer tasks: covseg reads, predicts and writes; MONAI Label serves and stores."""
 
@@ -242,7 +252,7 @@ class DiagnosisInfer(_NetworkInfer):
 
     def label_map(self, volume: CTVolume, data: dict) -> tuple[np.ndarray, dict[str, Any]]:
         scorer, meta = self._scorer(data)
-        given = {k: (None if data.get(k) in (None, "") else float(data[k])) for k in self._SETTINGS}
+        given = {k: _number(data.get(k), k) for k in self._SETTINGS}
         settings = DiagnosisSettings.from_bundle(meta, **given)
         lung = np.asarray(lung_mask(volume.array, volume.spacing), np.uint8)
         classified = classify_volume(volume, lung, scorer, settings)
