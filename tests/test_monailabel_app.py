@@ -4,6 +4,7 @@ weights an infer task runs, and the label-server command's argument handling."""
 from __future__ import annotations
 
 import importlib
+import os
 import socket
 from pathlib import Path
 
@@ -352,3 +353,27 @@ def test_label_server_warns_when_the_studies_hold_no_volume_it_lists(tmp_path, c
     assert "warning" not in capsys.readouterr().err
     assert main(["label-server", "--studies", str(studies / "ct.nii.gz")]) == 2
     assert "ct.nii.gz: is not a folder" in capsys.readouterr().err
+
+
+def test_a_training_that_cannot_start_is_one_error_line(label_app, tmp_path):
+    import subprocess
+    import sys
+
+    app, _, studies = label_app
+    status, detail = _http_error(app.bundle_path, "nosuch")  # asked in the server before a train subprocess starts
+    assert status == 404 and "unknown model 'nosuch'" in detail and "covseg_infection" in detail
+    assert app.bundle_path("covseg_infection") is None
+    status, detail = _http_error(app.train, {"model": "covseg_infection", "max_epochs": "abc"})
+    assert status == 400 and "max_epochs must be an integer >= 1, not 'abc'" in detail
+    status, detail = _http_error(app.train, {"model": "covseg_infection"})
+    assert status == 400 and "no labelled volume" in detail
+    # MONAI Label's own train subprocess, as POST /train/ starts it: its last output line is GET /train/'s message
+    app_dir = label_server.prepare_app_dir(str(tmp_path / "app"))
+    env = dict(os.environ, MONAI_LABEL_DATASTORE_AUTO_RELOAD="false",
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run([sys.executable, "-m", "monailabel.interfaces.utils.app", "-m", "train", "-a", str(app_dir),
+                          "-s", str(studies), "-r", '{"model": "covseg_infection", "max_epochs": 0}'],
+                         capture_output=True, text=True, env=env, timeout=300)
+    output = (run.stdout + run.stderr).strip()
+    assert run.returncode == 1 and "Traceback" not in output, output[-2000:]
+    assert output.splitlines()[-1].endswith("train covseg_infection: max_epochs must be an integer >= 1, not 0")

@@ -34,6 +34,7 @@ def request_failed(what: str, exc: BaseException) -> HTTPException:
     if isinstance(exc, CovsegInputError):
         return http_error(422, f"{what}: {exc}")
     if isinstance(exc, (ValueError, TypeError)):
+        log.debug("%s", what, exc_info=exc)  # where it came from, for --verbose DEBUG
         return http_error(400, f"{what}: {' '.join(str(exc).split())}")
     log.error("%s: %s: %s", what, type(exc).__name__, exc, exc_info=exc)
     return HTTPException(status_code=500, detail=f"{what}: {type(exc).__name__}: {' '.join(str(exc).split())}")

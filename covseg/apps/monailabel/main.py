@@ -21,6 +21,7 @@ import covseg.apps.monailabel.compat  # noqa: F401  (the pydicom 3 shim: before 
 # isort: split
 import logging
 import os
+import sys
 from pathlib import Path
 
 from monailabel.config import settings
@@ -41,6 +42,7 @@ from covseg.apps.monailabel.weights import (
     multiclass_available,
     published_weights,
 )
+from covseg.io.errors import CovsegInputError
 from covseg.networks.loading import DEFAULT_BUNDLE
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,12 @@ log = logging.getLogger(__name__)
 LUNG_MODEL = "covseg_lungs"
 MULTICLASS_MODEL = "covseg_ggo_consolidation"
 DIAGNOSIS_MODEL = "covseg_jcs_diagnosis"
+
+
+def _in_task_subprocess() -> bool:
+    """True in the subprocess MONAI Label runs a training in (``python -m monailabel.interfaces.utils.app``)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return spec is not None and spec.name == "monailabel.interfaces.utils.app"
 
 
 class CovsegLabelApp(MONAILabelApp):
@@ -84,6 +92,26 @@ class CovsegLabelApp(MONAILabelApp):
 
     def init_strategies(self) -> dict:
         return {"random": Random()}
+
+    def bundle_path(self, model: str | None) -> str | None:
+        """Asked by MONAI Label in the server before it starts a train or batch-infer subprocess: an unknown model is
+        refused there (404), not in the subprocess's traceback seconds later."""
+        known = {**self._trainers, **self._infers, **self._scoring_methods}
+        if model is not None and model not in known:
+            raise http_error(404, f"unknown model {model!r} (trainers: {', '.join(self._trainers)}; models: "
+                                  f"{', '.join(self._infers)})")
+        return super().bundle_path(model)
+
+    def train(self, request: dict) -> dict:
+        """MONAI Label's train; a training that cannot start (no usable label, a bad setting) ends with one error line
+        (in ``GET /train/``'s details: MONAI Label runs this in a subprocess), not a traceback."""
+        try:
+            return super().train(request)
+        except (CovsegInputError, ValueError, TypeError) as exc:
+            failed = request_failed(f"train {request.get('model')}", exc)
+            if _in_task_subprocess():
+                raise SystemExit(1) from None
+            raise failed from None
 
     def infer(self, request: dict, datastore=None) -> dict:
         """MONAI Label's infer, with an unknown model or image, an unusable input or a bad setting answered as an
