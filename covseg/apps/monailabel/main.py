@@ -32,7 +32,7 @@ from covseg import __version__
 from covseg.apps.monailabel.datastore import CheckedDatastore
 from covseg.apps.monailabel.http_errors import http_error, request_failed
 from covseg.apps.monailabel.infer_tasks import DiagnosisInfer, InfectionInfer, LungInfer, MulticlassInfer
-from covseg.apps.monailabel.train_task import InfectionTrain
+from covseg.apps.monailabel.train_task import CannotTrain, InfectionTrain
 from covseg.apps.monailabel.weights import (
     CLASSIFIER_BUNDLE,
     INFECTION_MODEL,
@@ -107,7 +107,7 @@ class CovsegLabelApp(MONAILabelApp):
         (in ``GET /train/``'s details: MONAI Label runs this in a subprocess), not a traceback."""
         try:
             return super().train(request)
-        except (CovsegInputError, ValueError, TypeError) as exc:
+        except (CannotTrain, CovsegInputError) as exc:
             failed = request_failed(f"train {request.get('model')}", exc)
             if _in_task_subprocess():
                 raise SystemExit(1) from None

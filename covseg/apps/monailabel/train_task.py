@@ -42,7 +42,11 @@ from covseg.networks.loading import load_bundle
 
 log = logging.getLogger(__name__)
 
-__all__ = ["InfectionTrain", "check_settings"]
+__all__ = ["CannotTrain", "InfectionTrain", "check_settings"]
+
+
+class CannotTrain(ValueError):
+    """A training that cannot start: a bad setting, or no usable labelled volume (reported in one line)."""
 
 
 _NUMBERS = {"max_epochs": (int, 1), "train_batch_size": (int, 1), "seed": (int, 0), "lr": (float, 0.0),
@@ -50,7 +54,7 @@ _NUMBERS = {"max_epochs": (int, 1), "train_batch_size": (int, 1), "seed": (int, 
 
 
 def check_settings(request: dict) -> None:
-    """ValueError naming the first numeric train setting that is not a number of its type and range."""
+    """:class:`CannotTrain` naming the first numeric train setting that is not a number of its type and range."""
     for name, (kind, least) in _NUMBERS.items():
         value = request.get(name)
         if value is None:
@@ -62,7 +66,7 @@ def check_settings(request: dict) -> None:
             ok = False
         if not ok:
             bound = f"> {least}" if name == "lr" else f">= {least}"
-            raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'} {bound}, not {value!r}")
+            raise CannotTrain(f"{name} must be {'an integer' if kind is int else 'a number'} {bound}, not {value!r}")
 
 
 class InfectionTrain(BasicTrainTask):
@@ -101,11 +105,11 @@ class InfectionTrain(BasicTrainTask):
         check_settings(request)
         datalist = datastore.datalist()
         if not datalist:
-            raise ValueError("no labelled volume in the datastore: save a final label first (PUT /datastore/label)")
+            raise CannotTrain("no labelled volume in the datastore: save a final label first (PUT /datastore/label)")
         size = int(load_bundle(self.bundle).image_size)
         items = training_slices(datalist, size, float(request.get("negatives_per_positive", 1.0)))
         if not items:
-            raise ValueError(f"no training slice in the {len(datalist)} labelled volume(s): each was skipped (see "
+            raise CannotTrain(f"no training slice in the {len(datalist)} labelled volume(s): each was skipped (see "
                              "the warnings above) or holds no lung")
         return items
 
