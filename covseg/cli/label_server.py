@@ -136,9 +136,6 @@ def run(args: argparse.Namespace) -> int:
             "studies folder not found"
         print(f"error: {studies}: {reason}", file=sys.stderr)
         return 2
-    warning = studies_warning(studies)
-    if warning:
-        print(warning, file=sys.stderr)
     if args.threads is not None and args.threads < 1:
         print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
         return 2
@@ -159,6 +156,9 @@ def run(args: argparse.Namespace) -> int:
     if not os.access(app_dir, os.W_OK):
         print(f"error: {app_dir}: app folder is not writable (give --app-dir DIR)", file=sys.stderr)
         return 2
+    warning = studies_warning(studies)  # after the usage errors: those stay one line
+    if warning:
+        print(warning, file=sys.stderr)
     cmd = [sys.executable, "-m", "covseg.apps.monailabel.serve", "start_server", "--app", str(app_dir),
            "--studies", str(studies.resolve()), "--host", args.host, "--port", str(port), "--verbose", args.verbose]
     # cwd = the app folder: MONAI Label reads a .env from its working directory, so a stray one cannot change it
