@@ -377,3 +377,32 @@ def test_a_training_that_cannot_start_is_one_error_line(label_app, tmp_path):
     output = (run.stdout + run.stderr).strip()
     assert run.returncode == 1 and "Traceback" not in output, output[-2000:]
     assert output.splitlines()[-1].endswith("train covseg_infection: max_epochs must be an integer >= 1, not 0")
+
+
+def test_label_server_refuses_a_read_only_studies_folder_in_one_line(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    studies.chmod(0o555)
+    code = ("import sys\nsys.modules.setdefault('monailabel', sys)  # the check comes first; no server starts\n"
+            "from covseg.cli.main import main\n"
+            f"sys.exit(main(['label-server', '--studies', {str(studies)!r}, '--app-dir', {str(tmp_path / 'app')!r}, "
+            "'--port', '99999']))")  # a usage error after the studies check: never a server, fix or not
+    cmd = [sys.executable, "-c", code]
+    if os.geteuid() == 0:  # root writes anyway unless it drops CAP_DAC_OVERRIDE
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: a read-only folder cannot be tested honestly")
+        cmd = ["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+               "--inh-caps=-dac_override,-dac_read_search", *cmd]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    if "setpriv" in proc.stderr and "Operation not permitted" in proc.stderr:
+        pytest.skip(f"setpriv cannot drop capabilities here: {proc.stderr.strip()}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {studies}: studies folder is not writable (the datastore keeps datastore_v2.json, .lock and labels/ "
+        "there); give a writable folder, e.g. a copy of the volumes"]

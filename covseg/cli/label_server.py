@@ -136,6 +136,10 @@ def run(args: argparse.Namespace) -> int:
             "studies folder not found"
         print(f"error: {studies}: {reason}", file=sys.stderr)
         return 2
+    if not os.access(studies, os.W_OK):  # before MONAI Label starts: it would end in a 140-line traceback
+        print(f"error: {studies}: studies folder is not writable (the datastore keeps datastore_v2.json, .lock and "
+              "labels/ there); give a writable folder, e.g. a copy of the volumes", file=sys.stderr)
+        return 2
     if args.threads is not None and args.threads < 1:
         print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
         return 2
