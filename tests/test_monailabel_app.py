@@ -301,6 +301,12 @@ def test_datastore_refuses_uploads_covseg_cannot_use_and_keeps_what_it_had(label
         status, detail = _http_error(store.save_label, "ct", str(label), "final", {})
         assert status == 422 and "image 'ct'" in detail and reason in detail, detail
     assert saved.read_bytes() == good.read_bytes()  # the good label is kept
+    for not_a_label, values in ((studies / "ct.nii.gz", "values -"), (tmp_path / "prob.nii.gz", "non-integer values")):
+        if not not_a_label.exists():  # a probability map on the CT's grid
+            sitk.WriteImage(ph.image(ph.infection.astype(np.float32) * 0.7), str(not_a_label), True)
+        status, detail = _http_error(store.save_label, "ct", str(not_a_label), "final", {})
+        assert status == 422 and f"not a label map: {values}" in detail, detail
+    assert saved.read_bytes() == good.read_bytes()
     status, detail = _http_error(store.save_label, "nosuch", str(good), "final", {})
     assert status == 404 and "'nosuch'" in detail
     status, detail = _http_error(store.save_label, "damaged", str(good), "final", {})

@@ -3,9 +3,9 @@
 MONAI Label copies an uploaded image or label into the studies folder as it comes: a damaged file, or a label of
 another scan, replaced a good one and made the next training fail. Here ``PUT /datastore/image`` must be a CT that
 covseg reads, and ``PUT /datastore/label`` a label that covseg reads on its image's grid (the checks of
-:func:`covseg.io.read_volume` and :func:`covseg.io.labels.read_label`, as training uses them); otherwise the
-request is answered with an HTTP error naming the file and the reason (:mod:`.http_errors`), and the datastore
-keeps what it had.
+:func:`covseg.io.read_volume` and :func:`covseg.io.labels.read_label`, as training uses them) holding integers
+0..255; otherwise the request is answered with an HTTP error naming the file and the reason (:mod:`.http_errors`),
+and the datastore keeps what it had.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 from monailabel.datastore.local import LocalDatastore
 
 from covseg.apps.monailabel.http_errors import http_error, request_failed
@@ -22,7 +23,9 @@ from covseg.io.labels import read_label
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CheckedDatastore"]
+__all__ = ["MAX_LABEL", "CheckedDatastore", "label_values_problem"]
+
+MAX_LABEL = 255
 
 
 class CheckedDatastore(LocalDatastore):
@@ -47,7 +50,22 @@ class CheckedDatastore(LocalDatastore):
         except CovsegInputError as exc:
             raise request_failed(what, exc) from None
         try:
-            read_label(label_filename, volume)
+            label, _ = read_label(label_filename, volume)
         except CovsegInputError as exc:
             raise http_error(422, f"{what}: uploaded file refused: {exc.reason}") from None
+        problem = label_values_problem(label)
+        if problem:
+            raise http_error(422, f"{what}: uploaded file refused: {problem}")
         return super().save_label(image_id, label_filename, label_tag, label_info)
+
+
+def label_values_problem(label: np.ndarray) -> str | None:
+    """Why ``label`` is not a label map (integers 0..255: training takes every non-zero voxel as infection), or
+    None. A CT or a probability map uploaded by mistake would otherwise teach the model that bone or the whole
+    lung is infection."""
+    low, high = float(label.min(initial=0)), float(label.max(initial=0))
+    if low < 0 or high > MAX_LABEL or not np.array_equal(label, np.round(label)):
+        kind = "non-integer values" if not np.array_equal(label, np.round(label)) else "values"
+        return (f"not a label map: {kind} {low:g}..{high:g} (a label holds integers 0..{MAX_LABEL}; is it the CT "
+                "or a probability map?)")
+    return None
