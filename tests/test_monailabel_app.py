@@ -4,6 +4,7 @@ weights an infer task runs, and the label-server command's argument handling."""
 from __future__ import annotations
 
 import importlib
+import os
 import socket
 from pathlib import Path
 
@@ -225,6 +226,189 @@ def test_diagnosis_task_decides_then_segments_unless_negative(tmp_path):
             Path(label_file).unlink(missing_ok=True)
     assert decided["positive"][0] > 0 and decided["positive"][1] > 0  # the tiny model marks the dark lung
     assert decided["negative"] == (0, 0)  # a negative patient is not segmented
+    with pytest.raises(ValueError, match="slice_threshold must be a number, not 'abc'"):
+        task({"image": str(ct), "slice_threshold": "abc"})
     label_file, result = task({"image": str(ct), "bf16": False})  # the bundle's own settings: small phantom lungs
     Path(label_file).unlink()
     assert result["diagnosis"]["decision"] in ("positive", "negative", "indeterminate")
+
+
+def test_training_slices_skip_an_unreadable_pair_with_a_warning(labelled_phantom, tmp_path, caplog):
+    ph, ct, label = labelled_phantom
+    wrong = tmp_path / "wrong.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((10, 96, 95), np.uint8)), str(wrong))
+    good = training_slices([{"image": str(ct), "label": str(label)}], 64)
+    with caplog.at_level("WARNING"):
+        items = training_slices([{"image": str(ct), "label": str(wrong)}, {"image": str(ct), "label": str(label)}], 64)
+    assert len(items) == len(good) > 0
+    assert "skipped for training" in caplog.text and "wrong.nii.gz" in caplog.text and "differs" in caplog.text
+
+
+@pytest.fixture
+def label_app(tmp_path, monkeypatch):
+    """covseg's MONAI Label app in this process, on a studies folder holding a phantom CT and a damaged copy."""
+    pytest.importorskip("monailabel", reason="MONAI Label is not installed: run scripts/install-label-server.sh")
+    from monailabel.config import settings
+
+    from covseg.apps.monailabel.main import CovsegLabelApp
+
+    monkeypatch.setattr(settings, "MONAI_LABEL_DATASTORE_AUTO_RELOAD", False)  # no file watcher outliving the test
+
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    ph = make_chest_phantom(shape=(6, 96, 96), spacing=(3.7, 3.7, 5.0), seed=2)
+    sitk.WriteImage(ph.image(), str(studies / "ct.nii.gz"), True)
+    data = (studies / "ct.nii.gz").read_bytes()
+    (studies / "damaged.nii.gz").write_bytes(data[: len(data) // 2])
+    conf = {"infection_bundle": str(_tiny_bundle(tmp_path / "bundle"))}
+    return CovsegLabelApp(str(tmp_path / "app"), str(studies), conf), ph, studies
+
+
+def _http_error(call, *args) -> tuple[int, str]:
+    from fastapi import HTTPException
+
+    with pytest.raises(HTTPException) as err:
+        call(*args)
+    return err.value.status_code, err.value.detail
+
+
+def test_bad_infer_requests_are_http_errors_naming_the_file(label_app):
+    app, _, studies = label_app
+    status, detail = _http_error(app.infer, {"model": "nosuch", "image": "ct"})
+    assert status == 404 and "unknown model 'nosuch'" in detail and "covseg_lungs" in detail
+    status, detail = _http_error(app.infer, {"model": "covseg_lungs", "image": "nosuch"})
+    assert status == 404 and "image 'nosuch' not found" in detail
+    status, detail = _http_error(app.infer, {"model": "covseg_lungs", "image": "damaged"})
+    assert status == 422 and f"{studies / 'damaged.nii.gz'}: truncated file" in detail and "\n" not in detail
+    status, detail = _http_error(app.infer, {"model": "covseg_infection", "image": "ct", "backend": "tensorrt"})
+    assert status == 400 and "backend must be one of" in detail
+    result = app.infer({"model": "covseg_lungs", "image": "ct"})  # still serving
+    Path(result["file"]).unlink()
+    assert result["params"]["voxels"]["right lung"] > 0
+
+
+def test_datastore_refuses_uploads_covseg_cannot_use_and_keeps_what_it_had(label_app, tmp_path):
+    app, ph, studies = label_app
+    store = app.datastore()
+    good, wrong, cut = tmp_path / "good.nii.gz", tmp_path / "wrong.nii.gz", tmp_path / "cut.nii.gz"
+    sitk.WriteImage(ph.image(ph.infection), str(good), True)
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((6, 96, 95), np.uint8)), str(wrong), True)
+    cut.write_bytes(good.read_bytes()[:200])
+    store.save_label("ct", str(good), "final", {})
+    saved = Path(store.get_label_uri("ct", "final"))
+    assert saved.read_bytes() == good.read_bytes()
+    for label, reason in ((wrong, "differs from the input's"), (cut, "truncated")):
+        status, detail = _http_error(store.save_label, "ct", str(label), "final", {})
+        assert status == 422 and "image 'ct'" in detail and reason in detail, detail
+    assert saved.read_bytes() == good.read_bytes()  # the good label is kept
+    for not_a_label, values in ((studies / "ct.nii.gz", "values -"), (tmp_path / "prob.nii.gz", "non-integer values")):
+        if not not_a_label.exists():  # a probability map on the CT's grid
+            sitk.WriteImage(ph.image(ph.infection.astype(np.float32) * 0.7), str(not_a_label), True)
+        status, detail = _http_error(store.save_label, "ct", str(not_a_label), "final", {})
+        assert status == 422 and f"not a label map: {values}" in detail, detail
+    assert saved.read_bytes() == good.read_bytes()
+    status, detail = _http_error(store.save_label, "nosuch", str(good), "final", {})
+    assert status == 404 and "'nosuch'" in detail
+    status, detail = _http_error(store.save_label, "damaged", str(good), "final", {})
+    assert status == 422 and "damaged.nii.gz: truncated" in detail
+    status, detail = _http_error(store.add_image, "ct", str(cut), {})  # would replace the good CT
+    assert status == 422 and "image 'ct'" in detail
+    assert (studies / "ct.nii.gz").stat().st_size > 1000 and sorted(store.list_images()) == ["ct", "damaged"]
+
+
+def test_a_volume_without_lungs_is_answered_with_covseg_infers_warning(tmp_path):
+    pytest.importorskip("monailabel", reason="MONAI Label is not installed: run scripts/install-label-server.sh")
+    from covseg.apps.monailabel.infer_tasks import InfectionInfer, LungInfer
+
+    ph = make_chest_phantom(shape=(6, 96, 96), spacing=(3.7, 3.7, 5.0), seed=2)
+    chest, belly = tmp_path / "chest.nii.gz", tmp_path / "belly.nii.gz"
+    sitk.WriteImage(ph.image(), str(chest))
+    body = np.full(ph.hu.shape, -1000, np.int16)
+    body[:, 10:86, 10:86] = 40  # soft tissue only: an abdomen below the lungs
+    sitk.WriteImage(ph.image(body), str(belly))
+    for task in (LungInfer(), InfectionInfer(ModelCache(_tiny_bundle(tmp_path / "bundle")))):
+        for ct, lungless in ((belly, True), (chest, False)):
+            label_file, result = task({"image": str(ct), "bf16": False, "backend": "torch"})
+            Path(label_file).unlink()
+            no_lung = [w for w in result["warnings"] if w.startswith("no lung found")]
+            assert bool(no_lung) == lungless, (type(task).__name__, ct.name, result["warnings"])
+
+
+class _Started(Exception):
+    """Raised instead of starting the server."""
+
+
+def test_label_server_warns_when_the_studies_hold_no_volume_it_lists(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("monailabel", reason="MONAI Label is not installed: run scripts/install-label-server.sh")
+
+    def no_server(*args, **kwargs):
+        raise _Started
+
+    monkeypatch.setattr(label_server.subprocess, "Popen", no_server)
+    studies = tmp_path / "studies"
+    (studies / "patient1").mkdir(parents=True)  # a DICOM series folder: MONAI Label's datastore does not list it
+    (studies / "patient1" / "IMG0001.dcm").write_bytes(b"")
+    args = ["label-server", "--studies", str(studies), "--app-dir", str(tmp_path / "app")]
+    with pytest.raises(_Started):
+        main(args)
+    err = capsys.readouterr().err
+    assert "warning:" in err and "no .nii.gz, .nii or .nrrd volume" in err and "patient1/" in err
+    (studies / "ct.nii.gz").write_bytes(b"")
+    with pytest.raises(_Started):
+        main(args)
+    assert "warning" not in capsys.readouterr().err
+    assert main(["label-server", "--studies", str(studies / "ct.nii.gz")]) == 2
+    assert "ct.nii.gz: is not a folder" in capsys.readouterr().err
+
+
+def test_a_training_that_cannot_start_is_one_error_line(label_app, tmp_path):
+    import subprocess
+    import sys
+
+    app, _, studies = label_app
+    status, detail = _http_error(app.bundle_path, "nosuch")  # asked in the server before a train subprocess starts
+    assert status == 404 and "unknown model 'nosuch'" in detail and "covseg_infection" in detail
+    assert app.bundle_path("covseg_infection") is None
+    status, detail = _http_error(app.train, {"model": "covseg_infection", "max_epochs": "abc"})
+    assert status == 400 and "max_epochs must be an integer >= 1, not 'abc'" in detail
+    status, detail = _http_error(app.train, {"model": "covseg_infection"})
+    assert status == 400 and "no labelled volume" in detail
+    # MONAI Label's own train subprocess, as POST /train/ starts it: its last output line is GET /train/'s message
+    app_dir = label_server.prepare_app_dir(str(tmp_path / "app"))
+    env = dict(os.environ, MONAI_LABEL_DATASTORE_AUTO_RELOAD="false",
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run([sys.executable, "-m", "monailabel.interfaces.utils.app", "-m", "train", "-a", str(app_dir),
+                          "-s", str(studies), "-r", '{"model": "covseg_infection", "max_epochs": 0}'],
+                         capture_output=True, text=True, env=env, timeout=300)
+    output = (run.stdout + run.stderr).strip()
+    assert run.returncode == 1 and "Traceback" not in output, output[-2000:]
+    assert output.splitlines()[-1].endswith("train covseg_infection: max_epochs must be an integer >= 1, not 0")
+
+
+def test_label_server_refuses_a_read_only_studies_folder_in_one_line(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    studies.chmod(0o555)
+    code = ("import sys\nsys.modules.setdefault('monailabel', sys)  # the check comes first; no server starts\n"
+            "from covseg.cli.main import main\n"
+            f"sys.exit(main(['label-server', '--studies', {str(studies)!r}, '--app-dir', {str(tmp_path / 'app')!r}, "
+            "'--port', '99999']))")  # a usage error after the studies check: never a server, fix or not
+    cmd = [sys.executable, "-c", code]
+    if os.geteuid() == 0:  # root writes anyway unless it drops CAP_DAC_OVERRIDE
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: a read-only folder cannot be tested honestly")
+        cmd = ["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+               "--inh-caps=-dac_override,-dac_read_search", *cmd]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    if "setpriv" in proc.stderr and "Operation not permitted" in proc.stderr:
+        pytest.skip(f"setpriv cannot drop capabilities here: {proc.stderr.strip()}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {studies}: studies folder is not writable (the datastore keeps datastore_v2.json, .lock and labels/ "
+        "there); give a writable folder, e.g. a copy of the volumes"]

@@ -245,6 +245,30 @@ def test_info_lists_covseg_models_and_labels(server, workspace):
     assert set(ids["objects"]) == expected
 
 
+def test_bad_requests_are_one_line_http_errors_and_the_server_keeps_serving(server, workspace):
+    data = (workspace / "studies" / "phantom.nii.gz").read_bytes()
+    damaged = workspace / "damaged.nii.gz"  # outside the studies: a path on the server is taken as the image
+    damaged.write_bytes(data[: len(data) // 2])
+    wrong = workspace / "wrong_size_label.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((3, 20, 20), np.uint8)), str(wrong), True)
+    infer = f"{server.url}/infer/{LUNGS}"
+    for url, image, status, reason in ((infer, str(damaged), 422, f"{damaged}: truncated file"),
+                                       (infer, "nosuch", 404, "image 'nosuch' not found"),
+                                       (f"{server.url}/infer/nosuch", "phantom", 404, "unknown model 'nosuch'")):
+        res = requests.post(url, params={"image": image, "output": "json"}, timeout=120)
+        assert res.status_code == status and reason in res.json()["detail"], res.text[:300]
+    with wrong.open("rb") as fh:
+        res = requests.put(f"{server.url}/datastore/label", params={"image": "phantom", "tag": "final"},
+                           files={"label": ("label.nii.gz", fh)}, timeout=60)
+    assert res.status_code == 422 and "label size (20, 20, 3) differs" in res.json()["detail"], res.text[:300]
+    objects = requests.get(f"{server.url}/datastore/", params={"output": "all"}, timeout=30).json()["objects"]
+    assert "final" not in objects["phantom"]["labels"]  # nothing stored
+    res = requests.post(infer, params={"image": "phantom", "output": "json"}, timeout=300)
+    assert res.status_code == 200 and res.json()["voxels"]["right lung"] > 0  # still serving
+    log = server.log.read_text()
+    assert f"infer {LUNGS}: {damaged}: truncated file" in log and "Traceback" not in log
+
+
 def test_infer_equals_covseg_infer_in_input_geometry(server, cli_outputs, workspace):
     import nibabel as nib
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fnmatch
 import importlib.util
 import os
 import signal
@@ -21,6 +22,7 @@ from pathlib import Path
 APP_PACKAGE_DIR = Path(__file__).resolve().parents[1] / "apps" / "monailabel"
 INSTALL_HINT = "run scripts/install-label-server.sh (see docs/monailabel.md)"
 GRACE_S = 10.0
+STUDY_PATTERNS = ("*.nii.gz", "*.nii", "*.nrrd")  # what MONAI Label's local datastore lists (top level only)
 _APP_SHIM = '"""covseg\'s MONAI Label app, working copy (written by covseg label-server)."""\n\n' \
             "from covseg.apps.monailabel.main import CovsegLabelApp  # noqa: F401\n"
 
@@ -34,7 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                               "  covseg label-server --studies ct_folder/ --port 8000 --threads 2\n\n"
                               "needs the server's packages: " + INSTALL_HINT,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--studies", required=True, metavar="DIR", help="folder of CT volumes (.nii.gz, .nrrd) to label")
+    p.add_argument("--studies", required=True, metavar="DIR",
+                   help="folder of CT volumes (.nii.gz, .nii, .nrrd) to label")
     p.add_argument("--port", type=int, default=0, metavar="P", help="port (default: a free one, printed)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it to the network)")
@@ -42,6 +45,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="app folder where fine-tuned models and logs are written (default: covseg's app folder)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch in the server and in training")
     p.add_argument("--verbose", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default="INFO", help="server log level")
+
+
+def studies_warning(studies: Path) -> str | None:
+    """A warning when ``studies`` holds no volume MONAI Label's datastore lists (e.g. only DICOM series folders,
+    which it does not read), else None."""
+    names = sorted(p.name for p in studies.iterdir())
+    if any(fnmatch.fnmatchcase(name, pattern) for name in names for pattern in STUDY_PATTERNS):
+        return None
+    folders = [name for name in names if (studies / name).is_dir() and name != "labels"]
+    hint = (f"; its {len(folders)} sub-folder(s) ({folders[0]}/, ...) are not read: convert each DICOM series to one "
+            ".nii.gz file in the folder itself") if folders else ""
+    return (f"warning: {studies}: no .nii.gz, .nii or .nrrd volume, the datastore starts empty{hint} (or upload "
+            "images: PUT /datastore/image)")
 
 
 def free_port(host: str) -> int:
@@ -116,7 +132,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     studies = Path(args.studies)
     if not studies.is_dir():
-        print(f"error: {studies}: studies folder not found", file=sys.stderr)
+        reason = "is not a folder (give the folder holding the CT volumes)" if studies.exists() else \
+            "studies folder not found"
+        print(f"error: {studies}: {reason}", file=sys.stderr)
+        return 2
+    if not os.access(studies, os.W_OK):  # before MONAI Label starts: it would end in a 140-line traceback
+        print(f"error: {studies}: studies folder is not writable (the datastore keeps datastore_v2.json, .lock and "
+              "labels/ there); give a writable folder, e.g. a copy of the volumes", file=sys.stderr)
         return 2
     if args.threads is not None and args.threads < 1:
         print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
@@ -138,6 +160,9 @@ def run(args: argparse.Namespace) -> int:
     if not os.access(app_dir, os.W_OK):
         print(f"error: {app_dir}: app folder is not writable (give --app-dir DIR)", file=sys.stderr)
         return 2
+    warning = studies_warning(studies)  # after the usage errors: those stay one line
+    if warning:
+        print(warning, file=sys.stderr)
     cmd = [sys.executable, "-m", "covseg.apps.monailabel.serve", "start_server", "--app", str(app_dir),
            "--studies", str(studies.resolve()), "--host", args.host, "--port", str(port), "--verbose", args.verbose]
     # cwd = the app folder: MONAI Label reads a .env from its working directory, so a stray one cannot change it

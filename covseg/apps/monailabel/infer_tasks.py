@@ -37,13 +37,16 @@ from covseg.engines.runtime.backend_model import scoring_runtime
 from covseg.engines.runtime.cpu import resolve_bf16
 from covseg.engines.runtime.onnx_runtime import BACKENDS, backend_network
 from covseg.io import CTVolume, read_volume, write_volume_like
+from covseg.reports.volume import lung_warnings
 from covseg.transforms.lung import lung_mask
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CovsegInferTask", "DiagnosisInfer", "InfectionInfer", "LungInfer", "MulticlassInfer", "ReadCTVolumed"]
+__all__ = ["CovsegInferTask", "DiagnosisInfer", "InfectionInfer", "LungInfer", "MulticlassInfer", "ReadCTVolumed",
+           "volume_warnings"]
 
 VOLUME_KEY = "covseg_volume"
+LUNG_KEY = "covseg_lung"  # the lung mask a task computed, for the result's warnings
 
 
 class ReadCTVolumed:
@@ -82,6 +85,16 @@ def _flag(value: Any, default: bool | str) -> bool | str:
     return bool(value)
 
 
+def _number(value: Any, name: str) -> float | None:
+    """A numeric request setting (None when not given); ValueError naming the setting otherwise."""
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, not {value!r}") from None
+
+
 class CovsegInferTask(BasicInferTask):
     """Base of the app's infer tasks: covseg reads, predicts and writes; MONAI Label serves and stores."""
 
@@ -111,6 +124,9 @@ class CovsegInferTask(BasicInferTask):
         label, facts = self.label_map(volume, data)
         data[self.output_label_key] = label
         facts["voxels"] = {name: int((label == value).sum()) for name, value in self.labels.items()}
+        facts["warnings"] = volume_warnings(volume, data.get(LUNG_KEY))
+        for warning in facts["warnings"]:
+            log.warning("%s: %s", volume.source_path, warning)
         data[self.output_json_key] = facts
         return data
 
@@ -120,6 +136,16 @@ class CovsegInferTask(BasicInferTask):
         os.close(fd)
         path = write_volume_like(data[self.output_label_key], volume, name)
         return str(path), dict(data.get(self.output_json_key, {}))
+
+
+def volume_warnings(volume: CTVolume, lung: np.ndarray | None) -> list[str]:
+    """What ``covseg infer`` warns about this volume: the reader's warnings, then the lung coverage ("no lung
+    found: …" for a scan without lungs) when the task computed the lung mask."""
+    warnings = list(volume.warnings)
+    if lung is not None:
+        lung_slices = int(np.count_nonzero(lung.reshape(lung.shape[0], -1).any(axis=1)))
+        warnings += lung_warnings(lung_slices, int(lung.shape[0]), np.count_nonzero(lung) * volume.voxel_volume_ml)
+    return warnings
 
 
 def _device(data: dict) -> str:
@@ -162,6 +188,7 @@ class _NetworkInfer(CovsegInferTask):
         device = _device(data)
         predictor = self._predictor(model, sha, device, data)
         result = infer_volume(volume, predictor, lung=lung, gate=gate)
+        data[LUNG_KEY] = result.lung
         facts = {"model_file": str(weights.path), "weights_sha256": sha, "fine_tuned": weights.fine_tuned,
                  **predictor_info(predictor),  # backend, precision, device, image size, tta: what ran
                  "predicted_slices": int(result.predicted.sum())}
@@ -225,7 +252,7 @@ class DiagnosisInfer(_NetworkInfer):
 
     def label_map(self, volume: CTVolume, data: dict) -> tuple[np.ndarray, dict[str, Any]]:
         scorer, meta = self._scorer(data)
-        given = {k: (None if data.get(k) in (None, "") else float(data[k])) for k in self._SETTINGS}
+        given = {k: _number(data.get(k), k) for k in self._SETTINGS}
         settings = DiagnosisSettings.from_bundle(meta, **given)
         lung = np.asarray(lung_mask(volume.array, volume.spacing), np.uint8)
         classified = classify_volume(volume, lung, scorer, settings)
@@ -244,4 +271,5 @@ class LungInfer(CovsegInferTask):
                          description="covseg lung mask: right and left lung (airways excluded), no network")
 
     def label_map(self, volume: CTVolume, data: dict) -> tuple[np.ndarray, dict[str, Any]]:
-        return np.asarray(lung_mask(volume.array, volume.spacing), dtype=np.uint8), {"model_file": None}
+        data[LUNG_KEY] = np.asarray(lung_mask(volume.array, volume.spacing), dtype=np.uint8)
+        return data[LUNG_KEY], {"model_file": None}

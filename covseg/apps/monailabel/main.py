@@ -20,14 +20,19 @@ import covseg.apps.monailabel.compat  # noqa: F401  (the pydicom 3 shim: before 
 
 # isort: split
 import logging
+import os
+import sys
 from pathlib import Path
 
+from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.tasks.activelearning.random import Random
 
 from covseg import __version__
+from covseg.apps.monailabel.datastore import CheckedDatastore
+from covseg.apps.monailabel.http_errors import http_error, request_failed
 from covseg.apps.monailabel.infer_tasks import DiagnosisInfer, InfectionInfer, LungInfer, MulticlassInfer
-from covseg.apps.monailabel.train_task import InfectionTrain
+from covseg.apps.monailabel.train_task import CannotTrain, InfectionTrain
 from covseg.apps.monailabel.weights import (
     CLASSIFIER_BUNDLE,
     INFECTION_MODEL,
@@ -37,6 +42,7 @@ from covseg.apps.monailabel.weights import (
     multiclass_available,
     published_weights,
 )
+from covseg.io.errors import CovsegInputError
 from covseg.networks.loading import DEFAULT_BUNDLE
 
 log = logging.getLogger(__name__)
@@ -44,6 +50,12 @@ log = logging.getLogger(__name__)
 LUNG_MODEL = "covseg_lungs"
 MULTICLASS_MODEL = "covseg_ggo_consolidation"
 DIAGNOSIS_MODEL = "covseg_jcs_diagnosis"
+
+
+def _in_task_subprocess() -> bool:
+    """True in the subprocess MONAI Label runs a training in (``python -m monailabel.interfaces.utils.app``)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return spec is not None and spec.name == "monailabel.interfaces.utils.app"
 
 
 class CovsegLabelApp(MONAILabelApp):
@@ -57,6 +69,12 @@ class CovsegLabelApp(MONAILabelApp):
         super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="covseg",
                          description="covseg: COVID-19 lung infection segmentation of chest CT (Inf-Net on MONAI)",
                          version=__version__)
+
+    def init_datastore(self) -> CheckedDatastore:
+        """MONAI Label's local datastore, refusing uploads covseg cannot read (:mod:`.datastore`)."""
+        return CheckedDatastore(self.studies, extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+                                auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+                                read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)
 
     def init_infers(self) -> dict:
         infection = ModelCache(self.infection_bundle, published_weights(self.model_dir, INFECTION_MODEL))
@@ -74,3 +92,38 @@ class CovsegLabelApp(MONAILabelApp):
 
     def init_strategies(self) -> dict:
         return {"random": Random()}
+
+    def bundle_path(self, model: str | None) -> str | None:
+        """Asked by MONAI Label in the server before it starts a train or batch-infer subprocess: an unknown model is
+        refused there (404), not in the subprocess's traceback seconds later."""
+        known = {**self._trainers, **self._infers, **self._scoring_methods}
+        if model is not None and model not in known:
+            raise http_error(404, f"unknown model {model!r} (trainers: {', '.join(self._trainers)}; models: "
+                                  f"{', '.join(self._infers)})")
+        return super().bundle_path(model)
+
+    def train(self, request: dict) -> dict:
+        """MONAI Label's train; a training that cannot start (no usable label, a bad setting) ends with one error line
+        (in ``GET /train/``'s details: MONAI Label runs this in a subprocess), not a traceback."""
+        try:
+            return super().train(request)
+        except (CannotTrain, CovsegInputError) as exc:
+            failed = request_failed(f"train {request.get('model')}", exc)
+            if _in_task_subprocess():
+                raise SystemExit(1) from None
+            raise failed from None
+
+    def infer(self, request: dict, datastore=None) -> dict:
+        """MONAI Label's infer, with an unknown model or image, an unusable input or a bad setting answered as an
+        HTTP error naming it in one line (:mod:`.http_errors`), not as a bare 500."""
+        model, image = request.get("model"), request.get("image")
+        if model not in self._infers:
+            raise http_error(404, f"infer: unknown model {model!r} (models: {', '.join(self._infers)})")
+        store = datastore or self.datastore()
+        if isinstance(image, str) and not os.path.exists(image) and not store.get_image_uri(image):
+            raise http_error(404, f"infer {model}: image {image!r} not found: no such image id in the datastore "
+                                  f"{self.studies} (GET /datastore/?output=all lists them)")
+        try:
+            return super().infer(request, datastore)
+        except Exception as exc:
+            raise request_failed(f"infer {model}", exc) from None

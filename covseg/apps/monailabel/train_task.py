@@ -42,7 +42,31 @@ from covseg.networks.loading import load_bundle
 
 log = logging.getLogger(__name__)
 
-__all__ = ["InfectionTrain"]
+__all__ = ["CannotTrain", "InfectionTrain", "check_settings"]
+
+
+class CannotTrain(ValueError):
+    """A training that cannot start: a bad setting, or no usable labelled volume (reported in one line)."""
+
+
+_NUMBERS = {"max_epochs": (int, 1), "train_batch_size": (int, 1), "seed": (int, 0), "lr": (float, 0.0),
+            "negatives_per_positive": (float, 0.0)}  # setting: (type, least value)
+
+
+def check_settings(request: dict) -> None:
+    """:class:`CannotTrain` naming the first numeric train setting that is not a number of its type and range."""
+    for name, (kind, least) in _NUMBERS.items():
+        value = request.get(name)
+        if value is None:
+            continue
+        try:
+            number = kind(value)
+            ok = number == float(value) and (number > least if name == "lr" else number >= least)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            bound = f"> {least}" if name == "lr" else f">= {least}"
+            raise CannotTrain(f"{name} must be {'an integer' if kind is int else 'a number'} {bound}, not {value!r}")
 
 
 class InfectionTrain(BasicTrainTask):
@@ -78,11 +102,16 @@ class InfectionTrain(BasicTrainTask):
     # ------------------------------------------------------------------------------------- data
     def pre_process(self, request: dict, datastore) -> list[dict]:
         """The datastore's labelled volumes as 2D training slices (tensors, ready to batch)."""
+        check_settings(request)
         datalist = datastore.datalist()
         if not datalist:
-            raise ValueError("no labelled volume in the datastore: save a final label first (PUT /datastore/label)")
+            raise CannotTrain("no labelled volume in the datastore: save a final label first (PUT /datastore/label)")
         size = int(load_bundle(self.bundle).image_size)
-        return training_slices(datalist, size, float(request.get("negatives_per_positive", 1.0)))
+        items = training_slices(datalist, size, float(request.get("negatives_per_positive", 1.0)))
+        if not items:
+            raise CannotTrain(f"no training slice in the {len(datalist)} labelled volume(s): each was skipped (see "
+                             "the warnings above) or holds no lung")
+        return items
 
     def train_pre_transforms(self, context: Context) -> list:
         return [EnsureTyped(keys=("image", "label"), track_meta=False)]

@@ -4,7 +4,7 @@ Per axial slice holding lung (covseg's lung mask): the lung box grown by 3.5 mm,
 COVID-SemiSeg window, resized to the network's square input; the label is cropped with the same box and resized
 (bilinear, > 0.5). Every slice with labelled infection is kept, plus up to ``negatives_per_positive`` lung slices
 without infection per positive slice (at least ``min_negatives`` per volume), spread evenly over the volume, so a
-fine-tune also learns where there is no infection.
+fine-tune also learns where there is no infection. A labelled volume that cannot be read is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from covseg.io import read_volume
+from covseg.io.errors import CovsegInputError
 from covseg.io.labels import read_label
 from covseg.transforms.crop import DEFAULT_MARGIN_MM, crop_to_box, lung_box, margin_px
 from covseg.transforms.intensity import window_hu
@@ -69,8 +70,13 @@ def slices_of_volume(image_path: str | Path, label_path: str | Path, image_size:
 
 def training_slices(datalist: Iterable[Mapping[str, str]], image_size: int, negatives_per_positive: float = 1.0,
                     min_negatives: int = 2) -> list[dict[str, torch.Tensor]]:
-    """The training items of every ``{"image": path, "label": path}`` pair (a datastore's ``datalist()``)."""
+    """The training items of every ``{"image": path, "label": path}`` pair (a datastore's ``datalist()``); a pair
+    that cannot be read (damaged file, label of another size) is skipped with a one-line warning naming it."""
     items: list[dict[str, torch.Tensor]] = []
     for pair in datalist:
-        items += slices_of_volume(pair["image"], pair["label"], image_size, negatives_per_positive, min_negatives)
+        try:
+            items += slices_of_volume(pair["image"], pair["label"], image_size, negatives_per_positive,
+                                      min_negatives)
+        except CovsegInputError as exc:
+            log.warning("skipped for training: %s", exc)
     return items
