@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+import yaml
 
 from covseg.apps.monailabel import compat
 from covseg.apps.monailabel.training_slices import slices_of_volume, training_slices
@@ -208,6 +209,10 @@ def test_diagnosis_task_decides_then_segments_unless_negative(tmp_path):
     from covseg.apps.monailabel.infer_tasks import DiagnosisInfer
 
     task = DiagnosisInfer(ModelCache(_tiny_bundle(tmp_path / "seg")), ModelCache(_classifier_bundle(tmp_path / "cls")))
+    bundle_settings = yaml.safe_load((tmp_path / "cls" / "configs" / "inference.yaml").read_text())["covseg"]
+    shown = task.config()  # what 3D Slicer offers in its options panel: the classifier bundle's thresholds
+    for name in ("slice_threshold", "patient_threshold", "min_lung_fraction", "min_lung_area_cm2"):
+        assert shown[name] == float(bundle_settings[name]), name
     ph = make_chest_phantom(shape=(6, 96, 96), spacing=(3.7, 3.7, 5.0), seed=2)
     ct = tmp_path / "ct.nii.gz"
     sitk.WriteImage(ph.image(), str(ct))

@@ -37,6 +37,7 @@ from covseg.engines.runtime.backend_model import scoring_runtime
 from covseg.engines.runtime.cpu import resolve_bf16
 from covseg.engines.runtime.onnx_runtime import BACKENDS, backend_network
 from covseg.io import CTVolume, read_volume, write_volume_like
+from covseg.networks.loading import bundle_meta, bundle_parser
 from covseg.reports.volume import lung_warnings
 from covseg.transforms.lung import lung_mask
 
@@ -157,10 +158,10 @@ def _device(data: dict) -> str:
 class _NetworkInfer(CovsegInferTask):
     """An infer task whose label comes from a covseg bundle's network (fine-tuned weights when published)."""
 
-    def __init__(self, cache: ModelCache, **kwargs: Any) -> None:
+    def __init__(self, cache: ModelCache, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
         weights = [cache.bundle / "models" / "model.pt"] + ([cache.published] if cache.published else [])
-        super().__init__(weights=weights, config={"bf16": "auto", "backend": "auto", "batch_size": 8, "tta": False},
-                         **kwargs)
+        super().__init__(weights=weights, config={"bf16": "auto", "backend": "auto", "batch_size": 8, "tta": False,
+                                                  **(config or {})}, **kwargs)
         self.cache = cache
         self._predictors: dict[tuple, SlicePredictor] = {}  # one per (weights, settings): folding costs ~0.5 s
         self._lock = threading.Lock()
@@ -229,7 +230,7 @@ class DiagnosisInfer(_NetworkInfer):
     _SETTINGS = ("slice_threshold", "patient_threshold", "min_lung_fraction", "min_lung_area_cm2", "segment_gate")
 
     def __init__(self, cache: ModelCache, classifier: ModelCache) -> None:
-        super().__init__(cache, labels={"infection": 1},
+        super().__init__(cache, labels={"infection": 1}, config=_settings_shown(classifier),
                          description="covseg JCS diagnosis: classify the lung slices, decide the patient, segment "
                                      "COVID-19 infection unless negative")
         self.classifier = classifier
@@ -261,6 +262,17 @@ class DiagnosisInfer(_NetworkInfer):
         facts["classifier"] = {"name": meta.get("network"), "version": meta.get("version"),
                                "precision": "bf16" if scorer.bf16 else "fp32", "backend": scorer.backend}
         return result.infection.astype(np.uint8), facts
+
+
+def _settings_shown(classifier: ModelCache) -> dict[str, float]:
+    """The diagnosis thresholds with the classifier bundle's values, for a client's options panel (3D Slicer shows a
+    task's ``config``); ``segment_gate`` only where the bundle sets one (an empty value means "none")."""
+    try:
+        meta = bundle_meta(bundle_parser(classifier.bundle), classifier.bundle)
+    except Exception:  # noqa: BLE001 - the task says what is wrong with the bundle when it is asked to run
+        meta = {}
+    defaults = DiagnosisSettings.from_bundle(meta)
+    return {name: getattr(defaults, name) for name in DiagnosisInfer._SETTINGS if getattr(defaults, name) is not None}
 
 
 class LungInfer(CovsegInferTask):
