@@ -108,6 +108,22 @@ def pseudo_labelled_items(items: list[dict], label_dir: str | Path) -> list[dict
     return [it for it in found if Path(it["label"]).exists()]
 
 
+def pseudo_labelled_training_items(dataset_dir: str | Path, label_dir: str | Path,
+                                   rewindowed: bool = False) -> list[dict]:
+    """The unlabelled slices of ``dataset_dir`` that have a pseudo label in ``label_dir`` (the training configs'
+    ``--pseudo_label_dir``). A folder that is not there, or holds no label named like an unlabelled slice, is an
+    error (``FileNotFoundError`` / ``ValueError`` naming it): a mistyped folder would otherwise train on the
+    labelled slices alone."""
+    label_dir = Path(label_dir)
+    if not label_dir.is_dir():
+        raise FileNotFoundError(f"{label_dir}: pseudo-label folder not found (--pseudo_label_dir)")
+    items = pseudo_labelled_items(unlabelled_items(dataset_dir, None, rewindowed), label_dir)
+    if not items:
+        raise ValueError(f"{label_dir}: no pseudo label named like an unlabelled slice of {dataset_dir} "
+                         "(<name>.png for train/unlabeled/images/<name>.jpg; --pseudo_label_dir)")
+    return items
+
+
 def infection_free_items(dataset_dir: str | Path, count: int, source: str = "sars-cov-2-ct", split: str = "train",
                          seed: int = 0) -> list[dict]:
     """``count`` non-COVID slices of a ``labels.csv`` folder (``../shared/data/covid-ct-cls``), drawn by ``seed``
