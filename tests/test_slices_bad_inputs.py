@@ -43,3 +43,47 @@ def test_the_labelled_unlabelled_slices_are_the_items(tmp_path):
     _grey(tmp_path / "labels" / "Data-1_a_2.png")
     items = pseudo_labelled_training_items(data, tmp_path / "labels")
     assert [it["name"] for it in items] == ["Data-1_a_2"] and items[0]["label"].endswith("Data-1_a_2.png")
+
+
+def _dataset(root: Path, n: int = 3, split: str = "train") -> Path:
+    base = root / ("train/labeled" if split == "train" else "test")
+    for i in range(n):
+        _grey(base / "images" / f"{i}.jpg", value=40 + i)
+        _grey(base / "masks" / f"{i}.png", value=255 * (i % 2))
+    return root
+
+
+def test_a_cut_short_image_names_its_file(tmp_path):
+    from covseg.io.slices import read_grey
+
+    good = _grey(tmp_path / "good.jpg", size=(64, 64))
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(good.read_bytes()[:300])  # PIL's own message, "image file is truncated", names no file
+    with pytest.raises(ValueError, match=r"cut\.jpg: cannot read image"):
+        read_grey(cut)
+    with pytest.raises(FileNotFoundError):
+        read_grey(tmp_path / "absent.jpg")
+
+
+def test_an_empty_split_is_an_error_not_a_run_on_nothing(tmp_path):
+    from covseg.io.slices import semiseg_items
+
+    (tmp_path / "data" / "train" / "labeled" / "images").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"labeled/images: no images \(\.jpg, \.jpeg, \.png\) to train on"):
+        semiseg_items(tmp_path / "data")
+
+
+def test_evaluation_checks_the_ground_truth_before_predicting(tmp_path):
+    from covseg.engines.evaluation.slices import check_ground_truth
+    from covseg.io.slices import list_images
+
+    data = _dataset(tmp_path / "data", split="test")
+    images, masks = list_images(data / "test" / "images"), data / "test" / "masks"
+    check_ground_truth(images, masks)
+    (masks / "1.png").unlink()
+    with pytest.raises(ValueError, match=r"masks/1\.png: ground-truth mask missing for 1\.jpg"):
+        check_ground_truth(images, masks)
+    with pytest.raises(ValueError, match=r"masks/2\.png: mask without an image"):
+        check_ground_truth([images[0]], masks)
+    with pytest.raises(ValueError, match=r"no image to score"):
+        check_ground_truth([], masks)

@@ -15,18 +15,30 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def read_grey(path: Path) -> np.ndarray:
-    """An 8-bit image as float32 in [0, 1], shape (H, W)."""
-    with Image.open(path) as img:
-        return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+    """An 8-bit image as float32 in [0, 1], shape (H, W). A file that is there but cannot be decoded (not an image,
+    cut short) is ``ValueError("<path>: cannot read image (<reason>)")``: PIL's own message may not name it."""
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read image ({exc})") from exc
 
 
 def read_class_mask(path: Path, num_classes: int = 3) -> np.ndarray:
     """A class-index mask (H, W) uint8 read by index: palette PNGs give their indices (not their colours), greyscale
     PNGs their values (0 background, 1 GGO, 2 consolidation in COVID-SemiSeg's ``masks-multiclass``)."""
-    with Image.open(path) as img:
-        if img.mode not in ("P", "L", "I", "I;16"):
-            raise ValueError(f"{path}: class mask must be an indexed or greyscale PNG, got mode {img.mode}")
-        mask = np.asarray(img)
+    try:
+        with Image.open(path) as img:
+            mode = img.mode
+            mask = np.asarray(img) if mode in ("P", "L", "I", "I;16") else None
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read image ({exc})") from exc
+    if mask is None:
+        raise ValueError(f"{path}: class mask must be an indexed or greyscale PNG, got mode {mode}")
     if mask.size and int(mask.max()) >= num_classes:
         raise ValueError(f"{path}: class index {int(mask.max())} out of range for {num_classes} classes")
     return mask.astype(np.uint8)
@@ -70,8 +82,11 @@ def semiseg_items(dataset_dir: str | Path, split: str = "train", limit: int | No
     if not (base / "images").is_dir():
         raise FileNotFoundError(f"{base / 'images'}: not found (is {root} the COVID-SemiSeg folder?)")
     mask_dir = base / ("masks" if labels == "binary" else "masks-multiclass")
+    images = list_images(base / "images")
+    if not images:
+        raise ValueError(f"{base / 'images'}: no images ({', '.join(IMAGE_SUFFIXES)}) to {split} on")
     items = []
-    for image_path in list_images(base / "images"):
+    for image_path in images:
         mask_path = mask_dir / f"{image_path.stem}.png"
         if not mask_path.exists():
             raise FileNotFoundError(f"{mask_path}: mask missing for {image_path.name}")
