@@ -87,3 +87,66 @@ def test_evaluation_checks_the_ground_truth_before_predicting(tmp_path):
         check_ground_truth([images[0]], masks)
     with pytest.raises(ValueError, match=r"no image to score"):
         check_ground_truth([], masks)
+
+
+def test_a_wrapped_input_error_is_one_line_and_a_bug_keeps_its_traceback(monkeypatch):
+    from covseg.engines.bundle_errors import error_line
+
+    def wrapped(cause: BaseException) -> RuntimeError:
+        try:
+            try:
+                raise cause
+            except Exception as exc:
+                raise RuntimeError("Failed to evaluate ConfigExpression:\n'$semiseg_items(...)'") from exc
+        except RuntimeError as outer:
+            return outer
+
+    monkeypatch.delenv("COVSEG_TRACEBACK", raising=False)
+    assert error_line(wrapped(FileNotFoundError("/d/masks/1.png: mask missing\nfor 1.jpg"))) == \
+        "error: /d/masks/1.png: mask missing for 1.jpg"
+    worded = ValueError("/d/1.jpg: cannot read image (image file is truncated)")
+    worded.__cause__ = OSError("image file is truncated")  # PIL's, naming no file: the outer one is shown
+    assert error_line(wrapped(worded)) == "error: /d/1.jpg: cannot read image (image file is truncated)"
+    assert error_line(wrapped(ZeroDivisionError("division by zero"))) is None
+    monkeypatch.setenv("COVSEG_TRACEBACK", "1")
+    assert error_line(wrapped(ValueError("x"))) is None
+
+
+def _bundle_run(tmp_path: Path, run_id: str, config: str, *overrides: str):
+    import subprocess
+    import sys
+
+    bundles = Path(__file__).resolve().parents[1] / "bundles"
+    return subprocess.run([sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file",
+                           str(bundles / "infnet" / "configs" / f"{config}.yaml"), "--bundle_root",
+                           str(bundles / "infnet"), "--output_dir", str(tmp_path / "out"), "--image_size", "32",
+                           *overrides], capture_output=True, text=True, timeout=300, cwd=bundles.parent,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.parametrize(("fault", "expected"), [
+    ("missing mask", "masks/1.png: mask missing for 1.jpg"),
+    ("batch size 0", "batch_size should be a positive integer value, but got batch_size=0"),
+    ("negative epochs", "max_epochs must be a whole number >= 1, got -1"),
+])
+def test_a_training_run_on_a_faulty_folder_or_option_is_one_error_line(tmp_path, fault, expected):
+    data = _dataset(tmp_path / "data")
+    options = {"missing mask": [], "batch size 0": ["--batch_size", "0"], "negative epochs": ["--max_epochs", "-1"]}
+    if fault == "missing mask":
+        (data / "train" / "labeled" / "masks" / "1.png").unlink()
+    done = _bundle_run(tmp_path, "training", "train", "--dataset_dir", str(data), "--max_epochs", "1",
+                       *options[fault])
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert len(errors) == 1 and expected in errors[0]
+    assert not (tmp_path / "out" / "model_final.pt").exists()
+
+
+def test_an_evaluate_run_with_a_missing_ground_truth_is_one_error_line_before_predicting(tmp_path):
+    data = _dataset(tmp_path / "data", split="test")
+    (data / "test" / "masks" / "2.png").unlink()
+    done = _bundle_run(tmp_path, "evaluate", "evaluate", "--dataset_dir", str(data))
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert errors == [f"error: {data / 'test' / 'masks' / '2.png'}: ground-truth mask missing for 2.jpg"]
+    assert not (tmp_path / "out" / "predictions").exists()
