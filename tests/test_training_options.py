@@ -11,10 +11,13 @@ from torch.utils.data import DataLoader
 from covseg.engines.training.trainer import build_trainer
 
 
+def _loader() -> DataLoader:
+    return DataLoader([{"image": torch.rand(1, 32, 32), "label": torch.zeros(1, 32, 32)} for _ in range(2)],
+                      batch_size=2)
+
+
 def _build(tmp_path, **options):
-    items = [{"image": torch.rand(1, 32, 32), "label": torch.zeros(1, 32, 32)} for _ in range(2)]
-    net = nn.Conv2d(1, 1, 3, padding=1)
-    return build_trainer(net, DataLoader(items, batch_size=2), tmp_path, image_size=32, scales=(1.0,),
+    return build_trainer(nn.Conv2d(1, 1, 3, padding=1), _loader(), tmp_path, image_size=32, scales=(1.0,),
                          loss_fn=nn.BCEWithLogitsLoss(), tensorboard=False, progress=False, **options)
 
 
@@ -35,3 +38,12 @@ def test_an_unusable_option_is_refused_before_anything_is_written(tmp_path, opti
 @pytest.mark.parametrize("schedule", ["cosine", "poly", "constant"])
 def test_the_known_schedules_build(tmp_path, schedule):
     _build(tmp_path, max_epochs=1, lr_schedule=schedule)
+
+
+def test_an_empty_validation_split_selects_nothing(tmp_path):
+    """Fewer labelled slices than ``val_count`` leave the validation split empty: no Dice of 0 on no slices
+    picks a ``model_best.pt``."""
+    trainer = _build(tmp_path, max_epochs=1, val_loader=DataLoader([], batch_size=1), val_interval=1)
+    trainer.run(_loader(), max_epochs=1)
+    assert (tmp_path / "model_final.pt").exists()
+    assert not (tmp_path / "model_best.pt").exists() and not (tmp_path / "best.json").exists()

@@ -273,6 +273,9 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
 
     all_scales, channels_last = as_flag(all_scales, "all_scales"), as_flag(channels_last, "channels_last")
     check_training_options(max_epochs, lr, val_interval, lr_schedule)
+    if val_loader is not None and len(val_loader.dataset) == 0:  # no more labelled slices than val_count
+        log.warning("no validation slices: model_best.pt is not written")
+        val_loader = None
     rank = idist.get_rank()
     torch.manual_seed(seed + rank)
     random.seed(seed + rank)
