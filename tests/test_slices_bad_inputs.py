@@ -150,3 +150,12 @@ def test_an_evaluate_run_with_a_missing_ground_truth_is_one_error_line_before_pr
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert errors == [f"error: {data / 'test' / 'masks' / '2.png'}: ground-truth mask missing for 2.jpg"]
     assert not (tmp_path / "out" / "predictions").exists()
+
+
+def test_a_mask_of_0_and_1_is_refused_not_trained_on_as_empty(tmp_path):
+    from covseg.io.slices import semiseg_items
+
+    data = _dataset(tmp_path / "data")
+    _grey(data / "train" / "labeled" / "masks" / "1.png", value=1)
+    with pytest.raises(ValueError, match=r"masks/1\.png: mask holds only 0 and 1"):
+        semiseg_items(data)

@@ -91,11 +91,21 @@ def semiseg_items(dataset_dir: str | Path, split: str = "train", limit: int | No
         if not mask_path.exists():
             raise FileNotFoundError(f"{mask_path}: mask missing for {image_path.name}")
         image = read_grey(image_path)
-        mask = (read_grey(mask_path) > 0.5).astype(np.float32) if labels == "binary" else read_class_mask(mask_path)
+        mask = _binary_mask(mask_path) if labels == "binary" else read_class_mask(mask_path)
         if mask.shape != image.shape:
             raise ValueError(f"{mask_path}: mask shape {mask.shape} differs from image shape {image.shape}")
         items.append({"name": image_path.stem, "image": image[None], "label": mask[None]})
     return items[:limit] if limit else items
+
+
+def _binary_mask(path: Path) -> np.ndarray:
+    """A 0 / 255 infection mask as float32 0/1 (> 127). A mask of 0 and 1 only would be empty: it is refused with
+    the evaluation's words (:func:`covseg.metrics.folders.evaluate_folders`) instead of training on nothing."""
+    grey = read_grey(path)
+    if 0 < grey.max() <= 1.5 / 255:
+        raise ValueError(f"{path}: mask holds only 0 and 1, but masks are read as 0-255 images with infection > 128 "
+                         "(save it as 0 / 255)")
+    return (grey > 0.5).astype(np.float32)
 
 
 def unlabelled_items(dataset_dir: str | Path, limit: int | None = None, rewindowed: bool = False) -> list[dict]:
