@@ -159,3 +159,11 @@ def test_a_mask_of_0_and_1_is_refused_not_trained_on_as_empty(tmp_path):
     _grey(data / "train" / "labeled" / "masks" / "1.png", value=1)
     with pytest.raises(ValueError, match=r"masks/1\.png: mask holds only 0 and 1"):
         semiseg_items(data)
+
+
+def test_a_macos_copys_hidden_files_are_not_slices(tmp_path):
+    from covseg.io.slices import semiseg_items
+
+    data = _dataset(tmp_path / "data")
+    (data / "train" / "labeled" / "images" / "._0.jpg").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    assert [it["name"] for it in semiseg_items(data)] == ["0", "1", "2"]

@@ -64,8 +64,10 @@ def exit_unless_folders(dataset_dir: str | Path, *relative: str) -> None:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files of a folder, sorted by name."""
-    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    """Image files of a folder, sorted by name; hidden files (``.*``: the ``._<name>.jpg`` a macOS copy adds beside
+    each image) are left out, as by ``covseg infer`` and ``covseg evaluate``."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                  and not p.name.startswith("."))
 
 
 def semiseg_items(dataset_dir: str | Path, split: str = "train", limit: int | None = None,
