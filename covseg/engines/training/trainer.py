@@ -254,8 +254,10 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
                   inferer: Callable | None = None, mean_teacher: MeanTeacher | None = None) -> Engine:
     """Assemble the ignite trainer with optimiser, schedule, validation, checkpoints and logging.
 
-    ``output_dir`` receives ``checkpoint_*.pt`` (everything needed to resume; the newest is loaded when
-    ``resume``), ``model_best.pt`` (network weights with the best validation Dice) and ``model_final.pt``.
+    ``output_dir`` receives ``checkpoint_*.pt`` (everything needed to resume, the newest two; the newest is loaded
+    when ``resume``, and a run resumed at its last epoch trains nothing: :class:`ResumableEngine`),
+    ``model_best.pt`` (network weights with the best validation Dice; none without validation slices) and
+    ``model_final.pt``. Unusable option values are refused first (:func:`check_training_options`).
     With ``snapshot_start``, the weights of every ``snapshot_every``-th epoch from that epoch on are kept as
     ``snapshot_<epoch>.pt`` and averaged into ``model_swa.pt`` at the end (:mod:`covseg.engines.training.averaging`).
     Without ``loss_fn``, the loss is :class:`covseg.losses.InfNetLoss` with ``seg_loss`` per map: a binary loss
