@@ -17,7 +17,8 @@ def _loader() -> DataLoader:
 
 
 def _build(tmp_path, **options):
-    return build_trainer(nn.Conv2d(1, 1, 3, padding=1), _loader(), tmp_path, image_size=32, scales=(1.0,),
+    options = {"image_size": 32, **options}
+    return build_trainer(nn.Conv2d(1, 1, 3, padding=1), _loader(), tmp_path, scales=(1.0,),
                          loss_fn=nn.BCEWithLogitsLoss(), tensorboard=False, progress=False, **options)
 
 
@@ -28,6 +29,7 @@ def _build(tmp_path, **options):
     ({"lr": -1.0}, "lr"),
     ({"lr": 0}, "lr"),
     ({"lr_schedule": "cosin"}, "lr_schedule"),
+    ({"image_size": 0}, "image_size"),
 ])
 def test_an_unusable_option_is_refused_before_anything_is_written(tmp_path, options, named):
     with pytest.raises(ValueError, match=rf"^{named} must be"):

@@ -184,7 +184,8 @@ def _validate_classes(network: nn.Module, loader: DataLoader, device: torch.devi
     return scores
 
 
-def check_training_options(max_epochs: int, lr: float, val_interval: int = 1, lr_schedule: str = "cosine") -> None:
+def check_training_options(max_epochs: int, lr: float, val_interval: int = 1, lr_schedule: str = "cosine",
+                           image_size: int = 352) -> None:
     """Raise ``ValueError("<option> ...")`` for option values no training can run with (the bundles' overrides
     reach here as given: ``--max_epochs -1`` would otherwise write untrained weights as ``model_final.pt``)."""
     if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
@@ -195,6 +196,8 @@ def check_training_options(max_epochs: int, lr: float, val_interval: int = 1, lr
         raise ValueError(f"lr must be a number > 0, got {lr!r}")
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32:
+        raise ValueError(f"image_size must be a whole number >= 32 (the networks' largest stride), got {image_size!r}")
 
 
 class ResumableEngine(Engine):
@@ -274,7 +277,7 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
     from covseg.losses.multiclass import multiclass_loss
 
     all_scales, channels_last = as_flag(all_scales, "all_scales"), as_flag(channels_last, "channels_last")
-    check_training_options(max_epochs, lr, val_interval, lr_schedule)
+    check_training_options(max_epochs, lr, val_interval, lr_schedule, image_size)
     if val_loader is not None and len(val_loader.dataset) == 0:  # no more labelled slices than val_count
         log.warning("no validation slices: model_best.pt is not written")
         val_loader = None
