@@ -191,12 +191,12 @@ def test_classifier_evaluate_of_an_empty_selection_is_one_error_line(tmp_path):
 
 
 JCS_AND_MULTICLASS = [
-    ("jcs_segmenter", "train", "train", {"train_limit": 2, "image_size": 64}, "Engine"),
+    ("jcs_segmenter", "train", "train", {"train_limit": 2, "image_size": 64}, "ResumableEngine"),
     ("jcs_segmenter", "evaluate", "eval", {}, "SliceEvaluation"),
     ("multiclass_infnet", "train", "train", {"train_limit": 2, "image_size": 64, "prior_image_size": 64,
-                                             "prior_draws": 1}, "Engine"),
+                                             "prior_draws": 1}, "ResumableEngine"),
     ("multiclass_infnet", "evaluate", "eval", {}, "MulticlassEvaluation"),
-    ("jcs_classifier", "train", "train", {"train_limit": 2, "image_size": 64}, "Engine"),
+    ("jcs_classifier", "train", "train", {"train_limit": 2, "image_size": 64}, "ResumableEngine"),
     ("jcs_classifier", "evaluate", "eval", {"splits": ["val"], "sources": ["ucsd-covid-ct"]}, "ClassifierEvaluation"),
 ]
 

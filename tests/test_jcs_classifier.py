@@ -330,3 +330,21 @@ def test_classifier_trainer_tells_an_epoch_sampler_each_epoch(tmp_path, one_torc
                                        progress=False)
     trainer.run(loader, max_epochs=2)
     assert seen == [1, 2]
+
+
+def test_classifier_keeps_the_previous_checkpoint_and_a_rerun_of_a_finished_run_trains_nothing(tmp_path,
+                                                                                              one_torch_thread):
+    from covseg.engines.training.classifier import build_classifier_trainer
+
+    torch.manual_seed(0)
+    items = [{"image": torch.rand(1, 32, 32), "label": i % 2, "source": "s", "name": f"{i}.png"} for i in range(8)]
+    loader = torch.utils.data.DataLoader(items, batch_size=4)
+    out = tmp_path / "run"
+    for _ in range(2):  # the same command twice
+        trainer = build_classifier_trainer(SliceClassifier(), loader, out, max_epochs=2, warmup_steps=1,
+                                           progress=False)
+        trainer.run(loader, max_epochs=2)
+    # a kill -9 while epoch 2's checkpoint was written would have left epoch 1's (ignite deletes before saving)
+    assert sorted(p.name for p in out.glob("checkpoint_*.pt")) == ["checkpoint_1.pt", "checkpoint_2.pt"]
+    history = [json.loads(line)["epoch"] for line in (out / "history.jsonl").read_text().splitlines()]
+    assert history == [1, 2]  # the rerun trained no epoch

@@ -183,6 +183,19 @@ def test_other_weights_in_a_bundles_network_are_exported_not_filled(tmp_path, mo
         assert isinstance(network, OnnxRuntimeNetwork) and torch.allclose(network(x), other(x), atol=1e-5)
 
 
+def test_a_weights_file_that_is_not_there_is_an_error_unless_it_is_the_bundles_own(tmp_path):
+    """The untrained fallback (``trained`` False: the config's ``weights`` file is missing) is for a bundle without
+    its ``models/model.pt``; a mistyped ``--weights RUN/model_final.pt`` ran the untrained network, exit 0."""
+    bundle = tmp_path / "bundle"
+    (bundle / "models").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"runs/x/model_final\.pt: weights file not found"):
+        bundle_backend_network(nn.Conv2d(1, 1, 3, padding=1), tmp_path / "runs/x/model_final.pt", bundle, "torch",
+                               24, precision="fp32", trained=False)
+    untrained = bundle_backend_network(nn.Conv2d(1, 1, 3, padding=1), bundle / "models" / "model.pt", bundle,
+                                       "torch", 24, precision="fp32", trained=False)
+    assert isinstance(untrained, nn.Module)
+
+
 @pytest.mark.parametrize("change", ["network_def", "sources", "damaged"])
 def test_a_template_that_does_not_fit_is_not_used(tmp_path, monkeypatch, change):
     monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))

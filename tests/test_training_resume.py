@@ -125,3 +125,27 @@ def _optimizer_of(trainer) -> dict:
         if isinstance(handler, Checkpoint):
             return handler.to_save["optimizer"].state_dict()
     raise AssertionError("no Checkpoint handler on the trainer")
+
+
+def test_the_same_command_after_a_finished_run_trains_nothing(tmp_path, one_torch_thread):
+    out = tmp_path / "run"
+    trainer, net, loader = _trainer(out)
+    trainer.run(loader, max_epochs=EPOCHS)
+    final = torch.load(out / "model_final.pt", weights_only=False)
+    (out / "model_final.pt").unlink()  # as after a kill between the last checkpoint and the final weights
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("checkpoint_*.pt")}
+
+    trainer, net, loader = _trainer(out)  # ignite alone would start a finished state over from epoch 1
+    trainer.run(loader, max_epochs=EPOCHS)
+    assert trainer.state.epoch == EPOCHS
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("checkpoint_*.pt")} == stamps  # no epoch was retrained
+    again = torch.load(out / "model_final.pt", weights_only=False)
+    assert all(torch.equal(again[k], v) for k, v in final.items())
+
+
+def test_a_resumed_run_keeps_two_checkpoints_not_one_more_per_resume(tmp_path, one_torch_thread):
+    out = tmp_path / "run"
+    for epochs in (1, 2, 3, EPOCHS):  # three resumes, one epoch each
+        trainer, net, loader = _trainer(out)
+        trainer.run(loader, max_epochs=epochs)
+    assert sorted(p.name for p in out.glob("checkpoint_*.pt")) == ["checkpoint_3.pt", "checkpoint_4.pt"]

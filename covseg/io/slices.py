@@ -15,18 +15,30 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def read_grey(path: Path) -> np.ndarray:
-    """An 8-bit image as float32 in [0, 1], shape (H, W)."""
-    with Image.open(path) as img:
-        return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+    """An 8-bit image as float32 in [0, 1], shape (H, W). A file that is there but cannot be decoded (not an image,
+    cut short) is ``ValueError("<path>: cannot read image (<reason>)")``: PIL's own message may not name it."""
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read image ({exc})") from exc
 
 
 def read_class_mask(path: Path, num_classes: int = 3) -> np.ndarray:
     """A class-index mask (H, W) uint8 read by index: palette PNGs give their indices (not their colours), greyscale
     PNGs their values (0 background, 1 GGO, 2 consolidation in COVID-SemiSeg's ``masks-multiclass``)."""
-    with Image.open(path) as img:
-        if img.mode not in ("P", "L", "I", "I;16"):
-            raise ValueError(f"{path}: class mask must be an indexed or greyscale PNG, got mode {img.mode}")
-        mask = np.asarray(img)
+    try:
+        with Image.open(path) as img:
+            mode = img.mode
+            mask = np.asarray(img) if mode in ("P", "L", "I", "I;16") else None
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read image ({exc})") from exc
+    if mask is None:
+        raise ValueError(f"{path}: class mask must be an indexed or greyscale PNG, got mode {mode}")
     if mask.size and int(mask.max()) >= num_classes:
         raise ValueError(f"{path}: class index {int(mask.max())} out of range for {num_classes} classes")
     return mask.astype(np.uint8)
@@ -52,8 +64,10 @@ def exit_unless_folders(dataset_dir: str | Path, *relative: str) -> None:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files of a folder, sorted by name."""
-    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    """Image files of a folder, sorted by name; hidden files (``.*``: the ``._<name>.jpg`` a macOS copy adds beside
+    each image) are left out, as by ``covseg infer`` and ``covseg evaluate``."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                  and not p.name.startswith("."))
 
 
 def semiseg_items(dataset_dir: str | Path, split: str = "train", limit: int | None = None,
@@ -70,17 +84,30 @@ def semiseg_items(dataset_dir: str | Path, split: str = "train", limit: int | No
     if not (base / "images").is_dir():
         raise FileNotFoundError(f"{base / 'images'}: not found (is {root} the COVID-SemiSeg folder?)")
     mask_dir = base / ("masks" if labels == "binary" else "masks-multiclass")
+    images = list_images(base / "images")
+    if not images:
+        raise ValueError(f"{base / 'images'}: no images ({', '.join(IMAGE_SUFFIXES)}) to {split} on")
     items = []
-    for image_path in list_images(base / "images"):
+    for image_path in images:
         mask_path = mask_dir / f"{image_path.stem}.png"
         if not mask_path.exists():
             raise FileNotFoundError(f"{mask_path}: mask missing for {image_path.name}")
         image = read_grey(image_path)
-        mask = (read_grey(mask_path) > 0.5).astype(np.float32) if labels == "binary" else read_class_mask(mask_path)
+        mask = _binary_mask(mask_path) if labels == "binary" else read_class_mask(mask_path)
         if mask.shape != image.shape:
             raise ValueError(f"{mask_path}: mask shape {mask.shape} differs from image shape {image.shape}")
         items.append({"name": image_path.stem, "image": image[None], "label": mask[None]})
     return items[:limit] if limit else items
+
+
+def _binary_mask(path: Path) -> np.ndarray:
+    """A 0 / 255 infection mask as float32 0/1 (> 127). A mask of 0 and 1 only would be empty: it is refused with
+    the evaluation's words (:func:`covseg.metrics.folders.evaluate_folders`) instead of training on nothing."""
+    grey = read_grey(path)
+    if 0 < grey.max() <= 1.5 / 255:
+        raise ValueError(f"{path}: mask holds only 0 and 1, but masks are read as 0-255 images with infection > 128 "
+                         "(save it as 0 / 255)")
+    return (grey > 0.5).astype(np.float32)
 
 
 def unlabelled_items(dataset_dir: str | Path, limit: int | None = None, rewindowed: bool = False) -> list[dict]:
@@ -106,6 +133,22 @@ def pseudo_labelled_items(items: list[dict], label_dir: str | Path) -> list[dict
     label_dir = Path(label_dir)
     found = [{**it, "label": str(label_dir / f"{it['name']}.png")} for it in items]
     return [it for it in found if Path(it["label"]).exists()]
+
+
+def pseudo_labelled_training_items(dataset_dir: str | Path, label_dir: str | Path,
+                                   rewindowed: bool = False) -> list[dict]:
+    """The unlabelled slices of ``dataset_dir`` that have a pseudo label in ``label_dir`` (the training configs'
+    ``--pseudo_label_dir``). A folder that is not there, or holds no label named like an unlabelled slice, is an
+    error (``FileNotFoundError`` / ``ValueError`` naming it): a mistyped folder would otherwise train on the
+    labelled slices alone."""
+    label_dir = Path(label_dir)
+    if not label_dir.is_dir():
+        raise FileNotFoundError(f"{label_dir}: pseudo-label folder not found (--pseudo_label_dir)")
+    items = pseudo_labelled_items(unlabelled_items(dataset_dir, None, rewindowed), label_dir)
+    if not items:
+        raise ValueError(f"{label_dir}: no pseudo label named like an unlabelled slice of {dataset_dir} "
+                         "(<name>.png for train/unlabeled/images/<name>.jpg; --pseudo_label_dir)")
+    return items
 
 
 def infection_free_items(dataset_dir: str | Path, count: int, source: str = "sars-cov-2-ct", split: str = "train",

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch.nn.functional as F
 
+from covseg.engines.evaluation.slices import check_ground_truth
 from covseg.engines.inference.predictor import SlicePredictor
 from covseg.io.atomic import atomic_write_text
 from covseg.io.slices import read_class_mask, read_grey, write_grey
@@ -59,6 +60,7 @@ class MulticlassEvaluation:
 
     def run(self) -> dict:
         labels = self.masks_root / "masks-multiclass"
+        check_ground_truth(self.dataset, labels, *(self.masks_root / f for f in CLASS_FOLDERS.values()))
         probs = predict_class_paths(self.inferer, self.dataset, self.output_dir, labels)
         figures: dict[str, dict] = {}
         label_dice: dict[str, list[float]] = {c: [] for c in CLASS_FOLDERS}

@@ -23,6 +23,28 @@ from covseg.metrics.tables import format_table_row, per_image_csv_text
 TABLE_KEYS = ("meanDic", "meanSen", "meanSpe", "Sm", "meanEm", "MAE")
 
 
+def check_ground_truth(images: Sequence[Path], *mask_dirs: Path) -> None:
+    """Before any prediction: ``ValueError("<path>: <reason>")`` when there is no image, an image has no
+    ``<stem>.png`` in one of ``mask_dirs`` (the ground truth it is scored against), or a mask has no image (it
+    would be scored against whatever prediction an earlier run left under that name)."""
+    if not images:
+        raise ValueError(f"{mask_dirs[0]}: no image to score against these masks (the images folder is empty; "
+                         "check --dataset_dir)")
+    stems = {Path(p).stem for p in images}
+    for masks in mask_dirs:
+        if not masks.is_dir():
+            raise FileNotFoundError(f"{masks}: ground-truth folder not found")
+        missing = [Path(p) for p in images if not (masks / f"{Path(p).stem}.png").is_file()]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise ValueError(f"{masks / (missing[0].stem + '.png')}: ground-truth mask missing for "
+                             f"{missing[0].name}{more}")
+        extra = sorted(m for m in masks.glob("*.png") if not m.name.startswith(".") and m.stem not in stems)
+        if extra:
+            more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+            raise ValueError(f"{extra[0]}: mask without an image of the same name{more}")
+
+
 def predict_paths(predictor: SlicePredictor, paths: Sequence[Path], out_dir: str | Path,
                   masks_dir: str | Path | None = None) -> list[Path]:
     """Predict the grey images ``paths``; write ``out_dir/<stem>.png`` (0-255) at the mask's (or image's) size."""
@@ -64,6 +86,7 @@ class SliceEvaluation:
         self.inferer, self.masks_dir, self.output_dir, self.name = inferer, Path(masks_dir), Path(output_dir), name
 
     def run(self) -> dict:
+        check_ground_truth(self.dataset, self.masks_dir)
         predictions = self.output_dir / "predictions"
         predict_paths(self.inferer, self.dataset, predictions, self.masks_dir)
         figures = evaluate_folders(predictions, self.masks_dir)

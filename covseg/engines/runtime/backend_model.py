@@ -63,9 +63,14 @@ def bundle_backend_network(network: nn.Module, weights: str | Path, bundle_root:
     """An inference config's ``network``: ``network`` (the config's ``network_def``) with ``weights`` on ``backend``.
 
     Where that is ONNX Runtime and ``weights`` are the bundle's own, the bundle's cached export or its filled template
-    is opened, as ``covseg infer`` does, instead of exporting the network on a machine's first run."""
+    is opened, as ``covseg infer`` does, instead of exporting the network on a machine's first run. ``trained`` False
+    (the config's ``weights`` file is not there) runs the untrained network only where ``weights`` is the bundle's
+    own ``models/model.pt``; other ``weights`` (``--weights RUN/model_final.pt``) must exist."""
     bundle_dir = Path(bundle_root)
-    own = trained and Path(weights).resolve() == (bundle_dir / "models" / "model.pt").resolve()
+    is_own = Path(weights).resolve() == (bundle_dir / "models" / "model.pt").resolve()
+    if not trained and not is_own:  # the untrained fallback is for a bundle without its model.pt, not a typo
+        raise FileNotFoundError(f"{weights}: weights file not found (--weights)")
+    own = trained and is_own
     if own and resolve_backend(backend, device, precision, compiled, trained) == "onnxruntime":
         runtime = _bundle_runtime(bundle_dir, image_size, threads)
         if runtime is not None:

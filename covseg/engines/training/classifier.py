@@ -24,14 +24,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint, DiskSaver, ProgressBar
+from ignite.handlers import ProgressBar
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from covseg.engines.runtime.cpu import autocast_context
 from covseg.engines.training.averaging import read_state
 from covseg.engines.training.seeding import follow_epochs
-from covseg.engines.training.trainer import attach_snapshot_averaging, latest_checkpoint, save_weights
+from covseg.engines.training.trainer import (
+    ResumableEngine,
+    attach_checkpoints,
+    attach_snapshot_averaging,
+    check_training_options,
+    save_weights,
+)
 from covseg.io.atomic import atomic_write_text
 from covseg.io.strict_json import json_text
 from covseg.metrics.classification import auc_interval, classification_scores, roc_auc
@@ -141,6 +147,7 @@ def build_classifier_trainer(network: nn.Module, train_loader: DataLoader, outpu
     line ``"epoch": "swa"``) and becomes ``model_best.pt`` when it scores higher. ``inferer(images, network)`` (the
     bundle's ``train#inferer``, MONAI's ``SimpleInferer``) runs the training forward pass when given.
     """
+    check_training_options(max_epochs, lr)
     torch.manual_seed(seed)
     random.seed(seed)
     np.random.seed(seed)
@@ -157,19 +164,12 @@ def build_classifier_trainer(network: nn.Module, train_loader: DataLoader, outpu
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(it, total) / total))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    trainer = Engine(make_classifier_step(network, optimizer, device, mixup_alpha=float(mixup_alpha),
+    trainer = ResumableEngine(make_classifier_step(network, optimizer, device, mixup_alpha=float(mixup_alpha),
                                           bf16=as_flag(bf16, "bf16"), inferer=inferer))
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: scheduler.step())
     follow_epochs(trainer, train_loader)  # a sampler that draws by epoch (source balancing) resumes in step
     to_save = {"network": network, "optimizer": optimizer, "scheduler": scheduler, "trainer": trainer}
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, Checkpoint(
-        to_save, DiskSaver(str(output_dir), require_empty=False), n_saved=1,
-        global_step_transform=lambda engine, _: engine.state.epoch))
-    if resume:
-        last = latest_checkpoint(output_dir)
-        if last is not None:
-            Checkpoint.load_objects(to_save, torch.load(last, map_location=device, weights_only=False))
-            log.info("resumed from %s at epoch %d", last, trainer.state.epoch)
+    attach_checkpoints(trainer, to_save, output_dir, device, resume)
     best_file = output_dir / "best.json"
     best = {"score": json.loads(best_file.read_text())["score"] if best_file.exists() else -math.inf}
     if progress:

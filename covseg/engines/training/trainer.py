@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+LR_SCHEDULES = ("cosine", "poly", "constant")
+
 
 def edge_from_mask(mask: Tensor, width: int = 3) -> Tensor:
     """Binary edge band of a (B, 1, H, W) mask: dilation minus erosion with a ``width`` square."""
@@ -182,6 +184,67 @@ def _validate_classes(network: nn.Module, loader: DataLoader, device: torch.devi
     return scores
 
 
+def check_training_options(max_epochs: int, lr: float, val_interval: int = 1, lr_schedule: str = "cosine",
+                           image_size: int = 352) -> None:
+    """Raise ``ValueError("<option> ...")`` for option values no training can run with (the bundles' overrides
+    reach here as given: ``--max_epochs -1`` would otherwise write untrained weights as ``model_final.pt``)."""
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+        raise ValueError(f"max_epochs must be a whole number >= 1, got {max_epochs!r}")
+    if isinstance(val_interval, bool) or not isinstance(val_interval, int) or val_interval < 1:
+        raise ValueError(f"val_interval must be a whole number >= 1, got {val_interval!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
+        raise ValueError(f"lr must be a number > 0, got {lr!r}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32:
+        raise ValueError(f"image_size must be a whole number >= 32 (the networks' largest stride), got {image_size!r}")
+
+
+class ResumableEngine(Engine):
+    """An ignite ``Engine`` whose :meth:`run` finishes a run resumed at (or past) its last epoch instead of starting
+    it over, as ignite does with a finished state: the ``COMPLETED`` handlers run (final weights, snapshot
+    average), nothing is trained. So the same command run again (or after a kill between the last checkpoint and
+    ``model_final.pt``) leaves the run's weights as they are."""
+
+    def run(self, data=None, max_epochs: int | None = None, epoch_length: int | None = None,
+            max_iters: int | None = None):
+        done = self.state.epoch
+        if max_epochs is not None and self.state.max_epochs is not None and 1 <= max_epochs <= done:
+            msg = (f"already trained to epoch {done} (max_epochs {max_epochs}): nothing to train, final weights "
+                   "written from the last checkpoint (a larger --max_epochs trains on)")
+            log.info(msg)
+            print(msg, flush=True)
+            self.fire_event(Events.COMPLETED)
+            return self.state
+        return super().run(data, max_epochs=max_epochs, epoch_length=epoch_length, max_iters=max_iters)
+
+
+def attach_checkpoints(trainer: Engine, to_save: dict, output_dir: Path, device: torch.device, resume: bool = True,
+                       rank: int = 0) -> Checkpoint:
+    """Save ``to_save`` as ``output_dir/checkpoint_<epoch>.pt`` after each epoch, keeping the newest two; with
+    ``resume``, first remove a save cut short by kill -9 and load the newest checkpoint.
+
+    n_saved=2: ignite deletes the oldest checkpoint *before* writing the new one, so with 1 a kill -9 during the
+    save would leave none; with 2 the previous epoch's stays until the new one is complete. The checkpoints found
+    on resume are handed to the handler, so a resumed run deletes them in turn instead of leaving them behind.
+    """
+    checkpoint = Checkpoint(to_save, DiskSaver(str(output_dir), require_empty=False), n_saved=2,
+                            global_step_transform=lambda engine, _: engine.state.epoch)  # checkpoint_<epoch>.pt
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, checkpoint)
+    if not resume:
+        return checkpoint
+    for leftover in output_dir.glob("tmp*"):  # a checkpoint save cut short by kill -9 (ignite's temporary)
+        if re.fullmatch(r"tmp[a-z0-9_]{8}", leftover.name) and leftover.is_file() and rank == 0:
+            leftover.unlink(missing_ok=True)
+    found = checkpoints_by_epoch(output_dir)
+    if found:
+        last = found[-1][1]
+        Checkpoint.load_objects(to_save, torch.load(last, map_location=device, weights_only=False))
+        checkpoint.load_state_dict({"_saved": [(epoch, path.name) for epoch, path in found[-2:]]})
+        log.info("resumed from %s at epoch %d", last, trainer.state.epoch)
+    return checkpoint
+
+
 def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str | Path, *,
                   val_loader: DataLoader | None = None, max_epochs: int = 100, lr: float = 1e-4,
                   weight_decay: float = 0.0, lr_schedule: str = "cosine", image_size: int = 352,
@@ -194,8 +257,10 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
                   inferer: Callable | None = None, mean_teacher: MeanTeacher | None = None) -> Engine:
     """Assemble the ignite trainer with optimiser, schedule, validation, checkpoints and logging.
 
-    ``output_dir`` receives ``checkpoint_*.pt`` (everything needed to resume; the newest is loaded when
-    ``resume``), ``model_best.pt`` (network weights with the best validation Dice) and ``model_final.pt``.
+    ``output_dir`` receives ``checkpoint_*.pt`` (everything needed to resume, the newest two; the newest is loaded
+    when ``resume``, and a run resumed at its last epoch trains nothing: :class:`ResumableEngine`),
+    ``model_best.pt`` (network weights with the best validation Dice; none without validation slices) and
+    ``model_final.pt``. Unusable option values are refused first (:func:`check_training_options`).
     With ``snapshot_start``, the weights of every ``snapshot_every``-th epoch from that epoch on are kept as
     ``snapshot_<epoch>.pt`` and averaged into ``model_swa.pt`` at the end (:mod:`covseg.engines.training.averaging`).
     Without ``loss_fn``, the loss is :class:`covseg.losses.InfNetLoss` with ``seg_loss`` per map: a binary loss
@@ -212,6 +277,10 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
     from covseg.losses.multiclass import multiclass_loss
 
     all_scales, channels_last = as_flag(all_scales, "all_scales"), as_flag(channels_last, "channels_last")
+    check_training_options(max_epochs, lr, val_interval, lr_schedule, image_size)
+    if val_loader is not None and len(val_loader.dataset) == 0:  # no more labelled slices than val_count
+        log.warning("no validation slices: model_best.pt is not written")
+        val_loader = None
     rank = idist.get_rank()
     torch.manual_seed(seed + rank)
     random.seed(seed + rank)
@@ -230,7 +299,7 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
     elif lr_schedule == "poly":
         def factor(step: int) -> float:
             return max(1.0 - min(step, total_steps) / total_steps, 0.0) ** 0.9
-    else:
+    else:  # constant
         def factor(step: int) -> float:
             return 1.0
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -239,7 +308,7 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
     step = make_train_step(network, optimizer, loss_fn or InfNetLoss(seg_loss=seg_loss or "structure"), device,
                            image_size, scales, all_scales, bf16, channels_last, num_classes=num_classes,
                            inferer=inferer, mean_teacher=mean_teacher)
-    trainer = reseed_each_epoch(Engine(step), train_loader, seed + rank)
+    trainer = reseed_each_epoch(ResumableEngine(step), train_loader, seed + rank)
     scored = network if mean_teacher is None else mean_teacher.network  # what is validated, selected and written
     if mean_teacher is not None:
         trainer.add_event_handler(Events.EPOCH_STARTED,
@@ -252,19 +321,7 @@ def build_trainer(network: nn.Module, train_loader: DataLoader, output_dir: str 
     to_save = {"network": network, "optimizer": optimizer, "scheduler": scheduler, "trainer": trainer}
     if mean_teacher is not None:
         to_save["teacher"] = mean_teacher.ema
-    # n_saved=2: ignite deletes the oldest checkpoint *before* writing the new one, so with 1 a kill -9 during
-    # the save would leave none; with 2 the previous epoch's stays until the new one is complete
-    checkpoint = Checkpoint(to_save, DiskSaver(str(output_dir), require_empty=False), n_saved=2,
-                            global_step_transform=lambda engine, _: engine.state.epoch)  # checkpoint_<epoch>.pt
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, checkpoint)
-    if resume:
-        for leftover in output_dir.glob("tmp*"):  # a checkpoint save cut short by kill -9 (ignite's temporary)
-            if re.fullmatch(r"tmp[a-z0-9_]{8}", leftover.name) and leftover.is_file() and rank == 0:
-                leftover.unlink(missing_ok=True)
-        last = latest_checkpoint(output_dir)
-        if last is not None:
-            Checkpoint.load_objects(to_save, torch.load(last, map_location=device, weights_only=False))
-            log.info("resumed from %s at epoch %d", last, trainer.state.epoch)
+    attach_checkpoints(trainer, to_save, output_dir, device, resume, rank)
 
     writer = None
     if tensorboard and rank == 0:
@@ -342,6 +399,12 @@ def attach_snapshot_averaging(trainer: Engine, network: nn.Module, output_dir: P
             log.info("averaged %d snapshots into model_swa.pt", len(snapshots))
 
 
+def checkpoints_by_epoch(output_dir: Path) -> list[tuple[int, Path]]:
+    """(epoch, path) of the ``checkpoint_<epoch>.pt`` files in ``output_dir``, oldest epoch first."""
+    return sorted((int(m.group(1)), p) for p in Path(output_dir).glob("checkpoint_*.pt")
+                  if (m := re.fullmatch(r"checkpoint_(\d+)\.pt", p.name)))
+
+
 def latest_checkpoint(output_dir: Path) -> Path | None:
     """The ``checkpoint_<epoch>.pt`` of the highest epoch in ``output_dir``, if any.
 
@@ -349,9 +412,8 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     both exist. Checkpoints are written to a temporary name and renamed (ignite's DiskSaver), so a listed
     one is complete.
     """
-    found = [(int(m.group(1)), p) for p in Path(output_dir).glob("checkpoint_*.pt")
-             if (m := re.fullmatch(r"checkpoint_(\d+)\.pt", p.name))]
-    return max(found)[1] if found else None
+    found = checkpoints_by_epoch(output_dir)
+    return found[-1][1] if found else None
 
 
 def save_weights(network: nn.Module, path: Path, half: bool = False) -> None:
