@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from covseg.engines.training.averaging import average_states, average_weights, blend_weights, read_state
+from covseg.engines.training.averaging import average_states, average_weights, blend_weights
+from covseg.networks.loading import read_state
 
 
 def _net(value: float) -> nn.Module:

@@ -264,8 +264,9 @@ def test_tiny_training_writes_checkpoint_resumes_and_evaluates(cls_dir, tmp_path
 
 
 def test_snapshot_average_is_validated_and_kept_when_it_scores_higher(tmp_path, one_torch_thread):
-    from covseg.engines.training.averaging import average_states, read_state
+    from covseg.engines.training.averaging import average_states
     from covseg.engines.training.classifier import build_classifier_trainer
+    from covseg.networks.loading import read_state
 
     torch.manual_seed(0)
     items = [{"image": torch.rand(1, 32, 32), "label": i % 2, "source": "s", "name": f"{i}.png"} for i in range(8)]

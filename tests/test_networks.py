@@ -70,3 +70,17 @@ def test_load_weights_accepts_fp16_state(tmp_path):
         assert torch.allclose(a.float(), b, atol=1e-2), k
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_weights(net, tmp_path / "missing.pt")
+
+
+def test_load_weights_takes_a_training_checkpoints_network(tmp_path):
+    """``--weights RUN/checkpoint_3.pt`` gave ``AttributeError: 'collections.OrderedDict' object has no attribute
+    'is_floating_point'``: a checkpoint holds the network beside the optimiser and engine states."""
+    net = get_network("unet", features=(4, 4, 8, 8, 16, 4))
+    optimiser = torch.optim.Adam(net.parameters())
+    torch.save({"network": net.state_dict(), "optimizer": optimiser.state_dict(), "trainer": {"epoch": 3}},
+               tmp_path / "checkpoint_3.pt")
+    other = load_weights(get_network("unet", features=(4, 4, 8, 8, 16, 4)), tmp_path / "checkpoint_3.pt")
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), other.state_dict().values()))
+    torch.save({"epoch": 3, "losses": [0.5]}, tmp_path / "history.pt")
+    with pytest.raises(ValueError, match="history.pt: holds no network weights"):
+        load_weights(net, tmp_path / "history.pt")

@@ -109,11 +109,24 @@ def bundle_model(network: nn.Module, bundle_dir: Path, meta: dict) -> LoadedMode
     )
 
 
+def read_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The network state dict stored in ``path``: a weights file, or a training checkpoint (``checkpoint_N.pt``)
+    whose ``network`` entry holds it."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("network"), dict):
+        state = state["network"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: holds no network weights (neither a state dict nor a checkpoint with a "
+                         "'network' entry)")
+    return state
+
+
 def load_weights(network: nn.Module, weights: str | Path) -> nn.Module:
-    """Load a (possibly fp16) state dict file into ``network`` as fp32; return the network in eval mode."""
+    """Load a (possibly fp16) state dict file, or a training checkpoint's network, into ``network`` as fp32; return
+    the network in eval mode."""
     weights = Path(weights)
     if not weights.exists():
         raise FileNotFoundError(f"{weights}: weights file not found")
-    state = torch.load(weights, map_location="cpu", weights_only=True)
+    state = read_state(weights)
     network.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return network.eval()

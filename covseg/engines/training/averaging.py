@@ -16,14 +16,7 @@ import torch
 from torch import Tensor
 
 from covseg.io.atomic import atomic_path
-
-
-def read_state(path: str | Path) -> dict[str, Tensor]:
-    """The network state dict stored in ``path`` (a weights file or a checkpoint with a ``network`` entry)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if "network" in state and isinstance(state["network"], dict):
-        state = state["network"]
-    return state
+from covseg.networks.loading import read_state
 
 
 def average_states(states: Sequence[dict[str, Tensor]], weights: Sequence[float] | None = None) -> dict[str, Tensor]:

@@ -29,7 +29,6 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from covseg.engines.runtime.cpu import autocast_context
-from covseg.engines.training.averaging import read_state
 from covseg.engines.training.seeding import follow_epochs
 from covseg.engines.training.trainer import (
     ResumableEngine,
@@ -42,6 +41,7 @@ from covseg.io.atomic import atomic_write_text
 from covseg.io.strict_json import json_text
 from covseg.metrics.classification import auc_interval, classification_scores, roc_auc
 from covseg.networks.classifier import covid_probability, trainable_parameters
+from covseg.networks.loading import read_state
 from covseg.networks.outputs import final_logits
 from covseg.options import as_flag
 
