@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
-from utils import patch_load_model
+from utils import conv_bundle, patch_load_model
 
 from covseg.cli.main import main
 from covseg.networks import loading
@@ -129,6 +129,35 @@ def test_a_bundle_that_is_not_there_is_one_line_and_leaves_no_output_folder(comm
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {bundle / 'configs' / 'inference.yaml'}: not found (is {bundle} a covseg bundle?)"], err
     assert not out.exists()  # a usage error writes nothing
+
+
+def test_weights_option_runs_a_training_runs_weights_in_the_bundles_network(tmp_path, good_ct, capsys):
+    """``--weights``: a run's checkpoint in the bundle's network (the bundle's own weights otherwise); the reports
+    name the file, so ``--continue`` does not keep results of other weights; a bad use is one usage line."""
+    import torch
+
+    bundle, _ = conv_bundle(tmp_path / "bundle")  # a 3x3 convolution, weights of seed 0
+    run = tmp_path / "run"
+    run.mkdir()
+    hot = torch.nn.Conv2d(1, 1, 3, padding=1)
+    torch.nn.init.zeros_(hot.weight)
+    torch.nn.init.constant_(hot.bias, 20.0)  # every lung pixel infected
+    torch.save({"network": hot.state_dict(), "trainer": {"epoch": 2}}, run / "checkpoint_2.pt")
+    common = [str(good_ct), "--bundle", str(bundle), "--backend", "torch", "--no-figures", "--no-progress"]
+    assert main(["infer", *common, "--out", str(tmp_path / "own")]) == 0
+    assert main(["infer", *common, "--weights", str(run / "checkpoint_2.pt"), "--out", str(tmp_path / "run-out")]) == 0
+    own = json.loads((tmp_path / "own" / "good" / "report.json").read_text())
+    tuned = json.loads((tmp_path / "run-out" / "good" / "report.json").read_text())
+    assert "weights" not in own["model"] and str(run / "checkpoint_2.pt") in tuned["model"]["weights"]
+    assert tuned["infection_ml"] > own["infection_ml"]
+    assert tuned["lung_involvement_percent"] == pytest.approx(100.0)
+    capsys.readouterr()
+    assert main(["infer", *common, "--weights", str(run / "nothing.pt"), "--out", str(tmp_path / "x")]) == 2
+    assert main(["infer", str(good_ct), "--model", "unet", "--weights", str(run / "checkpoint_2.pt"), "--out",
+                 str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(":")[0] for line in err] == ["error", "error"] and "nothing.pt: not found" in err[0]
+    assert "not with --model" in err[1] and not (tmp_path / "x").exists()
 
 
 def test_image_size_option_sets_the_network_input(tmp_path, good_ct, tiny_model, capsys):

@@ -104,7 +104,8 @@ def load_model_of(args: argparse.Namespace):
     if not check_model_args(args):
         return None
     try:
-        return load_backend_model(model=args.model, bundle=args.bundle, device=args.device, backend=args.backend,
+        return load_backend_model(model=args.model, bundle=args.bundle, weights=getattr(args, "weights", None),
+                                  device=args.device, backend=args.backend,
                                   image_size=args.image_size, threads=args.threads,
                                   precision="fp32" if args.no_bf16 else "auto", compiled=args.compile,
                                   on_export=export_notice, on_torch=torch_notice)
@@ -113,6 +114,17 @@ def load_model_of(args: argparse.Namespace):
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
         error(one_line(exc))
     return None
+
+
+def weights_info(weights: str | None) -> dict[str, str]:
+    """``--weights`` as the reports (and ``--continue``'s comparison) name it: the file, its size and time."""
+    if weights is None:
+        return {}
+    import datetime
+
+    stat = Path(weights).stat()
+    when = datetime.datetime.fromtimestamp(stat.st_mtime, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return {"weights": f"{Path(weights).resolve()} ({stat.st_size} bytes, modified {when})"}
 
 
 def run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels: str | None) -> int:
@@ -176,7 +188,8 @@ def run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels
         "backend": "torch", "image_size": model.image_size,  # the backend is applied: model.network is the one to run
         "network": model.network,
         "export#figures": not args.no_figures, "export#overlays": args.overlays, "export#dicom_seg": args.dicom_seg,
-        "model_info": {"name": model.name, "version": model.meta.get("version"), "trained": model.trained},
+        "model_info": {"name": model.name, "version": model.meta.get("version"), "trained": model.trained,
+                       **weights_info(getattr(args, "weights", None))},
         "evaluator#meta": {"command": "covseg infer", "inputs": [str(i) for i in inputs]}, "evaluator#gate": gate,
     }
     overrides["dataset"] = dataset  # the same object, whose first volume is being read

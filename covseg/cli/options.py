@@ -39,6 +39,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     group.add_argument("--model", metavar="NAME", help="registered network, freshly initialised (e.g. infnet, unet)")
     group.add_argument("--bundle", metavar="PATH", help="MONAI bundle folder with models/model.pt "
                                                         "(default: the shipped Inf-Net bundle)")
+    p.add_argument("--weights", metavar="FILE",
+                   help="weights for the bundle's network instead of its models/model.pt: a training run's "
+                        "model_final.pt, model_best.pt, model_swa.pt or checkpoint_<epoch>.pt")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="slices per forward pass (default 8)")
     p.add_argument("--no-bf16", action="store_true",
@@ -71,6 +74,18 @@ def backend_problem(args: argparse.Namespace) -> str | None:
         return f"--backend onnxruntime runs on the CPU only, not --device {args.device}"
     if args.backend == "onnxruntime" and getattr(args, "compile", False):
         return "--compile compiles the torch network; it does not apply to --backend onnxruntime"
+    return None
+
+
+def weights_problem(args: argparse.Namespace) -> str | None:
+    """Why ``--weights`` cannot apply (one line), or None: it needs a bundle's network and a file."""
+    weights = getattr(args, "weights", None)
+    if weights is None:
+        return None
+    if getattr(args, "model", None) is not None:
+        return "--weights goes with a bundle (--bundle, or the default one), not with --model"
+    if not Path(weights).is_file():
+        return f"--weights {weights}: not found (give a training run's model_final.pt, model_best.pt or checkpoint)"
     return None
 
 
@@ -126,7 +141,8 @@ def check_model_args(args: argparse.Namespace, apply: bool = True) -> bool:
     if args.image_size is not None and (args.image_size < 64 or args.image_size % 32):
         error(f"--image-size must be a multiple of 32 and at least 64, got {args.image_size}")
         return False
-    problem = (backend_problem(args) or bundle_kind_problem("--bundle", getattr(args, "bundle", None), "segmentation")
+    problem = (backend_problem(args) or weights_problem(args)
+               or bundle_kind_problem("--bundle", getattr(args, "bundle", None), "segmentation")
                or bundle_kind_problem("--gate-bundle", getattr(args, "gate_bundle", None), "classes"))
     if problem:
         error(problem)

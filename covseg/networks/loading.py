@@ -32,10 +32,16 @@ class LoadedModel:
     weights: Path | None = None  # the weights file loaded (resolved), if any: the bundle's model.pt or another
 
 
-def load_model(model: str | None = None, bundle: str | Path | None = None, device: str = "cpu") -> LoadedModel:
-    """Resolve ``--model NAME`` / ``--bundle PATH`` (or neither: the shipped Inf-Net bundle) to a network."""
+def load_model(model: str | None = None, bundle: str | Path | None = None, device: str = "cpu",
+               weights: str | Path | None = None) -> LoadedModel:
+    """Resolve ``--model NAME`` / ``--bundle PATH`` (or neither: the shipped Inf-Net bundle) to a network;
+    ``weights``: another weights file (or training checkpoint) for the bundle's network."""
     if model is not None and bundle is not None:
         raise ValueError("give either a model name or a bundle, not both")
+    if weights is not None:
+        if model is not None:
+            raise ValueError("weights go with a bundle's network, not with a model name")
+        return load_bundle(Path(bundle) if bundle is not None else DEFAULT_BUNDLE, device, weights)
     if model is not None:
         net = get_network(model)
         log.warning("network %r is freshly initialised (no weights): outputs are not meaningful", model)

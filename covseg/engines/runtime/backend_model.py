@@ -36,16 +36,18 @@ def load_backend_model(model: str | None = None, bundle: str | Path | None = Non
                        backend: str = "torch", image_size: int | None = None, threads: int | None = None,
                        precision: bool | str = "auto", compiled: bool | str = False,
                        on_export: Callable[[Path], None] | None = None,
-                       on_torch: Callable[[str], None] | None = None) -> LoadedModel:
-    """``load_model(model, bundle, device)`` with its network on ``backend`` (``image_size``: an override of the
-    bundle's input size); a bundle whose export is cached under its recipe, or that ships a fitting ONNX template,
-    skips building the torch network."""
+                       on_torch: Callable[[str], None] | None = None,
+                       weights: str | Path | None = None) -> LoadedModel:
+    """``load_model(model, bundle, device, weights)`` with its network on ``backend`` (``image_size``: an override
+    of the bundle's input size); a bundle whose export is cached under its recipe, or that ships a fitting ONNX
+    template, skips building the torch network (with its own weights only)."""
     bundle_dir = Path(bundle) if bundle is not None else DEFAULT_BUNDLE
-    if model is None and resolve_backend(backend, device, precision, compiled, trained=True) == "onnxruntime":
+    own = weights is None or Path(weights).resolve() == (bundle_dir / "models" / "model.pt").resolve()
+    if own and model is None and resolve_backend(backend, device, precision, compiled, trained=True) == "onnxruntime":
         found = _without_building(bundle_dir, image_size, threads)
         if found is not None:
             return found
-    loaded = loading.load_model(model=model, bundle=bundle, device=device)
+    loaded = loading.load_model(model=model, bundle=bundle, device=device, **({} if own else {"weights": weights}))
     if image_size is not None:
         loaded.image_size = image_size
     if backend != "torch":
