@@ -263,6 +263,7 @@ def make_diagnose_prepare(scorer: SliceScorer, settings: DiagnosisSettings):
         kwargs["gate"] = classified.gate
         item = prepare_volume(volume, predictor, out_dir, lung=lung, **kwargs)
         item.report.timing_s["classify"] = round(classified.seconds, 3)
+        item.started -= classified.seconds  # the volume's total (report.json, summary.csv) includes the classifier
         item.report.diagnosis = {k: decision[k] for k in ("decision", "positive_slices", "classified_slices",
                                                           "largest_lung_cm2") if k in decision}
         gap = max(1, (zs[-1] - zs[0] + 1) // max(settings.montage_slices, 1)) if zs else 1
