@@ -69,6 +69,8 @@ def test_montage_title_states_the_decision():
     assert montage_title("ct", d, 4).endswith("the 4 highest-scoring slices at least 10 apart")
     d = {**decide([0.9], s, largest_lung_cm2=96.6), "settings": {}}
     assert montage_title("ct", d, 1).startswith("ct: INDETERMINATE (largest lung cross-section 96.6 cm²), 1 of 1")
+    d = {**decide([], s, largest_lung_cm2=0.0), "settings": {}}  # a volume without lung: not "the 0 slices"
+    assert montage_title("water", d, 0) == "water: INDETERMINATE (no lung found)"
 
 
 def test_spaced_top_keeps_the_strongest_slice_of_each_part():
