@@ -303,16 +303,22 @@ def test_bundle_inference_run_id_diagnoses_and_fails_like_the_command(classifier
     bad = tmp_path / "bad.nii.gz"
     bad.write_text("not a volume")
 
-    def run(src: Path, out: Path, key: str = "--dataset_dir") -> subprocess.CompletedProcess:
+    def run(src: Path, out: Path, key: str = "--dataset_dir", *extra: str) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file",
                str(classifier_bundle / "configs" / "inference.yaml"), "--bundle_root", str(classifier_bundle),
-               "--segmenter", str(REPO / "bundles" / "infnet"), key, str(src), "--output_dir", str(out)]
+               "--segmenter", str(REPO / "bundles" / "infnet"), key, str(src), "--output_dir", str(out), *extra]
         return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
 
     ok = run(ct, tmp_path / "out")
     assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
     assert json.loads((tmp_path / "out" / "p" / "diagnosis.json").read_text())["lung_slices"] > 0
+    thresholds = {"slice_threshold": 0.0, "patient_threshold": 0.0, "min_lung_area_cm2": 0.0}
+    overrides = [a for k, v in thresholds.items() for a in (f"--covseg#{k}", str(v))]
+    ok = run(ct, tmp_path / "out-0", "--dataset_dir", *overrides)  # they were read from the file, not the run
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
+    d = json.loads((tmp_path / "out-0" / "p" / "diagnosis.json").read_text())
+    assert d["decision"] == "positive" and {k: d["settings"][k] for k in thresholds} == thresholds
     failed = run(bad, tmp_path / "out-bad", "--input_dir")  # the older name still works
     assert failed.returncode != 0 and "error: " in failed.stderr and "bad.nii.gz" in failed.stderr
 
