@@ -217,8 +217,9 @@ def test_diagnosis_task_decides_then_segments_unless_negative(tmp_path):
     ct = tmp_path / "ct.nii.gz"
     sitk.WriteImage(ph.image(), str(ct))
     decided = {}
-    for threshold, decision, backend in ((-1.0, "positive", "onnxruntime"), (1.0, "negative", "torch")):
+    for threshold, decision, backend in ((0.0, "positive", "onnxruntime"), (1.0, "negative", "torch")):
         label_file, result = task({"image": str(ct), "bf16": False, "patient_threshold": threshold,
+                                   "slice_threshold": 0.0,
                                    "min_lung_area_cm2": 0, "backend": backend})
         assert result["classifier"]["backend"] == backend  # the classifier scores on the request's backend
         try:

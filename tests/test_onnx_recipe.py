@@ -120,3 +120,19 @@ def test_a_model_not_loaded_from_the_bundle_is_not_remembered_as_its_export(tmp_
     monkeypatch.setattr(loading, "load_model", lambda **kwargs: loading.LoadedModel(other, "other", 24, trained=True))
     assert isinstance(_load(bundle).network, OnnxRuntimeNetwork)
     assert not (tmp_path / "cache" / "onnx" / "recipes").exists()
+
+
+def test_other_weights_are_not_remembered_as_the_bundle_s_export(tmp_path, monkeypatch):
+    """``covseg infer --weights RUN/checkpoint.pt`` on ONNX Runtime wrote its export into the bundle's recipe: every
+    later run of the bundle (``infer``, ``diagnose``'s segmenter) opened the checkpoint's network instead of the
+    bundle's (chest-2slice 100 % infected instead of 6.77 % after a run of a hot checkpoint)."""
+    monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))
+    bundle, conv = _bundle(tmp_path / "bundle")
+    hot = torch.nn.Conv2d(1, 1, 3, padding=1)
+    torch.nn.init.constant_(hot.bias, 20.0)
+    torch.save({"network": hot.state_dict()}, tmp_path / "checkpoint.pt")
+    assert isinstance(_load(bundle, weights=tmp_path / "checkpoint.pt").network, OnnxRuntimeNetwork)
+    own = _load(bundle)
+    x = torch.rand(2, 1, 24, 24)
+    with torch.no_grad():
+        assert torch.allclose(own.network(x), conv(x), atol=1e-5)

@@ -197,8 +197,10 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
                                 segment_gate=args.segment_gate)
     if problem:
         return problem
-    if args.min_lung_fraction is not None and not 0.0 <= args.min_lung_fraction <= 1.0:
-        return f"--min-lung-fraction must be within [0, 1], got {args.min_lung_fraction}"
+    for name in ("slice_threshold", "patient_threshold", "segment_gate", "min_lung_fraction"):
+        value = getattr(args, name)  # 50 meant as 50 % would silently decide every patient negative
+        if value is not None and not 0.0 <= value <= 1.0:
+            return f"--{name.replace('_', '-')} must be within [0, 1], got {value}"
     if args.min_lung_area is not None and not args.min_lung_area >= 0.0:
         return f"--min-lung-area must be >= 0 cm², got {args.min_lung_area}"
     return (bundle_kind_problem("--classifier", args.classifier, "classes")

@@ -34,7 +34,11 @@ def decision_summary(d: dict) -> str:
 
 def montage_title(name: str, d: dict, shown: int) -> str:
     """One line for the montage's head: ``<name>: NEGATIVE, 9 of 63 classified slices >= 0.50 (positive when more
-    than 31.5); the 6 highest-scoring slices at least 10 apart``."""
+    than 31.5); the 6 highest-scoring slices at least 10 apart``; ``<name>: INDETERMINATE (no lung found)`` where no
+    slice was classified."""
+    if not int(d.get("classified_slices") or 0):  # nothing to show: say why, not "the 0 highest-scoring slices"
+        reason = "no lung found" if float(d.get("largest_lung_cm2", 1.0)) <= 0.0 else "no lung slice classified"
+        return f"{name}: {verdict(d).upper()} ({reason})"
     gap = int(d.get("montage_min_gap", 1))
     why = (f" (largest lung cross-section {d['largest_lung_cm2']:g} cm²)"
            if verdict(d) == "indeterminate" and "largest_lung_cm2" in d else "")

@@ -74,6 +74,14 @@ class DiagnosisSettings:
     the classifier's training slices lie and where its scores mean something. Such a patient is segmented, so the
     reader sees what is there. 0 turns the rule off."""
 
+    def __post_init__(self) -> None:
+        """Thresholds are probabilities and fractions: 50 (meant as 50 %) or -1 would silently decide every patient
+        one way (never positive; positive with no positive slice)."""
+        for name in ("slice_threshold", "patient_threshold", "segment_gate", "min_lung_fraction"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], got {value}")
+
     @classmethod
     def from_bundle(cls, meta: dict, **given: float | None) -> DiagnosisSettings:
         """Settings from a classifier bundle's ``covseg`` section (``meta``); ``given`` values that are not ``None``
@@ -255,6 +263,7 @@ def make_diagnose_prepare(scorer: SliceScorer, settings: DiagnosisSettings):
         kwargs["gate"] = classified.gate
         item = prepare_volume(volume, predictor, out_dir, lung=lung, **kwargs)
         item.report.timing_s["classify"] = round(classified.seconds, 3)
+        item.started -= classified.seconds  # the volume's total (report.json, summary.csv) includes the classifier
         item.report.diagnosis = {k: decision[k] for k in ("decision", "positive_slices", "classified_slices",
                                                           "largest_lung_cm2") if k in decision}
         gap = max(1, (zs[-1] - zs[0] + 1) // max(settings.montage_slices, 1)) if zs else 1
