@@ -120,3 +120,20 @@ def test_a_model_not_loaded_from_the_bundle_is_not_remembered_as_its_export(tmp_
     monkeypatch.setattr(loading, "load_model", lambda **kwargs: loading.LoadedModel(other, "other", 24, trained=True))
     assert isinstance(_load(bundle).network, OnnxRuntimeNetwork)
     assert not (tmp_path / "cache" / "onnx" / "recipes").exists()
+
+
+def test_a_run_with_other_weights_leaves_the_bundles_recipe_alone(tmp_path, monkeypatch):
+    """`covseg infer --weights RUN/model_final.pt` once wrote its export into the bundle's recipe, so every later run
+    of the bundle's own weights (plain `covseg infer`) silently ran the training run's network."""
+    monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))
+    bundle, conv = _bundle(tmp_path / "bundle")
+    _load(bundle)  # the bundle's own export, remembered under its recipe
+    torch.manual_seed(7)
+    run_conv = torch.nn.Conv2d(1, 1, 3, padding=1).eval()
+    run_weights = tmp_path / "run" / "model_final.pt"
+    run_weights.parent.mkdir()
+    torch.save(run_conv.state_dict(), run_weights)
+    x = torch.rand(2, 1, 24, 24)
+    with torch.no_grad():
+        assert torch.allclose(_load(bundle, weights=run_weights).network(x), run_conv(x), atol=1e-5)
+        assert torch.allclose(_load(bundle).network(x), conv(x), atol=1e-5)

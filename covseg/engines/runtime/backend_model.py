@@ -54,7 +54,8 @@ def load_backend_model(model: str | None = None, bundle: str | Path | None = Non
         loaded.network = backend_network(loaded.network, backend, loaded.image_size, threads, precision=precision,
                                          compiled=compiled, device=device, trained=loaded.trained,
                                          on_export=on_export, on_torch=on_torch)
-        if loaded.bundle_dir == bundle_dir.resolve() and isinstance(loaded.network, OnnxRuntimeNetwork):
+        # only the bundle's own weights become its recipe: a --weights run's export would replace them in later runs
+        if own and loaded.bundle_dir == bundle_dir.resolve() and isinstance(loaded.network, OnnxRuntimeNetwork):
             remember_recipe(bundle_dir, loaded.image_size, loaded.network)
     return loaded
 
