@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -144,3 +145,21 @@ def test_bundle_inference_run_reports_a_failed_volume_and_exits_non_zero(tmp_pat
                                         "--output_dir", str(tmp_path / "out2")),
                              capture_output=True, text=True, timeout=600, env=env)
     assert missing.returncode == 1 and "nowhere" in missing.stderr and "Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize("bundle", ["infnet", "semi_infnet"])
+def test_inference_names_other_weights_so_skip_done_tells_them_apart(bundle, tmp_path):
+    """`run inference --weights RUN/model_final.pt`, then `--skip_done true` without it, kept the run's masks."""
+    from monai.bundle import ConfigParser
+
+    config = Path(__file__).resolve().parents[1] / "bundles" / bundle / "configs" / "inference.yaml"
+    weights = tmp_path / "model_final.pt"
+    weights.write_bytes(b"x")
+    infos = []
+    for override in ({}, {"weights": str(weights)}):
+        parser = ConfigParser()
+        parser.read_config(str(config))
+        parser.update({"bundle_root": str(config.parents[1]), **override})
+        infos.append(parser.get_parsed_content("model_info"))
+    assert "weights" not in infos[0] and infos[1]["weights"].startswith(f"{weights.resolve()} (1 bytes")
+    assert infos[0]["name"] == infos[1]["name"]

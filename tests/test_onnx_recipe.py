@@ -136,3 +136,39 @@ def test_other_weights_are_not_remembered_as_the_bundle_s_export(tmp_path, monke
     x = torch.rand(2, 1, 24, 24)
     with torch.no_grad():
         assert torch.allclose(own.network(x), conv(x), atol=1e-5)
+
+
+def test_a_run_with_other_weights_leaves_the_bundles_recipe_alone(tmp_path, monkeypatch):
+    """`covseg infer --weights RUN/model_final.pt` once wrote its export into the bundle's recipe, so every later run
+    of the bundle's own weights (plain `covseg infer`) silently ran the training run's network."""
+    monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))
+    bundle, conv = _bundle(tmp_path / "bundle")
+    _load(bundle)  # the bundle's own export, remembered under its recipe
+    torch.manual_seed(7)
+    run_conv = torch.nn.Conv2d(1, 1, 3, padding=1).eval()
+    run_weights = tmp_path / "run" / "model_final.pt"
+    run_weights.parent.mkdir()
+    torch.save(run_conv.state_dict(), run_weights)
+    x = torch.rand(2, 1, 24, 24)
+    with torch.no_grad():
+        assert torch.allclose(_load(bundle, weights=run_weights).network(x), run_conv(x), atol=1e-5)
+        assert torch.allclose(_load(bundle).network(x), conv(x), atol=1e-5)
+
+
+def test_recipes_of_the_earlier_format_are_not_read(tmp_path, monkeypatch):
+    """A cache written before the fix above may hold a recipe naming a --weights run's export: never read it."""
+    monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))
+    bundle, conv = _bundle(tmp_path / "bundle")
+    torch.manual_seed(7)
+    run_conv = torch.nn.Conv2d(1, 1, 3, padding=1).eval()
+    monkeypatch.setattr(loading, "load_model", lambda **kwargs: loading.LoadedModel(run_conv, "conv", 24, trained=True))
+    stale = load_backend_model(model="conv", backend="onnxruntime").network  # an export of other weights
+    monkeypatch.undo()
+    monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(onnx_recipe, "RECIPE_FORMAT", "1", raising=False)
+    onnx_recipe.remember_recipe(bundle, 24, stale)  # as the earlier format wrote it
+    monkeypatch.undo()
+    monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))
+    x = torch.rand(2, 1, 24, 24)
+    with torch.no_grad():
+        assert torch.allclose(_load(bundle).network(x), conv(x), atol=1e-5)

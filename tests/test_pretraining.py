@@ -80,3 +80,21 @@ def test_pretraining_run_gives_weights_that_training_starts_from(semiseg_dir, tm
                         "--output_dir", str(run), "--max_epochs", "1", "--train_limit", "4", "--image_size", "64",
                         "--batch_size", "2", "--init_weights", str(out / "model_final.pt")))
     assert "epoch 1/1" in proc.stdout and (run / "model_final.pt").exists()
+
+
+def test_pretraining_loader_keeps_a_smoke_run_smaller_than_one_batch(tmp_path):
+    """`--train_limit 4` at the default batch size (6) gave an empty loader: ignite's 'Input data has zero size'."""
+    from monai.bundle import ConfigParser
+
+    folder = tmp_path / "semiseg" / "train" / "unlabeled" / "images"
+    folder.mkdir(parents=True)
+    for seed in range(4):
+        Path(_slice_file(folder, seed))
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "pretrain.yaml"))
+    parser.update({"dataset_dir": str(tmp_path / "semiseg"), "image_size": 64, "device": "cpu"})
+    assert parser.get_parsed_content("batch_size") == 6
+    loader = parser.get_parsed_content("pretrain#dataloader")
+    assert len(loader) == 1
+    parser.update({"batch_size": 2})
+    assert len(parser.get_parsed_content("pretrain#dataloader", lazy=False)) == 2  # full batches when there are

@@ -29,7 +29,7 @@ from covseg.networks.loading import (
     prior_bundle_of,
 )
 
-__all__ = ["bundle_backend_network", "load_backend_model", "scoring_runtime"]
+__all__ = ["bundle_backend_network", "bundle_weights_info", "load_backend_model", "scoring_runtime"]
 
 
 def load_backend_model(model: str | None = None, bundle: str | Path | None = None, device: str = "cpu",
@@ -54,6 +54,7 @@ def load_backend_model(model: str | None = None, bundle: str | Path | None = Non
         loaded.network = backend_network(loaded.network, backend, loaded.image_size, threads, precision=precision,
                                          compiled=compiled, device=device, trained=loaded.trained,
                                          on_export=on_export, on_torch=on_torch)
+        # only the bundle's own weights become its recipe: a --weights run's export would replace them in later runs
         if own and loaded.bundle_dir == bundle_dir.resolve() and isinstance(loaded.network, OnnxRuntimeNetwork):
             remember_recipe(bundle_dir, loaded.image_size, loaded.network)
     return loaded
@@ -83,6 +84,16 @@ def bundle_backend_network(network: nn.Module, weights: str | Path, bundle_root:
     if own and isinstance(placed, OnnxRuntimeNetwork):
         remember_recipe(bundle_dir, image_size, placed)
     return placed
+
+
+def bundle_weights_info(weights: str | Path, bundle_root: str | Path) -> dict[str, str]:
+    """An inference config's ``--weights`` as ``covseg infer --weights`` names it in the reports (file, size, time),
+    so ``--skip_done`` does not keep volumes made with other weights; ``{}`` for the bundle's own weights."""
+    from covseg.cli.infer import weights_info
+
+    if Path(weights).resolve() == (Path(bundle_root) / "models" / "model.pt").resolve() or not Path(weights).is_file():
+        return {}
+    return weights_info(str(weights))
 
 
 def _without_building(bundle_dir: Path, image_size: int | None, threads: int | None) -> LoadedModel | None:

@@ -31,6 +31,9 @@ NETWORK_SOURCES = Path(__file__).resolve().parents[2] / "networks"
 _SOURCES = (NETWORK_SOURCES, Path(__file__).resolve().with_name("onnx_runtime.py"),
             Path(__file__).resolve().with_name("onnx_template.py"))
 _PACKAGES = ("torch", "monai", "onnxruntime", "onnx")
+# Part of every recipe key. 2: recipes written before it may name the export of a `--weights` run (covseg infer
+# remembered any export of the bundle's network as the bundle's), so they are not read.
+RECIPE_FORMAT = "2"
 
 
 def _version(package: str) -> str:
@@ -76,7 +79,8 @@ def recipe_key(bundle_dir: str | Path, image_size: int, parser=None) -> str | No
         return None
     if network_def is None:
         return None
-    parts = [json.dumps(network_def, sort_keys=True, default=str), json.dumps(meta, sort_keys=True, default=str),
+    parts = [f"recipe-format={RECIPE_FORMAT}",
+             json.dumps(network_def, sort_keys=True, default=str), json.dumps(meta, sort_keys=True, default=str),
              _file_digest(bundle_dir / "models" / "model.pt"), str(int(image_size)), sources_digest(),
              *(f"{p}={_version(p)}" for p in _PACKAGES)]
     if prior_dir is not None:
