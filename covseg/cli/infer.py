@@ -116,17 +116,6 @@ def load_model_of(args: argparse.Namespace):
     return None
 
 
-def weights_info(weights: str | None) -> dict[str, str]:
-    """``--weights`` as the reports (and ``--continue``'s comparison) name it: the file, its size and time."""
-    if weights is None:
-        return {}
-    import datetime
-
-    stat = Path(weights).stat()
-    when = datetime.datetime.fromtimestamp(stat.st_mtime, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return {"weights": f"{Path(weights).resolve()} ({stat.st_size} bytes, modified {when})"}
-
-
 def run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels: str | None) -> int:
     """Load the model, build the bundle's inference workflow with it, run it with a progress bar, print the table.
 
@@ -180,6 +169,8 @@ def run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels
         except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
             error(one_line(exc))
             return EXIT_USAGE
+    from covseg.engines.runtime.backend_model import weights_info
+
     overrides = {
         "output_dir": str(out),
         "labels_dir": labels, "device": args.device, "batch_size": args.batch_size,

@@ -10,6 +10,7 @@ next run.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,7 +30,8 @@ from covseg.networks.loading import (
     prior_bundle_of,
 )
 
-__all__ = ["bundle_backend_network", "bundle_weights_info", "load_backend_model", "scoring_runtime"]
+__all__ = ["bundle_backend_network", "bundle_weights_info", "is_bundles_own", "load_backend_model", "scoring_runtime",
+           "weights_info"]
 
 
 def load_backend_model(model: str | None = None, bundle: str | Path | None = None, device: str = "cpu",
@@ -42,7 +44,7 @@ def load_backend_model(model: str | None = None, bundle: str | Path | None = Non
     of the bundle's input size); a bundle whose export is cached under its recipe, or that ships a fitting ONNX
     template, skips building the torch network (with its own weights only)."""
     bundle_dir = Path(bundle) if bundle is not None else DEFAULT_BUNDLE
-    own = weights is None or Path(weights).resolve() == (bundle_dir / "models" / "model.pt").resolve()
+    own = weights is None or is_bundles_own(weights, bundle_dir)
     if own and model is None and resolve_backend(backend, device, precision, compiled, trained=True) == "onnxruntime":
         found = _without_building(bundle_dir, image_size, threads)
         if found is not None:
@@ -70,7 +72,7 @@ def bundle_backend_network(network: nn.Module, weights: str | Path, bundle_root:
     (the config's ``weights`` file is not there) runs the untrained network only where ``weights`` is the bundle's
     own ``models/model.pt``; other ``weights`` (``--weights RUN/model_final.pt``) must exist."""
     bundle_dir = Path(bundle_root)
-    is_own = Path(weights).resolve() == (bundle_dir / "models" / "model.pt").resolve()
+    is_own = is_bundles_own(weights, bundle_dir)
     if not trained and not is_own:  # the untrained fallback is for a bundle without its model.pt, not a typo
         raise FileNotFoundError(f"{weights}: weights file not found (--weights)")
     own = trained and is_own
@@ -86,14 +88,27 @@ def bundle_backend_network(network: nn.Module, weights: str | Path, bundle_root:
     return placed
 
 
-def bundle_weights_info(weights: str | Path, bundle_root: str | Path) -> dict[str, str]:
-    """An inference config's ``--weights`` as ``covseg infer --weights`` names it in the reports (file, size, time),
-    so ``--skip_done`` does not keep volumes made with other weights; ``{}`` for the bundle's own weights."""
-    from covseg.cli.infer import weights_info
+def is_bundles_own(weights: str | Path, bundle_dir: str | Path) -> bool:
+    """``weights`` is the bundle's own ``models/model.pt`` (the weights its recipe and ONNX template are made from)."""
+    return Path(weights).resolve() == (Path(bundle_dir) / "models" / "model.pt").resolve()
 
-    if Path(weights).resolve() == (Path(bundle_root) / "models" / "model.pt").resolve() or not Path(weights).is_file():
+
+def weights_info(weights: str | Path | None) -> dict[str, str]:
+    """Other weights as the reports (and ``--continue`` / ``--skip_done``'s comparison) name them: the file, its size
+    and time; ``{}`` for ``None``."""
+    if weights is None:
         return {}
-    return weights_info(str(weights))
+    stat = Path(weights).stat()
+    when = datetime.datetime.fromtimestamp(stat.st_mtime, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return {"weights": f"{Path(weights).resolve()} ({stat.st_size} bytes, modified {when})"}
+
+
+def bundle_weights_info(weights: str | Path, bundle_root: str | Path) -> dict[str, str]:
+    """An inference config's ``--weights`` as ``covseg infer --weights`` names it in the reports, so ``--skip_done``
+    does not keep volumes made with other weights; ``{}`` for the bundle's own weights."""
+    if is_bundles_own(weights, bundle_root) or not Path(weights).is_file():
+        return {}
+    return weights_info(weights)
 
 
 def _without_building(bundle_dir: Path, image_size: int | None, threads: int | None) -> LoadedModel | None:
@@ -130,7 +145,7 @@ def scoring_runtime(loaded: LoadedModel, backend: str = "auto", device: str = "c
     if resolve_backend(backend, device, precision, False, loaded.trained) != "onnxruntime":
         return None
     bundle_dir = loaded.bundle_dir
-    if bundle_dir is not None and loaded.weights != (bundle_dir / "models" / "model.pt").resolve():
+    if bundle_dir is not None and (loaded.weights is None or not is_bundles_own(loaded.weights, bundle_dir)):
         bundle_dir = None  # other weights in the bundle's network (a training run's): not the bundle's export
     if bundle_dir is not None:
         runtime = _bundle_runtime(bundle_dir, loaded.image_size, threads)
