@@ -124,6 +124,10 @@ def _toy_items(n, rng):
 
 
 def test_trainer_learns_classes_with_poly_schedule(tmp_path, one_torch_thread):
+    """The toy task is learnt (label Dice > 0.8 / 0.6). The network's initial weights come from torch's global
+    generator, so they are seeded here: unseeded, they followed whatever the tests before had drawn, and 2 of 26
+    seeds tried (12, 13) stay below the bars after 30 epochs, which made the test fail by test order."""
+    torch.manual_seed(0)
     rng = np.random.default_rng(0)
     train = torch.utils.data.DataLoader(
         [multiclass_eval_transforms(32)(it) for it in _toy_items(16, rng)], batch_size=4, shuffle=True)
