@@ -95,7 +95,7 @@ def choose_fraction(val_table) -> float:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--weights", default=str(REPO / "bundles" / "jcs_classifier" / "models" / "model.pt"))
     ap.add_argument("--image-size", type=int, default=160)
     ap.add_argument("--lung-crop", action="store_true",
@@ -154,8 +154,9 @@ def main() -> int:
                           "semiseg_positive_slices": {g: c[0] for g, c in semi_groups.items()}}
     lines += ["", "Patient level: positive when more than f x its slices score >= 0.5 (f chosen on the sars val "
               f"groups: **{chosen}**).", "",
-              "| f | (count on 25 slices) | val Sen (5 groups) | val Spec (5) | test Sen (11) | test Spec (10) | "
-              "SemiSeg volumes positive (20) |", "|---|---|---|---|---|---|---|"]
+              f"| f | (count on 25 slices) | val Sen ({val_t[0]['n_pos']} groups) | val Spec ({val_t[0]['n_neg']}) | "
+              f"test Sen ({test_t[0]['n_pos']}) | test Spec ({test_t[0]['n_neg']}) | SemiSeg volumes positive "
+              f"({semi_t[0]['n_pos']}) |", "|---|---|---|---|---|---|---|"]
     for v, t, s in zip(val_t, test_t, semi_t):
         mark = " (chosen)" if v["fraction"] == chosen else ""
         lines.append(f"| {v['fraction']}{mark} | > {v['fraction'] * 25:g} | {v['sensitivity']:.2f} | "
@@ -177,7 +178,7 @@ def main() -> int:
                        "test_infected": len(test_scores), "test_dropped": dropped,
                        "test_min": min(test_scores)}
     lines += ["", f"Gate threshold (half the lowest score of the {len(train_scores)} infected labelled training "
-              f"slices, lowest {min(train_scores):.4f}): **{gate:.4f}**. On the 48 test slices: "
+              f"slices, lowest {min(train_scores):.4f}): **{gate:.4f}**. On the test slices: "
               f"{dropped} of {len(test_scores)} infected slices would be gated away (lowest test score "
               f"{min(test_scores):.4f}).", "", f"Scoring took {time.perf_counter() - t0:.0f} s."]
     text = "\n".join(lines)

@@ -24,3 +24,14 @@ def as_flag(value: object, name: str = "option") -> bool:
         if text in _FALSE:
             return False
     raise ValueError(f"{name}: expected true or false, got {value!r}")
+
+
+def fraction_problem(flag_style: bool = False, **values: float | None) -> str | None:
+    """Why one of ``values`` (probabilities, fractions) is not within [0, 1], as one line, else ``None``: 50 meant
+    as 50 % would silently decide every case one way. ``flag_style`` names them as command-line options
+    (``--slice-threshold``)."""
+    for name, value in values.items():
+        if value is not None and not 0.0 <= value <= 1.0:
+            shown = f"--{name.replace('_', '-')}" if flag_style else name
+            return f"{shown} must be within [0, 1], got {value}"
+    return None

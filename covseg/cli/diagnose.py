@@ -31,6 +31,7 @@ from covseg.cli.options import (
     torch_notice,
 )
 from covseg.cli.progress import VolumeProgress
+from covseg.options import fraction_problem
 
 REPO_BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 DEFAULT_CLASSIFIER = REPO_BUNDLES / "jcs_classifier"
@@ -197,10 +198,10 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
                                 segment_gate=args.segment_gate)
     if problem:
         return problem
-    for name in ("slice_threshold", "patient_threshold", "segment_gate", "min_lung_fraction"):
-        value = getattr(args, name)  # 50 meant as 50 % would silently decide every patient negative
-        if value is not None and not 0.0 <= value <= 1.0:
-            return f"--{name.replace('_', '-')} must be within [0, 1], got {value}"
+    problem = fraction_problem(True, slice_threshold=args.slice_threshold, patient_threshold=args.patient_threshold,
+                               segment_gate=args.segment_gate, min_lung_fraction=args.min_lung_fraction)
+    if problem:
+        return problem
     if args.min_lung_area is not None and not args.min_lung_area >= 0.0:
         return f"--min-lung-area must be >= 0 cm², got {args.min_lung_area}"
     return (bundle_kind_problem("--classifier", args.classifier, "classes")

@@ -43,6 +43,7 @@ from covseg.io.atomic import atomic_path, atomic_write_text
 from covseg.io.read import CTVolume
 from covseg.io.strict_json import json_text
 from covseg.networks.classifier import covid_probability
+from covseg.options import fraction_problem
 from covseg.reports.diagnosis import montage_title
 from covseg.reports.picks import spaced_top
 from covseg.transforms.crop import DEFAULT_MARGIN_MM, crop_to_box, lung_box, margin_px
@@ -77,10 +78,10 @@ class DiagnosisSettings:
     def __post_init__(self) -> None:
         """Thresholds are probabilities and fractions: 50 (meant as 50 %) or -1 would silently decide every patient
         one way (never positive; positive with no positive slice)."""
-        for name in ("slice_threshold", "patient_threshold", "segment_gate", "min_lung_fraction"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be within [0, 1], got {value}")
+        problem = fraction_problem(slice_threshold=self.slice_threshold, patient_threshold=self.patient_threshold,
+                                   segment_gate=self.segment_gate, min_lung_fraction=self.min_lung_fraction)
+        if problem:
+            raise ValueError(problem)
 
     @classmethod
     def from_bundle(cls, meta: dict, **given: float | None) -> DiagnosisSettings:
