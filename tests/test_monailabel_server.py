@@ -257,6 +257,10 @@ def test_bad_requests_are_one_line_http_errors_and_the_server_keeps_serving(serv
                                        (f"{server.url}/infer/nosuch", "phantom", 404, "unknown model 'nosuch'")):
         res = requests.post(url, params={"image": image, "output": "json"}, timeout=120)
         assert res.status_code == status and reason in res.json()["detail"], res.text[:300]
+    res = requests.post(infer, params={"image": "phantom", "output": "json"}, data={"params": "{slice: 0.5"},
+                        timeout=60)  # MONAI Label parses the field itself: a bare 500 before
+    assert res.status_code == 400 and res.json()["detail"].startswith(
+        f"POST /infer/{LUNGS}: a form field (params / info) is not valid JSON: "), res.text[:300]
     with wrong.open("rb") as fh:
         res = requests.put(f"{server.url}/datastore/label", params={"image": "phantom", "tag": "final"},
                            files={"label": ("label.nii.gz", fh)}, timeout=60)

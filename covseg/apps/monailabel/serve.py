@@ -13,7 +13,10 @@ def main(argv: list[str] | None = None) -> None:
     """Run ``monailabel`` with ``argv`` (default: this process's arguments)."""
     from monailabel.main import Main
 
-    sys.argv = ["monailabel", *(sys.argv[1:] if argv is None else argv)]
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["start_server"] and not any(a.startswith("--uvicorn_app") for a in args):
+        args += ["--uvicorn_app", "covseg.apps.monailabel.asgi:app"]  # form fields that are not JSON: a 400 line
+    sys.argv = ["monailabel", *args]
     Main().run()
 
 
