@@ -140,6 +140,10 @@ def test_bundle_inference_run_reports_a_failed_volume_and_exits_non_zero(tmp_pat
     assert done.returncode == 1, done.stderr[-2000:]
     assert any("bad.nii.gz" in line for line in errors) and "Traceback" not in done.stderr
     assert errors[-1].startswith("error: 1 of 2 volume(s) failed")
+    rows = {line.split()[0]: line.split()[1] for line in done.stdout.splitlines() if line[:5] in ("good ", "bad  ")}
+    assert rows == {"good": "ok", "bad": "FAILED"}, done.stdout[-2000:]  # the table covseg infer prints
+    assert "1 of 2 volume(s) done in " in done.stdout and str(tmp_path / "out") in done.stdout
+    assert "highdicom" not in done.stdout + done.stderr
     assert (tmp_path / "out" / "good" / "infection_mask.nii.gz").is_file()
     missing = subprocess.run(bundle_cmd("inference", config, "--dataset_dir", str(tmp_path / "nowhere"),
                                         "--output_dir", str(tmp_path / "out2")),

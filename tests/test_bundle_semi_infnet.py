@@ -39,7 +39,7 @@ def _check_maps(out, semiseg_dir) -> None:
 def test_metadata_verifies_offline():
     proc = verify_metadata(CONFIGS / "metadata.json")
     assert proc.returncode == 0 and "verified with no error" in proc.stdout + proc.stderr
-    assert json.loads((CONFIGS / "metadata.json").read_text())["version"] == "0.3.7"
+    assert json.loads((CONFIGS / "metadata.json").read_text())["version"] == "0.3.8"
 
 
 def test_labelling_writes_teacher_labels_the_jcs_segmenter_reads(semiseg_dir, tmp_path):

@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     from covseg.engines.inference.interrupts import BatchInterrupted
     from covseg.engines.runtime.backend_model import load_backend_model, scoring_runtime
     from covseg.networks.loading import load_bundle
-    from covseg.reports.batch import format_console_table, kept_note, write_batch_report
+    from covseg.reports.batch import format_console_table, outcome_line, write_batch_report
     from covseg.reports.html import write_html_report
 
     if args.threads is not None:
@@ -182,8 +182,7 @@ def run(args: argparse.Namespace) -> int:
         if r.ok:
             print(_decision_line(Path(r.out_dir)))
     n_failed = sum(not r.ok for r in results)
-    print(f"\n{len(results) - n_failed} of {len(results)} volume(s) diagnosed{kept_note(results)}; outputs in "
-          f"{out}/ (summary.json, summary.csv, report.html)")
+    print(f"\n{outcome_line(results, out, 'diagnosed')}")
     if not results:
         error("no input volume")
         return EXIT_FAILED

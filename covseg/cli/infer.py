@@ -224,15 +224,14 @@ def _is_volume_workflow(config: Path) -> bool:
 
 def _finish(results: list[VolumeResult], out: Path, is_main: bool, seconds: float) -> int:
     """Rank 0 (or the only process) prints the table (the summary is written); other ranks just exit."""
-    from covseg.reports.batch import format_console_table, kept_note
+    from covseg.reports.batch import format_console_table, outcome_line
 
+    n_failed = sum(not r.ok for r in results)
     if not is_main:
-        return EXIT_FAILED if any(not r.ok for r in results) else EXIT_OK
+        return EXIT_FAILED if n_failed else EXIT_OK
     if results:
         print(format_console_table(results))
-    n_failed = sum(not r.ok for r in results)
-    print(f"\n{len(results) - n_failed} of {len(results)} volume(s) done{kept_note(results)} in {seconds:.1f} s; "
-          f"outputs in {out}/ (summary.json, summary.csv, report.html)")
+    print(f"\n{outcome_line(results, out, seconds=seconds)}")
     if not results:
         error("no input volume")
         return EXIT_FAILED

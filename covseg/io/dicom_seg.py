@@ -23,6 +23,7 @@ grid that does not coincide with the volume's voxels is refused).
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,10 @@ from pydicom.valuerep import DA, TM
 from covseg.io.atomic import atomic_path
 from covseg.io.errors import CovsegInputError
 from covseg.io.read import CTVolume
+
+# highdicom logs every module it copies into a SEG at INFO (about 40 lines a file), which floods the log of a bundle
+# run or of MONAI Label, whose logging configs show INFO; its warnings still show.
+logging.getLogger("highdicom").setLevel(logging.WARNING)
 
 __all__ = ["SEGMENTS_BINARY", "SEGMENTS_MULTICLASS", "frames_for_sources", "read_sources", "write_dicom_seg"]
 

@@ -226,6 +226,15 @@ def kept_note(results: Sequence[VolumeResult]) -> str:
     return f" ({n} kept from an earlier run)" if n else ""
 
 
+def outcome_line(results: Sequence[VolumeResult], out: str | Path, verb: str = "done",
+                 seconds: float | None = None) -> str:
+    """The last line a finished batch prints: the volumes ``verb`` (and failed), the time, where the outputs are."""
+    n_failed = sum(not r.ok for r in results)
+    took = "" if seconds is None else f" in {seconds:.1f} s"
+    return (f"{len(results) - n_failed} of {len(results)} volume(s) {verb}{kept_note(results)}{took}; outputs in "
+            f"{out}/ (summary.json, summary.csv, report.html)")
+
+
 def format_console_table(results: Sequence[VolumeResult]) -> str:
     """Aligned plain-text table, one row per volume; warnings and errors listed below it."""
     with_metrics = any(r.report is not None and r.report.metrics for r in results)

@@ -97,6 +97,15 @@ class VolumeBatchInference:
             shard.close()
         return self.results
 
+    def print_outcome(self) -> None:
+        """Print the last :meth:`run`'s table and its one-line count on the main process (as ``covseg infer``
+        does; the bundle's ``inference`` run)."""
+        from covseg.reports.batch import format_console_table, outcome_line
+
+        if self.is_main:
+            table = f"{format_console_table(self.results)}\n\n" if self.results else ""
+            print(f"{table}{outcome_line(self.results, self.output_dir, seconds=self.seconds)}", flush=True)
+
     def exit_if_failed(self) -> None:
         """Exit the process with status 1 and a one-line count when any volume of the last :meth:`run` failed (each
         failure was printed as it happened); nothing when all succeeded. For ``python -m monai.bundle run
