@@ -1,5 +1,7 @@
 """``python -m covseg.apps.monailabel.serve start_server --app DIR --studies DIR ...``: MONAI Label's own server
-command with covseg's pydicom 3 shim installed first. ``covseg label-server`` runs this in its own process group.
+command with covseg's pydicom 3 shim installed first, serving :mod:`covseg.apps.monailabel.asgi` (MONAI Label's web
+app with a one-line 400 for form fields that are not JSON) unless ``--uvicorn_app`` is given. ``covseg label-server``
+runs this in its own process group.
 """
 
 from __future__ import annotations
