@@ -465,3 +465,33 @@ def test_pictures_drawn_in_threads_at_once_equal_those_drawn_alone():
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(lambda k: montage_png(hu, marker, SPACING, title=f"v{k}"), range(4)))
     assert together == alone
+
+
+def _disc_volume(n: int = 512, nz: int = 12, spacing=(0.7, 0.7, 5.0), ends: int = 0):
+    """Lung-grey slices of ``n`` x ``n`` pixels with one disc of infection away from the orientation letters, on
+    every slice but the ``ends`` first and last (for the reformats: an edge of the volume counts as inside)."""
+    hu = np.full((nz, n, n), -800.0, np.float32)
+    yy, xx = np.mgrid[:n, :n]
+    infection = np.zeros(hu.shape, np.uint8)
+    infection[ends:nz - ends, (yy - 0.3 * n) ** 2 + (xx - 0.3 * n) ** 2 < (0.12 * n) ** 2] = 1
+    return hu, infection, spacing
+
+
+def _red_pieces(png: bytes, foot_px: int) -> int:
+    """8-connected pieces of infection red in a picture, its colour key (the bottom ``foot_px`` rows) left out."""
+    from scipy import ndimage
+
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    red = np.abs(rgb - np.array(INFECTION_COLOUR)).sum(axis=2) < 60
+    red[-foot_px:] = False
+    return ndimage.label(red, structure=np.ones((3, 3)))[1]
+
+
+@pytest.mark.parametrize("dpi", [100, 50])
+def test_montage_contours_are_not_broken_by_shrinking_the_panel(dpi):
+    """Each montage panel is drawn at the pixels it is shown on. A 512-pixel slice used to be drawn at 256 pixels
+    and shown on 224 (112 at dpi 50) by nearest-neighbour resampling, which dropped every 8th row and column: one
+    disc's outline came out as 13-26 pieces per panel (chest-2slice's lower-lobe contours in dashes)."""
+    hu, infection, spacing = _disc_volume()
+    assert _red_pieces(montage_png(hu, infection, spacing, n=4, dpi=dpi), foot_px=dpi * 3 // 10) == 4
+

@@ -128,13 +128,19 @@ def inner_edge(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, border_value=1)
 
 
+Box = tuple[int, int]
+"""A panel's largest size in pixels, (height, width)."""
+
+
 def _to_display(grey: np.ndarray, labels: np.ndarray, row_mm: float, col_mm: float, multi: bool,
-                max_px: int) -> np.ndarray:
-    """Resample a 2D [0, 1] image and its label map to square pixels (at most ``max_px``), draw the contours."""
+                max_px: int, box: Box | None = None) -> np.ndarray:
+    """Resample a 2D [0, 1] image and its label map to square pixels, at most ``max_px`` a side or, with ``box``,
+    fitting in ``box`` (the pixels it will be shown on), and draw the contours at that size."""
     h_mm, w_mm = grey.shape[0] * row_mm, grey.shape[1] * col_mm
-    pix = max(h_mm, w_mm) / max_px
+    box_h, box_w = box if box is not None else (max_px, max_px)
+    pix = max(h_mm / box_h, w_mm / box_w)
     pix = max(pix, min(row_mm, col_mm) / 2.0)  # never upsample more than 2x
-    shape = (max(1, int(round(h_mm / pix))), max(1, int(round(w_mm / pix))))
+    shape = (min(box_h, max(1, int(round(h_mm / pix)))), min(box_w, max(1, int(round(w_mm / pix)))))
     img = resize(grey, shape, order=1, preserve_range=True, anti_aliasing=False)
     lab = resize(labels, shape, order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
     rgb = np.repeat((np.clip(img, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2)
@@ -151,29 +157,29 @@ def _to_display(grey: np.ndarray, labels: np.ndarray, row_mm: float, col_mm: flo
 
 
 def axial_panel(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float], z: int,
-                classes: np.ndarray | None = None, max_px: int = 384) -> np.ndarray:
-    """RGB of axial slice ``z``: anterior up, patient right on the left."""
+                classes: np.ndarray | None = None, max_px: int = 384, box: Box | None = None) -> np.ndarray:
+    """RGB of axial slice ``z``: anterior up, patient right on the left (``max_px``, ``box``: :func:`_to_display`)."""
     sx, sy, _ = (float(s) for s in spacing)
     lab = _labels(infection[z], None if classes is None else classes[z])
-    return _to_display(lung_window(hu[z]), lab, sy, sx, classes is not None, max_px)
+    return _to_display(lung_window(hu[z]), lab, sy, sx, classes is not None, max_px, box)
 
 
 def coronal_panel(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float], y: int,
-                  classes: np.ndarray | None = None, max_px: int = 384) -> np.ndarray:
+                  classes: np.ndarray | None = None, max_px: int = 384, box: Box | None = None) -> np.ndarray:
     """RGB of the coronal plane at row ``y``: superior up, patient right on the left."""
     sx, _, sz = (float(s) for s in spacing)
     grey = lung_window(hu[::-1, y, :])
     lab = _labels(infection[::-1, y, :], None if classes is None else classes[::-1, y, :])
-    return _to_display(grey, lab, sz, sx, classes is not None, max_px)
+    return _to_display(grey, lab, sz, sx, classes is not None, max_px, box)
 
 
 def sagittal_panel(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float], x: int,
-                   classes: np.ndarray | None = None, max_px: int = 384) -> np.ndarray:
+                   classes: np.ndarray | None = None, max_px: int = 384, box: Box | None = None) -> np.ndarray:
     """RGB of the sagittal plane at column ``x``: superior up, anterior on the left."""
     _, sy, sz = (float(s) for s in spacing)
     grey = lung_window(hu[::-1, :, x])
     lab = _labels(infection[::-1, :, x], None if classes is None else classes[::-1, :, x])
-    return _to_display(grey, lab, sz, sy, classes is not None, max_px)
+    return _to_display(grey, lab, sz, sy, classes is not None, max_px, box)
 
 
 def pick_slices(infection: np.ndarray, lung: np.ndarray | None = None, n: int = 12) -> tuple[list[int], set[int]]:
@@ -240,6 +246,15 @@ def _letters(ax: Axes, top: str, bottom: str, left: str, right: str) -> None:
     ax.text(0.98, 0.5, right, ha="right", va="center", **style)
 
 
+def _axes_box(fig: Figure, ax: Axes, dpi: int) -> Box:
+    """The whole pixels ``ax`` covers in a PNG written at ``dpi``: a panel no larger is shown at 1:1 or enlarged.
+    Shrunk by matplotlib's nearest-neighbour resampling instead, it loses whole rows and columns, and with them
+    pieces of the 1-pixel contours (the montage drew a 512-pixel slice at 256 pixels on 224: outlines in dashes)."""
+    width, height = fig.get_size_inches()
+    pos = ax.get_position()
+    return max(1, int(pos.height * height * dpi)), max(1, int(pos.width * width * dpi))
+
+
 def _legend(fig: Figure, multi: bool) -> list[Text]:
     """The colour key along the figure's bottom edge, each entry placed after the last one's drawn width (fixed
     steps overlapped on the narrow montage of a short volume)."""
@@ -262,8 +277,7 @@ def montage_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float],
     px_mm2 = float(spacing[0]) * float(spacing[1])
     cols = max(1, min(cols, len(zs)))  # a short volume's few slices fill the width instead of a black margin
     rows = (len(zs) + cols - 1) // cols
-    panels = [axial_panel(hu, infection, spacing, z, classes, max_px=256) for z in zs]
-    aspect = panels[0].shape[0] / panels[0].shape[1] if panels else 1.0
+    aspect = np.shape(hu)[1] * float(spacing[1]) / (np.shape(hu)[2] * float(spacing[0]))  # height / width in mm
     heading = [f"{title}  axial, {WINDOW_TEXT}".strip(),
                "infected area per slice; * = most infected slice of its part of the lungs", SLICE_TEXT]
     if cols >= 4:  # wide enough for the key on one line
@@ -278,8 +292,9 @@ def montage_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float],
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel():
         _bare(ax)
-    for ax, z, panel in zip(axes.ravel(), zs, panels):
-        ax.imshow(panel, interpolation="nearest")
+    box = _axes_box(fig, axes[0, 0], dpi)
+    for ax, z in zip(axes.ravel(), zs):
+        ax.imshow(axial_panel(hu, infection, spacing, z, classes, box=box), interpolation="nearest")
         cm2 = np.count_nonzero(np.asarray(infection[z]) > 0) * px_mm2 / 100.0
         mark = " *" if z in top else ""
         ax.set_title(f"z={z}{mark}  {cm2:.1f} cm\u00b2", color="white", fontsize=8)
