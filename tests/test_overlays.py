@@ -495,3 +495,29 @@ def test_montage_contours_are_not_broken_by_shrinking_the_panel(dpi):
     hu, infection, spacing = _disc_volume()
     assert _red_pieces(montage_png(hu, infection, spacing, n=4, dpi=dpi), foot_px=dpi * 3 // 10) == 4
 
+
+
+def test_the_heading_of_a_one_column_montage_stays_inside_the_picture():
+    """A single-slice scan's montage is one panel wide (2.4 inches); its heading ran off both edges ('le  axial,
+    lung window L -600 W 150'). It is now broken between words to the figure's width."""
+    hu, marker = _asymmetric()
+    png = montage_png(hu[15:16], marker[15:16], SPACING, n=12, title="a_volume_name_of_some_length", dpi=100)
+    grey = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+    text_rows = np.flatnonzero((grey[:, 4:-4] > 128).any(axis=1))
+    heading = grey[:text_rows[0] + 60]  # the heading's first lines, above the panel
+    assert heading[:, :3].max() < 60 and heading[:, -3:].max() < 60
+
+
+def test_the_star_is_explained_only_where_a_panel_has_one(monkeypatch):
+    """A montage without slices picked for their infection (no infection, or a single slice) said what '*' means
+    though no title had one."""
+    from covseg.reports import overlays
+
+    figures = []
+    real = overlays._png_bytes
+    monkeypatch.setattr(overlays, "_png_bytes", lambda fig, dpi: figures.append(fig) or real(fig, dpi))
+    hu, marker = _asymmetric()
+    overlays.montage_png(hu, np.zeros_like(marker), SPACING, n=4, dpi=30)
+    overlays.montage_png(hu, marker, SPACING, n=4, dpi=30)
+    empty, found = (fig._suptitle.get_text() for fig in figures)
+    assert "*" not in empty and "* = most infected" in found.replace("\n", " ")

@@ -269,6 +269,31 @@ def _legend(fig: Figure, multi: bool) -> list[Text]:
     return texts
 
 
+HEADING_PT = 9
+"""Font size of the pictures' headings (points)."""
+
+
+def _wrap_inches(text: str, width: float, points: float) -> list[str]:
+    """``text`` broken between words into lines no wider than ``width`` inches in matplotlib's default font at
+    ``points`` (a word wider than that keeps a line of its own): the one-column montage of a single-slice scan is
+    2.4 inches wide, and its heading ran off both edges."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
+    prop, measure = FontProperties(size=points), TextToPath()
+
+    def inches(line: str) -> float:
+        return measure.get_text_width_height_descent(line, prop, ismath=False)[0] / 72.0
+
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and inches(f"{lines[-1]} {word}") <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
 def montage_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float], *, lung: np.ndarray | None = None,
                 classes: np.ndarray | None = None, n: int = 12, title: str = "", cols: int = 4,
                 dpi: int = 100) -> bytes:
@@ -278,14 +303,16 @@ def montage_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float],
     cols = max(1, min(cols, len(zs)))  # a short volume's few slices fill the width instead of a black margin
     rows = (len(zs) + cols - 1) // cols
     aspect = np.shape(hu)[1] * float(spacing[1]) / (np.shape(hu)[2] * float(spacing[0]))  # height / width in mm
-    heading = [f"{title}  axial, {WINDOW_TEXT}".strip(),
-               "infected area per slice; * = most infected slice of its part of the lungs", SLICE_TEXT]
+    starred = "; * = most infected slice of its part of the lungs" if top else ""  # no * where none is drawn
+    heading = [f"{title}  axial, {WINDOW_TEXT}".strip(), f"infected area per slice{starred}", SLICE_TEXT]
     if cols >= 4:  # wide enough for the key on one line
         heading = [heading[0], "; ".join(heading[1:])]
     # placed in inches: each panel keeps its aspect and fills its cell, so no black bands open above and below it
-    head, foot, pad, caption, panel_w = 0.12 + 0.17 * len(heading), 0.25, 0.08, 0.22, 2.24
-    panel_h = panel_w * aspect
-    width, height = cols * (panel_w + 2 * pad), head + rows * (caption + panel_h) + (rows - 1) * pad + foot
+    foot, pad, caption, panel_w = 0.25, 0.08, 0.22, 2.24
+    width = cols * (panel_w + 2 * pad)
+    heading = [part for line in heading for part in _wrap_inches(line, width - 2 * pad, HEADING_PT)]
+    head, panel_h = 0.12 + 0.17 * len(heading), panel_w * aspect
+    height = head + rows * (caption + panel_h) + (rows - 1) * pad + foot
     fig = agg_figure((width, height))
     fig.subplots_adjust(left=pad / width, right=1 - pad / width, top=1 - (head + caption) / height,
                         bottom=foot / height, wspace=2 * pad / panel_w, hspace=(caption + pad) / panel_h)
@@ -299,7 +326,7 @@ def montage_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float],
         mark = " *" if z in top else ""
         ax.set_title(f"z={z}{mark}  {cm2:.1f} cm\u00b2", color="white", fontsize=8)
         _letters(ax, "A", "P", "R", "L")
-    fig.suptitle("\n".join(heading), color="white", fontsize=9, y=1 - 0.06 / height, va="top")
+    fig.suptitle("\n".join(heading), color="white", fontsize=HEADING_PT, y=1 - 0.06 / height, va="top")
     _legend(fig, classes is not None)
     return _png_bytes(fig, dpi)
 
