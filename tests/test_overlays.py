@@ -521,3 +521,25 @@ def test_the_star_is_explained_only_where_a_panel_has_one(monkeypatch):
     overlays.montage_png(hu, marker, SPACING, n=4, dpi=30)
     empty, found = (fig._suptitle.get_text() for fig in figures)
     assert "*" not in empty and "* = most infected" in found.replace("\n", " ")
+
+
+def test_activation_montage_contour_and_crop_are_drawn_at_the_tiles_size():
+    """A 512-pixel view on a 240-pixel tile: the infection contour and the crop outline used to be drawn 1 pixel
+    wide on the view and shrunk bilinearly with it, a faint pink ring (no pixel of the key's red left); they are
+    now drawn on the tile, in their colours, closed."""
+    from scipy import ndimage
+
+    from covseg.reports.activation_montage import CROP_OUTLINE, ActivationPanel, activation_montage_png
+
+    n = 512
+    image = np.full((n, n), 0.2, np.float32)
+    yy, xx = np.mgrid[:n, :n]
+    mask = (yy - 200) ** 2 + (xx - 180) ** 2 < 60 ** 2
+    heat = np.where((yy > 64) & (yy < 448) & (xx > 64) & (xx < 448), yy / n, np.nan).astype(np.float32)
+    panel = ActivationPanel(3, 0.9, image, heat, mask, (65, 448, 65, 448))
+    sheet = np.asarray(Image.open(io.BytesIO(activation_montage_png([panel], height=240, columns=1))).convert("RGB"))
+    left, right = sheet[18:18 + 240, :240], sheet[18:18 + 240, 244:244 + 240]
+    red = np.all(left == np.array(INFECTION_COLOUR, np.uint8), axis=2)
+    assert red.sum() > 100 and ndimage.label(red, structure=np.ones((3, 3)))[1] == 1
+    blue = np.all(right == np.array(CROP_OUTLINE, np.uint8), axis=2)
+    assert ndimage.label(blue, structure=np.ones((3, 3)))[1] == 1 and blue.sum() > 4 * 150
