@@ -543,3 +543,59 @@ def test_activation_montage_contour_and_crop_are_drawn_at_the_tiles_size():
     assert red.sum() > 100 and ndimage.label(red, structure=np.ones((3, 3)))[1] == 1
     blue = np.all(right == np.array(CROP_OUTLINE, np.uint8), axis=2)
     assert ndimage.label(blue, structure=np.ones((3, 3)))[1] == 1 and blue.sum() > 4 * 150
+
+
+def _longest_run(rgb: np.ndarray, colour) -> int:
+    """The longest horizontal run of pixels of exactly ``colour``."""
+    hit = np.all(rgb == np.array(colour, np.uint8), axis=2).astype(np.int8)
+    best = 0
+    for row in hit:
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], row, [0]])))
+        if edges.size:
+            best = max(best, int((edges[1::2] - edges[::2]).max()))
+    return best
+
+
+@pytest.mark.parametrize("n, mm", [(512, 0.7), (64, 4.0)])
+def test_montage_and_slice_overlay_carry_a_scale_bar_of_their_scale(n, mm):
+    """No picture had a scale: a 64-pixel scan of 4 mm pixels and a 512-pixel scan of 0.7 mm pixels filled their
+    panels alike. Each axial panel now has a bar (5 cm here) whose length in pixels is 5 cm at the panel's scale."""
+    from covseg.reports.overlays import LETTER_COLOUR, scale_bar_mm, slice_overlay
+
+    hu = np.full((2, n, n), -800.0, np.float32)
+    infection = np.zeros(hu.shape, np.uint8)
+    spacing = (mm, mm, 5.0)
+    assert scale_bar_mm(n * mm) == 50
+    sheet = np.asarray(Image.open(io.BytesIO(montage_png(hu, infection, spacing, n=2, dpi=100))).convert("RGB"))
+    panel_px = 224  # a montage panel is 2.24 inches wide
+    assert abs(_longest_run(sheet, LETTER_COLOUR) - 50 / (n * mm) * panel_px) <= 2
+    overlay = slice_overlay(hu, infection, spacing, 0)
+    shown_mm_per_px = n * mm / overlay.shape[1]
+    assert abs(_longest_run(overlay, LETTER_COLOUR) - 50 / shown_mm_per_px) <= 2
+
+
+def test_reformat_scale_bars_follow_each_planes_spacing():
+    """Coronal and sagittal are equally high, so at one scale: with 1 x 2 mm pixels (200 columns, 100 rows, both
+    200 mm) both bars are 5 cm and equally long, though the planes have 200 and 100 pixels across."""
+    from covseg.reports.overlays import LETTER_COLOUR, reformats_png
+
+    hu = np.full((40, 100, 200), -800.0, np.float32)
+    sheet = np.asarray(Image.open(io.BytesIO(reformats_png(hu, np.zeros(hu.shape, np.uint8), (1.0, 2.0, 5.0))))
+                       .convert("RGB"))
+    half = sheet.shape[1] // 2
+    coronal, sagittal = _longest_run(sheet[:, :half], LETTER_COLOUR), _longest_run(sheet[:, half:], LETTER_COLOUR)
+    assert coronal > 30 and abs(coronal - sagittal) <= 1
+
+
+def test_reformat_titles_say_where_the_plane_lies(monkeypatch):
+    """'coronal y=33' and 'sagittal x=43' did not say what y and x count: the titles now give the range and where
+    0 lies."""
+    from covseg.reports import overlays
+
+    figures = []
+    real = overlays._png_bytes
+    monkeypatch.setattr(overlays, "_png_bytes", lambda fig, dpi: figures.append(fig) or real(fig, dpi))
+    hu, marker = _asymmetric()
+    overlays.reformats_png(hu, marker, SPACING, dpi=30)
+    titles = [ax.get_title() for ax in figures[0].axes]
+    assert titles == ["coronal y=3 of 0-39 (0 = most anterior)", "sagittal x=3 of 0-39 (0 = patient's right)"]

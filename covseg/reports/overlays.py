@@ -98,6 +98,33 @@ def draw_letters(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], lett
     draw.text((x + width - 3, y + height // 2), right, anchor="rm", **style)
 
 
+SCALE_STEPS_MM = (10, 20, 50, 100)
+"""Lengths a scale bar may have (mm): the longest that fits in a quarter of the panel's width."""
+
+
+def scale_bar_mm(width_mm: float) -> int:
+    """The scale bar's length for a panel ``width_mm`` wide (1 cm on a panel narrower than 4 cm)."""
+    fitting = [mm for mm in SCALE_STEPS_MM if mm <= width_mm / 4.0]
+    return fitting[-1] if fitting else SCALE_STEPS_MM[0]
+
+
+def _bar_text(mm: int) -> str:
+    return f"{mm // 10} cm"
+
+
+def draw_scale_bar(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], mm_per_px: float, font=None) -> None:
+    """A scale bar in the bottom right corner of ``box`` = ``(x, y, width, height)`` (Pillow), in the letters'
+    colour outlined in black, its length written above it."""
+    x, y, width, height = box
+    mm = scale_bar_mm(width * mm_per_px)
+    length = max(1, int(round(mm / mm_per_px)))
+    x1, y1 = x + width - 6, y + height - 8
+    draw.rectangle([x1 - length - 1, y1 - 2, x1 + 1, y1 + 2], fill=(0, 0, 0))
+    draw.rectangle([x1 - length, y1 - 1, x1, y1 + 1], fill=LETTER_COLOUR)
+    draw.text((x1 - length / 2, y1 - 4), _bar_text(mm), anchor="mb", fill=LETTER_COLOUR, font=font or pil_font(),
+              stroke_width=2, stroke_fill=(0, 0, 0))
+
+
 WINDOW_TEXT = f"lung window L {LUNG_WINDOW[0]:g} W {LUNG_WINDOW[1]:g} HU"
 """The window as the pictures name it."""
 SLICE_TEXT = "z: 0 = most inferior slice"
@@ -246,6 +273,21 @@ def _letters(ax: Axes, top: str, bottom: str, left: str, right: str) -> None:
     ax.text(0.98, 0.5, right, ha="right", va="center", **style)
 
 
+def _scale_bar(ax: Axes, panel: np.ndarray, mm_per_px: float) -> None:
+    """A scale bar in the panel's bottom right corner (:func:`scale_bar_mm` long), in the letters' colour outlined
+    in black, its length written above it: without one a 64-pixel scan and a 512-pixel scan looked the same size."""
+    h, w = panel.shape[:2]
+    mm = scale_bar_mm(w * mm_per_px)
+    length = mm / mm_per_px
+    x1, y = w - 0.5 - 0.03 * w, h - 0.5 - 0.05 * h
+    outline = [patheffects.withStroke(linewidth=3, foreground="black")]
+    ax.plot([x1 - length, x1], [y, y], color="#7fd4ff", lw=1.5, solid_capstyle="butt", path_effects=outline)
+    ax.text(x1 - length / 2, y - 0.02 * h, _bar_text(mm), color="#7fd4ff", fontsize=7, ha="center", va="bottom",
+            in_layout=False, path_effects=[patheffects.withStroke(linewidth=2, foreground="black")])
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+
+
 def _axes_box(fig: Figure, ax: Axes, dpi: int) -> Box:
     """The whole pixels ``ax`` covers in a PNG written at ``dpi``: a panel no larger is shown at 1:1 or enlarged.
     Shrunk by matplotlib's nearest-neighbour resampling instead, it loses whole rows and columns, and with them
@@ -321,7 +363,9 @@ def montage_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float],
         _bare(ax)
     box = _axes_box(fig, axes[0, 0], dpi)
     for ax, z in zip(axes.ravel(), zs):
-        ax.imshow(axial_panel(hu, infection, spacing, z, classes, box=box), interpolation="nearest")
+        panel = axial_panel(hu, infection, spacing, z, classes, box=box)
+        ax.imshow(panel, interpolation="nearest")
+        _scale_bar(ax, panel, np.shape(hu)[2] * float(spacing[0]) / panel.shape[1])
         cm2 = np.count_nonzero(np.asarray(infection[z]) > 0) * px_mm2 / 100.0
         mark = " *" if z in top else ""
         ax.set_title(f"z={z}{mark}  {cm2:.1f} cm\u00b2", color="white", fontsize=8)
@@ -392,9 +436,13 @@ def reformats_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float
         for w in widths:
             axes.append(fig.add_axes((left / 9, foot / height, w / 9, panel_h / height)))
             left += w + gap
-    for ax, img, name, letters in ((axes[0], cor, f"coronal y={y}", ("S", "I", "R", "L")),
-                                   (axes[1], sag, f"sagittal x={x}", ("S", "I", "A", "P"))):
+    _, ny, nx = np.shape(hu)
+    width_mm = (nx * float(spacing[0]), ny * float(spacing[1]))
+    for ax, img, name, letters, across in (
+            (axes[0], cor, f"coronal y={y} of 0-{ny - 1} (0 = most anterior)", ("S", "I", "R", "L"), width_mm[0]),
+            (axes[1], sag, f"sagittal x={x} of 0-{nx - 1} (0 = patient's right)", ("S", "I", "A", "P"), width_mm[1])):
         ax.imshow(img, interpolation="nearest")
+        _scale_bar(ax, img, across / img.shape[1])
         _bare(ax)
         ax.set_title(name, color="white", fontsize=9)
         _letters(ax, *letters)
@@ -504,6 +552,7 @@ def slice_overlay(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float
             draw.text((x, 2 + i * OVERLAY_LINE), text, fill=colour, font=font)
     if min(h, w) >= 96:  # smaller panels would be covered by the letters
         draw_letters(draw, (0, top, w, h), ("A", "P", "R", "L"), font)
+        draw_scale_bar(draw, (0, top, w, h), np.shape(hu)[2] * float(spacing[0]) / w, font)
     return np.asarray(sheet)
 
 
