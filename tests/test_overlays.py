@@ -599,3 +599,21 @@ def test_reformat_titles_say_where_the_plane_lies(monkeypatch):
     overlays.reformats_png(hu, marker, SPACING, dpi=30)
     titles = [ax.get_title() for ax in figures[0].axes]
     assert titles == ["coronal y=3 of 0-39 (0 = most anterior)", "sagittal x=3 of 0-39 (0 = patient's right)"]
+
+
+def test_the_infection_curve_gives_the_slice_index_along_its_top(monkeypatch):
+    """The curve counted mm from the most inferior slice while the montage names slices by z: a peak at 100 mm
+    had to be divided by the slice spacing to be found. The top edge now gives z (4 mm slices: 100 mm = z 25)."""
+    from covseg.reports import overlays
+    from covseg.reports.curves import infection_curve_png
+
+    figures = []
+    real = overlays.agg_figure
+    monkeypatch.setattr(overlays, "agg_figure", lambda size: figures.append(real(size)) or figures[-1])
+    rows = [{"slice": z, "infection_px": z % 7, "lung_px": 100} for z in range(80)]
+    infection_curve_png(rows, (1.0, 1.0, 4.0))
+    fig = figures[0]
+    tops = [a for a in fig.axes[0].child_axes if a.get_xlabel() == "slice z"]
+    assert len(tops) == 1
+    mm_lo, mm_hi = fig.axes[0].get_xlim()
+    assert np.allclose(tops[0].get_xlim(), (mm_lo / 4.0, mm_hi / 4.0))
