@@ -617,3 +617,20 @@ def test_the_infection_curve_gives_the_slice_index_along_its_top(monkeypatch):
     assert len(tops) == 1
     mm_lo, mm_hi = fig.axes[0].get_xlim()
     assert np.allclose(tops[0].get_xlim(), (mm_lo / 4.0, mm_hi / 4.0))
+
+
+def test_the_key_says_when_a_class_was_found_nowhere(monkeypatch):
+    """A volume without infection (or a multi-class one without consolidation) had a key to a colour drawn
+    nowhere; the entry now says 'none found'."""
+    from covseg.reports import overlays
+
+    figures = []
+    real = overlays._png_bytes
+    monkeypatch.setattr(overlays, "_png_bytes", lambda fig, dpi: figures.append(fig) or real(fig, dpi))
+    hu, marker = _asymmetric()
+    overlays.montage_png(hu, np.zeros_like(marker), SPACING, n=4, dpi=30)
+    overlays.reformats_png(hu, marker, SPACING, dpi=30)
+    overlays.montage_png(hu, marker, SPACING, classes=marker, n=4, dpi=30)  # ground glass only
+    keys = [[t.get_text() for t in fig.texts if t.get_text().startswith("\u25a0")] for fig in figures]
+    assert keys == [["\u25a0 infection: none found"], ["\u25a0 infection"],
+                    ["\u25a0 ground-glass opacity", "\u25a0 consolidation: none found"]]

@@ -297,10 +297,21 @@ def _axes_box(fig: Figure, ax: Axes, dpi: int) -> Box:
     return max(1, int(pos.height * height * dpi)), max(1, int(pos.width * width * dpi))
 
 
-def _legend(fig: Figure, multi: bool) -> list[Text]:
+def labels_found(infection: np.ndarray, classes: np.ndarray | None) -> set[int]:
+    """The labels the volume holds: {1} or {} for a binary mask, a subset of {1, 2} for a class map (checked slice
+    by slice, stopping at the first hit: no full-volume copy while the report computes)."""
+    if classes is None:
+        return {1} if any(np.any(plane) for plane in infection) else set()
+    return {k for k in CLASS_COLOURS if any(np.any(plane == k) for plane in classes)}
+
+
+def _legend(fig: Figure, multi: bool, found: set[int] | None = None) -> list[Text]:
     """The colour key along the figure's bottom edge, each entry placed after the last one's drawn width (fixed
-    steps overlapped on the narrow montage of a short volume)."""
-    parts = [(CLASS_NAMES[k], c) for k, c in CLASS_COLOURS.items()] if multi else [("infection", INFECTION_COLOUR)]
+    steps overlapped on the narrow montage of a short volume). A label not in ``found`` (when given) is keyed
+    "none found": a key to a colour drawn nowhere left the reader to wonder whether the contours had failed."""
+    keys = CLASS_COLOURS if multi else {1: INFECTION_COLOUR}
+    names = CLASS_NAMES if multi else {1: "infection"}
+    parts = [(names[k] + ("" if found is None or k in found else ": none found"), c) for k, c in keys.items()]
     renderer = fig.canvas.get_renderer()
     x, texts = 0.01, []
     for text, colour in parts:
@@ -371,7 +382,7 @@ def montage_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float],
         ax.set_title(f"z={z}{mark}  {cm2:.1f} cm\u00b2", color="white", fontsize=8)
         _letters(ax, "A", "P", "R", "L")
     fig.suptitle("\n".join(heading), color="white", fontsize=HEADING_PT, y=1 - 0.06 / height, va="top")
-    _legend(fig, classes is not None)
+    _legend(fig, classes is not None, labels_found(infection, classes))
     return _png_bytes(fig, dpi)
 
 
@@ -448,7 +459,7 @@ def reformats_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float
         _letters(ax, *letters)
     fig.suptitle(f"{title}  reformats, {WINDOW_TEXT}".strip(), color="white", fontsize=9, y=1 - 0.08 / height,
                  va="top")
-    _legend(fig, classes is not None)
+    _legend(fig, classes is not None, labels_found(infection, classes))
     return _png_bytes(fig, dpi)
 
 
