@@ -51,11 +51,15 @@ class ActivationPanel:
     crop_box: tuple[int, int, int, int]
 
 
-def _outline(rgb: np.ndarray, box: tuple[int, int, int, int], colour: tuple[int, int, int]) -> None:
+def _outline(rgb: np.ndarray, box: tuple[int, int, int, int], colour: tuple[int, int, int], width: int = 2) -> None:
+    """The edges of ``box`` = ``(y0, y1, x0, x1)`` (end exclusive), ``width`` pixels wide inside it (2: a 1-pixel
+    line drawn at the tile's size is lost on the blue of the map)."""
     y0, y1, x0, x1 = box
-    y1, x1 = max(y1 - 1, y0), max(x1 - 1, x0)
-    rgb[[y0, y1], x0:x1 + 1] = colour
-    rgb[y0:y1 + 1, [x0, x1]] = colour
+    for _ in range(width):
+        y1, x1 = max(y1 - 1, y0), max(x1 - 1, x0)
+        rgb[[y0, y1], x0:x1 + 1] = colour
+        rgb[y0:y1 + 1, [x0, x1]] = colour
+        y0, x0 = min(y0 + 1, y1), min(x0 + 1, x1)
 
 
 def _at_size(p: ActivationPanel, height: int, width: int) -> ActivationPanel:
