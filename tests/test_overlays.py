@@ -617,6 +617,10 @@ def test_the_infection_curve_gives_the_slice_index_along_its_top(monkeypatch):
     assert len(tops) == 1
     mm_lo, mm_hi = fig.axes[0].get_xlim()
     assert np.allclose(tops[0].get_xlim(), (mm_lo / 4.0, mm_hi / 4.0))
+    figures.clear()
+    infection_curve_png(rows[:20], (1.0, 1.0, 2.0))  # 20 slices: ticks at whole slices, not 2.5, 7.5
+    top = next(a for a in figures[0].axes[0].child_axes if a.get_xlabel() == "slice z")
+    assert all(float(t).is_integer() for t in top.get_xticks())
 
 
 def test_the_key_says_when_a_class_was_found_nowhere(monkeypatch):
@@ -634,3 +638,16 @@ def test_the_key_says_when_a_class_was_found_nowhere(monkeypatch):
     keys = [[t.get_text() for t in fig.texts if t.get_text().startswith("\u25a0")] for fig in figures]
     assert keys == [["\u25a0 infection: none found"], ["\u25a0 infection"],
                     ["\u25a0 ground-glass opacity", "\u25a0 consolidation: none found"]]
+
+
+def test_the_lung_axis_of_a_scan_without_lung_is_not_a_scale_of_hundredths(monkeypatch):
+    """A scan without lung (the abdominal DICOM series) had a lung axis from 0 to 0.05 cm², ticks 0.00-0.04."""
+    from covseg.reports import overlays
+    from covseg.reports.curves import infection_curve_png
+
+    figures = []
+    real = overlays.agg_figure
+    monkeypatch.setattr(overlays, "agg_figure", lambda size: figures.append(real(size)) or figures[-1])
+    infection_curve_png([{"slice": z, "infection_px": 0, "lung_px": 0} for z in range(20)], (1.0, 1.0, 2.0))
+    lung_axis = next(a for a in figures[0].axes if a.get_ylabel() == "lung cm\u00b2")
+    assert lung_axis.get_ylim() == (0.0, 1.0)

@@ -14,8 +14,11 @@ __all__ = ["infection_curve_png"]
 def _slice_axis(ax, slice_mm: float) -> None:
     """The slice index ``z`` of the montage and ``slices.csv`` along the top edge, so that a peak of the curve can be
     found among the montage's panels without dividing by the slice spacing."""
+    from matplotlib.ticker import MaxNLocator
+
     step = slice_mm if slice_mm > 0 else 1.0
     top = ax.secondary_xaxis("top", functions=(lambda mm: mm / step, lambda z: z * step))
+    top.xaxis.set_major_locator(MaxNLocator(integer=True))  # slices are counted in whole numbers
     top.set_xlabel("slice z", fontsize=8)
     top.tick_params(labelsize=8)
 
@@ -41,7 +44,7 @@ def infection_curve_png(rows: Sequence[dict], spacing: Sequence[float], *, title
     twin = ax.twinx()
     twin.fill_between(pos_mm, lung, color="#9ab", alpha=0.35, step="mid", label="lung")
     twin.set_ylabel("lung cm\u00b2", color="#567")
-    twin.set_ylim(bottom=0)
+    twin.set_ylim(bottom=0, top=max(1.0, float(lung.max(initial=0.0)) * 1.05))  # no lung: 0-1, not 0-0.05
     ax.set_zorder(twin.get_zorder() + 1)
     ax.patch.set_visible(False)
     # with classes, the total is drawn wide under them: where one class is all of it (a slice of ground glass only)
