@@ -465,3 +465,189 @@ def test_pictures_drawn_in_threads_at_once_equal_those_drawn_alone():
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(lambda k: montage_png(hu, marker, SPACING, title=f"v{k}"), range(4)))
     assert together == alone
+
+
+def _disc_volume(n: int = 512, nz: int = 12, spacing=(0.7, 0.7, 5.0), ends: int = 0):
+    """Lung-grey slices of ``n`` x ``n`` pixels with one disc of infection away from the orientation letters, on
+    every slice but the ``ends`` first and last (for the reformats: an edge of the volume counts as inside)."""
+    hu = np.full((nz, n, n), -800.0, np.float32)
+    yy, xx = np.mgrid[:n, :n]
+    infection = np.zeros(hu.shape, np.uint8)
+    infection[ends:nz - ends, (yy - 0.3 * n) ** 2 + (xx - 0.3 * n) ** 2 < (0.12 * n) ** 2] = 1
+    return hu, infection, spacing
+
+
+def _red_pieces(png: bytes, foot_px: int) -> int:
+    """8-connected pieces of infection red in a picture, its colour key (the bottom ``foot_px`` rows) left out."""
+    from scipy import ndimage
+
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    red = np.abs(rgb - np.array(INFECTION_COLOUR)).sum(axis=2) < 60
+    red[-foot_px:] = False
+    return ndimage.label(red, structure=np.ones((3, 3)))[1]
+
+
+@pytest.mark.parametrize("dpi", [100, 50])
+def test_montage_contours_are_not_broken_by_shrinking_the_panel(dpi):
+    """Each montage panel is drawn at the pixels it is shown on. A 512-pixel slice used to be drawn at 256 pixels
+    and shown on 224 (112 at dpi 50) by nearest-neighbour resampling, which dropped every 8th row and column: one
+    disc's outline came out as 13-26 pieces per panel (chest-2slice's lower-lobe contours in dashes)."""
+    hu, infection, spacing = _disc_volume()
+    assert _red_pieces(montage_png(hu, infection, spacing, n=4, dpi=dpi), foot_px=dpi * 3 // 10) == 4
+
+
+
+def test_the_heading_of_a_one_column_montage_stays_inside_the_picture():
+    """A single-slice scan's montage is one panel wide (2.4 inches); its heading ran off both edges ('le  axial,
+    lung window L -600 W 150'). It is now broken between words to the figure's width."""
+    hu, marker = _asymmetric()
+    png = montage_png(hu[15:16], marker[15:16], SPACING, n=12, title="a_volume_name_of_some_length", dpi=100)
+    grey = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+    text_rows = np.flatnonzero((grey[:, 4:-4] > 128).any(axis=1))
+    heading = grey[:text_rows[0] + 60]  # the heading's first lines, above the panel
+    assert heading[:, :3].max() < 60 and heading[:, -3:].max() < 60
+
+
+def test_the_star_is_explained_only_where_a_panel_has_one(monkeypatch):
+    """A montage without slices picked for their infection (no infection, or a single slice) said what '*' means
+    though no title had one."""
+    from covseg.reports import overlays
+
+    figures = []
+    real = overlays._png_bytes
+    monkeypatch.setattr(overlays, "_png_bytes", lambda fig, dpi: figures.append(fig) or real(fig, dpi))
+    hu, marker = _asymmetric()
+    overlays.montage_png(hu, np.zeros_like(marker), SPACING, n=4, dpi=30)
+    overlays.montage_png(hu, marker, SPACING, n=4, dpi=30)
+    empty, found = (fig._suptitle.get_text() for fig in figures)
+    assert "*" not in empty and "* = most infected" in found.replace("\n", " ")
+
+
+def test_activation_montage_contour_and_crop_are_drawn_at_the_tiles_size():
+    """A 512-pixel view on a 240-pixel tile: the infection contour and the crop outline used to be drawn 1 pixel
+    wide on the view and shrunk bilinearly with it, a faint pink ring (no pixel of the key's red left); they are
+    now drawn on the tile, in their colours, closed."""
+    from scipy import ndimage
+
+    from covseg.reports.activation_montage import CROP_OUTLINE, ActivationPanel, activation_montage_png
+
+    n = 512
+    image = np.full((n, n), 0.2, np.float32)
+    yy, xx = np.mgrid[:n, :n]
+    mask = (yy - 200) ** 2 + (xx - 180) ** 2 < 60 ** 2
+    heat = np.where((yy > 64) & (yy < 448) & (xx > 64) & (xx < 448), yy / n, np.nan).astype(np.float32)
+    panel = ActivationPanel(3, 0.9, image, heat, mask, (65, 448, 65, 448))
+    sheet = np.asarray(Image.open(io.BytesIO(activation_montage_png([panel], height=240, columns=1))).convert("RGB"))
+    left, right = sheet[18:18 + 240, :240], sheet[18:18 + 240, 244:244 + 240]
+    red = np.all(left == np.array(INFECTION_COLOUR, np.uint8), axis=2)
+    assert red.sum() > 100 and ndimage.label(red, structure=np.ones((3, 3)))[1] == 1
+    blue = np.all(right == np.array(CROP_OUTLINE, np.uint8), axis=2)
+    assert ndimage.label(blue, structure=np.ones((3, 3)))[1] == 1 and blue.sum() > 4 * 150
+
+
+def _longest_run(rgb: np.ndarray, colour) -> int:
+    """The longest horizontal run of pixels of exactly ``colour``."""
+    hit = np.all(rgb == np.array(colour, np.uint8), axis=2).astype(np.int8)
+    best = 0
+    for row in hit:
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], row, [0]])))
+        if edges.size:
+            best = max(best, int((edges[1::2] - edges[::2]).max()))
+    return best
+
+
+@pytest.mark.parametrize("n, mm", [(512, 0.7), (64, 4.0)])
+def test_montage_and_slice_overlay_carry_a_scale_bar_of_their_scale(n, mm):
+    """No picture had a scale: a 64-pixel scan of 4 mm pixels and a 512-pixel scan of 0.7 mm pixels filled their
+    panels alike. Each axial panel now has a bar (5 cm here) whose length in pixels is 5 cm at the panel's scale."""
+    from covseg.reports.overlays import LETTER_COLOUR, scale_bar_mm, slice_overlay
+
+    hu = np.full((2, n, n), -800.0, np.float32)
+    infection = np.zeros(hu.shape, np.uint8)
+    spacing = (mm, mm, 5.0)
+    assert scale_bar_mm(n * mm) == 50
+    sheet = np.asarray(Image.open(io.BytesIO(montage_png(hu, infection, spacing, n=2, dpi=100))).convert("RGB"))
+    panel_px = 224  # a montage panel is 2.24 inches wide
+    assert abs(_longest_run(sheet, LETTER_COLOUR) - 50 / (n * mm) * panel_px) <= 2
+    overlay = slice_overlay(hu, infection, spacing, 0)
+    shown_mm_per_px = n * mm / overlay.shape[1]
+    assert abs(_longest_run(overlay, LETTER_COLOUR) - 50 / shown_mm_per_px) <= 2
+
+
+def test_reformat_scale_bars_follow_each_planes_spacing():
+    """Coronal and sagittal are equally high, so at one scale: with 1 x 2 mm pixels (200 columns, 100 rows, both
+    200 mm) both bars are 5 cm and equally long, though the planes have 200 and 100 pixels across."""
+    from covseg.reports.overlays import LETTER_COLOUR, reformats_png
+
+    hu = np.full((40, 100, 200), -800.0, np.float32)
+    sheet = np.asarray(Image.open(io.BytesIO(reformats_png(hu, np.zeros(hu.shape, np.uint8), (1.0, 2.0, 5.0))))
+                       .convert("RGB"))
+    half = sheet.shape[1] // 2
+    coronal, sagittal = _longest_run(sheet[:, :half], LETTER_COLOUR), _longest_run(sheet[:, half:], LETTER_COLOUR)
+    assert coronal > 30 and abs(coronal - sagittal) <= 1
+
+
+def test_reformat_titles_say_where_the_plane_lies(monkeypatch):
+    """'coronal y=33' and 'sagittal x=43' did not say what y and x count: the titles now give the range and where
+    0 lies."""
+    from covseg.reports import overlays
+
+    figures = []
+    real = overlays._png_bytes
+    monkeypatch.setattr(overlays, "_png_bytes", lambda fig, dpi: figures.append(fig) or real(fig, dpi))
+    hu, marker = _asymmetric()
+    overlays.reformats_png(hu, marker, SPACING, dpi=30)
+    titles = [ax.get_title() for ax in figures[0].axes]
+    assert titles == ["coronal y=3 of 0-39 (0 = most anterior)", "sagittal x=3 of 0-39 (0 = patient's right)"]
+
+
+def test_the_infection_curve_gives_the_slice_index_along_its_top(monkeypatch):
+    """The curve counted mm from the most inferior slice while the montage names slices by z: a peak at 100 mm
+    had to be divided by the slice spacing to be found. The top edge now gives z (4 mm slices: 100 mm = z 25)."""
+    from covseg.reports import overlays
+    from covseg.reports.curves import infection_curve_png
+
+    figures = []
+    real = overlays.agg_figure
+    monkeypatch.setattr(overlays, "agg_figure", lambda size: figures.append(real(size)) or figures[-1])
+    rows = [{"slice": z, "infection_px": z % 7, "lung_px": 100} for z in range(80)]
+    infection_curve_png(rows, (1.0, 1.0, 4.0))
+    fig = figures[0]
+    tops = [a for a in fig.axes[0].child_axes if a.get_xlabel() == "slice z"]
+    assert len(tops) == 1
+    mm_lo, mm_hi = fig.axes[0].get_xlim()
+    assert np.allclose(tops[0].get_xlim(), (mm_lo / 4.0, mm_hi / 4.0))
+    figures.clear()
+    infection_curve_png(rows[:20], (1.0, 1.0, 2.0))  # 20 slices: ticks at whole slices, not 2.5, 7.5
+    top = next(a for a in figures[0].axes[0].child_axes if a.get_xlabel() == "slice z")
+    assert all(float(t).is_integer() for t in top.get_xticks())
+
+
+def test_the_key_says_when_a_class_was_found_nowhere(monkeypatch):
+    """A volume without infection (or a multi-class one without consolidation) had a key to a colour drawn
+    nowhere; the entry now says 'none found'."""
+    from covseg.reports import overlays
+
+    figures = []
+    real = overlays._png_bytes
+    monkeypatch.setattr(overlays, "_png_bytes", lambda fig, dpi: figures.append(fig) or real(fig, dpi))
+    hu, marker = _asymmetric()
+    overlays.montage_png(hu, np.zeros_like(marker), SPACING, n=4, dpi=30)
+    overlays.reformats_png(hu, marker, SPACING, dpi=30)
+    overlays.montage_png(hu, marker, SPACING, classes=marker, n=4, dpi=30)  # ground glass only
+    keys = [[t.get_text() for t in fig.texts if t.get_text().startswith("\u25a0")] for fig in figures]
+    assert keys == [["\u25a0 infection: none found"], ["\u25a0 infection"],
+                    ["\u25a0 ground-glass opacity", "\u25a0 consolidation: none found"]]
+
+
+def test_the_lung_axis_of_a_scan_without_lung_is_not_a_scale_of_hundredths(monkeypatch):
+    """A scan without lung (the abdominal DICOM series) had a lung axis from 0 to 0.05 cm², ticks 0.00-0.04."""
+    from covseg.reports import overlays
+    from covseg.reports.curves import infection_curve_png
+
+    figures = []
+    real = overlays.agg_figure
+    monkeypatch.setattr(overlays, "agg_figure", lambda size: figures.append(real(size)) or figures[-1])
+    infection_curve_png([{"slice": z, "infection_px": 0, "lung_px": 0} for z in range(20)], (1.0, 1.0, 2.0))
+    lung_axis = next(a for a in figures[0].axes if a.get_ylabel() == "lung cm\u00b2")
+    assert lung_axis.get_ylim() == (0.0, 1.0)

@@ -11,6 +11,18 @@ import numpy as np
 __all__ = ["infection_curve_png"]
 
 
+def _slice_axis(ax, slice_mm: float) -> None:
+    """The slice index ``z`` of the montage and ``slices.csv`` along the top edge, so that a peak of the curve can be
+    found among the montage's panels without dividing by the slice spacing."""
+    from matplotlib.ticker import MaxNLocator
+
+    step = slice_mm if slice_mm > 0 else 1.0
+    top = ax.secondary_xaxis("top", functions=(lambda mm: mm / step, lambda z: z * step))
+    top.xaxis.set_major_locator(MaxNLocator(integer=True))  # slices are counted in whole numbers
+    top.set_xlabel("slice z", fontsize=8)
+    top.tick_params(labelsize=8)
+
+
 def infection_curve_png(rows: Sequence[dict], spacing: Sequence[float], *, title: str = "", dpi: int = 100,
                         class_columns: Sequence[str] = ()) -> bytes:
     """PNG bytes: infection area (cm², left axis) and lung area (cm², right axis) per slice, inferior to superior.
@@ -32,7 +44,7 @@ def infection_curve_png(rows: Sequence[dict], spacing: Sequence[float], *, title
     twin = ax.twinx()
     twin.fill_between(pos_mm, lung, color="#9ab", alpha=0.35, step="mid", label="lung")
     twin.set_ylabel("lung cm\u00b2", color="#567")
-    twin.set_ylim(bottom=0)
+    twin.set_ylim(bottom=0, top=max(1.0, float(lung.max(initial=0.0)) * 1.05))  # no lung: 0-1, not 0-0.05
     ax.set_zorder(twin.get_zorder() + 1)
     ax.patch.set_visible(False)
     # with classes, the total is drawn wide under them: where one class is all of it (a slice of ground glass only)
@@ -49,6 +61,7 @@ def infection_curve_png(rows: Sequence[dict], spacing: Sequence[float], *, title
     ax.set_ylabel("infection cm\u00b2", color="#d62728")
     ax.set_ylim(bottom=0, top=max(1.0, float(inf.max(initial=0.0)) * 1.1))
     ax.set_xlabel("slice position from the most inferior slice (mm)  \u2192 superior")
+    _slice_axis(ax, float(spacing[2]))
     ax.set_title(f"{title}  infection per slice".strip(), fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()

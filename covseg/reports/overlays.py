@@ -46,8 +46,10 @@ __all__ = [
     "agg_figure",
     "axial_panel",
     "coronal_panel",
+    "draw_scale_bar",
     "heatmap_overlay",
     "inner_edge",
+    "labels_found",
     "lung_window",
     "montage_png",
     "pil_font",
@@ -55,6 +57,7 @@ __all__ = [
     "pick_slices",
     "reformats_png",
     "sagittal_panel",
+    "scale_bar_mm",
     "volume_figure_pngs",
     "write_slice_overlays",
     "write_volume_figures",
@@ -98,6 +101,33 @@ def draw_letters(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], lett
     draw.text((x + width - 3, y + height // 2), right, anchor="rm", **style)
 
 
+SCALE_STEPS_MM = (10, 20, 50, 100)
+"""Lengths a scale bar may have (mm): the longest that fits in a quarter of the panel's width."""
+
+
+def scale_bar_mm(width_mm: float) -> int:
+    """The scale bar's length for a panel ``width_mm`` wide (1 cm on a panel narrower than 4 cm)."""
+    fitting = [mm for mm in SCALE_STEPS_MM if mm <= width_mm / 4.0]
+    return fitting[-1] if fitting else SCALE_STEPS_MM[0]
+
+
+def _bar_text(mm: int) -> str:
+    return f"{mm // 10} cm"
+
+
+def draw_scale_bar(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], mm_per_px: float, font=None) -> None:
+    """A scale bar in the bottom right corner of ``box`` = ``(x, y, width, height)`` (Pillow), in the letters'
+    colour outlined in black, its length written above it."""
+    x, y, width, height = box
+    mm = scale_bar_mm(width * mm_per_px)
+    length = max(1, int(round(mm / mm_per_px)))
+    x1, y1 = x + width - 6, y + height - 8
+    draw.rectangle([x1 - length - 1, y1 - 2, x1 + 1, y1 + 2], fill=(0, 0, 0))
+    draw.rectangle([x1 - length, y1 - 1, x1, y1 + 1], fill=LETTER_COLOUR)
+    draw.text((x1 - length / 2, y1 - 4), _bar_text(mm), anchor="mb", fill=LETTER_COLOUR, font=font or pil_font(),
+              stroke_width=2, stroke_fill=(0, 0, 0))
+
+
 WINDOW_TEXT = f"lung window L {LUNG_WINDOW[0]:g} W {LUNG_WINDOW[1]:g} HU"
 """The window as the pictures name it."""
 SLICE_TEXT = "z: 0 = most inferior slice"
@@ -128,13 +158,19 @@ def inner_edge(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, border_value=1)
 
 
+Box = tuple[int, int]
+"""A panel's largest size in pixels, (height, width)."""
+
+
 def _to_display(grey: np.ndarray, labels: np.ndarray, row_mm: float, col_mm: float, multi: bool,
-                max_px: int) -> np.ndarray:
-    """Resample a 2D [0, 1] image and its label map to square pixels (at most ``max_px``), draw the contours."""
+                max_px: int, box: Box | None = None) -> np.ndarray:
+    """Resample a 2D [0, 1] image and its label map to square pixels, at most ``max_px`` a side or, with ``box``,
+    fitting in ``box`` (the pixels it will be shown on), and draw the contours at that size."""
     h_mm, w_mm = grey.shape[0] * row_mm, grey.shape[1] * col_mm
-    pix = max(h_mm, w_mm) / max_px
+    box_h, box_w = box if box is not None else (max_px, max_px)
+    pix = max(h_mm / box_h, w_mm / box_w)
     pix = max(pix, min(row_mm, col_mm) / 2.0)  # never upsample more than 2x
-    shape = (max(1, int(round(h_mm / pix))), max(1, int(round(w_mm / pix))))
+    shape = (min(box_h, max(1, int(round(h_mm / pix)))), min(box_w, max(1, int(round(w_mm / pix)))))
     img = resize(grey, shape, order=1, preserve_range=True, anti_aliasing=False)
     lab = resize(labels, shape, order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
     rgb = np.repeat((np.clip(img, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2)
@@ -151,29 +187,29 @@ def _to_display(grey: np.ndarray, labels: np.ndarray, row_mm: float, col_mm: flo
 
 
 def axial_panel(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float], z: int,
-                classes: np.ndarray | None = None, max_px: int = 384) -> np.ndarray:
-    """RGB of axial slice ``z``: anterior up, patient right on the left."""
+                classes: np.ndarray | None = None, max_px: int = 384, box: Box | None = None) -> np.ndarray:
+    """RGB of axial slice ``z``: anterior up, patient right on the left (``max_px``, ``box``: :func:`_to_display`)."""
     sx, sy, _ = (float(s) for s in spacing)
     lab = _labels(infection[z], None if classes is None else classes[z])
-    return _to_display(lung_window(hu[z]), lab, sy, sx, classes is not None, max_px)
+    return _to_display(lung_window(hu[z]), lab, sy, sx, classes is not None, max_px, box)
 
 
 def coronal_panel(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float], y: int,
-                  classes: np.ndarray | None = None, max_px: int = 384) -> np.ndarray:
+                  classes: np.ndarray | None = None, max_px: int = 384, box: Box | None = None) -> np.ndarray:
     """RGB of the coronal plane at row ``y``: superior up, patient right on the left."""
     sx, _, sz = (float(s) for s in spacing)
     grey = lung_window(hu[::-1, y, :])
     lab = _labels(infection[::-1, y, :], None if classes is None else classes[::-1, y, :])
-    return _to_display(grey, lab, sz, sx, classes is not None, max_px)
+    return _to_display(grey, lab, sz, sx, classes is not None, max_px, box)
 
 
 def sagittal_panel(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float], x: int,
-                   classes: np.ndarray | None = None, max_px: int = 384) -> np.ndarray:
+                   classes: np.ndarray | None = None, max_px: int = 384, box: Box | None = None) -> np.ndarray:
     """RGB of the sagittal plane at column ``x``: superior up, anterior on the left."""
     _, sy, sz = (float(s) for s in spacing)
     grey = lung_window(hu[::-1, :, x])
     lab = _labels(infection[::-1, :, x], None if classes is None else classes[::-1, :, x])
-    return _to_display(grey, lab, sz, sy, classes is not None, max_px)
+    return _to_display(grey, lab, sz, sy, classes is not None, max_px, box)
 
 
 def pick_slices(infection: np.ndarray, lung: np.ndarray | None = None, n: int = 12) -> tuple[list[int], set[int]]:
@@ -240,10 +276,45 @@ def _letters(ax: Axes, top: str, bottom: str, left: str, right: str) -> None:
     ax.text(0.98, 0.5, right, ha="right", va="center", **style)
 
 
-def _legend(fig: Figure, multi: bool) -> list[Text]:
+def _scale_bar(ax: Axes, panel: np.ndarray, mm_per_px: float) -> None:
+    """A scale bar in the panel's bottom right corner (:func:`scale_bar_mm` long), in the letters' colour outlined
+    in black, its length written above it: without one a 64-pixel scan and a 512-pixel scan looked the same size."""
+    h, w = panel.shape[:2]
+    mm = scale_bar_mm(w * mm_per_px)
+    length = mm / mm_per_px
+    x1, y = w - 0.5 - 0.03 * w, h - 0.5 - 0.05 * h
+    outline = [patheffects.withStroke(linewidth=3, foreground="black")]
+    ax.plot([x1 - length, x1], [y, y], color="#7fd4ff", lw=1.5, solid_capstyle="butt", path_effects=outline)
+    ax.text(x1 - length / 2, y - 0.02 * h, _bar_text(mm), color="#7fd4ff", fontsize=7, ha="center", va="bottom",
+            in_layout=False, path_effects=[patheffects.withStroke(linewidth=2, foreground="black")])
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+
+
+def _axes_box(fig: Figure, ax: Axes, dpi: int) -> Box:
+    """The whole pixels ``ax`` covers in a PNG written at ``dpi``: a panel no larger is shown at 1:1 or enlarged.
+    Shrunk by matplotlib's nearest-neighbour resampling instead, it loses whole rows and columns, and with them
+    pieces of the 1-pixel contours (the montage drew a 512-pixel slice at 256 pixels on 224: outlines in dashes)."""
+    width, height = fig.get_size_inches()
+    pos = ax.get_position()
+    return max(1, int(pos.height * height * dpi)), max(1, int(pos.width * width * dpi))
+
+
+def labels_found(infection: np.ndarray, classes: np.ndarray | None) -> set[int]:
+    """The labels the volume holds: {1} or {} for a binary mask, a subset of {1, 2} for a class map (checked slice
+    by slice, stopping at the first hit: no full-volume copy while the report computes)."""
+    if classes is None:
+        return {1} if any(np.any(plane) for plane in infection) else set()
+    return {k for k in CLASS_COLOURS if any(np.any(plane == k) for plane in classes)}
+
+
+def _legend(fig: Figure, multi: bool, found: set[int] | None = None) -> list[Text]:
     """The colour key along the figure's bottom edge, each entry placed after the last one's drawn width (fixed
-    steps overlapped on the narrow montage of a short volume)."""
-    parts = [(CLASS_NAMES[k], c) for k, c in CLASS_COLOURS.items()] if multi else [("infection", INFECTION_COLOUR)]
+    steps overlapped on the narrow montage of a short volume). A label not in ``found`` (when given) is keyed
+    "none found": a key to a colour drawn nowhere left the reader to wonder whether the contours had failed."""
+    keys = CLASS_COLOURS if multi else {1: INFECTION_COLOUR}
+    names = CLASS_NAMES if multi else {1: "infection"}
+    parts = [(names[k] + ("" if found is None or k in found else ": none found"), c) for k, c in keys.items()]
     renderer = fig.canvas.get_renderer()
     x, texts = 0.01, []
     for text, colour in parts:
@@ -254,6 +325,31 @@ def _legend(fig: Figure, multi: bool) -> list[Text]:
     return texts
 
 
+HEADING_PT = 9
+"""Font size of the pictures' headings (points)."""
+
+
+def _wrap_inches(text: str, width: float, points: float) -> list[str]:
+    """``text`` broken between words into lines no wider than ``width`` inches in matplotlib's default font at
+    ``points`` (a word wider than that keeps a line of its own): the one-column montage of a single-slice scan is
+    2.4 inches wide, and its heading ran off both edges."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
+    prop, measure = FontProperties(size=points), TextToPath()
+
+    def inches(line: str) -> float:
+        return measure.get_text_width_height_descent(line, prop, ismath=False)[0] / 72.0
+
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and inches(f"{lines[-1]} {word}") <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
 def montage_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float], *, lung: np.ndarray | None = None,
                 classes: np.ndarray | None = None, n: int = 12, title: str = "", cols: int = 4,
                 dpi: int = 100) -> bytes:
@@ -262,30 +358,34 @@ def montage_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float],
     px_mm2 = float(spacing[0]) * float(spacing[1])
     cols = max(1, min(cols, len(zs)))  # a short volume's few slices fill the width instead of a black margin
     rows = (len(zs) + cols - 1) // cols
-    panels = [axial_panel(hu, infection, spacing, z, classes, max_px=256) for z in zs]
-    aspect = panels[0].shape[0] / panels[0].shape[1] if panels else 1.0
-    heading = [f"{title}  axial, {WINDOW_TEXT}".strip(),
-               "infected area per slice; * = most infected slice of its part of the lungs", SLICE_TEXT]
+    aspect = np.shape(hu)[1] * float(spacing[1]) / (np.shape(hu)[2] * float(spacing[0]))  # height / width in mm
+    starred = "; * = most infected slice of its part of the lungs" if top else ""  # no * where none is drawn
+    heading = [f"{title}  axial, {WINDOW_TEXT}".strip(), f"infected area per slice{starred}", SLICE_TEXT]
     if cols >= 4:  # wide enough for the key on one line
         heading = [heading[0], "; ".join(heading[1:])]
     # placed in inches: each panel keeps its aspect and fills its cell, so no black bands open above and below it
-    head, foot, pad, caption, panel_w = 0.12 + 0.17 * len(heading), 0.25, 0.08, 0.22, 2.24
-    panel_h = panel_w * aspect
-    width, height = cols * (panel_w + 2 * pad), head + rows * (caption + panel_h) + (rows - 1) * pad + foot
+    foot, pad, caption, panel_w = 0.25, 0.08, 0.22, 2.24
+    width = cols * (panel_w + 2 * pad)
+    heading = [part for line in heading for part in _wrap_inches(line, width - 2 * pad, HEADING_PT)]
+    head, panel_h = 0.12 + 0.17 * len(heading), panel_w * aspect
+    height = head + rows * (caption + panel_h) + (rows - 1) * pad + foot
     fig = agg_figure((width, height))
     fig.subplots_adjust(left=pad / width, right=1 - pad / width, top=1 - (head + caption) / height,
                         bottom=foot / height, wspace=2 * pad / panel_w, hspace=(caption + pad) / panel_h)
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel():
         _bare(ax)
-    for ax, z, panel in zip(axes.ravel(), zs, panels):
+    box = _axes_box(fig, axes[0, 0], dpi)
+    for ax, z in zip(axes.ravel(), zs):
+        panel = axial_panel(hu, infection, spacing, z, classes, box=box)
         ax.imshow(panel, interpolation="nearest")
+        _scale_bar(ax, panel, np.shape(hu)[2] * float(spacing[0]) / panel.shape[1])
         cm2 = np.count_nonzero(np.asarray(infection[z]) > 0) * px_mm2 / 100.0
         mark = " *" if z in top else ""
         ax.set_title(f"z={z}{mark}  {cm2:.1f} cm\u00b2", color="white", fontsize=8)
         _letters(ax, "A", "P", "R", "L")
-    fig.suptitle("\n".join(heading), color="white", fontsize=9, y=1 - 0.06 / height, va="top")
-    _legend(fig, classes is not None)
+    fig.suptitle("\n".join(heading), color="white", fontsize=HEADING_PT, y=1 - 0.06 / height, va="top")
+    _legend(fig, classes is not None, labels_found(infection, classes))
     return _png_bytes(fig, dpi)
 
 
@@ -350,15 +450,19 @@ def reformats_png(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float
         for w in widths:
             axes.append(fig.add_axes((left / 9, foot / height, w / 9, panel_h / height)))
             left += w + gap
-    for ax, img, name, letters in ((axes[0], cor, f"coronal y={y}", ("S", "I", "R", "L")),
-                                   (axes[1], sag, f"sagittal x={x}", ("S", "I", "A", "P"))):
+    _, ny, nx = np.shape(hu)
+    width_mm = (nx * float(spacing[0]), ny * float(spacing[1]))
+    for ax, img, name, letters, across in (
+            (axes[0], cor, f"coronal y={y} of 0-{ny - 1} (0 = most anterior)", ("S", "I", "R", "L"), width_mm[0]),
+            (axes[1], sag, f"sagittal x={x} of 0-{nx - 1} (0 = patient's right)", ("S", "I", "A", "P"), width_mm[1])):
         ax.imshow(img, interpolation="nearest")
+        _scale_bar(ax, img, across / img.shape[1])
         _bare(ax)
         ax.set_title(name, color="white", fontsize=9)
         _letters(ax, *letters)
     fig.suptitle(f"{title}  reformats, {WINDOW_TEXT}".strip(), color="white", fontsize=9, y=1 - 0.08 / height,
                  va="top")
-    _legend(fig, classes is not None)
+    _legend(fig, classes is not None, labels_found(infection, classes))
     return _png_bytes(fig, dpi)
 
 
@@ -462,6 +566,7 @@ def slice_overlay(hu: np.ndarray, infection: np.ndarray, spacing: Sequence[float
             draw.text((x, 2 + i * OVERLAY_LINE), text, fill=colour, font=font)
     if min(h, w) >= 96:  # smaller panels would be covered by the letters
         draw_letters(draw, (0, top, w, h), ("A", "P", "R", "L"), font)
+        draw_scale_bar(draw, (0, top, w, h), np.shape(hu)[2] * float(spacing[0]) / w, font)
     return np.asarray(sheet)
 
 
