@@ -42,6 +42,29 @@ def good_ct(tmp_path_factory):
     return write_phantom(folder / "good.nii.gz", phantom)["ct"]
 
 
+def test_batch_without_a_terminal_logs_one_progress_line_per_volume(tmp_path, good_ct, tiny_model, capsys):
+    """stderr to a log file (a batch job): the bar is off, and a long batch printed nothing but its errors until
+    the end (audit of 2026-12-07); now one ``progress:`` line per volume, with the count and the time left."""
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"")
+    out = tmp_path / "out"
+    assert main(["infer", str(good_ct), str(bad), "--out", str(out), "--no-figures"]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    progress = [line for line in lines if line.startswith("progress:")]
+    assert len(progress) == 2 and progress[0].startswith("progress: 1/2 good ok; "), progress
+    assert progress[0].endswith(" left") and progress[1].startswith("progress: 2/2 bad FAILED, 1 failed; "), progress
+    assert lines.index(f"error: {bad}: file is empty (0 bytes)") < lines.index(progress[1])
+    assert main(["infer", str(good_ct), "--out", str(out), "--no-figures", "--continue", "--no-progress"]) == 0
+    assert not [line for line in capsys.readouterr().err.splitlines() if line.startswith("progress:")]
+
+
+def test_progress_line_durations():
+    from covseg.cli.progress import duration_text
+
+    assert [duration_text(s) for s in (0.4, 59.6, 61, 3599, 3600 * 3 + 12 * 60 + 5)] == [
+        "0 s", "1 min 00 s", "1 min 01 s", "59 min 59 s", "3 h 12 min"]
+
+
 def test_good_and_bad_input_in_one_batch(tmp_path, good_ct, tiny_model, capsys):
     bad = tmp_path / "bad.nii.gz"
     bad.write_bytes(b"")

@@ -99,6 +99,26 @@ def test_folder_whose_volumes_were_already_given_is_no_failure(tmp_path, phantom
     assert [s.error is None for s in found] == [True, False] and "no CT volume found" in found[1].error
 
 
+def test_symlinked_folders_are_searched_once_and_a_link_cycle_ends(tmp_path, phantom):
+    """A batch folder of links to series stored elsewhere: the linked series were silently left out (audit of
+    2026-12-07). A folder linked twice is searched once; a link to an ancestor does not loop."""
+    store = tmp_path / "store"
+    write_phantom_dicom(store / "series1", phantom)
+    nii = write_phantom(store / "nifti" / "scan.nii.gz", phantom)["ct"]
+    for f in nii.parent.iterdir():
+        if f != nii:
+            f.unlink()
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    (batch / "s1").symlink_to(store / "series1", target_is_directory=True)
+    (batch / "s1_again").symlink_to(store / "series1", target_is_directory=True)
+    (batch / "n").symlink_to(store / "nifti", target_is_directory=True)
+    (batch / "n" / "up").symlink_to(batch, target_is_directory=True)  # a cycle: store/nifti/up -> batch
+    sources = find_volumes([batch])
+    assert [(s.name, s.kind, s.error) for s in sources] == [("n_scan", "nifti", None), ("s1", "dicom", None)]
+    assert len(sources[1].files) == 24
+
+
 def test_series_named_by_uid_when_numbers_repeat(tmp_path, phantom):
     folder = tmp_path / "study"
     write_phantom_dicom(folder, phantom, series_number=1, prefix="A", series_uid="1.2.3.4.555")

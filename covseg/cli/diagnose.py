@@ -83,7 +83,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="slices per forward pass (default 8)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
     add_backend_arg(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (without a terminal: no progress: line per volume)")
     add_continue_arg(p)
 
 

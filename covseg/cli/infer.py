@@ -68,7 +68,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-prob", action="store_true",
                    help="also write infection_prob.nii.gz (uint8, 255 x probability)")
     add_output_args(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (without a terminal: no progress: line per volume)")
     add_continue_arg(p)
     p.add_argument("--gate", action="store_true",
                    help="skip slices the JCS slice classifier calls infection-free (threshold: the classifier "

@@ -13,7 +13,9 @@ Each input is a file or a folder (searched recursively, hidden entries skipped).
   only of localizer (scout) images (``ImageType`` LOCALIZER) or of colour images (screen captures such as dose
   reports), which a CT study carries beside its axial series, is left out; such a file given by itself is refused.
 
-Inside folders, every other file (``.json``, ``.txt``, ``.csv``, ``.md``, ``.png``, ``.raw`` …) is ignored.
+Folders are searched through symbolic links too (a batch folder of links to series elsewhere), each real folder
+once, so a link back up the tree ends the search there. Inside folders, every other file (``.json``, ``.txt``,
+``.csv``, ``.md``, ``.png``, ``.raw`` …) is ignored.
 A file given explicitly with an unknown extension is kept (kind ``"itk"``) and SimpleITK is tried on it
 at read time, which fails with a clear message if it is not a readable 3D image.
 
@@ -158,8 +160,10 @@ def _scan_folder(root: Path, seen: set[Path]) -> list[VolumeSource]:
         reason = f"folder cannot be read ({exc.strerror})"
         problems.append(_error_source(where, _rel_name(where, root), reason))
 
-    for folder, dirnames, filenames in os.walk(root, onerror=onerror):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not _is_covseg_output(Path(folder) / d))
+    visited = {_key(root)}  # real folders searched: a symlinked folder is searched once, a link cycle ends
+    for folder, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=True):
+        dirnames[:] = [d for d in sorted(dirnames) if not d.startswith(".")  # in order: the first link wins
+                       and not _is_covseg_output(Path(folder) / d) and _first_visit(Path(folder) / d, visited)]
         for fname in sorted(filenames):
             if fname.startswith("."):
                 continue
@@ -223,6 +227,16 @@ def _warn_of_unreadable_neighbours(found: list[VolumeSource], unreadable: list[P
             src.unreadable_beside = near
             src.warnings.append(f"{len(near)} DICOM file(s) beside this series could not be read (e.g. {near[0].name}):"
                                 " if they are slices of it, the volume lacks them")
+
+
+def _first_visit(folder: Path, visited: set[Path]) -> bool:
+    """Whether ``folder``'s real folder is searched for the first time (and note it): a folder reached through a
+    symbolic link (a series linked into a batch folder) is searched like any other, but never twice."""
+    real = _key(folder)
+    if real in visited:
+        return False
+    visited.add(real)
+    return True
 
 
 def _is_covseg_output(folder: Path) -> bool:

@@ -6,8 +6,12 @@ sagittal reformats, infection-per-slice curve, lung and infection volumes per lu
 its rule, the model (name, version, precision), warnings and, with a reference label, the scores. A volume of
 ``covseg diagnose`` adds its decision (a sortable column, by the share of positive slices) and the classifier's
 activation montage; a negative patient, not segmented, shows no infection pictures. A failed
-volume keeps its row with the one-line error. A Content-Security-Policy meta tag forbids every fetch, so the
-page cannot reach the network even if a value were to hold a URL.
+volume keeps its row with the one-line error. A Content-Security-Policy meta tag forbids every fetch but images
+from the page's own folder, so the page cannot reach the network even if a value were to hold a URL.
+
+A page of up to :data:`EMBED_MAX_VOLUMES` volumes carries its pictures (about 0.5 MB a volume as base64). A larger
+batch's page links them from the volume folders instead (``<name>/montage.png``, loaded as they scroll into view):
+embedded, 200 volumes made a 104 MB page that took headless chromium 78 s to open (audit of 2026-12-07).
 """
 
 from __future__ import annotations
@@ -15,16 +19,22 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from covseg.io.atomic import atomic_write_text
 from covseg.io.outlock import output_lock
 from covseg.reports.diagnosis import decision_summary, positive_fraction, shown_verdict, verdict
 from covseg.reports.picks import THROUGH_PLANE_MIN_SLICES, through_plane_views
 
-__all__ = ["ACTIVATION_IMAGE", "IMAGES", "VolumeEntry", "entries_from_summary", "render_report", "write_html_report"]
+__all__ = ["ACTIVATION_IMAGE", "EMBED_MAX_VOLUMES", "IMAGES", "VolumeEntry", "entries_from_summary", "render_report",
+           "write_html_report"]
+
+EMBED_MAX_VOLUMES = 20
+"""The most volumes whose pictures ``report.html`` embeds; a larger batch's page links them from the volume folders."""
 
 IMAGES = (("montage", "Axial slices, lung window"), ("reformats", "Coronal and sagittal reformats"),
           ("curve", "Infection per slice"))
@@ -33,7 +43,7 @@ THROUGH_PLANE = ("reformats", "curve")
 """The pictures a volume of too few slices does not get (:func:`covseg.reports.picks.through_plane_views`)."""
 ACTIVATION_IMAGE = ("activation_montage", "Activation maps of the classifier over its strongest slices (JCS Eq. 1-2)")
 """The picture ``covseg diagnose`` adds (key, caption)."""
-CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+CSP = ("default-src 'none'; img-src data: 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
        "base-uri 'none'; form-action 'none'")
 
 _CSS = """
@@ -111,12 +121,14 @@ class VolumeEntry:
     images: dict[str, bytes] = field(default_factory=dict)
     diagnosis: dict | None = None
     """The volume's ``diagnosis.json`` (``covseg diagnose``), else ``None``."""
+    links: dict[str, str] = field(default_factory=dict)
+    """Pictures linked instead of embedded: key -> URL relative to the page (a large batch's page)."""
 
 
-def entries_from_summary(summary: dict, out_dir: str | Path) -> list[VolumeEntry]:
+def entries_from_summary(summary: dict, out_dir: str | Path, embed: bool = True) -> list[VolumeEntry]:
     """Entries from a ``summary.json`` object (:func:`covseg.reports.batch.write_batch_report`): one per volume,
     pictures read from the volume's folder (its ``out_dir``, else ``<out_dir>/<name>/``) as listed in each
-    report's ``outputs`` (those missing left out)."""
+    report's ``outputs`` (those missing left out); ``embed=False``: linked (paths relative to ``out_dir``), not read."""
     entries = []
     for v in summary.get("volumes", []):
         name = str(v.get("name", "?"))
@@ -127,13 +139,18 @@ def entries_from_summary(summary: dict, out_dir: str | Path) -> list[VolumeEntry
         if v.get("out_dir") and Path(v["out_dir"]).is_dir():  # the folder the volume went to (may be tagged)
             folder = Path(v["out_dir"])
         outputs = v.get("outputs") or {}
-        images = {}
+        images: dict[str, bytes] = {}
+        links: dict[str, str] = {}
         for key, _ in (*IMAGES, ACTIVATION_IMAGE):
             path = folder / outputs[key] if outputs.get(key) else None
             if path is not None and path.is_file():
-                images[key] = path.read_bytes()
+                if embed:
+                    images[key] = path.read_bytes()
+                else:
+                    links[key] = quote(Path(os.path.relpath(path, out_dir)).as_posix())
         entries.append(VolumeEntry(name, "ok", str(v.get("source", "")), None, v, images,
-                                   _read_json(folder / outputs["diagnosis"]) if outputs.get("diagnosis") else None))
+                                   _read_json(folder / outputs["diagnosis"]) if outputs.get("diagnosis") else None,
+                                   links))
     return entries
 
 
@@ -305,6 +322,9 @@ def _plain(value: object) -> str:
 
 def _img(key: str, caption: str, entry: VolumeEntry) -> str:
     data = entry.images.get(key)
+    if data is None and key in entry.links:  # a large batch's page: the file beside it, loaded when scrolled to
+        return (f'<figure><img src="{_e(entry.links[key])}" loading="lazy" alt="{_e(entry.name)}: {_e(caption)}" '
+                f'data-volume="{_e(entry.name)}" data-kind="{_e(key)}"><figcaption>{_e(caption)}</figcaption></figure>')
     n_slices = (entry.report or {}).get("n_slices")
     if data is None and key in THROUGH_PLANE and isinstance(n_slices, int) and not through_plane_views(n_slices):
         return (f'<p class="note" data-missing="{_e(key)}">{_e(caption)}: not drawn, the scan has {n_slices} axial '
@@ -352,6 +372,9 @@ def render_report(entries: Sequence[VolumeEntry], meta: dict | None = None) -> s
     """The HTML text of the page."""
     meta = dict(meta or {})
     n_ok = sum(e.report is not None for e in entries)
+    linked = ('<p class="note" id="linked-pictures">The pictures are linked from the volume folders beside this page '
+              f"(more than {EMBED_MAX_VOLUMES} volumes): keep the page in its output folder.</p>"
+              if any(e.links for e in entries) else "")
     header = " &middot; ".join(f"{_e(k)}: {_e(v if isinstance(v, str) else json.dumps(v))}"
                                for k, v in meta.items() if v not in (None, "", [], {}))
     return (
@@ -361,20 +384,22 @@ def render_report(entries: Sequence[VolumeEntry], meta: dict | None = None) -> s
         f"<title>covseg report ({len(entries)} volume{'' if len(entries) == 1 else 's'})</title>"
         f"<style>{_CSS}</style></head><body>"
         f"<h1>covseg report</h1><p>{n_ok} of {len(entries)} volume(s) processed.</p>"
-        f'<p class="note">{header}</p>'
+        f'<p class="note">{header}</p>{linked}'
         f"{_table(entries)}"
         + "".join(_section(i, e) for i, e in enumerate(entries))
         + f"<script>{_JS}</script></body></html>\n"
     )
 
 
-def write_html_report(out_dir: str | Path, meta: dict | None = None) -> Path:
+def write_html_report(out_dir: str | Path, meta: dict | None = None, embed_max: int = EMBED_MAX_VOLUMES) -> Path:
     """Write ``<out_dir>/report.html`` from ``<out_dir>/summary.json`` (every volume of the folder, also those of
-    earlier or concurrent runs merged there), under the output folder's lock; return its path."""
+    earlier or concurrent runs merged there), under the output folder's lock; return its path. The pictures are
+    embedded when the summary lists at most ``embed_max`` volumes, else linked from the volume folders."""
     out_dir = Path(out_dir)
     with output_lock(out_dir):
         summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
         if meta is None:
             meta = {k: v for k, v in summary.items() if k not in ("volumes", "runs")}
-        text = render_report(entries_from_summary(summary, out_dir), meta)
+        embed = len(summary.get("volumes", [])) <= embed_max
+        text = render_report(entries_from_summary(summary, out_dir, embed), meta)
         return atomic_write_text(out_dir / "report.html", text)
