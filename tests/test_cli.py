@@ -65,6 +65,25 @@ def test_progress_line_durations():
         "0 s", "1 min 00 s", "1 min 01 s", "59 min 59 s", "3 h 12 min"]
 
 
+def test_time_left_leaves_out_the_start_up(capsys):
+    """The estimate is the rate of the volumes since the first one started: 100 s of imports and model loading
+    before it, then 10 s for one volume, leave about 20 s for two more (it said 3 min 40 s, counting the start-up)."""
+    import time
+    from types import SimpleNamespace
+
+    from covseg.cli.progress import VolumeProgress
+
+    with VolumeProgress(3, disable=False) as bar:
+        bar.lines = True
+        bar.started = time.perf_counter() - 110
+        bar.on_start(SimpleNamespace(name="a"))
+        bar.first_volume = time.perf_counter() - 10
+        bar.on_result(SimpleNamespace(name="a", ok=True, earlier=False, error=None))
+    line = [x for x in capsys.readouterr().err.splitlines() if x.startswith("progress:")][-1]
+    assert line.startswith("progress: 1/3 a ok; 1 min 50 s elapsed, about ") and line.endswith(" left"), line
+    assert line.endswith("about 20 s left"), line
+
+
 def test_good_and_bad_input_in_one_batch(tmp_path, good_ct, tiny_model, capsys):
     bad = tmp_path / "bad.nii.gz"
     bad.write_bytes(b"")

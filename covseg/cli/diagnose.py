@@ -154,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         results = run_batch(found, out, segmenter, device=args.device, batch_size=args.batch_size,
-                            on_result=bar.on_result, export=ExportOptions(writers=writers),
+                            on_start=bar.on_start, on_result=bar.on_result, progress=bar.on_batch,
+                            export=ExportOptions(writers=writers),
                             model_info={"classifier": classifier_info}, settings=asdict(settings),
                             prepare=make_diagnose_prepare(scorer, settings), skip_done=args.skip_done)
     except CovsegInputError as exc:

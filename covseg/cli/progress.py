@@ -40,6 +40,8 @@ class VolumeProgress:
         self.name = ""
         self.total, self.done, self.failed, self.computed = total, 0, 0, 0
         self.started = time.perf_counter()
+        self.first_volume: float | None = None
+        """When the first volume started: the time-left estimate leaves out the start-up (imports, models)."""
 
     def __enter__(self) -> VolumeProgress:
         return self
@@ -51,6 +53,8 @@ class VolumeProgress:
         self.bar.close()
 
     def on_start(self, src) -> None:
+        if self.first_volume is None:
+            self.first_volume = time.perf_counter()
         self.name = src.name
         self.bar.set_postfix_str(src.name, refresh=True)
 
@@ -76,7 +80,8 @@ class VolumeProgress:
         text = f"progress: {self.done}/{self.total} {name} {outcome}{failed}; {duration_text(elapsed)} elapsed"
         left = self.total - self.done
         if left and self.computed:  # the rate of the volumes done in this run (kept and failed ones cost little)
-            text += f", about {duration_text(elapsed / self.computed * left)} left"
+            working = time.perf_counter() - (self.first_volume if self.first_volume is not None else self.started)
+            text += f", about {duration_text(working / self.computed * left)} left"
         return text
 
 
