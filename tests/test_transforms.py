@@ -361,10 +361,14 @@ def test_edge_map_is_the_cross_gradient() -> None:
 
 
 def test_edge_map_dict_multiple_keys() -> None:
-    m = np.zeros((1, 10, 10))
-    m[0, 3:6, 3:6] = 1
-    d = EdgeMapd(keys=["a", "b"])({"a": m, "b": m})
-    assert "a_edge" in d and "b_edge" in d and d["a_edge"].sum() > 0
+    a, b = np.zeros((1, 10, 10)), np.zeros((1, 10, 10))
+    a[0, 3:6, 3:6] = 1
+    b[0, 1:9, 2:5] = 1  # another mask: each key's edges come from its own mask
+    d = EdgeMapd(keys=["a", "b"])({"a": a, "b": b})
+    assert "edge" not in d
+    np.testing.assert_array_equal(d["a_edge"], edge_map(a))
+    np.testing.assert_array_equal(d["b_edge"], edge_map(b))
+    assert d["a_edge"].any() and not np.array_equal(d["a_edge"], d["b_edge"])
 
 
 def test_strong_window_jitter_covers_washed_out_windows():
