@@ -4,26 +4,19 @@ train -> evaluate run writes the per-class maps the acceptance check reads."""
 from __future__ import annotations
 
 import json
-import sys
+from functools import partial
 
 import pytest
 import torch
-from bundle_runs import REPO, run_ok, verify_metadata
 from PIL import Image
+from utils import REPO, monai_bundle_run, run_ok
 
 BUNDLE = REPO / "bundles" / "multiclass_infnet"
 CONFIGS = BUNDLE / "configs"
 HEAD = {"features": (16, 16, 32, 64, 128, 16), "prior_residual": True}  # network_def of the configs
 
 
-def _cmd(run_id: str, config: str, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", str(CONFIGS / config),
-            "--bundle_root", str(BUNDLE), *overrides]
-
-
-def test_metadata_verifies_offline():
-    proc = verify_metadata(CONFIGS / "metadata.json")
-    assert proc.returncode == 0 and "verified with no error" in proc.stdout + proc.stderr
+_cmd = partial(monai_bundle_run, BUNDLE)
 
 
 def test_inference_config_passes_monai_check_properties(tmp_path):

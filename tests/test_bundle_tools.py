@@ -1,4 +1,5 @@
-"""MONAI's own bundle tools take every covseg bundle, as the MONAI model zoo checks its bundles: the network of
+"""MONAI's own bundle tools take every covseg bundle, as the MONAI model zoo checks its bundles: ``metadata.json``
+passes ``verify_metadata`` offline (against the schema kept in bundles/schema), the network of
 ``configs/inference.yaml`` (``network_def``) passes ``verify_net_in_out`` at the shapes ``metadata.json`` states,
 and ``ckpt_export`` (TorchScript by tracing) writes a module that loads and gives the eager network's logits, at
 the traced size and at another."""
@@ -10,9 +11,8 @@ import logging
 
 import pytest
 import torch
-from bundle_runs import REPO
+from utils import BUNDLES, verify_metadata
 
-BUNDLES = REPO / "bundles"
 NAMES = ("infnet", "semi_infnet", "multiclass_infnet", "jcs_segmenter", "jcs_classifier")
 
 
@@ -30,6 +30,27 @@ def _files(bundle: str) -> dict[str, str]:
 @pytest.fixture(autouse=True)
 def _quiet_monai():
     logging.getLogger("monai").setLevel(logging.ERROR)
+
+
+def test_every_bundle_is_checked():
+    assert sorted(NAMES) == sorted(p.parent.parent.name for p in BUNDLES.glob("*/configs/metadata.json"))
+
+
+@pytest.mark.parametrize("bundle", NAMES)
+def test_monai_verify_metadata_passes_offline(bundle):
+    proc = verify_metadata(BUNDLES / bundle / "configs" / "metadata.json")
+    assert proc.returncode == 0 and "verified with no error" in proc.stdout + proc.stderr
+
+
+def test_monai_verify_metadata_fails_on_metadata_without_a_required_key(tmp_path):
+    """The check above could pass on anything (a schema that is not read, a command that only prints): a file
+    without ``network_data_format`` must fail it, naming the key."""
+    broken = json.loads((BUNDLES / "infnet" / "configs" / "metadata.json").read_text())
+    del broken["network_data_format"]
+    bad_file = tmp_path / "metadata.json"
+    bad_file.write_text(json.dumps(broken))
+    bad = verify_metadata(bad_file)
+    assert bad.returncode != 0 and "network_data_format" in bad.stdout + bad.stderr
 
 
 @pytest.mark.parametrize("bundle", NAMES)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from utils import assert_masks_agree, use_tiny_default_model
+from utils import assert_masks_agree, require, use_tiny_default_model
 
 from covseg.cli.main import main
 from covseg.engines.inference.diagnose import DiagnosisSettings, SliceScorer, decide
@@ -358,7 +358,7 @@ def test_the_fast_scorer_gives_the_networks_scores_and_leaves_it_alone():
 
 
 def test_the_scorer_on_onnx_runtime_gives_the_networks_scores(tmp_path):
-    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")
+    require("onnxruntime", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")
     net, crops = _scoring_classifier()
     runtime = onnx_runtime_network(net, 64, cache=tmp_path)
     on_ort = SliceScorer(net, 64, batch_size=2, bf16=True, scoring=runtime)
@@ -371,7 +371,7 @@ def test_the_scorer_on_onnx_runtime_gives_the_networks_scores(tmp_path):
 def test_the_shipped_classifier_scores_on_onnx_runtime_from_its_template(tmp_path, monkeypatch):
     """``scoring_runtime``: None where the backend is torch; else the bundle's export, here filled from its
     template without tracing the network."""
-    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")
+    require("onnxruntime", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")
     monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))
     classifier = load_bundle(REPO / "bundles" / "jcs_classifier")
     assert scoring_runtime(classifier, "torch") is None

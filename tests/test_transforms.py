@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from monai.transforms import Compose
+from utils import dice
 
 from covseg.transforms.crop import DEFAULT_MARGIN_PX, crop_to_box, lung_box, margin_px, paste_from_box
 from covseg.transforms.crop_transforms import CropToLungBox, CropToLungBoxd, PasteFromLungBox, PasteFromLungBoxd
@@ -14,10 +15,6 @@ from covseg.transforms.intensity import SEMISEG_WINDOW, window_hu
 from covseg.transforms.intensity_transforms import WindowHU, WindowHUd
 from covseg.transforms.lung import LEFT_LUNG, RIGHT_LUNG, LungMask, LungMaskd, lung_mask
 from covseg.transforms.window_fit import TISSUE_HU, fit_landmarks, fit_window, grey_landmarks
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2.0 * float((a & b).sum()) / max(float(a.sum() + b.sum()), 1.0)
 
 
 def synthetic_chest(
@@ -223,7 +220,7 @@ def test_lung_mask_transforms() -> None:
 
 
 def test_lung_mask_on_the_shared_phantom() -> None:
-    phantom = pytest.importorskip("covseg.synthetic.phantom")
+    from covseg.synthetic import phantom
     ph = phantom.make_chest_phantom((40, 128, 128), (2.8, 2.8, 7.5), seed=1)
     m = lung_mask(ph.hu, ph.spacing)
     assert dice(m == RIGHT_LUNG, ph.lung_labels == 1) > 0.97
