@@ -13,6 +13,7 @@ import pytest
 import torch
 from utils import BUNDLES, verify_metadata
 
+SCHEMA = BUNDLES / "schema" / "meta_schema.json"
 NAMES = ("infnet", "semi_infnet", "multiclass_infnet", "jcs_segmenter", "jcs_classifier")
 
 
@@ -38,19 +39,30 @@ def test_every_bundle_is_checked():
 
 @pytest.mark.parametrize("bundle", NAMES)
 def test_monai_verify_metadata_passes_offline(bundle):
-    proc = verify_metadata(BUNDLES / bundle / "configs" / "metadata.json")
-    assert proc.returncode == 0 and "verified with no error" in proc.stdout + proc.stderr
+    from monai.bundle import verify_metadata as monai_verify_metadata
+
+    # in this process (the command below starts an interpreter that imports MONAI and torch, ~5 s a bundle); it
+    # raises on a file the schema refuses (next test)
+    monai_verify_metadata(meta_file=str(BUNDLES / bundle / "configs" / "metadata.json"), filepath=str(SCHEMA))
 
 
 def test_monai_verify_metadata_fails_on_metadata_without_a_required_key(tmp_path):
-    """The check above could pass on anything (a schema that is not read, a command that only prints): a file
-    without ``network_data_format`` must fail it, naming the key."""
+    """The check above could pass on anything (a schema that is not read, a check that only logs): a file without
+    ``network_data_format`` must fail it, naming the key."""
+    from monai.bundle import verify_metadata as monai_verify_metadata
+
     broken = json.loads((BUNDLES / "infnet" / "configs" / "metadata.json").read_text())
     del broken["network_data_format"]
     bad_file = tmp_path / "metadata.json"
     bad_file.write_text(json.dumps(broken))
-    bad = verify_metadata(bad_file)
-    assert bad.returncode != 0 and "network_data_format" in bad.stdout + bad.stderr
+    with pytest.raises(ValueError, match="network_data_format"):
+        monai_verify_metadata(meta_file=str(bad_file), filepath=str(SCHEMA))
+
+
+def test_the_documented_verify_metadata_command_passes():
+    """README's ``python -m monai.bundle verify_metadata ... --filepath bundles/schema/meta_schema.json``."""
+    proc = verify_metadata(BUNDLES / "infnet" / "configs" / "metadata.json", SCHEMA)
+    assert proc.returncode == 0 and "verified with no error" in proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("bundle", NAMES)
