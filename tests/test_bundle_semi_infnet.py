@@ -35,10 +35,6 @@ def _check_maps(out, semiseg_dir) -> None:
             assert p.size == m.size and p.mode == "L"
 
 
-def test_metadata_version():
-    assert json.loads((CONFIGS / "metadata.json").read_text())["version"] == "0.3.7"
-
-
 def test_labelling_writes_teacher_labels_the_jcs_segmenter_reads(semiseg_dir, tmp_path):
     run = tmp_path / "run"
     labels = run / "pseudo_labels"

@@ -66,6 +66,16 @@ def test_the_documented_verify_metadata_command_passes():
 
 
 @pytest.mark.parametrize("bundle", NAMES)
+def test_the_version_is_the_newest_changelog_entry(bundle):
+    """A changelog entry added without raising ``version`` (or a version without its entry) is caught here; a test
+    that compared the version with a literal only echoed the file."""
+    meta = json.loads((BUNDLES / bundle / "configs" / "metadata.json").read_text())
+    versions = [tuple(int(part) for part in v.split(".")) for v in meta["changelog"]]
+    assert versions == sorted(versions, reverse=True), f"{bundle}: changelog not newest first"
+    assert meta["version"] == next(iter(meta["changelog"])), bundle
+
+
+@pytest.mark.parametrize("bundle", NAMES)
 def test_monai_verify_net_in_out_passes(bundle, one_torch_thread):
     from monai.bundle import verify_net_in_out
 
