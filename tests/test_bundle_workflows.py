@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from utils import BUNDLES, INFNET_BUNDLE
+from utils import BUNDLES, INFNET_BUNDLE, monai_bundle_run
 
 from covseg.synthetic.phantom import make_chest_phantom, write_phantom
 
@@ -156,16 +156,14 @@ def test_a_missing_dataset_is_one_error_line_not_a_traceback(bundle, config, mis
     reads, or, for the classifier, the ``labels.csv`` it reads): exit status 1 and one ``error:`` line naming the
     folder or file (MONAI printed ~50 lines of traceback)."""
     import subprocess
-    import sys
 
     root = tmp_path / ("data" if missing else "nowhere")
     if missing:  # the folder is there, the split it reads is not
         root.mkdir()
     run_id = {"train": "training", "evaluate": "evaluate"}[config]
-    done = subprocess.run([sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file",
-                           str(BUNDLES / bundle / "configs" / f"{config}.yaml"), "--bundle_root",
-                           str(BUNDLES / bundle), "--dataset_dir", str(root), "--output_dir",
-                           str(tmp_path / "out")], capture_output=True, text=True, timeout=300, cwd=BUNDLES.parent)
+    done = subprocess.run(monai_bundle_run(BUNDLES / bundle, run_id, f"{config}.yaml", "--dataset_dir", str(root),
+                                           "--output_dir", str(tmp_path / "out")),
+                          capture_output=True, text=True, timeout=300, cwd=BUNDLES.parent)
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert done.returncode == 1, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and len(errors) == 1
@@ -175,15 +173,13 @@ def test_a_missing_dataset_is_one_error_line_not_a_traceback(bundle, config, mis
 def test_classifier_evaluate_of_an_empty_selection_is_one_error_line(tmp_path):
     """A ``labels.csv`` without the splits asked for: one ``error:`` line naming it, exit status 1."""
     import subprocess
-    import sys
 
     data = tmp_path / "slices"
     data.mkdir()
     (data / "labels.csv").write_text("file,label,source,split\na.png,1,x,train\n")
-    done = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "evaluate", "--config_file",
-                           str(BUNDLES / "jcs_classifier" / "configs" / "evaluate.yaml"), "--bundle_root",
-                           str(BUNDLES / "jcs_classifier"), "--dataset_dir", str(data), "--output_dir",
-                           str(tmp_path / "out")], capture_output=True, text=True, timeout=300, cwd=BUNDLES.parent)
+    done = subprocess.run(monai_bundle_run(BUNDLES / "jcs_classifier", "evaluate", "evaluate.yaml", "--dataset_dir",
+                                           str(data), "--output_dir", str(tmp_path / "out")),
+                          capture_output=True, text=True, timeout=300, cwd=BUNDLES.parent)
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert len(errors) == 1 and errors[0].startswith(f"error: {data / 'labels.csv'}: no slice of sources")

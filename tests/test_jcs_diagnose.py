@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from utils import assert_masks_agree, require, use_tiny_default_model
+from utils import assert_masks_agree, monai_bundle_run, require, use_tiny_default_model
 
 from covseg.cli.main import main
 from covseg.engines.inference.diagnose import DiagnosisSettings, SliceScorer, decide
@@ -294,7 +294,6 @@ def test_bundle_inference_run_id_diagnoses_and_fails_like_the_command(classifier
     """``python -m monai.bundle run inference`` of the classifier bundle runs the joint diagnosis of ``dataset_dir``
     (MONAI's name; ``input_dir`` too); a run whose input fails exits non-zero, as ``covseg diagnose`` does."""
     import subprocess
-    import sys
 
     from covseg.synthetic.phantom import make_chest_phantom, write_phantom
 
@@ -304,9 +303,8 @@ def test_bundle_inference_run_id_diagnoses_and_fails_like_the_command(classifier
     bad.write_text("not a volume")
 
     def run(src: Path, out: Path, key: str = "--dataset_dir", *extra: str) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file",
-               str(classifier_bundle / "configs" / "inference.yaml"), "--bundle_root", str(classifier_bundle),
-               "--segmenter", str(REPO / "bundles" / "infnet"), key, str(src), "--output_dir", str(out), *extra]
+        cmd = monai_bundle_run(classifier_bundle, "inference", "inference.yaml", "--segmenter",
+                               str(REPO / "bundles" / "infnet"), key, str(src), "--output_dir", str(out), *extra)
         return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
 
