@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 from functools import partial
 from pathlib import Path
 
@@ -43,15 +44,17 @@ def require(module: str, reason: str | None = None):
     return importlib.import_module(module)
 
 
-def run_python(code: str, *args: str) -> subprocess.CompletedProcess:
+def run_python(code: str, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
     """``python -c code args...`` in a fresh interpreter at the repository root (what a process imports)."""
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO)
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=timeout)
 
 
 def python_output(code: str, *args: str) -> str:
-    """The stdout of ``python -c code args...`` in a fresh interpreter, asserting that it succeeded."""
-    done = run_python(code, *args)
-    assert done.returncode == 0, done.stderr[-2000:]
+    """The stdout of ``python -c code args...`` in a fresh interpreter (``code`` may be indented as a whole),
+    asserting that it succeeded."""
+    done = run_python(textwrap.dedent(code), *args)
+    assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
 
