@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from bundle_runs import BUNDLE, TINY, TRAIN, bundle_cmd, run_ok
-from utils import assert_masks_agree
+from utils import INFNET_BUNDLE, INFNET_TRAIN, TINY_RUN, assert_masks_agree, bundle_cmd, require, run_ok
 
 from covseg.networks.infnet import InfNet
 from covseg.networks.loading import load_weights
@@ -21,8 +20,8 @@ from covseg.networks.loading import load_weights
 @pytest.mark.slow
 def test_tiny_training_run_writes_checkpoint_and_resumes(semiseg_dir, tmp_path):
     out = tmp_path / "run"
-    common = ["--dataset_dir", str(semiseg_dir), "--output_dir", str(out), *TINY]
-    first = run_ok(bundle_cmd("training", TRAIN, "--max_epochs", "1", "--snapshot_start", "1", *common))
+    common = ["--dataset_dir", str(semiseg_dir), "--output_dir", str(out), *TINY_RUN]
+    first = run_ok(bundle_cmd("training", INFNET_TRAIN, "--max_epochs", "1", "--snapshot_start", "1", *common))
     assert "epoch 1/1" in first.stdout
     assert (out / "checkpoint_1.pt").exists() and (out / "snapshot_1.pt").exists()
     swa, final = (torch.load(out / f, weights_only=True) for f in ("model_swa.pt", "model_final.pt"))
@@ -30,7 +29,7 @@ def test_tiny_training_run_writes_checkpoint_and_resumes(semiseg_dir, tmp_path):
     net = load_weights(InfNet(), out / "model_final.pt")
     assert net(torch.rand(1, 1, 64, 64)).shape == (1, 1, 64, 64)
 
-    second = run_ok(bundle_cmd("training", TRAIN, "--max_epochs", "2", *common))
+    second = run_ok(bundle_cmd("training", INFNET_TRAIN, "--max_epochs", "2", *common))
     assert "epoch 2/2" in second.stdout and "epoch 1/2" not in second.stdout  # resumed, not restarted
     assert (out / "checkpoint_2.pt").exists()
     assert json.loads((out / "best.json").read_text())["epoch"] in (1, 2)
@@ -39,10 +38,10 @@ def test_tiny_training_run_writes_checkpoint_and_resumes(semiseg_dir, tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_processes_on_cpu_with_gloo(semiseg_dir, tmp_path):
     out = tmp_path / "ddp"
-    configs = str([TRAIN, str(BUNDLE / "configs" / "multi_gpu_train.yaml")])
+    configs = str([INFNET_TRAIN, str(INFNET_BUNDLE / "configs" / "multi_gpu_train.yaml")])
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     cmd = torchrun + bundle_cmd("training", configs, "--max_epochs", "1", "--dataset_dir", str(semiseg_dir),
-                             "--output_dir", str(out), *TINY)[1:]
+                             "--output_dir", str(out), *TINY_RUN)[1:]
     proc = run_ok(cmd)
     assert "epoch 1/1" in proc.stdout
     state = torch.load(out / "model_final.pt", weights_only=True)
@@ -56,7 +55,7 @@ def test_evaluate_config_writes_predictions_and_table(semiseg_dir, tmp_path):
     torch.manual_seed(0)
     torch.save(InfNet().state_dict(), weights)
     out = tmp_path / "eval"
-    proc = run_ok(bundle_cmd("evaluate", str(BUNDLE / "configs" / "evaluate.yaml"), "--dataset_dir", str(semiseg_dir),
+    proc = run_ok(bundle_cmd("evaluate", "evaluate.yaml", "--dataset_dir", str(semiseg_dir),
                         "--output_dir", str(out), "--weights", str(weights), "--image_size", "64"))
     assert "Dice" in proc.stdout and "S-alpha" in proc.stdout
     preds = sorted((out / "predictions").glob("*.png"))
@@ -71,26 +70,10 @@ def test_evaluate_config_writes_predictions_and_table(semiseg_dir, tmp_path):
     assert len((out / "per_image.csv").read_text().splitlines()) == 49
 
 
-def test_metadata_verifies_offline(tmp_path):
-    schema = BUNDLE.parent / "schema" / "meta_schema.json"
-    ok = [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file",
-          str(BUNDLE / "configs" / "metadata.json"), "--filepath", str(schema)]
-    proc = subprocess.run(ok, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 and "verified with no error" in proc.stdout + proc.stderr
-    broken = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
-    del broken["network_data_format"]
-    bad_file = tmp_path / "metadata.json"
-    bad_file.write_text(json.dumps(broken))
-    shutil.copy(schema, tmp_path / "schema.json")
-    bad = subprocess.run(ok[:4] + [str(bad_file), "--filepath", str(tmp_path / "schema.json")],
-                         capture_output=True, text=True, timeout=300)
-    assert bad.returncode != 0 and "network_data_format" in bad.stdout + bad.stderr
-
-
 @pytest.mark.slow
 def test_inference_config_same_masks_with_onnxruntime(tmp_path):
     """The shipped weights through inference.yaml with each backend: the same infection masks."""
-    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")
+    require("onnxruntime", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")
     import nibabel as nib
     import numpy as np
 
@@ -106,7 +89,7 @@ def test_inference_config_same_masks_with_onnxruntime(tmp_path):
                                          ("auto-fp32", "auto", "fp32", "onnxruntime"),
                                          ("torch-bf16", "auto", "bf16", "torch")):
         out = tmp_path / run
-        run_ok(bundle_cmd("inference", str(BUNDLE / "configs" / "inference.yaml"), "--input_dir", str(ct),
+        run_ok(bundle_cmd("inference", str(INFNET_BUNDLE / "configs" / "inference.yaml"), "--input_dir", str(ct),
                           "--output_dir", str(out), "--backend", backend),
                env_extra={"COVSEG_CACHE": str(tmp_path / "cache"), "COVSEG_PRECISION": precision})
         report = json.loads((out / "case" / "report.json").read_text())
@@ -131,7 +114,7 @@ def test_bundle_inference_run_reports_a_failed_volume_and_exits_non_zero(tmp_pat
     folder.mkdir()
     shutil.copy(ct, folder / "good.nii.gz")
     (folder / "bad.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
-    config = str(BUNDLE / "configs" / "inference.yaml")
+    config = str(INFNET_BUNDLE / "configs" / "inference.yaml")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(bundle_cmd("inference", config, "--dataset_dir", str(folder), "--output_dir",
                                      str(tmp_path / "out"), "--figures", "False"),

@@ -3,28 +3,23 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from bundle_runs import REPO, run_ok
 from PIL import Image
+from utils import REPO, TINY_RUN, monai_bundle_run, run_ok
 
 from covseg.networks.jcs import JCSSegmenter
 from covseg.networks.loading import load_weights
 
 BUNDLE = REPO / "bundles" / "jcs_segmenter"
 CONFIGS = BUNDLE / "configs"
-TINY = ["--train_limit", "4", "--image_size", "64", "--batch_size", "2", "--val_interval", "1"]
 
 
-def jcs_cmd(run_id: str, config: str, *overrides: str) -> list[str]:
-    """``python -m monai.bundle run RUN_ID --config_file CONFIG`` for this bundle, with overrides."""
-    return [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", str(CONFIGS / config),
-            "--bundle_root", str(BUNDLE), *overrides]
+jcs_cmd = partial(monai_bundle_run, BUNDLE)
 
 
 def random_weights(path: Path) -> Path:
@@ -37,7 +32,7 @@ def random_weights(path: Path) -> Path:
 def test_tiny_training_run_writes_checkpoint(semiseg_dir, tmp_path):
     out = tmp_path / "run"
     proc = run_ok(jcs_cmd("training", "train.yaml", "--max_epochs", "1", "--dataset_dir", str(semiseg_dir),
-                          "--output_dir", str(out), *TINY))
+                          "--output_dir", str(out), *TINY_RUN))
     assert "epoch 1/1" in proc.stdout and "val_dice" in proc.stdout
     assert (out / "checkpoint_1.pt").exists() and (out / "model_best.pt").exists()
     state = torch.load(out / "checkpoint_1.pt", weights_only=False)
@@ -94,14 +89,6 @@ def test_inference_workflow_maps_match_the_slice_predictor(semiseg_dir, tmp_path
             assert got.size == im.size
             diff = np.abs(np.asarray(got, dtype=np.int16) - np.asarray(want, dtype=np.int16))
         assert diff.max() <= 1
-
-
-def test_metadata_verifies_offline():
-    schema = REPO / "bundles" / "schema" / "meta_schema.json"
-    cmd = [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", str(CONFIGS / "metadata.json"),
-           "--filepath", str(schema)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 and "verified with no error" in proc.stdout + proc.stderr
 
 
 def test_shipped_weights_are_fp16_under_45_mb_and_load_through_the_bundle():

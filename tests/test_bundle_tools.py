@@ -1,4 +1,5 @@
-"""MONAI's own bundle tools take every covseg bundle, as the MONAI model zoo checks its bundles: the network of
+"""MONAI's own bundle tools take every covseg bundle, as the MONAI model zoo checks its bundles: ``metadata.json``
+passes ``verify_metadata`` offline (against the schema kept in bundles/schema), the network of
 ``configs/inference.yaml`` (``network_def``) passes ``verify_net_in_out`` at the shapes ``metadata.json`` states,
 and ``ckpt_export`` (TorchScript by tracing) writes a module that loads and gives the eager network's logits, at
 the traced size and at another."""
@@ -10,9 +11,9 @@ import logging
 
 import pytest
 import torch
-from bundle_runs import REPO
+from utils import BUNDLES, verify_metadata
 
-BUNDLES = REPO / "bundles"
+SCHEMA = BUNDLES / "schema" / "meta_schema.json"
 NAMES = ("infnet", "semi_infnet", "multiclass_infnet", "jcs_segmenter", "jcs_classifier")
 
 
@@ -30,6 +31,48 @@ def _files(bundle: str) -> dict[str, str]:
 @pytest.fixture(autouse=True)
 def _quiet_monai():
     logging.getLogger("monai").setLevel(logging.ERROR)
+
+
+def test_every_bundle_is_checked():
+    assert sorted(NAMES) == sorted(p.parent.parent.name for p in BUNDLES.glob("*/configs/metadata.json"))
+
+
+@pytest.mark.parametrize("bundle", NAMES)
+def test_monai_verify_metadata_passes_offline(bundle):
+    from monai.bundle import verify_metadata as monai_verify_metadata
+
+    # in this process (the command below starts an interpreter that imports MONAI and torch, ~5 s a bundle); it
+    # raises on a file the schema refuses (next test)
+    monai_verify_metadata(meta_file=str(BUNDLES / bundle / "configs" / "metadata.json"), filepath=str(SCHEMA))
+
+
+def test_monai_verify_metadata_fails_on_metadata_without_a_required_key(tmp_path):
+    """The check above could pass on anything (a schema that is not read, a check that only logs): a file without
+    ``network_data_format`` must fail it, naming the key."""
+    from monai.bundle import verify_metadata as monai_verify_metadata
+
+    broken = json.loads((BUNDLES / "infnet" / "configs" / "metadata.json").read_text())
+    del broken["network_data_format"]
+    bad_file = tmp_path / "metadata.json"
+    bad_file.write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match="network_data_format"):
+        monai_verify_metadata(meta_file=str(bad_file), filepath=str(SCHEMA))
+
+
+def test_the_documented_verify_metadata_command_passes():
+    """README's ``python -m monai.bundle verify_metadata ... --filepath bundles/schema/meta_schema.json``."""
+    proc = verify_metadata(BUNDLES / "infnet" / "configs" / "metadata.json", SCHEMA)
+    assert proc.returncode == 0 and "verified with no error" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("bundle", NAMES)
+def test_the_version_is_the_newest_changelog_entry(bundle):
+    """A changelog entry added without raising ``version`` (or a version without its entry) is caught here; a test
+    that compared the version with a literal only echoed the file."""
+    meta = json.loads((BUNDLES / bundle / "configs" / "metadata.json").read_text())
+    versions = [tuple(int(part) for part in v.split(".")) for v in meta["changelog"]]
+    assert versions == sorted(versions, reverse=True), f"{bundle}: changelog not newest first"
+    assert meta["version"] == next(iter(meta["changelog"])), bundle
 
 
 @pytest.mark.parametrize("bundle", NAMES)

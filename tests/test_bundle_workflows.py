@@ -7,16 +7,15 @@ import logging
 from pathlib import Path
 
 import pytest
-from bundle_runs import BUNDLE
+from utils import BUNDLES, INFNET_BUNDLE, monai_bundle_run
 
 from covseg.synthetic.phantom import make_chest_phantom, write_phantom
 
-CONFIGS = BUNDLE / "configs"
-SEMI = BUNDLE.parent / "semi_infnet"
-BUNDLES = BUNDLE.parent
+CONFIGS = INFNET_BUNDLE / "configs"
+SEMI = BUNDLES / "semi_infnet"
 
 
-def _workflow(name: str, workflow_type: str, bundle: Path = BUNDLE, **overrides):
+def _workflow(name: str, workflow_type: str, bundle: Path = INFNET_BUNDLE, **overrides):
     from monai.bundle import ConfigWorkflow
 
     workflow = ConfigWorkflow(config_file=str(bundle / "configs" / f"{name}.yaml"), workflow_type=workflow_type,
@@ -82,7 +81,7 @@ def test_semi_infnet_train_config_is_a_monai_train_workflow(semiseg_dir, tmp_pat
 def test_semi_infnet_evaluate_and_inference_configs_are_monai_workflows(semiseg_dir, tmp_path, name, workflow_type):
     """Checked with bundles/infnet's weights (same network) where the bundle's own are not shipped."""
     weights = SEMI / "models" / "model.pt"
-    weights = weights if weights.exists() else BUNDLE / "models" / "model.pt"
+    weights = weights if weights.exists() else INFNET_BUNDLE / "models" / "model.pt"
     data = str(semiseg_dir) if name == "evaluate" else str(tmp_path / "none.nii.gz")
     workflow = _workflow(name, workflow_type, SEMI, dataset_dir=data, output_dir=str(tmp_path), weights=str(weights))
     _assert_complete(workflow)
@@ -103,7 +102,7 @@ def test_a_missing_property_is_reported(tmp_path):
         workflow.check_properties()
 
 
-@pytest.mark.parametrize("bundle", sorted(p.parent.parent.name for p in BUNDLE.parent.glob("*/configs/metadata.json")))
+@pytest.mark.parametrize("bundle", sorted(p.parent.parent.name for p in BUNDLES.glob("*/configs/metadata.json")))
 def test_monai_reads_each_bundles_metadata_as_written(bundle):
     """MONAI renames deprecated metadata keys on reading (``optional_packages_version`` replaces
     ``required_packages_version``); what it reads must be what the file says, the required packages included."""
@@ -111,7 +110,7 @@ def test_monai_reads_each_bundles_metadata_as_written(bundle):
 
     from monai.bundle import ConfigParser
 
-    meta_file = BUNDLE.parent / bundle / "configs" / "metadata.json"
+    meta_file = BUNDLES / bundle / "configs" / "metadata.json"
     written = json.loads(meta_file.read_text())
     parser = ConfigParser()
     parser.read_meta(f=str(meta_file))
@@ -130,8 +129,8 @@ def _targets(node) -> list[str]:
     return []
 
 
-@pytest.mark.parametrize("config", sorted(str(p.relative_to(BUNDLE.parent))
-                                          for p in BUNDLE.parent.glob("*/configs/*.yaml")))
+@pytest.mark.parametrize("config", sorted(str(p.relative_to(BUNDLES))
+                                          for p in BUNDLES.glob("*/configs/*.yaml")))
 def test_every_config_import_and_target_exists(config):
     """Each bundle config's ``imports`` run and each ``_target_`` names something importable (a config whose
     helper was renamed fails only when that run id is used)."""
@@ -139,7 +138,7 @@ def test_every_config_import_and_target_exists(config):
 
     import yaml
 
-    data = yaml.safe_load((BUNDLE.parent / config).read_text()) or {}
+    data = yaml.safe_load((BUNDLES / config).read_text()) or {}
     for line in data.get("imports", []):
         exec(str(line).lstrip("$"), {})  # noqa: S102 - the config's own import lines
     for target in _targets(data):
@@ -157,16 +156,14 @@ def test_a_missing_dataset_is_one_error_line_not_a_traceback(bundle, config, mis
     reads, or, for the classifier, the ``labels.csv`` it reads): exit status 1 and one ``error:`` line naming the
     folder or file (MONAI printed ~50 lines of traceback)."""
     import subprocess
-    import sys
 
     root = tmp_path / ("data" if missing else "nowhere")
     if missing:  # the folder is there, the split it reads is not
         root.mkdir()
     run_id = {"train": "training", "evaluate": "evaluate"}[config]
-    done = subprocess.run([sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file",
-                           str(BUNDLES / bundle / "configs" / f"{config}.yaml"), "--bundle_root",
-                           str(BUNDLES / bundle), "--dataset_dir", str(root), "--output_dir",
-                           str(tmp_path / "out")], capture_output=True, text=True, timeout=300, cwd=BUNDLES.parent)
+    done = subprocess.run(monai_bundle_run(BUNDLES / bundle, run_id, f"{config}.yaml", "--dataset_dir", str(root),
+                                           "--output_dir", str(tmp_path / "out")),
+                          capture_output=True, text=True, timeout=300, cwd=BUNDLES.parent)
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert done.returncode == 1, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and len(errors) == 1
@@ -176,15 +173,13 @@ def test_a_missing_dataset_is_one_error_line_not_a_traceback(bundle, config, mis
 def test_classifier_evaluate_of_an_empty_selection_is_one_error_line(tmp_path):
     """A ``labels.csv`` without the splits asked for: one ``error:`` line naming it, exit status 1."""
     import subprocess
-    import sys
 
     data = tmp_path / "slices"
     data.mkdir()
     (data / "labels.csv").write_text("file,label,source,split\na.png,1,x,train\n")
-    done = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "evaluate", "--config_file",
-                           str(BUNDLES / "jcs_classifier" / "configs" / "evaluate.yaml"), "--bundle_root",
-                           str(BUNDLES / "jcs_classifier"), "--dataset_dir", str(data), "--output_dir",
-                           str(tmp_path / "out")], capture_output=True, text=True, timeout=300, cwd=BUNDLES.parent)
+    done = subprocess.run(monai_bundle_run(BUNDLES / "jcs_classifier", "evaluate", "evaluate.yaml", "--dataset_dir",
+                                           str(data), "--output_dir", str(tmp_path / "out")),
+                          capture_output=True, text=True, timeout=300, cwd=BUNDLES.parent)
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert len(errors) == 1 and errors[0].startswith(f"error: {data / 'labels.csv'}: no slice of sources")
@@ -235,7 +230,7 @@ def test_classifier_inference_config_is_the_joint_diagnosis_workflow(tmp_path):
     ct = write_phantom(tmp_path / "in" / "p.nii.gz", make_chest_phantom(shape=(6, 48, 48), spacing=(7.0, 7.0, 12.0),
                                                                          seed=1))["ct"]
     workflow = _workflow("inference", "infer", BUNDLES / "jcs_classifier", dataset_dir=str(ct),
-                         output_dir=str(tmp_path / "out"), segmenter=str(BUNDLE), backend="torch")
+                         output_dir=str(tmp_path / "out"), segmenter=str(INFNET_BUNDLE), backend="torch")
     _assert_complete(workflow)
     assert isinstance(workflow.dataset, VolumeDataset) and [s.name for s in workflow.dataset.data] == ["p"]
     assert isinstance(workflow.inferer, SliceScorer)

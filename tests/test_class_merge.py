@@ -106,6 +106,20 @@ def test_flip_averaging_the_chain_averages_its_four_flipped_passes():
         flip_averaged(lambda t: t, x, ())
 
 
+@pytest.mark.parametrize(("setting", "averaged"), [("false", False), ("False", False), ("0", False), (False, False),
+                                                  ("true", True), (True, True)])
+def test_flip_average_as_a_bundle_override_is_read_as_the_flag_it_spells(setting, averaged):
+    """``run evaluate … --flip_average false`` reaches the chain as the string 'false': ``bool('false')`` kept the
+    four passes on (evaluate.yaml passes ``@flip_average`` as it came)."""
+    x = torch.rand(1, 1, 8, 10)
+    chain = PriorGuidedSegmenter(_Prior(), _PositionHead(), flip_average=setting)
+    assert chain.flip_average is averaged
+    plain = float(chain(x)[0, 1, 0, -1]) == 1.0  # one pass: the ramp's right end; four: its mean with the mirror
+    assert plain is not averaged
+    with pytest.raises(ValueError, match="flip_average"):
+        PriorGuidedSegmenter(_Prior(), _PositionHead(), flip_average="sometimes")
+
+
 def test_the_cross_validation_background_scan_widens_the_infection():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from multiclass_cv import bias_scan

@@ -10,15 +10,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
-from utils import conv_bundle, patch_load_model
+from utils import conv_bundle, use_tiny_default_model
 
 from covseg.cli.main import main
-from covseg.networks import loading
-from covseg.networks.registry import get_network
 from covseg.synthetic.phantom import make_chest_phantom, write_phantom
-
-TINY = (4, 4, 8, 8, 16, 4)
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -26,13 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture
 def tiny_model(monkeypatch):
     """Make the CLI's default model a tiny untrained U-Net at 32x32 (``--model``/``--bundle`` ignored)."""
-    net = get_network("unet", features=TINY)
-
-    def fake_load_model(model=None, bundle=None, device="cpu"):
-        return loading.LoadedModel(net.eval(), name="tiny-unet", image_size=32)
-
-    patch_load_model(monkeypatch, fake_load_model)
-    return net
+    return use_tiny_default_model(monkeypatch)
 
 
 @pytest.fixture(scope="module")

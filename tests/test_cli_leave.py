@@ -8,8 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from utils import REPO, run_python
 
 WITH_TORCH = """
 import atexit, pathlib, sys, tempfile, threading, time
@@ -28,8 +27,7 @@ leave(3)
 
 
 def _run(code: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+    return run_python(textwrap.dedent(code), *args, timeout=120)
 
 
 def test_leave_with_torch_loaded_keeps_status_output_threads_and_clean_up(tmp_path: Path) -> None:

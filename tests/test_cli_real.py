@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from utils import use_tiny_default_model
+from utils import sitk_geometry, use_tiny_default_model
 
 from covseg.cli.main import main
 
@@ -25,10 +25,6 @@ LUNG_WARNINGS = ("no lung found", "slices contain lung", "lung volume is only")
 def tiny_model(monkeypatch, one_torch_thread):
     """A tiny untrained U-Net at 32x32 as the default model, one torch thread (geometry is what is tested)."""
     use_tiny_default_model(monkeypatch)
-
-
-def _geometry(img: sitk.Image) -> tuple:
-    return img.GetSize(), img.GetSpacing(), img.GetOrigin(), img.GetDirection()
 
 
 @pytest.mark.parametrize("folder", FOLDERS)
@@ -60,8 +56,8 @@ def test_infer_real_folder(folder, ct_volumes_dir, tmp_path, capsys):
                 reader = sitk.ImageSeriesReader()
                 files = sorted(str(p) for p in source.iterdir())
                 reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(source)) or files)
-                ref_geo = _geometry(reader.Execute())
-                got_geo = _geometry(sitk.ReadImage(str(written)))
+                ref_geo = sitk_geometry(reader.Execute())
+                got_geo = sitk_geometry(sitk.ReadImage(str(written)))
                 assert got_geo[0] == ref_geo[0]
                 for a, b in zip(got_geo[1:], ref_geo[1:]):
                     np.testing.assert_allclose(a, b, atol=1e-3)

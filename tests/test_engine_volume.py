@@ -14,6 +14,7 @@ import torch
 from ignite.engine import Events
 from ignite.handlers import ProgressBar, Timer
 from torch import nn
+from utils import TINY_UNET
 
 from covseg.engines.inference import export as export_mod
 from covseg.engines.inference.batch import prepare_volume, process_volume, run_batch
@@ -25,7 +26,6 @@ from covseg.networks.registry import get_network
 from covseg.synthetic.phantom import make_chest_phantom, write_phantom
 
 SHAPE, SPACING = (16, 64, 64), (5.6, 5.6, 10.0)
-TINY = (4, 4, 8, 8, 16, 4)
 
 
 class Constant(nn.Module):
@@ -59,7 +59,7 @@ def _predictor(net: nn.Module, size: int | None = 32) -> SlicePredictor:
 
 
 def test_outputs_overlay_the_input_and_skip_slices_without_lung(tmp_path, ct_ras):
-    net = get_network("unet", features=TINY)
+    net = get_network("unet", features=TINY_UNET)
     results = run_batch([ct_ras], tmp_path, net, image_size=32, batch_size=4, bf16=False, save_prob=True)
     assert [r.status for r in results] == ["ok"]
     out = tmp_path / "chest"
@@ -123,7 +123,7 @@ def test_multiclass_label_map(tmp_path, phantom):
     res = infer_volume(vol, _predictor(Constant(0.0, 1.0, 4.0)), lung_margin_mm=0.0)
     assert res.n_classes == 3
     np.testing.assert_array_equal(res.classes, 2 * (res.lung > 0))  # class 2 wins, only inside the infection
-    net = get_network("unet", features=TINY, out_channels=3)
+    net = get_network("unet", features=TINY_UNET, out_channels=3)
     results = run_batch([], tmp_path, net)  # empty batch is fine
     assert results == []
     export_volume(prepare_volume(vol, _predictor(net), tmp_path, model_info={"name": "tiny3"}))

@@ -8,6 +8,7 @@ from utils import with_running_stats
 
 from covseg.engines.inference.predictor import SlicePredictor
 from covseg.engines.runtime.fusion import fold_batchnorm
+from covseg.networks.outputs import final_logits
 from covseg.networks.registry import get_network, list_networks, network_spec
 
 
@@ -31,14 +32,22 @@ def test_folded_network_matches_in_fp32(name):
 
 
 def test_other_network_families_are_folded_or_left_alone():
-    """Whatever a network is, folding returns something that runs: a traced copy or the network itself."""
+    """Whatever a network is, folding returns something that runs and gives the network's logits: a folded copy
+    (fewer BatchNorms) or the network itself."""
     others = ["infnet_backbone", "unet", "unetpp", "attention_unet", "fcn8s", "multiclass_unet"]
     assert set(others) <= set(list_networks())
     for name in others:
+        torch.manual_seed(0)
         network = with_running_stats(get_network(name))
         folded = fold_batchnorm(network)
         assert isinstance(folded, nn.Module), name
         assert not folded.training, name
+        left_alone, before, after = folded is network, _count_bn(network), _count_bn(folded)
+        assert left_alone or after < before, f"{name}: a copy with {after} of {before} BatchNorms left"
+        x = torch.rand(1, network_spec(name).in_channels, 64, 64, generator=torch.Generator().manual_seed(1))
+        with torch.inference_mode():
+            a, b = final_logits(network(x)), final_logits(folded(x))
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4, msg=name)
 
 
 class DataDependent(nn.Module):
@@ -58,7 +67,8 @@ def test_untraceable_or_training_networks_are_returned_unchanged():
     assert fold_batchnorm(net) is net
     plain = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
     assert fold_batchnorm(plain.train()) is plain
-    assert fold_batchnorm(nn.Conv2d(1, 1, 3).eval()) is not None
+    conv = nn.Conv2d(1, 1, 3).eval()
+    assert fold_batchnorm(conv) is conv  # nothing to fold
     no_conv = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)).eval()
     assert fold_batchnorm(no_conv) is no_conv
 

@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from utils import run_python
+from utils import run_python, sitk_geometry
 
 from covseg.io import (
     CovsegInputError,
@@ -34,13 +34,9 @@ def phantom():
     return make_chest_phantom(**SMALL, seed=3)
 
 
-def _geometry(img: sitk.Image) -> tuple:
-    return img.GetSize(), img.GetSpacing(), img.GetOrigin(), img.GetDirection()
-
-
 def _assert_same_geometry(a: sitk.Image, b: sitk.Image, atol: float = 1e-4) -> None:
     assert a.GetSize() == b.GetSize()
-    for x, y in zip(_geometry(a)[1:], _geometry(b)[1:]):
+    for x, y in zip(sitk_geometry(a)[1:], sitk_geometry(b)[1:]):
         np.testing.assert_allclose(x, y, atol=atol)
 
 

@@ -21,8 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import SHARED_DATA
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
@@ -61,14 +59,11 @@ def insert_lesion(grey: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarra
 
 
 @pytest.mark.slow
-def test_activation_mass_moves_onto_an_inserted_lesion(one_torch_thread):
+def test_activation_mass_moves_onto_an_inserted_lesion(cls_dir, one_torch_thread):
     if not WEIGHTS.exists():
         pytest.skip(f"{WEIGHTS}: no shipped classifier weights")
-    cls = SHARED_DATA / "covid-ct-cls"
-    if not (cls / "labels.csv").exists():
-        pytest.skip(f"real data not found at {cls}")
     net = load_weights(SliceClassifier(), WEIGHTS)
-    items = [i for i in labelled_slices(cls, "sars-cov-2-ct", "test") if i["label"] == 0]
+    items = [i for i in labelled_slices(cls_dir, "sars-cov-2-ct", "test") if i["label"] == 0]
     rng = np.random.default_rng(0)
     before, after, area, near, centre, prob = [], [], [], [], [], []
     for item in items[::max(1, len(items) // (3 * N_SLICES))]:
@@ -95,7 +90,6 @@ def test_activation_mass_moves_onto_an_inserted_lesion(one_torch_thread):
           f"within half a radius {n0:.3f} -> {n1:.3f} (area {ns:.3f}); centre of mass {c0:.3f} -> {c1:.3f}")
     assert a >= 1.5 * b, f"activation mass inside the lesion rose only from {b:.3f} to {a:.3f}"
     assert a >= 2.0 * s, f"activation mass inside the lesion {a:.3f} is not twice its area share {s:.3f}"
-    torch.set_num_threads(1)
 
 
 def _share(am: np.ndarray, region: np.ndarray) -> float:

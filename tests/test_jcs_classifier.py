@@ -6,15 +6,14 @@ import csv
 import json
 import math
 import shutil
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from bundle_runs import REPO, run_ok
 from PIL import Image
+from utils import REPO, monai_bundle_run, run_ok
 
 from covseg.engines.inference.activation import activation_maps, stage_activation
 from covseg.engines.training.classifier import mixup
@@ -225,17 +224,7 @@ def test_labelled_slices_of_the_real_splits(cls_dir):
     assert not {i["group"] for i in test} & {i["group"] for i in train}  # group-disjoint
 
 
-def test_metadata_verifies_offline():
-    schema = REPO / "bundles" / "schema" / "meta_schema.json"
-    cmd = [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file",
-           str(BUNDLE / "configs" / "metadata.json"), "--filepath", str(schema)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 and "verified with no error" in proc.stdout + proc.stderr
-
-
-def _bundle(run_id: str, config: str, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file",
-            str(BUNDLE / "configs" / config), "--bundle_root", str(BUNDLE), *overrides]
+_bundle = partial(monai_bundle_run, BUNDLE)
 
 
 @pytest.mark.slow

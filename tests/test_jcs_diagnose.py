@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from utils import assert_masks_agree, use_tiny_default_model
+from utils import assert_masks_agree, monai_bundle_run, require, use_tiny_default_model
 
 from covseg.cli.main import main
 from covseg.engines.inference.diagnose import DiagnosisSettings, SliceScorer, decide
@@ -294,7 +294,6 @@ def test_bundle_inference_run_id_diagnoses_and_fails_like_the_command(classifier
     """``python -m monai.bundle run inference`` of the classifier bundle runs the joint diagnosis of ``dataset_dir``
     (MONAI's name; ``input_dir`` too); a run whose input fails exits non-zero, as ``covseg diagnose`` does."""
     import subprocess
-    import sys
 
     from covseg.synthetic.phantom import make_chest_phantom, write_phantom
 
@@ -304,9 +303,8 @@ def test_bundle_inference_run_id_diagnoses_and_fails_like_the_command(classifier
     bad.write_text("not a volume")
 
     def run(src: Path, out: Path, key: str = "--dataset_dir", *extra: str) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file",
-               str(classifier_bundle / "configs" / "inference.yaml"), "--bundle_root", str(classifier_bundle),
-               "--segmenter", str(REPO / "bundles" / "infnet"), key, str(src), "--output_dir", str(out), *extra]
+        cmd = monai_bundle_run(classifier_bundle, "inference", "inference.yaml", "--segmenter",
+                               str(REPO / "bundles" / "infnet"), key, str(src), "--output_dir", str(out), *extra)
         return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
 
@@ -358,7 +356,7 @@ def test_the_fast_scorer_gives_the_networks_scores_and_leaves_it_alone():
 
 
 def test_the_scorer_on_onnx_runtime_gives_the_networks_scores(tmp_path):
-    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")
+    require("onnxruntime", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")
     net, crops = _scoring_classifier()
     runtime = onnx_runtime_network(net, 64, cache=tmp_path)
     on_ort = SliceScorer(net, 64, batch_size=2, bf16=True, scoring=runtime)
@@ -371,7 +369,7 @@ def test_the_scorer_on_onnx_runtime_gives_the_networks_scores(tmp_path):
 def test_the_shipped_classifier_scores_on_onnx_runtime_from_its_template(tmp_path, monkeypatch):
     """``scoring_runtime``: None where the backend is torch; else the bundle's export, here filled from its
     template without tracing the network."""
-    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")
+    require("onnxruntime", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")
     monkeypatch.setenv("COVSEG_CACHE", str(tmp_path / "cache"))
     classifier = load_bundle(REPO / "bundles" / "jcs_classifier")
     assert scoring_runtime(classifier, "torch") is None

@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from utils import PUBLISHED_INFNET as PUBLISHED
 
 from covseg.metrics.folders import evaluate_folders
-
-# README of COVID-SemiSeg: the authors' toolbox on reference/infnet-test-predictions
-PUBLISHED = {
-    "meanDic": 0.682, "meanSen": 0.692, "meanSpe": 0.943, "Sm": 0.781, "meanEm": 0.838, "MAE": 0.082,
-    "adpDice": 0.727, "adpEm": 0.885, "adpIoU": 0.571, "adpPre": 0.689, "adpSen": 0.808, "adpSpe": 0.953,
-    "maxDic": 0.746, "maxEm": 0.916,
-}
 
 
 @pytest.mark.data

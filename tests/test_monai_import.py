@@ -5,9 +5,7 @@ interpreter, since what matters is what a process imports."""
 
 from __future__ import annotations
 
-import textwrap
-
-from utils import run_python
+from utils import python_output
 
 from covseg.synthetic.phantom import make_chest_phantom, write_phantom
 
@@ -71,15 +69,8 @@ print({
 """
 
 
-def _python_ok(code: str, *args: str) -> str:
-    """Run ``code`` (indented freely) in a fresh interpreter; assert it succeeded and return what it printed."""
-    proc = run_python(textwrap.dedent(code), *args)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
-
-
 def test_import_monai_skips_the_zero_optimizer_import_and_keeps_ignites_type_test(tmp_path):
-    printed = _python_ok(f"""
+    printed = python_output(f"""
         import sys
         from covseg.monai_import import import_monai
         import_monai()
@@ -101,7 +92,7 @@ def test_import_monai_skips_the_zero_optimizer_import_and_keeps_ignites_type_tes
 
 
 def test_import_monai_after_monai_is_plain_monai():
-    _python_ok("""
+    python_output("""
         import sys, monai
         from covseg.monai_import import import_monai
         assert import_monai() is monai and 'torch.distributed.optim' in sys.modules
@@ -110,7 +101,7 @@ def test_import_monai_after_monai_is_plain_monai():
 
 def test_covseg_infer_on_torch_never_imports_fsdp_scipy_signal_or_sklearn(tmp_path):
     ct = write_phantom(tmp_path / "p.nii.gz", make_chest_phantom(shape=(4, 48, 48), spacing=(7.0, 7.0, 12.0)))["ct"]
-    _python_ok(f"""
+    python_output(f"""
         import sys
         from covseg.cli.main import main
         code = main(['infer', sys.argv[1], '--out', sys.argv[2], '--backend', 'torch', '--no-progress',
@@ -121,13 +112,13 @@ def test_covseg_infer_on_torch_never_imports_fsdp_scipy_signal_or_sklearn(tmp_pa
 
 
 def test_monai_features_that_use_deferred_modules_give_what_plain_monai_gives():
-    with_stand_ins, plain = _python_ok(MONAI_FEATURES, "covseg"), _python_ok(MONAI_FEATURES, "plain")
+    with_stand_ins, plain = python_output(MONAI_FEATURES, "covseg"), python_output(MONAI_FEATURES, "plain")
     assert "(True, True, True, True, True)" in plain
     assert with_stand_ins == plain
 
 
 def test_stand_ins_leave_and_later_imports_get_the_real_modules():
-    _python_ok("""
+    python_output("""
         import importlib.util, sys
         from covseg.monai_import import DEFERRED_MODULES, import_monai
         import_monai()
@@ -148,7 +139,7 @@ def test_stand_ins_leave_and_later_imports_get_the_real_modules():
 
 
 def test_a_deferred_name_used_while_the_stand_ins_are_in_imports_the_real_package_and_module():
-    _python_ok("""
+    python_output("""
         import sys
         from covseg import monai_import as mi
         names = ('sklearn', 'sklearn.metrics')

@@ -4,6 +4,7 @@ weights an infer task runs, and the label-server command's argument handling."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import socket
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 import yaml
+from utils import python_output, require
 
 from covseg.apps.monailabel import compat
 from covseg.apps.monailabel.training_slices import slices_of_volume, training_slices
@@ -37,10 +39,15 @@ def test_shim_serves_pydicom2_sop_class_uids_from_pydicom_uid():
 
 
 def test_pydicom_seg_imports_beside_pydicom3():
-    pytest.importorskip("pydicom_seg", reason="pydicom-seg comes with scripts/install-label-server.sh")
-    import pydicom_seg
-
-    assert pydicom_seg.MultiClassWriter is not None
+    """In a fresh interpreter, as in the server and its train subprocess: importing covseg's app package installs
+    the shim, and pydicom-seg then imports. (``pytest.importorskip`` skipped this test when the shim was missing,
+    for pydicom-seg's import then fails with the ModuleNotFoundError that importorskip takes for "not installed";
+    and in this process a test above has installed the shim already.)"""
+    if importlib.util.find_spec("pydicom_seg") is None:
+        pytest.skip("pydicom-seg comes with scripts/install-label-server.sh")
+    printed = python_output("import pydicom, covseg.apps.monailabel, pydicom_seg\n"
+                            "print(pydicom.__version__.split('.')[0], pydicom_seg.MultiClassWriter.__name__)")
+    assert printed.split() == ["3", "MultiClassWriter"]
 
 
 @pytest.fixture
@@ -125,7 +132,7 @@ def test_label_server_app_dir_loads_covseg_app_and_a_free_port_binds(tmp_path):
     port = label_server.free_port("127.0.0.1")
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
-    pytest.importorskip("monailabel", reason="MONAI Label is not installed: run scripts/install-label-server.sh")
+    require("monailabel", reason="MONAI Label is not installed: run scripts/install-label-server.sh")
     from monailabel.utils.others.class_utils import get_class_of_subclass_from_file
 
     app_class = get_class_of_subclass_from_file("main", str(folder / "main.py"), "MONAILabelApp")
@@ -133,7 +140,7 @@ def test_label_server_app_dir_loads_covseg_app_and_a_free_port_binds(tmp_path):
 
 
 def test_infer_tasks_write_labels_in_the_input_geometry(tmp_path):
-    pytest.importorskip("monailabel", reason="MONAI Label is not installed: run scripts/install-label-server.sh")
+    require("monailabel", reason="MONAI Label is not installed: run scripts/install-label-server.sh")
     from covseg.apps.monailabel.infer_tasks import LungInfer, MulticlassInfer
 
     bundle = _tiny_bundle(tmp_path / "bundle")
@@ -164,8 +171,8 @@ def test_infer_tasks_write_labels_in_the_input_geometry(tmp_path):
 
 
 def test_infection_task_runs_the_requested_backend_with_the_same_mask(tmp_path):
-    pytest.importorskip("monailabel", reason="MONAI Label is not installed: run scripts/install-label-server.sh")
-    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install 'covseg[onnx]'")
+    require("monailabel", reason="MONAI Label is not installed: run scripts/install-label-server.sh")
+    require("onnxruntime", reason="onnxruntime is not installed: pip install 'covseg[onnx]'")
     from covseg.apps.monailabel.infer_tasks import InfectionInfer, request_backend
 
     task = InfectionInfer(ModelCache(_tiny_bundle(tmp_path / "bundle")))
@@ -205,7 +212,7 @@ def _classifier_bundle(folder: Path) -> Path:
 
 
 def test_diagnosis_task_decides_then_segments_unless_negative(tmp_path):
-    pytest.importorskip("monailabel", reason="MONAI Label is not installed: run scripts/install-label-server.sh")
+    require("monailabel", reason="MONAI Label is not installed: run scripts/install-label-server.sh")
     from covseg.apps.monailabel.infer_tasks import DiagnosisInfer
 
     task = DiagnosisInfer(ModelCache(_tiny_bundle(tmp_path / "seg")), ModelCache(_classifier_bundle(tmp_path / "cls")))
@@ -253,7 +260,7 @@ def test_training_slices_skip_an_unreadable_pair_with_a_warning(labelled_phantom
 @pytest.fixture
 def label_app(tmp_path, monkeypatch):
     """covseg's MONAI Label app in this process, on a studies folder holding a phantom CT and a damaged copy."""
-    pytest.importorskip("monailabel", reason="MONAI Label is not installed: run scripts/install-label-server.sh")
+    require("monailabel", reason="MONAI Label is not installed: run scripts/install-label-server.sh")
     from monailabel.config import settings
 
     from covseg.apps.monailabel.main import CovsegLabelApp
@@ -323,7 +330,7 @@ def test_datastore_refuses_uploads_covseg_cannot_use_and_keeps_what_it_had(label
 
 
 def test_a_volume_without_lungs_is_answered_with_covseg_infers_warning(tmp_path):
-    pytest.importorskip("monailabel", reason="MONAI Label is not installed: run scripts/install-label-server.sh")
+    require("monailabel", reason="MONAI Label is not installed: run scripts/install-label-server.sh")
     from covseg.apps.monailabel.infer_tasks import InfectionInfer, LungInfer
 
     ph = make_chest_phantom(shape=(6, 96, 96), spacing=(3.7, 3.7, 5.0), seed=2)
@@ -345,7 +352,7 @@ class _Started(Exception):
 
 
 def test_label_server_warns_when_the_studies_hold_no_volume_it_lists(tmp_path, capsys, monkeypatch):
-    pytest.importorskip("monailabel", reason="MONAI Label is not installed: run scripts/install-label-server.sh")
+    require("monailabel", reason="MONAI Label is not installed: run scripts/install-label-server.sh")
 
     def no_server(*args, **kwargs):
         raise _Started

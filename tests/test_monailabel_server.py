@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from utils import require
 
-pytest.importorskip("monailabel", reason="MONAI Label is not installed: run scripts/install-label-server.sh")
-requests = pytest.importorskip("requests", reason="requests comes with the label-server install")
+require("monailabel", reason="MONAI Label is not installed: run scripts/install-label-server.sh")
+requests = require("requests", reason="requests comes with the label-server install")
 
 from conftest import SHARED_DATA  # noqa: E402
 

@@ -82,7 +82,7 @@ def test_covseg_infer_with_the_shipped_bundle_writes_a_label_map(tmp_path):
     import subprocess
     import sys
 
-    from bundle_runs import REPO
+    from utils import REPO
 
     bundle = REPO / "bundles" / "multiclass_infnet"
     if not (bundle / "models" / "model.pt").exists():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from covseg.networks.infnet import ABLATIONS, InfNet
+from covseg.networks.infnet import ABLATIONS, InfNet, ReverseAttention
 from covseg.networks.loading import load_weights
 from covseg.networks.outputs import DeepSupervisionOutput
 from covseg.networks.registry import get_network, list_networks
@@ -53,6 +53,27 @@ def test_reverse_attention_uses_the_coarser_map():
         net.global_head.head[-1].bias.add_(5.0)  # shift the global map; RA cascade must carry it to the output
         shifted = net(x)
     assert not torch.allclose(base, shifted)
+
+
+def test_reverse_attention_erases_the_features_where_the_coarser_map_is_sure():
+    """RA weights the side feature by 1 - sigmoid(coarser map): where the coarser map already marks infection the
+    feature is erased, so the residual RA adds cannot depend on it; where the map is sure of background the feature
+    passes. (The test above only sees the coarser map carried through the residual sum, which a forward attention,
+    or none, would carry as well.)"""
+    torch.manual_seed(0)
+    ra = ReverseAttention(8, 16, 0, depth=3, kernel=3).eval()
+    features = [torch.rand(1, 8, 16, 16, generator=torch.Generator().manual_seed(k)) * 4 for k in (1, 2)]
+
+    def residual(feature: torch.Tensor, logit: float) -> torch.Tensor:
+        coarse = torch.full((1, 1, 8, 8), logit)
+        with torch.no_grad():
+            out = ra(feature, coarse, None)
+        assert out.shape == (1, 1, 16, 16)
+        return out - logit  # the coarser map (upsampled: a constant) is added back
+
+    found, background = (torch.stack([residual(f, logit) for f in features]) for logit in (30.0, -30.0))
+    torch.testing.assert_close(found[0], found[1], rtol=0, atol=1e-5)
+    assert float((background[0] - background[1]).abs().max()) > 1e-2
 
 
 @pytest.mark.parametrize("name", ["unet", "unetpp", "attention_unet"])

@@ -46,7 +46,11 @@ def test_fused_network_matches_in_fp32(name):
         with torch.inference_mode():
             want = final_logits(folded(x.contiguous(memory_format=memory_format)))
             got = final_logits(fused(x.contiguous(memory_format=memory_format)))
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        # fp32 both, summed in another order: rounding is relative to the sums' size, and the random 153-BatchNorm
+        # Inf-Net reaches logits of 7e4, where oneDNN's AVX2 kernels differ by 0.24 (3.4e-6 of the largest logit;
+        # a flat atol of 1e-5 failed there). A missing ReLU or add moves the maps by the order of the logits.
+        scale = float(want.abs().max())
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * max(scale, 1.0))
 
 
 def test_residual_add_is_fused_and_a_shared_output_is_not():

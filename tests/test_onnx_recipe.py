@@ -7,14 +7,14 @@ import json
 
 import pytest
 import torch
-from utils import CONV_BUNDLE_CONFIG, conv_bundle, no_build
+from utils import CONV_BUNDLE_CONFIG, conv_bundle, no_build, require
 
 from covseg.engines.runtime import onnx_recipe
 from covseg.engines.runtime.backend_model import load_backend_model
 from covseg.engines.runtime.onnx_runtime import OnnxRuntimeNetwork
 from covseg.networks import loading
 
-pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")
+require("onnxruntime", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

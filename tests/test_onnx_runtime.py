@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from utils import assert_masks_agree, patch_load_model, use_tiny_default_model
+from utils import TINY_UNET, assert_masks_agree, patch_load_model, require, use_tiny_default_model
 
 from covseg.cli.main import main
 from covseg.engines.inference.predictor import SlicePredictor
@@ -25,12 +25,11 @@ from covseg.engines.runtime.onnx_runtime import (
 from covseg.networks import loading
 from covseg.networks.registry import get_network
 
-pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")
-pytest.importorskip("onnxscript", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")
+require("onnxruntime", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")
+require("onnxscript", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = (4, 4, 8, 8, 16, 4)
 
 
 class TwoHeads(nn.Module):
@@ -62,7 +61,7 @@ def test_logits_match_torch_for_any_batch(tmp_path):
 
 
 def test_predictor_masks_equal_with_either_backend(tmp_path):
-    net = get_network("unet", features=TINY).eval()
+    net = get_network("unet", features=TINY_UNET).eval()
     rng = np.random.default_rng(1)
     slices = [rng.random((40, 36), dtype=np.float32) for _ in range(5)]
     by_torch = SlicePredictor(net, image_size=32, batch_size=2, bf16=False).predict(slices)

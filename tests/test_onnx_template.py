@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from utils import CONV_BUNDLE_CONFIG, REPO, conv_bundle, no_build, with_running_stats
+from utils import CONV_BUNDLE_CONFIG, REPO, conv_bundle, no_build, require, with_running_stats
 
 from covseg.engines.inference.predictor import logits_of
 from covseg.engines.runtime import onnx_runtime, onnx_template
@@ -29,7 +29,7 @@ from covseg.engines.runtime.onnx_template import (
 from covseg.engines.runtime.onnx_template_make import make_template
 from covseg.networks import loading
 
-pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")
+require("onnxruntime", reason="the onnx extra is not installed (pip install 'covseg[onnx]')")
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bundle_runs import BUNDLE, bundle_cmd, run_ok
 from PIL import Image
+from utils import INFNET_BUNDLE, bundle_cmd, run_ok
 
 from covseg.io.slices import unlabelled_items
 from covseg.losses.restoration import restoration_loss
@@ -66,7 +66,7 @@ def test_unlabelled_items_list_the_real_pool(semiseg_dir):
 @pytest.mark.slow
 def test_pretraining_run_gives_weights_that_training_starts_from(semiseg_dir, tmp_path):
     out = tmp_path / "pretrain"
-    pretrain = str(BUNDLE / "configs" / "pretrain.yaml")
+    pretrain = str(INFNET_BUNDLE / "configs" / "pretrain.yaml")
     proc = run_ok(bundle_cmd("pretraining", pretrain, "--dataset_dir", str(semiseg_dir), "--output_dir", str(out),
                              "--max_epochs", "1", "--train_limit", "4", "--image_size", "64", "--batch_size", "2"))
     assert "epoch 1/1" in proc.stdout
@@ -76,10 +76,20 @@ def test_pretraining_run_gives_weights_that_training_starts_from(semiseg_dir, tm
                if v.is_floating_point() and not torch.equal(v, pretrained.state_dict()[k])]
     assert changed  # the restoration steps updated the weights
     run = tmp_path / "train"
-    proc = run_ok(bundle_cmd("training", str(BUNDLE / "configs" / "train.yaml"), "--dataset_dir", str(semiseg_dir),
+    proc = run_ok(bundle_cmd("training", "train.yaml", "--dataset_dir", str(semiseg_dir),
                         "--output_dir", str(run), "--max_epochs", "1", "--train_limit", "4", "--image_size", "64",
                         "--batch_size", "2", "--init_weights", str(out / "model_final.pt")))
     assert "epoch 1/1" in proc.stdout and (run / "model_final.pt").exists()
+    # the network that run started from holds the pre-trained weights (a run that ignored --init_weights, or
+    # loaded them into a network it then threw away, would pass the lines above)
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(INFNET_BUNDLE / "configs" / "train.yaml"))
+    parser.update({"bundle_root": str(INFNET_BUNDLE), "init_weights": str(out / "model_final.pt")})
+    started = parser.get_parsed_content("network").state_dict()
+    for key, value in pretrained.state_dict().items():
+        assert torch.equal(started[key], value), key
 
 
 def test_pretraining_loader_keeps_a_smoke_run_smaller_than_one_batch(tmp_path):
@@ -91,7 +101,7 @@ def test_pretraining_loader_keeps_a_smoke_run_smaller_than_one_batch(tmp_path):
     for seed in range(4):
         Path(_slice_file(folder, seed))
     parser = ConfigParser()
-    parser.read_config(str(BUNDLE / "configs" / "pretrain.yaml"))
+    parser.read_config(str(INFNET_BUNDLE / "configs" / "pretrain.yaml"))
     parser.update({"dataset_dir": str(tmp_path / "semiseg"), "image_size": 64, "device": "cpu"})
     assert parser.get_parsed_content("batch_size") == 6
     loader = parser.get_parsed_content("pretrain#dataloader")

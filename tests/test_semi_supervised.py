@@ -7,10 +7,9 @@ import logging
 import numpy as np
 import pytest
 import torch
-from bundle_runs import BUNDLE, TINY, TRAIN, bundle_cmd, run_ok
 from PIL import Image
 from torch import nn
-from utils import bright_square_slices
+from utils import INFNET_BUNDLE, INFNET_TRAIN, TINY_RUN, bright_square_slices, bundle_cmd, run_ok
 
 from covseg.engines.inference.predictor import SlicePredictor
 from covseg.engines.training.semi_supervised import run_propagation, write_pseudo_labels
@@ -132,17 +131,31 @@ def test_propagation_rejects_an_empty_plan(tmp_path):
 @pytest.mark.slow
 def test_semi_bundle_propagates_then_training_uses_the_pseudo_labels(semiseg_dir, tmp_path):
     run = tmp_path / "semi"
-    semi = str(BUNDLE / "configs" / "semi.yaml")
+    semi = str(INFNET_BUNDLE / "configs" / "semi.yaml")
     proc = run_ok(bundle_cmd("propagation", semi, "--dataset_dir", str(semiseg_dir), "--output_dir", str(run),
-                             "--unlabelled_limit", "3", "--per_round", "2", "--samples_per_round", "2", *TINY))
+                             "--unlabelled_limit", "3", "--per_round", "2", "--samples_per_round", "2", *TINY_RUN))
     assert "round 2/2: training set 6 slices" in proc.stdout  # 3 labelled (4 minus 1 for validation) + 3 pseudo
     labels = pseudo_labelled_items(unlabelled_items(semiseg_dir, 3), run / "pseudo_labels")
     assert len(labels) == 3 and (run / "model_final.pt").exists()
-    proc = run_ok(bundle_cmd("training", TRAIN, "--dataset_dir", str(semiseg_dir), "--output_dir", str(tmp_path / "ft"),
-                             "--max_epochs", "1", "--pseudo_label_dir", str(run / "pseudo_labels"),
-                             "--init_weights", str(run / "model_final.pt"), *TINY))
+    fine_tune = {"pseudo_label_dir": str(run / "pseudo_labels"), "init_weights": str(run / "model_final.pt")}
+    proc = run_ok(bundle_cmd("training", "train.yaml", "--dataset_dir", str(semiseg_dir), "--output_dir",
+                             str(tmp_path / "ft"), "--max_epochs", "1",
+                             *(arg for key, value in fine_tune.items() for arg in (f"--{key}", value)), *TINY_RUN))
     assert "epoch 1/1" in proc.stdout
     assert (tmp_path / "ft" / "model_final.pt").exists()
+    # what that run trained on and started from: the 3 labelled slices, then the 3 pseudo-labelled ones, and the
+    # propagation's weights (a run that ignored either option would pass the lines above)
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(INFNET_TRAIN)
+    parser.update({"bundle_root": str(INFNET_BUNDLE), "dataset_dir": str(semiseg_dir), "train_limit": 4,
+                   "image_size": 64, "output_dir": str(tmp_path / "ft"), **fine_tune})
+    data = parser.get_parsed_content("train#dataset").data
+    assert len(data) == 3 + 3 and all(str(run / "pseudo_labels") in str(it["label"]) for it in data[3:])
+    started = parser.get_parsed_content("network_init").state_dict()
+    for key, value in torch.load(run / "model_final.pt", weights_only=True).items():
+        assert torch.equal(started[key], value.to(started[key].dtype)), key
 
 
 def test_unlabelled_slices_with_their_own_window_are_labelled_and_trained_in_the_semiseg_window(tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from utils import REPO, bundle_cmd
 
 from covseg.io.slices import pseudo_labelled_training_items
 
@@ -113,15 +114,12 @@ def test_a_wrapped_input_error_is_one_line_and_a_bug_keeps_its_traceback(monkeyp
 
 
 def _bundle_run(tmp_path: Path, run_id: str, config: str, *overrides: str):
+    import os
     import subprocess
-    import sys
 
-    bundles = Path(__file__).resolve().parents[1] / "bundles"
-    return subprocess.run([sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file",
-                           str(bundles / "infnet" / "configs" / f"{config}.yaml"), "--bundle_root",
-                           str(bundles / "infnet"), "--output_dir", str(tmp_path / "out"), "--image_size", "32",
-                           *overrides], capture_output=True, text=True, timeout=300, cwd=bundles.parent,
-                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run(bundle_cmd(run_id, f"{config}.yaml", "--output_dir", str(tmp_path / "out"), "--image_size",
+                                     "32", *overrides), capture_output=True, text=True, timeout=300, cwd=REPO,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 @pytest.mark.parametrize(("fault", "expected"), [

@@ -7,7 +7,7 @@ import json
 import sys
 
 import pytest
-from bundle_runs import REPO, run_ok
+from utils import REPO, run_ok
 
 SCRIPT = REPO / "scripts" / "train_long.py"
 

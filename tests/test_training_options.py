@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -37,9 +39,24 @@ def test_an_unusable_option_is_refused_before_anything_is_written(tmp_path, opti
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("schedule", ["cosine", "poly", "constant"])
-def test_the_known_schedules_build(tmp_path, schedule):
-    _build(tmp_path, max_epochs=1, lr_schedule=schedule)
+@pytest.mark.parametrize(("schedule", "factor"), [
+    ("cosine", lambda t: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))),  # to 1 % of lr
+    ("poly", lambda t: (1 - t) ** 0.9),  # the FCN / DeepLab schedule
+    ("constant", lambda t: 1.0),
+], ids=["cosine", "poly", "constant"])
+def test_the_known_schedules_set_the_learning_rate_of_each_step(tmp_path, monkeypatch, schedule, factor):
+    """Each schedule of ``build_trainer``'s docstring, step by step: 4 epochs of one step, so t = 0, 1/4, 2/4, 3/4."""
+    used = []
+    step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        used.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    trainer = _build(tmp_path, max_epochs=4, lr=0.1, lr_schedule=schedule)
+    trainer.run(_loader(), max_epochs=4)
+    assert used == pytest.approx([0.1 * factor(k / 4) for k in range(4)], rel=1e-6)
 
 
 def test_an_empty_validation_split_selects_nothing(tmp_path):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from monai.transforms import Compose
+from utils import dice
 
 from covseg.transforms.crop import DEFAULT_MARGIN_PX, crop_to_box, lung_box, margin_px, paste_from_box
 from covseg.transforms.crop_transforms import CropToLungBox, CropToLungBoxd, PasteFromLungBox, PasteFromLungBoxd
@@ -14,10 +15,6 @@ from covseg.transforms.intensity import SEMISEG_WINDOW, window_hu
 from covseg.transforms.intensity_transforms import WindowHU, WindowHUd
 from covseg.transforms.lung import LEFT_LUNG, RIGHT_LUNG, LungMask, LungMaskd, lung_mask
 from covseg.transforms.window_fit import TISSUE_HU, fit_landmarks, fit_window, grey_landmarks
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2.0 * float((a & b).sum()) / max(float(a.sum() + b.sum()), 1.0)
 
 
 def synthetic_chest(
@@ -223,7 +220,7 @@ def test_lung_mask_transforms() -> None:
 
 
 def test_lung_mask_on_the_shared_phantom() -> None:
-    phantom = pytest.importorskip("covseg.synthetic.phantom")
+    from covseg.synthetic import phantom
     ph = phantom.make_chest_phantom((40, 128, 128), (2.8, 2.8, 7.5), seed=1)
     m = lung_mask(ph.hu, ph.spacing)
     assert dice(m == RIGHT_LUNG, ph.lung_labels == 1) > 0.97
@@ -361,10 +358,14 @@ def test_edge_map_is_the_cross_gradient() -> None:
 
 
 def test_edge_map_dict_multiple_keys() -> None:
-    m = np.zeros((1, 10, 10))
-    m[0, 3:6, 3:6] = 1
-    d = EdgeMapd(keys=["a", "b"])({"a": m, "b": m})
-    assert "a_edge" in d and "b_edge" in d and d["a_edge"].sum() > 0
+    a, b = np.zeros((1, 10, 10)), np.zeros((1, 10, 10))
+    a[0, 3:6, 3:6] = 1
+    b[0, 1:9, 2:5] = 1  # another mask: each key's edges come from its own mask
+    d = EdgeMapd(keys=["a", "b"])({"a": a, "b": b})
+    assert "edge" not in d
+    np.testing.assert_array_equal(d["a_edge"], edge_map(a))
+    np.testing.assert_array_equal(d["b_edge"], edge_map(b))
+    assert d["a_edge"].any() and not np.array_equal(d["a_edge"], d["b_edge"])
 
 
 def test_strong_window_jitter_covers_washed_out_windows():

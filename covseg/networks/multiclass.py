@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from covseg.networks.fcn8s import FCN8s
 from covseg.networks.flips import FLIPS, flip_averaged
 from covseg.networks.outputs import final_logits
+from covseg.options import as_flag
 from covseg.transforms.class_merge import merge_small_class
 
 CLASS_NAMES = ("background", "ggo", "consolidation")
@@ -71,7 +72,8 @@ class PriorGuidedSegmenter(nn.Module):
     def __init__(self, prior: nn.Module, head: nn.Module, prior_size: int | None = None, merge_below: float = 0.0,
                  merge_class: int = 2, merge_into: int = 1, flip_average: bool = False) -> None:
         super().__init__()
-        self.prior, self.head, self.prior_size, self.flip_average = prior, head, prior_size, bool(flip_average)
+        self.prior, self.head, self.prior_size = prior, head, prior_size
+        self.flip_average = as_flag(flip_average, "flip_average")  # '--flip_average false' arrives as a string
         self.merge_below, self.merge_class, self.merge_into = float(merge_below), merge_class, merge_into
         for p in self.prior.parameters():
             p.requires_grad_(False)

@@ -35,6 +35,7 @@ from covseg.engines.runtime.onnx_recipe import NETWORK_SOURCES, recipe_key, reme
 from covseg.engines.runtime.onnx_runtime import OnnxRuntimeNetwork, cache_dir
 from covseg.io.atomic import atomic_path, clean_leftovers
 from covseg.networks.loading import bundle_meta, bundle_parser, prior_bundle_of
+from covseg.options import as_flag
 
 __all__ = ["TEMPLATE_NAME", "WEIGHTS_FILE", "bundle_state", "fill_template", "filled_bundle_runtime",
            "graph_sources_digest", "read_back", "template_definition", "template_fits", "write_filled"]
@@ -80,7 +81,7 @@ def template_definition(bundle_dir: str | Path) -> dict:
     if prior_dir is not None:
         prior = bundle_parser(prior_dir)
         definition["chain"] = {"merge_below": float(meta.get("merge_below", 0.0)),
-                               "flip_average": bool(meta.get("flip_average", False)),
+                               "flip_average": as_flag(meta.get("flip_average", False), "flip_average"),
                                "prior_network_def": prior.get("network_def"),
                                "prior_size": int(bundle_meta(prior, prior_dir).get("image_size", 352))}
     return definition
