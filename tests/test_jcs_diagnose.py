@@ -284,7 +284,8 @@ def test_montage_sources_share_the_volumes_lung_box(tmp_path):
     assert len(views) == 1 and {src[4].shape for src in sources} == views
     (view_h, view_w), = views
     areas = []
-    for (_z, _score, crop, _image, _mask, (y0, y1, x0, x1)) in sources:
+    for (_z, _score, crop, _image, _mask, (y0, y1, x0, x1), pixel_mm) in sources:
+        assert pixel_mm == (5.0, 5.0)
         assert 0 <= y0 < y1 <= view_h and 0 <= x0 < x1 <= view_w and crop.shape == (y1 - y0, x1 - x0)
         areas.append((y1 - y0) * (x1 - x0))
     assert areas[0] > areas[1]

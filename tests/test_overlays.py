@@ -574,6 +574,27 @@ def test_montage_and_slice_overlay_carry_a_scale_bar_of_their_scale(n, mm):
     assert abs(_longest_run(overlay, LETTER_COLOUR) - 50 / shown_mm_per_px) <= 2
 
 
+@pytest.mark.parametrize("n, mm", [(400, 0.7), (100, 3.0)])
+def test_activation_montage_carries_a_scale_bar_of_its_scale(n, mm):
+    """The activation montage had no scale (audit of 2026-12-07): its CT half now has a bar whose length in pixels
+    is its length in mm at the tile's scale (a 240-pixel tile of an n-pixel view of ``mm`` pixels); none without
+    the pixel size."""
+    from covseg.reports.activation_montage import ActivationPanel, activation_montage_png
+    from covseg.reports.overlays import LETTER_COLOUR, scale_bar_mm
+
+    image = np.full((n, n), 0.2, np.float32)
+    heat = np.full((n, n), np.nan, np.float32)
+    panel = ActivationPanel(0, 0.9, image, heat, None, (0, n, 0, n), (mm, mm))
+    sheet = np.asarray(Image.open(io.BytesIO(activation_montage_png([panel], height=240, columns=1))).convert("RGB"))
+    left, right = sheet[18:18 + 240, :240], sheet[18:18 + 240, 244:244 + 240]
+    bar_mm = scale_bar_mm(n * mm)
+    assert abs(_longest_run(left, LETTER_COLOUR) - bar_mm / (n * mm / 240)) <= 2
+    assert _longest_run(right, LETTER_COLOUR) < 20  # the map's half: letters only
+    bare = ActivationPanel(0, 0.9, image, heat, None, (0, n, 0, n))
+    sheet = np.asarray(Image.open(io.BytesIO(activation_montage_png([bare], height=240, columns=1))).convert("RGB"))
+    assert _longest_run(sheet[18:18 + 240, :240], LETTER_COLOUR) < 20
+
+
 def test_reformat_scale_bars_follow_each_planes_spacing():
     """Coronal and sagittal are equally high, so at one scale: with 1 x 2 mm pixels (200 columns, 100 rows, both
     200 mm) both bars are 5 cm and equally long, though the planes have 200 and 100 pixels across."""

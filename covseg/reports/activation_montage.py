@@ -19,7 +19,14 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw
 
-from covseg.reports.overlays import FONT_PX, INFECTION_COLOUR, LETTER_COLOUR, activation_beside_mask, draw_letters
+from covseg.reports.overlays import (
+    FONT_PX,
+    INFECTION_COLOUR,
+    LETTER_COLOUR,
+    activation_beside_mask,
+    draw_letters,
+    draw_scale_bar,
+)
 from covseg.reports.overlays import pil_font as montage_font
 
 __all__ = ["FONT_PX", "LETTER_COLOUR", "ActivationPanel", "KEY_HEIGHT", "activation_montage_png", "montage_font"]
@@ -41,7 +48,8 @@ class ActivationPanel:
     """One slice of the montage, every array 2D in the montage's field of view.
 
     ``image``: the slice windowed to [0, 1]; ``heat``: the activation map, NaN outside the classifier's crop;
-    ``mask``: the infection mask or None; ``crop_box``: the classifier's crop ``(y0, y1, x0, x1)`` in the view."""
+    ``mask``: the infection mask or None; ``crop_box``: the classifier's crop ``(y0, y1, x0, x1)`` in the view;
+    ``pixel_mm``: the view's pixel size ``(row, column)`` in mm, for the scale bar (None: no bar)."""
 
     z: int
     score: float
@@ -49,6 +57,7 @@ class ActivationPanel:
     heat: np.ndarray
     mask: np.ndarray | None
     crop_box: tuple[int, int, int, int]
+    pixel_mm: tuple[float, float] | None = None
 
 
 def _outline(rgb: np.ndarray, box: tuple[int, int, int, int], colour: tuple[int, int, int], width: int = 2) -> None:
@@ -79,7 +88,7 @@ def _at_size(p: ActivationPanel, height: int, width: int) -> ActivationPanel:
     y0, y1, x0, x1 = p.crop_box
     box = (int(round(y0 * height / view_h)), int(round(y1 * height / view_h)), int(round(x0 * width / view_w)),
            int(round(x1 * width / view_w)))
-    return ActivationPanel(p.z, p.score, image, np.where(inside, heat, np.nan), mask, box)
+    return ActivationPanel(p.z, p.score, image, np.where(inside, heat, np.nan), mask, box, p.pixel_mm)
 
 
 def _wrap(text: str, width: int, draw: ImageDraw.ImageDraw, font) -> list[str]:
@@ -149,6 +158,8 @@ def activation_montage_png(panels: Sequence[ActivationPanel], height: int = 240,
             sheet.paste(Image.fromarray(half), (x + i * (width + GAP), y + CAPTION))
             if height >= LETTERS_MIN_PX:
                 draw_letters(draw, (x + i * (width + GAP), y + CAPTION, width, height), ("A", "P", "R", "L"), font)
+        if p.pixel_mm is not None and height >= LETTERS_MIN_PX:  # on the CT half: its scale along the rows
+            draw_scale_bar(draw, (x, y + CAPTION, width, height), p.pixel_mm[1] * p.image.shape[1] / width, font)
         draw.text((x + 4, y + 3), f"slice {p.z}  P(COVID-19) {p.score:.2f}", fill=(255, 255, 255), font=font)
     if not panels:
         draw.text((8, top + 8), "no lung slice", fill=(255, 255, 255), font=font)

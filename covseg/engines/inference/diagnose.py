@@ -294,17 +294,18 @@ def montage_sources(volume: CTVolume, lung: np.ndarray, infection: np.ndarray,
                     crop_margin_mm: float = DEFAULT_MARGIN_MM) -> list[tuple]:
     """What the montage needs of each ``(z, crop, score)``, in one field of view, the volume's lung box: the
     windowed slice, its infection mask and the slice's crop box within the view (see
-    :mod:`covseg.reports.activation_montage`)."""
+    :mod:`covseg.reports.activation_montage`), and the view's pixel size ``(row, column)`` in mm (the scale bar)."""
     margin = margin_px(volume.spacing, crop_margin_mm)
     view = lung_box(lung, margin)  # [z, y, x]: the union of every slice's lung
     if view is None:
         return []
     vy0, _, vx0, _ = view
+    pixel_mm = (float(volume.spacing[1]), float(volume.spacing[0]))  # spacing is (x, y, z)
     sources = []
     for z, crop, score in top:
         y0, y1, x0, x1 = lung_box(lung[z], margin)
         sources.append((z, score, crop, window_hu(crop_to_box(volume.array[z], view)),
-                        crop_to_box(infection[z], view), (y0 - vy0, y1 - vy0, x0 - vx0, x1 - vx0)))
+                        crop_to_box(infection[z], view), (y0 - vy0, y1 - vy0, x0 - vx0, x1 - vx0), pixel_mm))
     return sources
 
 
@@ -314,11 +315,11 @@ def activation_montage(scorer: SliceScorer, sources: Sequence[tuple], title: str
     from covseg.reports.activation_montage import ActivationPanel, activation_montage_png
 
     panels = []
-    for z, score, crop, image, mask, box in sources:
+    for z, score, crop, image, mask, box, pixel_mm in sources:
         am, _ = slice_activation(scorer.network, crop, scorer.image_size)
         heat = np.full(image.shape, np.nan, np.float32)
         heat[box[0]:box[1], box[2]:box[3]] = am
-        panels.append(ActivationPanel(z, score, image, heat, mask, box))
+        panels.append(ActivationPanel(z, score, image, heat, mask, box, pixel_mm))
     return activation_montage_png(panels, title=title)
 
 
