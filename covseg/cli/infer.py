@@ -33,7 +33,7 @@ from covseg.cli.options import (
 from covseg.cli.progress import VolumeProgress
 
 if TYPE_CHECKING:
-    from covseg.reports.batch import VolumeResult
+    from covseg.engines.inference.evaluator import VolumeBatchInference
 
 __all__ = ["add_parser", "load_model_of", "run", "run_infer"]
 
@@ -193,7 +193,7 @@ def run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels
     with VolumeProgress(len(evaluator.dataset), args.no_progress) as bar:
         evaluator.on_start, evaluator.on_result, evaluator.progress = bar.on_start, bar.on_result, bar.on_batch
         try:
-            results = evaluator.run()
+            evaluator.run()
         except CovsegInputError as exc:  # e.g. a full disk for the summary: the finished volume folders are kept
             bar.close()
             if evaluator.results:
@@ -207,7 +207,7 @@ def run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels
             n_ok = sum(r.ok for r in stop.results)
             error(f"interrupted: {n_ok} volume(s) finished before it are complete in {out}/ (summary.json)")
             return EXIT_INTERRUPTED
-    return _finish(results, out, evaluator.is_main, evaluator.seconds)
+    return _finish(evaluator)
 
 
 def _is_volume_workflow(config: Path) -> bool:
@@ -223,16 +223,13 @@ def _is_volume_workflow(config: Path) -> bool:
     return str(target).endswith("VolumeBatchInference")
 
 
-def _finish(results: list[VolumeResult], out: Path, is_main: bool, seconds: float) -> int:
+def _finish(evaluator: VolumeBatchInference) -> int:
     """Rank 0 (or the only process) prints the table (the summary is written); other ranks just exit."""
-    from covseg.reports.batch import format_console_table, outcome_line
-
+    results = evaluator.results
     n_failed = sum(not r.ok for r in results)
-    if not is_main:
+    evaluator.print_outcome()  # the table and the count line, on rank 0 only (as the bundle's inference run)
+    if not evaluator.is_main:
         return EXIT_FAILED if n_failed else EXIT_OK
-    if results:
-        print(format_console_table(results))
-    print(f"\n{outcome_line(results, out, seconds=seconds)}")
     if not results:
         error("no input volume")
         return EXIT_FAILED
