@@ -329,6 +329,50 @@ def test_datastore_refuses_uploads_covseg_cannot_use_and_keeps_what_it_had(label
     assert (studies / "ct.nii.gz").stat().st_size > 1000 and sorted(store.list_images()) == ["ct", "damaged"]
 
 
+def test_segment_names_say_which_label_values_are_infection():
+    from covseg.apps.monailabel.label_names import infection_values
+
+    slicer = [{"name": "right lung", "idx": 1}, {"name": "left lung", "idx": 2}, {"name": "Infection", "idx": 3}]
+    assert infection_values({"label_info": slicer}) == (3,)
+    classes = [{"name": "ground-glass opacity", "idx": 1}, {"name": "consolidation", "idx": 2},
+               {"name": "left lung", "idx": 3}]
+    assert infection_values({"label_info": classes}) == (1, 2)
+    unknown = [{"name": "Segment_1", "idx": 1}, {"name": "lungs", "idx": 2}, {"name": "Segment_3", "idx": 3}]
+    assert infection_values({"label_info": unknown}) == (1, 3)  # unknown names stay infection, lungs never
+    assert infection_values({"label_info": [{"name": "lung", "idx": 1}]}) == ()
+    for no_names in (None, {}, {"label_info": "infection"}, {"label_info": [{"name": "infection"}]},
+                     {"label_info": [{"name": "infection", "idx": True}]}):
+        assert infection_values(no_names) is None
+
+
+def test_training_leaves_out_submitted_lung_segments(label_app, tmp_path, caplog):
+    """A reader corrects covseg_lungs' and covseg_infection's output in Slicer and submits both: the label map holds
+    1 right lung, 2 left lung, 3 infection, named in ``label_info``; only 3 is trained as infection."""
+    app, ph, _ = label_app
+    store = app.datastore()
+    combined = np.where(ph.infection > 0, 3, ph.lung_labels).astype(np.uint8)
+    submitted, infection_only = tmp_path / "submitted.nii.gz", tmp_path / "infection.nii.gz"
+    sitk.WriteImage(ph.image(combined), str(submitted), True)
+    sitk.WriteImage(ph.image(ph.infection), str(infection_only), True)
+    names = [{"name": "right lung", "idx": 1}, {"name": "left lung", "idx": 2}, {"name": "infection", "idx": 3}]
+    store.save_label("ct", str(submitted), "final", {"label_info": names})
+    pairs = store.datalist()
+    assert [pair.get("infection_values") for pair in pairs] == [(3,)]
+    with caplog.at_level("INFO"):
+        items = training_slices(pairs, 64)
+    expected = training_slices([{"image": pairs[0]["image"], "label": str(infection_only)}], 64)
+    assert len(items) == len(expected) > 0
+    for got, want in zip(items, expected):
+        assert torch.equal(got["label"], want["label"])
+    assert "3 taken as infection by their segment names; 1, 2 left out" in caplog.text
+    store.save_label("ct", str(submitted), "final", {})  # no names (a script's upload): every non-zero value
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        unnamed = training_slices(store.datalist(), 64)
+    assert "label values 1, 2, 3 and no segment names" in caplog.text
+    assert sum(item["label"].sum() for item in unnamed) > sum(item["label"].sum() for item in items)
+
+
 def test_a_volume_without_lungs_is_answered_with_covseg_infers_warning(tmp_path):
     require("monailabel", reason="MONAI Label is not installed: run scripts/install-label-server.sh")
     from covseg.apps.monailabel.infer_tasks import InfectionInfer, LungInfer

@@ -5,18 +5,22 @@ another scan, replaced a good one and made the next training fail. Here ``PUT /d
 covseg reads, and ``PUT /datastore/label`` a label that covseg reads on its image's grid (the checks of
 :func:`covseg.io.read_volume` and :func:`covseg.io.labels.read_label`, as training uses them) holding integers
 0..255; otherwise the request is answered with an HTTP error naming the file and the reason (:mod:`.http_errors`),
-and the datastore keeps what it had.
+and the datastore keeps what it had. :meth:`CheckedDatastore.datalist` adds to each training pair the label values
+that are infection, from the segment names the viewer sent with the label (:mod:`.label_names`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import numpy as np
 from monailabel.datastore.local import LocalDatastore
+from monailabel.interfaces.datastore import DefaultLabelTag
 
 from covseg.apps.monailabel.http_errors import http_error, request_failed
+from covseg.apps.monailabel.label_names import infection_values
 from covseg.io import read_volume
 from covseg.io.errors import CovsegInputError
 from covseg.io.labels import read_label
@@ -57,6 +61,22 @@ class CheckedDatastore(LocalDatastore):
         if problem:
             raise http_error(422, f"{what}: uploaded file refused: {problem}")
         return super().save_label(image_id, label_filename, label_tag, label_info)
+
+    def datalist(self, full_path: bool = True) -> list[dict[str, Any]]:
+        """MONAI Label's ``{"image", "label"}`` training pairs, each with ``infection_values`` when the final
+        label's stored segment names say which values are infection (:func:`.label_names.infection_values`)."""
+        pairs = super().datalist(full_path)
+        tag = DefaultLabelTag.FINAL.value
+        values = {}
+        for image_id in self.get_labeled_images():
+            uri = self.get_label_uri(image_id, tag)
+            if uri:
+                values[os.path.realpath(uri)] = infection_values(self.get_label_info(image_id, tag))
+        for pair in pairs:
+            found = values.get(os.path.realpath(pair["label"]))
+            if found is not None:
+                pair["infection_values"] = found
+        return pairs
 
 
 def label_values_problem(label: np.ndarray) -> str | None:

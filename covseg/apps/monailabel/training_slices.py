@@ -5,12 +5,14 @@ COVID-SemiSeg window, resized to the network's square input; the label is croppe
 (bilinear, > 0.5). Every slice with labelled infection is kept, plus up to ``negatives_per_positive`` lung slices
 without infection per positive slice (at least ``min_negatives`` per volume), spread evenly over the volume, so a
 fine-tune also learns where there is no infection. A labelled volume that cannot be read is skipped with a warning.
+Which label values are infection: the pair's ``infection_values`` (from the segment names the viewer sent,
+:mod:`covseg.apps.monailabel.label_names`), else every non-zero value.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +28,7 @@ from covseg.transforms.lung import lung_mask
 
 log = logging.getLogger(__name__)
 
-__all__ = ["slices_of_volume", "training_slices"]
+__all__ = ["infection_of", "slices_of_volume", "training_slices"]
 
 
 def _resize(array: np.ndarray, size: int) -> torch.Tensor:
@@ -44,12 +46,30 @@ def _spread(indices: list[int], count: int) -> list[int]:
     return [indices[i] for i in sorted(set(picks.tolist()))]
 
 
+def infection_of(label: np.ndarray, values: Sequence[int] | None, name: str) -> np.ndarray:
+    """The infection mask of a label map: its ``values`` (None: every non-zero value), saying in the log what
+    was taken and what was left out."""
+    present = [int(v) for v in np.unique(label) if v != 0]
+    if values is None:
+        if len(present) > 1:
+            log.warning("%s: label values %s and no segment names: every non-zero voxel is taken as infection",
+                        name, ", ".join(map(str, present)))
+        return label > 0
+    kept, left = [v for v in present if v in values], [v for v in present if v not in values]
+    log.info("%s: label values %s taken as infection by their segment names%s", name,
+             ", ".join(map(str, kept)) or "(none present)",
+             f"; {', '.join(map(str, left))} left out" if left else "")
+    return np.isin(label, list(values))
+
+
 def slices_of_volume(image_path: str | Path, label_path: str | Path, image_size: int,
-                     negatives_per_positive: float = 1.0, min_negatives: int = 2) -> list[dict[str, torch.Tensor]]:
-    """Training items ``{"image": (1, S, S) in [0, 1], "label": (1, S, S) 0/1}`` of one labelled volume."""
+                     negatives_per_positive: float = 1.0, min_negatives: int = 2,
+                     infection_values: Sequence[int] | None = None) -> list[dict[str, torch.Tensor]]:
+    """Training items ``{"image": (1, S, S) in [0, 1], "label": (1, S, S) 0/1}`` of one labelled volume;
+    ``infection_values``: the label values that are infection (None: every non-zero value)."""
     volume = read_volume(str(image_path))
     label, _ = read_label(label_path, volume)
-    label = np.asarray(label) > 0
+    label = infection_of(np.asarray(label), infection_values, Path(label_path).name)
     lung = lung_mask(volume.array, volume.spacing)
     margin = margin_px(volume.spacing, DEFAULT_MARGIN_MM)
     boxes = {z: lung_box(lung[z], margin) for z in range(lung.shape[0])}
@@ -70,13 +90,14 @@ def slices_of_volume(image_path: str | Path, label_path: str | Path, image_size:
 
 def training_slices(datalist: Iterable[Mapping[str, str]], image_size: int, negatives_per_positive: float = 1.0,
                     min_negatives: int = 2) -> list[dict[str, torch.Tensor]]:
-    """The training items of every ``{"image": path, "label": path}`` pair (a datastore's ``datalist()``); a pair
-    that cannot be read (damaged file, label of another size) is skipped with a one-line warning naming it."""
+    """The training items of every ``{"image": path, "label": path}`` pair (a datastore's ``datalist()``, with
+    ``infection_values`` where the label's segment names say them); a pair that cannot be read (damaged file, label
+    of another size) is skipped with a one-line warning naming it."""
     items: list[dict[str, torch.Tensor]] = []
     for pair in datalist:
         try:
             items += slices_of_volume(pair["image"], pair["label"], image_size, negatives_per_positive,
-                                      min_negatives)
+                                      min_negatives, pair.get("infection_values"))
         except CovsegInputError as exc:
             log.warning("skipped for training: %s", exc)
     return items
