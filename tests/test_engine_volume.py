@@ -355,3 +355,13 @@ def test_pictures_started_with_the_inference_equal_those_drawn_at_export(tmp_pat
         assert (tmp_path / "early" / "pics" / name).read_bytes() == (tmp_path / "late" / "pics" / name).read_bytes()
     report = json.loads((tmp_path / "early" / "pics" / "report.json").read_text())
     assert report["outputs"]["curve"] == "infection_curve.png" and report["outputs"]["reformats"] == "reformats.png"
+
+
+def test_labels_of_nnunet_named_images_are_found(tmp_path, phantom):
+    """nnU-Net names an image ``<case>_0000`` (its first channel) and its label ``<case>``."""
+    ct = write_phantom(tmp_path / "in" / "case_0000.nii.gz", phantom)["ct"]
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (tmp_path / "in" / "case_0000_infection.nii.gz").rename(labels / "case.nii.gz")
+    results = run_batch([ct], tmp_path / "out", Constant(3.0), labels_dir=labels, image_size=16)
+    assert results[0].report.label == str(labels / "case.nii.gz") and results[0].report.metrics is not None

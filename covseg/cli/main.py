@@ -1,6 +1,6 @@
 """The ``covseg`` command: ``infer`` CT volumes, ``evaluate`` 2D prediction folders, run a ``demo`` on a phantom,
-``diagnose`` (JCS) and ``label-server`` (MONAI Label). Each sub-command lives in its own module of
-:mod:`covseg.cli`; this one assembles the parser and dispatches.
+``diagnose`` (JCS), ``label-server`` (MONAI Label), and cut labelled volumes into a training set (``slices``).
+Each sub-command lives in its own module of :mod:`covseg.cli`; this one assembles the parser and dispatches.
 
 Exit status: 0 everything succeeded; 1 at least one input failed (the others were processed) or evaluation
 failed; 2 usage error, unusable model, or an output folder that cannot be written; 130 interrupted.
@@ -13,12 +13,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from covseg.cli import demo, diagnose, evaluate, infer, label_server  # the standard library only: cheap
+from covseg.cli import demo, diagnose, evaluate, infer, label_server, slices  # the standard library only: cheap
 from covseg.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, setup_logging
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = {"infer": infer, "evaluate": evaluate, "demo": demo, "label-server": label_server, "diagnose": diagnose}
+COMMANDS = {"infer": infer, "evaluate": evaluate, "demo": demo, "label-server": label_server, "diagnose": diagnose,
+            "slices": slices}
 """Sub-command name -> its module (``add_parser(sub)`` and ``run(args)``), in the order ``--help`` lists them."""
 
 

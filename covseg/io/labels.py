@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from covseg.io.errors import CovsegInputError
 from covseg.io.read import CTVolume
 from covseg.io.read_image_file import read_image_file
 
-__all__ = ["LABEL_SUFFIXES", "find_label", "read_label"]
+__all__ = ["LABEL_SUFFIXES", "find_label", "label_for", "label_names_tried", "read_label"]
 
 LABEL_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
 
@@ -22,6 +23,31 @@ def find_label(labels_dir: str | Path, name: str) -> Path | None:
         path = Path(labels_dir) / f"{name}{suffix}"
         if path.is_file():
             return path
+    return None
+
+
+def label_names_tried(name: str) -> list[str]:
+    """The label names looked up for volume ``name``, in order: the name itself; without the ``_<8 hex>`` tag that
+    :mod:`covseg.io.naming` adds to same-named inputs; without nnU-Net's channel suffix ``_0000`` (``case_0000``
+    -> ``case``, its ``imagesTr`` / ``labelsTr`` naming)."""
+    names = [name]
+    tagged = re.fullmatch(r"(.+)_[0-9a-f]{8}", name)
+    if tagged:
+        names.append(tagged.group(1))
+    for base in list(names):
+        channel = re.fullmatch(r"(.+)_0000", base)
+        if channel:
+            names.append(channel.group(1))
+    return names
+
+
+def label_for(labels_dir: str | Path, name: str) -> Path | None:
+    """The label of volume ``name`` in ``labels_dir`` (:func:`label_names_tried`, each with
+    :data:`LABEL_SUFFIXES`), or ``None``."""
+    for candidate in label_names_tried(name):
+        found = find_label(labels_dir, candidate)
+        if found is not None:
+            return found
     return None
 
 

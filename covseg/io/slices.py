@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ from covseg.io.atomic import atomic_path
 from covseg.io.classification import labelled_slices
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+VOLUME_SLICE_NAME = re.compile(r"(?P<volume>.+)\.z(?P<z>\d{4,})")
+"""``<volume>.z<NNNN>``: a slice cut from a CT volume by ``covseg slices`` (slice ``z`` of covseg's LPS array)."""
 
 
 def read_grey(path: Path) -> np.ndarray:
@@ -192,10 +195,31 @@ def fold_split(items: list[dict], folds: int, fold: int, seed: int = 0) -> tuple
     return ([it for i, it in enumerate(items) if i not in held], [it for i, it in enumerate(items) if i in held])
 
 
+def volume_of(name: str | None) -> str | None:
+    """The volume a slice named ``<volume>.z<NNNN>`` was cut from (:data:`VOLUME_SLICE_NAME`), else None."""
+    found = VOLUME_SLICE_NAME.fullmatch(name or "")
+    return found["volume"] if found else None
+
+
 def split_train_val(items: list[dict], val_count: int = 5, seed: int = 0) -> tuple[list[dict], list[dict]]:
-    """A fixed random validation subset carved from the training items (never the test split)."""
-    order = _seeded_order(len(items), seed)
-    val_ids = set(order[:val_count]) if val_count < len(items) else set()
+    """A fixed random validation subset carved from the training items (never the test split).
+
+    When every item is a slice cut from a volume (``covseg slices`` names them ``<volume>.z<NNNN>``), whole volumes
+    are held out, in a seeded order, until at least ``val_count`` slices are (neighbouring slices of one scan would
+    otherwise sit on both sides); at least one volume stays for training, so one volume gives no validation.
+    Otherwise ``val_count`` items drawn in a seeded order."""
+    volumes = [volume_of(item.get("name")) for item in items]
+    if items and None not in volumes:
+        names = sorted(set(volumes))
+        held: set[str] = set()
+        for index in _seeded_order(len(names), seed)[:len(names) - 1]:
+            if sum(v in held for v in volumes) >= val_count:
+                break
+            held.add(names[index])
+        val_ids = {i for i, v in enumerate(volumes) if v in held} if val_count > 0 else set()
+    else:
+        order = _seeded_order(len(items), seed)
+        val_ids = set(order[:val_count]) if val_count < len(items) else set()
     train = [it for i, it in enumerate(items) if i not in val_ids]
     val = [it for i, it in enumerate(items) if i in val_ids]
     return train, val

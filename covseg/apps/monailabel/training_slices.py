@@ -1,10 +1,8 @@
 """Labelled CT volumes -> the 2D training slices of covseg's slice models, prepared exactly as inference sees them.
 
-Per axial slice holding lung (covseg's lung mask): the lung box grown by 3.5 mm, HU windowed to [0, 1] with the
-COVID-SemiSeg window, resized to the network's square input; the label is cropped with the same box and resized
-(bilinear, > 0.5). Every slice with labelled infection is kept, plus up to ``negatives_per_positive`` lung slices
-without infection per positive slice (at least ``min_negatives`` per volume), spread evenly over the volume, so a
-fine-tune also learns where there is no infection. A labelled volume that cannot be read is skipped with a warning.
+The slices and their crops are :func:`covseg.transforms.volume_slices.labelled_volume_slices`' (every slice with
+labelled infection, plus lung slices without it), resized here to the network's square input (the label bilinear,
+> 0.5). A labelled volume that cannot be read is skipped with a warning.
 Which label values are infection: the pair's ``infection_values`` (from the segment names the viewer sent,
 :mod:`covseg.apps.monailabel.label_names`), else every non-zero value.
 """
@@ -22,9 +20,8 @@ import torch.nn.functional as F
 from covseg.io import read_volume
 from covseg.io.errors import CovsegInputError
 from covseg.io.labels import read_label
-from covseg.transforms.crop import DEFAULT_MARGIN_MM, crop_to_box, lung_box, margin_px
-from covseg.transforms.intensity import window_hu
 from covseg.transforms.lung import lung_mask
+from covseg.transforms.volume_slices import labelled_volume_slices
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +31,6 @@ __all__ = ["infection_of", "slices_of_volume", "training_slices"]
 def _resize(array: np.ndarray, size: int) -> torch.Tensor:
     t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
     return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0]
-
-
-def _spread(indices: list[int], count: int) -> list[int]:
-    """``count`` of ``indices`` spread evenly (all when there are fewer)."""
-    if count >= len(indices):
-        return list(indices)
-    if count <= 0:
-        return []
-    picks = np.linspace(0, len(indices) - 1, count).round().astype(int)
-    return [indices[i] for i in sorted(set(picks.tolist()))]
 
 
 def infection_of(label: np.ndarray, values: Sequence[int] | None, name: str) -> np.ndarray:
@@ -70,20 +57,11 @@ def slices_of_volume(image_path: str | Path, label_path: str | Path, image_size:
     volume = read_volume(str(image_path))
     label, _ = read_label(label_path, volume)
     label = infection_of(np.asarray(label), infection_values, Path(label_path).name)
-    lung = lung_mask(volume.array, volume.spacing)
-    margin = margin_px(volume.spacing, DEFAULT_MARGIN_MM)
-    boxes = {z: lung_box(lung[z], margin) for z in range(lung.shape[0])}
-    lung_z = [z for z, box in boxes.items() if box is not None]
-    positive = [z for z in lung_z if crop_to_box(label[z], boxes[z]).any()]
-    negative = [z for z in lung_z if z not in set(positive)]
-    n_neg = max(int(round(negatives_per_positive * len(positive))), min_negatives)
-    chosen = sorted(positive + _spread(negative, n_neg))
-    items = []
-    for z in chosen:
-        box = boxes[z]
-        image = _resize(window_hu(crop_to_box(volume.array[z], box)), image_size)
-        mask = (_resize(crop_to_box(label[z], box), image_size) > 0.5).float()
-        items.append({"image": image, "label": mask})
+    chosen = labelled_volume_slices(volume.array, volume.spacing, lung_mask(volume.array, volume.spacing), label,
+                             negatives_per_positive, min_negatives)
+    items = [{"image": _resize(s.image, image_size), "label": (_resize(s.mask, image_size) > 0.5).float()}
+             for s in chosen]
+    positive = [s for s in chosen if s.positive]
     log.info("%s: %d training slices (%d with infection)", Path(image_path).name, len(items), len(positive))
     return items
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,7 +45,7 @@ from covseg.engines.runtime.onnx_runtime import OnnxRuntimeNetwork
 from covseg.io.atomic import clean_leftovers
 from covseg.io.discover import VolumeSource
 from covseg.io.errors import CovsegInputError
-from covseg.io.labels import find_label, read_label
+from covseg.io.labels import label_for, read_label
 from covseg.io.naming import claim_names, source_key
 from covseg.io.outlock import output_lock
 from covseg.io.read import CTVolume
@@ -89,10 +88,7 @@ def prepare_volume(volume: CTVolume, predictor: SlicePredictor, out_dir: str | P
                         "not meaningful (lung figures are)")
     label = None
     if label_path is None and labels_dir is not None:
-        label_path = find_label(labels_dir, volume.name)
-        tagged = re.fullmatch(r"(.+)_[0-9a-f]{8}", volume.name)  # a name tagged by covseg.io.naming
-        if label_path is None and tagged:
-            label_path = find_label(labels_dir, tagged.group(1))
+        label_path = label_for(labels_dir, volume.name)  # also without a naming tag or nnU-Net's _0000
         if label_path is None:
             warnings.append(f"no label {Path(labels_dir) / (volume.name + '.nii.gz')}: no scores")
     if label_path is not None:
