@@ -44,12 +44,12 @@ from covseg.engines.inference.volume import (
 from covseg.engines.runtime.cpu import precision_name
 from covseg.engines.runtime.onnx_runtime import OnnxRuntimeNetwork
 from covseg.io.atomic import clean_leftovers
-from covseg.io.discover import VolumeSource
 from covseg.io.errors import CovsegInputError
 from covseg.io.labels import find_label, read_label
 from covseg.io.naming import claim_names, source_key
 from covseg.io.outlock import output_lock
 from covseg.io.read import CTVolume
+from covseg.io.source import VolumeSource
 from covseg.reports.batch import VolumeResult, recorded_sources
 from covseg.reports.counts import slice_counts
 from covseg.reports.volume import VolumeReport, build_volume_report, slice_rows

@@ -18,7 +18,7 @@ from covseg.engines.inference.export import ExportOptions
 from covseg.engines.inference.interrupts import BatchInterrupted
 from covseg.engines.inference.predictor import SlicePredictor
 from covseg.engines.inference.volume import Gate, Handler, InfectionPostprocessing, Progress
-from covseg.io.discover import VolumeSource
+from covseg.io.source import VolumeSource
 from covseg.reports.batch import VolumeResult
 
 __all__ = ["VolumeBatchInference", "evaluator_from_config", "inference_config", "print_failure"]
