@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from utils import BUNDLES, INFNET_BUNDLE, monai_bundle_run
 
-from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+from covseg.synthetic.phantom import make_chest_phantom
+from covseg.synthetic.phantom_nifti import write_phantom
 
 CONFIGS = INFNET_BUNDLE / "configs"
 SEMI = BUNDLES / "semi_infnet"

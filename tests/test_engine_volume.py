@@ -23,7 +23,8 @@ from covseg.engines.inference.predictor import SlicePredictor
 from covseg.engines.inference.volume import InfectionPostprocessing, infer_volume
 from covseg.io.read import CTVolume, read_volume
 from covseg.networks.registry import get_network
-from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+from covseg.synthetic.phantom import make_chest_phantom
+from covseg.synthetic.phantom_nifti import write_phantom
 
 SHAPE, SPACING = (16, 64, 64), (5.6, 5.6, 10.0)
 

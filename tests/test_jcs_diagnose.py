@@ -270,7 +270,8 @@ def test_montage_sources_share_the_volumes_lung_box(tmp_path):
     smaller for a slice near the lung's end."""
     from covseg.engines.inference.diagnose import lung_crops, montage_sources
     from covseg.io.read import read_volume
-    from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+    from covseg.synthetic.phantom import make_chest_phantom
+    from covseg.synthetic.phantom_nifti import write_phantom
 
     ph = make_chest_phantom(shape=(12, 64, 64), spacing=(5.0, 5.0, 10.0), seed=2)
     volume = read_volume(write_phantom(tmp_path / "p.nii.gz", ph)["ct"])
@@ -296,7 +297,8 @@ def test_bundle_inference_run_id_diagnoses_and_fails_like_the_command(classifier
     (MONAI's name; ``input_dir`` too); a run whose input fails exits non-zero, as ``covseg diagnose`` does."""
     import subprocess
 
-    from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+    from covseg.synthetic.phantom import make_chest_phantom
+    from covseg.synthetic.phantom_nifti import write_phantom
 
     ct = write_phantom(tmp_path / "in" / "p.nii.gz", make_chest_phantom(shape=(6, 48, 48), spacing=(7.0, 7.0, 12.0),
                                                                          seed=1))["ct"]
