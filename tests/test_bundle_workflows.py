@@ -31,7 +31,7 @@ def _assert_complete(workflow) -> None:
 
 
 def test_inference_config_is_a_monai_infer_workflow(tmp_path):
-    from covseg.engines.inference.batch import VolumeDataset, VolumePreprocessing
+    from covseg.engines.inference.dataset import VolumeDataset, VolumePreprocessing
     from covseg.engines.inference.evaluator import VolumeBatchInference
     from covseg.engines.inference.predictor import SlicePredictor
     from covseg.engines.inference.volume import InfectionPostprocessing

@@ -1,7 +1,7 @@
 """Joint diagnosis (JCS, Wu et al. Fig. 1) of CT volumes: classify every lung slice, decide the patient, segment
 only positive patients, explain with activation maps.
 
-Per volume (:func:`diagnose_prepare`, a drop-in for :func:`covseg.engines.inference.batch.prepare_volume`, so
+Per volume (:func:`diagnose_prepare`, a drop-in for :func:`covseg.engines.inference.volume_step.prepare_volume`, so
 :func:`covseg.engines.inference.batch.run_batch` reads ahead, goes on after a bad input and exports atomically):
 
 1. the lung mask, and every lung slice cropped and windowed exactly as the segmenter sees it
@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from covseg.engines.inference.activation import slice_activation
-from covseg.engines.inference.batch import prepare_volume
 from covseg.engines.inference.export import VolumeOutputs, write_figures
+from covseg.engines.inference.volume_step import prepare_volume
 from covseg.engines.runtime.cpu import autocast_context, resolve_bf16
 from covseg.engines.runtime.fusion import fold_batchnorm
 from covseg.engines.runtime.onednn_fusion import fuse_conv_relu
