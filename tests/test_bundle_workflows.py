@@ -225,8 +225,8 @@ def test_classifier_inference_config_is_the_joint_diagnosis_workflow(tmp_path):
     CLI): its ``inferer`` scores slices with the bundle's classifier, its ``evaluator`` runs the diagnosis as the
     per-volume step and segments with the segmenter bundle."""
     from covseg.engines.inference.dataset import VolumeDataset
-    from covseg.engines.inference.diagnose import SliceScorer
     from covseg.engines.inference.evaluator import VolumeBatchInference
+    from covseg.engines.inference.slice_scorer import SliceScorer
 
     ct = write_phantom(tmp_path / "in" / "p.nii.gz", make_chest_phantom(shape=(6, 48, 48), spacing=(7.0, 7.0, 12.0),
                                                                          seed=1))["ct"]

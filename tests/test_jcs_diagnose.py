@@ -20,7 +20,8 @@ from PIL import Image
 from utils import assert_masks_agree, monai_bundle_run, require, use_tiny_default_model
 
 from covseg.cli.main import main
-from covseg.engines.inference.diagnose import DiagnosisSettings, SliceScorer, decide
+from covseg.engines.inference.diagnose import DiagnosisSettings, decide
+from covseg.engines.inference.slice_scorer import SliceScorer
 from covseg.engines.runtime import onnx_runtime
 from covseg.engines.runtime.backend_model import scoring_runtime
 from covseg.engines.runtime.onnx_runtime import onnx_runtime_network
@@ -388,7 +389,7 @@ def test_the_shipped_classifier_scores_on_onnx_runtime_from_its_template(tmp_pat
 
 
 def test_gate_scores_only_crops_it_does_not_know():
-    from covseg.engines.inference.diagnose import ClassifierGate, crop_key
+    from covseg.engines.inference.slice_scorer import ClassifierGate, crop_key
 
     scored: list[int] = []
 
