@@ -30,6 +30,7 @@ from pathlib import Path
 
 from covseg.io.dicom_header import DicomInfo, NotDicom, Unreadable, dicom_info
 from covseg.io.dicom_series import series_sources
+from covseg.io.errors import first_line
 from covseg.io.file_kinds import IMAGE_SUFFIXES, SKIP_SUFFIXES, Kind, image_suffix, special_file_kind
 from covseg.io.outlock import is_output_folder
 from covseg.io.source import VolumeSource
@@ -208,4 +209,4 @@ def _key(path: Path) -> Path:
 
 
 def _exc_text(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or exc.__class__.__name__
+    return first_line(str(exc)) or exc.__class__.__name__
