@@ -6,7 +6,7 @@ On the 48 COVID-SemiSeg test slices (random slices when the data is absent), int
 
 * ``Inf-Net, torch``: :class:`covseg.engines.inference.predictor.SlicePredictor` with the shipped Inf-Net bundle and
   ``covseg infer``'s defaults (batches of 8, channels-last, BatchNorms folded, bf16 where the CPU has native kernels);
-* ``gate, torch``: :class:`covseg.engines.inference.diagnose.SliceScorer` with the shipped classifier bundle as the
+* ``gate, torch``: :class:`covseg.engines.inference.slice_scorer.SliceScorer` with the shipped classifier bundle as the
   gate runs it on torch (the batches of 8 that ``infer_volume`` hands it, bf16 where native, BatchNorms folded,
   channels-last);
 * ``gate, torch, network as it is``: the same scorer with ``fast=False`` (before the folded copy);
@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from machine import append_record, describe
 
-from covseg.engines.inference.diagnose import SliceScorer
 from covseg.engines.inference.predictor import SlicePredictor
+from covseg.engines.inference.slice_scorer import SliceScorer
 from covseg.engines.runtime.backend_model import load_backend_model, scoring_runtime
 from covseg.engines.runtime.onnx_runtime import OnnxRuntimeNetwork
 from covseg.io.slices import list_images, read_grey

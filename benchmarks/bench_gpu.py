@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from machine import describe
 
-    from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+    from covseg.synthetic.phantom import make_chest_phantom
+    from covseg.synthetic.phantom_nifti import write_phantom
 
     gpu = torch.cuda.get_device_name(0)
     with tempfile.TemporaryDirectory(prefix="covseg-gpu-bench-") as tmp:

@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from machine import append_record, describe
 
-    from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+    from covseg.synthetic.phantom import make_chest_phantom
+    from covseg.synthetic.phantom_nifti import write_phantom
 
     machine_before = describe()
     from covseg.engines.runtime.onnx_runtime import resolve_backend

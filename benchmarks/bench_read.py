@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     from monai.transforms import LoadImage
 
     from covseg.io import read_volume
-    from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+    from covseg.synthetic.phantom import make_chest_phantom
+    from covseg.synthetic.phantom_nifti import write_phantom
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()

@@ -48,7 +48,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--shape", type=int, nargs=3, default=(300, 512, 512), metavar=("Z", "Y", "X"))
     args = parser.parse_args()
-    from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+    from covseg.synthetic.phantom import make_chest_phantom
+    from covseg.synthetic.phantom_nifti import write_phantom
 
     sums: dict[str, list[float]] = {"before": [], "this tree": []}
     with tempfile.TemporaryDirectory(prefix="covseg-post-") as tmp:

@@ -54,7 +54,8 @@ def main() -> int:
     from bench_infer import _import_seconds, _read_and_mask_seconds
     from machine import append_record, describe
 
-    from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+    from covseg.synthetic.phantom import make_chest_phantom
+    from covseg.synthetic.phantom_nifti import write_phantom
 
     before = describe()
     with tempfile.TemporaryDirectory(prefix="covseg-first-") as tmp:

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from covseg.engines.inference.diagnose import SliceScorer, lung_crops
+from covseg.engines.inference.diagnose import lung_crops
+from covseg.engines.inference.slice_scorer import SliceScorer
 from covseg.io.read import read_volume
 from covseg.networks.loading import load_bundle, load_weights
 from covseg.transforms.intensity import window_hu

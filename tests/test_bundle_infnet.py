@@ -77,7 +77,8 @@ def test_inference_config_same_masks_with_onnxruntime(tmp_path):
     import nibabel as nib
     import numpy as np
 
-    from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+    from covseg.synthetic.phantom import make_chest_phantom
+    from covseg.synthetic.phantom_nifti import write_phantom
 
     ct = write_phantom(tmp_path / "in" / "case.nii.gz",
                        make_chest_phantom(shape=(6, 96, 96), spacing=(3.5, 3.5, 10.0), seed=3))["ct"]
@@ -106,7 +107,8 @@ def test_bundle_inference_run_reports_a_failed_volume_and_exits_non_zero(tmp_pat
     """``python -m monai.bundle run inference`` with one good and one damaged input: an ``error:`` line naming the
     damaged file, the good volume complete, exit status 1 (it used to exit 0 with the failure only in summary.json);
     a missing ``dataset_dir`` likewise."""
-    from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+    from covseg.synthetic.phantom import make_chest_phantom
+    from covseg.synthetic.phantom_nifti import write_phantom
 
     ct = write_phantom(tmp_path / "phantom" / "good.nii.gz",
                        make_chest_phantom(shape=(6, 48, 48), spacing=(7.0, 7.0, 12.0), seed=1))["ct"]

@@ -22,7 +22,7 @@ _cmd = partial(monai_bundle_run, BUNDLE)
 def test_inference_config_passes_monai_check_properties(tmp_path):
     from monai.bundle import ConfigWorkflow
 
-    from covseg.engines.training.trainer import save_weights
+    from covseg.engines.training.checkpoints import save_weights
     from covseg.networks.registry import get_network
 
     weights = tmp_path / "head.pt"

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 from utils import REPO, monai_bundle_run, run_ok
 
-from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+from covseg.synthetic.phantom import make_chest_phantom
+from covseg.synthetic.phantom_nifti import write_phantom
 
 BUNDLE = REPO / "bundles" / "semi_infnet"
 CONFIGS = BUNDLE / "configs"

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from utils import BUNDLES, INFNET_BUNDLE, monai_bundle_run
 
-from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+from covseg.synthetic.phantom import make_chest_phantom
+from covseg.synthetic.phantom_nifti import write_phantom
 
 CONFIGS = INFNET_BUNDLE / "configs"
 SEMI = BUNDLES / "semi_infnet"
@@ -30,7 +31,7 @@ def _assert_complete(workflow) -> None:
 
 
 def test_inference_config_is_a_monai_infer_workflow(tmp_path):
-    from covseg.engines.inference.batch import VolumeDataset, VolumePreprocessing
+    from covseg.engines.inference.dataset import VolumeDataset, VolumePreprocessing
     from covseg.engines.inference.evaluator import VolumeBatchInference
     from covseg.engines.inference.predictor import SlicePredictor
     from covseg.engines.inference.volume import InfectionPostprocessing
@@ -224,8 +225,8 @@ def test_classifier_inference_config_is_the_joint_diagnosis_workflow(tmp_path):
     CLI): its ``inferer`` scores slices with the bundle's classifier, its ``evaluator`` runs the diagnosis as the
     per-volume step and segments with the segmenter bundle."""
     from covseg.engines.inference.dataset import VolumeDataset
-    from covseg.engines.inference.diagnose import SliceScorer
     from covseg.engines.inference.evaluator import VolumeBatchInference
+    from covseg.engines.inference.slice_scorer import SliceScorer
 
     ct = write_phantom(tmp_path / "in" / "p.nii.gz", make_chest_phantom(shape=(6, 48, 48), spacing=(7.0, 7.0, 12.0),
                                                                          seed=1))["ct"]

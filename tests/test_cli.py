@@ -13,7 +13,8 @@ from PIL import Image
 from utils import conv_bundle, use_tiny_default_model
 
 from covseg.cli.main import main
-from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+from covseg.synthetic.phantom import make_chest_phantom
+from covseg.synthetic.phantom_nifti import write_phantom
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

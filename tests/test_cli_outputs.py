@@ -9,7 +9,9 @@ import pytest
 from utils import use_tiny_default_model
 
 from covseg.cli.main import main
-from covseg.synthetic.phantom import make_chest_phantom, write_phantom, write_phantom_dicom
+from covseg.synthetic.phantom import make_chest_phantom
+from covseg.synthetic.phantom_dicom import write_phantom_dicom
+from covseg.synthetic.phantom_nifti import write_phantom
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 PICTURES = {"montage.png", "reformats.png", "infection_curve.png"}

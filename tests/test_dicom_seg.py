@@ -15,7 +15,8 @@ from covseg.io.dicom_seg import read_sources, write_dicom_seg
 from covseg.io.discover import find_volumes
 from covseg.io.errors import CovsegInputError
 from covseg.io.read import read_volume
-from covseg.synthetic.phantom import make_chest_phantom, write_phantom_dicom
+from covseg.synthetic.phantom import make_chest_phantom
+from covseg.synthetic.phantom_dicom import write_phantom_dicom
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from covseg.engines.inference.distributed import Shard
-from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+from covseg.synthetic.phantom import make_chest_phantom
+from covseg.synthetic.phantom_nifti import write_phantom
 
 
 def test_shard_take_and_gather_keep_input_order():

@@ -17,13 +17,15 @@ from torch import nn
 from utils import TINY_UNET
 
 from covseg.engines.inference import export as export_mod
-from covseg.engines.inference.batch import prepare_volume, process_volume, run_batch
+from covseg.engines.inference.batch import run_batch
 from covseg.engines.inference.export import export_volume
 from covseg.engines.inference.predictor import SlicePredictor
 from covseg.engines.inference.volume import InfectionPostprocessing, infer_volume
+from covseg.engines.inference.volume_step import prepare_volume, process_volume
 from covseg.io.read import CTVolume, read_volume
 from covseg.networks.registry import get_network
-from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+from covseg.synthetic.phantom import make_chest_phantom
+from covseg.synthetic.phantom_nifti import write_phantom
 
 SHAPE, SPACING = (16, 64, 64), (5.6, 5.6, 10.0)
 
@@ -245,7 +247,7 @@ def test_labels_give_scores(tmp_path, phantom):
 
 
 def test_dataset_prefetch_reads_once_and_preprocessing_carries_the_lung(ct_ras):
-    from covseg.engines.inference.batch import VolumeDataset, VolumePreprocessing
+    from covseg.engines.inference.dataset import VolumeDataset, VolumePreprocessing
 
     calls = []
     preprocessing = VolumePreprocessing()
@@ -328,7 +330,7 @@ def test_dataset_imports_neither_torch_nor_monai_and_reading_imports_nothing(ct_
 
 
 def test_dataset_prefetch_delivers_errors_to_the_reader(tmp_path):
-    from covseg.engines.inference.batch import VolumeDataset
+    from covseg.engines.inference.dataset import VolumeDataset
     from covseg.io.errors import CovsegInputError
 
     empty = tmp_path / "empty.nii.gz"

@@ -25,7 +25,9 @@ from covseg.io.atomic import clean_leftovers, ensure_writable_dir, leftover_name
 from covseg.io.naming import claim_names, name_tag, source_key
 from covseg.io.outlock import LOCK_NAME, output_lock
 from covseg.reports.batch import VolumeResult, read_summary, recorded_sources, write_batch_report
-from covseg.synthetic.phantom import make_chest_phantom, write_phantom, write_phantom_dicom
+from covseg.synthetic.phantom import make_chest_phantom
+from covseg.synthetic.phantom_dicom import write_phantom_dicom
+from covseg.synthetic.phantom_nifti import write_phantom
 from covseg.transforms.lung import lung_mask
 
 REPO = Path(__file__).resolve().parents[1]

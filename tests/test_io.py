@@ -24,7 +24,9 @@ from covseg.io import (
     write_volume_like,
 )
 from covseg.io.naming import name_tag
-from covseg.synthetic.phantom import make_chest_phantom, write_phantom, write_phantom_dicom
+from covseg.synthetic.phantom import make_chest_phantom
+from covseg.synthetic.phantom_dicom import write_phantom_dicom
+from covseg.synthetic.phantom_nifti import write_phantom
 
 SMALL = {"shape": (24, 64, 64), "spacing": (5.6, 5.6, 10.0)}
 

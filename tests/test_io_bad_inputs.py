@@ -13,13 +13,9 @@ import pytest
 import SimpleITK as sitk
 
 from covseg.io import CovsegInputError, ImageGeometry, find_volumes, read_volume
-from covseg.synthetic.phantom import (
-    make_chest_phantom,
-    write_dicom_missing_slice,
-    write_mr_dicom,
-    write_phantom,
-    write_phantom_dicom,
-)
+from covseg.synthetic.phantom import make_chest_phantom
+from covseg.synthetic.phantom_dicom import write_dicom_missing_slice, write_mr_dicom, write_phantom_dicom
+from covseg.synthetic.phantom_nifti import write_phantom
 
 SMALL = {"shape": (24, 64, 64), "spacing": (5.6, 5.6, 10.0)}
 

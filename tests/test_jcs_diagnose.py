@@ -20,7 +20,8 @@ from PIL import Image
 from utils import assert_masks_agree, monai_bundle_run, require, use_tiny_default_model
 
 from covseg.cli.main import main
-from covseg.engines.inference.diagnose import DiagnosisSettings, SliceScorer, decide
+from covseg.engines.inference.diagnose import DiagnosisSettings, decide
+from covseg.engines.inference.slice_scorer import SliceScorer
 from covseg.engines.runtime import onnx_runtime
 from covseg.engines.runtime.backend_model import scoring_runtime
 from covseg.engines.runtime.onnx_runtime import onnx_runtime_network
@@ -270,7 +271,8 @@ def test_montage_sources_share_the_volumes_lung_box(tmp_path):
     smaller for a slice near the lung's end."""
     from covseg.engines.inference.diagnose import lung_crops, montage_sources
     from covseg.io.read import read_volume
-    from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+    from covseg.synthetic.phantom import make_chest_phantom
+    from covseg.synthetic.phantom_nifti import write_phantom
 
     ph = make_chest_phantom(shape=(12, 64, 64), spacing=(5.0, 5.0, 10.0), seed=2)
     volume = read_volume(write_phantom(tmp_path / "p.nii.gz", ph)["ct"])
@@ -296,7 +298,8 @@ def test_bundle_inference_run_id_diagnoses_and_fails_like_the_command(classifier
     (MONAI's name; ``input_dir`` too); a run whose input fails exits non-zero, as ``covseg diagnose`` does."""
     import subprocess
 
-    from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+    from covseg.synthetic.phantom import make_chest_phantom
+    from covseg.synthetic.phantom_nifti import write_phantom
 
     ct = write_phantom(tmp_path / "in" / "p.nii.gz", make_chest_phantom(shape=(6, 48, 48), spacing=(7.0, 7.0, 12.0),
                                                                          seed=1))["ct"]
@@ -386,7 +389,7 @@ def test_the_shipped_classifier_scores_on_onnx_runtime_from_its_template(tmp_pat
 
 
 def test_gate_scores_only_crops_it_does_not_know():
-    from covseg.engines.inference.diagnose import ClassifierGate, crop_key
+    from covseg.engines.inference.slice_scorer import ClassifierGate, crop_key
 
     scored: list[int] = []
 

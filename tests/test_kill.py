@@ -23,7 +23,8 @@ import torch
 from utils import use_tiny_default_model
 
 from covseg.cli.main import main
-from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+from covseg.synthetic.phantom import make_chest_phantom
+from covseg.synthetic.phantom_nifti import write_phantom
 
 OUTPUTS = ["infection_mask.nii.gz", "lung_mask.nii.gz", "report.json", "slices.csv"]
 CTX = multiprocessing.get_context("fork")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from covseg.engines.training.trainer import edge_from_mask
+from covseg.engines.training.train_step import edge_from_mask
 from covseg.losses import InfNetLoss, StructureLoss, boundary_weights, segmentation_loss
 from covseg.networks.outputs import DeepSupervisionOutput
 
@@ -117,7 +117,7 @@ def test_confident_loss_ignores_the_pixels_the_soft_label_is_unsure_of():
 def test_training_step_draws_the_edge_target_from_the_half_contour_of_a_soft_label():
     from torch import nn
 
-    from covseg.engines.training.trainer import make_train_step
+    from covseg.engines.training.train_step import make_train_step
 
     class Mapper(nn.Module):  # a deep-supervised output with an edge map
         def __init__(self) -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from utils import python_output
 
-from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+from covseg.synthetic.phantom import make_chest_phantom
+from covseg.synthetic.phantom_nifti import write_phantom
 
 HEAVY = ("('torch.distributed.optim', 'torch.distributed.fsdp', 'sympy', 'scipy.signal', 'sklearn', 'itk', "
          "'scipy.optimize', 'torch.utils.tensorboard', 'requests', 'pydicom')")

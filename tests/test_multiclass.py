@@ -8,7 +8,8 @@ import torch
 from ignite.engine import Events
 from PIL import Image
 
-from covseg.engines.training.trainer import build_trainer, validate
+from covseg.engines.training.trainer import build_trainer
+from covseg.engines.training.validation import validate
 from covseg.io.slices import read_class_mask, semiseg_items
 from covseg.losses.multiclass import multiclass_loss
 from covseg.metrics.multiclass import ClassToolbox, class_scores, class_scores_from_counts

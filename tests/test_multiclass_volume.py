@@ -13,7 +13,8 @@ from torch import nn
 
 from covseg.engines.inference.batch import run_batch
 from covseg.networks.multiclass import PriorGuidedSegmenter
-from covseg.synthetic.phantom import CONSOLIDATION, GGO, make_chest_phantom, write_phantom
+from covseg.synthetic.phantom import CONSOLIDATION, GGO, make_chest_phantom
+from covseg.synthetic.phantom_nifti import write_phantom
 from covseg.transforms.intensity import window_hu
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

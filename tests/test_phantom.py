@@ -9,13 +9,9 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from covseg.io import find_volumes, read_volume
-from covseg.synthetic.phantom import (
-    make_chest_phantom,
-    write_dicom_missing_slice,
-    write_mr_dicom,
-    write_phantom,
-    write_phantom_dicom,
-)
+from covseg.synthetic.phantom import make_chest_phantom
+from covseg.synthetic.phantom_dicom import write_dicom_missing_slice, write_mr_dicom, write_phantom_dicom
+from covseg.synthetic.phantom_nifti import write_phantom
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,11 @@ import torch
 from torch import nn
 from utils import assert_masks_agree
 
-from covseg.engines.inference.batch import as_predictor, run_batch
+from covseg.engines.inference.batch import run_batch
+from covseg.engines.inference.predictor_setup import as_predictor
 from covseg.engines.runtime.cpu import PRECISION_ENV, bf16_fast, resolve_bf16
-from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+from covseg.synthetic.phantom import make_chest_phantom
+from covseg.synthetic.phantom_nifti import write_phantom
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -15,7 +15,8 @@ from covseg.cli.main import main
 from covseg.engines.inference import dataset as dataset_mod
 from covseg.engines.inference.batch import run_batch
 from covseg.reports.volume import VolumeReport
-from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+from covseg.synthetic.phantom import make_chest_phantom
+from covseg.synthetic.phantom_nifti import write_phantom
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -20,9 +20,9 @@ from utils import bright_square_slices
 
 import covseg.engines.training.semi_supervised as semi_supervised
 from covseg.engines.inference.predictor import SlicePredictor
+from covseg.engines.training.checkpoints import save_weights
 from covseg.engines.training.semi_procedure import build_semi_inf_net, seeded_init
 from covseg.engines.training.semi_supervised import write_pseudo_labels
-from covseg.engines.training.trainer import save_weights
 
 CTX = multiprocessing.get_context("fork")
 POOL = 8

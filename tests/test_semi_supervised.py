@@ -44,7 +44,7 @@ def test_pseudo_labels_are_the_thresholded_prediction_at_the_slice_size(tmp_path
 
 
 def test_soft_pseudo_labels_are_the_probability_and_stay_soft_through_training_transforms(tmp_path):
-    from covseg.engines.training.trainer import resize_masks
+    from covseg.engines.training.train_step import resize_masks
     from covseg.transforms.augment import train_transforms
 
     class HalfSure(nn.Module):  # logit = 2 * (grey - 0.5): probabilities well inside (0, 1)

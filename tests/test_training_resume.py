@@ -18,7 +18,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import covseg.engines.training.trainer as training
-from covseg.engines.training.trainer import build_trainer, latest_checkpoint
+from covseg.engines.training.checkpoints import latest_checkpoint
+from covseg.engines.training.trainer import build_trainer
 
 CTX = multiprocessing.get_context("fork")
 EPOCHS = 4

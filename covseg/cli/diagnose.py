@@ -116,13 +116,13 @@ def run(args: argparse.Namespace) -> int:
     from covseg.engines.inference.batch import run_batch
     from covseg.engines.inference.diagnose import (
         DiagnosisSettings,
-        SliceScorer,
         make_diagnose_prepare,
         write_diagnosis,
         write_segmented_figures,
     )
     from covseg.engines.inference.export import ExportOptions
     from covseg.engines.inference.interrupts import BatchInterrupted
+    from covseg.engines.inference.slice_scorer import SliceScorer
     from covseg.engines.runtime.backend_model import load_backend_model, scoring_runtime
     from covseg.networks.loading import load_bundle
     from covseg.reports.batch import format_console_table, outcome_line, write_batch_report
@@ -212,10 +212,10 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
 
 def load_gate(bundle: str, threshold: float | None = None, device: str = "cpu", backend: str = "auto",
               threads: int | None = None):
-    """``covseg infer --gate``: a :class:`covseg.engines.inference.diagnose.ClassifierGate` from a classifier bundle
+    """``covseg infer --gate``: a :class:`covseg.engines.inference.slice_scorer.ClassifierGate` from a classifier bundle
     (``"default"``: the shipped one), its threshold from ``threshold`` or the bundle's ``gate_threshold``, scoring
     on ``backend`` (as ``--backend`` says)."""
-    from covseg.engines.inference.diagnose import ClassifierGate, SliceScorer
+    from covseg.engines.inference.slice_scorer import ClassifierGate, SliceScorer
     from covseg.engines.runtime.backend_model import scoring_runtime
     from covseg.networks.loading import load_bundle
 

@@ -10,7 +10,8 @@ from covseg.lazy import lazy_names
 
 _HOMES = {
     **dict.fromkeys(("CTVolume", "ImageGeometry", "read_volume"), "read"),
-    **dict.fromkeys(("VolumeSource", "find_volumes"), "discover"),
+    "VolumeSource": "source",
+    "find_volumes": "discover",
     **dict.fromkeys(("atomic_path", "atomic_write_text"), "atomic"),
     "CovsegInputError": "errors",
     "write_volume_like": "write",

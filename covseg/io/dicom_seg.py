@@ -36,7 +36,7 @@ from pydicom.uid import generate_uid
 from pydicom.valuerep import DA, TM
 
 from covseg.io.atomic import atomic_path
-from covseg.io.errors import CovsegInputError
+from covseg.io.errors import CovsegInputError, first_line
 from covseg.io.read import CTVolume
 
 # highdicom logs every module it copies into a SEG at INFO (about 40 lines a file), which floods the log of a bundle
@@ -244,7 +244,7 @@ def write_dicom_seg(labels: np.ndarray, volume: CTVolume, source_files: Sequence
             seg = _segmentation(sources, frames, descriptions, series_number, name, version, software_version,
                                 multiclass)
         except (ValueError, TypeError) as exc:  # a source value highdicom refuses: no SEG, the other outputs stay
-            reason = " ".join(str(exc).split())[:200]
+            reason = first_line(str(exc))
             raise CovsegInputError(volume.source_path, "DICOM-SEG cannot be built from the source series' header "
                                                        f"({reason})") from None
     path = Path(path)

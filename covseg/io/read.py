@@ -35,10 +35,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import SimpleITK as sitk
 
-from covseg.io.discover import VolumeSource, find_volumes
+from covseg.io.discover import find_volumes
 from covseg.io.errors import CovsegInputError
 from covseg.io.read_dicom import read_dicom_series
 from covseg.io.read_image_file import read_image_file
+from covseg.io.source import VolumeSource
 
 if TYPE_CHECKING:
     import nibabel as nib

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import SimpleITK as sitk
 
-from covseg.io.discover import VolumeSource
 from covseg.io.errors import CovsegInputError, first_line, itk_reason
+from covseg.io.source import VolumeSource
 
 if TYPE_CHECKING:
     import pydicom

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from covseg.io.discover import special_file_kind
 from covseg.io.errors import CovsegInputError, first_line, itk_reason
+from covseg.io.file_kinds import special_file_kind
 from covseg.monai_import import import_deferring
 
 nib = import_deferring("nibabel", deferred=("pydicom",))  # pydicom: for nibabel's DICOM extension alone

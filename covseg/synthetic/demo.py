@@ -21,7 +21,8 @@ def write_demo_input(folder: Path, shape: tuple[int, int, int] = DEMO_SHAPE, see
     import SimpleITK as sitk
 
     from covseg.io.atomic import atomic_path, ensure_writable_dir
-    from covseg.synthetic.phantom import make_chest_phantom, write_phantom
+    from covseg.synthetic.phantom import make_chest_phantom
+    from covseg.synthetic.phantom_nifti import write_phantom
 
     z, y, x = shape
     spacing = (DEMO_SPACING[0] * DEMO_SHAPE[2] / x, DEMO_SPACING[1] * DEMO_SHAPE[1] / y,

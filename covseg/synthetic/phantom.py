@@ -9,29 +9,20 @@ bronchi (air, inside the body, ending in the lungs), and COVID-like lesions: fuz
 opacities (~-500..-300 HU) and consolidations (~-50..50 HU), clipped to the lungs.
 
 Everything is vectorised (column intervals per lung, per-slice work only on small boxes); a
-512x512x300 phantom takes about a second.
+512x512x300 phantom takes about a second. Written to disk by :mod:`covseg.synthetic.phantom_nifti` and
+:mod:`covseg.synthetic.phantom_dicom`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from covseg.io.atomic import atomic_path, ensure_writable_dir
 from covseg.io.read import CTVolume
 
-__all__ = [
-    "Phantom",
-    "make_chest_phantom",
-    "write_dicom_missing_slice",
-    "write_mr_dicom",
-    "write_phantom",
-    "write_phantom_dicom",
-]
+__all__ = ["Phantom", "make_chest_phantom"]
 
 GGO, CONSOLIDATION = 1, 2
 RIGHT_LUNG, LEFT_LUNG = 1, 2
@@ -301,140 +292,3 @@ def _lesion(hu: np.ndarray, classes: np.ndarray, lung: np.ndarray, kind: int, ce
     mask = (d < cut) & in_lung
     cls = classes[box]
     cls[mask] = np.maximum(cls[mask], kind)
-
-
-# --------------------------------------------------------------------------------------- writers
-def write_phantom(path_or_dir: str | Path, phantom: Phantom | None = None, *, orientation: str = "LPS",
-                  **kwargs) -> dict[str, Path]:
-    """Write a phantom's CT (int16 HU NIfTI) and its label maps (uint8 NIfTI); return their paths.
-
-    ``path_or_dir`` ending in ``.nii``/``.nii.gz`` names the CT file and the labels go next to it as
-    ``<stem>_lung_labels.nii.gz`` etc.; otherwise it is a folder receiving ``ct.nii.gz``,
-    ``lung_labels.nii.gz``, ``infection.nii.gz`` and ``lesion_classes.nii.gz``. ``orientation`` (e.g.
-    ``"RAS"``) stores the voxels in another axis order, the geometry staying the same. Without a
-    ``phantom``, one is made with ``make_chest_phantom(**kwargs)``.
-    """
-    if phantom is None:
-        phantom = make_chest_phantom(**kwargs)
-    target = Path(path_or_dir)
-    name = target.name.lower()
-    if name.endswith(".nii.gz") or name.endswith(".nii"):
-        stem = target.name[: -7] if name.endswith(".nii.gz") else target.name[:-4]
-        folder = target.parent
-        paths = {"ct": target}
-        for key in ("lung_labels", "infection", "lesion_classes"):
-            paths[key] = folder / f"{stem}_{key}.nii.gz"
-    else:
-        folder = target
-        paths = {key: folder / f"{key}.nii.gz" for key in ("ct", "lung_labels", "infection", "lesion_classes")}
-    ensure_writable_dir(folder)
-    arrays = {"ct": phantom.hu, "lung_labels": phantom.lung_labels, "infection": phantom.infection,
-              "lesion_classes": phantom.lesion_classes}
-    for key, path in paths.items():
-        img = phantom.image(arrays[key])
-        if orientation != "LPS":
-            img = sitk.DICOMOrient(img, orientation)
-        with atomic_path(path) as tmp:
-            sitk.WriteImage(img, str(tmp), True)
-    return paths
-
-
-_SMALL = {"shape": (24, 64, 64), "spacing": (5.6, 5.6, 10.0)}
-_SOP = {"CT": "1.2.840.10008.5.1.4.1.1.2", "MR": "1.2.840.10008.5.1.4.1.1.4",
-        "PT": "1.2.840.10008.5.1.4.1.1.128"}
-
-
-def write_phantom_dicom(directory: str | Path, phantom: Phantom | None = None, *, modality: str = "CT",
-                        drop_slices: Sequence[int] = (), rescale_slope: float = 1.0,
-                        rescale_intercept: float = -1024.0, series_number: int = 1,
-                        series_uid: str | None = None, study_uid: str | None = None, prefix: str = "IMG",
-                        extension: str = ".dcm", **kwargs) -> list[Path]:
-    """Write a phantom as a DICOM series (one file per axial slice); return the file paths.
-
-    Files are ``<prefix><instance:04d><extension>`` with instance 1 the most superior slice (as many
-    scanners do, so name order is not z order). Pixels are stored as ``(HU - intercept) / slope``
-    (uint16, or int16 if negative) with Modality, RescaleSlope/Intercept (CT only), ImagePosition/
-    OrientationPatient, PixelSpacing and SliceThickness. ``drop_slices`` (z indices) are left out, to make
-    a series with missing slices. Without ``phantom``, a small one is made: ``make_chest_phantom`` with
-    ``shape=(24, 64, 64), spacing=(5.6, 5.6, 10.0)`` unless given in ``kwargs``.
-    """
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    if phantom is None:
-        phantom = make_chest_phantom(**{**_SMALL, **kwargs})
-    folder = ensure_writable_dir(directory)
-    modality = modality.upper()
-    sop_class = _SOP.get(modality, "1.2.840.10008.5.1.4.1.1.7")  # secondary capture otherwise
-    series_uid = series_uid or generate_uid()
-    study_uid = study_uid or generate_uid()
-    frame_uid = generate_uid()
-    sx, sy, sz = phantom.spacing
-    ox, oy, oz = phantom.origin
-    if modality == "CT":
-        stored = np.round((phantom.hu.astype(np.float64) - rescale_intercept) / rescale_slope)
-    else:
-        stored = phantom.hu.astype(np.float64) + 1024
-    signed = bool(stored.min() < 0)
-    stored = stored.astype(np.int16 if signed else np.uint16)
-    nz = stored.shape[0]
-    dropped = {int(i) % nz for i in drop_slices}
-    paths = []
-    for k in range(nz):
-        if k in dropped:
-            continue
-        instance = nz - k
-        path = folder / f"{prefix}{instance:04d}{extension}"
-        sop_uid = generate_uid()
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = sop_class
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID = sop_class
-        ds.SOPInstanceUID = sop_uid
-        ds.Modality = modality
-        ds.PatientName = "Phantom^Covseg"
-        ds.PatientID = "COVSEG-PHANTOM"
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.FrameOfReferenceUID = frame_uid
-        ds.SeriesNumber = series_number
-        ds.SeriesDescription = f"covseg phantom {modality}"
-        ds.InstanceNumber = instance
-        ds.ImagePositionPatient = [f"{ox:.6g}", f"{oy:.6g}", f"{oz + k * sz:.6g}"]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.SliceLocation = f"{oz + k * sz:.6g}"
-        ds.PixelSpacing = [f"{sy:.6g}", f"{sx:.6g}"]  # row spacing (y), column spacing (x)
-        ds.SliceThickness = f"{sz:.6g}"
-        ds.Rows, ds.Columns = stored.shape[1], stored.shape[2]
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 1 if signed else 0
-        if modality == "CT":
-            ds.RescaleIntercept = f"{rescale_intercept:g}"
-            ds.RescaleSlope = f"{rescale_slope:g}"
-            ds.RescaleType = "HU"
-        ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
-        ds.save_as(path, enforce_file_format=True)
-        paths.append(path)
-    return paths
-
-
-def write_mr_dicom(directory: str | Path, phantom: Phantom | None = None, **kwargs) -> list[Path]:
-    """A phantom series labelled Modality MR (for the non-CT refusal test); ``kwargs`` as
-    :func:`write_phantom_dicom`."""
-    return write_phantom_dicom(directory, phantom, modality="MR", **kwargs)
-
-
-def write_dicom_missing_slice(directory: str | Path, phantom: Phantom | None = None,
-                              missing: Sequence[int] | None = None, **kwargs) -> list[Path]:
-    """A phantom CT series with the z indices ``missing`` (default: the middle slice) left out."""
-    if phantom is None:
-        phantom = make_chest_phantom(**_SMALL)
-    if missing is None:
-        missing = (phantom.hu.shape[0] // 2,)
-    return write_phantom_dicom(directory, phantom, drop_slices=missing, **kwargs)

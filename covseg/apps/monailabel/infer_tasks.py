@@ -29,9 +29,10 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from covseg.apps.monailabel.weights import ModelCache
-from covseg.engines.inference.batch import predictor_info
-from covseg.engines.inference.diagnose import DiagnosisSettings, SliceScorer, classify_volume
+from covseg.engines.inference.diagnose import DiagnosisSettings, classify_volume
 from covseg.engines.inference.predictor import SlicePredictor
+from covseg.engines.inference.predictor_setup import predictor_info
+from covseg.engines.inference.slice_scorer import SliceScorer
 from covseg.engines.inference.volume import infer_volume
 from covseg.engines.runtime.backend_model import scoring_runtime
 from covseg.engines.runtime.cpu import resolve_bf16

@@ -35,7 +35,7 @@ from covseg.apps.monailabel.training_slices import training_slices
 from covseg.apps.monailabel.weights import load_state
 from covseg.engines.inference.predictor import logits_of
 from covseg.engines.runtime.cpu import autocast_context, resolve_bf16
-from covseg.engines.training.trainer import edge_from_mask
+from covseg.engines.training.train_step import edge_from_mask
 from covseg.io.atomic import atomic_path
 from covseg.losses import InfNetLoss
 from covseg.networks.loading import load_bundle

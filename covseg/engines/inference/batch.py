@@ -2,10 +2,10 @@
 
 :func:`run_batch` runs a list of inputs with reading of the next volume and exporting of the previous one
 overlapped with compute (one reader and one writer thread), goes on after a failing input, and returns one
-:class:`covseg.reports.batch.VolumeResult` per input. :func:`process_volume` does one volume in the calling
-thread. Per volume: :func:`covseg.engines.inference.volume.infer_volume` (the math), the reference label
-(:mod:`covseg.io.labels`) and report (:func:`prepare_volume`), then
-:func:`covseg.engines.inference.export.export_volume`.
+:class:`covseg.reports.batch.VolumeResult` per input. Per volume:
+:func:`covseg.engines.inference.volume_step.prepare_volume` (inference, the reference label and report), then
+:func:`covseg.engines.inference.export.export_volume` (:func:`covseg.engines.inference.volume_step.process_volume`
+does both for one volume in the calling thread).
 
 Before the first read, under the output folder's lock (:mod:`covseg.io.outlock`), the leftovers of killed runs
 are cleaned (:func:`covseg.io.atomic.clean_leftovers`) and names are claimed (:mod:`covseg.io.naming`): an input
@@ -18,18 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
-from torch import nn
-
-from covseg.engines.inference.dataset import VolumeDataset, VolumeItem, VolumePreprocessing, check_folders
-from covseg.engines.inference.export import ExportOptions, VolumeOutputs, export_volume, start_pictures, warm_pictures
+from covseg.engines.inference.dataset import VolumeDataset, VolumeItem, check_folders
+from covseg.engines.inference.export import ExportOptions, VolumeOutputs, export_volume, warm_pictures
 from covseg.engines.inference.interrupts import BatchInterrupted
-from covseg.engines.inference.predictor import SlicePredictor
+from covseg.engines.inference.predictor_setup import as_predictor
 from covseg.engines.inference.resume import earlier_result, volume_request
 from covseg.engines.inference.volume import (
     LUNG_MARGIN_MM,
@@ -38,122 +34,18 @@ from covseg.engines.inference.volume import (
     Handler,
     InfectionPostprocessing,
     Progress,
-    infer_volume,
 )
-from covseg.engines.runtime.cpu import precision_name
-from covseg.engines.runtime.onnx_runtime import OnnxRuntimeNetwork
+from covseg.engines.inference.volume_step import prepare_volume
 from covseg.io.atomic import clean_leftovers
-from covseg.io.discover import VolumeSource
 from covseg.io.errors import CovsegInputError
-from covseg.io.labels import label_for, read_label
 from covseg.io.naming import claim_names, source_key
 from covseg.io.outlock import output_lock
-from covseg.io.read import CTVolume
+from covseg.io.source import VolumeSource
 from covseg.reports.batch import VolumeResult, recorded_sources
-from covseg.reports.counts import slice_counts
-from covseg.reports.volume import VolumeReport, build_volume_report, slice_rows
 
 log = logging.getLogger(__name__)
 
-__all__ = ["VolumeDataset", "VolumeItem", "VolumePreprocessing", "as_predictor", "check_folders", "predictor_info",
-           "prepare_volume", "process_volume", "run_batch"]
-
-
-def prepare_volume(volume: CTVolume, predictor: SlicePredictor, out_dir: str | Path, *,
-                   label_path: str | Path | None = None, labels_dir: str | Path | None = None,
-                   gate: Gate | None = None, model_info: dict | None = None, handlers: Sequence[Handler] = (),
-                   threshold: float = THRESHOLD, lung_margin_mm: float = LUNG_MARGIN_MM,
-                   timing_s: dict[str, float] | None = None, lung: np.ndarray | None = None,
-                   postprocessing: InfectionPostprocessing | None = None,
-                   progress: Progress | None = None, pictures: bool = False) -> VolumeOutputs:
-    """Infer ``volume``, score it against its label (if any) and build its report: what :func:`export_volume` needs.
-
-    ``lung``: its lung mask when already computed (``timing_s`` then holds that step's seconds). ``pictures``: start
-    drawing the volume's pictures (:func:`covseg.engines.inference.export.start_pictures`) as soon as the inference is
-    done, so that they are drawn while the report is built and the masks are written."""
-    timing_s = timing_s or {}
-    model_info = model_info or {}
-    t0 = time.perf_counter()
-    started = t0 - sum(timing_s.get(k, 0.0) for k in ("read", "lung_mask"))
-    result = infer_volume(volume, predictor, lung=lung, gate=gate, threshold=threshold,
-                          lung_margin_mm=lung_margin_mm, handlers=handlers, postprocessing=postprocessing,
-                          progress=progress)
-    counts = slice_counts(result.lung, result.infection)  # for the rows and the report
-    rows = slice_rows(result.lung, result.infection, result.prob, result.predicted, result.classes,
-                      result.n_classes, counts=counts)
-    drawing = start_pictures(volume, result, rows) if pictures else None
-    warnings = list(volume.warnings)
-    if model_info and not model_info.get("trained", True):
-        warnings.append(f"model {model_info.get('name', '?')!r} has no trained weights: the infection outputs are "
-                        "not meaningful (lung figures are)")
-    label = None
-    if label_path is None and labels_dir is not None:
-        label_path = label_for(labels_dir, volume.name)  # also without a naming tag or nnU-Net's _0000
-        if label_path is None:
-            warnings.append(f"no label {Path(labels_dir) / (volume.name + '.nii.gz')}: no scores")
-    if label_path is not None:
-        try:
-            label, label_warnings = read_label(label_path, volume)
-            warnings += label_warnings
-        except CovsegInputError as exc:
-            warnings.append(f"label ignored: {exc}")
-            label_path = None
-    t1 = time.perf_counter()
-    timing = {**timing_s, **result.timing_s}
-    report = build_volume_report(
-        volume.name, str(volume.source_path), result.lung, result.infection, volume.spacing, prob=result.prob,
-        label=label, label_path=None if label_path is None else str(label_path), classes=result.classes,
-        n_classes=result.n_classes, predicted_slices=int(result.predicted.sum()), warnings=warnings,
-        model=model_info, timing_s=timing, counts=counts,
-    )
-    report.timing_s["report"] = round(time.perf_counter() - t1, 3)
-    report.timing_s["compute"] = round(time.perf_counter() - t0, 3)
-    return VolumeOutputs(volume, result, report, rows, Path(out_dir) / volume.name, started, pictures=drawing)
-
-
-def process_volume(volume: CTVolume, predictor: SlicePredictor, out_dir: str | Path, *,
-                   label_path: str | Path | None = None, labels_dir: str | Path | None = None,
-                   gate: Gate | None = None, save_prob: bool = False, model_info: dict | None = None,
-                   handlers: Sequence[Handler] = (), threshold: float = THRESHOLD,
-                   lung_margin_mm: float = LUNG_MARGIN_MM, timing_s: dict[str, float] | None = None,
-                   write: bool = True) -> VolumeReport:
-    """Infer, report and (``write``) export one volume under ``<out_dir>/<volume.name>/``; return its report."""
-    item = prepare_volume(volume, predictor, out_dir, label_path=label_path, labels_dir=labels_dir, gate=gate,
-                          model_info=model_info, handlers=handlers, threshold=threshold,
-                          lung_margin_mm=lung_margin_mm, timing_s=timing_s)
-    if write:
-        export_volume(item, ExportOptions(save_prob=save_prob))
-    return item.report
-
-
-def predictor_info(predictor: SlicePredictor) -> dict:
-    """What ran, for reports: ``backend``, ``precision``, ``device``, ``image_size``, ``tta`` (the predictor's own
-    reading of its options, so a report cannot disagree with what ran; ``tta`` is also true when the network
-    averages over flips itself, as a multi-class bundle with ``flip_average`` does)."""
-    backend = "onnxruntime" if isinstance(predictor.network, OnnxRuntimeNetwork) else "torch"
-    tta = predictor.tta or bool(getattr(predictor.network, "flip_average", False))  # or the model flip-averages
-    return {"image_size": predictor.image_size, "tta": tta, "backend": backend,
-            "precision": precision_name(predictor.bf16), "device": str(predictor.device),
-            "compiled": predictor.compiled}
-
-
-def as_predictor(model: object, image_size: int | None = None, device: str = "cpu", batch_size: int = 8,
-                 bf16: bool | str = "auto", tta: bool = False) -> tuple[SlicePredictor, dict]:
-    """A :class:`SlicePredictor` for ``model`` (LoadedModel, nn.Module or SlicePredictor) and its report entry."""
-    if isinstance(model, SlicePredictor):
-        return model, {"name": type(model.network).__name__, "trained": True, **predictor_info(model)}
-    network = getattr(model, "network", model)
-    if not isinstance(network, nn.Module):
-        raise TypeError(f"model must be a LoadedModel, an nn.Module or a SlicePredictor, not {type(model).__name__}")
-    size = getattr(model, "image_size", 352) if image_size is None else image_size
-    info = {"name": getattr(model, "name", type(network).__name__)}
-    if hasattr(model, "trained"):
-        info["trained"] = bool(model.trained)
-    version = (getattr(model, "meta", None) or {}).get("version")
-    if version:
-        info["version"] = str(version)
-    predictor = SlicePredictor(network, image_size=size, device=device, batch_size=batch_size, bf16=bf16, tta=tta)
-    return predictor, {**info, **predictor_info(predictor)}
+__all__ = ["run_batch"]
 
 
 def _error_text(exc: BaseException, source: str) -> str:
@@ -190,20 +82,20 @@ def run_batch(sources: Sequence[VolumeSource | str | Path] | VolumeDataset, out_
               skip_done: bool = False, settings: dict | None = None) -> list[VolumeResult]:
     """Process every volume of ``sources`` into ``out_dir``; never stops early.
 
-    ``sources``: paths / :class:`VolumeSource` (read with :class:`VolumePreprocessing`) or a
-    :class:`VolumeDataset` (its ``transform`` is the preprocessing). ``model``: a
-    :class:`covseg.networks.loading.LoadedModel` (its ``image_size`` is used unless ``image_size`` is given), an
-    ``nn.Module`` (``image_size`` default 352) or a ready :class:`SlicePredictor`; ``tta``: flip averaging
-    (:class:`SlicePredictor`), recorded in each report's ``model`` entry (``model_info`` adds to that entry);
-    ``export``: which optional outputs to write (default: ``ExportOptions(save_prob=save_prob)``). Preprocessing
-    (reading, lung mask) of the next volume and export of the previous one run in background threads.
-    ``prepare``: replaces :func:`prepare_volume` (same signature, ``lung`` included), e.g. the joint diagnosis of
-    :mod:`covseg.engines.inference.diagnose`. ``on_start(source)`` / ``on_result(result)`` are called in input order
-    from the calling thread. An unwritable ``out_dir`` raises :class:`CovsegInputError` before anything is read.
-    Each report records its ``request`` (:func:`covseg.engines.inference.resume.volume_request`, with ``settings``: what
-    else decides the outputs, e.g. the diagnosis thresholds). ``skip_done``: an input whose folder already holds
-    a complete result of the same request is neither read nor computed; its result (``earlier``) is the one on
-    disk.
+    ``sources``: paths / :class:`VolumeSource` (read with :class:`VolumePreprocessing`) or a :class:`VolumeDataset`
+    (its ``transform`` is the preprocessing). ``model``: a :class:`covseg.networks.loading.LoadedModel` (its
+    ``image_size`` is used unless ``image_size`` is given), an ``nn.Module`` (``image_size`` default 352) or a ready
+    :class:`SlicePredictor`; ``tta``: flip averaging (:class:`SlicePredictor`), recorded in each report's ``model``
+    entry (``model_info`` adds to that entry); ``export``: which optional outputs to write (default:
+    ``ExportOptions(save_prob=save_prob)``). Preprocessing (reading, lung mask) of the next volume and export of the
+    previous one run in background threads. ``prepare``: replaces
+    :func:`covseg.engines.inference.volume_step.prepare_volume` (same signature, ``lung`` included), e.g. the joint
+    diagnosis of :mod:`covseg.engines.inference.diagnose`. ``on_start(source)`` / ``on_result(result)`` are called
+    in input order from the calling thread. An unwritable ``out_dir`` raises :class:`CovsegInputError` before
+    anything is read. Each report records its ``request`` (:func:`covseg.engines.inference.resume.volume_request`,
+    with ``settings``: what else decides the outputs, e.g. the diagnosis thresholds). ``skip_done``: an input whose
+    folder already holds a complete result of the same request is neither read nor computed; its result
+    (``earlier``) is the one on disk.
     """
     out_dir = check_folders(out_dir, labels_dir)
     options = export if export is not None else ExportOptions(save_prob=save_prob)

@@ -1,6 +1,6 @@
 """The inputs of the inference workflow: the checked folders, the volumes found, each read and lung-masked.
 
-:class:`VolumeDataset` (the workflow's ``dataset``) holds the :class:`covseg.io.discover.VolumeSource` list and
+:class:`VolumeDataset` (the workflow's ``dataset``) holds the :class:`covseg.io.source.VolumeSource` list and
 computes an item, :class:`VolumeItem`, with its ``transform`` (the workflow's ``preprocessing``,
 :class:`VolumePreprocessing`: read + lung mask) when it is asked for, or ahead of time in a thread
 (:meth:`VolumeDataset.prefetch`).
@@ -29,9 +29,10 @@ import numpy as np
 
 from covseg.engines.inference.handover import has_result, new_handover_folder, publish_result, read_result, write_result
 from covseg.io.atomic import ensure_writable_dir
-from covseg.io.discover import VolumeSource, find_volumes
+from covseg.io.discover import find_volumes
 from covseg.io.errors import CovsegInputError
 from covseg.io.read import CTVolume, read_volume
+from covseg.io.source import VolumeSource
 from covseg.transforms.lung import lung_mask
 
 __all__ = ["VolumeDataset", "VolumeItem", "VolumePreprocessing", "check_folders", "fork_child"]

@@ -12,13 +12,14 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from covseg.engines.inference.batch import predictor_info, run_batch
+from covseg.engines.inference.batch import run_batch
 from covseg.engines.inference.dataset import VolumeDataset, check_folders
 from covseg.engines.inference.export import ExportOptions
 from covseg.engines.inference.interrupts import BatchInterrupted
 from covseg.engines.inference.predictor import SlicePredictor
+from covseg.engines.inference.predictor_setup import predictor_info
 from covseg.engines.inference.volume import Gate, Handler, InfectionPostprocessing, Progress
-from covseg.io.discover import VolumeSource
+from covseg.io.source import VolumeSource
 from covseg.reports.batch import VolumeResult
 
 __all__ = ["VolumeBatchInference", "evaluator_from_config", "inference_config", "print_failure"]

@@ -18,8 +18,8 @@ import os
 from pathlib import Path
 
 from covseg.engines.inference.export import ExportOptions
-from covseg.io.discover import VolumeSource
 from covseg.io.naming import source_key
+from covseg.io.source import VolumeSource
 from covseg.reports.batch import VolumeResult
 from covseg.reports.volume import VolumeReport
 

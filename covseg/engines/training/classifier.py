@@ -29,14 +29,14 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from covseg.engines.runtime.cpu import autocast_context
-from covseg.engines.training.seeding import follow_epochs
-from covseg.engines.training.trainer import (
+from covseg.engines.training.checkpoints import (
     ResumableEngine,
     attach_checkpoints,
     attach_snapshot_averaging,
-    check_training_options,
     save_weights,
 )
+from covseg.engines.training.seeding import follow_epochs
+from covseg.engines.training.trainer import check_training_options
 from covseg.io.atomic import atomic_write_text
 from covseg.io.strict_json import json_text
 from covseg.metrics.classification import auc_interval, classification_scores, roc_auc

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 
 from covseg.engines.runtime.cpu import resolve_bf16
 from covseg.engines.training.averaging import blend_weights
+from covseg.engines.training.checkpoints import save_weights
 from covseg.engines.training.semi_supervised import (
     RoundSchedule,
     copy_atomic,
@@ -41,7 +42,7 @@ from covseg.engines.training.semi_supervised import (
     seeded_loader,
     train_rounds,
 )
-from covseg.engines.training.trainer import build_trainer, save_weights
+from covseg.engines.training.trainer import build_trainer
 from covseg.io.atomic import atomic_write_text
 from covseg.networks.loading import load_weights
 from covseg.options import as_flag
