@@ -665,3 +665,66 @@ def test_the_lung_axis_of_a_scan_without_lung_is_not_a_scale_of_hundredths(monke
     infection_curve_png([{"slice": z, "infection_px": 0, "lung_px": 0} for z in range(20)], (1.0, 1.0, 2.0))
     lung_axis = next(a for a in figures[0].axes if a.get_ylabel() == "lung cm\u00b2")
     assert lung_axis.get_ylim() == (0.0, 1.0)
+
+
+MACHADO = {  # Machado, Oliveira & Fernandes 2009, severity 1.0, on linear RGB
+    "protan": np.array([[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216],
+                        [-0.003882, -0.048116, 1.051998]]),
+    "deutan": np.array([[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413],
+                        [-0.011820, 0.042940, 0.968881]]),
+    "normal": np.eye(3),
+}
+
+
+def _luminance(rgb: np.ndarray, vision: str) -> np.ndarray:
+    """WCAG relative luminance of ``rgb`` as a reader of ``vision`` sees it (simulated)."""
+    c = rgb.astype(np.float64) / 255.0
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    return np.clip(linear @ MACHADO[vision].T, 0.0, 1.0) @ np.array([0.2126, 0.7152, 0.0722])
+
+
+def _contrast_beside(rgb: np.ndarray, mask: np.ndarray, colour, vision: str) -> float:
+    """Median over the contour pixels of ``colour`` of the WCAG contrast ratio between the pixel and the mean of its
+    4-neighbours outside ``mask`` (what is drawn just outside the lesion: the CT, or the contour's casing)."""
+    lum = _luminance(rgb, vision)
+    line = np.all(rgb == np.array(colour, np.uint8), axis=2) & mask
+    total, count = np.zeros(lum.shape), np.zeros(lum.shape)
+    for axis, shift in ((0, 1), (0, -1), (1, 1), (1, -1)):
+        outside = ~np.roll(mask, shift, axis)
+        total += np.where(outside, np.roll(lum, shift, axis), 0.0)
+        count += outside
+    beside = line & (count > 0)
+    assert beside.sum() > 20
+    a, b = lum[beside], total[beside] / count[beside]
+    return float(np.median((np.maximum(a, b) + 0.05) / (np.minimum(a, b) + 0.05)))
+
+
+@pytest.mark.parametrize("vision", ["protan", "deutan", "normal"])
+def test_contours_stand_out_by_luminance_for_colour_blind_readers(vision):
+    """A red (255, 40, 40) outline on ground glass in the lung window had 1.3:1 luminance contrast to the lung beside
+    it for a red-blind (protan) reader (2.4:1 deutan, 2.0:1 normal vision), magenta 2.0:1 (protan): seen by
+    luminance the outline vanished. Each contour now has a black casing outside it, so that the line stands out from
+    what is beside it by at least WCAG 2.1's 3:1 for graphical objects (SC 1.4.11), whatever the reader's colour
+    vision, in the montage's and overlays' panels and in the activation montage's contour half."""
+    n = 192
+    hu = np.full((1, n, n), -850.0, np.float32)  # aerated lung
+    yy, xx = np.mgrid[:n, :n]
+    ggo = (yy - 60) ** 2 + (xx - 60) ** 2 < 30 ** 2
+    cons = (yy - 130) ** 2 + (xx - 128) ** 2 < 28 ** 2
+    hu[0][ggo], hu[0][cons] = -500.0, -100.0
+    binary = (ggo | cons)[None].astype(np.uint8)
+    classes = (ggo + 2 * cons)[None].astype(np.uint8)
+    spacing = (1.0, 1.0, 5.0)
+    for size in (n, 2 * n):  # 1-pixel lines, and 2-pixel lines on a panel of 320 pixels or more
+        k = size // n
+        panel = axial_panel(hu, binary, spacing, 0, max_px=size)
+        assert panel.shape[:2] == (size, size)
+        big = np.repeat(np.repeat(binary[0], k, 0), k, 1) > 0
+        assert _contrast_beside(panel, big, INFECTION_COLOUR, vision) >= 3.0
+        panel = axial_panel(hu, binary, spacing, 0, classes, max_px=size)
+        labels = np.repeat(np.repeat(classes[0], k, 0), k, 1)
+        for value, colour in CLASS_COLOURS.items():
+            assert _contrast_beside(panel, labels == value, colour, vision) >= 3.0
+    grey = (hu[0] + 1350.0) / 1500.0
+    left = activation_beside_mask(grey, np.zeros_like(grey), binary[0])[:, :n]
+    assert _contrast_beside(left, binary[0] > 0, INFECTION_COLOUR, vision) >= 3.0

@@ -7,7 +7,7 @@ import matplotlib
 import numpy as np
 from skimage.transform import resize
 
-from covseg.reports.pictures.contours import INFECTION_COLOUR, Colour, inner_edge
+from covseg.reports.pictures.contours import INFECTION_COLOUR, Colour, draw_contours
 from covseg.reports.pictures.window import lung_window
 
 __all__ = ["activation_beside_mask", "heatmap_overlay"]
@@ -20,7 +20,8 @@ def heatmap_overlay(image: np.ndarray, heat: np.ndarray, contour: np.ndarray | N
 
     ``image``: a 2D slice, in [0, 1] unless ``window`` (level, width in HU) is given; ``heat`` is resized to
     ``image``'s shape when it differs (bilinear); where ``heat`` is NaN (a region the map does not cover) the
-    slice is shown without colour; ``contour``: an optional mask whose inner boundary is drawn.
+    slice is shown without colour; ``contour``: an optional mask whose inner boundary is drawn, cased
+    (:func:`~covseg.reports.pictures.contours.draw_contours`).
     """
     image = np.asarray(image, np.float32)
     base = lung_window(image, *window) if window is not None else np.clip(image, 0.0, 1.0)
@@ -36,8 +37,7 @@ def heatmap_overlay(image: np.ndarray, heat: np.ndarray, contour: np.ndarray | N
     rgb = (1.0 - weight) * base[..., None] + weight * colour
     out = (np.clip(rgb, 0.0, 1.0) * 255).round().astype(np.uint8)
     if contour is not None:
-        edge = inner_edge(np.asarray(contour) > 0)
-        out[edge] = contour_colour
+        draw_contours(out, (np.asarray(contour) > 0).astype(np.uint8), {1: contour_colour})
     return out
 
 
