@@ -3,8 +3,8 @@
 Contours are the inner boundary pixels of each mask: infection red for a binary model; for a 0/1/2 label map
 ground-glass opacity (1) yellow and consolidation (2) magenta. Each is cased: a 1-pixel black line along its
 outside (:data:`CASING`), so that the outline stands out by luminance, not by hue alone. Red on the grey lung
-window has too little luminance contrast for red-blind (protan) readers (about 1.3:1 to the lung beside it under
-simulated protanopia); against its black casing every contour colour has at least 3.7:1 (the red, protan) for
+window has too little luminance contrast for red-blind (protan) readers (1.3-1.4:1 to the lung beside it under
+simulated protanopia); against its black casing every contour colour has at least 3.66:1 (the red, protan) for
 normal, protan and deutan vision, above WCAG 2.1's 3:1 for graphical objects (docs/benchmarks.md). The casing lies
 outside the lesion, so the lesion's own pixels are covered no more than before, and black reads as a drawn edge
 where white would look like dense tissue.
