@@ -9,21 +9,26 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from covseg.reports.overlays import (
-    CLASS_COLOURS,
-    INFECTION_COLOUR,
-    activation_beside_mask,
-    axial_panel,
-    coronal_panel,
-    heatmap_overlay,
-    inner_edge,
-    montage_png,
-    pick_slices,
-    sagittal_panel,
-    write_volume_figures,
-)
+from covseg.reports.picks import pick_slices
+from covseg.reports.pictures.contours import CLASS_COLOURS, INFECTION_COLOUR, inner_edge
+from covseg.reports.pictures.heatmap import activation_beside_mask, heatmap_overlay
+from covseg.reports.pictures.montage import montage_png
+from covseg.reports.pictures.panels import axial_panel, coronal_panel, sagittal_panel
+from covseg.reports.pictures.reformats import reformats_png
+from covseg.reports.pictures.volume_figures import write_volume_figures
 
 SPACING = (1.0, 1.0, 4.0)  # x, y, z mm
+
+
+def _capture_figures(monkeypatch) -> list:
+    """The matplotlib figures the montage and the reformats encode, in the order they are drawn."""
+    from covseg.reports.pictures import montage, reformats
+
+    figures = []
+    for module in (montage, reformats):
+        real = module.png_bytes
+        monkeypatch.setattr(module, "png_bytes", lambda fig, dpi, real=real: figures.append(fig) or real(fig, dpi))
+    return figures
 
 
 def _asymmetric():
@@ -201,7 +206,6 @@ def test_montage_panels_fill_their_cells(planes):
 
 def test_reformats_fill_their_boxes():
     """Coronal and sagittal panels equally high and placed in inches: no black band above them (23 rows before)."""
-    from covseg.reports.overlays import reformats_png
 
     hu, marker = _asymmetric()
     grey = np.asarray(Image.open(io.BytesIO(reformats_png(hu, marker, SPACING, dpi=50))).convert("L"))
@@ -291,7 +295,8 @@ def test_activation_montage_text_has_its_glyphs_a_key_and_orientation_letters():
 def test_a_slice_overlay_says_what_it_shows(tmp_path):
     """overlays/slice_<z>.png used to be the bare panel: no slice index, no volume, no colour key and no
     orientation letters, so a file opened on its own (or sent on) did not say what it showed."""
-    from covseg.reports.overlays import LETTER_COLOUR, axial_panel, write_slice_overlays
+    from covseg.reports.pictures.pil_marks import LETTER_COLOUR
+    from covseg.reports.pictures.slice_overlay import write_slice_overlays
 
     hu = np.full((4, 128, 128), -1000.0, np.float32)
     hu[:, 20:108, 20:108] = 40.0
@@ -323,13 +328,13 @@ def test_a_narrow_slice_overlay_wraps_its_caption_inside_the_picture():
     right edge."""
     from PIL import ImageDraw
 
-    from covseg.reports.overlays import _flow, pil_font
+    from covseg.reports.pictures.pil_marks import flow, pil_font
 
     font = pil_font()
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     parts = [("ct  axial z=25", (255, 255, 255)), ("lung window L -600 W 1500 HU", (200, 200, 200)),
              ("(z: 0 = most inferior slice)", (200, 200, 200)), ("\u25a0 ground-glass opacity", CLASS_COLOURS[1])]
-    lines = _flow(draw, parts, 128, font)  # (what a 128-pixel panel would get; overlays are now 256 at least)
+    lines = flow(draw, parts, 128, font)  # (what a 128-pixel panel would get; overlays are now 256 at least)
     ends = [x + draw.textlength(text, font=font) for line in lines for x, text, _ in line]
     assert max(ends) <= 128 and len(lines) >= 4
     words = " ".join(text for line in lines for _, text, _ in line)
@@ -337,7 +342,7 @@ def test_a_narrow_slice_overlay_wraps_its_caption_inside_the_picture():
 
 
 def test_a_coarse_scans_slice_overlay_is_enlarged_by_whole_pixels(tmp_path):
-    from covseg.reports.overlays import OVERLAY_MIN_PX, axial_panel, slice_overlay
+    from covseg.reports.pictures.slice_overlay import OVERLAY_MIN_PX, slice_overlay
 
     hu, marker = _asymmetric()  # 40 x 40 pixels of 1 mm: an 80-pixel panel
     panel = axial_panel(hu, marker, SPACING, 16, max_px=512)
@@ -351,14 +356,15 @@ def test_a_coarse_scans_slice_overlay_is_enlarged_by_whole_pixels(tmp_path):
 def test_orientation_letters_are_outlined_so_that_they_read_on_white_tissue():
     """The montage's and the reformats' light blue letters had no outline and vanished on the chest wall's white
     soft tissue, where R and L of an axial slice lie."""
-    from covseg.reports.overlays import _bare, _letters, _png_bytes, agg_figure
+    from covseg.reports.pictures.agg import agg_figure, bare, letters
+    from covseg.reports.pictures.png import png_bytes
 
     fig = agg_figure((2.0, 2.0))
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
     ax.imshow(np.full((64, 64, 3), 255, np.uint8), interpolation="nearest")
-    _bare(ax)
-    _letters(ax, "A", "P", "R", "L")
-    rgb = np.asarray(Image.open(io.BytesIO(_png_bytes(fig, 100))).convert("RGB")).astype(int)
+    bare(ax)
+    letters(ax, "A", "P", "R", "L")
+    rgb = np.asarray(Image.open(io.BytesIO(png_bytes(fig, 100))).convert("RGB")).astype(int)
     blue = (rgb[..., 2] > 200) & (rgb[..., 0] < 180)  # the letters' #7fd4ff
     dark = rgb.max(axis=2) < 80  # their outline on the white panel
     assert blue.sum() > 20 and dark.sum() > blue.sum()
@@ -367,7 +373,6 @@ def test_orientation_letters_are_outlined_so_that_they_read_on_white_tissue():
 def test_reformats_of_a_thin_slab_are_stacked_at_full_width():
     """A 20-slice, 2 mm series across 500 mm (the abdominal DICOM of ct-volumes) got its coronal and sagittal side by
     side as strips 34 pixels high in a figure three quarters black, S over I in the middle of each strip."""
-    from covseg.reports.overlays import reformats_png
 
     hu = np.full((10, 200, 200), -600.0, np.float32)  # 10 mm high, 200 mm wide and deep: mid-grey in the window
     rgb = np.asarray(Image.open(io.BytesIO(reformats_png(hu, np.zeros(hu.shape, np.uint8), (1.0, 1.0, 1.0))))
@@ -386,14 +391,10 @@ def test_reformats_of_a_thin_slab_are_stacked_at_full_width():
 def test_headings_give_the_window_and_how_slices_are_numbered(monkeypatch):
     """The headings said 'lung window' without its level and width, and 'z=53' without saying that z counts from
     the most inferior slice (a PACS numbers a chest CT from the top), so a reader looking the slice up went wrong."""
-    from covseg.reports import overlays
-
-    figures = []
-    real = overlays._png_bytes
-    monkeypatch.setattr(overlays, "_png_bytes", lambda fig, dpi: figures.append(fig) or real(fig, dpi))
+    figures = _capture_figures(monkeypatch)
     hu, marker = _asymmetric()
-    overlays.montage_png(hu, marker, SPACING, n=4, dpi=30)
-    overlays.reformats_png(hu, marker, SPACING, dpi=30)
+    montage_png(hu, marker, SPACING, n=4, dpi=30)
+    reformats_png(hu, marker, SPACING, dpi=30)
     montage, reformats = (fig._suptitle.get_text() for fig in figures)
     for words in ("L -600 W 1500 HU", "0 = most inferior"):
         assert words in montage
@@ -419,11 +420,11 @@ def test_colour_key_entries_never_overlap_on_a_narrow_figure():
     'ground-glass opacity'; each entry now starts after the previous one's drawn width, inside the figure."""
     import matplotlib.pyplot as plt
 
-    from covseg.reports.overlays import _legend
+    from covseg.reports.pictures.agg import legend
 
     fig = plt.figure(figsize=(4.8, 3.2))
     try:
-        texts = _legend(fig, multi=True)
+        texts = legend(fig, multi=True)
         renderer = fig.canvas.get_renderer()
         boxes = [t.get_window_extent(renderer) for t in texts]
     finally:
@@ -436,7 +437,8 @@ def test_importing_the_pictures_leaves_the_users_matplotlib_backend():
     import subprocess
     import sys
 
-    code = ("import matplotlib; matplotlib.use('svg'); import covseg.reports.overlays, covseg.reports.curves; "
+    code = ("import matplotlib; matplotlib.use('svg'); "
+            "import covseg.reports.pictures.volume_figures, covseg.reports.curves; "
             "print(matplotlib.get_backend())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "svg"
@@ -449,10 +451,10 @@ def test_warm_pictures_imports_the_picture_modules_in_a_thread_after_monai():
 
     code = ("import sys; from covseg.monai_import import import_monai; import_monai(); "
             "from covseg.engines.inference.export import warm_pictures; "
-            "assert 'covseg.reports.overlays' not in sys.modules; warm_pictures().join(); "
-            "import matplotlib.figure, skimage.transform; from covseg.reports import overlays, curves; "
+            "assert 'covseg.reports.pictures.panels' not in sys.modules; warm_pictures().join(); "
+            "import matplotlib.figure, skimage.transform; from covseg.reports.pictures import panels; "
             "assert callable(skimage.transform.resize) and hasattr(matplotlib.figure, 'Figure'); "
-            "print(overlays.resize is skimage.transform.resize)")
+            "print(panels.resize is skimage.transform.resize)")
     assert python_output(code).strip() == "True"
 
 
@@ -511,14 +513,10 @@ def test_the_heading_of_a_one_column_montage_stays_inside_the_picture():
 def test_the_star_is_explained_only_where_a_panel_has_one(monkeypatch):
     """A montage without slices picked for their infection (no infection, or a single slice) said what '*' means
     though no title had one."""
-    from covseg.reports import overlays
-
-    figures = []
-    real = overlays._png_bytes
-    monkeypatch.setattr(overlays, "_png_bytes", lambda fig, dpi: figures.append(fig) or real(fig, dpi))
+    figures = _capture_figures(monkeypatch)
     hu, marker = _asymmetric()
-    overlays.montage_png(hu, np.zeros_like(marker), SPACING, n=4, dpi=30)
-    overlays.montage_png(hu, marker, SPACING, n=4, dpi=30)
+    montage_png(hu, np.zeros_like(marker), SPACING, n=4, dpi=30)
+    montage_png(hu, marker, SPACING, n=4, dpi=30)
     empty, found = (fig._suptitle.get_text() for fig in figures)
     assert "*" not in empty and "* = most infected" in found.replace("\n", " ")
 
@@ -560,7 +558,9 @@ def _longest_run(rgb: np.ndarray, colour) -> int:
 def test_montage_and_slice_overlay_carry_a_scale_bar_of_their_scale(n, mm):
     """No picture had a scale: a 64-pixel scan of 4 mm pixels and a 512-pixel scan of 0.7 mm pixels filled their
     panels alike. Each axial panel now has a bar (5 cm here) whose length in pixels is 5 cm at the panel's scale."""
-    from covseg.reports.overlays import LETTER_COLOUR, scale_bar_mm, slice_overlay
+    from covseg.reports.pictures.pil_marks import LETTER_COLOUR
+    from covseg.reports.pictures.scale import scale_bar_mm
+    from covseg.reports.pictures.slice_overlay import slice_overlay
 
     hu = np.full((2, n, n), -800.0, np.float32)
     infection = np.zeros(hu.shape, np.uint8)
@@ -580,7 +580,8 @@ def test_activation_montage_carries_a_scale_bar_of_its_scale(n, mm):
     is its length in mm at the tile's scale (a 240-pixel tile of an n-pixel view of ``mm`` pixels); none without
     the pixel size."""
     from covseg.reports.activation_montage import ActivationPanel, activation_montage_png
-    from covseg.reports.overlays import LETTER_COLOUR, scale_bar_mm
+    from covseg.reports.pictures.pil_marks import LETTER_COLOUR
+    from covseg.reports.pictures.scale import scale_bar_mm
 
     image = np.full((n, n), 0.2, np.float32)
     heat = np.full((n, n), np.nan, np.float32)
@@ -598,7 +599,7 @@ def test_activation_montage_carries_a_scale_bar_of_its_scale(n, mm):
 def test_reformat_scale_bars_follow_each_planes_spacing():
     """Coronal and sagittal are equally high, so at one scale: with 1 x 2 mm pixels (200 columns, 100 rows, both
     200 mm) both bars are 5 cm and equally long, though the planes have 200 and 100 pixels across."""
-    from covseg.reports.overlays import LETTER_COLOUR, reformats_png
+    from covseg.reports.pictures.pil_marks import LETTER_COLOUR
 
     hu = np.full((40, 100, 200), -800.0, np.float32)
     sheet = np.asarray(Image.open(io.BytesIO(reformats_png(hu, np.zeros(hu.shape, np.uint8), (1.0, 2.0, 5.0))))
@@ -611,13 +612,9 @@ def test_reformat_scale_bars_follow_each_planes_spacing():
 def test_reformat_titles_say_where_the_plane_lies(monkeypatch):
     """'coronal y=33' and 'sagittal x=43' did not say what y and x count: the titles now give the range and where
     0 lies."""
-    from covseg.reports import overlays
-
-    figures = []
-    real = overlays._png_bytes
-    monkeypatch.setattr(overlays, "_png_bytes", lambda fig, dpi: figures.append(fig) or real(fig, dpi))
+    figures = _capture_figures(monkeypatch)
     hu, marker = _asymmetric()
-    overlays.reformats_png(hu, marker, SPACING, dpi=30)
+    reformats_png(hu, marker, SPACING, dpi=30)
     titles = [ax.get_title() for ax in figures[0].axes]
     assert titles == ["coronal y=3 of 0-39 (0 = most anterior)", "sagittal x=3 of 0-39 (0 = patient's right)"]
 
@@ -625,12 +622,12 @@ def test_reformat_titles_say_where_the_plane_lies(monkeypatch):
 def test_the_infection_curve_gives_the_slice_index_along_its_top(monkeypatch):
     """The curve counted mm from the most inferior slice while the montage names slices by z: a peak at 100 mm
     had to be divided by the slice spacing to be found. The top edge now gives z (4 mm slices: 100 mm = z 25)."""
-    from covseg.reports import overlays
     from covseg.reports.curves import infection_curve_png
+    from covseg.reports.pictures import agg
 
     figures = []
-    real = overlays.agg_figure
-    monkeypatch.setattr(overlays, "agg_figure", lambda size: figures.append(real(size)) or figures[-1])
+    real = agg.agg_figure
+    monkeypatch.setattr(agg, "agg_figure", lambda size: figures.append(real(size)) or figures[-1])
     rows = [{"slice": z, "infection_px": z % 7, "lung_px": 100} for z in range(80)]
     infection_curve_png(rows, (1.0, 1.0, 4.0))
     fig = figures[0]
@@ -647,15 +644,11 @@ def test_the_infection_curve_gives_the_slice_index_along_its_top(monkeypatch):
 def test_the_key_says_when_a_class_was_found_nowhere(monkeypatch):
     """A volume without infection (or a multi-class one without consolidation) had a key to a colour drawn
     nowhere; the entry now says 'none found'."""
-    from covseg.reports import overlays
-
-    figures = []
-    real = overlays._png_bytes
-    monkeypatch.setattr(overlays, "_png_bytes", lambda fig, dpi: figures.append(fig) or real(fig, dpi))
+    figures = _capture_figures(monkeypatch)
     hu, marker = _asymmetric()
-    overlays.montage_png(hu, np.zeros_like(marker), SPACING, n=4, dpi=30)
-    overlays.reformats_png(hu, marker, SPACING, dpi=30)
-    overlays.montage_png(hu, marker, SPACING, classes=marker, n=4, dpi=30)  # ground glass only
+    montage_png(hu, np.zeros_like(marker), SPACING, n=4, dpi=30)
+    reformats_png(hu, marker, SPACING, dpi=30)
+    montage_png(hu, marker, SPACING, classes=marker, n=4, dpi=30)  # ground glass only
     keys = [[t.get_text() for t in fig.texts if t.get_text().startswith("\u25a0")] for fig in figures]
     assert keys == [["\u25a0 infection: none found"], ["\u25a0 infection"],
                     ["\u25a0 ground-glass opacity", "\u25a0 consolidation: none found"]]
@@ -663,12 +656,75 @@ def test_the_key_says_when_a_class_was_found_nowhere(monkeypatch):
 
 def test_the_lung_axis_of_a_scan_without_lung_is_not_a_scale_of_hundredths(monkeypatch):
     """A scan without lung (the abdominal DICOM series) had a lung axis from 0 to 0.05 cm², ticks 0.00-0.04."""
-    from covseg.reports import overlays
     from covseg.reports.curves import infection_curve_png
+    from covseg.reports.pictures import agg
 
     figures = []
-    real = overlays.agg_figure
-    monkeypatch.setattr(overlays, "agg_figure", lambda size: figures.append(real(size)) or figures[-1])
+    real = agg.agg_figure
+    monkeypatch.setattr(agg, "agg_figure", lambda size: figures.append(real(size)) or figures[-1])
     infection_curve_png([{"slice": z, "infection_px": 0, "lung_px": 0} for z in range(20)], (1.0, 1.0, 2.0))
     lung_axis = next(a for a in figures[0].axes if a.get_ylabel() == "lung cm\u00b2")
     assert lung_axis.get_ylim() == (0.0, 1.0)
+
+
+MACHADO = {  # Machado, Oliveira & Fernandes 2009, severity 1.0, on linear RGB
+    "protan": np.array([[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216],
+                        [-0.003882, -0.048116, 1.051998]]),
+    "deutan": np.array([[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413],
+                        [-0.011820, 0.042940, 0.968881]]),
+    "normal": np.eye(3),
+}
+
+
+def _luminance(rgb: np.ndarray, vision: str) -> np.ndarray:
+    """WCAG relative luminance of ``rgb`` as a reader of ``vision`` sees it (simulated)."""
+    c = rgb.astype(np.float64) / 255.0
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    return np.clip(linear @ MACHADO[vision].T, 0.0, 1.0) @ np.array([0.2126, 0.7152, 0.0722])
+
+
+def _contrast_beside(rgb: np.ndarray, mask: np.ndarray, colour, vision: str) -> float:
+    """Median over the contour pixels of ``colour`` of the WCAG contrast ratio between the pixel and the mean of its
+    4-neighbours outside ``mask`` (what is drawn just outside the lesion: the CT, or the contour's casing)."""
+    lum = _luminance(rgb, vision)
+    line = np.all(rgb == np.array(colour, np.uint8), axis=2) & mask
+    total, count = np.zeros(lum.shape), np.zeros(lum.shape)
+    for axis, shift in ((0, 1), (0, -1), (1, 1), (1, -1)):
+        outside = ~np.roll(mask, shift, axis)
+        total += np.where(outside, np.roll(lum, shift, axis), 0.0)
+        count += outside
+    beside = line & (count > 0)
+    assert beside.sum() > 20
+    a, b = lum[beside], total[beside] / count[beside]
+    return float(np.median((np.maximum(a, b) + 0.05) / (np.minimum(a, b) + 0.05)))
+
+
+@pytest.mark.parametrize("vision", ["protan", "deutan", "normal"])
+def test_contours_stand_out_by_luminance_for_colour_blind_readers(vision):
+    """A red (255, 40, 40) outline on ground glass in the lung window had 1.3:1 luminance contrast to the lung beside
+    it for a red-blind (protan) reader (2.4:1 deutan, 2.0:1 normal vision), magenta 2.0:1 (protan): seen by
+    luminance the outline vanished. Each contour now has a black casing outside it, so that the line stands out from
+    what is beside it by at least WCAG 2.1's 3:1 for graphical objects (SC 1.4.11), whatever the reader's colour
+    vision, in the montage's and overlays' panels and in the activation montage's contour half."""
+    n = 192
+    hu = np.full((1, n, n), -850.0, np.float32)  # aerated lung
+    yy, xx = np.mgrid[:n, :n]
+    ggo = (yy - 60) ** 2 + (xx - 60) ** 2 < 30 ** 2
+    cons = (yy - 130) ** 2 + (xx - 128) ** 2 < 28 ** 2
+    hu[0][ggo], hu[0][cons] = -500.0, -100.0
+    binary = (ggo | cons)[None].astype(np.uint8)
+    classes = (ggo + 2 * cons)[None].astype(np.uint8)
+    spacing = (1.0, 1.0, 5.0)
+    for size in (n, 2 * n):  # 1-pixel lines, and 2-pixel lines on a panel of 320 pixels or more
+        k = size // n
+        panel = axial_panel(hu, binary, spacing, 0, max_px=size)
+        assert panel.shape[:2] == (size, size)
+        big = np.repeat(np.repeat(binary[0], k, 0), k, 1) > 0
+        assert _contrast_beside(panel, big, INFECTION_COLOUR, vision) >= 3.0
+        panel = axial_panel(hu, binary, spacing, 0, classes, max_px=size)
+        labels = np.repeat(np.repeat(classes[0], k, 0), k, 1)
+        for value, colour in CLASS_COLOURS.items():
+            assert _contrast_beside(panel, labels == value, colour, vision) >= 3.0
+    grey = (hu[0] + 1350.0) / 1500.0
+    left = activation_beside_mask(grey, np.zeros_like(grey), binary[0])[:, :n]
+    assert _contrast_beside(left, binary[0] > 0, INFECTION_COLOUR, vision) >= 3.0

@@ -13,7 +13,8 @@ from headless_browser import open_page
 from covseg.reports.batch import VolumeResult, write_batch_report
 from covseg.reports.curves import infection_curve_png
 from covseg.reports.html import CSP, VolumeEntry, entries_from_summary, render_report, write_html_report
-from covseg.reports.overlays import montage_png, reformats_png
+from covseg.reports.pictures.montage import montage_png
+from covseg.reports.pictures.reformats import reformats_png
 from covseg.reports.severity import compute_severity
 from covseg.reports.volume import VolumeReport, build_volume_report, slice_rows
 from covseg.synthetic.phantom import make_chest_phantom

@@ -115,7 +115,7 @@ def test_slice_rows_count_each_class_and_the_curve_draws_them():
     from PIL import Image
 
     from covseg.reports.curves import infection_curve_png
-    from covseg.reports.overlays import CLASS_COLOURS
+    from covseg.reports.pictures.contours import CLASS_COLOURS
     from covseg.reports.volume import class_columns
 
     lung, inf, _ = _arrays()

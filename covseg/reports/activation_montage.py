@@ -19,15 +19,10 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw
 
-from covseg.reports.overlays import (
-    FONT_PX,
-    INFECTION_COLOUR,
-    LETTER_COLOUR,
-    activation_beside_mask,
-    draw_letters,
-    draw_scale_bar,
-)
-from covseg.reports.overlays import pil_font as montage_font
+from covseg.reports.pictures.contours import INFECTION_COLOUR
+from covseg.reports.pictures.heatmap import activation_beside_mask
+from covseg.reports.pictures.pil_marks import FONT_PX, LETTER_COLOUR, draw_letters, draw_scale_bar
+from covseg.reports.pictures.pil_marks import pil_font as montage_font
 
 __all__ = ["FONT_PX", "LETTER_COLOUR", "ActivationPanel", "KEY_HEIGHT", "activation_montage_png", "montage_font"]
 

@@ -32,7 +32,8 @@ def infection_curve_png(rows: Sequence[dict], spacing: Sequence[float], *, title
     pixel columns of classes 1, 2, ... (:func:`covseg.reports.volume.class_columns`), each drawn in its class's
     overlay colour beside the total, with a key.
     """
-    from covseg.reports.overlays import CLASS_COLOURS, CLASS_NAMES, agg_figure
+    from covseg.reports.pictures.agg import agg_figure
+    from covseg.reports.pictures.contours import CLASS_COLOURS, CLASS_NAMES
 
     px_cm2 = float(spacing[0]) * float(spacing[1]) / 100.0
     z = np.array([r["slice"] for r in rows], float)

@@ -1,5 +1,6 @@
-"""Which slices a picture shows: the highest-ranked ones, kept apart so that they show different places; and
-whether a volume has slices enough for the pictures that cut across them (reformats, the per-slice curve)."""
+"""Which slices a picture shows: the highest-ranked ones, kept apart so that they show different places (the
+montage's slices, :func:`pick_slices`; the activation montage's); and whether a volume has slices enough for the
+pictures that cut across them (reformats, the per-slice curve)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["THROUGH_PLANE_MIN_SLICES", "spaced_top", "through_plane_views"]
+__all__ = ["THROUGH_PLANE_MIN_SLICES", "pick_slices", "spaced_top", "through_plane_views"]
 
 THROUGH_PLANE_MIN_SLICES = 8
 """Fewer axial slices than this (e.g. a 2-slice test scan) give a coronal / sagittal reformat a few pixels high
@@ -31,3 +32,33 @@ def spaced_top(z: Sequence[int], value: Sequence[float], n: int, gap: int) -> li
         if all(abs(int(z[i]) - t) >= gap for t in taken):
             taken.append(int(z[i]))
     return taken
+
+
+def pick_slices(infection: np.ndarray, lung: np.ndarray | None = None, n: int = 12) -> tuple[list[int], set[int]]:
+    """Axial slices for a montage: up to ``n // 2`` slices with most infection plus evenly spaced ones.
+
+    The infected picks are taken by decreasing infection area, each at least the lung's z extent / ``n`` slices
+    away from those already taken, so they show different lesions rather than one lesion on neighbouring slices.
+    Evenly spaced slices fill the rest and cover the lung's z extent (the whole volume without lung). Returns the
+    slices from superior to inferior and the set of those picked for their infection.
+    """
+    nz = infection.shape[0]
+    n = max(1, min(int(n), nz))
+    area = np.count_nonzero(np.asarray(infection).reshape(nz, -1), axis=1)
+    if lung is not None and np.any(lung):
+        held = np.nonzero(np.asarray(lung).reshape(nz, -1).any(axis=1))[0]
+        lo, hi = int(held[0]), int(held[-1])
+    else:
+        lo, hi = 0, nz - 1
+    gap = max(1, (hi - lo + 1) // n)
+    infected = np.nonzero(area)[0]
+    top = spaced_top(infected, area[infected], n // 2, gap)
+    chosen = set(top)
+    free = [z for z in range(lo, hi + 1) if z not in chosen] or [z for z in range(nz) if z not in chosen]
+    for target in np.linspace(lo, hi, n - len(top)) if n > len(top) else []:
+        if not free:
+            break
+        z = min(free, key=lambda f: (abs(f - target), f))  # nearest slice not yet taken
+        chosen.add(z)
+        free.remove(z)
+    return sorted(chosen, reverse=True), set(top)

@@ -16,7 +16,7 @@ the places whose net evidence is for COVID-19, as Grad-CAM does.
 default. The stage before it (stride 16) can be added with ``stages=(0, 1)``; each map is upsampled to the input
 size and scaled to [0, 1] per image, and the maps are averaged. Gradients are taken in fp32
 with respect to the feature maps only (no parameter gradients are accumulated). Overlays use
-:func:`covseg.reports.overlays.heatmap_overlay`.
+:func:`covseg.reports.pictures.heatmap.heatmap_overlay`.
 """
 
 from __future__ import annotations
@@ -84,6 +84,6 @@ def slice_activation(network: SliceClassifier, grey: np.ndarray, image_size: int
 
 def activation_overlay(grey: np.ndarray, activation: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """uint8 RGB of the activation map over the grey slice (covseg's heat-map overlay)."""
-    from covseg.reports.overlays import heatmap_overlay
+    from covseg.reports.pictures.heatmap import heatmap_overlay
 
     return heatmap_overlay(np.asarray(grey, np.float32), activation, alpha=alpha)

@@ -12,7 +12,7 @@ is never replaced; this volume then goes to ``<name>_<tag>`` (:mod:`covseg.io.na
   Inf-Net maps; ``p >= 0.5`` <=> value ``>= 128``);
 * ``infection_labels.nii.gz`` (multi-class models only) uint8 class map;
 * ``slices.csv`` and ``report.json`` (:class:`covseg.reports.volume.VolumeReport`, whose ``outputs`` lists the files);
-* pictures (``ExportOptions.figures``; on in ``covseg infer``; :mod:`covseg.reports.overlays`): ``montage.png``
+* pictures (``ExportOptions.figures``; on in ``covseg infer``; :mod:`covseg.reports.pictures`): ``montage.png``
   (axial slices with infection contours), ``reformats.png`` (coronal and sagittal), ``infection_curve.png``
   (:mod:`covseg.reports.curves`) and, with ``ExportOptions.overlays`` ``"infected"`` or ``"all"``,
   ``overlays/slice_<z>.png``; :func:`covseg.engines.inference.batch.run_batch` has them drawn from the end of the
@@ -195,8 +195,8 @@ def draw_pictures(volume: CTVolume, result: VolumeInference, rows: list[dict]) -
     """PNG bytes by file name: ``montage.png``, ``reformats.png`` and ``infection_curve.png`` (a volume of too few
     slices, :func:`covseg.reports.picks.through_plane_views`, gets the montage only)."""
     from covseg.reports.curves import infection_curve_png  # matplotlib: imported only when pictures are made
-    from covseg.reports.overlays import volume_figure_pngs
     from covseg.reports.picks import through_plane_views
+    from covseg.reports.pictures.volume_figures import volume_figure_pngs
 
     pngs = volume_figure_pngs(volume.array, result.lung, result.infection, volume.spacing, classes=result.classes,
                               name=volume.name)
@@ -223,7 +223,7 @@ def _import_pictures() -> None:
     """The imports of :func:`draw_pictures`; an error shows up where the pictures are drawn, not here."""
     with contextlib.suppress(Exception):
         import covseg.reports.curves  # noqa: F401
-        import covseg.reports.overlays  # noqa: F401
+        import covseg.reports.pictures.volume_figures  # noqa: F401
 
 
 def start_pictures(volume: CTVolume, result: VolumeInference, rows: list[dict]) -> Future:
@@ -239,7 +239,7 @@ def start_pictures(volume: CTVolume, result: VolumeInference, rows: list[dict]) 
 def write_figures(folder: Path, item: VolumeOutputs, overlays: str = "none") -> dict[str, str]:
     """The pictures of :func:`draw_pictures` (those started early, :attr:`VolumeOutputs.pictures`, else drawn now)
     and, on request, ``overlays/``."""
-    from covseg.reports.overlays import write_volume_figures
+    from covseg.reports.pictures.volume_figures import write_volume_figures
 
     res, vol = item.result, item.volume
     pngs = dict(item.pictures.result() if item.pictures is not None else draw_pictures(vol, res, item.rows))
