@@ -102,7 +102,8 @@ def test_usage_errors_come_before_any_output(labelled_scans, tmp_path, capsys):
     scans, labels, _ = labelled_scans
     out = tmp_path / "dataset"
     for extra, words in ((["--label-values", "x"], "--label-values must be"),
-                         (["--negatives-per-positive", "nan"], "--negatives-per-positive must be")):
+                         (["--negatives-per-positive", "nan"], "--negatives-per-positive must be"),
+                         (["--multiclass", "1,1"], "--multiclass takes 2 different values")):
         assert main(["slices", str(scans), "--labels", str(labels), "--out", str(out), *extra]) == 2
         assert words in capsys.readouterr().err
     assert main(["slices", str(scans), "--labels", str(tmp_path / "none"), "--out", str(out)]) == 2
@@ -125,3 +126,33 @@ def test_the_infnet_bundle_trains_and_evaluates_on_exported_volumes(labelled_sca
                       "--weights", str(run / "model_final.pt"), "--image_size", "32"))
     names = sorted(p.name for p in (data / "test/images").glob("*.png"))
     assert sorted(p.name for p in (evaluated / "predictions").glob("*.png")) == names
+
+
+def test_class_labels_give_the_multiclass_bundles_masks(labelled_scans, tmp_path):
+    scans, _, phantoms = labelled_scans
+    labels = tmp_path / "class-labels"
+    labels.mkdir()
+    for name, ph in phantoms.items():
+        sitk.WriteImage(ph.image(ph.lesion_classes), str(labels / f"{name.removesuffix('_0000')}.nii.gz"), True)
+    out = tmp_path / "dataset"
+    assert main(["slices", str(scans / "caseB_0000.nii.gz"), "--labels", str(labels), "--out", str(out),
+                 "--multiclass", "1,2"]) == 0
+    volume = read_volume(scans / "caseB_0000.nii.gz")
+    lung = lung_mask(volume.array, volume.spacing)
+    classes = np.asarray(phantoms["caseB_0000"].lesion_classes)
+    items = {item["name"]: item for item in semiseg_items(out, labels="multiclass")}
+    binary = {item["name"]: item for item in semiseg_items(out)}
+    assert len(items) == len(binary) > 0
+    seen = set()
+    for name, item in items.items():
+        z = int(name.split(".z")[1])
+        want = crop_to_box(classes[z], lung_box(lung[z], margin_px(volume.spacing)))
+        np.testing.assert_array_equal(item["label"][0], want)
+        np.testing.assert_array_equal(binary[name]["label"][0] > 0.5, want > 0)
+        for value, folder in ((1, "masks-ggo"), (2, "masks-consolidation")):
+            written = read_grey(out / "train/labeled" / folder / f"{name}.png")
+            np.testing.assert_array_equal(written > 0.5, want == value)
+        seen |= set(np.unique(want).tolist())
+    assert seen == {0, 1, 2}
+    assert main(["slices", str(scans / "caseB_0000.nii.gz"), "--labels", str(labels), "--out", str(out)]) == 0
+    assert not list((out / "train/labeled/masks-multiclass").glob("*.png"))  # the earlier class masks went with it

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from covseg.transforms.crop import DEFAULT_MARGIN_MM, crop_to_box, lung_box, margin_px
+from covseg.transforms.crop import DEFAULT_MARGIN_MM, Box, crop_to_box, lung_box, margin_px
 from covseg.transforms.intensity import window_hu
 
 __all__ = ["VolumeSlice", "labelled_volume_slices", "spread"]
@@ -27,11 +27,13 @@ __all__ = ["VolumeSlice", "labelled_volume_slices", "spread"]
 @dataclass
 class VolumeSlice:
     """Slice ``z`` of a volume (its index in covseg's LPS ``[z, y, x]`` array): ``image`` the windowed lung-box crop
-    (float32 in [0, 1]), ``mask`` the infection inside that box (bool, same shape)."""
+    (float32 in [0, 1]), ``mask`` the infection inside that box (bool, same shape), ``box`` the box (to crop other
+    maps of the slice the same way)."""
 
     z: int
     image: np.ndarray
     mask: np.ndarray
+    box: Box
 
     @property
     def positive(self) -> bool:
@@ -66,4 +68,4 @@ def labelled_volume_slices(hu: np.ndarray, spacing: Sequence[float], lung: np.nd
         count = max(int(round(negatives_per_positive * len(positive))), min_negatives)
         chosen = sorted(positive + spread(negative, count))
     return [VolumeSlice(z, window_hu(crop_to_box(hu[z], boxes[z])).astype(np.float32),
-                          np.asarray(crop_to_box(infection[z], boxes[z]), bool)) for z in chosen]
+                          np.asarray(crop_to_box(infection[z], boxes[z]), bool), boxes[z]) for z in chosen]

@@ -3,8 +3,11 @@
 Each volume's slices are :func:`covseg.transforms.volume_slices.labelled_volume_slices`' (the windowed lung-box
 crops ``covseg infer`` feeds the network, every slice with infection plus lung slices without it), written as
 8-bit PNGs ``<volume>.z<NNNN>.png`` (``NNNN``: the slice's index in covseg's LPS array) with their 0 / 255 masks:
-``train/labeled/{images,masks}`` for ``split="train"``, ``test/{images,masks}`` for ``split="test"``. The bundles'
-validation split then holds out whole volumes (:func:`covseg.io.slices.split_train_val`).
+``train/labeled/{images,masks}`` for ``split="train"``, ``test/{images,masks}`` for ``split="test"``. With the label
+values of ground-glass opacity and consolidation (``class_values``), the infection is both, and each slice also gets
+its class mask (``masks-multiclass``: 0 / 1 GGO / 2 consolidation) and one 0 / 255 mask per class (``masks-ggo``,
+``masks-consolidation``), what ``bundles/multiclass_infnet`` trains and scores on. The bundles' validation split then
+holds out whole volumes (:func:`covseg.io.slices.split_train_val`).
 
 A volume's slices are written into a hidden staging folder and moved into place when all are written, replacing
 that volume's slices of an earlier export; a staging folder left by a killed run is removed by the next one.
@@ -22,12 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from covseg.io.atomic import atomic_write_text
+from covseg.io.atomic import atomic_path, atomic_write_text
 from covseg.io.errors import CovsegInputError
 from covseg.io.labels import label_for, label_names_tried, read_label
 from covseg.io.read import read_volume
 from covseg.io.slices import write_grey
+from covseg.transforms.crop import crop_to_box
 from covseg.transforms.lung import lung_mask
 from covseg.transforms.volume_slices import labelled_volume_slices
 
@@ -39,6 +44,7 @@ __all__ = ["SPLITS", "STAGING_PREFIX", "ExportedVolume", "export_volume", "remov
 SPLITS = ("train", "test")
 STAGING_PREFIX = ".covseg-staging-"
 MANIFEST_FIELDS = ("volume", "source", "label", "z", "file", "infection_pixels")
+CLASS_FOLDERS = ("masks-multiclass", "masks-ggo", "masks-consolidation")
 
 
 @dataclass
@@ -74,11 +80,30 @@ def _infection(label: np.ndarray, values: Sequence[int] | None) -> np.ndarray:
     return label > 0 if values is None else np.isin(label, list(values))
 
 
+def _class_map(label: np.ndarray, class_values: Sequence[int]) -> np.ndarray:
+    """0 background, 1 where ``label`` holds the GGO value, 2 where it holds the consolidation value."""
+    ggo, consolidation = class_values
+    return np.where(label == consolidation, 2, np.where(label == ggo, 1, 0)).astype(np.uint8)
+
+
+def _write_class_masks(folder: Path, file: str, classes: np.ndarray) -> None:
+    with atomic_path(folder / "masks-multiclass" / file) as tmp:
+        Image.fromarray(classes).save(tmp, format="PNG")
+    write_grey(folder / "masks-ggo" / file, (classes == 1).astype(np.float32))
+    write_grey(folder / "masks-consolidation" / file, (classes == 2).astype(np.float32))
+
+
 def export_volume(source, labels_dir: str | Path, dataset_dir: str | Path, split: str = "train", *,
-                  negatives_per_positive: float | None = 1.0, label_values: Sequence[int] | None = None
-                  ) -> ExportedVolume:
+                  negatives_per_positive: float | None = 1.0, label_values: Sequence[int] | None = None,
+                  class_values: Sequence[int] | None = None) -> ExportedVolume:
     """Export one volume (a :class:`covseg.io.discover` source or a path) and its label from ``labels_dir``;
-    raises :class:`CovsegInputError` (``"<file>: <reason>"``) when it cannot, leaving the dataset as it was."""
+    ``label_values``: the values that are infection (None: every non-zero value); ``class_values``: (GGO,
+    consolidation) values, which also writes the class masks. Raises :class:`CovsegInputError`
+    (``"<file>: <reason>"``) when it cannot, leaving the dataset as it was."""
+    if class_values is not None:
+        if len(class_values) != 2 or class_values[0] == class_values[1]:
+            raise ValueError(f"class_values must be two different values (GGO, consolidation), got {class_values}")
+        label_values = tuple(class_values)
     volume = read_volume(source)
     label_path = label_for(labels_dir, volume.name)
     if label_path is None:
@@ -88,7 +113,9 @@ def export_volume(source, labels_dir: str | Path, dataset_dir: str | Path, split
     label, warnings = read_label(label_path, volume)
     for warning in warnings:
         log.warning("%s: %s", label_path, warning)
-    infection = _infection(np.asarray(label), label_values)
+    label = np.asarray(label)
+    infection = _infection(label, label_values)
+    classes = None if class_values is None else _class_map(label, class_values)
     lung = lung_mask(volume.array, volume.spacing)
     if not lung.any():
         raise CovsegInputError(volume.source_path, "no lung found: nothing to export (is it a chest CT?)")
@@ -98,18 +125,22 @@ def export_volume(source, labels_dir: str | Path, dataset_dir: str | Path, split
     shutil.rmtree(staging, ignore_errors=True)
     rows = []
     try:
-        for part in ("images", "masks"):
+        parts = ("images", "masks") + (CLASS_FOLDERS if classes is not None else ())
+        for part in parts:
             (staging / part).mkdir(parents=True, exist_ok=True)
         for piece in chosen:
             file = f"{volume.name}.z{piece.z:04d}.png"
             write_grey(staging / "images" / file, piece.image)
             write_grey(staging / "masks" / file, piece.mask.astype(np.float32))
+            if classes is not None:
+                _write_class_masks(staging, file, np.asarray(crop_to_box(classes[piece.z], piece.box)))
             rows.append({"volume": volume.name, "source": str(volume.source_path), "label": str(label_path),
                          "z": piece.z, "file": file, "infection_pixels": int(piece.mask.sum())})
-        for part in ("images", "masks"):
-            (target / part).mkdir(parents=True, exist_ok=True)
+        for part in ("images", "masks", *CLASS_FOLDERS):  # this volume's slices of an earlier export go
             for old in (target / part).glob(f"{volume.name}.z*.png"):
                 old.unlink()
+        for part in parts:
+            (target / part).mkdir(parents=True, exist_ok=True)
             for written in (staging / part).iterdir():
                 written.replace(target / part / written.name)
     finally:
