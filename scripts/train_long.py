@@ -36,7 +36,11 @@ PAPER_SCHEDULE = {"per_round": 5, "labeller": "student", "samples_per_round": 24
 
 
 def parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=" ".join(__doc__.split("\n\n")[0].split()).replace("``", ""),
+        usage="%(prog)s --output_dir RUN [--paper-schedule] [--config FILE] [--device cpu|cuda] [--KEY VALUE ...]",
+        epilog="--KEY VALUE: the config's own overrides (values read as YAML: null, 5, false), as python -m "
+               "monai.bundle run training --config_file FILE takes them, e.g. --unlabelled_limit 15 --image_size 64")
     parser.add_argument("--output_dir", required=True, type=Path)
     parser.add_argument("--config", type=Path, default=SEMI_TRAIN, help="a bundle's train config (run id training)")
     parser.add_argument("--device", choices=("cuda", "cpu"), default=None,

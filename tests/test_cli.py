@@ -216,6 +216,15 @@ def test_help(command, capsys):
     assert "example" in capsys.readouterr().out
 
 
+def test_help_does_not_contradict_the_install(capsys):
+    """onnxruntime is a requirement of covseg itself and bundles/infnet ships weights (docs walk, 2026-12-07)."""
+    for command in (["infer"], ["diagnose"], ["demo"]):
+        assert main([*command, "--help"]) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert "needs covseg[onnx])" not in out
+        assert "until weights ship" not in out
+
+
 def test_python_dash_m():
     proc = subprocess.run([sys.executable, "-m", "covseg", "--version"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.startswith("covseg ")

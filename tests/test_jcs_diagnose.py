@@ -321,6 +321,8 @@ def test_bundle_inference_run_id_diagnoses_and_fails_like_the_command(classifier
     assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
     d = json.loads((tmp_path / "out-0" / "p" / "diagnosis.json").read_text())
     assert d["decision"] == "positive" and {k: d["settings"][k] for k in thresholds} == thresholds
+    # the decision is printed under the table as covseg diagnose prints it (it was missing: docs walk, 2026-12-07)
+    assert "\np: POSITIVE (" in ok.stdout and "1 of 1 volume(s) diagnosed in " in ok.stdout, ok.stdout[-2000:]
     failed = run(bad, tmp_path / "out-bad", "--input_dir")  # the older name still works
     assert failed.returncode != 0 and "error: " in failed.stderr and "bad.nii.gz" in failed.stderr
 

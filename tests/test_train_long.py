@@ -29,6 +29,15 @@ def test_overrides_are_yaml_values_over_the_paper_schedule(tmp_path):
         script.parse(["--output_dir", str(tmp_path), "--per_round"])
 
 
+def test_help_is_the_whole_first_paragraph_and_names_the_overrides(capsys):
+    """--help cut its description after "else on the CPU," and did not say it takes --KEY VALUE overrides, which
+    docs/reproduce.md passes (docs walk, 2026-12-07)."""
+    with pytest.raises(SystemExit):
+        _script().parse(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "train_long.json" in out and "--KEY VALUE" in out
+
+
 @pytest.mark.slow
 def test_tiny_paper_schedule_run_records_device_and_wall_time(semiseg_dir, tmp_path):
     run = tmp_path / "run"

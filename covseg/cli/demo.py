@@ -18,8 +18,9 @@ examples:
   covseg demo --out demo_out/ --save-prob
 
 Generates a chest-CT phantom with known lungs and lesions, runs `covseg infer` on it with the default
-model (the shipped Inf-Net bundle; an untrained Inf-Net until weights ship: then the infection outputs
-are not meaningful, the lung figures are) and scores it against the phantom's true lesions.
+model (the shipped Inf-Net bundle, bundles/infnet; if its models/model.pt is missing, an untrained Inf-Net:
+then the infection outputs are not meaningful, the lung figures are) and scores it against the phantom's
+true lesions.
 """
 
 

@@ -126,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     from covseg.engines.runtime.backend_model import load_backend_model, scoring_runtime
     from covseg.networks.loading import load_bundle
     from covseg.reports.batch import format_console_table, outcome_line, write_batch_report
+    from covseg.reports.diagnosis import decision_lines
     from covseg.reports.html import write_html_report
 
     if args.threads is not None:
@@ -180,9 +181,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if results:
         print(format_console_table(results))
-    for r in results:
-        if r.ok:
-            print(_decision_line(Path(r.out_dir)))
+    for line in decision_lines(results):
+        print(line)
     n_failed = sum(not r.ok for r in results)
     print(f"\n{outcome_line(results, out, 'diagnosed')}")
     if not results:
@@ -224,12 +224,3 @@ def load_gate(bundle: str, threshold: float | None = None, device: str = "cpu", 
     scorer = SliceScorer(classifier.network, classifier.image_size, device, bf16="auto",
                          scoring=scoring_runtime(classifier, backend, device, threads))
     return ClassifierGate(scorer, float(limit), name=classifier.name, version=classifier.meta.get("version"))
-
-
-def _decision_line(folder: Path) -> str:
-    import json
-
-    from covseg.reports.diagnosis import decision_summary
-
-    d = json.loads((folder / "diagnosis.json").read_text())
-    return f"{d['name']}: {decision_summary(d)}"

@@ -63,9 +63,9 @@ def add_backend_arg(p: argparse.ArgumentParser) -> None:
     """``--backend auto|torch|onnxruntime`` (``covseg infer`` and ``covseg diagnose``)."""
     p.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
                    help="run the network with torch or ONNX Runtime (CPU only, fp32; the same masks, 1.2-1.5x "
-                        "faster on AVX2 CPUs; exported once into ~/.cache/covseg/onnx; needs covseg[onnx]). Default "
-                        "auto: ONNX Runtime for trained weights in fp32 on a CPU (no native bf16), when installed; "
-                        "else torch")
+                        "faster on AVX2 CPUs; exported once into ~/.cache/covseg/onnx; onnxruntime comes with covseg, "
+                        "covseg[onnx] is needed only for networks that cannot be traced). Default auto: ONNX Runtime "
+                        "for trained weights in fp32 on a CPU (no native bf16); else torch")
 
 
 def backend_problem(args: argparse.Namespace) -> str | None:

@@ -3,7 +3,7 @@ console and report.html (:func:`decision_summary`), and the activation montage's
 
 from __future__ import annotations
 
-__all__ = ["decision_summary", "montage_title", "positive_fraction", "shown_verdict", "verdict"]
+__all__ = ["decision_lines", "decision_summary", "montage_title", "positive_fraction", "shown_verdict", "verdict"]
 
 
 def verdict(d: dict) -> str:
@@ -30,6 +30,21 @@ def decision_summary(d: dict) -> str:
                  if d.get("segmented", True) else "not segmented")  # an empty mask is no measured 0 %
     return (f"{shown_verdict(d)} ({reason}{d['positive_slices']} of {d['classified_slices']} classified lung slices "
             f"positive, threshold > {d['patient_threshold_slices']}{ends}); {infection}")
+
+
+def decision_lines(results) -> list[str]:
+    """``<volume>: <decision_summary>`` for each finished volume of a batch whose folder holds a ``diagnosis.json``
+    (``covseg diagnose`` and the classifier bundle's ``inference`` run print them under the table)."""
+    import json
+    from pathlib import Path
+
+    lines = []
+    for r in results:
+        path = Path(r.out_dir) / "diagnosis.json" if r.ok and r.out_dir else None
+        if path is not None and path.is_file():
+            d = json.loads(path.read_text())
+            lines.append(f"{d.get('name', r.name)}: {decision_summary(d)}")
+    return lines
 
 
 def montage_title(name: str, d: dict, shown: int) -> str:

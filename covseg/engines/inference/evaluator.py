@@ -100,12 +100,17 @@ class VolumeBatchInference:
 
     def print_outcome(self) -> None:
         """Print the last :meth:`run`'s table and its one-line count on the main process (as ``covseg infer``
-        does; the bundle's ``inference`` run)."""
+        does; the bundle's ``inference`` run); for a joint diagnosis also each volume's decision line under the
+        table, as ``covseg diagnose`` prints them."""
         from covseg.reports.batch import format_console_table, outcome_line
+        from covseg.reports.diagnosis import decision_lines
 
         if self.is_main:
-            table = f"{format_console_table(self.results)}\n\n" if self.results else ""
-            print(f"{table}{outcome_line(self.results, self.output_dir, seconds=self.seconds)}", flush=True)
+            decisions = decision_lines(self.results)
+            table = f"{format_console_table(self.results)}\n" if self.results else ""
+            table += "".join(f"{line}\n" for line in decisions) + ("\n" if self.results else "")
+            verb = "diagnosed" if decisions else "done"
+            print(f"{table}{outcome_line(self.results, self.output_dir, verb, seconds=self.seconds)}", flush=True)
 
     def exit_if_failed(self) -> None:
         """Exit the process with status 1 and a one-line count when any volume of the last :meth:`run` failed (each
