@@ -156,3 +156,26 @@ def test_class_labels_give_the_multiclass_bundles_masks(labelled_scans, tmp_path
     assert seen == {0, 1, 2}
     assert main(["slices", str(scans / "caseB_0000.nii.gz"), "--labels", str(labels), "--out", str(out)]) == 0
     assert not list((out / "train/labeled/masks-multiclass").glob("*.png"))  # the earlier class masks went with it
+
+
+def test_a_real_dicom_series_and_its_nifti_label_line_up(ct_volumes_dir, tmp_path):
+    """chest-cip64's DICOM series with its lung label (1 right, 2 left; stored as NIfTI) as the "infection": every
+    lung slice is exported, the right lung lies on the image's left (radiological view, as covseg infer shows it)
+    and covers dark lung, not soft tissue."""
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / "dicom.nii.gz").write_bytes((ct_volumes_dir / "chest-cip64" / "lung_mask_R1_L2.nii.gz").read_bytes())
+    out = tmp_path / "dataset"
+    assert main(["slices", str(ct_volumes_dir / "chest-cip64" / "dicom"), "--labels", str(labels), "--out", str(out),
+                 "--label-values", "1", "--all-slices"]) == 0
+    files = sorted((out / "train/labeled/masks").glob("dicom.z*.png"))
+    assert len(files) > 50
+    inside = []
+    for file in files:
+        mask = read_grey(file) > 0.5
+        image = read_grey(out / "train/labeled/images" / file.name)
+        if mask.sum() > 50:
+            assert mask[:, mask.shape[1] // 2:].sum() < 0.02 * mask.sum()
+            assert image[mask].mean() < image[~mask].mean() - 0.1
+            inside.append(image[mask].mean())
+    assert len(inside) > 40 and np.mean(inside) < 0.25  # aerated lung in the SemiSeg window
