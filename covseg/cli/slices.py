@@ -109,9 +109,9 @@ def run(args: argparse.Namespace) -> int:
             failed += 1
             continue
         exported.append(volume)
+        manifest = write_manifest(out, args.split, [volume])  # after each volume: an interrupted run lists its own
         print(f"{volume.name}: {len(volume.rows)} slices ({volume.positives} with infection)", flush=True)
     if exported:
-        manifest = write_manifest(out, args.split, exported)
         slices = sum(len(volume.rows) for volume in exported)
         where = "train/labeled" if args.split == "train" else "test"
         print(f"{len(exported)} volume(s), {slices} slices in {out / where}; listed in {manifest}")
