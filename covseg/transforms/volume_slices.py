@@ -21,7 +21,7 @@ import numpy as np
 from covseg.transforms.crop import DEFAULT_MARGIN_MM, Box, crop_to_box, lung_box, margin_px
 from covseg.transforms.intensity import window_hu
 
-__all__ = ["VolumeSlice", "labelled_volume_slices", "spread"]
+__all__ = ["VolumeSlice", "infection_mask", "labelled_volume_slices", "spread"]
 
 
 @dataclass
@@ -38,6 +38,11 @@ class VolumeSlice:
     @property
     def positive(self) -> bool:
         return bool(self.mask.any())
+
+
+def infection_mask(label: np.ndarray, values: Sequence[int] | None = None) -> np.ndarray:
+    """Where a label map is infection: its ``values``, or every non-zero value when None."""
+    return label > 0 if values is None else np.isin(label, list(values))
 
 
 def spread(indices: list[int], count: int) -> list[int]:

@@ -21,7 +21,7 @@ from covseg.io import read_volume
 from covseg.io.errors import CovsegInputError
 from covseg.io.labels import read_label
 from covseg.transforms.lung import lung_mask
-from covseg.transforms.volume_slices import labelled_volume_slices
+from covseg.transforms.volume_slices import infection_mask, labelled_volume_slices
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,12 @@ def infection_of(label: np.ndarray, values: Sequence[int] | None, name: str) -> 
         if len(present) > 1:
             log.warning("%s: label values %s and no segment names: every non-zero voxel is taken as infection",
                         name, ", ".join(map(str, present)))
-        return label > 0
+        return infection_mask(label)
     kept, left = [v for v in present if v in values], [v for v in present if v not in values]
     log.info("%s: label values %s taken as infection by their segment names%s", name,
              ", ".join(map(str, kept)) or "(none present)",
              f"; {', '.join(map(str, left))} left out" if left else "")
-    return np.isin(label, list(values))
+    return infection_mask(label, values)
 
 
 def slices_of_volume(image_path: str | Path, label_path: str | Path, image_size: int,

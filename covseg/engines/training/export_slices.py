@@ -34,7 +34,7 @@ from covseg.io.read import read_volume
 from covseg.io.slices import write_grey
 from covseg.transforms.crop import crop_to_box
 from covseg.transforms.lung import lung_mask
-from covseg.transforms.volume_slices import labelled_volume_slices
+from covseg.transforms.volume_slices import infection_mask, labelled_volume_slices
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,6 @@ def remove_staging(dataset_dir: str | Path) -> list[Path]:
     return left
 
 
-def _infection(label: np.ndarray, values: Sequence[int] | None) -> np.ndarray:
-    return label > 0 if values is None else np.isin(label, list(values))
-
-
 def _class_map(label: np.ndarray, class_values: Sequence[int]) -> np.ndarray:
     """0 background, 1 where ``label`` holds the GGO value, 2 where it holds the consolidation value."""
     ggo, consolidation = class_values
@@ -114,7 +110,7 @@ def export_volume(source, labels_dir: str | Path, dataset_dir: str | Path, split
     for warning in warnings:
         log.warning("%s: %s", label_path, warning)
     label = np.asarray(label)
-    infection = _infection(label, label_values)
+    infection = infection_mask(label, label_values)
     classes = None if class_values is None else _class_map(label, class_values)
     lung = lung_mask(volume.array, volume.spacing)
     if not lung.any():
