@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from utils import bundle_cmd, run_ok
 
 from covseg.cli.main import main
 from covseg.engines.training.export_slices import STAGING_PREFIX
@@ -18,7 +19,6 @@ from covseg.synthetic.phantom import make_chest_phantom
 from covseg.transforms.crop import DEFAULT_MARGIN_MM, crop_to_box, lung_box, margin_px
 from covseg.transforms.intensity import window_hu
 from covseg.transforms.lung import lung_mask
-from tests.utils import bundle_cmd, run_ok
 
 
 @pytest.fixture
