@@ -219,3 +219,25 @@ def test_slice_counts_equal_the_full_volume_counts():
     np.testing.assert_array_equal(counts.left_infection, per_slice(inf & (lung == 2)))
     with pytest.raises(ValueError, match="differs"):
         slice_counts(lung, infection[:, :, :5])
+
+
+def test_a_label_holding_lungs_and_infection_is_warned_about():
+    """COVID-19-CT-Seg's lung-and-infection masks (1, 2 lungs, 3 infection) given as --labels: every non-zero voxel
+    would be scored as infection, silently. A 0 / 255 mask, a 0/1/2 class map and, for a multi-class model, its own
+    classes are read as meant: no warning."""
+    lung = np.zeros((2, 8, 8), np.uint8)
+    lung[:, 1:7, 1:4], lung[:, 1:7, 4:7] = 1, 2
+    infection = np.zeros_like(lung)
+    infection[:, 2:4, 2:4] = 1
+    both = lung.copy()
+    both[infection > 0] = 3
+
+    def warned(label, **kwargs) -> list[str]:
+        rep = build_volume_report("v", "/x", lung, infection, (1.0, 1.0, 1.0), label=label, **kwargs)
+        return [w for w in rep.warnings if w.startswith("label holds values")]
+
+    assert warned(both) and "1, 2, 3" in warned(both)[0] and "--label-values" in warned(both)[0]
+    assert not warned(infection * 255) and not warned(infection) and not warned(np.where(infection > 0, lung, 0))
+    classes = np.where(infection > 0, 1, 0).astype(np.uint8)
+    assert not warned(np.where(infection > 0, lung, 0), classes=classes, n_classes=3)
+    assert "the classes are 1..2" in warned(both, classes=classes, n_classes=3)[0]

@@ -218,6 +218,21 @@ def _class_volumes(classes: np.ndarray, lung: np.ndarray, n_classes: int, voxel_
     return out
 
 
+def label_value_warnings(labelled: np.ndarray, n_classes: int = 1) -> list[str]:
+    """A warning when a reference label's non-zero voxels (``labelled``) hold values the scores may misread: for a
+    binary model, several values other than GGO / consolidation's 1 and 2 (all are scored as infection, so lung
+    labels in the file, as in COVID-19-CT-Seg's lung-and-infection masks, would count too); for a multi-class model,
+    values beyond 1..``n_classes`` - 1."""
+    values = [int(v) if float(v).is_integer() else float(v) for v in np.unique(labelled)]
+    if n_classes <= 1 and len(values) > 1 and not set(values) <= {1, 2}:
+        return [f"label holds values {', '.join(map(str, values))}: every non-zero voxel is scored as infection "
+                "(give a label of the infection alone; covseg slices takes --label-values)"]
+    if n_classes > 1 and any(v not in range(1, n_classes) for v in values):
+        return [f"label holds values {', '.join(map(str, values))}: the classes are 1..{n_classes - 1}; every "
+                "non-zero voxel is scored as infection"]
+    return []
+
+
 def _class_metrics(classes: np.ndarray, label: np.ndarray, n_classes: int) -> dict[str, dict[str, float]]:
     """Dice / Sen / Spec / Prec / MAE per foreground class of the label map against a class-index label."""
     from covseg.metrics.multiclass import class_scores
@@ -266,6 +281,7 @@ def build_volume_report(name: str, source: str, lung: np.ndarray, infection: np.
         if label.shape != infection.shape:
             raise ValueError(f"label shape {label.shape} differs from the prediction's {infection.shape}")
         gt = label > 0
+        warn += label_value_warnings(label[gt], n_classes if classes is not None else 1)
         scores = binary_scores(infection > 0, gt)
         if prob is not None:
             scores["mae"] = binary_scores(prob, gt)["mae"]
