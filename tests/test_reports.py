@@ -241,3 +241,5 @@ def test_a_label_holding_lungs_and_infection_is_warned_about():
     classes = np.where(infection > 0, 1, 0).astype(np.uint8)
     assert not warned(np.where(infection > 0, lung, 0), classes=classes, n_classes=3)
     assert "the classes are 1..2" in warned(both, classes=classes, n_classes=3)[0]
+    many = np.where(lung > 0, np.arange(lung.size).reshape(lung.shape) % 20 + 1, 0)  # a 20-structure atlas
+    assert warned(many)[0].startswith("label holds values 1, 2, 3, 4, 5, 6, 7, 8, … (20 values): every")

@@ -224,12 +224,13 @@ def label_value_warnings(labelled: np.ndarray, n_classes: int = 1) -> list[str]:
     labels in the file, as in COVID-19-CT-Seg's lung-and-infection masks, would count too); for a multi-class model,
     values beyond 1..``n_classes`` - 1."""
     values = [int(v) if float(v).is_integer() else float(v) for v in np.unique(labelled)]
+    shown = ", ".join(map(str, values[:8])) + (f", … ({len(values)} values)" if len(values) > 8 else "")
     if n_classes <= 1 and len(values) > 1 and not set(values) <= {1, 2}:
-        return [f"label holds values {', '.join(map(str, values))}: every non-zero voxel is scored as infection "
-                "(give a label of the infection alone; covseg slices takes --label-values)"]
+        return [f"label holds values {shown}: every non-zero voxel is scored as infection (give a label of the "
+                "infection alone; covseg slices takes --label-values)"]
     if n_classes > 1 and any(v not in range(1, n_classes) for v in values):
-        return [f"label holds values {', '.join(map(str, values))}: the classes are 1..{n_classes - 1}; every "
-                "non-zero voxel is scored as infection"]
+        return [f"label holds values {shown}: the classes are 1..{n_classes - 1}; every non-zero voxel is scored as "
+                "infection"]
     return []
 
 
