@@ -182,6 +182,35 @@ def test_nan_and_inf_replaced_with_air_and_reported(tmp_path, phantom):
     _refused(tmp_path / "allnan.nii.gz", "no finite voxel")
 
 
+def _rle_series(folder: Path, phantom) -> list[Path]:
+    """The phantom's DICOM series with its pixels re-encoded as RLE Lossless (encapsulated, as PACS exports are)."""
+    files = write_phantom_dicom(folder, phantom)
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.compress(pydicom.uid.RLELossless)
+        ds.save_as(f)
+    return files
+
+
+def test_compressed_dicom_reads_the_same_voxels(tmp_path, phantom):
+    write_phantom_dicom(tmp_path / "plain", phantom)
+    files = _rle_series(tmp_path / "rle", phantom)
+    assert pydicom.dcmread(files[0]).file_meta.TransferSyntaxUID == pydicom.uid.RLELossless
+    plain, rle = read_volume(tmp_path / "plain"), read_volume(tmp_path / "rle")
+    np.testing.assert_array_equal(rle.array, plain.array)
+    assert (rle.spacing, rle.reference) == (plain.spacing, plain.reference)
+
+
+def test_compressed_dicom_cut_short_names_its_file(tmp_path, phantom):
+    files = _rle_series(tmp_path / "cut", phantom)
+    raw = files[5].read_bytes()
+    files[5].write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(CovsegInputError) as err:
+        read_volume(tmp_path / "cut")
+    assert str(err.value) == (f"{files[5]}: damaged DICOM slice: the file ends inside its compressed pixel data "
+                              "(cut short?)")
+
+
 def test_dicom_missing_slice_refused(tmp_path, phantom):
     write_dicom_missing_slice(tmp_path / "gap", phantom, missing=[10])
     _refused(tmp_path / "gap", "1 missing slice(s)", "gap of 20 mm", "spacing is 10 mm")

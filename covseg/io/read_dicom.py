@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
+from warnings import catch_warnings, simplefilter
 
 import numpy as np
 import SimpleITK as sitk
@@ -50,11 +52,7 @@ def _read_dicom(src: VolumeSource, warnings: list[str]) -> sitk.Image:
 
     headers = []
     for f in files:
-        try:
-            # PixelData is listed but deferred: only its length is read, to check it against the header
-            headers.append(pydicom.dcmread(f, specific_tags=_HEADER_TAGS, defer_size=64, force=True))
-        except Exception as exc:
-            raise CovsegInputError(f, f"DICOM header cannot be read ({first_line(str(exc))})") from None
+        headers.append(_read_header(pydicom, f))
         _check_pixel_header(headers[-1], f)
     label = _series_label(headers[0])
     modalities = sorted({str(h.get("Modality", "") or "").strip().upper() for h in headers})
@@ -107,6 +105,21 @@ def _read_dicom(src: VolumeSource, warnings: list[str]) -> sitk.Image:
         # degrees): the distance along the normal puts the slices at their true height and keeps volumes right
         img.SetSpacing((*img.GetSpacing()[:2], abs(along)))
     return img
+
+
+def _read_header(pydicom: ModuleType, path: Path) -> pydicom.Dataset:
+    """The slice's header, PixelData listed but deferred (only its length is read, to check it against the header);
+    a file that ends inside its encapsulated (compressed) pixel data is refused, not read without its pixels."""
+    with catch_warnings(record=True) as caught:
+        simplefilter("always")
+        try:
+            ds = pydicom.dcmread(path, specific_tags=_HEADER_TAGS, defer_size=64, force=True)
+        except Exception as exc:
+            raise CovsegInputError(path, f"DICOM header cannot be read ({first_line(str(exc))})") from None
+    if any("End of file reached" in str(w.message) for w in caught):
+        raise CovsegInputError(path, "damaged DICOM slice: the file ends inside its compressed pixel data "
+                                     "(cut short?)")
+    return ds
 
 
 def _check_pixel_header(ds: pydicom.Dataset, path: Path) -> None:
