@@ -65,8 +65,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="volume files or folders (none: the built-in "
                                                                "phantom demo)")
     p.add_argument("--out", "-o", metavar="DIR", help="output folder (required with INPUTs)")
-    p.add_argument("--labels", metavar="DIR", help="reference masks <DIR>/<volume>.nii.gz (>0 = infection): "
-                                                   "adds Dice, Sen., Spec., Prec., MAE to the reports")
+    p.add_argument("--labels", metavar="DIR", help="reference masks <DIR>/<volume>.nii.gz (>0 = infection, unless "
+                                                   "--label-values): adds Dice, Sen., Spec., Prec., MAE to the reports")
     values = p.add_mutually_exclusive_group()
     values.add_argument("--label-values", metavar="V[,V]", type=label_values,
                         help="the values of the --labels masks that are infection, the others background (default: "
