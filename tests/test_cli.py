@@ -192,6 +192,44 @@ def test_weights_option_runs_a_training_runs_weights_in_the_bundles_network(tmp_
     assert "not with --model" in err[1] and not (tmp_path / "x").exists()
 
 
+def test_label_values_option_scores_a_lung_and_infection_label(tmp_path, tiny_model, capsys):
+    """``--labels`` in COVID-19-CT-Seg's layout (1, 2 lungs, 3 infection): as they are, the lungs are scored as
+    infection, with a warning that points to ``--label-values``; with ``--label-values 3`` the scores are those
+    against the infection alone, without it, and report.json (and the request ``--continue`` compares) names the
+    values. A bad value is argparse's usage error (exit 2), before any output."""
+    import SimpleITK as sitk
+
+    ph = make_chest_phantom(shape=(12, 64, 64), spacing=(5.6, 5.6, 10.0), seed=2)
+    ct = write_phantom(tmp_path / "in" / "case.nii.gz", ph)["ct"]
+    alone, both = tmp_path / "alone", tmp_path / "both"
+    alone.mkdir()
+    both.mkdir()
+    sitk.WriteImage(ph.image(ph.infection), str(alone / "case.nii.gz"))
+    sitk.WriteImage(ph.image(np.where(ph.infection > 0, 3, ph.lung_labels).astype(np.uint8)), str(both / "case.nii.gz"))
+    common = [str(ct), "--no-figures", "--no-progress"]
+
+    def report(labels, out, *extra) -> dict:
+        assert main(["infer", *common, "--labels", str(labels), "--out", str(tmp_path / out), *extra]) == 0
+        return json.loads((tmp_path / out / "case" / "report.json").read_text())
+
+    reference, plain, given = report(alone, "a"), report(both, "b"), report(both, "c", "--label-values", "3")
+    assert [w for w in plain["warnings"] if w.startswith("label holds values 1, 2, 3: every non-zero voxel")]
+    assert "covseg infer --label-values" in " ".join(plain["warnings"]) and plain["label_values"] == [1, 2, 3]
+    assert plain["metrics"] != reference["metrics"]
+    assert given["metrics"] == reference["metrics"] and given["label_values"] == [3]
+    assert not [w for w in given["warnings"] if "label" in w]
+    assert given["request"]["label_values"] == {"infection": [3], "classes": None}
+    assert "label_values" not in plain["request"]  # the requests of runs without the option are as before
+    capsys.readouterr()
+    for extra in (["--label-values", "3,x"], ["--label-values", ""], ["--label-classes", "1,1"]):
+        assert main(["infer", *common, "--labels", str(both), "--out", str(tmp_path / "bad"), *extra]) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1].startswith("covseg infer: error: argument --label-")
+    assert main(["infer", *common, "--out", str(tmp_path / "bad"), "--label-values", "3"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --label-values goes with --labels DIR (it says which values of those masks are scored)"]
+    assert not (tmp_path / "bad").exists()
+
+
 def test_image_size_option_sets_the_network_input(tmp_path, good_ct, tiny_model, capsys):
     seen = set()
     tiny_model.register_forward_hook(lambda module, inputs, output: seen.add(tuple(inputs[0].shape[-2:])))

@@ -101,9 +101,10 @@ def test_a_bad_input_is_one_line_and_the_batch_goes_on(labelled_scans, tmp_path,
 def test_usage_errors_come_before_any_output(labelled_scans, tmp_path, capsys):
     scans, labels, _ = labelled_scans
     out = tmp_path / "dataset"
-    for extra, words in ((["--label-values", "x"], "--label-values must be"),
+    for extra, words in ((["--label-values", "x"], "argument --label-values: give positive integers"),
                          (["--negatives-per-positive", "nan"], "--negatives-per-positive must be"),
-                         (["--multiclass", "1,1"], "--multiclass takes 2 different values")):
+                         (["--multiclass", "1,1"], "argument --label-classes/--multiclass: give 2 different values"),
+                         (["--label-classes", "1"], "argument --label-classes/--multiclass: give 2 different values")):
         assert main(["slices", str(scans), "--labels", str(labels), "--out", str(out), *extra]) == 2
         assert words in capsys.readouterr().err
     assert main(["slices", str(scans), "--labels", str(tmp_path / "none"), "--out", str(out)]) == 2
@@ -136,7 +137,7 @@ def test_class_labels_give_the_multiclass_bundles_masks(labelled_scans, tmp_path
         sitk.WriteImage(ph.image(ph.lesion_classes), str(labels / f"{name.removesuffix('_0000')}.nii.gz"), True)
     out = tmp_path / "dataset"
     assert main(["slices", str(scans / "caseB_0000.nii.gz"), "--labels", str(labels), "--out", str(out),
-                 "--multiclass", "1,2"]) == 0
+                 "--label-classes", "1,2"]) == 0
     volume = read_volume(scans / "caseB_0000.nii.gz")
     lung = lung_mask(volume.array, volume.spacing)
     classes = np.asarray(phantoms["caseB_0000"].lesion_classes)

@@ -243,3 +243,55 @@ def test_a_label_holding_lungs_and_infection_is_warned_about():
     assert "the classes are 1..2" in warned(both, classes=classes, n_classes=3)[0]
     many = np.where(lung > 0, np.arange(lung.size).reshape(lung.shape) % 20 + 1, 0)  # a 20-structure atlas
     assert warned(many)[0].startswith("label holds values 1, 2, 3, 4, 5, 6, 7, 8, … (20 values): every")
+
+
+def test_label_values_score_a_lung_and_infection_label_as_the_infection_alone():
+    """A phantom's label in COVID-19-CT-Seg's layout (1, 2 lungs, 3 infection), scored against the true infection:
+    as it is, the lungs count as infection (a warning, poor Dice); with the infection's value given
+    (``covseg infer --label-values 3``) the scores are those of the infection-only label, without the warning, and
+    report.json says which values were scored. A value that never occurs is one warning naming the file."""
+    from covseg.reports.label_scores import LabelValues
+    from covseg.synthetic.phantom import make_chest_phantom
+
+    ph = make_chest_phantom(shape=(10, 64, 64), spacing=(5.0, 5.0, 8.0), seed=4)
+    lung, infection = ph.lung_labels, ph.infection
+    both = np.where(infection > 0, 3, lung).astype(np.uint8)
+
+    def report(label, **kwargs):
+        return build_volume_report("v", "/x", lung, infection, ph.spacing, prob=infection * 0.8, label=label,
+                                   label_path="/labels/v.nii.gz", **kwargs)
+
+    plain, alone, given = report(both), report(infection), report(both, label_values=LabelValues((3,)))
+    assert any(w.startswith("label holds values 1, 2, 3") and "covseg infer --label-values" in w
+               for w in plain.warnings)
+    assert plain.metrics["dice"] < 0.5 and plain.label_values == [1, 2, 3]
+    assert given.metrics == alone.metrics and given.metrics["dice"] == 1.0
+    assert not [w for w in given.warnings if "label" in w] and given.label_values == [3]
+    assert json.loads(given.to_json())["label_values"] == [3] and alone.label_values == [1]
+    absent = report(both, label_values=LabelValues((3, 4)))
+    assert absent.metrics == alone.metrics
+    assert [w for w in absent.warnings if "label" in w] == [
+        "v.nii.gz: value 4 given by --label-values never occurs in the label (it holds 1, 2, 3)"]
+
+
+def test_label_classes_give_the_per_class_scores_of_a_label_with_other_values():
+    """A multi-class model against a label holding lungs (1, 2), GGO 3 and consolidation 4: with ``--label-classes
+    3,4`` its per-class scores are those against the 0/1/2 class label, and report.json names the values."""
+    from covseg.reports.label_scores import LabelValues
+    from covseg.synthetic.phantom import make_chest_phantom
+
+    ph = make_chest_phantom(shape=(10, 64, 64), spacing=(5.0, 5.0, 8.0), seed=4, n_ggo=2, n_consolidation=2)
+    lung, classes = ph.lung_labels, ph.lesion_classes
+    assert set(np.unique(classes)) == {0, 1, 2}
+    shifted = np.where(classes > 0, classes + 2, lung).astype(np.uint8)
+
+    def report(label, **kwargs):
+        return build_volume_report("v", "/x", lung, classes > 0, ph.spacing, label=label, classes=classes,
+                                   n_classes=3, **kwargs)
+
+    own, given = report(classes), report(shifted, label_values=LabelValues(classes=(3, 4)))
+    assert own.label_classes == {"ggo": 1, "consolidation": 2} and own.class_metrics["ggo"]["dice"] == 1.0
+    assert given.class_metrics == own.class_metrics and given.metrics == own.metrics
+    assert given.label_classes == {"ggo": 3, "consolidation": 4} and given.label_values == [3, 4]
+    assert not [w for w in given.warnings if "label" in w]
+    assert any("the classes are 1..2" in w for w in report(shifted).warnings)

@@ -28,6 +28,8 @@ from covseg.cli.options import (
     add_output_args,
     check_model_args,
     export_notice,
+    label_classes,
+    label_values,
     torch_notice,
 )
 from covseg.cli.progress import VolumeProgress
@@ -41,6 +43,7 @@ _EPILOG = """\
 examples:
   covseg infer scan.nii.gz --out results/
   covseg infer scans/ dicom_series/ --out results/ --labels labels/ --save-prob
+  covseg infer scans/ --out results/ --labels lung-and-infection-labels/ --label-values 3
   covseg infer scan.nii.gz --out results/ --model unet --batch-size 4 --no-bf16
   covseg infer scan.nii.gz --out results/ --bundle bundles/infnet
   covseg infer --out results/        (no INPUT: the built-in chest phantom, as `covseg demo`)
@@ -62,8 +65,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="volume files or folders (none: the built-in "
                                                                "phantom demo)")
     p.add_argument("--out", "-o", metavar="DIR", help="output folder (required with INPUTs)")
-    p.add_argument("--labels", metavar="DIR", help="reference masks <DIR>/<volume>.nii.gz (>0 = infection): "
-                                                   "adds Dice, Sen., Spec., Prec., MAE to the reports")
+    p.add_argument("--labels", metavar="DIR", help="reference masks <DIR>/<volume>.nii.gz (>0 = infection, unless "
+                                                   "--label-values): adds Dice, Sen., Spec., Prec., MAE to the reports")
+    values = p.add_mutually_exclusive_group()
+    values.add_argument("--label-values", metavar="V[,V]", type=label_values,
+                        help="the values of the --labels masks that are infection, the others background (default: "
+                             "every non-zero value; e.g. 3 for COVID-19-CT-Seg's lung-and-infection masks)")
+    values.add_argument("--label-classes", metavar="GGO,CONS", type=label_classes,
+                        help="the values of the --labels masks that are ground-glass opacity and consolidation, for "
+                             "a multi-class bundle's per-class scores (infection is both)")
     add_model_args(p)
     p.add_argument("--save-prob", action="store_true",
                    help="also write infection_prob.nii.gz (uint8, 255 x probability)")
@@ -82,7 +92,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """``covseg infer`` with parsed ``args``; no INPUT runs the demo."""
     problem = (empty_folder_option("infer", out=args.out, labels=args.labels)
-               or non_finite_option(gate_threshold=getattr(args, "gate_threshold", None)))
+               or non_finite_option(gate_threshold=getattr(args, "gate_threshold", None))
+               or _label_values_problem(args))
     if problem:
         error(problem)
         return EXIT_USAGE
@@ -96,6 +107,15 @@ def run(args: argparse.Namespace) -> int:
         error("--out DIR is required with INPUTs (see covseg infer --help)")
         return EXIT_USAGE
     return run_infer(args.inputs, Path(args.out), args, args.labels)
+
+
+def _label_values_problem(args: argparse.Namespace) -> str | None:
+    """``--label-values`` / ``--label-classes`` without ``--labels`` (one line), or None."""
+    for option, value in (("--label-values", getattr(args, "label_values", None)),
+                          ("--label-classes", getattr(args, "label_classes", None))):
+        if value is not None and args.labels is None:
+            return f"{option} goes with --labels DIR (it says which values of those masks are scored)"
+    return None
 
 
 def load_model_of(args: argparse.Namespace):
@@ -184,6 +204,10 @@ def run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels
                        **weights_info(getattr(args, "weights", None))},
         "evaluator#meta": {"command": "covseg infer", "inputs": [str(i) for i in inputs]}, "evaluator#gate": gate,
     }
+    if getattr(args, "label_values", None) is not None or getattr(args, "label_classes", None) is not None:
+        from covseg.reports.label_scores import LabelValues
+
+        overrides["evaluator#label_values"] = LabelValues(args.label_values, args.label_classes)
     overrides["dataset"] = dataset  # the same object, whose first volume is being read
     try:
         parser.update(overrides)

@@ -1,4 +1,5 @@
-"""Command-line options that ``infer`` and ``demo`` share (model, device, precision, outputs) and their checks."""
+"""Command-line options that ``infer`` and ``demo`` share (model, device, precision, outputs) and their checks; the
+label-value options of ``infer`` and ``slices``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 from covseg.cli.common import error
 
-__all__ = ["add_model_args", "add_output_args", "bundle_kind_problem", "check_model_args"]
+__all__ = ["add_model_args", "add_output_args", "bundle_kind_problem", "check_model_args", "label_classes",
+           "label_values"]
 
 _KINDS = {"classes": "a slice classifier", "segmentation": "a segmentation model"}
 
@@ -23,6 +25,27 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dicom-seg", action=argparse.BooleanOptionalAction, default=None,
                    help="write infection_seg.dcm (DICOM-SEG referencing the source series) for DICOM inputs "
                         "(default: on for DICOM inputs)")
+
+
+def label_values(text: str) -> tuple[int, ...]:
+    """``V[,V]`` (``--label-values``): label values, positive integers; an ``argparse`` type (a bad value is
+    argparse's one-line usage error, exit 2)."""
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        values = ()
+    if not values or any(not 0 < v < 65536 for v in values):
+        raise argparse.ArgumentTypeError(f"give positive integers separated by commas (e.g. 3 or 1,2), got {text!r}")
+    return values
+
+
+def label_classes(text: str) -> tuple[int, int]:
+    """``GGO,CONS`` (``--label-classes``): the label values of ground-glass opacity and consolidation, two different
+    positive integers; an ``argparse`` type."""
+    values = label_values(text)
+    if len(values) != 2 or values[0] == values[1]:
+        raise argparse.ArgumentTypeError(f"give 2 different values (GGO,consolidation), got {text!r}")
+    return values[0], values[1]
 
 
 def add_continue_arg(p: argparse.ArgumentParser) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from covseg.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, empty_folder_option, error, one_line
+from covseg.cli.options import label_classes, label_values
 
 __all__ = ["add_parser", "run"]
 
@@ -13,7 +14,7 @@ examples:
   covseg slices scans/ --labels labels/ --out my-dataset
   covseg slices test-scans/ --labels test-labels/ --out my-dataset --split test --all-slices
   covseg slices imagesTr/ --labels labelsTr/ --out my-dataset --label-values 1,2
-  covseg slices scans/ --labels class-labels/ --out my-dataset --multiclass 1,2
+  covseg slices scans/ --labels class-labels/ --out my-dataset --label-classes 1,2
 
 then train and score on it, starting from covseg's weights:
   python -m monai.bundle run training --config_file bundles/infnet/configs/train.yaml \\
@@ -45,26 +46,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                             "per volume)")
     which.add_argument("--all-slices", action="store_true", help="every lung slice (for a test split)")
     values = p.add_mutually_exclusive_group()
-    values.add_argument("--label-values", metavar="V[,V]", default=None,
+    values.add_argument("--label-values", metavar="V[,V]", type=label_values, default=None,
                         help="label values that are infection (default: every non-zero value)")
-    values.add_argument("--multiclass", metavar="GGO,CONS", default=None,
+    values.add_argument("--label-classes", "--multiclass", dest="label_classes", metavar="GGO,CONS",
+                        type=label_classes, default=None,
                         help="the label values of ground-glass opacity and consolidation: infection is both, and "
                              "class masks are written too (masks-multiclass, masks-ggo, masks-consolidation), for "
-                             "bundles/multiclass_infnet")
-
-
-def _values(text: str | None, option: str, count: int | None = None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        values = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        values = ()
-    if not values or any(not 0 < v < 65536 for v in values):
-        raise ValueError(f"{option} must be positive integers separated by commas, got {text!r}")
-    if count is not None and (len(values) != count or len(set(values)) != count):
-        raise ValueError(f"{option} takes {count} different values (GGO,consolidation), got {text!r}")
-    return values
+                             "bundles/multiclass_infnet (--multiclass: its former name)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,12 +68,6 @@ def run(args: argparse.Namespace) -> int:
     problem = empty_folder_option("slices", labels=args.labels, out=args.out)
     if problem is None and (not math.isfinite(args.negatives_per_positive) or args.negatives_per_positive < 0):
         problem = f"--negatives-per-positive must be a number >= 0, got {args.negatives_per_positive}"
-    values = classes = None
-    try:
-        values = _values(args.label_values, "--label-values")
-        classes = _values(args.multiclass, "--multiclass", 2)
-    except ValueError as exc:
-        problem = problem or str(exc)
     if problem is None and not Path(args.labels).is_dir():
         problem = f"{args.labels}: labels folder not found"
     if problem:
@@ -103,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     for source in find_volumes(args.inputs):
         try:
             volume = export_volume(source, args.labels, out, args.split, negatives_per_positive=negatives,
-                                   label_values=values, class_values=classes)
+                                   label_values=args.label_values, class_values=args.label_classes)
         except (CovsegInputError, OSError) as exc:
             error(one_line(exc))
             failed += 1

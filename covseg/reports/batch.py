@@ -26,7 +26,8 @@ from covseg.io.atomic import atomic_write_text
 from covseg.io.errors import CovsegInputError
 from covseg.io.outlock import output_lock
 from covseg.io.strict_json import json_text
-from covseg.reports.volume import METRIC_KEYS, VolumeReport
+from covseg.reports.label_scores import METRIC_KEYS
+from covseg.reports.volume import VolumeReport
 
 __all__ = [
     "SUMMARY_COLUMNS",

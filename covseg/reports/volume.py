@@ -12,9 +12,11 @@ Volumes are voxel counts times the voxel volume (``prod(spacing) / 1000`` mL). D
   ``model["gate"]`` then names, with its share of the ``predict`` time in ``timing_s["gate"]``);
 * ``severity``: CT severity score per lung and per zone (thirds of each lung along z, not lobes), see
   :mod:`covseg.reports.severity`;
-* ``metrics`` (only with a label; label > 0 = infection): Dice, sensitivity, specificity, precision, IoU of the
-  infection mask over the whole volume, and MAE of the probability map, as :func:`covseg.metrics.binary_scores`
-  defines them (empty-mask conventions included).
+* ``metrics`` (only with a label; label > 0 = infection, or the label values given): Dice, sensitivity,
+  specificity, precision, IoU of the infection mask over the whole volume, and MAE of the probability map, as
+  :func:`covseg.metrics.binary_scores` defines them (empty-mask conventions included); ``label_values`` the label
+  values scored as infection and ``label_classes`` those of the per-class scores
+  (:mod:`covseg.reports.label_scores`).
 
 Per-slice rows (``slices.csv``): ``slice`` (z index of the written arrays' LPS order, 0 = most inferior),
 ``lung_px``, ``right_px``, ``left_px``, ``infection_px``, ``mean_prob`` (mean infection probability over the
@@ -32,8 +34,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from covseg.io.strict_json import json_text
-from covseg.metrics.binary import binary_scores
 from covseg.reports.counts import SliceCounts, slice_counts
+from covseg.reports.label_scores import LabelValues, class_names, score_label
 from covseg.reports.severity import compute_severity
 
 __all__ = [
@@ -59,7 +61,6 @@ COARSE_PIXEL_MM = 2.0
 """In-plane pixels coarser than this (mm) -> a warning: the models were trained on diagnostic chest CT (under 1 mm),
 and on a 4 mm scan without COVID-19 Inf-Net marks 9 % of the lung (blurred vessels; the model cards)."""
 SLICE_COLUMNS = ("slice", "lung_px", "right_px", "left_px", "infection_px", "mean_prob", "predicted")
-METRIC_KEYS = ("dice", "sensitivity", "specificity", "precision", "iou", "mae")
 
 
 @dataclass
@@ -88,6 +89,8 @@ class VolumeReport:
     class_volumes: dict[str, dict[str, float]] | None = None  # per class: ml, lung_percent, right_ml, left_ml
     class_metrics: dict[str, dict[str, float]] | None = None  # per class vs a 0/1/2 label: dice ... mae
     label: str | None = None
+    label_values: list[int | float] | None = None  # the label values scored as infection
+    label_classes: dict[str, int] | None = None  # the label value of each class in class_metrics
     metrics: dict[str, float] | None = None
     warnings: list[str] = field(default_factory=list)
     timing_s: dict[str, float] = field(default_factory=dict)
@@ -178,7 +181,7 @@ def slice_rows(lung: np.ndarray, infection: np.ndarray, prob: np.ndarray | None 
 def class_columns(n_classes: int) -> list[str]:
     """The per-slice pixel columns of the foreground classes: ``ggo_px``, ``consolidation_px`` for the 3-class
     models (``class<k>_px`` otherwise)."""
-    return [f"{name}_px" for name in _class_names(n_classes)[1:]]
+    return [f"{name}_px" for name in class_names(n_classes)[1:]]
 
 
 def slices_csv_text(rows: Sequence[dict]) -> str:
@@ -198,16 +201,10 @@ def _ml(count: int, voxel_ml: float) -> float:
     return round(float(count) * voxel_ml, 3)
 
 
-def _class_names(n_classes: int) -> list[str]:
-    from covseg.metrics.multiclass import DEFAULT_CLASSES
-
-    return list(DEFAULT_CLASSES) if n_classes == len(DEFAULT_CLASSES) else [f"class{k}" for k in range(n_classes)]
-
-
 def _class_volumes(classes: np.ndarray, lung: np.ndarray, n_classes: int, voxel_ml: float,
                    lung_n: int) -> dict[str, dict[str, float]]:
     """Per foreground class: volume (mL), share of the lung (%), and its volume in the right and left lung."""
-    names = _class_names(n_classes)
+    names = class_names(n_classes)
     out = {}
     for k in range(1, n_classes):
         in_class = classes == k
@@ -218,43 +215,20 @@ def _class_volumes(classes: np.ndarray, lung: np.ndarray, n_classes: int, voxel_
     return out
 
 
-def label_value_warnings(labelled: np.ndarray, n_classes: int = 1) -> list[str]:
-    """A warning when a reference label's non-zero voxels (``labelled``) hold values the scores may misread: for a
-    binary model, several values other than GGO / consolidation's 1 and 2 (all are scored as infection, so lung
-    labels in the file, as in COVID-19-CT-Seg's lung-and-infection masks, would count too); for a multi-class model,
-    values beyond 1..``n_classes`` - 1."""
-    values = [int(v) if float(v).is_integer() else float(v) for v in np.unique(labelled)]
-    shown = ", ".join(map(str, values[:8])) + (f", … ({len(values)} values)" if len(values) > 8 else "")
-    if n_classes <= 1 and len(values) > 1 and not set(values) <= {1, 2}:
-        return [f"label holds values {shown}: every non-zero voxel is scored as infection (give a label of the "
-                "infection alone; covseg slices takes --label-values)"]
-    if n_classes > 1 and any(v not in range(1, n_classes) for v in values):
-        return [f"label holds values {shown}: the classes are 1..{n_classes - 1}; every non-zero voxel is scored as "
-                "infection"]
-    return []
-
-
-def _class_metrics(classes: np.ndarray, label: np.ndarray, n_classes: int) -> dict[str, dict[str, float]]:
-    """Dice / Sen / Spec / Prec / MAE per foreground class of the label map against a class-index label."""
-    from covseg.metrics.multiclass import class_scores
-
-    scores = class_scores(classes.astype(np.int64), label.astype(np.int64), n_classes, _class_names(n_classes))
-    return {name: {k: round(float(sc[k]), 6) for k in METRIC_KEYS} for name, sc in scores.items()}
-
-
 def build_volume_report(name: str, source: str, lung: np.ndarray, infection: np.ndarray,
                         spacing_xyz: Sequence[float], *, prob: np.ndarray | None = None,
                         label: np.ndarray | None = None, label_path: str | None = None,
                         classes: np.ndarray | None = None, n_classes: int = 1,
                         predicted_slices: int | None = None, warnings: Sequence[str] = (),
                         model: dict | None = None, timing_s: dict[str, float] | None = None,
-                        counts: SliceCounts | None = None) -> VolumeReport:
+                        counts: SliceCounts | None = None, label_values: LabelValues | None = None) -> VolumeReport:
     """Compute a :class:`VolumeReport` from the output arrays (all ``[z, y, x]`` of one shape).
 
     ``lung``: 0/1 right/2 left; ``infection``: mask (non-zero = infection); ``prob``: infection probability in
-    [0, 1] (for MAE); ``label``: reference (non-zero = infection); ``classes``: label map 0..n_classes-1 of a
-    multi-class model (volumes per class in ``class_ml``); ``counts``: :func:`covseg.reports.counts.slice_counts`
-    of ``lung`` and ``infection`` when already taken.
+    [0, 1] (for MAE); ``label``: reference (non-zero = infection, or ``label_values``: which values are infection
+    and, for the per-class scores, GGO and consolidation; :func:`covseg.reports.label_scores.score_label`);
+    ``classes``: label map 0..n_classes-1 of a multi-class model (volumes per class in ``class_ml``); ``counts``:
+    :func:`covseg.reports.counts.slice_counts` of ``lung`` and ``infection`` when already taken.
     """
     spacing = tuple(float(s) for s in spacing_xyz)
     voxel_ml = float(np.prod(spacing)) / 1000.0
@@ -270,23 +244,16 @@ def build_volume_report(name: str, source: str, lung: np.ndarray, infection: np.
     warn = list(warnings) + lung_warnings(lung_slices, nz, lung_ml)
     if lung_slices:
         warn += resolution_warnings(spacing)
-    class_ml = class_volumes = class_metrics = None
+    class_ml = class_volumes = None
     if classes is not None and n_classes > 1:
         class_counts = np.bincount(classes.ravel(), minlength=n_classes)
         class_ml = {str(k): _ml(int(class_counts[k]), voxel_ml) for k in range(1, n_classes)}
         class_volumes = _class_volumes(classes, lung, n_classes, voxel_ml, lung_n)
-        if label is not None and label.shape == classes.shape and int(label.max(initial=0)) > 1:
-            class_metrics = _class_metrics(classes, label, n_classes)
-    metrics = None
+    scored = None
     if label is not None:
-        if label.shape != infection.shape:
-            raise ValueError(f"label shape {label.shape} differs from the prediction's {infection.shape}")
-        gt = label > 0
-        warn += label_value_warnings(label[gt], n_classes if classes is not None else 1)
-        scores = binary_scores(infection > 0, gt)
-        if prob is not None:
-            scores["mae"] = binary_scores(prob, gt)["mae"]
-        metrics = {k: round(float(scores[k]), 6) for k in METRIC_KEYS}
+        scored = score_label(label, infection, prob=prob, classes=classes, n_classes=n_classes, values=label_values,
+                             label_path=label_path)
+        warn += scored.warnings
     return VolumeReport(
         name=name, source=str(source), shape_zyx=tuple(int(s) for s in lung.shape), spacing_xyz_mm=spacing,
         voxel_ml=voxel_ml, lung_ml=lung_ml, right_lung_ml=_ml(right_n, voxel_ml), left_lung_ml=_ml(left_n, voxel_ml),
@@ -295,8 +262,11 @@ def build_volume_report(name: str, source: str, lung: np.ndarray, infection: np.
         lung_involvement_percent=round(100.0 * (inf_right + inf_left) / lung_n, 3) if lung_n else 0.0,
         n_slices=nz, lung_slices=lung_slices, infected_slices=infected_slices,
         predicted_slices=lung_slices if predicted_slices is None else int(predicted_slices),
-        model=dict(model or {}), class_ml=class_ml, class_volumes=class_volumes, class_metrics=class_metrics,
-        label=label_path, metrics=metrics, warnings=warn,
+        model=dict(model or {}), class_ml=class_ml, class_volumes=class_volumes,
+        class_metrics=None if scored is None else scored.class_metrics, label=label_path,
+        label_values=None if scored is None else scored.values,
+        label_classes=None if scored is None else scored.classes,
+        metrics=None if scored is None else scored.metrics, warnings=warn,
         timing_s={k: round(float(v), 3) for k, v in (timing_s or {}).items() if math.isfinite(v)},
         severity=compute_severity(lung, infection, counts).to_dict(),
     )

@@ -21,7 +21,7 @@ import numpy as np
 from covseg.transforms.crop import DEFAULT_MARGIN_MM, Box, crop_to_box, lung_box, margin_px
 from covseg.transforms.intensity import window_hu
 
-__all__ = ["VolumeSlice", "infection_mask", "labelled_volume_slices", "spread"]
+__all__ = ["VolumeSlice", "class_map", "infection_mask", "labelled_volume_slices", "spread"]
 
 
 @dataclass
@@ -43,6 +43,12 @@ class VolumeSlice:
 def infection_mask(label: np.ndarray, values: Sequence[int] | None = None) -> np.ndarray:
     """Where a label map is infection: its ``values``, or every non-zero value when None."""
     return label > 0 if values is None else np.isin(label, list(values))
+
+
+def class_map(label: np.ndarray, class_values: Sequence[int]) -> np.ndarray:
+    """0 background, 1 where ``label`` holds the GGO value, 2 where it holds the consolidation value."""
+    ggo, consolidation = class_values
+    return np.where(label == consolidation, 2, np.where(label == ggo, 1, 0)).astype(np.uint8)
 
 
 def spread(indices: list[int], count: int) -> list[int]:

@@ -42,6 +42,7 @@ from covseg.io.naming import claim_names, source_key
 from covseg.io.outlock import output_lock
 from covseg.io.source import VolumeSource
 from covseg.reports.batch import VolumeResult, recorded_sources
+from covseg.reports.label_scores import LabelValues
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ def run_batch(sources: Sequence[VolumeSource | str | Path] | VolumeDataset, out_
               lung_margin_mm: float = LUNG_MARGIN_MM, export: ExportOptions | None = None,
               postprocessing: InfectionPostprocessing | None = None, progress: Progress | None = None,
               model_info: dict | None = None, prepare: Callable[..., VolumeOutputs] | None = None,
-              skip_done: bool = False, settings: dict | None = None) -> list[VolumeResult]:
+              skip_done: bool = False, settings: dict | None = None,
+              label_values: LabelValues | None = None) -> list[VolumeResult]:
     """Process every volume of ``sources`` into ``out_dir``; never stops early.
 
     ``sources``: paths / :class:`VolumeSource` (read with :class:`VolumePreprocessing`) or a :class:`VolumeDataset`
@@ -95,7 +97,8 @@ def run_batch(sources: Sequence[VolumeSource | str | Path] | VolumeDataset, out_
     anything is read. Each report records its ``request`` (:func:`covseg.engines.inference.resume.volume_request`,
     with ``settings``: what else decides the outputs, e.g. the diagnosis thresholds). ``skip_done``: an input whose
     folder already holds a complete result of the same request is neither read nor computed; its result
-    (``earlier``) is the one on disk.
+    (``earlier``) is the one on disk. ``label_values``: which values of the labels are scored (None: every non-zero
+    value is infection).
     """
     out_dir = check_folders(out_dir, labels_dir)
     options = export if export is not None else ExportOptions(save_prob=save_prob)
@@ -105,7 +108,7 @@ def run_batch(sources: Sequence[VolumeSource | str | Path] | VolumeDataset, out_
     info = {**info, **(model_info or {})}
     owners = _claim(srcs, out_dir)
     post = postprocessing if postprocessing is not None else InfectionPostprocessing(threshold, lung_margin_mm)
-    requests = [volume_request(src, info, options, labels_dir, post, settings) for src in srcs]
+    requests = [volume_request(src, info, options, labels_dir, post, settings, label_values) for src in srcs]
     results: list[VolumeResult | None] = [
         earlier_result(out_dir / src.name, src, request) if skip_done else None
         for src, request in zip(srcs, requests)]
@@ -150,7 +153,7 @@ def run_batch(sources: Sequence[VolumeSource | str | Path] | VolumeDataset, out_
                         loaded.volume, predictor, out_dir, labels_dir=labels_dir, gate=gate, model_info=info,
                         handlers=handlers, threshold=threshold, lung_margin_mm=lung_margin_mm,
                         timing_s=loaded.timing_s, lung=loaded.lung, postprocessing=postprocessing, progress=progress,
-                        pictures=options.figures)
+                        pictures=options.figures, label_values=label_values)
                     item.key, item.owners = source_key(src), owners
                     item.report.request = requests[i]
                     del loaded

@@ -21,6 +21,7 @@ from covseg.engines.inference.predictor_setup import predictor_info
 from covseg.engines.inference.volume import Gate, Handler, InfectionPostprocessing, Progress
 from covseg.io.source import VolumeSource
 from covseg.reports.batch import VolumeResult
+from covseg.reports.label_scores import LabelValues
 
 __all__ = ["VolumeBatchInference", "evaluator_from_config", "inference_config", "print_failure"]
 
@@ -37,16 +38,18 @@ class VolumeBatchInference:
     ``skip_done``: keep the volumes whose folders already hold a complete result of the same request
     (:mod:`covseg.engines.inference.resume`). ``prepare`` and ``settings``: another per-volume step for
     :func:`run_batch` and the settings its requests record (the joint diagnosis of the classifier bundle's
-    ``inference.yaml``: :func:`covseg.engines.inference.diagnose.make_diagnose_prepare`).
+    ``inference.yaml``: :func:`covseg.engines.inference.diagnose.make_diagnose_prepare`). ``label_values``: which
+    values of the labels in ``labels_dir`` are scored (``covseg infer --label-values`` / ``--label-classes``).
     """
 
     def __init__(self, dataset: VolumeDataset, inferer: SlicePredictor, output_dir: str | Path, *,
                  labels_dir: str | Path | None = None, postprocessing: InfectionPostprocessing | None = None,
                  export: ExportOptions | None = None, model_info: dict | None = None, gate: Gate | None = None,
                  handlers: Sequence[Handler] = (), meta: dict | None = None, summary: bool = True,
-                 skip_done: bool = False, prepare: Callable | None = None, settings: dict | None = None) -> None:
+                 skip_done: bool = False, prepare: Callable | None = None, settings: dict | None = None,
+                 label_values: LabelValues | None = None) -> None:
         self.dataset, self.inferer, self.output_dir = dataset, inferer, Path(output_dir)
-        self.labels_dir = labels_dir
+        self.labels_dir, self.label_values = labels_dir, label_values
         self.postprocessing = postprocessing if postprocessing is not None else InfectionPostprocessing()
         self.export = export if export is not None else ExportOptions()
         self.model_info = {**(model_info or {}), **predictor_info(inferer)}
@@ -82,7 +85,7 @@ class VolumeBatchInference:
                                 handlers=self.handlers, on_start=self.on_start, on_result=self.on_result,
                                 export=self.export, postprocessing=self.postprocessing, progress=self.progress,
                                 model_info=self.model_info, skip_done=self.skip_done, prepare=self.prepare,
-                                settings=self.settings)
+                                settings=self.settings, label_values=self.label_values)
         except BatchInterrupted as stop:
             self.results, self.seconds = stop.results, time.perf_counter() - t0
             if self.summary:

@@ -3,7 +3,8 @@
 Each volume's ``report.json`` is written last (:mod:`covseg.engines.inference.export`) and its ``request`` entry
 records what was asked for: the input (its identity, and its files' count, bytes and latest modification time), the
 model as it ran (weights, version, image size, flips, precision, backend, gate), the optional outputs, the labels
-folder, the post-processing and any other settings (``covseg diagnose``: its thresholds). With ``skip_done``
+folder and the label values given (``--label-values``, ``--label-classes``), the post-processing and any other
+settings (``covseg diagnose``: its thresholds). With ``skip_done``
 (:func:`covseg.engines.inference.batch.run_batch`) an input is not computed again when its folder's report is ``ok``,
 its request equals this run's and every file the report lists is still there. Anything else (another model or
 precision, other outputs, an input file changed since, a file deleted) is computed again and replaces the folder.
@@ -21,6 +22,7 @@ from covseg.engines.inference.export import ExportOptions
 from covseg.io.naming import source_key
 from covseg.io.source import VolumeSource
 from covseg.reports.batch import VolumeResult
+from covseg.reports.label_scores import LabelValues
 from covseg.reports.volume import VolumeReport
 
 __all__ = ["earlier_result", "input_fingerprint", "volume_request"]
@@ -42,17 +44,21 @@ def input_fingerprint(src: VolumeSource) -> dict:
 
 
 def volume_request(src: VolumeSource, model_info: dict, options: ExportOptions,
-                   labels_dir: str | Path | None, postprocessing: object, settings: dict | None = None) -> dict:
+                   labels_dir: str | Path | None, postprocessing: object, settings: dict | None = None,
+                   label_values: LabelValues | None = None) -> dict:
     """What one volume's outputs are made from (JSON-serialisable; compared by equality); ``settings``: the rest
-    of what decides them (``covseg diagnose``: its thresholds)."""
+    of what decides them (``covseg diagnose``: its thresholds); ``label_values`` is recorded only when given, so that
+    the requests of earlier runs without it stay equal."""
     outputs = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name != "writers"}
     outputs["writers"] = [getattr(w, "__qualname__", type(w).__name__) for w in options.writers]
     post = dataclasses.asdict(postprocessing) if dataclasses.is_dataclass(postprocessing) else {}
+    given = {} if label_values is None else {"label_values": dataclasses.asdict(label_values)}
     return json.loads(json.dumps({
         "input": input_fingerprint(src),
         "model": {k: v for k, v in model_info.items() if k not in _RUN_ONLY},
         "outputs": outputs,
         "labels_dir": None if labels_dir is None else str(Path(labels_dir).resolve()),
+        **given,
         "postprocessing": {"type": type(postprocessing).__name__, **post},
         "settings": settings,
     }, default=str))

@@ -28,6 +28,7 @@ from covseg.io.errors import CovsegInputError
 from covseg.io.labels import label_for, read_label
 from covseg.io.read import CTVolume
 from covseg.reports.counts import slice_counts
+from covseg.reports.label_scores import LabelValues
 from covseg.reports.volume import VolumeReport, build_volume_report, slice_rows
 
 __all__ = ["prepare_volume", "process_volume"]
@@ -39,12 +40,14 @@ def prepare_volume(volume: CTVolume, predictor: SlicePredictor, out_dir: str | P
                    threshold: float = THRESHOLD, lung_margin_mm: float = LUNG_MARGIN_MM,
                    timing_s: dict[str, float] | None = None, lung: np.ndarray | None = None,
                    postprocessing: InfectionPostprocessing | None = None,
-                   progress: Progress | None = None, pictures: bool = False) -> VolumeOutputs:
+                   progress: Progress | None = None, pictures: bool = False,
+                   label_values: LabelValues | None = None) -> VolumeOutputs:
     """Infer ``volume``, score it against its label (if any) and build its report: what :func:`export_volume` needs.
 
     ``lung``: its lung mask when already computed (``timing_s`` then holds that step's seconds). ``pictures``: start
     drawing the volume's pictures (:func:`covseg.engines.inference.export.start_pictures`) as soon as the inference is
-    done, so that they are drawn while the report is built and the masks are written."""
+    done, so that they are drawn while the report is built and the masks are written. ``label_values``: which values
+    of the label are scored as infection (and per class); None: every non-zero value."""
     timing_s = timing_s or {}
     model_info = model_info or {}
     t0 = time.perf_counter()
@@ -78,7 +81,7 @@ def prepare_volume(volume: CTVolume, predictor: SlicePredictor, out_dir: str | P
         volume.name, str(volume.source_path), result.lung, result.infection, volume.spacing, prob=result.prob,
         label=label, label_path=None if label_path is None else str(label_path), classes=result.classes,
         n_classes=result.n_classes, predicted_slices=int(result.predicted.sum()), warnings=warnings,
-        model=model_info, timing_s=timing, counts=counts,
+        model=model_info, timing_s=timing, counts=counts, label_values=label_values,
     )
     report.timing_s["report"] = round(time.perf_counter() - t1, 3)
     report.timing_s["compute"] = round(time.perf_counter() - t0, 3)

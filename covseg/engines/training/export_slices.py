@@ -34,7 +34,7 @@ from covseg.io.read import read_volume
 from covseg.io.slices import write_grey
 from covseg.transforms.crop import crop_to_box
 from covseg.transforms.lung import lung_mask
-from covseg.transforms.volume_slices import infection_mask, labelled_volume_slices
+from covseg.transforms.volume_slices import class_map, infection_mask, labelled_volume_slices
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +76,6 @@ def remove_staging(dataset_dir: str | Path) -> list[Path]:
     return left
 
 
-def _class_map(label: np.ndarray, class_values: Sequence[int]) -> np.ndarray:
-    """0 background, 1 where ``label`` holds the GGO value, 2 where it holds the consolidation value."""
-    ggo, consolidation = class_values
-    return np.where(label == consolidation, 2, np.where(label == ggo, 1, 0)).astype(np.uint8)
-
-
 def _write_class_masks(folder: Path, file: str, classes: np.ndarray) -> None:
     with atomic_path(folder / "masks-multiclass" / file) as tmp:
         Image.fromarray(classes).save(tmp, format="PNG")
@@ -111,7 +105,7 @@ def export_volume(source, labels_dir: str | Path, dataset_dir: str | Path, split
         log.warning("%s: %s", label_path, warning)
     label = np.asarray(label)
     infection = infection_mask(label, label_values)
-    classes = None if class_values is None else _class_map(label, class_values)
+    classes = None if class_values is None else class_map(label, class_values)
     lung = lung_mask(volume.array, volume.spacing)
     if not lung.any():
         raise CovsegInputError(volume.source_path, "no lung found: nothing to export (is it a chest CT?)")
