@@ -8,8 +8,15 @@ Each ``overlays/slice_<z>.png`` panel is redrawn with :func:`covseg.reports.pict
 equal to the PNG's pixels, so that each contour pixel's 4-neighbours can be told apart: inside its lesion (the CT),
 outside it (the CT beyond, or the contour's casing; for a class, the other class's line where they meet), outside
 every class. Prints, per contour colour and vision, the medians over the contour pixels of the WCAG ratio
-``(L1 + 0.05) / (L2 + 0.05)`` between the pixel and the mean luminance of its neighbours on each side, and that of
-the casing against the CT beyond it (docs/benchmarks.md, "Contours for colour-blind readers").
+``(L1 + 0.05) / (L2 + 0.05)`` between the pixel and the mean luminance of its neighbours on each side (and the share
+at 3:1 or more), and that of the casing against the CT beyond it (docs/benchmarks.md, "Contours for colour-blind
+readers").
+
+For a class map, also the boundary between the two classes: "toward the other class" takes each line pixel within
+2 pixels (4-connected) of the other class and its 4-neighbours drawn over on a class's pixels in another colour than
+its own (the other class's line, or a casing drawn between the classes); and the count of 4-adjacent pixel pairs
+where the two classes' colours touch. Roles are told from the pixels' colours, so that the script measures the
+pictures of any commit.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 from PIL import Image
+from scipy import ndimage
 from skimage.transform import resize
 
 from covseg.reports.pictures.contours import CLASS_COLOURS, INFECTION_COLOUR
@@ -62,7 +70,9 @@ def main(folder: Path, ct: Path) -> None:
     infection = (labels3 > 0).astype(np.uint8)
     colours = CLASS_COLOURS if multi else {1: INFECTION_COLOUR}
     sides = ("inside", "outside", "outside every class", "casing : CT beyond")
+    sides += ("toward the other class",) if multi else ()
     found = {(k, v, s): [] for k in colours for v in MACHADO for s in sides}
+    touching = 0
     pngs = sorted((volume / "overlays").glob("slice_*.png"))
     for png in pngs:
         z = int(png.stem.split("_")[1])
@@ -77,23 +87,36 @@ def main(folder: Path, ct: Path) -> None:
         labels = resize(labels3[z], panel.shape[:2], order=0, preserve_range=True, anti_aliasing=False)
         labelled = np.isin(labels.astype(np.uint8), list(colours))
         casing = ~ct_pixels & ~labelled
-        for value, colour in colours.items():
-            mask = labels == value
-            line = np.all(panel == np.array(colour, np.uint8), axis=2) & mask
+        lines = {value: np.all(panel == np.array(colour, np.uint8), axis=2) & (labels == value)
+                 for value, colour in colours.items()}
+        if multi:
+            touching += sum(int((np.roll(lines[1], shift, axis) & lines[2]).sum())
+                            for axis, shift in ((0, 1), (0, -1), (1, 1), (1, -1)))
+        for value in colours:
+            mask, line = labels == value, lines[value]
+            others = labelled & ~mask
+            near = ndimage.binary_dilation(others, iterations=2) & line
+            between = labelled & ~ct_pixels & ~line
             for vision in MACHADO:
                 lum = luminance(panel, vision)
                 for side, where, at in (("inside", mask & ct_pixels, line), ("outside", ~mask, line),
                                         ("outside every class", ~labelled, line),
-                                        ("casing : CT beyond", ct_pixels & ~labelled, casing)):
+                                        ("casing : CT beyond", ct_pixels & ~labelled, casing),
+                                        ("toward the other class", between, near)):
+                    if side not in sides:
+                        continue
                     beside = side_mean(lum, where, at)
                     ok = np.isfinite(beside)
                     found[value, vision, side] += list(ratio(lum[ok], beside[ok]))
     print(f"{volume}: {len(pngs)} overlays, each equal to its redrawn panel")
     for value, colour in colours.items():
         for vision in MACHADO:
-            cells = [f"{s} {np.median(found[value, vision, s]):.2f} (n={len(found[value, vision, s])})"
+            cells = [f"{s} {np.median(found[value, vision, s]):.2f} (n={len(found[value, vision, s])}, "
+                     f"{np.mean(np.array(found[value, vision, s]) >= 3.0):.0%} >= 3:1)"
                      if found[value, vision, s] else f"{s} -" for s in sides]
             print(f"  {colour} {vision:6s} line : " + ", ".join(cells))
+    if multi:
+        print(f"  4-adjacent pixel pairs where the two classes' colours touch: {touching}")
 
 
 if __name__ == "__main__":

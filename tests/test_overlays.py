@@ -8,6 +8,7 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from covseg.reports.picks import pick_slices
 from covseg.reports.pictures.contours import CLASS_COLOURS, INFECTION_COLOUR, inner_edge
@@ -728,3 +729,43 @@ def test_contours_stand_out_by_luminance_for_colour_blind_readers(vision):
     grey = (hu[0] + 1350.0) / 1500.0
     left = activation_beside_mask(grey, np.zeros_like(grey), binary[0])[:, :n]
     assert _contrast_beside(left, binary[0] > 0, INFECTION_COLOUR, vision) >= 3.0
+
+
+@pytest.mark.parametrize("vision", ["protan", "deutan", "normal"])
+def test_the_boundary_between_two_classes_is_cased(vision):
+    """Where consolidation (magenta) met ground glass (yellow) their two lines touched uncased, 2.0-2.5:1 apart by
+    luminance under simulation (chest-cip64, docs/benchmarks.md). A black casing now runs between them: the two
+    colours never touch, each line stands out from what is drawn beside it toward the other class by at least 3:1,
+    with 1- and 2-pixel lines, and no region loses its colour (a 1-pixel rim of ground glass round a consolidation
+    stays yellow, the casing on the consolidation's side)."""
+    n = 160
+    hu = np.full((1, n, n), -850.0, np.float32)
+    yy, xx = np.mgrid[:n, :n]
+    ggo = ((yy - 80) ** 2 + (xx - 70) ** 2 < 50 ** 2) | ((yy - 22) ** 2 + (xx - 140) ** 2 < 13 ** 2)
+    cons = ((yy - 80) ** 2 + (xx - 60) ** 2 < 20 ** 2) | ((yy - 80) ** 2 + (xx - 118) ** 2 < 16 ** 2)  # inside, astride
+    cons |= (yy - 22) ** 2 + (xx - 140) ** 2 < 12 ** 2  # inside a rim of ground glass
+    hu[0][ggo], hu[0][cons] = -500.0, -100.0
+    classes = np.where(cons, 2, ggo.astype(np.uint8))[None].astype(np.uint8)
+    steps = ((0, 1), (0, -1), (1, 1), (1, -1))
+    for size in (n, 2 * n):  # 1-pixel lines, and 2-pixel lines on a panel of 320 pixels or more
+        k = size // n
+        panel = axial_panel(hu, classes > 0, (1.0, 1.0, 5.0), 0, classes, max_px=size)
+        plain = axial_panel(hu, np.zeros_like(classes), (1.0, 1.0, 5.0), 0, max_px=size)
+        assert panel.shape[:2] == (size, size)
+        labels = np.repeat(np.repeat(classes[0], k, 0), k, 1)
+        lines = {v: np.all(panel == np.array(c, np.uint8), axis=2) & (labels == v) for v, c in CLASS_COLOURS.items()}
+        assert not any((np.roll(lines[1], s, a) & lines[2]).any() for a, s in steps)
+        for value, line in lines.items():
+            regions, count = ndimage.label(labels == value)
+            assert count >= 2 and set(np.unique(regions[line])) == set(range(1, count + 1))
+        lum = _luminance(panel, vision)
+        between = (labels > 0) & np.any(panel != plain, axis=2)
+        for value, line in lines.items():
+            near = ndimage.binary_dilation((labels > 0) & (labels != value), iterations=2) & line
+            where = between & ~line
+            total = sum(np.where(np.roll(where, s, a), np.roll(lum, s, a), 0.0) for a, s in steps)
+            count = sum(np.roll(where, s, a).astype(int) for a, s in steps)
+            at = near & (count > 0)
+            assert at.sum() > 20
+            drawn, side = lum[at], total[at] / count[at]
+            assert float(((np.maximum(drawn, side) + 0.05) / (np.minimum(drawn, side) + 0.05)).min()) >= 3.0
