@@ -16,7 +16,7 @@ from ignite.handlers import ProgressBar, Timer
 from torch import nn
 from utils import TINY_UNET
 
-from covseg.engines.inference import export as export_mod
+from covseg.engines.inference import outputs as outputs_mod
 from covseg.engines.inference.batch import run_batch
 from covseg.engines.inference.export import export_volume
 from covseg.engines.inference.predictor import SlicePredictor
@@ -202,7 +202,7 @@ def test_batch_goes_on_and_leaves_no_partial_folder(tmp_path, ct_ras, monkeypatc
 
     # a failure while writing: the volume is an error and its folder is not left behind
     calls = {"n": 0}
-    real = export_mod.write_volume_like
+    real = outputs_mod.write_volume_like
 
     def flaky(array, vol, path, *a, **k):
         calls["n"] += 1
@@ -210,14 +210,14 @@ def test_batch_goes_on_and_leaves_no_partial_folder(tmp_path, ct_ras, monkeypatc
             raise OSError("disk full")
         return real(array, vol, path, *a, **k)
 
-    monkeypatch.setattr(export_mod, "write_volume_like", flaky)
+    monkeypatch.setattr(outputs_mod, "write_volume_like", flaky)
     out2 = tmp_path / "out2"
     results = run_batch([ct_ras], out2, net, image_size=16)
     assert results[0].status == "error" and "disk full" in results[0].error
     assert [p.name for p in out2.iterdir()] == [".covseg.lock"]
 
     # a re-run replaces the previous folder as a whole
-    monkeypatch.setattr(export_mod, "write_volume_like", real)
+    monkeypatch.setattr(outputs_mod, "write_volume_like", real)
     (out / "chest" / "stale.txt").write_text("old")
     results = run_batch([ct_ras], out, net, image_size=16)
     assert results[0].ok and not (out / "chest" / "stale.txt").exists()
@@ -350,7 +350,7 @@ def test_pictures_started_with_the_inference_equal_those_drawn_at_export(tmp_pat
     late = prepare_volume(vol, predictor, tmp_path / "late")
     assert early.pictures is not None and late.pictures is None
     assert set(early.pictures.result()) == {"montage.png", "reformats.png", "infection_curve.png"}
-    options = export_mod.ExportOptions(figures=True)
+    options = outputs_mod.ExportOptions(figures=True)
     for item in (early, late):
         export_volume(item, options)
     for name in ("montage.png", "reformats.png", "infection_curve.png"):

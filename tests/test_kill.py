@@ -113,7 +113,7 @@ KILL_POINTS = {
     # this process's 1st read is the 2nd volume
     "reading the 2nd volume": ("covseg.engines.inference.dataset", "read_volume", 1),
     "predicting the 2nd volume": ("covseg.engines.inference.predictor.SlicePredictor", "predict", 2),
-    "writing a mask (half a folder)": ("covseg.engines.inference.export", "write_volume_like", 2),
+    "writing a mask (half a folder)": ("covseg.engines.inference.outputs", "write_volume_like", 2),
     "writing summary.csv": ("covseg.reports.batch", "atomic_write_text", 2),
 }
 
@@ -251,10 +251,10 @@ def test_output_folder_inside_input_folder(tmp_path, inputs, tiny_model):
 # ----------------------------------------------------------------------------------------------- disk full
 def test_disk_full_fake_is_one_line_and_keeps_finished(tmp_path, inputs, tiny_model, monkeypatch, capsys):
     """Fake ENOSPC (monkeypatch): the 2nd volume's mask write and the summary write fail."""
-    import covseg.engines.inference.export as export_mod
+    import covseg.engines.inference.outputs as outputs_mod
     import covseg.reports.batch as batch_mod
 
-    real_write, calls = export_mod.write_volume_like, {"n": 0}
+    real_write, calls = outputs_mod.write_volume_like, {"n": 0}
 
     def full_after_first_volume(array, vol, path, *a, **k):
         calls["n"] += 1
@@ -265,7 +265,7 @@ def test_disk_full_fake_is_one_line_and_keeps_finished(tmp_path, inputs, tiny_mo
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(export_mod, "write_volume_like", full_after_first_volume)
+    monkeypatch.setattr(outputs_mod, "write_volume_like", full_after_first_volume)
     monkeypatch.setattr(batch_mod, "atomic_write_text", full)
     out = tmp_path / "out"
     assert main(_argv([inputs[2], inputs[0]], out)) == 2

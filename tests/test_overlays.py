@@ -451,7 +451,7 @@ def test_warm_pictures_imports_the_picture_modules_in_a_thread_after_monai():
     from utils import python_output
 
     code = ("import sys; from covseg.monai_import import import_monai; import_monai(); "
-            "from covseg.engines.inference.export import warm_pictures; "
+            "from covseg.engines.inference.pictures_job import warm_pictures; "
             "assert 'covseg.reports.pictures.panels' not in sys.modules; warm_pictures().join(); "
             "import matplotlib.figure, skimage.transform; from covseg.reports.pictures import panels; "
             "assert callable(skimage.transform.resize) and hasattr(matplotlib.figure, 'Figure'); "

@@ -120,8 +120,8 @@ def run(args: argparse.Namespace) -> int:
         write_diagnosis,
         write_segmented_figures,
     )
-    from covseg.engines.inference.export import ExportOptions
     from covseg.engines.inference.interrupts import BatchInterrupted
+    from covseg.engines.inference.outputs import ExportOptions
     from covseg.engines.inference.slice_scorer import SliceScorer
     from covseg.engines.runtime.backend_model import load_backend_model, scoring_runtime
     from covseg.networks.loading import load_bundle

@@ -23,8 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from covseg.engines.inference.dataset import VolumeDataset, VolumeItem, check_folders
-from covseg.engines.inference.export import ExportOptions, VolumeOutputs, export_volume, warm_pictures
+from covseg.engines.inference.export import export_volume
 from covseg.engines.inference.interrupts import BatchInterrupted
+from covseg.engines.inference.outputs import ExportOptions, VolumeOutputs
+from covseg.engines.inference.pictures_job import warm_pictures
 from covseg.engines.inference.predictor_setup import as_predictor
 from covseg.engines.inference.resume import earlier_result, volume_request
 from covseg.engines.inference.volume import (

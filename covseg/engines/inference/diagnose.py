@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from covseg.engines.inference.activation import slice_activation
-from covseg.engines.inference.export import VolumeOutputs, write_figures
+from covseg.engines.inference.outputs import VolumeOutputs, write_figures
 from covseg.engines.inference.slice_scorer import ClassifierGate, SliceScorer, crop_key
 from covseg.engines.inference.volume_step import prepare_volume
 from covseg.io.atomic import atomic_path, atomic_write_text
@@ -251,7 +251,8 @@ def activation_montage(scorer: SliceScorer, sources: Sequence[tuple], title: str
 
 
 def write_diagnosis(folder: Path, item: VolumeOutputs) -> dict[str, str]:
-    """Extra writer (:class:`covseg.engines.inference.export.ExportOptions`): ``diagnosis.json`` and the montage PNG."""
+    """Extra writer (:class:`covseg.engines.inference.outputs.ExportOptions`): ``diagnosis.json`` and the montage
+    PNG."""
     files: dict[str, str] = {}
     diagnosis = item.extras.get("diagnosis")
     if diagnosis is None:
@@ -269,7 +270,7 @@ def write_diagnosis(folder: Path, item: VolumeOutputs) -> dict[str, str]:
 
 
 def write_segmented_figures(folder: Path, item: VolumeOutputs) -> dict[str, str]:
-    """Extra writer: the infection pictures (:func:`covseg.engines.inference.export.write_figures`) of a segmented
+    """Extra writer: the infection pictures (:func:`covseg.engines.inference.outputs.write_figures`) of a segmented
     patient; nothing for a negative one, whose infection mask is empty."""
     if not (item.extras.get("diagnosis") or {}).get("segmented"):
         return {}

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from covseg.engines.inference.batch import run_batch
 from covseg.engines.inference.dataset import VolumeDataset, check_folders
-from covseg.engines.inference.export import ExportOptions
 from covseg.engines.inference.interrupts import BatchInterrupted
+from covseg.engines.inference.outputs import ExportOptions
 from covseg.engines.inference.predictor import SlicePredictor
 from covseg.engines.inference.predictor_setup import predictor_info
 from covseg.engines.inference.volume import Gate, Handler, InfectionPostprocessing, Progress

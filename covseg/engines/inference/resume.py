@@ -18,7 +18,7 @@ import json
 import os
 from pathlib import Path
 
-from covseg.engines.inference.export import ExportOptions
+from covseg.engines.inference.outputs import ExportOptions
 from covseg.io.naming import source_key
 from covseg.io.source import VolumeSource
 from covseg.reports.batch import VolumeResult

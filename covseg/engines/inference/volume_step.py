@@ -1,6 +1,6 @@
 """One volume's step between reading and export: infer it, score it against its label, build its report.
 
-:func:`prepare_volume` returns the :class:`covseg.engines.inference.export.VolumeOutputs` that
+:func:`prepare_volume` returns the :class:`covseg.engines.inference.outputs.VolumeOutputs` that
 :func:`covseg.engines.inference.export.export_volume` writes; :func:`covseg.engines.inference.batch.run_batch` calls
 it (or a replacement such as the joint diagnosis of :mod:`covseg.engines.inference.diagnose`) once per volume.
 """
@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from covseg.engines.inference.export import ExportOptions, VolumeOutputs, export_volume, start_pictures
+from covseg.engines.inference.export import export_volume
+from covseg.engines.inference.outputs import ExportOptions, VolumeOutputs
+from covseg.engines.inference.pictures_job import start_pictures
 from covseg.engines.inference.predictor import SlicePredictor
 from covseg.engines.inference.volume import (
     LUNG_MARGIN_MM,
@@ -45,9 +47,9 @@ def prepare_volume(volume: CTVolume, predictor: SlicePredictor, out_dir: str | P
     """Infer ``volume``, score it against its label (if any) and build its report: what :func:`export_volume` needs.
 
     ``lung``: its lung mask when already computed (``timing_s`` then holds that step's seconds). ``pictures``: start
-    drawing the volume's pictures (:func:`covseg.engines.inference.export.start_pictures`) as soon as the inference is
-    done, so that they are drawn while the report is built and the masks are written. ``label_values``: which values
-    of the label are scored as infection (and per class); None: every non-zero value."""
+    drawing the volume's pictures (:func:`covseg.engines.inference.pictures_job.start_pictures`) as soon as the
+    inference is done, so that they are drawn while the report is built and the masks are written. ``label_values``:
+    which values of the label are scored as infection (and per class); None: every non-zero value."""
     timing_s = timing_s or {}
     model_info = model_info or {}
     t0 = time.perf_counter()
