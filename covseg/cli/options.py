@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from covseg.cli.common import error
+from covseg.reports.label_scores import MAX_LABEL_VALUE
 
 __all__ = ["add_model_args", "add_output_args", "bundle_kind_problem", "check_model_args", "label_classes",
            "label_values"]
@@ -34,7 +35,7 @@ def label_values(text: str) -> tuple[int, ...]:
         values = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
         values = ()
-    if not values or any(not 0 < v < 65536 for v in values):
+    if not values or any(not 0 < v <= MAX_LABEL_VALUE for v in values):
         raise argparse.ArgumentTypeError(f"give positive integers separated by commas (e.g. 3 or 1,2), got {text!r}")
     return values
 

@@ -17,9 +17,12 @@ import numpy as np
 from covseg.metrics.binary import binary_scores
 from covseg.transforms.volume_slices import class_map, infection_mask
 
-__all__ = ["METRIC_KEYS", "LabelScores", "LabelValues", "class_names", "label_value_warnings", "score_label"]
+__all__ = ["MAX_LABEL_VALUE", "METRIC_KEYS", "LabelScores", "LabelValues", "class_names", "label_value_warnings",
+           "score_label"]
 
 METRIC_KEYS = ("dice", "sensitivity", "specificity", "precision", "iou", "mae")
+MAX_LABEL_VALUE = 65535
+"""The largest label value that may be given (a label is read as up to 16-bit integers)."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,31 @@ class LabelValues:
     def option(self) -> str:
         """The ``covseg infer`` option that gave them."""
         return "--label-classes" if self.classes is not None else "--label-values"
+
+    @classmethod
+    def from_config(cls, values: object = None, classes: object = None) -> LabelValues | None:
+        """A bundle config's ``label_values`` / ``label_classes`` (lists of integers, or one; null: not given), as
+        ``python -m monai.bundle run inference --label_values "[3]"`` passes them; None when neither is given. A
+        bad value raises a one-line ``ValueError`` naming the key."""
+        if values is not None and classes is not None:
+            raise ValueError(f"give label_values or label_classes, not both (got {values!r} and {classes!r}; "
+                             "label_classes' two values are the infection)")
+        if classes is not None:
+            pair = _positive_ints("label_classes", classes, '"[1, 2]"')
+            if len(pair) != 2 or pair[0] == pair[1]:
+                raise ValueError(f"label_classes: give 2 different values [GGO, consolidation], e.g. --label_classes "
+                                 f'"[1, 2]", got {classes!r}')
+            return cls(classes=(pair[0], pair[1]))
+        return None if values is None else cls(_positive_ints("label_values", values, '"[3]" or "[1, 2]"'))
+
+
+def _positive_ints(key: str, given: object, example: str) -> tuple[int, ...]:
+    """``given`` (a list or tuple of integers, or one) as a tuple, or a one-line ``ValueError``."""
+    items = list(given) if isinstance(given, (list, tuple)) else [given]
+    if not items or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_LABEL_VALUE
+                            for v in items):
+        raise ValueError(f"{key}: give positive integers as a list, e.g. --{key} {example}, got {given!r}")
+    return tuple(items)
 
 
 @dataclass
