@@ -191,6 +191,7 @@ def run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels
             error(one_line(exc))
             return EXIT_USAGE
     from covseg.engines.runtime.backend_model import weights_info
+    from covseg.reports.label_scores import LabelValues
 
     overrides = {
         "output_dir": str(out),
@@ -203,11 +204,11 @@ def run_infer(inputs: Sequence[str], out: Path, args: argparse.Namespace, labels
         "model_info": {"name": model.name, "version": model.meta.get("version"), "trained": model.trained,
                        **weights_info(getattr(args, "weights", None))},
         "evaluator#meta": {"command": "covseg infer", "inputs": [str(i) for i in inputs]}, "evaluator#gate": gate,
+        # the evaluator's own, not the config's label_values / label_classes: a volume-workflow config without them
+        # would drop the values, and the values a config may hold do not apply to --labels given or not
+        "evaluator#label_values": LabelValues.from_config(getattr(args, "label_values", None),
+                                                          getattr(args, "label_classes", None)),
     }
-    if getattr(args, "label_values", None) is not None or getattr(args, "label_classes", None) is not None:
-        from covseg.reports.label_scores import LabelValues
-
-        overrides["evaluator#label_values"] = LabelValues(args.label_values, args.label_classes)
     overrides["dataset"] = dataset  # the same object, whose first volume is being read
     try:
         parser.update(overrides)
