@@ -7,6 +7,7 @@ infer`` build it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -39,7 +40,9 @@ class VolumeBatchInference:
     (:mod:`covseg.engines.inference.resume`). ``prepare`` and ``settings``: another per-volume step for
     :func:`run_batch` and the settings its requests record (the joint diagnosis of the classifier bundle's
     ``inference.yaml``: :func:`covseg.engines.inference.diagnose.make_diagnose_prepare`). ``label_values``: which
-    values of the labels in ``labels_dir`` are scored (``covseg infer --label-values`` / ``--label-classes``).
+    values of the labels in ``labels_dir`` are scored (``covseg infer --label-values`` / ``--label-classes``, the
+    bundle's ``label_values`` / ``label_classes``: :meth:`LabelValues.from_config`); given without ``labels_dir``,
+    a one-line ``ValueError``. ``summary.json`` records them as ``label_values``.
     """
 
     def __init__(self, dataset: VolumeDataset, inferer: SlicePredictor, output_dir: str | Path, *,
@@ -48,6 +51,9 @@ class VolumeBatchInference:
                  handlers: Sequence[Handler] = (), meta: dict | None = None, summary: bool = True,
                  skip_done: bool = False, prepare: Callable | None = None, settings: dict | None = None,
                  label_values: LabelValues | None = None) -> None:
+        if label_values is not None and labels_dir is None:
+            raise ValueError(f"label values {_given(label_values)} go with labels_dir (they say which values of its "
+                             "masks are scored)")
         self.dataset, self.inferer, self.output_dir = dataset, inferer, Path(output_dir)
         self.labels_dir, self.label_values = labels_dir, label_values
         self.postprocessing = postprocessing if postprocessing is not None else InfectionPostprocessing()
@@ -132,6 +138,7 @@ class VolumeBatchInference:
 
         meta = {"command": "covseg infer", "out": str(self.output_dir), **self.meta, "model": self.model_info,
                 "labels": None if self.labels_dir is None else str(self.labels_dir),
+                "label_values": None if self.label_values is None else dataclasses.asdict(self.label_values),
                 "seconds": round(self.seconds, 3), "processes": self.processes}
         if interrupted:
             write_batch_report(self.results, self.output_dir, {**meta, "interrupted": True})
@@ -140,6 +147,12 @@ class VolumeBatchInference:
 
         write_batch_report(self.results, self.output_dir, meta)
         write_html_report(self.output_dir, meta)
+
+
+def _given(values: LabelValues) -> str:
+    """How ``values`` were given, for a message: ``label_classes [3, 4]`` or ``label_values [3]``."""
+    return f"label_classes {list(values.classes)}" if values.classes is not None else \
+        f"label_values {list(values.infection or ())}"
 
 
 def print_failure(result: VolumeResult) -> None:
