@@ -152,3 +152,94 @@ def test_inference_names_other_weights_so_skip_done_tells_them_apart(bundle, tmp
         infos.append(parser.get_parsed_content("model_info"))
     assert "weights" not in infos[0] and infos[1]["weights"].startswith(f"{weights.resolve()} (1 bytes")
     assert infos[0]["name"] == infos[1]["name"]
+
+
+TINY_NETWORK = """\
+covseg: {{network: tiny-unet, image_size: 32, out_channels: 1}}
+network_def:
+  _target_: covseg.networks.registry.get_network
+  name: unet
+  features: [4, 4, 8, 8, 16, 4]
+weights: {weights}
+image_size: 32
+backend: torch
+"""
+"""A second config file for ``run inference``: the tiny U-Net of the tests (weights saved by the test) at 32²."""
+
+
+def test_bundle_label_values_score_a_lung_and_infection_label_as_the_infection_alone(tmp_path):
+    """``run inference --labels_dir`` with COVID-19-CT-Seg's layout (1, 2 lungs, 3 infection) and
+    ``--label_values "[3]"``: the scores against the infection-only label, report.json and summary.json name the
+    values; a bad value, or values without ``labels_dir``, is one ``error:`` line and exit status 1."""
+    import numpy as np
+    import SimpleITK as sitk
+    from utils import tiny_unet
+
+    from covseg.synthetic.phantom import make_chest_phantom
+    from covseg.synthetic.phantom_nifti import write_phantom
+
+    ph = make_chest_phantom(shape=(12, 64, 64), spacing=(5.6, 5.6, 10.0), seed=2)
+    ct = write_phantom(tmp_path / "in" / "case.nii.gz", ph)["ct"]
+    alone, both = tmp_path / "alone", tmp_path / "both"
+    for folder, label in ((alone, ph.infection), (both, np.where(ph.infection > 0, 3, ph.lung_labels))):
+        folder.mkdir()
+        sitk.WriteImage(ph.image(label.astype(np.uint8)), str(folder / "case.nii.gz"))
+    torch.save(tiny_unet().state_dict(), tmp_path / "tiny.pt")
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text(TINY_NETWORK.format(weights=tmp_path / "tiny.pt"))
+    configs = f"['{INFNET_BUNDLE / 'configs' / 'inference.yaml'}', '{tiny}']"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run(out: str, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(bundle_cmd("inference", configs, "--dataset_dir", str(ct), "--output_dir",
+                                         str(tmp_path / out), "--figures", "false", *extra),
+                              capture_output=True, text=True, timeout=600, env=env)
+
+    for out, labels, extra in (("a", alone, ()), ("c", both, ("--label_values", "[3]"))):
+        done = run(out, "--labels_dir", str(labels), *extra)
+        assert done.returncode == 0, done.stderr[-3000:]
+    reference, given = (json.loads((tmp_path / out / "case" / "report.json").read_text()) for out in "ac")
+    assert reference["model"]["name"] == given["model"]["name"] == "tiny-unet"  # the tiny network ran
+    assert given["metrics"] == reference["metrics"] and given["label_values"] == [3]
+    assert not [w for w in given["warnings"] if "label" in w]
+    summaries = [json.loads((tmp_path / out / "summary.json").read_text()) for out in "ac"]
+    assert summaries[0]["label_values"] is None
+    assert summaries[1]["label_values"] == {"infection": [3], "classes": None}
+    for extra, says in ((("--labels_dir", str(both), "--label_values", "[0]"), "label_values: give positive"),
+                        (("--label_values", "[3]"), "label values label_values [3] go with labels_dir")):
+        done = run("bad", *extra)
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+        assert len(errors) == 1 and says in errors[0], done.stderr[-3000:]
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("bundle", ["infnet", "semi_infnet"])
+def test_inference_config_label_values_reach_the_evaluator(bundle):
+    """Each inference config's ``label_values`` / ``label_classes`` are the evaluator's ``label_values``."""
+    from monai.bundle import ConfigParser
+
+    from covseg.reports.label_scores import LabelValues
+
+    config = Path(__file__).resolve().parents[1] / "bundles" / bundle / "configs" / "inference.yaml"
+    found = []
+    for override in ({}, {"label_values": [3]}, {"label_values": 3}, {"label_classes": [4, 5]}):
+        parser = ConfigParser()
+        parser.read_config(str(config))
+        parser.update(override)
+        found.append(parser.get_parsed_content("evaluator#label_values"))
+    assert found == [None, LabelValues((3,)), LabelValues((3,)), LabelValues(classes=(4, 5))]
+
+
+@pytest.mark.parametrize(("values", "classes", "says"), [
+    ("three", None, "label_values: give positive integers as a list, e.g. --label_values \"[3]\""),
+    ([3, 2.5], None, "label_values: give positive"), ([], None, "label_values: give positive"),
+    ([True], None, "label_values: give positive"), ([65536], None, "label_values: give positive"),
+    (None, [1, 1], "label_classes: give 2 different values"), (None, [1, 2, 3], "label_classes: give 2 different"),
+    (None, [0, 1], "label_classes: give positive"), ([3], [1, 2], "give label_values or label_classes, not both")])
+def test_bad_label_values_of_a_config_are_one_line(values, classes, says):
+    from covseg.reports.label_scores import LabelValues
+
+    with pytest.raises(ValueError) as caught:
+        LabelValues.from_config(values, classes)
+    assert str(caught.value).startswith(says) and "\n" not in str(caught.value)

@@ -220,6 +220,8 @@ def test_label_values_option_scores_a_lung_and_infection_label(tmp_path, tiny_mo
     assert not [w for w in given["warnings"] if "label" in w]
     assert given["request"]["label_values"] == {"infection": [3], "classes": None}
     assert "label_values" not in plain["request"]  # the requests of runs without the option are as before
+    summaries = [json.loads((tmp_path / out / "summary.json").read_text()) for out in "bc"]
+    assert summaries[0]["label_values"] is None and summaries[1]["label_values"] == {"infection": [3], "classes": None}
     capsys.readouterr()
     for extra in (["--label-values", "3,x"], ["--label-values", ""], ["--label-classes", "1,1"]):
         assert main(["infer", *common, "--labels", str(both), "--out", str(tmp_path / "bad"), *extra]) == 2
