@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING
 from warnings import catch_warnings, simplefilter
 
@@ -48,11 +47,9 @@ def _read_dicom(src: VolumeSource, warnings: list[str]) -> sitk.Image:
     files = [Path(f) for f in src.files]
     if not files:
         raise CovsegInputError(where, "DICOM series has no files")
-    import pydicom  # here, not at the top: a NIfTI input never needs pydicom (a fast start)
-
     headers = []
     for f in files:
-        headers.append(_read_header(pydicom, f))
+        headers.append(_read_header(f))
         _check_pixel_header(headers[-1], f)
     label = _series_label(headers[0])
     modalities = sorted({str(h.get("Modality", "") or "").strip().upper() for h in headers})
@@ -107,9 +104,11 @@ def _read_dicom(src: VolumeSource, warnings: list[str]) -> sitk.Image:
     return img
 
 
-def _read_header(pydicom: ModuleType, path: Path) -> pydicom.Dataset:
+def _read_header(path: Path) -> pydicom.Dataset:
     """The slice's header, PixelData listed but deferred (only its length is read, to check it against the header);
     a file that ends inside its encapsulated (compressed) pixel data is refused, not read without its pixels."""
+    import pydicom  # here, not at the top: a NIfTI input never needs pydicom (a fast start)
+
     with catch_warnings(record=True) as caught:
         simplefilter("always")
         try:
