@@ -554,3 +554,41 @@ def test_a_volume_s_total_time_includes_its_classification(ct_volumes_dir, class
     assert timing["classify"] >= 0.5 and timing["total"] >= steps - 0.01, timing
     row = next(csv.DictReader((out / "summary.csv").open()))
     assert float(row["seconds"]) == timing["total"]
+
+
+def test_diagnose_labels_score_the_joint_result(ct_volumes_dir, classifier_bundle, tmp_path, capsys):
+    """``--labels`` with ``--label-values``: a segmented patient's mask is scored against the label's infection
+    value alone; a patient classified negative keeps an empty mask, so a missed infection scores Sen. 0; summary.csv
+    names the values scored. The values without ``--labels`` are a usage error before any output."""
+    ct = ct_volumes_dir / "chest-2slice" / "ct.nii.gz"
+    image = nib.load(ct)
+    lungs = np.zeros(image.shape, np.uint8)
+    lungs[image.shape[0] // 8: image.shape[0] // 2] = 1  # stand-in "lungs" (scored as background with 3 given)
+    lungs[image.shape[0] // 2: 7 * image.shape[0] // 8] = 2
+    lungs[image.shape[0] // 4: image.shape[0] // 3, image.shape[1] // 3: image.shape[1] // 2] = 3  # "infection"
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    nib.save(nib.Nifti1Image(lungs, image.affine), labels / "ct.nii.gz")
+    given = ("--labels", str(labels), "--label-values", "3")
+    reports = {}
+    for name, thresholds in (("neg", ("--patient-threshold", "1.0")), ("pos", ALWAYS_POSITIVE)):
+        assert main(["diagnose", str(ct), "--out", str(tmp_path / name), "--classifier", str(classifier_bundle),
+                     "--no-progress", *thresholds, *given]) == 0
+        reports[name] = json.loads((tmp_path / name / "ct" / "report.json").read_text())
+        assert reports[name]["label_values"] == [3] and reports[name]["request"]["label_values"]["infection"] == [3]
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        assert summary["labels"] == str(labels) and summary["label_values"] == {"infection": [3], "classes": None}
+        row = next(csv.DictReader((tmp_path / name / "summary.csv").open()))
+        assert row["label_values"] == "3" and float(row["dice"]) == reports[name]["metrics"]["dice"]
+    assert reports["neg"]["diagnosis"]["decision"] == "negative"
+    assert reports["neg"]["metrics"]["sensitivity"] == 0.0 and reports["neg"]["metrics"]["dice"] == 0.0
+    mask = np.asarray(nib.load(tmp_path / "pos" / "ct" / "infection_mask.nii.gz").dataobj) > 0
+    truth = lungs == 3
+    assert mask.any()  # segmented: its scores are those of the written mask against value 3 alone
+    dice = 2 * (mask & truth).sum() / (mask.sum() + truth.sum())
+    assert reports["pos"]["metrics"]["dice"] == pytest.approx(dice, abs=1e-5)
+    capsys.readouterr()
+    assert main(["diagnose", str(ct), "--out", str(tmp_path / "bad"), "--label-values", "3"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --label-values goes with --labels DIR (it says which values of those masks are scored)"]
+    assert not (tmp_path / "bad").exists()

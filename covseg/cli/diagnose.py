@@ -24,10 +24,12 @@ from covseg.cli.common import (
 from covseg.cli.options import (
     add_backend_arg,
     add_continue_arg,
+    add_label_args,
     backend_problem,
     bundle_kind_problem,
     device_problem,
     export_notice,
+    label_args_problem,
     torch_notice,
 )
 from covseg.cli.progress import VolumeProgress
@@ -48,6 +50,10 @@ DIR/summary.json, summary.csv and report.html (every volume's decision, activati
 examples:
   covseg diagnose scan.nii.gz --out results/
   covseg diagnose ct_folder/ --out results/ --segmenter bundles/jcs_segmenter
+  covseg diagnose scans/ --out results/ --labels lung-and-infection-labels/ --label-values 3
+
+with --labels, each volume's infection mask is scored against its reference (report.json metrics, summary.csv):
+a negative patient's mask is empty, so a missed infected patient scores Dice 0 and Sen. 0.
 """
 
 
@@ -63,6 +69,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="classifier bundle (default: the shipped jcs_classifier)")
     p.add_argument("--segmenter", metavar="PATH", default=str(DEFAULT_SEGMENTER),
                    help="segmentation bundle for positive patients (default: the shipped Inf-Net)")
+    add_label_args(p)
     p.add_argument("--slice-threshold", type=float, metavar="P",
                    help="a slice is positive at P(COVID-19) >= P (default: the classifier bundle's)")
     p.add_argument("--patient-threshold", type=float, metavar="F",
@@ -97,12 +104,13 @@ def run(args: argparse.Namespace) -> int:
     from covseg.io.errors import CovsegInputError
 
     out = Path(args.out)
-    problem = empty_folder_option("diagnose", out=args.out) or _usage_problem(args)
+    problem = (empty_folder_option("diagnose", out=args.out, labels=args.labels) or label_args_problem(args)
+               or _usage_problem(args))
     if problem:
         error(problem)
         return EXIT_USAGE
     try:
-        check_folders(out)
+        check_folders(out, args.labels)
         found = VolumeDataset(list(args.inputs), VolumePreprocessing())
     except CovsegInputError as exc:
         error(str(exc))
@@ -128,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     from covseg.reports.batch import format_console_table, outcome_line, write_batch_report
     from covseg.reports.diagnosis import decision_lines
     from covseg.reports.html import write_html_report
+    from covseg.reports.label_scores import LabelValues
 
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
@@ -148,17 +157,20 @@ def run(args: argparse.Namespace) -> int:
     classifier_info = {"name": classifier.name, "version": classifier.meta.get("version"),
                        "image_size": classifier.image_size, "precision": "bf16" if scorer.bf16 else "fp32",
                        "backend": scorer.backend}
+    values = LabelValues.from_config(args.label_values, args.label_classes)
     bar = VolumeProgress(len(found), args.no_progress, desc="covseg diagnose")
     run_meta = {"command": "covseg diagnose", "inputs": [str(i) for i in args.inputs], "out": str(out),
                 "classifier": str(args.classifier), "segmenter": str(args.segmenter),
-                "settings": asdict(settings)}
+                "settings": asdict(settings), "labels": args.labels,
+                "label_values": None if values is None else asdict(values)}
     t0 = time.perf_counter()
     try:
-        results = run_batch(found, out, segmenter, device=args.device, batch_size=args.batch_size,
+        results = run_batch(found, out, segmenter, args.labels, device=args.device, batch_size=args.batch_size,
                             on_start=bar.on_start, on_result=bar.on_result, progress=bar.on_batch,
                             export=ExportOptions(writers=writers),
                             model_info={"classifier": classifier_info}, settings=asdict(settings),
-                            prepare=make_diagnose_prepare(scorer, settings), skip_done=args.skip_done)
+                            prepare=make_diagnose_prepare(scorer, settings), skip_done=args.skip_done,
+                            label_values=values)
     except CovsegInputError as exc:
         error(str(exc))
         return EXIT_USAGE

@@ -24,12 +24,12 @@ from covseg.cli.common import (
 )
 from covseg.cli.options import (
     add_continue_arg,
+    add_label_args,
     add_model_args,
     add_output_args,
     check_model_args,
     export_notice,
-    label_classes,
-    label_values,
+    label_args_problem,
     torch_notice,
 )
 from covseg.cli.progress import VolumeProgress
@@ -65,15 +65,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="volume files or folders (none: the built-in "
                                                                "phantom demo)")
     p.add_argument("--out", "-o", metavar="DIR", help="output folder (required with INPUTs)")
-    p.add_argument("--labels", metavar="DIR", help="reference masks <DIR>/<volume>.nii.gz (>0 = infection, unless "
-                                                   "--label-values): adds Dice, Sen., Spec., Prec., MAE to the reports")
-    values = p.add_mutually_exclusive_group()
-    values.add_argument("--label-values", metavar="V[,V]", type=label_values,
-                        help="the values of the --labels masks that are infection, the others background (default: "
-                             "every non-zero value; e.g. 3 for COVID-19-CT-Seg's lung-and-infection masks)")
-    values.add_argument("--label-classes", metavar="GGO,CONS", type=label_classes,
-                        help="the values of the --labels masks that are ground-glass opacity and consolidation, for "
-                             "a multi-class bundle's per-class scores (infection is both)")
+    add_label_args(p)
     add_model_args(p)
     p.add_argument("--save-prob", action="store_true",
                    help="also write infection_prob.nii.gz (uint8, 255 x probability)")
@@ -93,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     """``covseg infer`` with parsed ``args``; no INPUT runs the demo."""
     problem = (empty_folder_option("infer", out=args.out, labels=args.labels)
                or non_finite_option(gate_threshold=getattr(args, "gate_threshold", None))
-               or _label_values_problem(args))
+               or label_args_problem(args))
     if problem:
         error(problem)
         return EXIT_USAGE
@@ -107,15 +99,6 @@ def run(args: argparse.Namespace) -> int:
         error("--out DIR is required with INPUTs (see covseg infer --help)")
         return EXIT_USAGE
     return run_infer(args.inputs, Path(args.out), args, args.labels)
-
-
-def _label_values_problem(args: argparse.Namespace) -> str | None:
-    """``--label-values`` / ``--label-classes`` without ``--labels`` (one line), or None."""
-    for option, value in (("--label-values", getattr(args, "label_values", None)),
-                          ("--label-classes", getattr(args, "label_classes", None))):
-        if value is not None and args.labels is None:
-            return f"{option} goes with --labels DIR (it says which values of those masks are scored)"
-    return None
 
 
 def load_model_of(args: argparse.Namespace):

@@ -1,5 +1,5 @@
 """Command-line options that ``infer`` and ``demo`` share (model, device, precision, outputs) and their checks; the
-label-value options of ``infer`` and ``slices``."""
+reference-label options of ``infer`` and ``diagnose`` and the label-value types they share with ``slices``."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 from covseg.cli.common import error
 from covseg.reports.label_scores import MAX_LABEL_VALUE
 
-__all__ = ["add_model_args", "add_output_args", "bundle_kind_problem", "check_model_args", "label_classes",
-           "label_values"]
+__all__ = ["add_label_args", "add_model_args", "add_output_args", "bundle_kind_problem", "check_model_args",
+           "label_args_problem", "label_classes", "label_values"]
 
 _KINDS = {"classes": "a slice classifier", "segmentation": "a segmentation model"}
 
@@ -47,6 +47,29 @@ def label_classes(text: str) -> tuple[int, int]:
     if len(values) != 2 or values[0] == values[1]:
         raise argparse.ArgumentTypeError(f"give 2 different values (GGO,consolidation), got {text!r}")
     return values[0], values[1]
+
+
+def add_label_args(p: argparse.ArgumentParser) -> None:
+    """``--labels DIR`` (reference masks, scored into the reports) and which of their values count:
+    ``--label-values`` or ``--label-classes``."""
+    p.add_argument("--labels", metavar="DIR", help="reference masks <DIR>/<volume>.nii.gz (>0 = infection, unless "
+                                                   "--label-values): adds Dice, Sen., Spec., Prec., MAE to the reports")
+    values = p.add_mutually_exclusive_group()
+    values.add_argument("--label-values", metavar="V[,V]", type=label_values,
+                        help="the values of the --labels masks that are infection, the others background (default: "
+                             "every non-zero value; e.g. 3 for COVID-19-CT-Seg's lung-and-infection masks)")
+    values.add_argument("--label-classes", metavar="GGO,CONS", type=label_classes,
+                        help="the values of the --labels masks that are ground-glass opacity and consolidation, for "
+                             "a multi-class bundle's per-class scores (infection is both)")
+
+
+def label_args_problem(args: argparse.Namespace) -> str | None:
+    """``--label-values`` / ``--label-classes`` without ``--labels`` (one line), or None."""
+    for option, value in (("--label-values", getattr(args, "label_values", None)),
+                          ("--label-classes", getattr(args, "label_classes", None))):
+        if value is not None and args.labels is None:
+            return f"{option} goes with --labels DIR (it says which values of those masks are scored)"
+    return None
 
 
 def add_continue_arg(p: argparse.ArgumentParser) -> None:

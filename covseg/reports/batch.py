@@ -78,7 +78,8 @@ class VolumeResult:
 
 SUMMARY_COLUMNS = (
     "name", "status", "source", "lung_ml", "right_lung_ml", "left_lung_ml", "infection_ml",
-    "lung_involvement_percent", "n_slices", "lung_slices", "infected_slices", "diagnosis", *METRIC_KEYS, "seconds",
+    "lung_involvement_percent", "n_slices", "lung_slices", "infected_slices", "diagnosis", *METRIC_KEYS, "label_values",
+    "seconds",
     "warnings", "error",
 )
 
@@ -106,6 +107,7 @@ def _csv_row(entry: dict) -> list:
         entry.get("left_lung_ml"), entry.get("infection_ml"), entry.get("lung_involvement_percent"),
         entry.get("n_slices"), entry.get("lung_slices"), entry.get("infected_slices"),
         (entry.get("diagnosis") or {}).get("decision", ""), *(metrics.get(k, "") for k in METRIC_KEYS),
+        ",".join(str(v) for v in entry.get("label_values") or ()),
         (entry.get("timing_s") or {}).get("total", ""),
         "; ".join(entry.get("warnings") or []), entry.get("last_error") or "",
     ]
