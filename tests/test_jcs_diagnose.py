@@ -298,11 +298,13 @@ def test_bundle_inference_run_id_diagnoses_and_fails_like_the_command(classifier
     (MONAI's name; ``input_dir`` too); a run whose input fails exits non-zero, as ``covseg diagnose`` does."""
     import subprocess
 
+    import SimpleITK as sitk
+
     from covseg.synthetic.phantom import make_chest_phantom
     from covseg.synthetic.phantom_nifti import write_phantom
 
-    ct = write_phantom(tmp_path / "in" / "p.nii.gz", make_chest_phantom(shape=(6, 48, 48), spacing=(7.0, 7.0, 12.0),
-                                                                         seed=1))["ct"]
+    phantom = make_chest_phantom(shape=(6, 48, 48), spacing=(7.0, 7.0, 12.0), seed=1)
+    ct = write_phantom(tmp_path / "in" / "p.nii.gz", phantom)["ct"]
     bad = tmp_path / "bad.nii.gz"
     bad.write_text("not a volume")
 
@@ -323,6 +325,17 @@ def test_bundle_inference_run_id_diagnoses_and_fails_like_the_command(classifier
     assert d["decision"] == "positive" and {k: d["settings"][k] for k in thresholds} == thresholds
     # the decision is printed under the table as covseg diagnose prints it (it was missing: docs walk, 2026-12-07)
     assert "\np: POSITIVE (" in ok.stdout and "1 of 1 volume(s) diagnosed in " in ok.stdout, ok.stdout[-2000:]
+    (tmp_path / "labels").mkdir()  # lungs 1 / 2 and infection 3: with --label_values "[3]" the infection alone counts
+    sitk.WriteImage(phantom.image(np.where(phantom.infection > 0, 3, phantom.lung_labels).astype(np.uint8)),
+                    str(tmp_path / "labels" / "p.nii.gz"))
+    scored = run(ct, tmp_path / "out-labels", "--dataset_dir", *overrides, "--labels_dir", str(tmp_path / "labels"),
+                 "--label_values", "[3]")
+    assert scored.returncode == 0, scored.stdout[-2000:] + scored.stderr[-2000:]
+    report = json.loads((tmp_path / "out-labels" / "p" / "report.json").read_text())
+    mask = np.asarray(nib.load(tmp_path / "out-labels" / "p" / "infection_mask.nii.gz").dataobj) > 0
+    truth = np.asarray(nib.load(tmp_path / "labels" / "p.nii.gz").dataobj) == 3
+    assert report["label_values"] == [3] and report["metrics"]["sensitivity"] == pytest.approx(
+        (mask & truth).sum() / truth.sum(), abs=1e-5)
     failed = run(bad, tmp_path / "out-bad", "--input_dir")  # the older name still works
     assert failed.returncode != 0 and "error: " in failed.stderr and "bad.nii.gz" in failed.stderr
 
