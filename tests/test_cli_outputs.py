@@ -1,10 +1,11 @@
-"""``covseg infer`` picture and DICOM-SEG options on phantom inputs: defaults, --overlays, --no-figures,
+"""``covseg infer`` picture and DICOM-SEG / DICOM-SR options on phantom inputs: defaults, --overlays, --no-figures,
 --dicom-seg / --no-dicom-seg, severity in report.json, report.html beside the summary."""
 
 from __future__ import annotations
 
 import json
 
+import highdicom as hd
 import pytest
 from utils import use_tiny_default_model
 
@@ -41,10 +42,15 @@ def test_defaults_pictures_dicom_seg_and_html(tmp_path, inputs):
     out = tmp_path / "out"
     assert main(["infer", str(series), str(nifti), "--out", str(out), "--no-progress"]) == 0
     assert {"report.html", "summary.json", "summary.csv", "series", "vol"} <= _files(out)
-    assert PICTURES | {"infection_seg.dcm"} <= _files(out / "series")
-    assert _files(out / "vol") >= PICTURES and "infection_seg.dcm" not in _files(out / "vol")
+    assert PICTURES | {"infection_seg.dcm", "infection_sr.dcm"} <= _files(out / "series")
+    assert _files(out / "vol") >= PICTURES and not {"infection_seg.dcm", "infection_sr.dcm"} & _files(out / "vol")
     report = json.loads((out / "series" / "report.json").read_text())
     assert report["outputs"]["dicom_seg"] == "infection_seg.dcm" and report["outputs"]["montage"] == "montage.png"
+    assert report["outputs"]["dicom_sr"] == "infection_sr.dcm"
+    sr = hd.sr.srread(out / "series" / "infection_sr.dcm")  # report.json's numbers (tests/test_dicom_sr.py: more)
+    (group,) = sr.content.get_volumetric_roi_measurement_groups()
+    values = {m.unit.value: m.value for m in group.get_measurements()}
+    assert values == {"ml": report["infection_ml"], "%": report["lung_involvement_percent"]}
     assert report["model"]["version"] == "9.9.9" and report["model"]["precision"] in ("fp32", "bf16")
     sev = report["severity"]
     assert len(sev["zones"]) == 6 and 0 <= sev["total_score"] <= 30 and "not anatomical lobes" in sev["note"]
@@ -57,7 +63,7 @@ def test_overlays_no_figures_and_dicom_seg_switches(tmp_path, inputs):
     out = tmp_path / "a"
     assert main(["infer", str(series), "--out", str(out), "--no-progress", "--overlays", "all",
                  "--no-dicom-seg"]) == 0
-    assert "infection_seg.dcm" not in _files(out / "series")
+    assert not {"infection_seg.dcm", "infection_sr.dcm"} & _files(out / "series")
     slices = sorted((out / "series" / "overlays").glob("slice_*.png"))
     assert len(slices) == 12
     out = tmp_path / "b"

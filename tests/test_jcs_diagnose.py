@@ -174,6 +174,8 @@ def test_a_dicom_seg_only_for_segmented_patients(ct_volumes_dir, classifier_bund
         report = json.loads((out / "dicom" / "report.json").read_text())
         assert (out / "dicom" / "infection_seg.dcm").is_file() is segmented
         assert ("dicom_seg" in report["outputs"]) is segmented
+        assert (out / "dicom" / "infection_sr.dcm").is_file() is segmented  # the SR follows the SEG
+        assert ("dicom_sr" in report["outputs"]) is segmented
         note = "DICOM-SEG not written: the patient was not segmented (classified negative)"
         assert (note in report["warnings"]) is not segmented
         printed = capsys.readouterr()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import highdicom as hd
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
 from headless_browser import open_page
@@ -83,6 +84,25 @@ def test_dicom_seg_equals_the_mask_frame_by_frame(real_run):
     assert marked > 0  # empty masks and empty frames would agree whatever the frames' order or position
     nifti = [v for v in summary["volumes"] if v["status"] == "ok" and not Path(v["source"]).is_dir()]
     assert nifti and all("dicom_seg" not in v["outputs"] for v in nifti)
+
+
+def test_dicom_sr_holds_the_report_numbers(real_run):
+    """Every real DICOM series (anonymised ones among them) gets an SR in its SEG's study, referencing the SEG, with
+    report.json's infection volume, lung share and lung volume."""
+    _, out, summary = real_run
+    dicom = [v for v in summary["volumes"] if v["status"] == "ok" and Path(v["source"]).is_dir()]
+    for entry in dicom:
+        v = json.loads((out / entry["name"] / "report.json").read_text())
+        assert v["outputs"]["dicom_sr"] == "infection_sr.dcm" and not [w for w in v["warnings"] if "DICOM-SR" in w]
+        sr = hd.sr.srread(out / v["name"] / "infection_sr.dcm")
+        seg = pydicom.dcmread(out / v["name"] / "infection_seg.dcm", stop_before_pixels=True)
+        assert sr.StudyInstanceUID == seg.StudyInstanceUID and sr.PatientID == seg.PatientID
+        (group,) = sr.content.get_volumetric_roi_measurement_groups()
+        assert group.referenced_segment.referenced_sop_instance_uid == seg.SOPInstanceUID
+        values = {m.unit.value: m.value for m in group.get_measurements()}
+        assert values == {"ml": v["infection_ml"], "%": v["lung_involvement_percent"]}, v["name"]
+        (lungs,) = sr.content.get_image_measurement_groups()
+        assert [m.value for m in lungs.get_measurements()] == [v["lung_ml"]]
 
 
 def test_report_html_in_headless_chromium(real_run, tmp_path):

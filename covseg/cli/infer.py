@@ -49,10 +49,10 @@ examples:
   covseg infer --out results/        (no INPUT: the built-in chest phantom, as `covseg demo`)
 
 outputs: <out>/<volume>/{infection_mask,lung_mask[,infection_prob][,infection_labels]}.nii.gz,
-report.json, slices.csv, montage.png, reformats.png, infection_curve.png[, overlays/][, infection_seg.dcm];
-<out>/summary.json, summary.csv and report.html (see docs/reports.md). exit status: 0 all inputs succeeded,
-1 some input failed (one 'error: <file>: <reason>' line each; the others are processed), 2 usage error,
-unusable model or unwritable --out.
+report.json, slices.csv, montage.png, reformats.png, infection_curve.png[, overlays/]
+[, infection_seg.dcm, infection_sr.dcm]; <out>/summary.json, summary.csv and report.html (see docs/reports.md).
+exit status: 0 all inputs succeeded, 1 some input failed (one 'error: <file>: <reason>' line each; the others
+are processed), 2 usage error, unusable model or unwritable --out.
 """
 
 

@@ -24,7 +24,8 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-figures", action="store_true",
                    help="no pictures (montage, reformats, infection curve, overlays); report.html keeps the tables")
     p.add_argument("--dicom-seg", action=argparse.BooleanOptionalAction, default=None,
-                   help="write infection_seg.dcm (DICOM-SEG referencing the source series) for DICOM inputs "
+                   help="write infection_seg.dcm (DICOM-SEG referencing the source series) and with it "
+                        "infection_sr.dcm (DICOM-SR: the segments' volumes and %% of the lung) for DICOM inputs "
                         "(default: on for DICOM inputs)")
 
 

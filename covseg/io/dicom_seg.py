@@ -23,8 +23,6 @@ grid that does not coincide with the volume's voxels is refused).
 
 from __future__ import annotations
 
-import logging
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,18 +34,14 @@ from pydicom.uid import generate_uid
 from pydicom.valuerep import DA, TM
 
 from covseg.io.atomic import atomic_path
-from covseg.io.errors import CovsegInputError, first_line
+from covseg.io.dicom_derived import AI_FAMILY, algorithm_name_version, highdicom_build
+from covseg.io.errors import CovsegInputError
 from covseg.io.read import CTVolume
-
-# highdicom logs every module it copies into a SEG at INFO (about 40 lines a file), which floods the log of a bundle
-# run or of MONAI Label, whose logging configs show INFO; its warnings still show.
-logging.getLogger("highdicom").setLevel(logging.WARNING)
 
 __all__ = ["SEGMENTS_BINARY", "SEGMENTS_MULTICLASS", "frames_for_sources", "read_sources", "write_dicom_seg"]
 
 _CATEGORY = codes.SCT.MorphologicallyAbnormalStructure  # SCT 49755003
 _LUNG = codes.SCT.Lung  # SCT 39607008
-_AI = codes.cid7162.ArtificialIntelligence  # DCM 123110
 SEGMENTS_BINARY = {1: ("Infection", hd.sr.CodedConcept("52988006", "SCT", "Lesion"), (255, 40, 40))}
 SEGMENTS_MULTICLASS = {
     1: ("Ground-glass opacity", hd.sr.CodedConcept("1217294009", "SCT", "Ground glass opacity"), (255, 215, 0)),
@@ -222,10 +216,8 @@ def write_dicom_seg(labels: np.ndarray, volume: CTVolume, source_files: Sequence
     elif values.max(initial=0) > 2:
         raise ValueError(f"multi-class labels must be 0/1/2, found {int(values.max())}")
     frames = frames_for_sources(values, volume, sources)
-    model = dict(model or {})
-    name = str(model.get("name") or "covseg")
-    version = str(model.get("version") or software_version or "unknown")
-    algorithm = hd.AlgorithmIdentificationSequence(name=name, family=_AI, version=version, source="covseg")
+    name, version = algorithm_name_version(model, software_version)
+    algorithm = hd.AlgorithmIdentificationSequence(name=name, family=AI_FAMILY, version=version, source="covseg")
     table = SEGMENTS_MULTICLASS if multiclass else SEGMENTS_BINARY
     descriptions = [
         hd.seg.SegmentDescription(
@@ -238,15 +230,9 @@ def write_dicom_seg(labels: np.ndarray, volume: CTVolume, source_files: Sequence
     first = sources[0]
     if series_number is None:
         series_number = _series_number(first)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
-        try:
-            seg = _segmentation(sources, frames, descriptions, series_number, name, version, software_version,
-                                multiclass)
-        except (ValueError, TypeError) as exc:  # a source value highdicom refuses: no SEG, the other outputs stay
-            reason = first_line(str(exc))
-            raise CovsegInputError(volume.source_path, "DICOM-SEG cannot be built from the source series' header "
-                                                       f"({reason})") from None
+    # a source value highdicom refuses: no SEG (an input error, which the export makes a warning), other outputs stay
+    with highdicom_build(volume.source_path, "DICOM-SEG cannot be built from the source series' header"):
+        seg = _segmentation(sources, frames, descriptions, series_number, name, version, software_version, multiclass)
     path = Path(path)
     with atomic_path(path) as tmp:
         seg.save_as(tmp)

@@ -14,7 +14,10 @@
   volume's inference on (:mod:`covseg.engines.inference.pictures_job`), and they are written here;
 * ``infection_seg.dcm`` (DICOM inputs; ``ExportOptions.dicom_seg``, default on for DICOM): DICOM-SEG referencing
   the source series (:mod:`covseg.io.dicom_seg`); a series it cannot reference, or a patient ``covseg diagnose``
-  did not segment, gets a warning instead.
+  did not segment, gets a warning instead;
+* ``infection_sr.dcm`` (written whenever ``infection_seg.dcm`` is): DICOM-SR Measurement Report (TID 1500) of the
+  SEG's segments, with the volumes and lung shares of ``report.json`` (:mod:`covseg.io.dicom_sr`); a problem gets
+  a warning instead.
 
 All images are written with :func:`covseg.io.write.write_volume_like`: same size, spacing, origin and direction
 as the input. **To add an output**: write a function ``(folder, item) -> {key: file name}`` and call it in
@@ -173,4 +176,28 @@ def write_dicom_seg_file(folder: Path, item: VolumeOutputs) -> dict[str, str]:
         item.report.warnings.append(f"DICOM-SEG not written: {exc}")
         return {}
     item.report.warnings.extend(notes)
-    return {"dicom_seg": "infection_seg.dcm"}
+    return {"dicom_seg": "infection_seg.dcm", **write_dicom_sr_file(folder, item)}
+
+
+def write_dicom_sr_file(folder: Path, item: VolumeOutputs) -> dict[str, str]:
+    """``infection_sr.dcm``: the Measurement Report of ``infection_seg.dcm`` (written first) with the report's
+    volume and lung share of each segment and the lung volume; a problem -> a report warning."""
+    from covseg import __version__
+    from covseg.io.dicom_sr import write_dicom_sr
+
+    try:
+        write_dicom_sr(folder / "infection_seg.dcm", folder / "infection_sr.dcm", segment_measures(item.report),
+                       item.report.lung_ml, source=item.volume.source_path, model=item.report.model,
+                       software_version=__version__)
+    except CovsegInputError as exc:
+        item.report.warnings.append(f"DICOM-SR not written: {exc}")
+        return {}
+    return {"dicom_sr": "infection_sr.dcm"}
+
+
+def segment_measures(report: VolumeReport) -> dict[int, tuple[float, float]]:
+    """SEG segment number -> (mL, % of the lung) from ``report``: segment 1 = ``infection_ml`` and
+    ``lung_involvement_percent``; for a multi-class model, segment k = class k's ``class_volumes`` entry."""
+    if report.class_volumes:  # built in class order 1, 2, ...
+        return {k: (v["ml"], v["lung_percent"]) for k, v in enumerate(report.class_volumes.values(), start=1)}
+    return {1: (report.infection_ml, report.lung_involvement_percent)}
