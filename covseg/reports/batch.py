@@ -27,6 +27,7 @@ from covseg.io.errors import CovsegInputError
 from covseg.io.outlock import output_lock
 from covseg.io.strict_json import json_text
 from covseg.reports.label_scores import METRIC_KEYS
+from covseg.reports.score_summary import score_summary
 from covseg.reports.volume import VolumeReport
 
 __all__ = [
@@ -188,8 +189,10 @@ def merge_summary(old: dict | None, results: Sequence[VolumeResult], out_dir: Pa
                                                                                           "n_failed", "volumes")}]
     volumes = list(entries.values())
     n_ok = sum(v.get("status") == "ok" for v in volumes)
-    summary.update(n_volumes=len(volumes), n_ok=n_ok, n_failed=len(volumes) - n_ok, volumes=volumes,
-                   runs=runs[-MAX_RUNS_KEPT:])
+    for key in ("volumes", "runs"):  # the counts and scores first, then the volumes and the runs
+        summary.pop(key, None)
+    summary.update(n_volumes=len(volumes), n_ok=n_ok, n_failed=len(volumes) - n_ok, scores=score_summary(volumes),
+                   volumes=volumes, runs=runs[-MAX_RUNS_KEPT:])
     return summary
 
 
@@ -262,6 +265,12 @@ def format_console_table(results: Sequence[VolumeResult]) -> str:
         row += [_fmt(rep.timing_s.get("total"), 1)]
         rows.append(row)
         notes += [f"{rep.name}: warning: {w}" for w in rep.warnings]
+    scores = score_summary(r.report.to_dict() for r in results if r.report is not None) if with_metrics else None
+    if scores is not None and scores["n"] > 1:  # the figure of a test set: the mean over its volumes
+        means = [scores["metrics"].get(k, {}).get("mean") for k in ("dice", "sensitivity", "specificity",
+                                                                     "precision", "mae")]
+        rows.append([f"mean of {scores['n']}", ""] + [""] * 6 + [_fmt(m, 3) if m is not None else "-" for m in means]
+                    + [""])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     numeric = [i >= 2 for i in range(len(head))]
 

@@ -3,7 +3,8 @@
 A table of the volumes (lung and infection volumes, % of lung involved, severity score, infected slices;
 sortable by clicking a column header) whose names link to one section per volume: axial montage, coronal and
 sagittal reformats, infection-per-slice curve, lung and infection volumes per lung, the severity table with
-its rule, the model (name, version, precision), warnings and, with a reference label, the scores. A volume of
+its rule, the model (name, version, precision), warnings and, with a reference label, the scores (per class too;
+with labels the table adds Dice and Sen. columns, and the scores over volumes follow it). A volume of
 ``covseg diagnose`` adds its decision (a sortable column, by the share of positive slices) and the classifier's
 activation montage; a negative patient, not segmented, shows no infection pictures. A failed
 volume keeps its row with the one-line error. A Content-Security-Policy meta tag forbids every fetch but images
@@ -29,6 +30,7 @@ from covseg.io.atomic import atomic_write_text
 from covseg.io.outlock import output_lock
 from covseg.reports.diagnosis import decision_summary, positive_fraction, shown_verdict, verdict
 from covseg.reports.picks import THROUGH_PLANE_MIN_SLICES, through_plane_views
+from covseg.reports.score_summary import score_summary
 
 __all__ = ["ACTIVATION_IMAGE", "EMBED_MAX_VOLUMES", "IMAGES", "VolumeEntry", "entries_from_summary", "render_report",
            "write_html_report"]
@@ -104,6 +106,8 @@ _COLUMNS = (  # key, header, type (num/text), tooltip
     ("severity", "Severity (0-30)", "num", "sum of the 6 zone scores (see each volume)"),
     ("slices", "Infected / lung slices", "num", ""),
 )
+_SCORE_COLUMNS = (("dice", "Dice", "num", "against the reference label (--labels)"),
+                  ("sensitivity", "Sen.", "num", "against the reference label (--labels)"))
 _DIAGNOSIS_COLUMN = ("diagnosis", "Diagnosis", "num", "covseg diagnose: the patient decision, sorted by the share of "
                                                       "positive slices")
 
@@ -193,10 +197,15 @@ def _shown_report(entry: VolumeEntry) -> dict | None:
 
 
 def _columns(entries: Sequence[VolumeEntry]) -> tuple[tuple[str, str, str, str], ...]:
-    """The table's columns: with a diagnosis column after the status when some volume has one."""
-    if not any(e.diagnosis for e in entries):
-        return _COLUMNS
-    return (*_COLUMNS[:2], _DIAGNOSIS_COLUMN, *_COLUMNS[2:])
+    """The table's columns: with a diagnosis column after the status when some volume has one, and the scores
+    against the labels last when some volume has them."""
+    columns = _COLUMNS if not any(e.diagnosis for e in entries) else (*_COLUMNS[:2], _DIAGNOSIS_COLUMN,
+                                                                       *_COLUMNS[2:])
+    return (*columns, *_SCORE_COLUMNS) if _scored(entries) else columns
+
+
+def _scored(entries: Sequence[VolumeEntry]) -> bool:
+    return any(e.report is not None and e.report.get("metrics") for e in entries)
 
 
 def _diagnosis_cell(d: dict | None) -> tuple[str, str]:
@@ -206,13 +215,17 @@ def _diagnosis_cell(d: dict | None) -> tuple[str, str]:
             f"{positive_fraction(d):.6f}")
 
 
-def _cells(i: int, entry: VolumeEntry, with_diagnosis: bool = False) -> list[tuple[str, str]]:
+def _cells(i: int, entry: VolumeEntry, with_diagnosis: bool = False, with_scores: bool = False
+           ) -> list[tuple[str, str]]:
     """(display html, sort value) per column."""
     link = f'<a href="#vol-{i}">{_e(entry.name)}</a>'
     rep = _shown_report(entry)
     if rep is None:
-        n_rest = len(_COLUMNS) - 2 + int(with_diagnosis)
+        n_rest = len(_COLUMNS) - 2 + int(with_diagnosis) + len(_SCORE_COLUMNS) * int(with_scores)
         return [(link, entry.name), ('<span class="err">failed</span>', "failed")] + [("-", "")] * n_rest
+    metrics = (entry.report or {}).get("metrics") or {}  # scored also where not segmented: its empty mask counts
+    scores = [(_num(metrics.get(key), 3), _value(metrics.get(key))) for key, *_ in _SCORE_COLUMNS] if with_scores \
+        else []
     sev = rep.get("severity") or {}
     right, left = _lung_percent(rep, "right"), _lung_percent(rep, "left")
     total = sev.get("total_score")
@@ -227,6 +240,7 @@ def _cells(i: int, entry: VolumeEntry, with_diagnosis: bool = False) -> list[tup
         ("-" if total is None else str(total), "" if total is None else str(total)),
         (f"{_plain_count(rep.get('infected_slices', 0))} / {rep.get('lung_slices', 0)}",
          _value(rep.get("infected_slices"))),
+        *scores,
     ]
 
 
@@ -245,14 +259,33 @@ def _table(entries: Sequence[VolumeEntry]) -> str:
         f'<th id="col-{key}" class="{"t" if kind == "text" else ""}" data-type="{kind}" title="{_e(tip)}">'
         f"{_e(label)}</th>" for key, label, kind, tip in columns)
     rows = []
+    with_diagnosis, with_scores = any(e.diagnosis for e in entries), _scored(entries)
     for i, entry in enumerate(entries):
         cells = "".join(f'<td class="{"t" if kind == "text" else ""}" data-value="{_e(value)}">{shown}</td>'
-                        for (shown, value), (_, _, kind, _) in zip(_cells(i, entry, len(columns) > len(_COLUMNS)),
+                        for (shown, value), (_, _, kind, _) in zip(_cells(i, entry, with_diagnosis, with_scores),
                                                                    columns))
         cls = ' class="failed"' if entry.report is None else ""
         rows.append(f'<tr id="row-{i}" data-volume="{_e(entry.name)}"{cls}>{cells}</tr>')
     return (f'<table id="volumes"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-            '<p class="note">Click a column header to sort (first click: largest first).</p>')
+            '<p class="note">Click a column header to sort (first click: largest first).</p>'
+            + _scores_over_volumes(entries))
+
+
+def _scores_over_volumes(entries: Sequence[VolumeEntry]) -> str:
+    """The batch's scores against its labels, over volumes (mean ± sd, median, range; per class too), or ''."""
+    scores = score_summary(e.report for e in entries if e.report is not None)
+    if scores is None:
+        return ""
+    rows = [(name, *(_num(st.get(k), 4) for k in ("mean", "sd", "median", "min", "max")), st["n"])
+            for name, st in scores["metrics"].items()]
+    for cls, metrics in (scores.get("classes") or {}).items():
+        rows += [(f"{cls} {name}", *(_num(st.get(k), 4) for k in ("mean", "sd", "median", "min", "max")), st["n"])
+                 for name, st in metrics.items()]
+    return (f'<h3 id="scores">Scores against the labels over {scores["n"]} volume(s)</h3>'
+            '<p class="note">Each volume counts once (the mean of the per-volume scores)'
+            + ("; a patient that covseg diagnose did not segment is scored with its empty mask"
+               if any(e.diagnosis for e in entries) else "") + ".</p>"
+            + _kv_table(rows, ("metric", "mean", "sd", "median", "min", "max", "volumes")))
 
 
 def _kv_table(rows: Sequence[Sequence[object]], head: Sequence[str]) -> str:
@@ -355,9 +388,17 @@ def _section(i: int, entry: VolumeEntry) -> str:
     parts += ["<h3>Lung and infection volumes</h3>", _volumes_table(rep)]
     parts += ["<h3>Severity score</h3>", '<p class="note">Not scored: the patient was not segmented.</p>'
               if _not_segmented(entry) else _severity_table(rep.get("severity"))]
-    if rep.get("metrics"):
-        parts += ["<h3>Scores against the label</h3>",
-                  _kv_table([(k, _num(v, 4)) for k, v in rep["metrics"].items()], ("metric", "value"))]
+    scores = (entry.report or {}).get("metrics")
+    if scores:
+        values = (entry.report or {}).get("label_values")
+        scored = f" (label values scored as infection: {', '.join(map(str, values))})" if values else ""
+        parts += [f"<h3>Scores against the label{_e(scored)}</h3>",
+                  _kv_table([(k, _num(v, 4)) for k, v in scores.items()], ("metric", "value"))]
+        per_class = (entry.report or {}).get("class_metrics") or {}
+        if per_class:
+            names = list(next(iter(per_class.values())))
+            parts.append(_kv_table([(cls, *(_num(m.get(k), 4) for k in names)) for cls, m in per_class.items()],
+                                   ("class", *names)))
     return f'<section data-volume="{_e(entry.name)}">{"".join(parts)}</section>'
 
 
