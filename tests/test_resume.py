@@ -124,3 +124,24 @@ def test_cli_continue_keeps_done_volumes_and_says_so(tmp_path, inputs, monkeypat
     assert "2 of 2 volume(s) done (1 kept from an earlier run)" in text
     summary = json.loads((out / "summary.json").read_text())
     assert sorted(v["name"] for v in summary["volumes"]) == ["a", "b"]
+
+
+def test_a_dicom_series_request_asks_for_the_sr_beside_the_seg(tmp_path):
+    """A folder written before the DICOM-SR came with the SEG (its request without ``dicom_sr``) is made again by
+    ``--continue``; the requests of other inputs, and of runs without the SEG, are unchanged."""
+    from covseg.engines.inference.outputs import ExportOptions
+    from covseg.engines.inference.resume import volume_request
+    from covseg.engines.inference.volume import InfectionPostprocessing
+    from covseg.io.source import VolumeSource
+
+    ct = tmp_path / "s" / "1.dcm"
+    ct.parent.mkdir()
+    ct.write_bytes(b"x")
+    series = VolumeSource("s", ct.parent, "dicom", files=[ct])
+    nifti = VolumeSource("n", ct, "nifti")
+
+    def outputs(src: VolumeSource, **options: object) -> dict:
+        return volume_request(src, {}, ExportOptions(**options), None, InfectionPostprocessing())["outputs"]
+
+    assert outputs(series)["dicom_sr"] is True and outputs(series, dicom_seg=True)["dicom_sr"] is True
+    assert "dicom_sr" not in outputs(series, dicom_seg=False) and "dicom_sr" not in outputs(nifti)

@@ -51,6 +51,8 @@ def volume_request(src: VolumeSource, model_info: dict, options: ExportOptions,
     the requests of earlier runs without it stay equal."""
     outputs = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name != "writers"}
     outputs["writers"] = [getattr(w, "__qualname__", type(w).__name__) for w in options.writers]
+    if src.files and options.dicom_seg is not False:  # a DICOM series' SEG comes with its SR since covseg 2026-12-07:
+        outputs["dicom_sr"] = True  # a folder of an earlier version (SEG alone) is made again, other requests unchanged
     post = dataclasses.asdict(postprocessing) if dataclasses.is_dataclass(postprocessing) else {}
     given = {} if label_values is None else {"label_values": dataclasses.asdict(label_values)}
     return json.loads(json.dumps({
