@@ -74,19 +74,18 @@ def prediction_kind(pred_dir: str | Path) -> str:
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         return "maps"
-    maps, files, folders = _entries(pred_dir)
+    try:
+        maps, files, folders = _entries(pred_dir)
+    except OSError as exc:
+        raise ValueError(f"{pred_dir}: cannot be read ({exc.strerror or exc})") from None
     volumes = sorted(files + folders)
     if maps and volumes:
-        return _raise(f"{pred_dir}: holds both 2D prediction maps ({sorted(maps)[0].name}) and volumes "
-                      f"({volumes[0].name}): give a folder of one kind")
+        raise ValueError(f"{pred_dir}: holds both 2D prediction maps ({sorted(maps)[0].name}) and volumes "
+                         f"({volumes[0].name}): give a folder of one kind")
     if not maps and not volumes:
-        return _raise(f"{pred_dir}: no predictions: neither 2D maps ({', '.join(PRED_SUFFIXES)}) nor volumes "
-                      f"({', '.join(LABEL_SUFFIXES)}) nor covseg infer volume folders (<volume>/{INFER_MASK})")
+        raise ValueError(f"{pred_dir}: no predictions: neither 2D maps ({', '.join(PRED_SUFFIXES)}) nor volumes "
+                         f"({', '.join(LABEL_SUFFIXES)}) nor covseg infer volume folders (<volume>/{INFER_MASK})")
     return "volumes" if volumes else "maps"
-
-
-def _raise(message: str) -> str:
-    raise ValueError(message)
 
 
 def find_predictions(pred_dir: str | Path) -> list[VolumePrediction]:
