@@ -1,4 +1,5 @@
-"""Reference labels of a volume: find ``<labels_dir>/<name>.<ext>`` and read it onto the volume's voxel grid."""
+"""Reference labels of a volume: find ``<labels_dir>/<name>.<ext>`` and read it onto the volume's voxel grid; a
+mask file (another tool's prediction) read as the volume whose grid a label is read onto (``covseg evaluate``)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from covseg.io.errors import CovsegInputError
-from covseg.io.read import CTVolume
+from covseg.io.read import CTVolume, ImageGeometry
 from covseg.io.read_image_file import read_image_file
 
-__all__ = ["LABEL_SUFFIXES", "find_label", "label_for", "label_names_tried", "read_label"]
+__all__ = ["LABEL_SUFFIXES", "find_label", "label_for", "label_names_tried", "read_label", "read_mask"]
 
 LABEL_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
 
@@ -84,3 +85,25 @@ def read_label(path: str | Path, volume: CTVolume) -> tuple[np.ndarray, list[str
     if array.shape != volume.array.shape:
         raise CovsegInputError(path, f"label shape {array.shape} differs from the input's {volume.array.shape}")
     return array, warnings
+
+
+def read_mask(path: str | Path) -> CTVolume:
+    """A mask or label map file (NIfTI, MHA, NRRD) as a :class:`CTVolume` holding its values (not HU), re-oriented
+    to LPS like :func:`covseg.io.read.read_volume`, so that :func:`read_label` reads a reference label onto its grid.
+
+    Read with the checks of :func:`covseg.io.read_image_file.read_image_file` (a truncated or damaged file is refused
+    in one line); a voxel spacing that is not positive and finite raises ``CovsegInputError`` too."""
+    path = Path(path)
+    img = read_image_file(path)
+    if not all(np.isfinite(s) and s > 0 for s in img.GetSpacing()):
+        raise CovsegInputError(path, f"damaged header: voxel spacing {img.GetSpacing()} is not positive and finite")
+    reference = ImageGeometry.from_image(img)
+    if reference.orientation != "LPS":
+        img = sitk.DICOMOrient(img, "LPS")
+    name = path.name
+    for suffix in LABEL_SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+            break
+    return CTVolume(array=sitk.GetArrayFromImage(img), spacing=tuple(img.GetSpacing()), reference=reference,
+                    name=name, source_path=path, origin=tuple(img.GetOrigin()), direction=tuple(img.GetDirection()))

@@ -15,13 +15,14 @@ from PIL import Image
 
 from covseg.metrics.toolbox import ToolboxAccumulator
 
-__all__ = ["PRED_SUFFIXES", "evaluate_folders", "match_files", "read_gray"]
+__all__ = ["PRED_SUFFIXES", "evaluate_folders", "match_files", "natural_key", "read_gray"]
 
 
 PRED_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-def _natural_key(stem: str) -> list:
+def natural_key(stem: str) -> list:
+    """A sort key that orders ``img2`` before ``img10``."""
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", stem)]
 
 
@@ -72,7 +73,7 @@ def match_files(pred_dir: str | Path, gt_dir: str | Path) -> list[tuple[Path, Pa
     # hidden files are left out, as by covseg infer: macOS copies add a "._<name>.png" beside each image
     masks = sorted((p for p in gt_dir.iterdir()
                     if p.suffix.lower() == ".png" and not p.name.startswith(".") and p.is_file()),
-                   key=lambda p: _natural_key(p.stem))
+                   key=lambda p: natural_key(p.stem))
     if not masks:
         raise ValueError(f"{gt_dir}: no .png masks")
     preds: dict[str, list[Path]] = {}
