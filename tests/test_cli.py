@@ -214,7 +214,7 @@ def test_label_values_option_scores_a_lung_and_infection_label(tmp_path, tiny_mo
 
     reference, plain, given = report(alone, "a"), report(both, "b"), report(both, "c", "--label-values", "3")
     assert [w for w in plain["warnings"] if w.startswith("label holds values 1, 2, 3: every non-zero voxel")]
-    assert "covseg infer --label-values" in " ".join(plain["warnings"]) and plain["label_values"] == [1, 2, 3]
+    assert "with --label-values V[,V]" in " ".join(plain["warnings"]) and plain["label_values"] == [1, 2, 3]
     assert plain["metrics"] != reference["metrics"]
     assert given["metrics"] == reference["metrics"] and given["label_values"] == [3]
     assert not [w for w in given["warnings"] if "label" in w]

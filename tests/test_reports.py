@@ -262,7 +262,7 @@ def test_label_values_score_a_lung_and_infection_label_as_the_infection_alone():
                                    label_path="/labels/v.nii.gz", **kwargs)
 
     plain, alone, given = report(both), report(infection), report(both, label_values=LabelValues((3,)))
-    assert any(w.startswith("label holds values 1, 2, 3") and "covseg infer --label-values" in w
+    assert any(w.startswith("label holds values 1, 2, 3") and "with --label-values V[,V]" in w
                for w in plain.warnings)
     assert plain.metrics["dice"] < 0.5 and plain.label_values == [1, 2, 3]
     assert given.metrics == alone.metrics and given.metrics["dice"] == 1.0

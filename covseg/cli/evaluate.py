@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 
 from covseg.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, one_line
-from covseg.cli.options import label_classes, label_values
+from covseg.cli.options import add_label_value_args
 
 __all__ = ["add_parser", "run"]
 
@@ -52,19 +52,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object of all figures")
     p.add_argument("--csv", metavar="FILE", help="write per-image (per-volume) scores to FILE")
     p.add_argument("--name", default=None, help="model name shown in the table row (2D maps)")
-    values = p.add_mutually_exclusive_group()
-    values.add_argument("--label-values", metavar="V[,V]", type=label_values,
-                        help="volumes: the values of the labels that are infection, the others background (default: "
-                             "every non-zero value; e.g. 3 for COVID-19-CT-Seg's lung-and-infection masks)")
-    values.add_argument("--label-classes", metavar="GGO,CONS", type=label_classes,
-                        help="volumes: the values of the labels that are ground-glass opacity and consolidation, "
-                             "for per-class scores of multi-class predictions (infection is both)")
+    add_label_value_args(p, "the labels (volumes)", "multi-class predictions'")
 
 
 def run(args: argparse.Namespace) -> int:
     """``covseg evaluate`` with parsed ``args``: the table row (or JSON), optionally a per-image CSV."""
-    from covseg.io.atomic import atomic_write_text
-    from covseg.io.errors import CovsegInputError
     from covseg.metrics.folders import evaluate_folders
     from covseg.metrics.tables import format_table_row, per_image_csv_text
     from covseg.metrics.volumes import prediction_kind
@@ -86,12 +78,8 @@ def run(args: argparse.Namespace) -> int:
         error(one_line(exc))
         return EXIT_FAILED
     per_image = figures.pop("per_image", [])
-    if args.csv:
-        try:
-            atomic_write_text(args.csv, per_image_csv_text(per_image))
-        except (CovsegInputError, OSError) as exc:
-            error(str(exc))
-            return EXIT_USAGE
+    if args.csv and not _write_csv(args.csv, per_image_csv_text(per_image)):
+        return EXIT_USAGE
     if args.json:
         import json
 
@@ -107,8 +95,6 @@ def _run_volumes(args: argparse.Namespace) -> int:
     (or one JSON object: ``volumes``, ``scores``), optionally a per-volume CSV."""
     import sys
 
-    from covseg.io.atomic import atomic_write_text
-    from covseg.io.errors import CovsegInputError
     from covseg.io.strict_json import json_text
     from covseg.metrics.tables import per_volume_csv_text, volume_table
     from covseg.metrics.volumes import score_volumes
@@ -121,8 +107,7 @@ def _run_volumes(args: argparse.Namespace) -> int:
     if not Path(args.gt_dir).is_dir():
         error(f"{args.gt_dir}: not a folder (give the folder of reference labels)")
         return EXIT_USAGE
-    values = (LabelValues(args.label_values, args.label_classes)
-              if args.label_values is not None or args.label_classes is not None else None)
+    values = LabelValues.from_config(args.label_values, args.label_classes)
 
     def tell(entry: dict) -> None:
         if entry["status"] != "ok":
@@ -131,14 +116,23 @@ def _run_volumes(args: argparse.Namespace) -> int:
             print(f"warning: {entry['name']}: {warning}", file=sys.stderr, flush=True)
 
     entries = score_volumes(args.pred_dir, args.gt_dir, values, on_result=tell)
-    if args.csv:
-        try:
-            atomic_write_text(args.csv, per_volume_csv_text(entries))
-        except (CovsegInputError, OSError) as exc:
-            error(str(exc))
-            return EXIT_USAGE
+    if args.csv and not _write_csv(args.csv, per_volume_csv_text(entries)):
+        return EXIT_USAGE
     if args.json:
         print(json_text({"volumes": entries, "scores": score_summary(entries)}))
     else:
         print(volume_table(entries))
     return EXIT_FAILED if any(e["status"] != "ok" for e in entries) else EXIT_OK
+
+
+def _write_csv(path: str, text: str) -> bool:
+    """Write ``--csv``'s file atomically; False after one error line when it cannot be written."""
+    from covseg.io.atomic import atomic_write_text
+    from covseg.io.errors import CovsegInputError
+
+    try:
+        atomic_write_text(path, text)
+    except (CovsegInputError, OSError) as exc:
+        error(str(exc))
+        return False
+    return True

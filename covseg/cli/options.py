@@ -10,8 +10,8 @@ from pathlib import Path
 from covseg.cli.common import error
 from covseg.reports.label_scores import MAX_LABEL_VALUE
 
-__all__ = ["add_label_args", "add_model_args", "add_output_args", "bundle_kind_problem", "check_model_args",
-           "label_args_problem", "label_classes", "label_values"]
+__all__ = ["add_label_args", "add_label_value_args", "add_model_args", "add_output_args", "bundle_kind_problem",
+           "check_model_args", "label_args_problem", "label_classes", "label_values"]
 
 _KINDS = {"classes": "a slice classifier", "segmentation": "a segmentation model"}
 
@@ -55,13 +55,19 @@ def add_label_args(p: argparse.ArgumentParser) -> None:
     ``--label-values`` or ``--label-classes``."""
     p.add_argument("--labels", metavar="DIR", help="reference masks <DIR>/<volume>.nii.gz (>0 = infection, unless "
                                                    "--label-values): adds Dice, Sen., Spec., Prec., MAE to the reports")
+    add_label_value_args(p, "the --labels masks", "a multi-class bundle's")
+
+
+def add_label_value_args(p: argparse.ArgumentParser, masks: str, scores_of: str) -> None:
+    """``--label-values V[,V]`` or ``--label-classes GGO,CONS``: which values of ``masks`` (e.g. "the --labels
+    masks") are infection, or each class, for ``scores_of`` (e.g. "a multi-class bundle's") per-class scores."""
     values = p.add_mutually_exclusive_group()
     values.add_argument("--label-values", metavar="V[,V]", type=label_values,
-                        help="the values of the --labels masks that are infection, the others background (default: "
-                             "every non-zero value; e.g. 3 for COVID-19-CT-Seg's lung-and-infection masks)")
+                        help=f"the values of {masks} that are infection, the others background (default: every "
+                             "non-zero value; e.g. 3 for COVID-19-CT-Seg's lung-and-infection masks)")
     values.add_argument("--label-classes", metavar="GGO,CONS", type=label_classes,
-                        help="the values of the --labels masks that are ground-glass opacity and consolidation, for "
-                             "a multi-class bundle's per-class scores (infection is both)")
+                        help=f"the values of {masks} that are ground-glass opacity and consolidation, for "
+                             f"{scores_of} per-class scores (infection is both)")
 
 
 def label_args_problem(args: argparse.Namespace) -> str | None:

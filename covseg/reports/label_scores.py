@@ -94,10 +94,10 @@ def label_value_warnings(values: list[int | float], n_classes: int = 1) -> list[
     the file would count too); for a multi-class model, values beyond 1..``n_classes`` - 1."""
     if n_classes <= 1 and len(values) > 1 and not set(values) <= {1, 2}:
         return [f"label holds values {_shown(values)}: every non-zero voxel is scored as infection (name the "
-                "infection's values with covseg infer --label-values V[,V])"]
+                "infection's values with --label-values V[,V])"]
     if n_classes > 1 and any(v not in range(1, n_classes) for v in values):
         return [f"label holds values {_shown(values)}: the classes are 1..{n_classes - 1}; every non-zero voxel is "
-                "scored as infection (name the values with covseg infer --label-classes GGO,CONS)"]
+                "scored as infection (name the values with --label-classes GGO,CONS)"]
     return []
 
 
