@@ -212,3 +212,44 @@ def test_folder_kinds_and_usage_errors(tmp_path, phantoms, capsys):
     assert main(["evaluate", str(pred), str(gt), "--label-values", "3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --label-values goes with volume predictions"), err
+
+
+def test_a_probability_map_is_scored_with_a_warning(tmp_path, phantoms, capsys):
+    """A prediction that is a probability map (covseg infer --save-prob's uint8 0-255, or fractions) is scored as > 0,
+    which marks nearly everything: a warning says so; a 0/255 mask or a 0/1/2 class map gets none."""
+    ph = phantoms[0]
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    ramp = np.linspace(0, 255, ph.infection.size).reshape(ph.infection.shape)
+    _write(ph, np.round(ramp), pred / "prob.nii.gz")
+    _write(ph, ph.infection * 255, pred / "mask255.nii.gz")
+    _write(ph, ph.lesion_classes, pred / "classes.nii.gz")
+    fractions = sitk.GetImageFromArray((ramp / 255).astype(np.float32))
+    fractions.CopyInformation(ph.image(ph.infection))
+    sitk.WriteImage(fractions, str(pred / "fractions.nii.gz"))
+    for name in ("prob", "mask255", "classes", "fractions"):
+        _write(ph, ph.infection, gt / f"{name}.nii.gz")
+    code, result, err = _evaluate_json(capsys, str(pred), str(gt))
+    assert code == 0
+    warned = {v["name"]: v["warnings"] for v in result["volumes"]}
+    assert warned["mask255"] == [] and warned["classes"] == [], warned
+    assert len(warned["prob"]) == 1 and "prob.nii.gz holds 256 different values from 0 to 255" in warned["prob"][0]
+    assert len(warned["fractions"]) == 1 and "fractional values" in warned["fractions"][0]
+    assert any(line.startswith("warning: prob: prob.nii.gz holds 256") for line in err), err
+
+
+def test_gt_dir_that_is_pred_dir_is_a_usage_error(tmp_path, phantoms, capsys):
+    """GT_DIR == PRED_DIR (by the same path or a link to it) scored every prediction against itself (Dice 1.000):
+    one usage line (exit 2), for volumes and for 2D maps."""
+    ph = phantoms[0]
+    volumes, maps = tmp_path / "volumes", tmp_path / "maps"
+    _write(ph, ph.infection, volumes / "a.nii.gz")
+    maps.mkdir()
+    from PIL import Image
+
+    Image.fromarray((ph.infection[6] * 255).astype(np.uint8)).save(maps / "a.png")
+    (tmp_path / "link").symlink_to(volumes)
+    for pred, gt in ((volumes, volumes), (volumes, tmp_path / "link"), (maps, maps)):
+        assert main(["evaluate", str(pred), str(gt)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"error: {gt}: is PRED_DIR itself: each prediction would be scored against itself (give the "
+                       "folder of reference masks)"], err

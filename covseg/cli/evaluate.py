@@ -5,6 +5,7 @@ folders of 3D masks against reference labels as ``covseg infer --labels`` scores
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from covseg.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, one_line
@@ -61,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
     from covseg.metrics.tables import format_table_row, per_image_csv_text
     from covseg.metrics.volumes import prediction_kind
 
+    if _same_folder(args.pred_dir, args.gt_dir):
+        error(f"{args.gt_dir}: is PRED_DIR itself: each prediction would be scored against itself (give the folder "
+              "of reference masks)")
+        return EXIT_USAGE
     try:
         kind = prediction_kind(args.pred_dir)
     except ValueError as exc:
@@ -136,3 +141,11 @@ def _write_csv(path: str, text: str) -> bool:
         error(str(exc))
         return False
     return True
+
+
+def _same_folder(pred_dir: str, gt_dir: str) -> bool:
+    """Whether ``pred_dir`` and ``gt_dir`` are one folder (by another path or link too)."""
+    try:
+        return Path(pred_dir).is_dir() and os.path.samefile(pred_dir, gt_dir)
+    except OSError:
+        return False

@@ -4,7 +4,8 @@ The predictions are volume files (``<case>.nii.gz``, ``.nii``, ``.mha``, ``.mhd`
 tool's) or ``covseg infer``'s output folder (``<volume>/infection_mask.nii.gz``, with ``infection_labels.nii.gz``
 for per-class scores). Each is matched to its label by :func:`covseg.io.labels.label_for` (also without a naming tag
 or nnU-Net's ``_0000``), read onto the prediction's grid by :func:`covseg.io.labels.read_label` and scored by
-:func:`covseg.reports.label_scores.score_label`: the prediction binarised as > 0, the label's values as
+:func:`covseg.reports.label_scores.score_label`: the prediction binarised as > 0 (one that looks like a probability map
+with a warning), the label's values as
 :class:`~covseg.reports.label_scores.LabelValues` say. MAE is that of the binary mask, its error rate (infer's
 report scores its probability map). One volume's failure is its entry's ``error``; the others are scored.
 """
@@ -130,6 +131,18 @@ def _check_classes(classes: np.ndarray, path: Path) -> np.ndarray:
     return classes.astype(np.int64)
 
 
+def _not_a_mask(array: np.ndarray) -> str | None:
+    """Why ``array`` looks like a probability map rather than a mask (fractional values; or more distinct values
+    than background and two classes, as the uint8 0-255 map of ``covseg infer --save-prob``), else None."""
+    if np.issubdtype(array.dtype, np.floating) and not np.all(array == np.round(array)):
+        return "holds fractional values (a probability map?)"
+    held = np.unique(array)
+    if held.size > _CLASSES:
+        return (f"holds {held.size} different values from {held[0]:g} to {held[-1]:g} (a probability map, e.g. "
+                "covseg infer's 0-255 infection_prob.nii.gz?)")
+    return None
+
+
 def score_volume(pred: VolumePrediction, gt_dir: str | Path, values: LabelValues | None = None) -> dict:
     """One volume's entry: ``name``, ``pred``, ``label``, ``status`` ``"ok"``, ``metrics`` (and ``class_metrics``,
     ``label_classes`` with per-class scores), ``label_values``, ``warnings``. Raises ``CovsegInputError("<path>:
@@ -164,8 +177,9 @@ def score_volume(pred: VolumePrediction, gt_dir: str | Path, values: LabelValues
     if scored.class_metrics is not None:
         entry.update(class_metrics=scored.class_metrics, label_classes=scored.classes,
                      class_map=str(pred.classes or pred.mask))
-    if np.issubdtype(volume.array.dtype, np.floating) and not np.all(volume.array == np.round(volume.array)):
-        warnings.append(f"{pred.mask.name} holds fractional values (a probability map?): scored as > 0")
+    problem = _not_a_mask(volume.array)
+    if problem:
+        warnings.append(f"{pred.mask.name} {problem}: scored as > 0 (threshold it into a mask first)")
     entry["warnings"] = [*warnings, *scored.warnings]
     return entry
 
