@@ -64,3 +64,20 @@ def test_python_m_covseg_exits_with_the_commands_status(argv: list[str], status:
     if argv[0] == "infer":  # torch was loaded: the fast exit, with the summary written and the error line shown
         assert (tmp_path / "out" / "summary.json").is_file()
         assert "missing.nii.gz: does not exist" in done.stderr
+
+
+def test_a_reader_that_has_left_ends_the_run_without_a_traceback(tmp_path: Path) -> None:
+    """``covseg ... | head``: the pipe's reader is gone before covseg prints its table; exit status 1, no traceback
+    (before: ``BrokenPipeError`` and its traceback). (``--help`` was quiet already: argparse ignores the error.)"""
+    argv = ["infer", "missing.nii.gz", "--out", "{tmp}"]
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to stdout now fails with EPIPE
+    try:
+        done = subprocess.run([sys.executable, "-m", "covseg", *[a.format(tmp=tmp_path / "out") for a in argv]],
+                              cwd=REPO, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr and "BrokenPipe" not in done.stderr

@@ -34,7 +34,17 @@ def leave(code: int) -> NoReturn:
 
 
 def entry(argv: Sequence[str] | None = None) -> NoReturn:
-    """The ``covseg`` console script and ``python -m covseg``: :func:`covseg.cli.main.main`, then :func:`leave`."""
+    """The ``covseg`` console script and ``python -m covseg``: :func:`covseg.cli.main.main`, then :func:`leave`.
+
+    A reader that leaves early (``covseg evaluate ... --json | head``) ends the run with exit status 1 and no
+    traceback, as Python's documentation advises for a closed pipe: standard output then goes to ``os.devnull``."""
     from covseg.cli.main import main
 
-    leave(main(argv))
+    try:
+        code = main(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
+    leave(code)
