@@ -67,3 +67,17 @@ def test_per_class_scores_are_summarised_per_class():
     assert scores["classes"]["ggo"]["dice"]["mean"] == pytest.approx(0.6)
     assert scores["classes"]["consolidation"]["dice"]["median"] == pytest.approx(0.3)
     assert score_summary([{"status": "ok"}]) is None
+
+
+def test_volumes_scored_with_other_label_values_are_said_to_be():
+    """A folder's runs with other ``--label-values`` are averaged together; the summary lists the values and the
+    page says they differ."""
+    results = [_scored("a", 0), _scored("b", 2)]
+    same = score_summary(r.report.to_dict() for r in results)
+    assert same["label_values"] == [[1]]
+    mixed_reports = [results[0].report.to_dict(), {**results[1].report.to_dict(), "label_values": [3]}]
+    assert score_summary(mixed_reports)["label_values"] == [[1], [3]]
+    page = render_report([VolumeEntry(r["name"], "ok", r["source"], None, r, {}) for r in mixed_reports], {})
+    assert "scored with different label values (1; 3)" in page
+    assert "different label values" not in render_report(
+        [VolumeEntry(r.name, "ok", r.source, None, r.report.to_dict(), {}) for r in results], {})

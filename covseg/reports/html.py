@@ -282,9 +282,7 @@ def _scores_over_volumes(entries: Sequence[VolumeEntry]) -> str:
         rows += [(f"{cls} {name}", *(_num(st.get(k), 4) for k in ("mean", "sd", "median", "min", "max")), st["n"])
                  for name, st in metrics.items()]
     return (f'<h3 id="scores">Scores against the labels over {scores["n"]} volume(s)</h3>'
-            '<p class="note">Each volume counts once (the mean of the per-volume scores)'
-            + ("; a patient that covseg diagnose did not segment is scored with its empty mask"
-               if any(e.diagnosis for e in entries) else "") + ".</p>"
+            + _scores_note(entries, scores)
             + _kv_table(rows, ("metric", "mean", "sd", "median", "min", "max", "volumes")))
 
 
@@ -400,6 +398,17 @@ def _section(i: int, entry: VolumeEntry) -> str:
             parts.append(_kv_table([(cls, *(_num(m.get(k), 4) for k in names)) for cls, m in per_class.items()],
                                    ("class", *names)))
     return f'<section data-volume="{_e(entry.name)}">{"".join(parts)}</section>'
+
+
+def _scores_note(entries: Sequence[VolumeEntry], scores: dict) -> str:
+    """What the scores over volumes are: every volume once; how unsegmented patients count; mixed label values."""
+    notes = ["Each volume counts once (the mean of the per-volume scores)"]
+    if any(e.diagnosis for e in entries):
+        notes.append("a patient that covseg diagnose did not segment is scored with its empty mask")
+    if len(scores.get("label_values") or ()) > 1:
+        mixed = "; ".join(", ".join(map(str, values)) or "-" for values in scores["label_values"])
+        notes.append(f"the volumes were scored with different label values ({mixed})")
+    return f'<p class="note">{_e("; ".join(notes))}.</p>'
 
 
 def _diagnosis_text(d: dict) -> str:

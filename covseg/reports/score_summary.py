@@ -36,12 +36,15 @@ def _over(scores: Sequence[Mapping[str, object]]) -> dict[str, dict]:
 
 def score_summary(volumes: Iterable[Mapping[str, object]]) -> dict | None:
     """Over the volumes (``report.json`` / ``summary.json`` entries) that hold ``metrics``: ``{"n": volumes scored,
-    "metrics": {metric: stats}, "classes": {class: {metric: stats}}}`` (``classes`` only where some volume holds
-    ``class_metrics``); None when no volume was scored."""
+    "label_values": the distinct lists of label values they were scored with, "metrics": {metric: stats},
+    "classes": {class: {metric: stats}}}`` (``classes`` only where some volume holds ``class_metrics``); None when
+    no volume was scored."""
     scored = [v for v in volumes if isinstance(v.get("metrics"), Mapping) and v.get("status", "ok") == "ok"]
     if not scored:
         return None
-    out: dict = {"n": len(scored), "metrics": _over([v["metrics"] for v in scored])}
+    scored_values = {tuple(v.get("label_values") or ()) for v in scored}  # a folder's runs may differ in them
+    out: dict = {"n": len(scored), "label_values": [list(t) for t in sorted(scored_values)],
+                 "metrics": _over([v["metrics"] for v in scored])}
     per_class: dict[str, list[Mapping[str, object]]] = {}
     for v in scored:
         for name, scores in (v.get("class_metrics") or {}).items():
