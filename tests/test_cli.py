@@ -232,6 +232,32 @@ def test_label_values_option_scores_a_lung_and_infection_label(tmp_path, tiny_mo
     assert not (tmp_path / "bad").exists()
 
 
+def test_a_label_shared_by_two_inputs_of_one_name_is_warned_about(tmp_path, tiny_model, capsys):
+    """Two inputs named ``ct`` (``a/ct.nii.gz``, ``b/ct.nii.gz``): the second's folder gets the naming tag and finds
+    ``labels/ct.nii.gz`` too, so both are scored against one label; the tagged one says so (the first, whose label
+    it is by name, does not). A label named with the tag is that volume's own, without the warning."""
+    import SimpleITK as sitk
+
+    from covseg.io.labels import shared_label_note
+
+    ph = make_chest_phantom(shape=(12, 64, 64), spacing=(5.6, 5.6, 10.0), seed=2)
+    cts = [write_phantom(tmp_path / site / "ct.nii.gz", ph)["ct"] for site in ("a", "b")]
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    sitk.WriteImage(ph.image(ph.infection), str(labels / "ct.nii.gz"))
+    assert main(["infer", *map(str, cts), "--labels", str(labels), "--out", str(tmp_path / "out"), "--no-figures",
+                 "--no-progress"]) == 0
+    reports = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "out").glob("*/report.json")}
+    tagged = next(name for name in reports if name != "ct")
+    assert set(reports) == {"ct", tagged} and reports["ct"]["metrics"] and reports[tagged]["metrics"]
+    assert not [w for w in reports["ct"]["warnings"] if "naming tag" in w]
+    shared = [w for w in reports[tagged]["warnings"] if "naming tag" in w]
+    assert len(shared) == 1 and shared[0].startswith(f"label ct.nii.gz is that of ct, the name without covseg's "
+                                                     f"naming tag _{tagged[3:]}")
+    assert shared_label_note(tagged, labels / f"{tagged}.nii.gz") is None  # its own label
+    assert shared_label_note("case_0000", labels / "case.nii.gz") is None  # nnU-Net's channel, not a tag
+
+
 def test_image_size_option_sets_the_network_input(tmp_path, good_ct, tiny_model, capsys):
     seen = set()
     tiny_model.register_forward_hook(lambda module, inputs, output: seen.add(tuple(inputs[0].shape[-2:])))

@@ -120,7 +120,8 @@ def test_label_values_score_the_infection_alone(tmp_path, phantoms, capsys):
     truth, mask = ph.infection > 0, predicted > 0
     assert scores["dice"] == round(dice(mask, truth), 6) and 0.1 < scores["dice"] < 0.9
     assert scores["precision"] < 1.0 and scores["mae"] == round(float(np.mean(mask != truth)), 6)
-    assert given["scores"] == reference["scores"]
+    assert given["scores"]["metrics"] == reference["scores"]["metrics"]
+    assert given["scores"]["label_values"] == [[3]] and reference["scores"]["label_values"] == [[1]]
     code, plain, err = _evaluate_json(capsys, str(pred), str(both))
     assert code == 0 and plain["volumes"][0]["metrics"] != scores
     assert len(err) == 3 and err[0].startswith("warning: a: label holds values 1, 2, 3"), err

@@ -13,7 +13,8 @@ from covseg.io.errors import CovsegInputError
 from covseg.io.read import CTVolume, ImageGeometry
 from covseg.io.read_image_file import read_image_file
 
-__all__ = ["LABEL_SUFFIXES", "find_label", "label_for", "label_names_tried", "read_label", "read_mask"]
+__all__ = ["LABEL_SUFFIXES", "find_label", "label_for", "label_names_tried", "read_label", "read_mask",
+           "shared_label_note", "volume_stem"]
 
 LABEL_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
 
@@ -49,6 +50,28 @@ def label_for(labels_dir: str | Path, name: str) -> Path | None:
         found = find_label(labels_dir, candidate)
         if found is not None:
             return found
+    return None
+
+
+def shared_label_note(name: str, label_path: str | Path) -> str | None:
+    """A warning when volume ``name`` carries the naming tag of :mod:`covseg.io.naming` (several inputs of one name
+    in a batch) and ``label_path`` is the label of the name without it: every input of that name is then scored
+    against that one label. None when the label is the volume's own."""
+    tagged = re.fullmatch(r"(.+)_([0-9a-f]{8})", name)
+    if tagged is None or volume_stem(Path(label_path)) == name:
+        return None
+    base, tag = tagged.groups()
+    return (f"label {Path(label_path).name} is that of {base}, the name without covseg's naming tag _{tag}: several "
+            f"inputs are named {base} and each is scored against it (give this one its own label {name}.nii.gz)")
+
+
+def volume_stem(path: Path) -> str | None:
+    """The file's name without its volume suffix (:data:`LABEL_SUFFIXES`: ``case.nii.gz`` -> ``case``), or None when
+    it has none."""
+    lower = path.name.lower()
+    for suffix in LABEL_SUFFIXES:
+        if lower.endswith(suffix) and len(lower) > len(suffix):
+            return path.name[: -len(suffix)]
     return None
 
 
@@ -100,10 +123,6 @@ def read_mask(path: str | Path) -> CTVolume:
     reference = ImageGeometry.from_image(img)
     if reference.orientation != "LPS":
         img = sitk.DICOMOrient(img, "LPS")
-    name = path.name
-    for suffix in LABEL_SUFFIXES:
-        if name.lower().endswith(suffix) and len(name) > len(suffix):
-            name = name[: -len(suffix)]
-            break
     return CTVolume(array=sitk.GetArrayFromImage(img), spacing=tuple(img.GetSpacing()), reference=reference,
-                    name=name, source_path=path, origin=tuple(img.GetOrigin()), direction=tuple(img.GetDirection()))
+                    name=volume_stem(path) or path.name, source_path=path, origin=tuple(img.GetOrigin()),
+                    direction=tuple(img.GetDirection()))

@@ -19,7 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from covseg.io.errors import CovsegInputError
-from covseg.io.labels import LABEL_SUFFIXES, label_for, label_names_tried, read_label, read_mask
+from covseg.io.labels import (
+    LABEL_SUFFIXES,
+    label_for,
+    label_names_tried,
+    read_label,
+    read_mask,
+    shared_label_note,
+    volume_stem,
+)
 from covseg.metrics.folders import PRED_SUFFIXES, natural_key
 from covseg.reports.label_scores import LabelValues, score_label
 
@@ -44,14 +52,6 @@ class VolumePrediction:
     problem: str | None = None
 
 
-def _volume_stem(path: Path) -> str | None:
-    lower = path.name.lower()
-    for suffix in LABEL_SUFFIXES:
-        if lower.endswith(suffix) and len(lower) > len(suffix):
-            return path.name[: -len(suffix)]
-    return None
-
-
 def _entries(pred_dir: Path) -> tuple[list[Path], list[Path], list[Path]]:
     """The 2D maps, volume files and ``covseg infer`` volume folders of ``pred_dir`` (hidden entries left out)."""
     maps, files, folders = [], [], []
@@ -63,7 +63,7 @@ def _entries(pred_dir: Path) -> tuple[list[Path], list[Path], list[Path]]:
                 folders.append(p)
         elif p.suffix.lower() in PRED_SUFFIXES:
             maps.append(p)
-        elif _volume_stem(p) is not None:
+        elif volume_stem(p) is not None:
             files.append(p)
     return maps, files, folders
 
@@ -98,7 +98,7 @@ def find_predictions(pred_dir: str | Path) -> list[VolumePrediction]:
     _, files, folders = _entries(pred_dir)
     found: dict[str, list[VolumePrediction]] = {}
     for f in files:
-        found.setdefault(_volume_stem(f) or f.name, []).append(VolumePrediction(_volume_stem(f) or f.name, f))
+        found.setdefault(volume_stem(f) or f.name, []).append(VolumePrediction(volume_stem(f) or f.name, f))
     for d in folders:
         classes = d / INFER_CLASSES
         found.setdefault(d.name, []).append(VolumePrediction(d.name, d / INFER_MASK, True,
@@ -180,7 +180,8 @@ def score_volume(pred: VolumePrediction, gt_dir: str | Path, values: LabelValues
     problem = _not_a_mask(volume.array)
     if problem:
         warnings.append(f"{pred.mask.name} {problem}: scored as > 0 (threshold it into a mask first)")
-    entry["warnings"] = [*warnings, *scored.warnings]
+    shared = shared_label_note(pred.name, label_path)
+    entry["warnings"] = [*warnings, *scored.warnings, *([shared] if shared else [])]
     return entry
 
 

@@ -27,7 +27,7 @@ from covseg.engines.inference.volume import (
     infer_volume,
 )
 from covseg.io.errors import CovsegInputError
-from covseg.io.labels import label_for, read_label
+from covseg.io.labels import label_for, read_label, shared_label_note
 from covseg.io.read import CTVolume
 from covseg.reports.counts import slice_counts
 from covseg.reports.label_scores import LabelValues
@@ -70,6 +70,8 @@ def prepare_volume(volume: CTVolume, predictor: SlicePredictor, out_dir: str | P
         label_path = label_for(labels_dir, volume.name)  # also without a naming tag or nnU-Net's _0000
         if label_path is None:
             warnings.append(f"no label {Path(labels_dir) / (volume.name + '.nii.gz')}: no scores")
+        elif note := shared_label_note(volume.name, label_path):
+            warnings.append(note)
     if label_path is not None:
         try:
             label, label_warnings = read_label(label_path, volume)
